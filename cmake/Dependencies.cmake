@@ -1,0 +1,19 @@
+# Third-party libraries, all from Debian's packages (scripts/install-deps.sh installs them).
+find_package(PkgConfig REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(CLI11 REQUIRED)
+
+# oneDNN's CMake config needs the OpenCL packages present; find the library directly so a CPU-only
+# machine does not need them.
+find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp REQUIRED)
+find_library(DNNL_LIBRARY dnnl REQUIRED)
+add_library(skyreels_dnnl INTERFACE)
+target_include_directories(skyreels_dnnl INTERFACE ${DNNL_INCLUDE_DIR})
+target_link_libraries(skyreels_dnnl INTERFACE ${DNNL_LIBRARY})
+
+if(SKYREELS_TESTS OR SKYREELS_BENCH)
+  find_package(GTest REQUIRED)
+  find_package(benchmark QUIET)
+endif()

@@ -1,0 +1,15 @@
+#include "backends/backend.h"
+
+namespace sr {
+
+void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor& out) {
+    int64_t at = 0;
+    for (const Tensor& p : parts) {
+        Tensor dst = out.slice(dim, at, at + p.dim(dim));
+        backend.copy(p, dst);
+        at += p.dim(dim);
+    }
+    SR_ASSERT(at == out.dim(dim), "concat sizes sum to {} but out has {}", at, out.dim(dim));
+}
+
+}  // namespace sr

@@ -1,0 +1,88 @@
+// The compute backend interface: every op the models need, behind one narrow class. The CPU backend is
+// always built (tests and CI run on it); a CUDA backend implements the same interface. Models call only
+// these ops and never see where tensors live.
+//
+// Conventions: activations are f32 and contiguous unless an op says it takes views. Weights may be stored
+// as f32, bf16 or f16 (the checkpoint's dtype, memory-mapped); ops that take weights accept all three.
+// Outputs are preallocated by the caller (so the caller owns memory planning) and must not alias inputs
+// unless the op says "in place".
+//
+//   sr::Backend& be = sr::cpu_backend();
+//   be.linear(x, w, &b, y);                       // y[M,N] = x[M,K] w[N,K]^T + b
+//   be.attention(q, k, v, out, mask, 1/sqrt(d));  // q,k,v,out: [B,H,L,D] views
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sr {
+
+struct AttentionMask {
+    // Per batch row b: keys [0, kv_len[b]) are valid (right padding). Empty: every key is valid.
+    std::vector<int64_t> kv_len;
+    // Optional dense mask [B, Lq, Lk] (Bool or F32, nonzero = attend), applied together with kv_len.
+    Tensor dense;
+};
+
+// Arithmetic precision of GEMMs whose weights are stored in bf16 (see cpu_backend.h for the CPU choice).
+enum class GemmPrecision { F32, BF16 };
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+    virtual Device device() const = 0;
+    // Where activations and workspace for this backend's ops are allocated (budgeted, peak-tracked).
+    virtual Allocator& allocator() = 0;
+
+    // y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 contiguous; weight f32/bf16/f16.
+    virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) = 0;
+
+    // Scaled dot-product attention per (batch, head): out = softmax(q k^T * scale, masked) v.
+    // q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 views with any strides but a unit innermost
+    // stride, so [B,L,H,D] buffers are passed as permute({0,2,1,3}) views. Memory is O(tile x Lk), never
+    // Lq x Lk. A query row with no valid key yields zeros.
+    virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
+                           float scale) = 0;
+
+    // Normalization over the last dimension; weight/bias [D] optional (nullptr = no affine).
+    virtual void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) = 0;
+    // y = x * rsqrt(mean(x^2) + eps) * weight, statistics in f32.
+    virtual void rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) = 0;
+
+    // In place on x [B, L, H, D] (a view; unit innermost stride): rotates interleaved pairs (x[2i], x[2i+1])
+    // of token l by the tables cos/sin [L, D] (each frequency repeated twice), as diffusers'
+    // apply_rotary_emb(use_real=True, unbind_dim=-1): x*cos + (-x[2i+1], x[2i])*sin.
+    virtual void rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
+
+    virtual void gelu_tanh(const Tensor& x, Tensor& y) = 0;
+    virtual void silu(const Tensor& x, Tensor& y) = 0;
+
+    // adaLN: y[b,l,:] = x[b,l,:] * (1 + scale[b,:]) + shift[b,:]. x, y [B,L,D]; shift, scale [B,D] views.
+    virtual void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) = 0;
+    // In place: x[b,l,:] += y[b,l,:] * gate[b,:]. x, y [B,L,D]; gate [B,D] view (or undefined: gate = 1).
+    virtual void gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) = 0;
+    // In place: x += y (same shape).
+    virtual void add(Tensor& x, const Tensor& y) = 0;
+
+    // 3-D convolution whose stride equals its kernel (patchify): x [B,C,F,H,W], weight [D,C,pt,ph,pw]
+    // (any float dtype), bias [D] -> y [B, N, D], tokens in (f,h,w) row-major order.
+    virtual void patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) = 0;
+
+    // Sinusoidal embedding of t [B] -> y [B, dim]: freq_i = exp(-ln(max_period) * i / (dim/2 - shift)),
+    // i < dim/2; [cos, sin] when flip_sin_to_cos, else [sin, cos] (diffusers get_timestep_embedding).
+    virtual void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                                    float max_period, Tensor& y) = 0;
+
+    // dst = src for equal shapes and any strides; float dtypes are converted. Concat, slice and permute
+    // are views plus this copy.
+    virtual void copy(const Tensor& src, Tensor& dst) = 0;
+};
+
+// Copies `parts` one after another along `dim` of `out` (their sizes along dim must sum to out's).
+void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor& out);
+
+}  // namespace sr

@@ -1,0 +1,88 @@
+#include "core/allocator.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+
+#include "core/error.h"
+
+namespace sr {
+
+std::string Device::name() const { return type == DeviceType::CPU ? "cpu" : fmt::format("cuda:{}", index); }
+
+Allocator::Allocator(std::string name, size_t budget_bytes) : name_(std::move(name)), budget_(budget_bytes) {}
+
+void* Allocator::allocate(size_t bytes, std::string_view what) {
+    if (bytes == 0) bytes = 1;
+    size_t now = in_use_.fetch_add(bytes) + bytes;
+    if (budget_ != 0 && now > budget_) {
+        in_use_.fetch_sub(bytes);
+        throw OutOfMemoryError(fmt::format("{} memory budget exceeded: {} needs {} but {} of the {} budget is in use",
+                                           name_, what.empty() ? "allocation" : what, format_bytes(double(bytes)),
+                                           format_bytes(double(now - bytes)), format_bytes(double(budget_))));
+    }
+    void* p = raw_allocate(bytes);
+    if (!p) {
+        in_use_.fetch_sub(bytes);
+        throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} for {}", name_,
+                                           format_bytes(double(bytes)), what.empty() ? "allocation" : what));
+    }
+    size_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    return p;
+}
+
+void Allocator::deallocate(void* ptr, size_t bytes) {
+    if (!ptr) return;
+    if (bytes == 0) bytes = 1;
+    raw_deallocate(ptr, bytes);
+    in_use_.fetch_sub(bytes);
+}
+
+void* HostAllocator::raw_allocate(size_t bytes) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    return std::aligned_alloc(64, rounded);
+}
+
+void HostAllocator::raw_deallocate(void* ptr, size_t) { std::free(ptr); }
+
+HostAllocator& host_allocator() {
+    static HostAllocator allocator("host", 0);
+    return allocator;
+}
+
+std::string format_bytes(double bytes) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (std::fabs(bytes) >= 1024.0 && u < 4) {
+        bytes /= 1024.0;
+        ++u;
+    }
+    return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
+}
+
+size_t parse_bytes(std::string_view text, std::string_view what) {
+    std::string s(text);
+    size_t pos = 0;
+    double value = 0;
+    try {
+        value = std::stod(s, &pos);
+    } catch (...) {
+        SR_THROW("{}: '{}' is not a size (expected e.g. 12G, 512M, 4096)", what, text);
+    }
+    std::string unit = s.substr(pos);
+    for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
+    double mult = 1;
+    if (unit.empty() || unit == "B") mult = 1;
+    else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
+    else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
+    else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
+    else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
+    else SR_THROW("{}: unknown size unit '{}' in '{}' (use K, M, G or T)", what, unit, text);
+    SR_THROW_IF(!(value >= 0) || value * mult > 1.8e19, "{}: size '{}' is out of range", what, text);
+    return size_t(value * mult);
+}
+
+}  // namespace sr

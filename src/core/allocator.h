@@ -1,0 +1,78 @@
+// Devices and budgeted allocators.
+//
+// Every tensor's memory comes from an Allocator, which enforces a byte budget (an allocation past it throws
+// OutOfMemoryError naming what was asked for, the budget and what is in use) and records the peak. The
+// residency manager and the memory report read these counters.
+//
+//   sr::HostAllocator arena("activations", 2ull << 30);   // 2 GiB budget
+//   void* p = arena.allocate(bytes, "attention scratch");
+//   arena.deallocate(p, bytes);  arena.peak_bytes();
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace sr {
+
+enum class DeviceType : uint8_t { CPU, CUDA };
+
+struct Device {
+    DeviceType type = DeviceType::CPU;
+    int index = 0;
+    bool operator==(const Device&) const = default;
+    std::string name() const;
+    static Device cpu() { return {}; }
+};
+
+class Allocator {
+public:
+    explicit Allocator(std::string name, size_t budget_bytes);
+    virtual ~Allocator() = default;
+    Allocator(const Allocator&) = delete;
+    Allocator& operator=(const Allocator&) = delete;
+
+    virtual Device device() const = 0;
+    // Throws OutOfMemoryError when the budget would be exceeded. `what` names the request in that error.
+    void* allocate(size_t bytes, std::string_view what);
+    void deallocate(void* ptr, size_t bytes);
+
+    const std::string& name() const { return name_; }
+    size_t budget_bytes() const { return budget_; }  // 0 = unlimited
+    void set_budget_bytes(size_t b) { budget_ = b; }
+    size_t in_use_bytes() const { return in_use_.load(); }
+    size_t peak_bytes() const { return peak_.load(); }
+    void reset_peak() { peak_.store(in_use_.load()); }
+
+protected:
+    virtual void* raw_allocate(size_t bytes) = 0;  // nullptr on failure
+    virtual void raw_deallocate(void* ptr, size_t bytes) = 0;
+
+private:
+    std::string name_;
+    size_t budget_;
+    std::atomic<size_t> in_use_{0};
+    std::atomic<size_t> peak_{0};
+};
+
+// Host memory, 64-byte aligned (AVX-512 lines).
+class HostAllocator final : public Allocator {
+public:
+    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0) : Allocator(std::move(name), budget_bytes) {}
+    Device device() const override { return Device::cpu(); }
+
+protected:
+    void* raw_allocate(size_t bytes) override;
+    void raw_deallocate(void* ptr, size_t bytes) override;
+};
+
+// The process-wide host allocator used when none is given (unlimited budget, peak tracked).
+HostAllocator& host_allocator();
+
+// "1.50 GiB", "512 B": for reports and error messages.
+std::string format_bytes(double bytes);
+// Parses "12G", "512M", "1.5GiB", "4096" (bytes). Throws InputError naming `what` on bad input.
+size_t parse_bytes(std::string_view text, std::string_view what);
+
+}  // namespace sr

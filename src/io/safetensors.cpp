@@ -1,0 +1,312 @@
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/log.h"
+#include "io/json.h"
+
+namespace sr {
+
+namespace fs = std::filesystem;
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    SR_THROW_IF(fd < 0, "{}: cannot open: {}", path, std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        SR_THROW("{}: not a regular file", path);
+    }
+    std::shared_ptr<MappedFile> f(new MappedFile());
+    f->path_ = path;
+    f->size_ = size_t(st.st_size);
+    if (f->size_ > 0) {
+        void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            const int err = errno;
+            ::close(fd);
+            SR_THROW("{}: mmap of {} bytes failed: {}", path, f->size_, std::strerror(err));
+        }
+        f->data_ = static_cast<const uint8_t*>(p);
+    }
+    ::close(fd);
+    return f;
+}
+
+MappedFile::~MappedFile() {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+namespace {
+
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+SafetensorsEntry parse_entry(const std::string& name, const Json& v, size_t data_size, std::string_view source) {
+    SafetensorsEntry e;
+    e.name = name;
+    SR_THROW_IF(!v.is_object(), "{}: tensor '{}': header entry is not an object", source, name);
+    const std::string where = fmt::format("{}: tensor '{}'", source, name);
+    const std::string dtype = json_string(v, "dtype", where);
+    auto dt = dtype_from_safetensors_name(dtype);
+    SR_THROW_IF(!dt, "{}: unsupported dtype '{}' (supported: F32, BF16, F16, F8_E4M3, I32, I64, BOOL)", where, dtype);
+    e.dtype = *dt;
+    const auto shape = json_int_array(v, "shape", where);
+    SR_THROW_IF(shape.size() > size_t(kMaxDims), "{}: rank {} exceeds {}", where, shape.size(), kMaxDims);
+    uint64_t numel = 1;
+    for (int64_t d : shape) {
+        SR_THROW_IF(d < 0, "{}: negative dimension {}", where, d);
+        SR_THROW_IF(mul_overflows(numel, uint64_t(d), &numel), "{}: shape overflows", where);
+        e.shape.push_back(d);
+    }
+    uint64_t nbytes = 0;
+    SR_THROW_IF(mul_overflows(numel, dtype_size(e.dtype), &nbytes), "{}: byte size overflows", where);
+    const Json& off = json_require(v, "data_offsets", where);
+    SR_THROW_IF(!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned(),
+                "{}: data_offsets must be two non-negative integers, got {}", where, off.dump());
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    SR_THROW_IF(begin > end, "{}: data_offsets [{}, {}] run backwards", where, begin, end);
+    SR_THROW_IF(end > data_size, "{}: data_offsets [{}, {}] run past the end of the data ({} bytes; file truncated?)",
+                where, begin, end, data_size);
+    SR_THROW_IF(end - begin != nbytes, "{}: data_offsets [{}, {}] hold {} bytes but {}{} needs {}", where, begin, end,
+                end - begin, dtype, e.shape.str(), nbytes);
+    e.data_begin = size_t(begin);
+    e.data_end = size_t(end);
+    return e;
+}
+
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available, size_t file_size,
+                                           std::string_view source) {
+    SR_THROW_IF(file_size < 8 || available < 8, "{}: file is {} bytes, too short for a safetensors header", source,
+                file_size);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+    SR_THROW_IF(n > kMaxSafetensorsHeaderBytes, "{}: header length {} exceeds the {} byte limit (not a safetensors file?)",
+                source, n, kMaxSafetensorsHeaderBytes);
+    SR_THROW_IF(n > file_size - 8, "{}: header length {} runs past the end of the {} byte file (truncated?)", source, n,
+                file_size);
+    SR_THROW_IF(n + 8 > available, "{}: header length {} exceeds the {} bytes read", source, n, available);
+    const std::string_view text(reinterpret_cast<const char*>(bytes + 8), size_t(n));
+    const Json j = parse_json(text, fmt::format("{} (header)", source));
+    SR_THROW_IF(!j.is_object(), "{}: header is not a JSON object", source);
+
+    SafetensorsHeader h;
+    h.data_offset = size_t(8 + n);
+    const size_t data_size = file_size - h.data_offset;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        if (it.key() == "__metadata__") {
+            SR_THROW_IF(!it.value().is_object(), "{}: __metadata__ is not an object", source);
+            for (auto m = it.value().begin(); m != it.value().end(); ++m)
+                if (m.value().is_string()) h.metadata[m.key()] = m.value().get<std::string>();
+            continue;
+        }
+        h.entries.push_back(parse_entry(it.key(), it.value(), data_size, source));
+    }
+    std::sort(h.entries.begin(), h.entries.end(), [](const auto& a, const auto& b) {
+        return a.data_begin != b.data_begin ? a.data_begin < b.data_begin : a.data_end < b.data_end;
+    });
+    for (size_t i = 1; i < h.entries.size(); ++i) {
+        const auto& a = h.entries[i - 1];
+        const auto& b = h.entries[i];
+        SR_THROW_IF(b.data_begin < a.data_end, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", source, a.name,
+                    a.data_begin, a.data_end, b.name, b.data_begin, b.data_end);
+    }
+    return h;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+    auto f = std::make_shared<SafetensorsFile>();
+    f->file_ = MappedFile::open(path);
+    f->header_ = parse_safetensors_header(f->file_->data(), f->file_->size(), f->file_->size(), path);
+    for (size_t i = 0; i < f->header_.entries.size(); ++i) f->by_name_[f->header_.entries[i].name] = i;
+    return f;
+}
+
+const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : &header_.entries[it->second];
+}
+
+Tensor SafetensorsFile::tensor(const SafetensorsEntry& e) const {
+    const uint8_t* p = file_->data() + header_.data_offset + e.data_begin;
+    const size_t align = dtype_size(e.dtype);
+    if (reinterpret_cast<uintptr_t>(p) % align != 0) {
+        // The format does not promise alignment; typed loads need it, so copy this one tensor.
+        SR_LOG_DEBUG("{}: tensor '{}' is misaligned in the file; copying it", path(), e.name);
+        Tensor t = Tensor::empty(e.shape, e.dtype, host_allocator(), e.name);
+        std::memcpy(t.raw_data(), p, e.data_end - e.data_begin);
+        return t;
+    }
+    // The mapping is read-only: weights are never written through these views.
+    return Tensor::wrap(const_cast<uint8_t*>(p), e.shape, e.dtype, Device::cpu(), file_);
+}
+
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+}  // namespace
+
+WeightStore WeightStore::open_files(const std::vector<std::string>& files) {
+    WeightStore store;
+    store.source_ = files.size() == 1 ? files[0] : fmt::format("{} (+{} files)", files.empty() ? "" : files[0], files.size() - 1);
+    for (const auto& path : files) {
+        auto f = SafetensorsFile::open(path);
+        const size_t idx = store.files_.size();
+        store.files_.push_back(f);
+        for (const auto& e : f->header().entries) {
+            auto [it, inserted] = store.index_.emplace(e.name, Location{idx, &e});
+            SR_THROW_IF(!inserted, "tensor '{}' appears in both {} and {}", e.name, store.files_[it->second.file]->path(),
+                        path);
+        }
+    }
+    return store;
+}
+
+WeightStore WeightStore::open(const std::string& path) {
+    std::error_code ec;
+    SR_THROW_IF(!fs::exists(path, ec), "{}: no such file or folder", path);
+    std::string index_path;
+    if (fs::is_directory(path, ec)) {
+        std::vector<std::string> indexes, files;
+        for (const auto& de : fs::directory_iterator(path, ec)) {
+            const std::string name = de.path().filename().string();
+            if (ends_with(name, ".safetensors.index.json")) indexes.push_back(de.path().string());
+            else if (ends_with(name, ".safetensors") && de.is_regular_file()) files.push_back(de.path().string());
+        }
+        std::sort(indexes.begin(), indexes.end());
+        std::sort(files.begin(), files.end());
+        SR_THROW_IF(indexes.size() > 1, "{}: more than one *.safetensors.index.json ({} and {})", path, indexes[0],
+                    indexes[1]);
+        if (indexes.empty()) {
+            SR_THROW_IF(files.empty(), "{}: no .safetensors files in this folder", path);
+            WeightStore s = open_files(files);
+            s.source_ = path;
+            return s;
+        }
+        index_path = indexes[0];
+    } else if (ends_with(path, ".json")) {
+        index_path = path;
+    } else {
+        return open_files({path});
+    }
+
+    // Sharded: the index names a shard for every tensor.
+    const Json index = load_json_file(index_path);
+    const Json& map = json_require(index, "weight_map", index_path);
+    SR_THROW_IF(!map.is_object(), "{}: weight_map is not an object", index_path);
+    const fs::path dir = fs::path(index_path).parent_path();
+    std::map<std::string, size_t> shard_index;
+    WeightStore store;
+    store.source_ = index_path;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+        SR_THROW_IF(!it.value().is_string(), "{}: weight_map['{}'] is not a file name", index_path, it.key());
+        const std::string shard = it.value().get<std::string>();
+        SR_THROW_IF(shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
+                        shard == "." || shard == "..",
+                    "{}: weight_map['{}'] = '{}' is not a file name in the checkpoint folder", index_path, it.key(), shard);
+        if (!shard_index.count(shard)) {
+            const std::string shard_path = (dir / shard).string();
+            SR_THROW_IF(!fs::exists(shard_path, ec), "{}: shard '{}' (holding '{}') is missing", index_path, shard,
+                        it.key());
+            shard_index[shard] = store.files_.size();
+            store.files_.push_back(SafetensorsFile::open(shard_path));
+        }
+        const size_t fi = shard_index[shard];
+        const SafetensorsEntry* e = store.files_[fi]->find(it.key());
+        SR_THROW_IF(!e, "{}: tensor '{}' is mapped to shard '{}', which does not hold it", index_path, it.key(), shard);
+        store.index_.emplace(it.key(), Location{fi, e});
+    }
+    for (size_t fi = 0; fi < store.files_.size(); ++fi)
+        for (const auto& e : store.files_[fi]->header().entries)
+            if (!store.index_.count(e.name))
+                SR_LOG_WARN("{}: shard {} holds '{}', which the index does not list; it is ignored", index_path,
+                            store.files_[fi]->path(), e.name);
+    return store;
+}
+
+bool WeightStore::contains(std::string_view name) const { return index_.find(name) != index_.end(); }
+
+const SafetensorsEntry& WeightStore::entry(std::string_view name) const {
+    auto it = index_.find(name);
+    SR_THROW_IF(it == index_.end(), "{}: missing tensor '{}'", source_, name);
+    return *it->second.entry;
+}
+
+Tensor WeightStore::get(std::string_view name) const {
+    auto it = index_.find(name);
+    SR_THROW_IF(it == index_.end(), "{}: missing tensor '{}'", source_, name);
+    used_.insert(std::string(name));
+    return files_[it->second.file]->tensor(*it->second.entry);
+}
+
+std::optional<Tensor> WeightStore::get_optional(std::string_view name) const {
+    if (!contains(name)) return std::nullopt;
+    return get(name);
+}
+
+std::vector<std::string> WeightStore::names() const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : index_) out.push_back(k);
+    return out;
+}
+
+std::vector<std::string> WeightStore::unused_names() const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : index_)
+        if (!used_.count(k)) out.push_back(k);
+    return out;
+}
+
+std::map<DType, size_t> WeightStore::bytes_by_dtype() const {
+    std::map<DType, size_t> out;
+    for (const auto& [k, v] : index_) out[v.entry->dtype] += v.entry->data_end - v.entry->data_begin;
+    return out;
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+    Json header = Json::object();
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    size_t offset = 0;
+    std::vector<Tensor> contiguous;
+    for (const auto& [name, t] : tensors) {
+        Tensor c = t.contiguous();
+        header[name] = {{"dtype", std::string(dtype_safetensors_name(c.dtype()))},
+                        {"shape", c.shape().to_vector()},
+                        {"data_offsets", {offset, offset + c.nbytes()}}};
+        offset += c.nbytes();
+        contiguous.push_back(c);
+    }
+    std::string text = header.dump();
+    while ((text.size() + 8) % 8 != 0) text.push_back(' ');  // keep the data section 8-byte aligned
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        SR_THROW_IF(!out, "{}: cannot write", tmp);
+        uint64_t n = text.size();
+        uint8_t len[8];
+        for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
+        out.write(reinterpret_cast<const char*>(len), 8);
+        out.write(text.data(), std::streamsize(text.size()));
+        for (const auto& c : contiguous) out.write(static_cast<const char*>(c.raw_data()), std::streamsize(c.nbytes()));
+        SR_THROW_IF(!out, "{}: write failed", tmp);
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    SR_THROW_IF(ec, "{}: cannot rename into place: {}", path, ec.message());
+}
+
+}  // namespace sr

@@ -1,0 +1,55 @@
+#include "support/fixtures.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "io/json.h"
+
+#ifndef SKYREELS_SOURCE_DIR_SUPPORT
+#define SKYREELS_SOURCE_DIR_SUPPORT ""
+#endif
+
+namespace sr::test {
+
+namespace fs = std::filesystem;
+
+fs::path fixtures_root() {
+    if (const char* env = std::getenv("SKYREELS_FIXTURES"); env && *env) return fs::path(env);
+    return fs::path(SKYREELS_SOURCE_DIR_SUPPORT) / ".." / "shared" / "fixtures";
+}
+
+std::vector<fs::path> find_fixture_dirs(const std::function<bool(const fs::path&)>& accept) {
+    std::vector<fs::path> out;
+    std::error_code ec;
+    const fs::path root = fixtures_root();
+    if (!fs::is_directory(root, ec)) return out;
+    if (accept(root)) out.push_back(root);
+    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink, ec);
+         it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (ec) break;
+        if (it->is_directory(ec) && accept(it->path())) out.push_back(it->path());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+bool model_config_names(const fs::path& dir, const std::string& key, const std::string& name) {
+    const fs::path cfg = dir / "model" / "config.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(cfg, ec)) return false;
+    try {
+        const Json j = load_json_file(cfg.string());
+        return j.is_object() && j.contains(key) && j[key].is_string() && j[key].get<std::string>() == name;
+    } catch (...) {
+        return false;
+    }
+}
+
+fs::path scratch_dir(const std::string& name) {
+    const fs::path dir = fs::temp_directory_path() / ("skyreels_test_" + std::to_string(::getpid()) + "_" + name);
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    return dir;
+}
+
+}  // namespace sr::test

@@ -1,0 +1,27 @@
+// Fixture discovery for parity tests: fixtures are found by content under $SKYREELS_FIXTURES or
+// ../shared/fixtures (relative to the source tree), never by a hard-coded list, so a new folder of the same
+// layout is tested without code changes.
+//
+//   for (auto& dir : sr::test::find_fixture_dirs([](const fs::path& d) { return is_transformer(d); })) ...
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sr::test {
+
+// The fixtures root: $SKYREELS_FIXTURES when set, else <source>/../shared/fixtures.
+std::filesystem::path fixtures_root();
+
+// Every folder under the root (recursively, sorted) for which `accept` returns true.
+std::vector<std::filesystem::path> find_fixture_dirs(const std::function<bool(const std::filesystem::path&)>& accept);
+
+// True when dir/model/config.json exists and its "_class_name" (or "model_type") equals `name`.
+bool model_config_names(const std::filesystem::path& dir, const std::string& key, const std::string& name);
+
+// A scratch folder for one test, emptied on creation.
+std::filesystem::path scratch_dir(const std::string& name);
+
+}  // namespace sr::test
