@@ -4,8 +4,8 @@
 //
 // Conventions: activations are f32 and contiguous unless an op says it takes views. Weights may be stored
 // as f32, bf16 or f16 (the checkpoint's dtype, memory-mapped); ops that take weights accept all three.
-// Outputs are preallocated by the caller (so the caller owns memory planning) and must not alias inputs
-// unless the op says "in place".
+// Outputs are preallocated by the caller (so the caller owns memory planning) and must not alias inputs,
+// except for the element-wise ops (gelu_tanh, silu, modulate), whose output may be their input.
 //
 //   sr::Backend& be = sr::cpu_backend();
 //   be.linear(x, w, &b, y);                       // y[M,N] = x[M,K] w[N,K]^T + b

@@ -209,6 +209,30 @@ Tensor Tensor::unsqueeze(int d) const {
     return t;
 }
 
+Tensor Tensor::unflatten(int d, int64_t outer, int64_t inner) const {
+    d = normalize_dim(d, rank());
+    SR_ASSERT(outer * inner == shape_[d] && rank() < kMaxDims, "unflatten dim {} of {} into [{},{}]", d, describe(),
+              outer, inner);
+    Tensor t = *this;
+    Shape s;
+    std::array<int64_t, kMaxDims> st{};
+    int j = 0;
+    for (int i = 0; i < rank(); ++i) {
+        if (i == d) {
+            s.push_back(outer);
+            st[size_t(j++)] = strides_[size_t(i)] * inner;
+            s.push_back(inner);
+            st[size_t(j++)] = strides_[size_t(i)];
+        } else {
+            s.push_back(shape_[i]);
+            st[size_t(j++)] = strides_[size_t(i)];
+        }
+    }
+    t.shape_ = s;
+    t.strides_ = st;
+    return t;
+}
+
 namespace {
 
 // Copies a strided src into a strided dst of the same shape, element by element along the innermost

@@ -107,6 +107,8 @@ public:
     Tensor slice(int dim, int64_t start, int64_t end) const;
     Tensor select(int dim, int64_t index) const;
     Tensor unsqueeze(int dim) const;
+    // Splits dimension `dim` (of size outer*inner, any stride) into [outer, inner]; valid on any view.
+    Tensor unflatten(int dim, int64_t outer, int64_t inner) const;
 
     // Copies (host).
     Tensor contiguous() const;              // itself when already contiguous

@@ -1,1 +1,485 @@
-// in progress
+// HunyuanVideoTransformer3DModel, in the order it runs.
+// ref: diffusers v0.32.2 src/diffusers/models/transformers/transformer_hunyuan_video.py
+//
+// Shapes: B batch, N video tokens (F' x H' x W' after patching, row-major t,h,w), L text tokens, D inner
+// width (heads x head_dim), S = N + L joint sequence, M MLP width.
+#include "models/hunyuan_video_transformer.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/log.h"
+#include "models/hunyuan_video_rope.h"
+
+namespace sr {
+
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+
+std::string resolve_transformer_dir(const std::string& path) {
+    std::error_code ec;
+    SR_THROW_IF(!fs::exists(path, ec), "{}: no such folder", path);
+    SR_THROW_IF(!fs::is_directory(path, ec), "{}: expected a transformer folder (config.json + *.safetensors)", path);
+    if (fs::exists(fs::path(path) / "config.json", ec)) return path;
+    if (fs::exists(fs::path(path) / "transformer" / "config.json", ec)) return (fs::path(path) / "transformer").string();
+    SR_THROW("{}: no config.json here or in transformer/ (expected a diffusers transformer or pipeline folder)", path);
+}
+
+HunyuanVideoTransformer HunyuanVideoTransformer::load(const std::string& path, const TransformerLoadOptions& options) {
+    const std::string dir = resolve_transformer_dir(path);
+    const std::string config_path = (fs::path(dir) / "config.json").string();
+    const Json j = load_json_file(config_path);
+    const std::string cls = json_string_or(j, "_class_name", "", config_path);
+    SR_THROW_IF(!cls.empty() && cls != "HunyuanVideoTransformer3DModel",
+                "{}: _class_name is '{}', not HunyuanVideoTransformer3DModel", config_path, cls);
+    const HunyuanVideoConfig config = HunyuanVideoConfig::from_json(j, config_path);
+    const WeightStore store = WeightStore::open(dir);
+    return HunyuanVideoTransformer(config, store, options);
+}
+
+HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
+                                                 const TransformerLoadOptions& options)
+    : config_(config) {
+    config_.validate(store.source());
+    WeightBinder binder(store, options.weight_dtype);
+    bind(binder);
+    parameter_count_ = binder.parameter_count();
+    unused_ = binder.unused();
+    for (const auto& name : unused_) SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", store.source(), name);
+}
+
+void HunyuanVideoTransformer::bind(WeightBinder& b) {
+    const auto& c = config_;
+    const int64_t D = c.inner_dim(), M = c.mlp_dim(), hd = c.attention_head_dim;
+    auto mlp = [&](const std::string& p, int64_t in) {
+        return TimestepMlp{bind_linear(b, p + ".linear_1", in, D), bind_linear(b, p + ".linear_2", D, D)};
+    };
+
+    x_embedder_.weight = b.tensor("x_embedder.proj.weight", {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size});
+    x_embedder_.bias = b.small_f32("x_embedder.proj.bias", {D});
+    timestep_embedder_ = mlp("time_text_embed.timestep_embedder", 256);
+    if (c.guidance_embeds) guidance_embedder_ = mlp("time_text_embed.guidance_embedder", 256);
+    text_embedder_ = mlp("time_text_embed.text_embedder", c.pooled_projection_dim);
+
+    refiner_timestep_embedder_ = mlp("context_embedder.time_text_embed.timestep_embedder", 256);
+    refiner_text_embedder_ = mlp("context_embedder.time_text_embed.text_embedder", c.text_embed_dim);
+    refiner_proj_in_ = bind_linear(b, "context_embedder.proj_in", c.text_embed_dim, D);
+    for (int64_t i = 0; i < c.num_refiner_layers; ++i) {
+        const std::string p = fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i);
+        RefinerBlock r;
+        r.norm1_weight = b.small_f32(p + ".norm1.weight", {D});
+        r.norm1_bias = b.small_f32(p + ".norm1.bias", {D});
+        r.norm2_weight = b.small_f32(p + ".norm2.weight", {D});
+        r.norm2_bias = b.small_f32(p + ".norm2.bias", {D});
+        r.to_q = bind_linear(b, p + ".attn.to_q", D, D);
+        r.to_k = bind_linear(b, p + ".attn.to_k", D, D);
+        r.to_v = bind_linear(b, p + ".attn.to_v", D, D);
+        r.to_out = bind_linear(b, p + ".attn.to_out.0", D, D);
+        r.ff_in = bind_linear(b, p + ".ff.net.0.proj", D, c.refiner_mlp_dim());
+        r.ff_out = bind_linear(b, p + ".ff.net.2", c.refiner_mlp_dim(), D);
+        r.norm_out = bind_linear(b, p + ".norm_out.linear", D, 2 * D);
+        refiner_blocks_.push_back(std::move(r));
+    }
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+        const std::string p = fmt::format("transformer_blocks.{}", i);
+        DualBlock d;
+        d.norm1 = bind_linear(b, p + ".norm1.linear", D, 6 * D);
+        d.norm1_context = bind_linear(b, p + ".norm1_context.linear", D, 6 * D);
+        d.to_q = bind_linear(b, p + ".attn.to_q", D, D);
+        d.to_k = bind_linear(b, p + ".attn.to_k", D, D);
+        d.to_v = bind_linear(b, p + ".attn.to_v", D, D);
+        d.add_q_proj = bind_linear(b, p + ".attn.add_q_proj", D, D);
+        d.add_k_proj = bind_linear(b, p + ".attn.add_k_proj", D, D);
+        d.add_v_proj = bind_linear(b, p + ".attn.add_v_proj", D, D);
+        d.to_out = bind_linear(b, p + ".attn.to_out.0", D, D);
+        d.to_add_out = bind_linear(b, p + ".attn.to_add_out", D, D);
+        d.norm_q = b.small_f32(p + ".attn.norm_q.weight", {hd});
+        d.norm_k = b.small_f32(p + ".attn.norm_k.weight", {hd});
+        d.norm_added_q = b.small_f32(p + ".attn.norm_added_q.weight", {hd});
+        d.norm_added_k = b.small_f32(p + ".attn.norm_added_k.weight", {hd});
+        d.ff_in = bind_linear(b, p + ".ff.net.0.proj", D, M);
+        d.ff_out = bind_linear(b, p + ".ff.net.2", M, D);
+        d.ff_context_in = bind_linear(b, p + ".ff_context.net.0.proj", D, M);
+        d.ff_context_out = bind_linear(b, p + ".ff_context.net.2", M, D);
+        dual_blocks_.push_back(std::move(d));
+    }
+    for (int64_t i = 0; i < c.num_single_layers; ++i) {
+        const std::string p = fmt::format("single_transformer_blocks.{}", i);
+        SingleBlock s;
+        s.norm = bind_linear(b, p + ".norm.linear", D, 3 * D);
+        s.to_q = bind_linear(b, p + ".attn.to_q", D, D);
+        s.to_k = bind_linear(b, p + ".attn.to_k", D, D);
+        s.to_v = bind_linear(b, p + ".attn.to_v", D, D);
+        s.norm_q = b.small_f32(p + ".attn.norm_q.weight", {hd});
+        s.norm_k = b.small_f32(p + ".attn.norm_k.weight", {hd});
+        s.proj_mlp = bind_linear(b, p + ".proj_mlp", D, M);
+        s.proj_out = bind_linear(b, p + ".proj_out", D + M, D);
+        single_blocks_.push_back(std::move(s));
+    }
+    norm_out_ = bind_linear(b, "norm_out.linear", D, 2 * D);
+    proj_out_ = bind_linear(b, "proj_out", D, c.patch_volume() * c.out_channels);
+}
+
+std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
+    std::vector<WeightBlock> out;
+    auto mlp_bytes = [](const TimestepMlp& m) { return m.linear_1.bytes() + m.linear_2.bytes(); };
+    size_t embed = x_embedder_.bytes() + mlp_bytes(timestep_embedder_) + mlp_bytes(text_embedder_) +
+                   mlp_bytes(refiner_timestep_embedder_) + mlp_bytes(refiner_text_embedder_) + refiner_proj_in_.bytes();
+    if (config_.guidance_embeds) embed += mlp_bytes(guidance_embedder_);
+    for (const auto& r : refiner_blocks_)
+        embed += r.to_q.bytes() + r.to_k.bytes() + r.to_v.bytes() + r.to_out.bytes() + r.ff_in.bytes() +
+                 r.ff_out.bytes() + r.norm_out.bytes() + 4 * r.norm1_weight.nbytes();
+    out.push_back({"embedders_and_refiner", embed});
+    for (size_t i = 0; i < dual_blocks_.size(); ++i) {
+        const auto& d = dual_blocks_[i];
+        size_t bytes = 0;
+        for (const Linear* l : {&d.norm1, &d.norm1_context, &d.to_q, &d.to_k, &d.to_v, &d.add_q_proj, &d.add_k_proj,
+                                &d.add_v_proj, &d.to_out, &d.to_add_out, &d.ff_in, &d.ff_out, &d.ff_context_in,
+                                &d.ff_context_out})
+            bytes += l->bytes();
+        bytes += 4 * d.norm_q.nbytes();
+        out.push_back({fmt::format("transformer_blocks.{}", i), bytes});
+    }
+    for (size_t i = 0; i < single_blocks_.size(); ++i) {
+        const auto& s = single_blocks_[i];
+        size_t bytes = 2 * s.norm_q.nbytes();
+        for (const Linear* l : {&s.norm, &s.to_q, &s.to_k, &s.to_v, &s.proj_mlp, &s.proj_out}) bytes += l->bytes();
+        out.push_back({fmt::format("single_transformer_blocks.{}", i), bytes});
+    }
+    out.push_back({"output_head", norm_out_.bytes() + proj_out_.bytes()});
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Small building blocks
+
+namespace {
+
+Tensor new_f32(Backend& be, const Shape& shape, std::string_view what) {
+    return Tensor::empty(shape, DType::F32, be.allocator(), what);
+}
+
+// Splits a [B, k*D] modulation output into its k [B, D] views, in checkpoint order.
+std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
+    const int64_t D = x.dim(1) / k;
+    std::vector<Tensor> out;
+    for (int i = 0; i < k; ++i) out.push_back(x.slice(1, i * D, (i + 1) * D));
+    return out;
+}
+
+Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 && t.is_contiguous() ? t : t.to(DType::F32); }
+
+// [B, L, heads*hd] (any row stride) -> [B, heads, L, hd] view for the attention op.
+Tensor heads_view(const Tensor& x, int64_t heads, int64_t hd) { return x.unflatten(2, heads, hd).permute({0, 2, 1, 3}); }
+
+}  // namespace
+
+Tensor HunyuanVideoTransformer::run_linear(Backend& be, const Linear& l, const Tensor& x) const {
+    Shape s = x.shape();
+    s[s.rank() - 1] = l.out_features();
+    Tensor y = new_f32(be, s, "linear output");
+    be.linear(x, l.weight, l.bias.defined() ? &l.bias : nullptr, y);
+    return y;
+}
+
+Tensor HunyuanVideoTransformer::silu(Backend& be, const Tensor& x) const {
+    Tensor y = new_f32(be, x.shape(), "silu");
+    be.silu(x, y);
+    return y;
+}
+
+Tensor HunyuanVideoTransformer::run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const {
+    return run_linear(be, mlp.linear_2, silu(be, run_linear(be, mlp.linear_1, x)));
+}
+
+void HunyuanVideoTransformer::qk_norm(Backend& be, Tensor& x, const Tensor& weight) const {
+    // RMSNorm over each head's slice: [B, L, D] seen as rows of head_dim.
+    const int64_t hd = config_.attention_head_dim;
+    Tensor rows = x.view({-1, hd});
+    Tensor out = new_f32(be, rows.shape(), "qk norm");
+    be.rms_norm(rows, &weight, 1e-6f, out);
+    x = out.view(x.shape());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Token refiner (context_embedder): self-attention over the text tokens, conditioned on the timestep and
+// on the masked mean of the text.
+
+Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Tensor& text, const Tensor& t_proj,
+                                            const std::vector<float>& mask, const IntermediateHook& hook) const {
+    const int64_t B = text.dim(0), L = text.dim(1), E = text.dim(2), D = config_.inner_dim();
+    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
+
+    // Masked mean of the text embeddings: sum(x * m) / sum(m) over tokens.
+    Tensor pooled = new_f32(be, {B, E}, "refiner pooled text");
+    {
+        const float* x = text.data<float>();
+        float* p = pooled.data<float>();
+        for (int64_t b = 0; b < B; ++b) {
+            float msum = 0.0f;
+            for (int64_t l = 0; l < L; ++l) msum += mask[size_t(b * L + l)];
+            for (int64_t e = 0; e < E; ++e) {
+                float acc = 0.0f;
+                for (int64_t l = 0; l < L; ++l) acc += x[(b * L + l) * E + e] * mask[size_t(b * L + l)];
+                p[b * E + e] = acc / msum;  // 0/0 = NaN for an all-padding row, as in the reference
+            }
+        }
+    }
+    Tensor temb = run_mlp(be, refiner_timestep_embedder_, t_proj);
+    be.add(temb, run_mlp(be, refiner_text_embedder_, pooled));
+    if (hook) hook("context_embedder.time_text_embed", temb);
+    const Tensor temb_silu = silu(be, temb);
+
+    Tensor h = run_linear(be, refiner_proj_in_, text);  // [B, L, D]
+    if (hook) hook("context_embedder.proj_in", h);
+
+    // Self-attention mask: token i sees token j when both are valid; key 0 is always visible (the
+    // reference forces column 0 so that padding rows never attend to nothing).
+    AttentionMask attn_mask;
+    attn_mask.dense = Tensor::empty({B, L, L}, DType::Bool, host_allocator(), "refiner mask");
+    {
+        uint8_t* m = attn_mask.dense.data<uint8_t>();
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < L; ++i)
+                for (int64_t j = 0; j < L; ++j)
+                    m[(b * L + i) * L + j] =
+                        j == 0 || (mask[size_t(b * L + i)] != 0.0f && mask[size_t(b * L + j)] != 0.0f);
+    }
+
+    for (size_t i = 0; i < refiner_blocks_.size(); ++i) {
+        const RefinerBlock& r = refiner_blocks_[i];
+        Tensor n = new_f32(be, h.shape(), "refiner norm1");
+        be.layer_norm(h, &r.norm1_weight, &r.norm1_bias, 1e-6f, n);
+        Tensor q = run_linear(be, r.to_q, n), k = run_linear(be, r.to_k, n), v = run_linear(be, r.to_v, n);
+        Tensor attn = new_f32(be, {B, L, D}, "refiner attention");
+        Tensor attn_heads = heads_view(attn, heads, hd);
+        be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads,
+                     attn_mask, float(1.0 / std::sqrt(double(hd))));
+        const Tensor gates = run_linear(be, r.norm_out, temb_silu);  // [B, 2D]: gate_msa, gate_mlp
+        const auto g = chunk_rows(gates, 2);
+        be.gated_residual(h, run_linear(be, r.to_out, attn), g[0]);
+        Tensor n2 = new_f32(be, h.shape(), "refiner norm2");
+        be.layer_norm(h, &r.norm2_weight, &r.norm2_bias, 1e-6f, n2);
+        const Tensor ff = run_linear(be, r.ff_out, silu(be, run_linear(be, r.ff_in, n2)));
+        be.gated_residual(h, ff, g[1]);
+        if (hook) hook(fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i), h);
+    }
+    return h;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Dual-stream block: separate weights for video (x) and text (ctx), one joint attention over [x, ctx].
+
+void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx,
+                                         const Tensor& temb_silu, const Tensor& rope_cos, const Tensor& rope_sin,
+                                         const AttentionMask& mask) const {
+    const int64_t B = x.dim(0), N = x.dim(1), L = ctx.dim(1), D = config_.inner_dim();
+    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim, S = N + L;
+    // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+    const Tensor mod = run_linear(be, blk.norm1, temb_silu);
+    const Tensor cmod = run_linear(be, blk.norm1_context, temb_silu);
+    const auto m = chunk_rows(mod, 6), cm = chunk_rows(cmod, 6);
+
+    auto norm_modulate = [&](const Tensor& in, const Tensor& shift, const Tensor& scale) {
+        Tensor n = new_f32(be, in.shape(), "layer norm");
+        be.layer_norm(in, nullptr, nullptr, 1e-6f, n);
+        be.modulate(n, shift, scale, n);
+        return n;
+    };
+
+    // Joint q, k, v: [B, S, D] with the video rows first.
+    Tensor q = new_f32(be, {B, S, D}, "joint q"), k = new_f32(be, {B, S, D}, "joint k"), v = new_f32(be, {B, S, D}, "joint v");
+    {
+        const Tensor nx = norm_modulate(x, m[0], m[1]);
+        Tensor xq = run_linear(be, blk.to_q, nx), xk = run_linear(be, blk.to_k, nx);
+        const Tensor xv = run_linear(be, blk.to_v, nx);
+        qk_norm(be, xq, blk.norm_q);
+        qk_norm(be, xk, blk.norm_k);
+        Tensor xq4 = xq.view({B, N, heads, hd}), xk4 = xk.view({B, N, heads, hd});
+        be.rope_interleaved(xq4, rope_cos, rope_sin);
+        be.rope_interleaved(xk4, rope_cos, rope_sin);
+
+        const Tensor nc = norm_modulate(ctx, cm[0], cm[1]);
+        Tensor cq = run_linear(be, blk.add_q_proj, nc), ck = run_linear(be, blk.add_k_proj, nc);
+        const Tensor cv = run_linear(be, blk.add_v_proj, nc);
+        qk_norm(be, cq, blk.norm_added_q);
+        qk_norm(be, ck, blk.norm_added_k);
+        concat(be, {xq, cq}, 1, q);
+        concat(be, {xk, ck}, 1, k);
+        concat(be, {xv, cv}, 1, v);
+    }
+    Tensor attn = new_f32(be, {B, S, D}, "joint attention");
+    {
+        Tensor attn_heads = heads_view(attn, heads, hd);
+        be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads, mask,
+                     float(1.0 / std::sqrt(double(hd))));
+    }
+    q = k = v = Tensor();  // release before the MLPs
+
+    be.gated_residual(x, run_linear(be, blk.to_out, attn.slice(1, 0, N).contiguous()), m[2]);
+    be.gated_residual(ctx, run_linear(be, blk.to_add_out, attn.slice(1, N, S).contiguous()), cm[2]);
+    attn = Tensor();
+
+    auto mlp = [&](const Tensor& in, const Linear& l1, const Linear& l2) {
+        Tensor hidden = run_linear(be, l1, in);
+        be.gelu_tanh(hidden, hidden);
+        return run_linear(be, l2, hidden);
+    };
+    be.gated_residual(x, mlp(norm_modulate(x, m[3], m[4]), blk.ff_in, blk.ff_out), m[5]);
+    be.gated_residual(ctx, mlp(norm_modulate(ctx, cm[3], cm[4]), blk.ff_context_in, blk.ff_context_out), cm[5]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Single-stream block on the joint sequence xs = [video, text]: attention and MLP in parallel from one
+// normed input, fused output projection.
+
+void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video,
+                                           const Tensor& temb_silu, const Tensor& rope_cos, const Tensor& rope_sin,
+                                           const AttentionMask& mask) const {
+    const int64_t B = xs.dim(0), S = xs.dim(1), D = config_.inner_dim(), M = config_.mlp_dim();
+    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
+    const auto m = chunk_rows(run_linear(be, blk.norm, temb_silu), 3);  // shift, scale, gate
+
+    Tensor n = new_f32(be, xs.shape(), "single norm");
+    be.layer_norm(xs, nullptr, nullptr, 1e-6f, n);
+    be.modulate(n, m[0], m[1], n);
+
+    // [attention output, MLP hidden] side by side, the input of the fused projection.
+    Tensor fused = new_f32(be, {B, S, D + M}, "single fused");
+    {
+        Tensor hidden = run_linear(be, blk.proj_mlp, n);
+        be.gelu_tanh(hidden, hidden);
+        Tensor dst = fused.slice(2, D, D + M);
+        be.copy(hidden, dst);
+    }
+    {
+        Tensor q = run_linear(be, blk.to_q, n), k = run_linear(be, blk.to_k, n);
+        const Tensor v = run_linear(be, blk.to_v, n);
+        n = Tensor();
+        qk_norm(be, q, blk.norm_q);
+        qk_norm(be, k, blk.norm_k);
+        // RoPE on the video tokens only.
+        Tensor qv = q.view({B, S, heads, hd}).slice(1, 0, n_video), kv = k.view({B, S, heads, hd}).slice(1, 0, n_video);
+        be.rope_interleaved(qv, rope_cos, rope_sin);
+        be.rope_interleaved(kv, rope_cos, rope_sin);
+        // The attention writes straight into the first D columns of `fused`.
+        Tensor out = heads_view(fused.slice(2, 0, D), heads, hd);
+        be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out, mask,
+                     float(1.0 / std::sqrt(double(hd))));
+    }
+    const Tensor proj = run_linear(be, blk.proj_out, fused);
+    be.gated_residual(xs, proj, m[2]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The whole forward pass.
+
+Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in, const IntermediateHook& hook) const {
+    const auto& c = config_;
+    const int64_t D = c.inner_dim();
+    // Inputs: checked against the config, named in errors.
+    SR_THROW_IF(!in.hidden_states.defined() || in.hidden_states.rank() != 5,
+                "hidden_states must be [B, C, F, H, W], got {}", in.hidden_states.defined() ? in.hidden_states.describe() : "nothing");
+    const int64_t B = in.hidden_states.dim(0), C = in.hidden_states.dim(1), F = in.hidden_states.dim(2);
+    const int64_t H = in.hidden_states.dim(3), W = in.hidden_states.dim(4);
+    SR_THROW_IF(C != c.in_channels, "hidden_states has {} channels but the model takes in_channels = {}", C, c.in_channels);
+    SR_THROW_IF(B < 1 || F < 1 || F % c.patch_size_t != 0 || H % c.patch_size != 0 || W % c.patch_size != 0 || H < 1 || W < 1,
+                "hidden_states {}: frames must be a positive multiple of {} and height/width positive multiples of {}",
+                in.hidden_states.describe(), c.patch_size_t, c.patch_size);
+    auto check = [&](const Tensor& t, const char* name, std::initializer_list<int64_t> dims) {
+        const Shape want(dims);
+        SR_THROW_IF(!t.defined(), "{} is required (shape {})", name, want.str());
+        bool ok = t.rank() == want.rank();
+        for (int i = 0; ok && i < want.rank(); ++i) ok = want[i] < 0 || t.dim(i) == want[i];
+        SR_THROW_IF(!ok, "{} has shape {} but {} is expected", name, t.shape().str(), want.str());
+        SR_THROW_IF(!dtype_is_float(t.dtype()) && name != std::string_view("encoder_attention_mask"),
+                    "{} must be a float tensor, got {}", name, dtype_name(t.dtype()));
+    };
+    check(in.timestep, "timestep", {B});
+    check(in.encoder_hidden_states, "encoder_hidden_states", {B, -1, c.text_embed_dim});
+    const int64_t L = in.encoder_hidden_states.dim(1);
+    SR_THROW_IF(L < 1, "encoder_hidden_states has no tokens");
+    check(in.encoder_attention_mask, "encoder_attention_mask", {B, L});
+    check(in.pooled_projections, "pooled_projections", {B, c.pooled_projection_dim});
+    if (c.guidance_embeds) check(in.guidance, "guidance", {B});
+
+    const int64_t Fp = F / c.patch_size_t, Hp = H / c.patch_size, Wp = W / c.patch_size, N = Fp * Hp * Wp, S = N + L;
+    std::vector<float> mask(size_t(B * L));
+    for (int64_t i = 0; i < B * L; ++i) mask[size_t(i)] = in.encoder_attention_mask.item_as_float(i);
+
+    // 1. RoPE tables for the video tokens.
+    const auto [rope_cos, rope_sin] = hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, Fp, Hp, Wp);
+    if (hook) hook("rope.freqs_cos", rope_cos), hook("rope.freqs_sin", rope_sin);
+
+    // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
+    const Tensor timestep = as_f32(in.timestep);
+    Tensor t_proj = new_f32(be, {B, 256}, "timestep sinusoid");
+    be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
+    Tensor temb = run_mlp(be, timestep_embedder_, t_proj);
+    if (c.guidance_embeds) {
+        Tensor g_proj = new_f32(be, {B, 256}, "guidance sinusoid");
+        be.timestep_embedding(as_f32(in.guidance), 256, true, 0.0f, 10000.0f, g_proj);
+        be.add(temb, run_mlp(be, guidance_embedder_, g_proj));
+    }
+    be.add(temb, run_mlp(be, text_embedder_, as_f32(in.pooled_projections)));
+    if (hook) hook("time_text_embed", temb);
+    const Tensor temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
+
+    Tensor x = new_f32(be, {B, N, D}, "video tokens");
+    be.patch_embed_3d(as_f32(in.hidden_states), x_embedder_.weight, &x_embedder_.bias, x);
+    if (hook) hook("x_embedder", x);
+
+    Tensor ctx = refine_text(be, as_f32(in.encoder_hidden_states), t_proj, mask, hook);
+    if (hook) hook("context_embedder", ctx);
+
+    // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
+    //    reference counts valid tokens, so padding must be on the right).
+    AttentionMask joint_mask;
+    for (int64_t b = 0; b < B; ++b) {
+        int64_t valid = 0;
+        for (int64_t l = 0; l < L; ++l) valid += int64_t(mask[size_t(b * L + l)]);  // sum(dtype=int) truncates
+        joint_mask.kv_len.push_back(N + valid);
+    }
+
+    // 4. Dual-stream, then single-stream blocks.
+    for (size_t i = 0; i < dual_blocks_.size(); ++i) {
+        dual_block(be, dual_blocks_[i], x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
+        if (hook) {
+            hook(fmt::format("transformer_blocks.{}.hidden_states", i), x);
+            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), ctx);
+        }
+    }
+    Tensor xs = new_f32(be, {B, S, D}, "joint sequence");
+    concat(be, {x, ctx}, 1, xs);
+    x = ctx = Tensor();
+    for (size_t i = 0; i < single_blocks_.size(); ++i) {
+        single_block(be, single_blocks_[i], xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
+        if (hook) {
+            hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), xs.slice(1, 0, N));
+            hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i), xs.slice(1, N, S));
+        }
+    }
+    x = xs.slice(1, 0, N).contiguous();
+    xs = Tensor();
+
+    // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
+    const auto so = chunk_rows(run_linear(be, norm_out_, temb_silu), 2);
+    Tensor normed = new_f32(be, x.shape(), "norm_out");
+    be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
+    be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
+    if (hook) hook("norm_out", normed);
+    const Tensor proj = run_linear(be, proj_out_, normed);  // [B, N, Cout*pt*p*p]
+    if (hook) hook("proj_out", proj);
+
+    const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;
+    Tensor out = new_f32(be, {B, Co, F, H, W}, "transformer output");
+    // (B, F', H', W', Co, pt, p, p) -> (B, Co, F', pt, H', p, W', p)
+    const Tensor src = proj.view({B, Fp, Hp, Wp, Co, pt, p, p}).permute({0, 4, 1, 5, 2, 6, 3, 7});
+    Tensor dst = out.view({B, Co, Fp, pt, Hp, p, Wp, p});
+    be.copy(src, dst);
+    return out;
+}
+
+}  // namespace sr

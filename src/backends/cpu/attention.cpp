@@ -1,1 +1,136 @@
-// in progress
+// Flash-style attention on the CPU: for each (batch, head, query tile) the keys are visited in tiles with an
+// online softmax (running max and sum, rescaling the accumulator when the max grows), so memory is
+// O(query tile x key tile) per thread and the N x N score matrix never exists. Both products of a tile
+// (Q K^T and P V) are oneDNN GEMMs; work items are spread over the thread pool and each runs its GEMMs
+// single-threaded.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/vec_math.h"
+#include "core/parallel.h"
+
+namespace sr {
+
+namespace {
+
+constexpr int64_t kQueryTile = 128;
+constexpr int64_t kKeyTile = 512;
+
+struct DenseMask {
+    const void* data = nullptr;
+    DType dtype = DType::Bool;
+    int64_t sb = 0, sq = 0, sk = 0;  // element strides
+    bool allows(int64_t b, int64_t i, int64_t j) const {
+        const int64_t off = b * sb + i * sq + j * sk;
+        if (dtype == DType::Bool) return static_cast<const uint8_t*>(data)[off] != 0;
+        return static_cast<const float*>(data)[off] != 0.0f;
+    }
+};
+
+}  // namespace
+
+void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
+                           float scale) {
+    SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
+    SR_ASSERT(q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
+              "attention is f32");
+    const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3), Lk = k.dim(2);
+    SR_ASSERT(k.dim(0) == B && v.dim(0) == B && k.dim(1) == H && v.dim(1) == H && v.dim(2) == Lk && k.dim(3) == D &&
+                  v.dim(3) == D && out.dim(0) == B && out.dim(1) == H && out.dim(2) == Lq && out.dim(3) == D,
+              "attention shapes q {} k {} v {} out {}", q.describe(), k.describe(), v.describe(), out.describe());
+    SR_ASSERT(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1,
+              "attention needs a unit innermost stride");
+    SR_ASSERT(mask.kv_len.empty() || int64_t(mask.kv_len.size()) == B, "kv_len has {} rows for batch {}",
+              mask.kv_len.size(), B);
+    DenseMask dense;
+    if (mask.dense.defined()) {
+        const Tensor& m = mask.dense;
+        SR_ASSERT(m.rank() == 3 && m.dim(0) == B && m.dim(1) == Lq && m.dim(2) == Lk, "dense mask {} for [{},{},{}]",
+                  m.describe(), B, Lq, Lk);
+        SR_ASSERT(m.dtype() == DType::Bool || m.dtype() == DType::F32, "dense mask dtype {}", dtype_name(m.dtype()));
+        dense = {m.raw_data(), m.dtype(), m.stride(0), m.stride(1), m.stride(2)};
+    }
+
+    const int64_t n_qtiles = (Lq + kQueryTile - 1) / kQueryTile;
+    const float* qd = static_cast<const float*>(q.raw_data());
+    const float* kd = static_cast<const float*>(k.raw_data());
+    const float* vd = static_cast<const float*>(v.raw_data());
+    float* od = static_cast<float*>(out.raw_data());
+
+    parallel_for(B * H * n_qtiles, [&](int64_t w0, int64_t w1) {
+        std::vector<float> scores(size_t(kQueryTile * kKeyTile));
+        std::vector<float> acc(size_t(kQueryTile * D));
+        std::vector<float> row_max(static_cast<size_t>(kQueryTile)), row_sum(static_cast<size_t>(kQueryTile));
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t b = w / (H * n_qtiles);
+            const int64_t h = (w / n_qtiles) % H;
+            const int64_t i0 = (w % n_qtiles) * kQueryTile;
+            const int64_t tq = std::min(kQueryTile, Lq - i0);
+            const int64_t kv = mask.kv_len.empty() ? Lk : std::clamp<int64_t>(mask.kv_len[size_t(b)], 0, Lk);
+            const float* qt = qd + b * q.stride(0) + h * q.stride(1) + i0 * q.stride(2);
+            std::fill(acc.begin(), acc.begin() + tq * D, 0.0f);
+            std::fill(row_max.begin(), row_max.begin() + tq, -std::numeric_limits<float>::infinity());
+            std::fill(row_sum.begin(), row_sum.begin() + tq, 0.0f);
+            for (int64_t j0 = 0; j0 < kv; j0 += kKeyTile) {
+                const int64_t tk = std::min(kKeyTile, kv - j0);
+                const float* kt = kd + b * k.stride(0) + h * k.stride(1) + j0 * k.stride(2);
+                const float* vt = vd + b * v.stride(0) + h * v.stride(1) + j0 * v.stride(2);
+                // scores[tq, tk] = Q K^T
+                gemm(tq, tk, D, qt, q.stride(2), kt, k.stride(2), true, DType::F32, scores.data(), kKeyTile, false);
+                for (int64_t i = 0; i < tq; ++i) {
+                    float* s = scores.data() + i * kKeyTile;
+                    float mx = row_max[size_t(i)];
+                    if (dense.data) {
+                        for (int64_t j = 0; j < tk; ++j)
+                            s[j] = dense.allows(b, i0 + i, j0 + j) ? s[j] * scale
+                                                                   : -std::numeric_limits<float>::infinity();
+                    } else {
+                        for (int64_t j = 0; j < tk; ++j) s[j] *= scale;
+                    }
+                    for (int64_t j = 0; j < tk; ++j) mx = std::max(mx, s[j]);
+                    if (mx == -std::numeric_limits<float>::infinity()) {
+                        // Every key so far is masked for this row: contribute nothing.
+                        std::fill(s, s + tk, 0.0f);
+                        continue;
+                    }
+                    const float correction = vec::exp(row_max[size_t(i)] - mx);
+                    float sum = 0.0f;
+                    if (dense.data) {
+                        for (int64_t j = 0; j < tk; ++j) {
+                            const float p = s[j] == -std::numeric_limits<float>::infinity() ? 0.0f : vec::exp(s[j] - mx);
+                            s[j] = p;
+                            sum += p;
+                        }
+                    } else {
+                        for (int64_t j = 0; j < tk; ++j) {
+                            const float p = vec::exp(s[j] - mx);
+                            s[j] = p;
+                            sum += p;
+                        }
+                    }
+                    if (row_max[size_t(i)] != -std::numeric_limits<float>::infinity()) {
+                        float* a = acc.data() + i * D;
+                        for (int64_t d = 0; d < D; ++d) a[d] *= correction;
+                        row_sum[size_t(i)] = row_sum[size_t(i)] * correction + sum;
+                    } else {
+                        row_sum[size_t(i)] = sum;
+                    }
+                    row_max[size_t(i)] = mx;
+                }
+                // acc[tq, D] += P V
+                gemm(tq, D, tk, scores.data(), kKeyTile, vt, v.stride(2), false, DType::F32, acc.data(), D, true);
+            }
+            for (int64_t i = 0; i < tq; ++i) {
+                float* o = od + b * out.stride(0) + h * out.stride(1) + (i0 + i) * out.stride(2);
+                const float inv = row_sum[size_t(i)] > 0.0f ? 1.0f / row_sum[size_t(i)] : 0.0f;
+                const float* a = acc.data() + i * D;
+                for (int64_t d = 0; d < D; ++d) o[d] = a[d] * inv;
+            }
+        }
+    });
+}
+
+}  // namespace sr

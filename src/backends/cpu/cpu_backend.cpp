@@ -1,1 +1,141 @@
-// in progress
+#include "backends/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backends/cpu/torch_math.h"
+#include "core/parallel.h"
+
+namespace sr {
+
+CpuBackend::CpuBackend() = default;
+CpuBackend::~CpuBackend() = default;
+
+CpuBackend& cpu_backend() {
+    static CpuBackend backend;
+    return backend;
+}
+
+namespace {
+
+// Weight rows widened per block: 8 MiB of f32 scratch keeps the block cache-friendly and bounded for the
+// 13B model's largest matrix (3072 x 15360), while each block's GEMM stays large enough for full speed.
+constexpr int64_t kWidenScratchFloats = 2 << 20;
+
+void add_bias_rows(float* y, int64_t M, int64_t N, int64_t ldy, const float* bias) {
+    parallel_for(M, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            float* row = y + r * ldy;
+            for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
+        }
+    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N)));
+}
+
+void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* dst) {
+    const size_t es = dtype_size(w.dtype());
+    const char* src = static_cast<const char*>(w.raw_data()) + size_t(row0 * K) * es;
+    parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        convert_elements(src + size_t(r0 * K) * es, w.dtype(), dst + r0 * K, DType::F32, size_t((r1 - r0) * K));
+    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+}
+
+}  // namespace
+
+void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+    SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
+    const int64_t N = weight.dim(0), K = weight.dim(1);
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.dim(-1) == K && y.dim(-1) == N && x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+              "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
+    SR_ASSERT(!bias || (bias->numel() == N), "linear bias {} for N={}", bias ? bias->describe() : "", N);
+    const int64_t M = K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1);
+    float* yd = y.data<float>();
+    const float* xd = x.data<float>();
+
+    if (weight.dtype() == DType::F32) {
+        gemm(M, N, K, xd, K, weight.raw_data(), K, true, DType::F32, yd, N, false);
+    } else if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
+        std::vector<uint16_t> xb(size_t(M * K));
+        parallel_for(M, [&](int64_t r0, int64_t r1) {
+            convert_elements(xd + r0 * K, DType::F32, xb.data() + r0 * K, DType::BF16, size_t((r1 - r0) * K));
+        }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+        gemm(M, N, K, xb.data(), K, weight.raw_data(), K, true, DType::BF16, yd, N, false);
+    } else {
+        SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
+        // Widen a block of weight rows (output columns) at a time and multiply it.
+        const int64_t block = std::clamp<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16, N);
+        std::vector<float> scratch(size_t(std::min(block, N) * K));
+        for (int64_t n0 = 0; n0 < N; n0 += block) {
+            const int64_t nb = std::min(block, N - n0);
+            widen_rows(weight, n0, nb, K, scratch.data());
+            gemm(M, nb, K, xd, K, scratch.data(), K, true, DType::F32, yd + n0, N, false);
+        }
+    }
+    if (bias) {
+        std::vector<float> b(static_cast<size_t>(N));
+        Tensor bt = Tensor::wrap(b.data(), {N}, DType::F32, Device::cpu(), nullptr);
+        bt.copy_from(bias->view({N}));
+        add_bias_rows(yd, M, N, N, b.data());
+    }
+}
+
+void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}",
+              x.describe(), weight.describe());
+    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
+    const int64_t D = weight.dim(0), pt = weight.dim(2), ph = weight.dim(3), pw = weight.dim(4);
+    SR_ASSERT(weight.dim(1) == C, "patch_embed_3d: {} input channels, weight {}", C, weight.describe());
+    SR_ASSERT(F % pt == 0 && H % ph == 0 && W % pw == 0, "patch_embed_3d: {} not divisible by patch {}x{}x{}",
+              x.describe(), pt, ph, pw);
+    const int64_t Fp = F / pt, Hp = H / ph, Wp = W / pw, N = Fp * Hp * Wp, P = C * pt * ph * pw;
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * N * D, "patch_embed_3d out {}",
+              y.describe());
+    // im2col: one row per patch, columns in the weight's (c, t, h, w) order; then one GEMM.
+    Tensor cols = Tensor::empty({B * N, P}, DType::F32, allocator(), "patch columns");
+    float* cd = cols.data<float>();
+    const float* xd = static_cast<const float*>(x.raw_data());
+    parallel_for(B * N, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / N, n = r % N;
+            const int64_t f = n / (Hp * Wp), h = (n / Wp) % Hp, w = n % Wp;
+            float* row = cd + r * P;
+            for (int64_t c = 0; c < C; ++c)
+                for (int64_t kt = 0; kt < pt; ++kt)
+                    for (int64_t kh = 0; kh < ph; ++kh)
+                        for (int64_t kw = 0; kw < pw; ++kw)
+                            *row++ = xd[b * x.stride(0) + c * x.stride(1) + (f * pt + kt) * x.stride(2) +
+                                        (h * ph + kh) * x.stride(3) + (w * pw + kw) * x.stride(4)];
+        }
+    }, 16);
+    Tensor out2d = y.view({B * N, D});
+    linear(cols, weight.view({D, P}), bias, out2d);
+}
+
+void CpuBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                                    float max_period, Tensor& y) {
+    const int64_t B = t.numel();
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * dim, "timestep_embedding out {}",
+              y.describe());
+    const int half = dim / 2;
+    float* yd = y.data<float>();
+    for (int64_t b = 0; b < B; ++b) {
+        const float tv = t.item_as_float(b);
+        float* row = yd + b * dim;
+        for (int i = 0; i < half; ++i) {
+            // f32 at each step, as the reference computes the exponent, frequency and argument in f32, with
+            // torch's own expf (see torch_math.h for why the last bit matters here).
+            const float exponent = float(-std::log(double(max_period))) * float(i) / (float(half) - downscale_freq_shift);
+            const float freq = torch_math::expf(exponent);
+            const float arg = tv * freq;
+            const float s = float(std::sin(double(arg))), c = float(std::cos(double(arg)));
+            row[i] = flip_sin_to_cos ? c : s;
+            row[half + i] = flip_sin_to_cos ? s : c;
+        }
+        if (dim % 2) row[dim - 1] = 0.0f;  // odd dims are zero-padded, as in the reference
+    }
+}
+
+void CpuBackend::copy(const Tensor& src, Tensor& dst) { dst.copy_from(src); }
+
+}  // namespace sr

@@ -1,1 +1,126 @@
-// in progress
+// Element-wise and row-broadcast ops: activations, adaLN modulate / gate, residual add, RoPE.
+#include "backends/cpu/vec_math.h"
+#include "backends/cpu/cpu_backend.h"
+#include "core/parallel.h"
+
+namespace sr {
+
+namespace {
+
+constexpr int64_t kGrain = 1 << 14;  // elements per task: enough work to amortize a thread wake-up
+
+void check_same(const Tensor& x, const Tensor& y, const char* op) {
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.numel() == y.numel(),
+              "{} on {} -> {}", op, x.describe(), y.describe());
+}
+
+// [B, L, D] rows with a per-batch [B, D] vector (a view whose rows may be strided).
+struct RowBroadcast {
+    int64_t B, L, D;
+    static RowBroadcast of(const Tensor& x) {
+        SR_ASSERT(x.rank() == 3, "row-broadcast op wants [B,L,D], got {}", x.describe());
+        return {x.dim(0), x.dim(1), x.dim(2)};
+    }
+};
+
+const float* vec_row(const Tensor& v, int64_t b, int64_t B, int64_t D) {
+    SR_ASSERT(v.dtype() == DType::F32 && v.rank() == 2 && v.dim(0) == B && v.dim(1) == D && v.stride(1) == 1,
+              "per-batch vector {} for [{},{}]", v.describe(), B, D);
+    return static_cast<const float*>(v.raw_data()) + b * v.stride(0);
+}
+
+}  // namespace
+
+void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
+    check_same(x, y, "gelu_tanh");
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) yd[i] = vec::gelu_tanh(xd[i]);
+    }, kGrain);
+}
+
+void CpuBackend::silu(const Tensor& x, Tensor& y) {
+    check_same(x, y, "silu");
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) yd[i] = vec::silu(xd[i]);
+    }, kGrain);
+}
+
+void CpuBackend::add(Tensor& x, const Tensor& y) {
+    check_same(x, y, "add");
+    float* xd = x.data<float>();
+    const float* yd = y.data<float>();
+    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) xd[i] += yd[i];
+    }, kGrain);
+}
+
+void CpuBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
+    check_same(x, y, "modulate");
+    const auto s = RowBroadcast::of(x);
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(s.B * s.L, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / s.L;
+            const float* sh = vec_row(shift, b, s.B, s.D);
+            const float* sc = vec_row(scale, b, s.B, s.D);
+            const float* xr = xd + r * s.D;
+            float* yr = yd + r * s.D;
+            for (int64_t i = 0; i < s.D; ++i) yr[i] = xr[i] * (1.0f + sc[i]) + sh[i];
+        }
+    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
+}
+
+void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) {
+    check_same(x, y, "gated_residual");
+    const auto s = RowBroadcast::of(x);
+    float* xd = x.data<float>();
+    const float* yd = y.data<float>();
+    parallel_for(s.B * s.L, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            float* xr = xd + r * s.D;
+            const float* yr = yd + r * s.D;
+            if (!gate.defined()) {
+                for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i];
+                continue;
+            }
+            const float* g = vec_row(gate, r / s.L, s.B, s.D);
+            for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i] * g[i];
+        }
+    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
+}
+
+void CpuBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
+    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "rope wants an f32 [B,L,H,D] view, got {}",
+              x.describe());
+    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3);
+    SR_ASSERT(D % 2 == 0, "rope head dim {} is odd", D);
+    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.numel() == L * D && sin.numel() == L * D,
+              "rope tables {} / {} for L={} D={}", cos.describe(), sin.describe(), L, D);
+    const float* cd = cos.data<float>();
+    const float* sd = sin.data<float>();
+    float* xd = static_cast<float*>(x.raw_data());
+    parallel_for(B * L, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / L, l = r % L;
+            const float* c = cd + l * D;
+            const float* s = sd + l * D;
+            for (int64_t h = 0; h < H; ++h) {
+                float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
+                for (int64_t i = 0; i < D; i += 2) {
+                    const float re = v[i], im = v[i + 1];
+                    v[i] = re * c[i] - im * s[i];
+                    v[i + 1] = im * c[i + 1] + re * s[i + 1];
+                }
+            }
+        }
+    }, 64);
+}
+
+}  // namespace sr

@@ -1,1 +1,80 @@
-// in progress
+// Row normalizations over the last dimension. Statistics accumulate in double: rows are up to 4096 wide
+// here and the reference computes them in f32 with pairwise-like vector sums, so a plain f32 running sum
+// would drift further from it than double does.
+#include <cmath>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/parallel.h"
+
+namespace sr {
+
+namespace {
+
+// A [D] parameter in any float dtype, widened once per call.
+std::vector<float> widen(const Tensor* t, int64_t D, const char* what) {
+    if (!t) return {};
+    SR_ASSERT(t->numel() == D, "{} has {} elements, rows have {}", what, t->numel(), D);
+    std::vector<float> out(static_cast<size_t>(D));
+    Tensor dst = Tensor::wrap(out.data(), {D}, DType::F32, Device::cpu(), nullptr);
+    dst.copy_from(t->view({D}));
+    return out;
+}
+
+void check_rows(const Tensor& x, const Tensor& y) {
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.shape() == y.shape(),
+              "norm on {} -> {}", x.describe(), y.describe());
+}
+
+}  // namespace
+
+void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+    check_rows(x, y);
+    const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
+    const auto w = widen(weight, D, "layer_norm weight");
+    const auto b = widen(bias, D, "layer_norm bias");
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* xr = xd + r * D;
+            float* yr = yd + r * D;
+            double sum = 0;
+            for (int64_t i = 0; i < D; ++i) sum += xr[i];
+            const double mean = sum / double(D);
+            double var = 0;
+            for (int64_t i = 0; i < D; ++i) {
+                const double c = xr[i] - mean;
+                var += c * c;
+            }
+            const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
+            const float m = float(mean);
+            for (int64_t i = 0; i < D; ++i) {
+                float v = (xr[i] - m) * inv;
+                if (!w.empty()) v *= w[size_t(i)];
+                if (!b.empty()) v += b[size_t(i)];
+                yr[i] = v;
+            }
+        }
+    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) {
+    check_rows(x, y);
+    const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
+    const auto w = widen(weight, D, "rms_norm weight");
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* xr = xd + r * D;
+            float* yr = yd + r * D;
+            double ss = 0;
+            for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
+            const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
+            for (int64_t i = 0; i < D; ++i) yr[i] = w.empty() ? xr[i] * inv : (xr[i] * inv) * w[size_t(i)];
+        }
+    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
+}
+
+}  // namespace sr

@@ -1,0 +1,115 @@
+// The HunyuanVideo diffusion transformer (SkyReels-V1 T2V / I2V): weights bound once by checkpoint name,
+// and a forward pass in the order the reference runs it.
+// ref: diffusers v0.32.2 src/diffusers/models/transformers/transformer_hunyuan_video.py
+//
+//   auto model = sr::HunyuanVideoTransformer::load("SkyReels-V1-Hunyuan-T2V");
+//   sr::Tensor velocity = model.forward(sr::cpu_backend(), inputs);   // [B, out_channels, F, H, W]
+//
+// Every intermediate that the reference fixtures name is passed to an optional hook, under the same name
+// ("x_embedder", "transformer_blocks.3.hidden_states", ...), so the first divergence is one diff away.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backends/backend.h"
+#include "io/safetensors.h"
+#include "models/hunyuan_video_config.h"
+#include "models/weight_binder.h"
+
+namespace sr {
+
+struct TransformerInputs {
+    Tensor hidden_states;           // [B, in_channels, F, H, W] latents (I2V: noise and image latents on C)
+    Tensor timestep;                // [B] 1000 * sigma
+    Tensor encoder_hidden_states;   // [B, L, text_embed_dim] (Llama hidden states)
+    Tensor encoder_attention_mask;  // [B, L], 1 = token, 0 = padding (right-padded)
+    Tensor pooled_projections;      // [B, pooled_projection_dim] (CLIP pooled output)
+    Tensor guidance;                // [B] 1000 * embedded guidance; required when config.guidance_embeds
+};
+
+using IntermediateHook = std::function<void(std::string_view name, const Tensor& value)>;
+
+struct TransformerLoadOptions {
+    // Store floating-point weights in this dtype (nullopt: as in the checkpoint, zero-copy from the mmap).
+    std::optional<DType> weight_dtype;
+};
+
+// A contiguous group of weights that the runtime may place or stream as one unit.
+struct WeightBlock {
+    std::string name;
+    size_t bytes = 0;
+};
+
+class HunyuanVideoTransformer {
+public:
+    // `path`: a transformer folder (config.json + safetensors, sharded or not), or a diffusers pipeline folder
+    // with a transformer/ subfolder. Throws InputError naming the file, tensor or field at fault.
+    static HunyuanVideoTransformer load(const std::string& path, const TransformerLoadOptions& options = {});
+    // Binds the weights of `store` for `config`.
+    HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
+                            const TransformerLoadOptions& options = {});
+
+    const HunyuanVideoConfig& config() const { return config_; }
+    int64_t parameter_count() const { return parameter_count_; }
+    // Tensors in the checkpoint that this model does not use (reported at load).
+    const std::vector<std::string>& unused_tensors() const { return unused_; }
+    std::vector<WeightBlock> weight_blocks() const;
+
+    // The velocity prediction [B, out_channels, F, H, W]. Throws InputError on inputs of the wrong shape.
+    Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {}) const;
+
+private:
+    struct TimestepMlp {  // TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> SiLU -> linear_2
+        Linear linear_1, linear_2;
+    };
+    struct RefinerBlock {
+        Tensor norm1_weight, norm1_bias, norm2_weight, norm2_bias;
+        Linear to_q, to_k, to_v, to_out, ff_in, ff_out, norm_out;  // norm_out: temb -> (gate_msa, gate_mlp)
+    };
+    struct DualBlock {
+        Linear norm1, norm1_context;  // temb -> 6 modulation vectors per stream
+        Linear to_q, to_k, to_v, add_q_proj, add_k_proj, add_v_proj, to_out, to_add_out;
+        Tensor norm_q, norm_k, norm_added_q, norm_added_k;  // QK RMSNorm weights [head_dim]
+        Linear ff_in, ff_out, ff_context_in, ff_context_out;
+    };
+    struct SingleBlock {
+        Linear norm;  // temb -> (shift, scale, gate)
+        Linear to_q, to_k, to_v, proj_mlp, proj_out;
+        Tensor norm_q, norm_k;
+    };
+
+    void bind(WeightBinder& binder);
+    Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
+    Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) const;
+    Tensor silu(Backend& be, const Tensor& x) const;
+    Tensor refine_text(Backend& be, const Tensor& text, const Tensor& t_proj, const std::vector<float>& mask,
+                       const IntermediateHook& hook) const;
+    void dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx, const Tensor& temb_silu,
+                    const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
+    void single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video, const Tensor& temb_silu,
+                      const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
+    // q/k RMSNorm per head (in place, via a copy) on a [B, L, D] projection.
+    void qk_norm(Backend& be, Tensor& x, const Tensor& weight) const;
+
+    HunyuanVideoConfig config_;
+    int64_t parameter_count_ = 0;
+    std::vector<std::string> unused_;
+
+    Linear x_embedder_;  // Conv3d weight [D, C, pt, p, p] viewed by patch_embed_3d
+    TimestepMlp timestep_embedder_, guidance_embedder_, text_embedder_;
+    TimestepMlp refiner_timestep_embedder_, refiner_text_embedder_;
+    Linear refiner_proj_in_;
+    std::vector<RefinerBlock> refiner_blocks_;
+    std::vector<DualBlock> dual_blocks_;
+    std::vector<SingleBlock> single_blocks_;
+    Linear norm_out_, proj_out_;
+};
+
+// Finds the transformer folder under `path` (itself, or <path>/transformer for a pipeline folder).
+std::string resolve_transformer_dir(const std::string& path);
+
+}  // namespace sr

@@ -1,0 +1,51 @@
+// Binds checkpoint tensors to a model's typed members, once, at load: by checkpoint name, with the expected
+// shape, and a float dtype. A missing or misshapen tensor is an InputError naming it; tensors the model
+// never asked for are reported by unused(). Bound tensors stay zero-copy views of the memory-mapped file
+// unless a storage dtype is requested (e.g. f32 weights stored as bf16 for the bf16 GEMM path).
+//
+//   sr::WeightBinder bind(store);
+//   layer.weight = bind.tensor("proj_out.weight", {out, in});
+//   for (auto& name : bind.unused()) SR_LOG_WARN("unexpected tensor {}", name);
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/safetensors.h"
+
+namespace sr {
+
+class WeightBinder {
+public:
+    // `storage_dtype`: convert floating-point weights to this dtype at load (nullopt: keep the file's).
+    explicit WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype = std::nullopt);
+
+    Tensor tensor(const std::string& name, const Shape& expected);
+    // Norm and bias vectors are tiny and read every call: keep them f32 whatever the file holds.
+    Tensor small_f32(const std::string& name, const Shape& expected);
+
+    int64_t parameter_count() const { return parameters_; }
+    std::vector<std::string> unused() const { return store_.unused_names(); }
+
+private:
+    Tensor fetch(const std::string& name, const Shape& expected);
+    const WeightStore& store_;
+    std::optional<DType> storage_dtype_;
+    int64_t parameters_ = 0;
+};
+
+// A linear layer: weight [out, in] (f32/bf16/f16), bias [out] (f32) or undefined.
+struct Linear {
+    Tensor weight;
+    Tensor bias;
+    int64_t in_features() const { return weight.dim(1); }
+    int64_t out_features() const { return weight.dim(0); }
+    size_t bytes() const { return weight.nbytes() + (bias.defined() ? bias.nbytes() : 0); }
+};
+
+// Binds `<prefix>.weight` [out, in] and `<prefix>.bias` [out].
+Linear bind_linear(WeightBinder& binder, const std::string& prefix, int64_t in, int64_t out, bool has_bias = true);
+
+}  // namespace sr
