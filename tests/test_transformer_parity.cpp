@@ -247,3 +247,19 @@ TEST(TransformerForward, WrongInputShapesAreNamed) {
     bad.guidance = Tensor();
     expect_error(bad, "guidance is required");
 }
+
+// At 544x960x97 (25x34x60 = 51,000 video tokens + 256 text), attention is 4 * S^2 * 3072 per block over
+// 60 blocks: DESIGN.md's 1.9 PFLOP. For the linear layers DESIGN.md quotes 1.3 PFLOP, which is
+// 2 x 12.8B parameters x 51,000 tokens; but the dual blocks' text-stream weights see only the 256 text
+// tokens and the adaLN weights one row per sample, so the weights that multiply video tokens are
+// 20 x (4D^2 + 2DM) + 40 x (3D^2 + DM + (D+M)D) = 6.8B, giving 2 x 6.8B x 51,256 = 0.70 PFLOP.
+TEST(TransformerCost, RealModelAt544x960x97MatchesDesignEstimate) {
+    const HunyuanVideoConfig real;  // defaults are the 13B model's config
+    const ForwardCost cost = estimate_forward_cost(real, {.batch = 1, .frames = 25, .height = 68, .width = 120, .text_tokens = 256});
+    EXPECT_EQ(cost.video_tokens, 25 * 34 * 60);
+    const double D = 3072, M = 4 * D, S = 25 * 34 * 60 + 256;
+    const double video_params = 20 * (4 * D * D + 2 * D * M) + 40 * (3 * D * D + D * M + (D + M) * D);
+    EXPECT_NEAR(cost.linear_flops, 2 * video_params * S, 0.02 * cost.linear_flops);
+    EXPECT_NEAR(cost.linear_flops / 1e15, 0.70, 0.03);
+    EXPECT_NEAR(cost.attention_flops / 1e15, 1.9, 0.19);
+}

@@ -42,12 +42,22 @@ HunyuanVideoTransformer HunyuanVideoTransformer::load(const std::string& path, c
 HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
                                                  const TransformerLoadOptions& options)
     : config_(config) {
-    config_.validate(store.source());
     WeightBinder binder(store, options.weight_dtype);
+    *this = HunyuanVideoTransformer(config, binder);
+}
+
+HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder)
+    : config_(config) {
+    config_.validate(binder.source());
     bind(binder);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
-    for (const auto& name : unused_) SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", store.source(), name);
+    for (const auto& name : unused_) SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", binder.source(), name);
+}
+
+HunyuanVideoTransformer HunyuanVideoTransformer::random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed) {
+    WeightBinder binder = WeightBinder::random(seed, dtype);
+    return HunyuanVideoTransformer(config, binder);
 }
 
 void HunyuanVideoTransformer::bind(WeightBinder& b) {

@@ -52,6 +52,10 @@ public:
     // Binds the weights of `store` for `config`.
     HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
                             const TransformerLoadOptions& options = {});
+    // Binds whatever `binder` provides (a checkpoint, or made-up weights: WeightBinder::random).
+    HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder);
+    // A model with made-up weights in `dtype`, for benchmarks and the demo.
+    static HunyuanVideoTransformer random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed = 0);
 
     const HunyuanVideoConfig& config() const { return config_; }
     int64_t parameter_count() const { return parameter_count_; }

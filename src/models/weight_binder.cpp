@@ -1,30 +1,80 @@
 #include "models/weight_binder.h"
 
+#include "core/parallel.h"
+
 namespace sr {
 
 WeightBinder::WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype)
-    : store_(store), storage_dtype_(storage_dtype) {}
+    : store_(&store), storage_dtype_(storage_dtype) {}
+
+WeightBinder WeightBinder::random(uint64_t seed, DType dtype) {
+    WeightBinder b;
+    b.seed_ = seed;
+    b.storage_dtype_ = dtype;
+    return b;
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+}  // namespace
+
+Tensor WeightBinder::make_up(const std::string& name, const Shape& expected, DType dtype) {
+    uint64_t h = seed_;
+    for (char c : name) h = splitmix64(h ^ uint64_t(uint8_t(c)));
+    const bool is_norm_weight = name.find("norm") != std::string::npos && name.size() > 7 &&
+                                name.compare(name.size() - 7, 7, ".weight") == 0 && expected.rank() == 1;
+    const float offset = is_norm_weight ? 1.0f : 0.0f;
+    const float half_width = 0.02f * 1.7320508f;  // uniform(-a, a) has standard deviation a / sqrt(3)
+    Tensor f = Tensor::empty(expected, DType::F32, host_allocator(), name);
+    float* d = f.data<float>();
+    const int64_t n = f.numel();
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const double u = double(splitmix64(h + uint64_t(i)) >> 11) * 0x1.0p-53;  // [0, 1)
+            d[i] = offset + half_width * float(2.0 * u - 1.0);
+        }
+    }, 1 << 16);
+    Tensor t = dtype == DType::F32 ? f : f.to(dtype);
+    generated_.emplace_back(name, t);
+    return t;
+}
 
 Tensor WeightBinder::fetch(const std::string& name, const Shape& expected) {
-    SR_THROW_IF(!store_.contains(name), "{}: missing tensor '{}' (expected shape {})", store_.source(), name,
+    const WeightStore& store = *store_;
+    SR_THROW_IF(!store.contains(name), "{}: missing tensor '{}' (expected shape {})", store.source(), name,
                 expected.str());
-    const SafetensorsEntry& e = store_.entry(name);
-    SR_THROW_IF(!(e.shape == expected), "{}: tensor '{}' has shape {} but the config implies {}", store_.source(), name,
+    const SafetensorsEntry& e = store.entry(name);
+    SR_THROW_IF(!(e.shape == expected), "{}: tensor '{}' has shape {} but the config implies {}", store.source(), name,
                 e.shape.str(), expected.str());
     SR_THROW_IF(!dtype_is_float(e.dtype) || e.dtype == DType::F8_E4M3,
-                "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16", store_.source(), name,
+                "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16", store.source(), name,
                 dtype_safetensors_name(e.dtype));
     parameters_ += expected.numel();
-    return store_.get(name);
+    return store.get(name);
 }
 
 Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
+    if (!store_) {
+        parameters_ += expected.numel();
+        return make_up(name, expected, storage_dtype_.value_or(DType::F32));
+    }
     Tensor t = fetch(name, expected);
     if (storage_dtype_ && t.dtype() != *storage_dtype_) return t.to(*storage_dtype_);
     return t;
 }
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
+    if (!store_) {
+        parameters_ += expected.numel();
+        return make_up(name, expected, DType::F32);
+    }
     Tensor t = fetch(name, expected);
     return t.dtype() == DType::F32 ? t : t.to(DType::F32);
 }

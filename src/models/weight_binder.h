@@ -21,19 +21,29 @@ class WeightBinder {
 public:
     // `storage_dtype`: convert floating-point weights to this dtype at load (nullopt: keep the file's).
     explicit WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype = std::nullopt);
+    // No checkpoint: every requested tensor is made up, seeded by (seed, name), uniform with standard
+    // deviation 0.02 (norm weights: 1 + that), in `dtype`. For benchmarks, tests and the demo model; the
+    // made-up tensors can be saved as a checkpoint with generated().
+    static WeightBinder random(uint64_t seed, DType dtype);
+    const std::vector<std::pair<std::string, Tensor>>& generated() const { return generated_; }
 
     Tensor tensor(const std::string& name, const Shape& expected);
     // Norm and bias vectors are tiny and read every call: keep them f32 whatever the file holds.
     Tensor small_f32(const std::string& name, const Shape& expected);
 
     int64_t parameter_count() const { return parameters_; }
-    std::vector<std::string> unused() const { return store_.unused_names(); }
+    std::vector<std::string> unused() const { return store_ ? store_->unused_names() : std::vector<std::string>{}; }
+    std::string source() const { return store_ ? store_->source() : "random weights"; }
 
 private:
+    WeightBinder() = default;
     Tensor fetch(const std::string& name, const Shape& expected);
-    const WeightStore& store_;
+    Tensor make_up(const std::string& name, const Shape& expected, DType dtype);
+    const WeightStore* store_ = nullptr;  // null: random weights
     std::optional<DType> storage_dtype_;
+    uint64_t seed_ = 0;
     int64_t parameters_ = 0;
+    std::vector<std::pair<std::string, Tensor>> generated_;
 };
 
 // A linear layer: weight [out, in] (f32/bf16/f16), bias [out] (f32) or undefined.

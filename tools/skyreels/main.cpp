@@ -1,1 +1,40 @@
-int main() { return 0; }
+// skyreels: the command-line front end. A thin layer over the library: parse flags, call the library,
+// report errors once, here, with a non-zero exit.
+#include <cstdio>
+#include <exception>
+
+#include "core/error.h"
+#include "tools/skyreels/commands.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"skyreels: SkyReels-V1 / HunyuanVideo video generation in one native binary"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "skyreels 0.1.0");
+    std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
+    CLI::App* info = nullptr;
+    auto run_info = sr::cli::add_info_command(app);
+    info = app.get_subcommand("info");
+    commands.emplace_back(info, run_info);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        for (auto& [sub, run] : commands)
+            if (sub->parsed()) return run();
+    } catch (const sr::InputError& e) {
+        std::fprintf(stderr, "skyreels: error: %s\n", e.what());
+        return 1;
+    } catch (const sr::Error& e) {
+        std::fprintf(stderr, "skyreels: error: %s\n", e.what());
+        return 2;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "skyreels: error: out of host memory\n");
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "skyreels: internal error: %s\n", e.what());
+        return 3;
+    }
+    return 0;
+}

@@ -18,6 +18,7 @@ namespace {
 
 constexpr int64_t kQueryTile = 128;
 constexpr int64_t kKeyTile = 512;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 struct DenseMask {
     const void* data = nullptr;
@@ -72,7 +73,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Te
             const int64_t kv = mask.kv_len.empty() ? Lk : std::clamp<int64_t>(mask.kv_len[size_t(b)], 0, Lk);
             const float* qt = qd + b * q.stride(0) + h * q.stride(1) + i0 * q.stride(2);
             std::fill(acc.begin(), acc.begin() + tq * D, 0.0f);
-            std::fill(row_max.begin(), row_max.begin() + tq, -std::numeric_limits<float>::infinity());
+            std::fill(row_max.begin(), row_max.begin() + tq, kNegInf);
             std::fill(row_sum.begin(), row_sum.begin() + tq, 0.0f);
             for (int64_t j0 = 0; j0 < kv; j0 += kKeyTile) {
                 const int64_t tk = std::min(kKeyTile, kv - j0);
@@ -82,37 +83,41 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Te
                 gemm(tq, tk, D, qt, q.stride(2), kt, k.stride(2), true, DType::F32, scores.data(), kKeyTile, false);
                 for (int64_t i = 0; i < tq; ++i) {
                     float* s = scores.data() + i * kKeyTile;
-                    float mx = row_max[size_t(i)];
                     if (dense.data) {
                         for (int64_t j = 0; j < tk; ++j)
-                            s[j] = dense.allows(b, i0 + i, j0 + j) ? s[j] * scale
-                                                                   : -std::numeric_limits<float>::infinity();
+                            s[j] = dense.allows(b, i0 + i, j0 + j) ? s[j] * scale : kNegInf;
                     } else {
+#pragma omp simd
                         for (int64_t j = 0; j < tk; ++j) s[j] *= scale;
                     }
+                    float mx = row_max[size_t(i)];
+#pragma omp simd reduction(max : mx)
                     for (int64_t j = 0; j < tk; ++j) mx = std::max(mx, s[j]);
-                    if (mx == -std::numeric_limits<float>::infinity()) {
+                    if (mx == kNegInf) {
                         // Every key so far is masked for this row: contribute nothing.
                         std::fill(s, s + tk, 0.0f);
                         continue;
                     }
-                    const float correction = vec::exp(row_max[size_t(i)] - mx);
+                    // exp(-inf - mx) must be exactly 0 for masked keys; vec::exp clamps its argument, so
+                    // masked entries are zeroed explicitly when a dense mask is present.
                     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                    for (int64_t j = 0; j < tk; ++j) {
+                        const float p = vec::exp(s[j] - mx);
+                        s[j] = p;
+                        sum += p;
+                    }
                     if (dense.data) {
+                        sum = 0.0f;
                         for (int64_t j = 0; j < tk; ++j) {
-                            const float p = s[j] == -std::numeric_limits<float>::infinity() ? 0.0f : vec::exp(s[j] - mx);
-                            s[j] = p;
-                            sum += p;
-                        }
-                    } else {
-                        for (int64_t j = 0; j < tk; ++j) {
-                            const float p = vec::exp(s[j] - mx);
-                            s[j] = p;
-                            sum += p;
+                            if (!dense.allows(b, i0 + i, j0 + j)) s[j] = 0.0f;
+                            sum += s[j];
                         }
                     }
-                    if (row_max[size_t(i)] != -std::numeric_limits<float>::infinity()) {
+                    if (row_max[size_t(i)] != kNegInf) {
+                        const float correction = vec::exp(row_max[size_t(i)] - mx);
                         float* a = acc.data() + i * D;
+#pragma omp simd
                         for (int64_t d = 0; d < D; ++d) a[d] *= correction;
                         row_sum[size_t(i)] = row_sum[size_t(i)] * correction + sum;
                     } else {

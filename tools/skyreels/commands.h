@@ -1,0 +1,15 @@
+// The `skyreels` command line: each subcommand registers its flags on a CLI11 app and returns the
+// function that runs it. Errors propagate as sr::Error to main(), the one place that reports them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace sr::cli {
+
+using Command = std::function<int()>;
+
+Command add_info_command(CLI::App& app);
+
+}  // namespace sr::cli
