@@ -8,8 +8,6 @@
 // per-op profile of one extra repetition (linear and attention GFLOP/s), the oneDNN GEMM rate measured in
 // the same process (1024^3, and the model's own [tokens x width x width] shape) and peak memory. Human
 // lines go to stderr; one JSON object per run goes to stdout.
-#include <sys/resource.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -18,6 +16,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/profiling_backend.h"
+#include "core/memory_stats.h"
 #include "core/parallel.h"
 #include "io/json.h"
 #include "models/hunyuan_video_transformer.h"
@@ -90,11 +89,6 @@ double gemm_rate(int64_t M, int64_t N, int64_t K, DType dtype) {
     return 2.0 * double(M) * double(N) * double(K) / best / 1e9;
 }
 
-double peak_rss_bytes() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return double(u.ru_maxrss) * 1024.0;
-}
 
 }  // namespace
 
@@ -152,7 +146,7 @@ int main(int argc, char** argv) {
                           {"gemm_1024_gflops", gemm_1024}, {"gemm_model_shape_gflops", gemm_model},
                           {"linear_vs_gemm_1024", linear_rate / gemm_1024},
                           {"peak_activation_bytes", double(host_allocator().peak_bytes())},
-                          {"peak_rss_bytes", peak_rss_bytes()}, {"note", nc.note}};
+                          {"peak_rss_bytes", double(read_host_memory().peak_rss)}, {"note", nc.note}};
                 std::printf("%s\n", j.dump().c_str());
                 std::fflush(stdout);
                 std::fprintf(stderr,

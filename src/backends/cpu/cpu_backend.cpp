@@ -64,7 +64,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
     } else {
         SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
         // Widen a block of weight rows (output columns) at a time and multiply it.
-        const int64_t block = std::clamp<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16, N);
+        const int64_t block = std::min(std::max<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16), N);
         std::vector<float> scratch(size_t(std::min(block, N) * K));
         for (int64_t n0 = 0; n0 < N; n0 += block) {
             const int64_t nb = std::min(block, N - n0);

@@ -37,6 +37,7 @@ void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+#pragma omp simd
         for (int64_t i = i0; i < i1; ++i) yd[i] = vec::gelu_tanh(xd[i]);
     }, kGrain);
 }
@@ -46,6 +47,7 @@ void CpuBackend::silu(const Tensor& x, Tensor& y) {
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+#pragma omp simd
         for (int64_t i = i0; i < i1; ++i) yd[i] = vec::silu(xd[i]);
     }, kGrain);
 }
