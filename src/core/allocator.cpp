@@ -67,11 +67,15 @@ size_t parse_bytes(std::string_view text, std::string_view what) {
     std::string s(text);
     size_t pos = 0;
     double value = 0;
+    // Decimal only: std::stod alone would also take hex ("0x10") and leading spaces.
+    const bool decimal = !s.empty() && (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '.') &&
+                         s.find_first_of("xX") == std::string::npos;
     try {
-        value = std::stod(s, &pos);
+        if (decimal) value = std::stod(s, &pos);
     } catch (...) {
-        SR_THROW("{}: '{}' is not a size (expected e.g. 12G, 512M, 4096)", what, text);
+        pos = 0;
     }
+    SR_THROW_IF(!decimal || pos == 0, "{}: '{}' is not a size (expected e.g. 12G, 512M, 4096)", what, text);
     std::string unit = s.substr(pos);
     for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
     double mult = 1;

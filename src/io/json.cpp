@@ -1,5 +1,6 @@
 #include "io/json.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -39,6 +40,9 @@ Json parse_json(std::string_view text, std::string_view source) {
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
+    std::error_code ec;
+    SR_THROW_IF(!std::filesystem::exists(path, ec), "{}: cannot open file: no such file", path);
+    SR_THROW_IF(!std::filesystem::is_regular_file(path, ec), "{}: cannot open file: not a regular file", path);
     std::ifstream in(path, std::ios::binary);
     SR_THROW_IF(!in, "{}: cannot open file", path);
     in.seekg(0, std::ios::end);
@@ -66,6 +70,8 @@ const Json& json_require(const Json& j, std::string_view key, std::string_view s
 int64_t json_int(const Json& j, std::string_view key, std::string_view source) {
     const Json& v = json_require(j, key, source);
     SR_THROW_IF(!v.is_number_integer(), "{}: '{}' must be an integer, got {}", source, key, v.dump());
+    SR_THROW_IF(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX), "{}: '{}' = {} is out of range",
+                source, key, v.dump());
     return v.get<int64_t>();
 }
 
@@ -109,6 +115,8 @@ std::vector<int64_t> json_int_array(const Json& j, std::string_view key, std::st
     std::vector<int64_t> out;
     for (const Json& e : v) {
         SR_THROW_IF(!e.is_number_integer(), "{}: '{}' must hold integers, got {}", source, key, e.dump());
+        SR_THROW_IF(e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX), "{}: '{}' holds {}, out of range",
+                    source, key, e.dump());
         out.push_back(e.get<int64_t>());
     }
     return out;

@@ -61,10 +61,15 @@ SafetensorsEntry parse_entry(const std::string& name, const Json& v, size_t data
     e.dtype = *dt;
     const auto shape = json_int_array(v, "shape", where);
     SR_THROW_IF(shape.size() > size_t(kMaxDims), "{}: rank {} exceeds {}", where, shape.size(), kMaxDims);
-    uint64_t numel = 1;
+    // Both the element count and the product of the non-zero dimensions must fit: a zero early in the
+    // shape makes the count 0, but strides are still products of the later (possibly huge) dimensions.
+    uint64_t numel = 1, extent = 1;
     for (int64_t d : shape) {
         SR_THROW_IF(d < 0, "{}: negative dimension {}", where, d);
         SR_THROW_IF(mul_overflows(numel, uint64_t(d), &numel), "{}: shape overflows", where);
+        if (d > 0)
+            SR_THROW_IF(mul_overflows(extent, uint64_t(d), &extent) || extent > uint64_t(INT64_MAX),
+                        "{}: shape overflows", where);
         e.shape.push_back(d);
     }
     uint64_t nbytes = 0;

@@ -1,0 +1,55 @@
+// What a fuzz target gives the drivers that run it: libFuzzer (which calls LLVMFuzzerTestOneInput and brings
+// its own main) or standalone_driver.cpp (a seeded mutation loop for builds without libFuzzer, e.g. g++).
+//
+// Each fuzz_*.cpp defines LLVMFuzzerTestOneInput and sr::fuzz::target():
+//
+//   const sr::fuzz::Target& sr::fuzz::target() {
+//       static const Target t{"fuzz_json", run_one, seeds, dictionary, false};
+//       return t;
+//   }
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sr::fuzz {
+
+struct Target {
+    const char* name;
+    // Runs one input. Returns std::nullopt when the parser refused it with sr::InputError, else a signature of
+    // the accepted structure (dtypes and ranks of the entries, the JSON node types): the standalone driver has
+    // no coverage feedback, so an input whose signature it has not seen yet is what joins its mutation pool.
+    // Anything else (another exception, a broken invariant, a crash, a sanitizer report) is a finding and
+    // must escape.
+    std::optional<uint64_t> (*run)(const uint8_t* data, size_t size);
+    // Valid inputs to start mutating from.
+    std::vector<std::string> (*seeds)();
+    // Tokens the mutator splices in: edge-case numbers, JSON punctuation, the format's own keywords.
+    std::vector<std::string> (*dictionary)();
+    // True for safetensors images (8-byte little-endian length, that much JSON, then data): the mutator then
+    // works on the JSON and usually keeps the length prefix consistent, so mutants get past the first check.
+    bool length_prefixed;
+};
+
+const Target& target();
+
+// Numbers at the edges of the types a parser converts to (uint64, int64, int32, double) and of the limits it
+// enforces; spliced into JSON in place of the numbers already there.
+inline std::vector<std::string> edge_numbers() {
+    return {"18446744073709551615", "18446744073709551616", "9223372036854775807", "9223372036854775808",
+            "-9223372036854775808", "-9223372036854775809", "4294967295", "4294967296", "2147483648",
+            "-1", "0", "-0", "1", "2", "7", "8", "1e308", "1e309", "-1e308", "1e-320", "0.5", "1.0", "4e0",
+            "104857600", "104857601", "4611686018427387904", "65536", "99999999999999999999999"};
+}
+
+// FNV-1a, for building signatures.
+inline uint64_t mix(uint64_t h, uint64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h;
+}
+constexpr uint64_t kMixStart = 1469598103934665603ull;
+
+}  // namespace sr::fuzz
