@@ -83,31 +83,24 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Te
                 gemm(tq, tk, D, qt, q.stride(2), kt, k.stride(2), true, DType::F32, scores.data(), kKeyTile, false);
                 for (int64_t i = 0; i < tq; ++i) {
                     float* s = scores.data() + i * kKeyTile;
+                    float mx;
                     if (dense.data) {
-                        for (int64_t j = 0; j < tk; ++j)
+                        mx = row_max[size_t(i)];
+                        for (int64_t j = 0; j < tk; ++j) {
                             s[j] = dense.allows(b, i0 + i, j0 + j) ? s[j] * scale : kNegInf;
+                            mx = std::max(mx, s[j]);
+                        }
                     } else {
-#pragma omp simd
-                        for (int64_t j = 0; j < tk; ++j) s[j] *= scale;
+                        mx = vec::scale_max(s, tk, scale, row_max[size_t(i)]);
                     }
-                    float mx = row_max[size_t(i)];
-#pragma omp simd reduction(max : mx)
-                    for (int64_t j = 0; j < tk; ++j) mx = std::max(mx, s[j]);
                     if (mx == kNegInf) {
                         // Every key so far is masked for this row: contribute nothing.
                         std::fill(s, s + tk, 0.0f);
                         continue;
                     }
-                    // exp(-inf - mx) must be exactly 0 for masked keys; vec::exp clamps its argument, so
-                    // masked entries are zeroed explicitly when a dense mask is present.
-                    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                    for (int64_t j = 0; j < tk; ++j) {
-                        const float p = vec::exp(s[j] - mx);
-                        s[j] = p;
-                        sum += p;
-                    }
+                    float sum = vec::exp_sub_sum(s, tk, mx);
                     if (dense.data) {
+                        // vec::exp clamps its argument, so exp(-inf) is ~1e-38, not 0: zero masked keys.
                         sum = 0.0f;
                         for (int64_t j = 0; j < tk; ++j) {
                             if (!dense.allows(b, i0 + i, j0 + j)) s[j] = 0.0f;
@@ -116,9 +109,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Te
                     }
                     if (row_max[size_t(i)] != kNegInf) {
                         const float correction = vec::exp(row_max[size_t(i)] - mx);
-                        float* a = acc.data() + i * D;
-#pragma omp simd
-                        for (int64_t d = 0; d < D; ++d) a[d] *= correction;
+                        vec::scale(acc.data() + i * D, D, correction);
                         row_sum[size_t(i)] = row_sum[size_t(i)] * correction + sum;
                     } else {
                         row_sum[size_t(i)] = sum;

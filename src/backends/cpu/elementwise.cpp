@@ -37,8 +37,7 @@ void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-        for (int64_t i = i0; i < i1; ++i) yd[i] = vec::gelu_tanh(xd[i]);
+        vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::gelu_tanh(v); });
     }, kGrain);
 }
 
@@ -47,8 +46,7 @@ void CpuBackend::silu(const Tensor& x, Tensor& y) {
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-        for (int64_t i = i0; i < i1; ++i) yd[i] = vec::silu(xd[i]);
+        vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::silu(v); });
     }, kGrain);
 }
 

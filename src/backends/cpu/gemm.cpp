@@ -1,11 +1,16 @@
 // Row-major GEMM through oneDNN's matmul primitive. Primitive creation costs far more than a small GEMM,
 // so primitives are cached by everything that shapes them (dims, leading dims, dtype, accumulate, and
 // whether the call runs inside a parallel region, where oneDNN plans for one thread).
+//
+// Scratchpads are ours, one per thread (scratchpad_mode::user): oneDNN's default "library" scratchpad is
+// shared by all primitives unless the library was built with DNNL_ENABLE_CONCURRENT_EXEC, so two attention
+// tiles running GEMMs on two threads corrupted each other's partial sums.
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/parallel.h"
@@ -21,9 +26,14 @@ dnnl::engine& cpu_engine() {
     return engine;
 }
 
-std::shared_ptr<dnnl::matmul> get_primitive(const Key& key) {
+struct CachedMatmul {
+    dnnl::matmul primitive;
+    size_t scratchpad_bytes = 0;
+};
+
+std::shared_ptr<CachedMatmul> get_primitive(const Key& key) {
     static std::mutex mutex;
-    static std::map<Key, std::shared_ptr<dnnl::matmul>> cache;
+    static std::map<Key, std::shared_ptr<CachedMatmul>> cache;
     {
         std::lock_guard<std::mutex> lock(mutex);
         auto it = cache.find(key);
@@ -36,15 +46,16 @@ std::shared_ptr<dnnl::matmul> get_primitive(const Key& key) {
     dnnl::memory::desc b_md({K, N}, ab, b_transposed ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     dnnl::memory::desc c_md({M, N}, dt::f32, {ldc, 1});
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (accumulate) {
         dnnl::post_ops ops;
         ops.append_sum(1.0f);
         attr.set_post_ops(ops);
     }
-    std::shared_ptr<dnnl::matmul> prim;
+    std::shared_ptr<CachedMatmul> prim;
     try {
         auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, cpu_engine());
-        prim = std::make_shared<dnnl::matmul>(pd);
+        prim = std::make_shared<CachedMatmul>(CachedMatmul{dnnl::matmul(pd), pd.scratchpad_desc().get_size()});
     } catch (const dnnl::error& e) {
         throw VendorError(fmt::format("oneDNN matmul creation failed for M={} N={} K={} ({}): {}", M, N, K,
                                       dtype_name(DType(dtype)), e.what()));
@@ -75,8 +86,14 @@ void gemm(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const voi
                        const_cast<void*>(B));
     dnnl::memory c_mem({{M, N}, dt::f32, {ldc, 1}}, eng, C);
     thread_local dnnl::stream stream(eng);
+    thread_local std::vector<uint8_t> scratchpad;
+    if (scratchpad.size() < prim->scratchpad_bytes) scratchpad.resize(prim->scratchpad_bytes);
+    dnnl::memory scratch_mem({{int64_t(scratchpad.size())}, dnnl::memory::data_type::u8, {1}}, eng, scratchpad.data());
     try {
-        prim->execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+        prim->primitive.execute(stream, {{DNNL_ARG_SRC, a_mem},
+                                         {DNNL_ARG_WEIGHTS, b_mem},
+                                         {DNNL_ARG_DST, c_mem},
+                                         {DNNL_ARG_SCRATCHPAD, scratch_mem}});
         stream.wait();
     } catch (const dnnl::error& e) {
         throw VendorError(fmt::format("oneDNN matmul M={} N={} K={} failed: {}", M, N, K, e.what()));

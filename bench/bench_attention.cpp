@@ -1,0 +1,61 @@
+// Attention op benchmark at the transformer's shapes (f32, CPU backend).
+//
+//   build/bench/bench_attention [--reps 5]
+//
+// Shapes: "medium" (1 x 4 heads x 4352 tokens x 128, the medium transformer's joint attention) and
+// "real_1k" (1 x 24 heads x 1280 x 128, the real block shape at 1024 video + 256 text tokens). FLOPs are
+// 4 * B * H * Lq * Lk * D (QK^T and PV). One JSON object per shape on stdout.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/parallel.h"
+#include "io/json.h"
+
+using namespace sr;
+
+int main(int argc, char** argv) {
+    CLI::App app{"skyreels attention benchmark"};
+    int reps = 5;
+    app.add_option("--reps", reps, "Timed repetitions")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    struct Case {
+        const char* name;
+        int64_t B, H, L, D;
+    };
+    for (const Case& c : {Case{"medium", 1, 4, 4352, 128}, Case{"real_1k", 1, 24, 1280, 128}}) {
+        // [B, L, H, D] buffers as the model lays them out, passed as [B, H, L, D] views.
+        auto make = [&](float v) {
+            Tensor t = Tensor::empty({c.B, c.L, c.H, c.D}, DType::F32);
+            float* d = t.data<float>();
+            for (int64_t i = 0; i < t.numel(); ++i) d[i] = v * float((i * 2654435761u) % 1000) / 1000.0f;
+            return t;
+        };
+        Tensor q = make(0.5f), k = make(0.4f), v = make(1.0f), o = Tensor::empty({c.B, c.L, c.H, c.D}, DType::F32);
+        Tensor ov = o.permute({0, 2, 1, 3});
+        AttentionMask mask;
+        auto run = [&] {
+            cpu_backend().attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), ov, mask,
+                                    0.088f);
+        };
+        run();
+        std::vector<double> t;
+        for (int r = 0; r < std::max(reps, 1); ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            run();
+            t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(t.begin(), t.end());
+        const double flops = 4.0 * double(c.B * c.H) * double(c.L) * double(c.L) * double(c.D);
+        const double med = t[t.size() / 2];
+        Json j = {{"op", "attention"}, {"shape", c.name}, {"B", c.B}, {"H", c.H}, {"L", c.L}, {"D", c.D},
+                  {"threads", n_threads()}, {"median_s", med}, {"min_s", t.front()}, {"gflops", flops / med / 1e9}};
+        std::printf("%s\n", j.dump().c_str());
+        std::fprintf(stderr, "attention %-8s B%ld H%ld L%ld D%ld  median %.4f s  %.1f GFLOP/s\n", c.name, long(c.B),
+                     long(c.H), long(c.L), long(c.D), med, flops / med / 1e9);
+    }
+    return 0;
+}
