@@ -51,8 +51,16 @@ int main(int argc, char** argv) {
         std::sort(t.begin(), t.end());
         const double flops = 4.0 * double(c.B * c.H) * double(c.L) * double(c.L) * double(c.D);
         const double med = t[t.size() / 2];
-        Json j = {{"op", "attention"}, {"shape", c.name}, {"B", c.B}, {"H", c.H}, {"L", c.L}, {"D", c.D},
-                  {"threads", n_threads()}, {"median_s", med}, {"min_s", t.front()}, {"gflops", flops / med / 1e9}};
+        Json j = {{"op", "attention"},
+                  {"shape", c.name},
+                  {"B", c.B},
+                  {"H", c.H},
+                  {"L", c.L},
+                  {"D", c.D},
+                  {"threads", n_threads()},
+                  {"median_s", med},
+                  {"min_s", t.front()},
+                  {"gflops", flops / med / 1e9}};
         std::printf("%s\n", j.dump().c_str());
         std::fprintf(stderr, "attention %-8s B%ld H%ld L%ld D%ld  median %.4f s  %.1f GFLOP/s\n", c.name, long(c.B),
                      long(c.H), long(c.L), long(c.D), med, flops / med / 1e9);

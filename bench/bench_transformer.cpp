@@ -38,19 +38,25 @@ std::vector<NamedConfig> named_configs() {
         HunyuanVideoConfig c;
         c.num_attention_heads = 4, c.attention_head_dim = 128, c.num_layers = 2, c.num_single_layers = 4;
         c.text_embed_dim = 512, c.pooled_projection_dim = 768;
-        out.push_back({"medium", c, {.batch = 1, .frames = 4, .height = 64, .width = 64, .text_tokens = 256},
+        out.push_back({"medium",
+                       c,
+                       {.batch = 1, .frames = 4, .height = 64, .width = 64, .text_tokens = 256},
                        "512 wide (4x128), 2 dual + 4 single blocks, 4096 video + 256 text tokens"});
     }
     {
         HunyuanVideoConfig c;  // the 13B model's block shape
         c.num_layers = 1, c.num_single_layers = 1;
-        out.push_back({"real_block", c, {.batch = 1, .frames = 4, .height = 32, .width = 32, .text_tokens = 256},
+        out.push_back({"real_block",
+                       c,
+                       {.batch = 1, .frames = 4, .height = 32, .width = 32, .text_tokens = 256},
                        "3072 wide (24x128), 1 dual + 1 single block, 1024 video + 256 text tokens"});
     }
     return out;
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 Tensor uniform(const Shape& s, uint64_t seed, float scale) {
     Tensor t = Tensor::empty(s, DType::F32);
@@ -69,8 +75,8 @@ TransformerInputs make_inputs(const HunyuanVideoConfig& c, const ForwardShape& s
     in.timestep = Tensor::from_vector(std::vector<float>(size_t(s.batch), 900.0f), {s.batch});
     in.guidance = Tensor::from_vector(std::vector<float>(size_t(s.batch), 1000.0f), {s.batch});
     in.encoder_hidden_states = uniform({s.batch, s.text_tokens, c.text_embed_dim}, 2, 1.0f);
-    in.encoder_attention_mask = Tensor::from_vector(std::vector<float>(size_t(s.batch * s.text_tokens), 1.0f),
-                                                    {s.batch, s.text_tokens});
+    in.encoder_attention_mask =
+        Tensor::from_vector(std::vector<float>(size_t(s.batch * s.text_tokens), 1.0f), {s.batch, s.text_tokens});
     in.pooled_projections = uniform({s.batch, c.pooled_projection_dim}, 3, 1.0f);
     return in;
 }
@@ -88,7 +94,6 @@ double gemm_rate(int64_t M, int64_t N, int64_t K, DType dtype) {
     }
     return 2.0 * double(M) * double(N) * double(K) / best / 1e9;
 }
-
 
 }  // namespace
 
@@ -138,18 +143,29 @@ int main(int argc, char** argv) {
                 const double gemm_1024 = gemm_rate(1024, 1024, 1024, gdt);
                 const double gemm_model = gemm_rate(S, D, D, gdt);
                 const double linear_rate = lin.flops / lin.seconds / 1e9;
-                Json j = {{"impl", "skyreels.cpp"}, {"config", nc.name}, {"weights", w}, {"gemm", g},
-                          {"threads", n_threads()}, {"reps", reps}, {"median_s", median}, {"min_s", times.front()},
-                          {"max_s", times.back()}, {"flops", cost.total_flops()},
-                          {"gflops", cost.total_flops() / median / 1e9}, {"linear_s", lin.seconds},
-                          {"linear_gflops", linear_rate}, {"attention_s", att.seconds},
+                Json j = {{"impl", "skyreels.cpp"},
+                          {"config", nc.name},
+                          {"weights", w},
+                          {"gemm", g},
+                          {"threads", n_threads()},
+                          {"reps", reps},
+                          {"median_s", median},
+                          {"min_s", times.front()},
+                          {"max_s", times.back()},
+                          {"flops", cost.total_flops()},
+                          {"gflops", cost.total_flops() / median / 1e9},
+                          {"linear_s", lin.seconds},
+                          {"linear_gflops", linear_rate},
+                          {"attention_s", att.seconds},
                           {"attention_gflops", att.flops / att.seconds / 1e9},
                           {"other_s", prof.total_seconds() - lin.seconds - att.seconds},
-                          {"gemm_1024_gflops", gemm_1024}, {"gemm_model_shape_gflops", gemm_model},
+                          {"gemm_1024_gflops", gemm_1024},
+                          {"gemm_model_shape_gflops", gemm_model},
                           {"linear_vs_gemm_1024", linear_rate / gemm_1024},
                           {"peak_activation_bytes", double(host_allocator().peak_bytes() - held)},
                           {"activation_estimate_bytes", cost.activation_bytes},
-                          {"peak_rss_bytes", double(read_host_memory().peak_rss)}, {"note", nc.note}};
+                          {"peak_rss_bytes", double(read_host_memory().peak_rss)},
+                          {"note", nc.note}};
                 std::printf("%s\n", j.dump().c_str());
                 std::fflush(stdout);
                 std::fprintf(stderr,

@@ -10,6 +10,7 @@ packages=(
   libcli11-dev           # command line
   libfmt-dev             # formatting
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
+  clang-format git       # the style test
 )
 
 missing=()

@@ -16,7 +16,9 @@
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
 
 TEST(Allocator, BudgetEnforcedWithANamedError) {
     sr::HostAllocator arena("activations", 1024);
@@ -182,11 +184,14 @@ TEST(ParallelFor, CoversEveryIndexExactlyOnce) {
         for (int64_t grain : {1, 5, 64, 5000}) {
             std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
             std::atomic<int> calls{0};
-            sr::parallel_for(n, [&](int64_t b, int64_t e) {
-                ++calls;
-                EXPECT_LT(b, e);
-                for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
-            }, grain);
+            sr::parallel_for(
+                n,
+                [&](int64_t b, int64_t e) {
+                    ++calls;
+                    EXPECT_LT(b, e);
+                    for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+                },
+                grain);
             int64_t wrong = 0;
             for (int64_t i = 0; i < n; ++i) wrong += hits[size_t(i)].load() != 1;
             EXPECT_EQ(wrong, 0) << "n=" << n << " grain=" << grain;

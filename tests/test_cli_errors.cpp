@@ -82,7 +82,9 @@ TEST(CliInfo, JsonOutputParses) {
     EXPECT_GT(j["parameters"].get<int64_t>(), 0);
 }
 
-TEST(CliInfo, MissingFolder) { expect_error("info /nonexistent/model", "/nonexistent/model"); }
+TEST(CliInfo, MissingFolder) {
+    expect_error("info /nonexistent/model", "/nonexistent/model");
+}
 
 TEST(CliInfo, BadFlagValues) {
     expect_error("info " + t2v_model().string() + " --frames 10", "--frames 10");

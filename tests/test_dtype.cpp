@@ -16,8 +16,12 @@ using sr::DType;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-bool f16_is_nan(uint16_t h) { return (h & 0x7c00u) == 0x7c00u && (h & 0x03ffu) != 0; }
-bool bf16_is_nan(uint16_t b) { return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0; }
+bool f16_is_nan(uint16_t h) {
+    return (h & 0x7c00u) == 0x7c00u && (h & 0x03ffu) != 0;
+}
+bool bf16_is_nan(uint16_t b) {
+    return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
+}
 
 TEST(DType, SizesAndNames) {
     EXPECT_EQ(sr::dtype_size(DType::F32), 4u);
@@ -112,8 +116,8 @@ TEST(F16, KnownBitPatterns) {
     EXPECT_EQ(sr::f32_to_f16(0.1f), 0x2e66);
     EXPECT_EQ(sr::f32_to_f16(65504.0f), 0x7bff);  // the largest finite f16
     EXPECT_EQ(sr::f32_to_f16(-0.0f), 0x8000);
-    EXPECT_EQ(sr::f32_to_f16(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
-    EXPECT_EQ(sr::f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+    EXPECT_EQ(sr::f32_to_f16(std::ldexp(1.0f, -14)), 0x0400);         // smallest normal
+    EXPECT_EQ(sr::f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);         // smallest subnormal
     EXPECT_EQ(sr::f32_to_f16(1023 * std::ldexp(1.0f, -24)), 0x03ff);  // largest subnormal
     EXPECT_EQ(sr::f32_to_f16(kInf), 0x7c00);
     EXPECT_EQ(sr::f32_to_f16(-kInf), 0xfc00);
@@ -176,9 +180,9 @@ TEST(F8E4M3, KnownBitPatterns) {
     EXPECT_EQ(sr::f32_to_f8e4m3(2.0f), 0x40);
     EXPECT_EQ(sr::f32_to_f8e4m3(240.0f), 0x77);
     EXPECT_EQ(sr::f32_to_f8e4m3(256.0f), 0x78);
-    EXPECT_EQ(sr::f32_to_f8e4m3(std::ldexp(1.0f, -6)), 0x08);     // smallest normal
-    EXPECT_EQ(sr::f32_to_f8e4m3(std::ldexp(1.0f, -9)), 0x01);     // smallest subnormal
-    EXPECT_EQ(sr::f32_to_f8e4m3(7 * std::ldexp(1.0f, -9)), 0x07); // largest subnormal
+    EXPECT_EQ(sr::f32_to_f8e4m3(std::ldexp(1.0f, -6)), 0x08);      // smallest normal
+    EXPECT_EQ(sr::f32_to_f8e4m3(std::ldexp(1.0f, -9)), 0x01);      // smallest subnormal
+    EXPECT_EQ(sr::f32_to_f8e4m3(7 * std::ldexp(1.0f, -9)), 0x07);  // largest subnormal
     EXPECT_EQ(sr::f32_to_f8e4m3(0.0f), 0x00);
     EXPECT_EQ(sr::f32_to_f8e4m3(-0.0f), 0x80);
     EXPECT_EQ(sr::f8e4m3_to_f32(0x7e), 448.0f);
@@ -203,13 +207,13 @@ TEST(F8E4M3, RoundsToNearestEven) {
     EXPECT_EQ(sr::f32_to_f8e4m3(1.9375f), 0x40);           // tie at the top of a binade carries into 2.0
     EXPECT_EQ(sr::f32_to_f8e4m3(1.05f), 0x38);
     EXPECT_EQ(sr::f32_to_f8e4m3(1.07f), 0x39);
-    const float sub = std::ldexp(1.0f, -9);  // subnormal quantum
-    EXPECT_EQ(sr::f32_to_f8e4m3(0.5f * sub), 0x00);   // tie -> 0
+    const float sub = std::ldexp(1.0f, -9);          // subnormal quantum
+    EXPECT_EQ(sr::f32_to_f8e4m3(0.5f * sub), 0x00);  // tie -> 0
     EXPECT_EQ(sr::f32_to_f8e4m3(0.75f * sub), 0x01);
-    EXPECT_EQ(sr::f32_to_f8e4m3(1.5f * sub), 0x02);   // tie between 1 and 2 -> 2
-    EXPECT_EQ(sr::f32_to_f8e4m3(2.5f * sub), 0x02);   // tie between 2 and 3 -> 2
-    EXPECT_EQ(sr::f32_to_f8e4m3(7.5f * sub), 0x08);   // tie rounds up into the normals
-    EXPECT_EQ(sr::f32_to_f8e4m3(-0.25f * sub), 0x80); // underflow keeps the sign
+    EXPECT_EQ(sr::f32_to_f8e4m3(1.5f * sub), 0x02);    // tie between 1 and 2 -> 2
+    EXPECT_EQ(sr::f32_to_f8e4m3(2.5f * sub), 0x02);    // tie between 2 and 3 -> 2
+    EXPECT_EQ(sr::f32_to_f8e4m3(7.5f * sub), 0x08);    // tie rounds up into the normals
+    EXPECT_EQ(sr::f32_to_f8e4m3(-0.25f * sub), 0x80);  // underflow keeps the sign
     EXPECT_EQ(sr::f32_to_f8e4m3(1.0e-30f), 0x00);
 }
 

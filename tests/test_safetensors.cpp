@@ -400,7 +400,8 @@ TEST(SafetensorsBadInput, FileShorterThanTheLengthPrefix) {
 TEST(SafetensorsBadInput, TruncatedData) {
     Scratch s("st_truncated");
     const std::string path = s / "t.safetensors";
-    sr::write_safetensors(path, {{"first", Tensor::zeros({4}, DType::F32)}, {"last.weight", Tensor::zeros({8, 8}, DType::BF16)}});
+    sr::write_safetensors(
+        path, {{"first", Tensor::zeros({4}, DType::F32)}, {"last.weight", Tensor::zeros({8, 8}, DType::BF16)}});
     const std::string full = read_file(path);
     // Cutting 4 bytes leaves the first tensor intact; the last one runs past the end.
     expect_bad_file(s, full.substr(0, full.size() - 4), {"'last.weight'", "past the end", "truncated"});
@@ -429,7 +430,9 @@ TEST(SafetensorsBadInput, HeaderLongerThanTheBytesGiven) {
         },
         {"partial", "exceeds the 20 bytes read"});
     expect_input_error(
-        [&] { sr::parse_safetensors_header(reinterpret_cast<const uint8_t*>(bytes.data()), 7, bytes.size(), "partial"); },
+        [&] {
+            sr::parse_safetensors_header(reinterpret_cast<const uint8_t*>(bytes.data()), 7, bytes.size(), "partial");
+        },
         {"partial", "too short"});
 }
 
@@ -484,16 +487,17 @@ TEST(SafetensorsBadInput, NegativeDimension) {
 TEST(SafetensorsBadInput, ShapeOverflow) {
     Scratch s("st_overflow");
     // 2^32 cubed overflows 64 bits while each dimension alone is fine.
-    expect_bad_file(s,
-                    image(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})", 16),
-                    {"'w'", "overflows"});
+    expect_bad_file(
+        s, image(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})", 16),
+        {"'w'", "overflows"});
     // The element count fits, the byte count does not.
     expect_bad_file(s, image(R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,16]}})", 16),
                     {"'w'", "overflows"});
     // A zero dimension makes the element count 0, but the later dimensions still define strides: their
     // product must fit too (found by fuzzing: accepted, then overflowed in contiguous_strides).
     expect_bad_file(
-        s, image(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", 0),
+        s,
+        image(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", 0),
         {"'w'", "overflows"});
     // Dimensions above INT64_MAX are out of range, not silently negative.
     expect_bad_file(s, image(R"({"w":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,0]}})", 0),
@@ -555,7 +559,8 @@ std::string make_sharded(const fs::path& dir, const std::string& map) {
 
 TEST(SafetensorsIndex, ValidIndexOpens) {
     Scratch s("st_index_ok");
-    make_sharded(s.dir, R"({"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"})");
+    make_sharded(s.dir,
+                 R"({"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"})");
     const auto store = sr::WeightStore::open(s.dir.string());
     EXPECT_EQ(store.file_count(), 2u);
     EXPECT_EQ(store.get("b.weight").dtype(), DType::F32);
@@ -575,8 +580,10 @@ TEST(SafetensorsIndex, ShardNameWithAPathSeparatorIsRefused) {
     const fs::path model = s.dir / "model";
     fs::create_directories(model / "sub");
     sr::write_safetensors(s / "x.safetensors", {{"a.weight", Tensor::zeros({2, 2}, DType::BF16)}});
-    sr::write_safetensors((model / "sub" / "x.safetensors").string(), {{"a.weight", Tensor::zeros({2, 2}, DType::BF16)}});
-    for (const char* shard : {"../x.safetensors", "sub/x.safetensors", "/etc/passwd", "..", ".", "", "a\\\\b.safetensors"}) {
+    sr::write_safetensors((model / "sub" / "x.safetensors").string(),
+                          {{"a.weight", Tensor::zeros({2, 2}, DType::BF16)}});
+    for (const char* shard :
+         {"../x.safetensors", "sub/x.safetensors", "/etc/passwd", "..", ".", "", "a\\\\b.safetensors"}) {
         SCOPED_TRACE(shard);
         const std::string index = make_sharded(model, std::string(R"({"a.weight":")") + shard + "\"}");
         expect_input_error([&] { sr::WeightStore::open(index); }, {index, "'a.weight'", "is not a file name"});

@@ -203,13 +203,9 @@ TEST(TensorView, SelectDropsTheDimension) {
     const Tensor x = iota(Shape(dims));
     const Tensor frame = x.select(2, 3);  // [B,C,H,W] of frame 3
     EXPECT_EQ(frame.rank(), 4);
-    expect_elements(frame, {2, 3, 5, 6}, [&](const Index& i) {
-        return flat_index({i[0], i[1], 3, i[2], i[3]}, dims);
-    });
+    expect_elements(frame, {2, 3, 5, 6}, [&](const Index& i) { return flat_index({i[0], i[1], 3, i[2], i[3]}, dims); });
     const Tensor last = x.select(-1, 5);  // the last column
-    expect_elements(last, {2, 3, 4, 5}, [&](const Index& i) {
-        return flat_index({i[0], i[1], i[2], i[3], 5}, dims);
-    });
+    expect_elements(last, {2, 3, 4, 5}, [&](const Index& i) { return flat_index({i[0], i[1], i[2], i[3], 5}, dims); });
 }
 
 TEST(TensorView, Select6DDownToScalar) {
@@ -303,7 +299,7 @@ TEST(TensorCopy, CopyFromStridedWithDtypeConversion) {
         int64_t bad = 0;
         for_each_index({2, 4, 5, 6, 3}, [&](const Index& i) {
             const float v = float(flat_index({i[0], i[4], i[1], i[2], i[3]}, dims));
-            const float want = dt == DType::BF16 ? sr::bf16_to_f32(sr::f32_to_bf16(v))
+            const float want = dt == DType::BF16  ? sr::bf16_to_f32(sr::f32_to_bf16(v))
                                : dt == DType::F16 ? sr::f16_to_f32(sr::f32_to_f16(v))
                                                   : v;
             if (dst.item_as_float(flat_index(i, {2, 4, 5, 6, 3})) != want) ++bad;

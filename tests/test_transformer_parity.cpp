@@ -113,7 +113,8 @@ TEST(TransformerParity, OutputAndEveryIntermediateMatchReference) {
             ++compared;
         }
         EXPECT_GT(compared, 0);
-        std::printf("%s: %d intermediates, worst error/tolerance %.3f\n", dir.filename().c_str(), compared, worst_ratio);
+        std::printf("%s: %d intermediates, worst error/tolerance %.3f\n", dir.filename().c_str(), compared,
+                    worst_ratio);
     }
 }
 
@@ -255,7 +256,8 @@ TEST(TransformerForward, WrongInputShapesAreNamed) {
 // 20 x (4D^2 + 2DM) + 40 x (3D^2 + DM + (D+M)D) = 6.8B, giving 2 x 6.8B x 51,256 = 0.70 PFLOP.
 TEST(TransformerCost, RealModelAt544x960x97MatchesDesignEstimate) {
     const HunyuanVideoConfig real;  // defaults are the 13B model's config
-    const ForwardCost cost = estimate_forward_cost(real, {.batch = 1, .frames = 25, .height = 68, .width = 120, .text_tokens = 256});
+    const ForwardCost cost =
+        estimate_forward_cost(real, {.batch = 1, .frames = 25, .height = 68, .width = 120, .text_tokens = 256});
     EXPECT_EQ(cost.video_tokens, 25 * 34 * 60);
     const double D = 3072, M = 4 * D, S = 25 * 34 * 60 + 256;
     const double video_params = 20 * (4 * D * D + 2 * D * M) + 40 * (3 * D * D + D * M + (D + M) * D);
@@ -293,7 +295,8 @@ TEST(TransformerLoad, WeightsStayMemoryMapped) {
         const size_t before = host_allocator().in_use_bytes();
         const auto model = HunyuanVideoTransformer::load((dir / "model").string());
         const size_t grown = host_allocator().in_use_bytes() - before;
-        EXPECT_LE(grown, vector_bytes) << "load copied " << grown << " bytes of a " << checkpoint_bytes << " byte checkpoint";
+        EXPECT_LE(grown, vector_bytes) << "load copied " << grown << " bytes of a " << checkpoint_bytes
+                                       << " byte checkpoint";
         EXPECT_LT(grown, checkpoint_bytes / 4);
     }
 }

@@ -12,6 +12,7 @@
 //   be.attention(q, k, v, out, mask, 1/sqrt(d));  // q,k,v,out: [B,H,L,D] views
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,8 @@ struct AttentionMask {
     std::vector<int64_t> kv_len;
     // Optional dense mask [B, Lq, Lk] (Bool or F32, nonzero = attend), applied together with kv_len.
     Tensor dense;
+    // Causal: query i sees keys j <= i + (Lk - Lq) (the last query sees every key), with the masks above.
+    bool causal = false;
 };
 
 // Arithmetic precision of GEMMs whose weights are stored in bf16 (see cpu_backend.h for the CPU choice).
@@ -80,6 +83,33 @@ public:
     // dst = src for equal shapes and any strides; float dtypes are converted. Concat, slice and permute
     // are views plus this copy.
     virtual void copy(const Tensor& src, Tensor& dst) = 0;
+
+    // ---- VAE ops ----
+    // 3-D convolution: x [B,C,F,H,W] f32, weight [O,C,kt,kh,kw] (f32/bf16/f16), bias [O] or nullptr,
+    // stride and symmetric zero padding per axis (t, h, w) -> y [B,O,F',H',W'] f32. The causal VAE's
+    // replicate padding is done by the model with pad3d_replicate first.
+    virtual void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                        std::array<int64_t, 3> padding, Tensor& y) = 0;
+    // Edge padding of x [B,C,F,H,W]: pads = {t_before, t_after, h_before, h_after, w_before, w_after}.
+    virtual void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) = 0;
+    // GroupNorm of x [B, C, ...]: C/groups channels per group, statistics over the group's channels and all
+    // positions (f64 accumulation); weight/bias [C] optional.
+    virtual void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
+                            Tensor& y) = 0;
+    // Nearest-neighbour upsampling of x [B,C,F,H,W] by integer factors (t, h, w).
+    virtual void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) = 0;
+
+    // ---- text encoder ops ----
+    // Row gather: ids [B, L] (I32 or I64) from table [V, D] (f32/bf16/f16) -> y [B, L, D] f32. An id
+    // outside [0, V) is an InputError naming it.
+    virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& y) = 0;
+    // In place on x [B, L, H, D] (a view, unit innermost stride): Llama's rotate_half RoPE, pairs
+    // (x[i], x[i + D/2]) rotated by cos/sin [L, D] (transformers' apply_rotary_pos_emb).
+    virtual void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
+    // CLIP's quick GELU: x * sigmoid(1.702 x). y may be x.
+    virtual void quick_gelu(const Tensor& x, Tensor& y) = 0;
+    // In place: x *= y (same shape), e.g. SwiGLU's silu(gate) * up.
+    virtual void mul(Tensor& x, const Tensor& y) = 0;
 };
 
 // Copies `parts` one after another along `dim` of `out` (their sizes along dim must sum to out's).

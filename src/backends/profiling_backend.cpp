@@ -1,5 +1,7 @@
 #include "backends/profiling_backend.h"
 
+#include <algorithm>
+
 namespace sr {
 
 double ProfilingBackend::total_seconds() const {
@@ -59,7 +61,44 @@ void ProfilingBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, con
 
 void ProfilingBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
                                           float max_period, Tensor& y) {
-    timed("timestep_embedding", 0, [&] { inner_.timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, max_period, y); });
+    timed("timestep_embedding", 0,
+          [&] { inner_.timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, max_period, y); });
+}
+
+void ProfilingBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                              std::array<int64_t, 3> padding, Tensor& y) {
+    // 2 * outputs * (C * kt * kh * kw) per output element
+    const double flops = 2.0 * double(y.numel()) * double(weight.numel() / std::max<int64_t>(weight.dim(0), 1));
+    timed("conv3d", flops, [&] { inner_.conv3d(x, weight, bias, stride, padding, y); });
+}
+
+void ProfilingBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) {
+    timed("pad3d_replicate", 0, [&] { inner_.pad3d_replicate(x, pads, y); });
+}
+
+void ProfilingBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
+                                  Tensor& y) {
+    timed("group_norm", 0, [&] { inner_.group_norm(x, groups, weight, bias, eps, y); });
+}
+
+void ProfilingBackend::upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) {
+    timed("upsample_nearest3d", 0, [&] { inner_.upsample_nearest3d(x, scale, y); });
+}
+
+void ProfilingBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+    timed("embedding", 0, [&] { inner_.embedding(ids, table, y); });
+}
+
+void ProfilingBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
+    timed("rope_half", 0, [&] { inner_.rope_half(x, cos, sin); });
+}
+
+void ProfilingBackend::quick_gelu(const Tensor& x, Tensor& y) {
+    timed("quick_gelu", 0, [&] { inner_.quick_gelu(x, y); });
+}
+
+void ProfilingBackend::mul(Tensor& x, const Tensor& y) {
+    timed("mul", 0, [&] { inner_.mul(x, y); });
 }
 
 void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {

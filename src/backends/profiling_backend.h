@@ -47,6 +47,16 @@ public:
     void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
                             float max_period, Tensor& y) override;
     void copy(const Tensor& src, Tensor& dst) override;
+    void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                std::array<int64_t, 3> padding, Tensor& y) override;
+    void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) override;
+    void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
+                    Tensor& y) override;
+    void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) override;
+    void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
+    void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) override;
+    void quick_gelu(const Tensor& x, Tensor& y) override;
+    void mul(Tensor& x, const Tensor& y) override;
 
 private:
     template <class F>

@@ -9,7 +9,9 @@
 
 namespace sr {
 
-std::string Device::name() const { return type == DeviceType::CPU ? "cpu" : fmt::format("cuda:{}", index); }
+std::string Device::name() const {
+    return type == DeviceType::CPU ? "cpu" : fmt::format("cuda:{}", index);
+}
 
 Allocator::Allocator(std::string name, size_t budget_bytes) : name_(std::move(name)), budget_(budget_bytes) {}
 
@@ -25,8 +27,8 @@ void* Allocator::allocate(size_t bytes, std::string_view what) {
     void* p = raw_allocate(bytes);
     if (!p) {
         in_use_.fetch_sub(bytes);
-        throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} for {}", name_,
-                                           format_bytes(double(bytes)), what.empty() ? "allocation" : what));
+        throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} for {}", name_, format_bytes(double(bytes)),
+                                           what.empty() ? "allocation" : what));
     }
     size_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
@@ -46,7 +48,9 @@ void* HostAllocator::raw_allocate(size_t bytes) {
     return std::aligned_alloc(64, rounded);
 }
 
-void HostAllocator::raw_deallocate(void* ptr, size_t) { std::free(ptr); }
+void HostAllocator::raw_deallocate(void* ptr, size_t) {
+    std::free(ptr);
+}
 
 HostAllocator& host_allocator() {
     static HostAllocator allocator("host", 0);
@@ -79,12 +83,18 @@ size_t parse_bytes(std::string_view text, std::string_view what) {
     std::string unit = s.substr(pos);
     for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
     double mult = 1;
-    if (unit.empty() || unit == "B") mult = 1;
-    else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
-    else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
-    else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
-    else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-    else SR_THROW("{}: unknown size unit '{}' in '{}' (use K, M, G or T)", what, unit, text);
+    if (unit.empty() || unit == "B")
+        mult = 1;
+    else if (unit == "K" || unit == "KB" || unit == "KIB")
+        mult = 1024.0;
+    else if (unit == "M" || unit == "MB" || unit == "MIB")
+        mult = 1024.0 * 1024;
+    else if (unit == "G" || unit == "GB" || unit == "GIB")
+        mult = 1024.0 * 1024 * 1024;
+    else if (unit == "T" || unit == "TB" || unit == "TIB")
+        mult = 1024.0 * 1024 * 1024 * 1024;
+    else
+        SR_THROW("{}: unknown size unit '{}' in '{}' (use K, M, G or T)", what, unit, text);
     SR_THROW_IF(!(value >= 0) || value * mult > 1.8e19, "{}: size '{}' is out of range", what, text);
     return size_t(value * mult);
 }

@@ -59,7 +59,8 @@ private:
 // Host memory, 64-byte aligned (AVX-512 lines).
 class HostAllocator final : public Allocator {
 public:
-    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0) : Allocator(std::move(name), budget_bytes) {}
+    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0)
+        : Allocator(std::move(name), budget_bytes) {}
     Device device() const override { return Device::cpu(); }
 
 protected:

@@ -8,26 +8,40 @@ namespace sr {
 
 std::string_view dtype_name(DType t) {
     switch (t) {
-        case DType::F32: return "f32";
-        case DType::BF16: return "bf16";
-        case DType::F16: return "f16";
-        case DType::F8_E4M3: return "f8_e4m3";
-        case DType::I32: return "i32";
-        case DType::I64: return "i64";
-        case DType::Bool: return "bool";
+        case DType::F32:
+            return "f32";
+        case DType::BF16:
+            return "bf16";
+        case DType::F16:
+            return "f16";
+        case DType::F8_E4M3:
+            return "f8_e4m3";
+        case DType::I32:
+            return "i32";
+        case DType::I64:
+            return "i64";
+        case DType::Bool:
+            return "bool";
     }
     return "?";
 }
 
 std::string_view dtype_safetensors_name(DType t) {
     switch (t) {
-        case DType::F32: return "F32";
-        case DType::BF16: return "BF16";
-        case DType::F16: return "F16";
-        case DType::F8_E4M3: return "F8_E4M3";
-        case DType::I32: return "I32";
-        case DType::I64: return "I64";
-        case DType::Bool: return "BOOL";
+        case DType::F32:
+            return "F32";
+        case DType::BF16:
+            return "BF16";
+        case DType::F16:
+            return "F16";
+        case DType::F8_E4M3:
+            return "F8_E4M3";
+        case DType::I32:
+            return "I32";
+        case DType::I64:
+            return "I64";
+        case DType::Bool:
+            return "BOOL";
     }
     return "?";
 }
@@ -76,8 +90,10 @@ float f8e4m3_to_f32(uint8_t v) {
     const int mant = v & 0x7;
     float r;
     if (exp == 0xf && mant == 0x7) return NAN;
-    if (exp == 0) r = std::ldexp(float(mant), -9);  // subnormal: mant/8 * 2^-6
-    else r = std::ldexp(1.0f + float(mant) / 8.0f, exp - 7);
+    if (exp == 0)
+        r = std::ldexp(float(mant), -9);  // subnormal: mant/8 * 2^-6
+    else
+        r = std::ldexp(1.0f + float(mant) / 8.0f, exp - 7);
     return neg ? -r : r;
 }
 
@@ -88,8 +104,8 @@ uint8_t f32_to_f8e4m3(float f) {
     if (a >= 448.0f) return uint8_t(sign | 0x7e);  // saturate to the largest finite value
     // Find the nearest representable value by rounding the mantissa at the exponent's quantum.
     int e;
-    std::frexp(a, &e);  // a = m * 2^e, m in [0.5,1)
-    int exp = e - 1;    // a in [2^exp, 2^(exp+1))
+    std::frexp(a, &e);       // a = m * 2^e, m in [0.5,1)
+    int exp = e - 1;         // a in [2^exp, 2^(exp+1))
     if (exp < -6) exp = -6;  // subnormals share the quantum of the smallest normal binade
     const float quantum = std::ldexp(1.0f, exp - 3);
     float q = std::nearbyint(a / quantum) * quantum;
@@ -106,21 +122,35 @@ uint8_t f32_to_f8e4m3(float f) {
 namespace {
 float load_float(const void* p, DType t, size_t i) {
     switch (t) {
-        case DType::F32: return static_cast<const float*>(p)[i];
-        case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-        case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
-        case DType::F8_E4M3: return f8e4m3_to_f32(static_cast<const uint8_t*>(p)[i]);
-        default: SR_ASSERT(false, "load_float on {}", dtype_name(t));
+        case DType::F32:
+            return static_cast<const float*>(p)[i];
+        case DType::BF16:
+            return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+        case DType::F16:
+            return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+        case DType::F8_E4M3:
+            return f8e4m3_to_f32(static_cast<const uint8_t*>(p)[i]);
+        default:
+            SR_ASSERT(false, "load_float on {}", dtype_name(t));
     }
     return 0;
 }
 void store_float(void* p, DType t, size_t i, float v) {
     switch (t) {
-        case DType::F32: static_cast<float*>(p)[i] = v; return;
-        case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); return;
-        case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); return;
-        case DType::F8_E4M3: static_cast<uint8_t*>(p)[i] = f32_to_f8e4m3(v); return;
-        default: SR_ASSERT(false, "store_float on {}", dtype_name(t));
+        case DType::F32:
+            static_cast<float*>(p)[i] = v;
+            return;
+        case DType::BF16:
+            static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+            return;
+        case DType::F16:
+            static_cast<uint16_t*>(p)[i] = f32_to_f16(v);
+            return;
+        case DType::F8_E4M3:
+            static_cast<uint8_t*>(p)[i] = f32_to_f8e4m3(v);
+            return;
+        default:
+            SR_ASSERT(false, "store_float on {}", dtype_name(t));
     }
 }
 }  // namespace

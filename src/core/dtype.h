@@ -15,13 +15,20 @@ enum class DType : uint8_t { F32, BF16, F16, F8_E4M3, I32, I64, Bool };
 
 constexpr size_t dtype_size(DType t) {
     switch (t) {
-        case DType::F32: return 4;
-        case DType::BF16: return 2;
-        case DType::F16: return 2;
-        case DType::F8_E4M3: return 1;
-        case DType::I32: return 4;
-        case DType::I64: return 8;
-        case DType::Bool: return 1;
+        case DType::F32:
+            return 4;
+        case DType::BF16:
+            return 2;
+        case DType::F16:
+            return 2;
+        case DType::F8_E4M3:
+            return 1;
+        case DType::I32:
+            return 4;
+        case DType::I64:
+            return 8;
+        case DType::Bool:
+            return 1;
     }
     return 0;
 }
@@ -44,7 +51,9 @@ inline uint32_t f32_to_bits(float f) {
     return u;
 }
 
-inline float bf16_to_f32(uint16_t b) { return bits_to_f32(uint32_t(b) << 16); }
+inline float bf16_to_f32(uint16_t b) {
+    return bits_to_f32(uint32_t(b) << 16);
+}
 
 // Round to nearest even, as PyTorch's .to(torch.bfloat16) does; NaN stays NaN.
 inline uint16_t f32_to_bf16(float f) {

@@ -58,16 +58,16 @@ public:
     } while (0)
 
 // Always-on invariant check: for bugs in our code, never for bad user input.
-#define SR_ASSERT(cond, ...)                                                                   \
-    do {                                                                                       \
+#define SR_ASSERT(cond, ...)                                                                      \
+    do {                                                                                          \
         if (!(cond)) ::sr::assert_fail(#cond, __FILE__, __LINE__, ::fmt::format("" __VA_ARGS__)); \
     } while (0)
 
 // Rethrows an sr::Error with "context: " prepended; other exceptions pass unchanged.
-#define SR_WITH_CONTEXT(context_expr, ...)       \
-    try {                                        \
-        __VA_ARGS__;                             \
-    } catch (::sr::Error & sr_error_) {          \
-        sr_error_.add_context(context_expr);     \
-        throw;                                   \
+#define SR_WITH_CONTEXT(context_expr, ...)   \
+    try {                                    \
+        __VA_ARGS__;                         \
+    } catch (::sr::Error & sr_error_) {      \
+        sr_error_.add_context(context_expr); \
+        throw;                               \
     }

@@ -25,8 +25,12 @@ std::atomic<LogLevel>& level_ref() {
 
 }  // namespace
 
-LogLevel log_level() { return level_ref().load(std::memory_order_relaxed); }
-void set_log_level(LogLevel level) { level_ref().store(level); }
+LogLevel log_level() {
+    return level_ref().load(std::memory_order_relaxed);
+}
+void set_log_level(LogLevel level) {
+    level_ref().store(level);
+}
 
 void log_message(LogLevel level, std::string_view message) {
     static const char* names[] = {"debug", "info", "warn", "error", ""};

@@ -17,8 +17,8 @@ void log_message(LogLevel level, std::string_view message);
 
 }  // namespace sr
 
-#define SR_LOG_AT(level, ...)                                                           \
-    do {                                                                                \
+#define SR_LOG_AT(level, ...)                                                                     \
+    do {                                                                                          \
         if (::sr::log_level() <= (level)) ::sr::log_message((level), ::fmt::format(__VA_ARGS__)); \
     } while (0)
 #define SR_LOG_DEBUG(...) SR_LOG_AT(::sr::LogLevel::Debug, __VA_ARGS__)

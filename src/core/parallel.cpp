@@ -9,11 +9,17 @@
 
 namespace sr {
 
-int n_threads() { return std::max(1, omp_get_max_threads()); }
+int n_threads() {
+    return std::max(1, omp_get_max_threads());
+}
 
-void set_n_threads(int n) { omp_set_num_threads(std::max(1, n)); }
+void set_n_threads(int n) {
+    omp_set_num_threads(std::max(1, n));
+}
 
-bool in_parallel_region() { return omp_in_parallel() != 0; }
+bool in_parallel_region() {
+    return omp_in_parallel() != 0;
+}
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
     if (n <= 0) return;

@@ -101,9 +101,15 @@ int Tensor::normalize_dim(int d, int rank) const {
     return nd;
 }
 
-int64_t Tensor::dim(int i) const { return shape_[normalize_dim(i, rank())]; }
-int64_t Tensor::stride(int i) const { return strides_[size_t(normalize_dim(i, rank()))]; }
-Device Tensor::device() const { return storage_ ? storage_->device : Device::cpu(); }
+int64_t Tensor::dim(int i) const {
+    return shape_[normalize_dim(i, rank())];
+}
+int64_t Tensor::stride(int i) const {
+    return strides_[size_t(normalize_dim(i, rank()))];
+}
+Device Tensor::device() const {
+    return storage_ ? storage_->device : Device::cpu();
+}
 
 bool Tensor::is_contiguous() const {
     int64_t acc = 1;
@@ -114,11 +120,14 @@ bool Tensor::is_contiguous() const {
     return true;
 }
 
-std::string Tensor::describe() const { return std::string(dtype_name(dtype_)) + shape_.str(); }
+std::string Tensor::describe() const {
+    return std::string(dtype_name(dtype_)) + shape_.str();
+}
 
 void Tensor::check_element_type(size_t size, bool is_float) const {
     SR_ASSERT(defined(), "access to an undefined tensor");
-    const bool ok = is_float ? (dtype_ == DType::F32 && size == 4) : (size == dtype_size(dtype_) && !(dtype_ == DType::F32));
+    const bool ok =
+        is_float ? (dtype_ == DType::F32 && size == 4) : (size == dtype_size(dtype_) && !(dtype_ == DType::F32));
     SR_ASSERT(ok, "element type of size {} does not match {}", size, describe());
 }
 
@@ -246,31 +255,36 @@ void strided_copy(const Tensor& src, Tensor& dst) {
     const bool same = src.dtype() == dst.dtype();
     const char* sbase = static_cast<const char*>(src.raw_data());
     char* dbase = static_cast<char*>(dst.raw_data());
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        std::vector<char> tmp;
-        for (int64_t r = r0; r < r1; ++r) {
-            // Decompose the row index over the outer dimensions.
-            int64_t rem = r, soff = 0, doff = 0;
-            for (int i = rank - 2; i >= 0; --i) {
-                const int64_t idx = rem % src.dim(i);
-                rem /= src.dim(i);
-                soff += idx * src.stride(i);
-                doff += idx * dst.stride(i);
+    parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+            std::vector<char> tmp;
+            for (int64_t r = r0; r < r1; ++r) {
+                // Decompose the row index over the outer dimensions.
+                int64_t rem = r, soff = 0, doff = 0;
+                for (int i = rank - 2; i >= 0; --i) {
+                    const int64_t idx = rem % src.dim(i);
+                    rem /= src.dim(i);
+                    soff += idx * src.stride(i);
+                    doff += idx * dst.stride(i);
+                }
+                const char* s = sbase + soff * int64_t(ses);
+                char* d = dbase + doff * int64_t(des);
+                if (same && s_in == 1 && d_in == 1) {
+                    std::memcpy(d, s, size_t(inner) * ses);
+                } else if (same) {
+                    for (int64_t j = 0; j < inner; ++j)
+                        std::memcpy(d + j * d_in * int64_t(des), s + j * s_in * int64_t(ses), ses);
+                } else if (s_in == 1 && d_in == 1) {
+                    convert_elements(s, src.dtype(), d, dst.dtype(), size_t(inner));
+                } else {
+                    for (int64_t j = 0; j < inner; ++j)
+                        convert_elements(s + j * s_in * int64_t(ses), src.dtype(), d + j * d_in * int64_t(des),
+                                         dst.dtype(), 1);
+                }
             }
-            const char* s = sbase + soff * int64_t(ses);
-            char* d = dbase + doff * int64_t(des);
-            if (same && s_in == 1 && d_in == 1) {
-                std::memcpy(d, s, size_t(inner) * ses);
-            } else if (same) {
-                for (int64_t j = 0; j < inner; ++j) std::memcpy(d + j * d_in * int64_t(des), s + j * s_in * int64_t(ses), ses);
-            } else if (s_in == 1 && d_in == 1) {
-                convert_elements(s, src.dtype(), d, dst.dtype(), size_t(inner));
-            } else {
-                for (int64_t j = 0; j < inner; ++j)
-                    convert_elements(s + j * s_in * int64_t(ses), src.dtype(), d + j * d_in * int64_t(des), dst.dtype(), 1);
-            }
-        }
-    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, inner)));
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, inner)));
 }
 
 }  // namespace
@@ -278,8 +292,8 @@ void strided_copy(const Tensor& src, Tensor& dst) {
 void Tensor::copy_from(const Tensor& src) {
     SR_ASSERT(src.shape() == shape_, "copy_from {} into {}", src.describe(), describe());
     SR_ASSERT(src.device() == Device::cpu() && device() == Device::cpu(), "host copy of a device tensor");
-    SR_ASSERT(src.dtype() == dtype_ || (dtype_is_float(src.dtype()) && dtype_is_float(dtype_)),
-              "copy_from {} into {}", src.describe(), describe());
+    SR_ASSERT(src.dtype() == dtype_ || (dtype_is_float(src.dtype()) && dtype_is_float(dtype_)), "copy_from {} into {}",
+              src.describe(), describe());
     if (numel() == 0) return;
     strided_copy(src, *this);
 }
@@ -315,9 +329,18 @@ float Tensor::item_as_float(int64_t flat) const {
     }
     const char* p = static_cast<const char*>(raw_data()) + off * int64_t(dtype_size(dtype_));
     switch (dtype_) {
-        case DType::I32: { int32_t v; std::memcpy(&v, p, 4); return float(v); }
-        case DType::I64: { int64_t v; std::memcpy(&v, p, 8); return float(v); }
-        case DType::Bool: return *p ? 1.f : 0.f;
+        case DType::I32: {
+            int32_t v;
+            std::memcpy(&v, p, 4);
+            return float(v);
+        }
+        case DType::I64: {
+            int64_t v;
+            std::memcpy(&v, p, 8);
+            return float(v);
+        }
+        case DType::Bool:
+            return *p ? 1.f : 0.f;
         default: {
             float v;
             convert_elements(p, dtype_, &v, DType::F32, 1);

@@ -51,8 +51,8 @@ struct Storage {
     void* data = nullptr;
     size_t bytes = 0;
     Device device;
-    Allocator* allocator = nullptr;           // owned storage: returned here
-    std::shared_ptr<const void> keepalive;    // external storage: e.g. the mmap it lives in
+    Allocator* allocator = nullptr;         // owned storage: returned here
+    std::shared_ptr<const void> keepalive;  // external storage: e.g. the mmap it lives in
     Storage() = default;
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
@@ -111,7 +111,7 @@ public:
     Tensor unflatten(int dim, int64_t outer, int64_t inner) const;
 
     // Copies (host).
-    Tensor contiguous() const;              // itself when already contiguous
+    Tensor contiguous() const;  // itself when already contiguous
     Tensor clone(Allocator& allocator = host_allocator()) const;
     Tensor to(DType dtype, Allocator& allocator = host_allocator()) const;  // float types only
     // Copies `src` (same shape, any strides, float types converted) into this tensor's elements.

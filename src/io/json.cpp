@@ -16,15 +16,20 @@ void check_depth(std::string_view text, std::string_view source) {
     bool in_string = false, escaped = false;
     for (char c : text) {
         if (in_string) {
-            if (escaped) escaped = false;
-            else if (c == '\\') escaped = true;
-            else if (c == '"') in_string = false;
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
             continue;
         }
-        if (c == '"') in_string = true;
+        if (c == '"')
+            in_string = true;
         else if (c == '[' || c == '{') {
             SR_THROW_IF(++depth > kMaxJsonDepth, "{}: JSON nested deeper than {} levels", source, kMaxJsonDepth);
-        } else if (c == ']' || c == '}') --depth;
+        } else if (c == ']' || c == '}')
+            --depth;
     }
 }
 
@@ -48,7 +53,8 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
     in.seekg(0, std::ios::end);
     const auto size = in.tellg();
     SR_THROW_IF(size < 0, "{}: cannot read file", path);
-    SR_THROW_IF(size_t(size) > max_bytes, "{}: file is {} bytes, more than the {} accepted", path, size_t(size), max_bytes);
+    SR_THROW_IF(size_t(size) > max_bytes, "{}: file is {} bytes, more than the {} accepted", path, size_t(size),
+                max_bytes);
     in.seekg(0);
     std::string text(size_t(size), '\0');
     in.read(text.data(), size);
@@ -115,8 +121,8 @@ std::vector<int64_t> json_int_array(const Json& j, std::string_view key, std::st
     std::vector<int64_t> out;
     for (const Json& e : v) {
         SR_THROW_IF(!e.is_number_integer(), "{}: '{}' must hold integers, got {}", source, key, e.dump());
-        SR_THROW_IF(e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX), "{}: '{}' holds {}, out of range",
-                    source, key, e.dump());
+        SR_THROW_IF(e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX),
+                    "{}: '{}' holds {}, out of range", source, key, e.dump());
         out.push_back(e.get<int64_t>());
     }
     return out;

@@ -48,7 +48,9 @@ MappedFile::~MappedFile() {
 
 namespace {
 
-bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    return __builtin_mul_overflow(a, b, out);
+}
 
 SafetensorsEntry parse_entry(const std::string& name, const Json& v, size_t data_size, std::string_view source) {
     SafetensorsEntry e;
@@ -96,8 +98,9 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
                 file_size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
-    SR_THROW_IF(n > kMaxSafetensorsHeaderBytes, "{}: header length {} exceeds the {} byte limit (not a safetensors file?)",
-                source, n, kMaxSafetensorsHeaderBytes);
+    SR_THROW_IF(n > kMaxSafetensorsHeaderBytes,
+                "{}: header length {} exceeds the {} byte limit (not a safetensors file?)", source, n,
+                kMaxSafetensorsHeaderBytes);
     SR_THROW_IF(n > file_size - 8, "{}: header length {} runs past the end of the {} byte file (truncated?)", source, n,
                 file_size);
     SR_THROW_IF(n + 8 > available, "{}: header length {} exceeds the {} bytes read", source, n, available);
@@ -166,15 +169,16 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 
 WeightStore WeightStore::open_files(const std::vector<std::string>& files) {
     WeightStore store;
-    store.source_ = files.size() == 1 ? files[0] : fmt::format("{} (+{} files)", files.empty() ? "" : files[0], files.size() - 1);
+    store.source_ =
+        files.size() == 1 ? files[0] : fmt::format("{} (+{} files)", files.empty() ? "" : files[0], files.size() - 1);
     for (const auto& path : files) {
         auto f = SafetensorsFile::open(path);
         const size_t idx = store.files_.size();
         store.files_.push_back(f);
         for (const auto& e : f->header().entries) {
             auto [it, inserted] = store.index_.emplace(e.name, Location{idx, &e});
-            SR_THROW_IF(!inserted, "tensor '{}' appears in both {} and {}", e.name, store.files_[it->second.file]->path(),
-                        path);
+            SR_THROW_IF(!inserted, "tensor '{}' appears in both {} and {}", e.name,
+                        store.files_[it->second.file]->path(), path);
         }
     }
     return store;
@@ -188,8 +192,10 @@ WeightStore WeightStore::open(const std::string& path) {
         std::vector<std::string> indexes, files;
         for (const auto& de : fs::directory_iterator(path, ec)) {
             const std::string name = de.path().filename().string();
-            if (ends_with(name, ".safetensors.index.json")) indexes.push_back(de.path().string());
-            else if (ends_with(name, ".safetensors") && de.is_regular_file()) files.push_back(de.path().string());
+            if (ends_with(name, ".safetensors.index.json"))
+                indexes.push_back(de.path().string());
+            else if (ends_with(name, ".safetensors") && de.is_regular_file())
+                files.push_back(de.path().string());
         }
         std::sort(indexes.begin(), indexes.end());
         std::sort(files.begin(), files.end());
@@ -221,7 +227,8 @@ WeightStore WeightStore::open(const std::string& path) {
         const std::string shard = it.value().get<std::string>();
         SR_THROW_IF(shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
                         shard == "." || shard == "..",
-                    "{}: weight_map['{}'] = '{}' is not a file name in the checkpoint folder", index_path, it.key(), shard);
+                    "{}: weight_map['{}'] = '{}' is not a file name in the checkpoint folder", index_path, it.key(),
+                    shard);
         if (!shard_index.count(shard)) {
             const std::string shard_path = (dir / shard).string();
             SR_THROW_IF(!fs::exists(shard_path, ec), "{}: shard '{}' (holding '{}') is missing", index_path, shard,
@@ -242,7 +249,9 @@ WeightStore WeightStore::open(const std::string& path) {
     return store;
 }
 
-bool WeightStore::contains(std::string_view name) const { return index_.find(name) != index_.end(); }
+bool WeightStore::contains(std::string_view name) const {
+    return index_.find(name) != index_.end();
+}
 
 const SafetensorsEntry& WeightStore::entry(std::string_view name) const {
     auto it = index_.find(name);

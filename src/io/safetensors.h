@@ -50,7 +50,7 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsHeader {
-    size_t data_offset = 0;  // where the data section starts in the file (8 + N)
+    size_t data_offset = 0;                 // where the data section starts in the file (8 + N)
     std::vector<SafetensorsEntry> entries;  // in file-offset order
     std::map<std::string, std::string> metadata;
 };

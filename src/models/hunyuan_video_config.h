@@ -4,7 +4,8 @@
 //      (HunyuanVideoTransformer3DModel.__init__ defaults are the 13B model's values)
 //
 //   auto cfg = sr::HunyuanVideoConfig::from_json(sr::load_json_file(dir + "/config.json"), path);
-//   auto cost = sr::estimate_forward_cost(cfg, {.batch = 2, .frames = 25, .height = 68, .width = 120, .text_tokens = 256});
+//   auto cost = sr::estimate_forward_cost(cfg, {.batch = 2, .frames = 25, .height = 68, .width = 120, .text_tokens =
+//   256});
 #pragma once
 
 #include <cstdint>

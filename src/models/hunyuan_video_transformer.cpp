@@ -23,7 +23,8 @@ std::string resolve_transformer_dir(const std::string& path) {
     SR_THROW_IF(!fs::exists(path, ec), "{}: no such folder", path);
     SR_THROW_IF(!fs::is_directory(path, ec), "{}: expected a transformer folder (config.json + *.safetensors)", path);
     if (fs::exists(fs::path(path) / "config.json", ec)) return path;
-    if (fs::exists(fs::path(path) / "transformer" / "config.json", ec)) return (fs::path(path) / "transformer").string();
+    if (fs::exists(fs::path(path) / "transformer" / "config.json", ec))
+        return (fs::path(path) / "transformer").string();
     SR_THROW("{}: no config.json here or in transformer/ (expected a diffusers transformer or pipeline folder)", path);
 }
 
@@ -52,7 +53,8 @@ HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& confi
     bind(binder);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
-    for (const auto& name : unused_) SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", binder.source(), name);
+    for (const auto& name : unused_)
+        SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", binder.source(), name);
 }
 
 HunyuanVideoTransformer HunyuanVideoTransformer::random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed) {
@@ -67,7 +69,8 @@ void HunyuanVideoTransformer::bind(WeightBinder& b) {
         return TimestepMlp{bind_linear(b, p + ".linear_1", in, D), bind_linear(b, p + ".linear_2", D, D)};
     };
 
-    x_embedder_.weight = b.tensor("x_embedder.proj.weight", {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size});
+    x_embedder_.weight =
+        b.tensor("x_embedder.proj.weight", {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size});
     x_embedder_.bias = b.small_f32("x_embedder.proj.bias", {D});
     timestep_embedder_ = mlp("time_text_embed.timestep_embedder", 256);
     if (c.guidance_embeds) guidance_embedder_ = mlp("time_text_embed.guidance_embedder", 256);
@@ -145,9 +148,9 @@ std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
     for (size_t i = 0; i < dual_blocks_.size(); ++i) {
         const auto& d = dual_blocks_[i];
         size_t bytes = 0;
-        for (const Linear* l : {&d.norm1, &d.norm1_context, &d.to_q, &d.to_k, &d.to_v, &d.add_q_proj, &d.add_k_proj,
-                                &d.add_v_proj, &d.to_out, &d.to_add_out, &d.ff_in, &d.ff_out, &d.ff_context_in,
-                                &d.ff_context_out})
+        for (const Linear* l :
+             {&d.norm1, &d.norm1_context, &d.to_q, &d.to_k, &d.to_v, &d.add_q_proj, &d.add_k_proj, &d.add_v_proj,
+              &d.to_out, &d.to_add_out, &d.ff_in, &d.ff_out, &d.ff_context_in, &d.ff_context_out})
             bytes += l->bytes();
         bytes += 4 * d.norm_q.nbytes();
         out.push_back({fmt::format("transformer_blocks.{}", i), bytes});
@@ -179,10 +182,14 @@ std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     return out;
 }
 
-Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 && t.is_contiguous() ? t : t.to(DType::F32); }
+Tensor as_f32(const Tensor& t) {
+    return t.dtype() == DType::F32 && t.is_contiguous() ? t : t.to(DType::F32);
+}
 
 // [B, L, heads*hd] (any row stride) -> [B, heads, L, hd] view for the attention op.
-Tensor heads_view(const Tensor& x, int64_t heads, int64_t hd) { return x.unflatten(2, heads, hd).permute({0, 2, 1, 3}); }
+Tensor heads_view(const Tensor& x, int64_t heads, int64_t hd) {
+    return x.unflatten(2, heads, hd).permute({0, 2, 1, 3});
+}
 
 }  // namespace
 
@@ -300,7 +307,8 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     };
 
     // Joint q, k, v: [B, S, D] with the video rows first.
-    Tensor q = new_f32(be, {B, S, D}, "joint q"), k = new_f32(be, {B, S, D}, "joint k"), v = new_f32(be, {B, S, D}, "joint v");
+    Tensor q = new_f32(be, {B, S, D}, "joint q"), k = new_f32(be, {B, S, D}, "joint k"),
+           v = new_f32(be, {B, S, D}, "joint v");
     {
         const Tensor nx = norm_modulate(x, m[0], m[1]);
         Tensor xq = run_linear(be, blk.to_q, nx), xk = run_linear(be, blk.to_k, nx);
@@ -391,13 +399,16 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     const int64_t D = c.inner_dim();
     // Inputs: checked against the config, named in errors.
     SR_THROW_IF(!in.hidden_states.defined() || in.hidden_states.rank() != 5,
-                "hidden_states must be [B, C, F, H, W], got {}", in.hidden_states.defined() ? in.hidden_states.describe() : "nothing");
+                "hidden_states must be [B, C, F, H, W], got {}",
+                in.hidden_states.defined() ? in.hidden_states.describe() : "nothing");
     const int64_t B = in.hidden_states.dim(0), C = in.hidden_states.dim(1), F = in.hidden_states.dim(2);
     const int64_t H = in.hidden_states.dim(3), W = in.hidden_states.dim(4);
-    SR_THROW_IF(C != c.in_channels, "hidden_states has {} channels but the model takes in_channels = {}", C, c.in_channels);
-    SR_THROW_IF(B < 1 || F < 1 || F % c.patch_size_t != 0 || H % c.patch_size != 0 || W % c.patch_size != 0 || H < 1 || W < 1,
-                "hidden_states {}: frames must be a positive multiple of {} and height/width positive multiples of {}",
-                in.hidden_states.describe(), c.patch_size_t, c.patch_size);
+    SR_THROW_IF(C != c.in_channels, "hidden_states has {} channels but the model takes in_channels = {}", C,
+                c.in_channels);
+    SR_THROW_IF(
+        B < 1 || F < 1 || F % c.patch_size_t != 0 || H % c.patch_size != 0 || W % c.patch_size != 0 || H < 1 || W < 1,
+        "hidden_states {}: frames must be a positive multiple of {} and height/width positive multiples of {}",
+        in.hidden_states.describe(), c.patch_size_t, c.patch_size);
     auto check = [&](const Tensor& t, const char* name, std::initializer_list<int64_t> dims) {
         const Shape want(dims);
         SR_THROW_IF(!t.defined(), "{} is required (shape {})", name, want.str());

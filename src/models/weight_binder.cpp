@@ -35,12 +35,15 @@ Tensor WeightBinder::make_up(const std::string& name, const Shape& expected, DTy
     Tensor f = Tensor::empty(expected, DType::F32, host_allocator(), name);
     float* d = f.data<float>();
     const int64_t n = f.numel();
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-            const double u = double(splitmix64(h + uint64_t(i)) >> 11) * 0x1.0p-53;  // [0, 1)
-            d[i] = offset + half_width * float(2.0 * u - 1.0);
-        }
-    }, 1 << 16);
+    parallel_for(
+        n,
+        [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+                const double u = double(splitmix64(h + uint64_t(i)) >> 11) * 0x1.0p-53;  // [0, 1)
+                d[i] = offset + half_width * float(2.0 * u - 1.0);
+            }
+        },
+        1 << 16);
     Tensor t = dtype == DType::F32 ? f : f.to(dtype);
     generated_.emplace_back(name, t);
     return t;

@@ -40,7 +40,9 @@ Diff compare_impl(const Tensor& a, const Tensor& e, const Tensor* mask) {
 
 }  // namespace
 
-Diff compare(const Tensor& actual, const Tensor& expected) { return compare_impl(actual, expected, nullptr); }
+Diff compare(const Tensor& actual, const Tensor& expected) {
+    return compare_impl(actual, expected, nullptr);
+}
 
 Diff compare_masked_rows(const Tensor& actual, const Tensor& expected, const Tensor& mask) {
     return compare_impl(actual, expected, &mask);

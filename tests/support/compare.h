@@ -13,7 +13,7 @@ namespace sr::test {
 
 struct Diff {
     double max_abs = 0;
-    double max_rel = 0;   // |a-e| / max(|e|, 1e-6) at the worst absolute element
+    double max_rel = 0;       // |a-e| / max(|e|, 1e-6) at the worst absolute element
     double max_expected = 0;  // max |expected|, for scale
     int64_t worst_index = -1;
     bool shape_mismatch = false;

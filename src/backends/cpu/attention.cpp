@@ -36,8 +36,9 @@ struct DenseMask {
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
                            float scale) {
     SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
-    SR_ASSERT(q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
-              "attention is f32");
+    SR_ASSERT(
+        q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
+        "attention is f32");
     const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3), Lk = k.dim(2);
     SR_ASSERT(k.dim(0) == B && v.dim(0) == B && k.dim(1) == H && v.dim(1) == H && v.dim(2) == Lk && k.dim(3) == D &&
                   v.dim(3) == D && out.dim(0) == B && out.dim(1) == H && out.dim(2) == Lq && out.dim(3) == D,
@@ -75,34 +76,40 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Te
             std::fill(acc.begin(), acc.begin() + tq * D, 0.0f);
             std::fill(row_max.begin(), row_max.begin() + tq, kNegInf);
             std::fill(row_sum.begin(), row_sum.begin() + tq, 0.0f);
-            for (int64_t j0 = 0; j0 < kv; j0 += kKeyTile) {
-                const int64_t tk = std::min(kKeyTile, kv - j0);
+            // Causal: query i sees keys j <= i + (Lk - Lq); no tile past the tile's last query's limit.
+            const int64_t kv_end = mask.causal ? std::clamp<int64_t>(i0 + tq + (Lk - Lq), 0, kv) : kv;
+            for (int64_t j0 = 0; j0 < kv_end; j0 += kKeyTile) {
+                const int64_t tk = std::min(kKeyTile, kv_end - j0);
                 const float* kt = kd + b * k.stride(0) + h * k.stride(1) + j0 * k.stride(2);
                 const float* vt = vd + b * v.stride(0) + h * v.stride(1) + j0 * v.stride(2);
                 // scores[tq, tk] = Q K^T
                 gemm(tq, tk, D, qt, q.stride(2), kt, k.stride(2), true, DType::F32, scores.data(), kKeyTile, false);
                 for (int64_t i = 0; i < tq; ++i) {
                     float* s = scores.data() + i * kKeyTile;
+                    // Keys of this tile the row may see (all of them unless causal).
+                    const int64_t n = mask.causal ? std::clamp<int64_t>(i0 + i + 1 + (Lk - Lq) - j0, 0, tk) : tk;
+                    std::fill(s + n, s + tk, 0.0f);  // invisible keys weigh nothing in P V
+                    if (n == 0) continue;
                     float mx;
                     if (dense.data) {
                         mx = row_max[size_t(i)];
-                        for (int64_t j = 0; j < tk; ++j) {
+                        for (int64_t j = 0; j < n; ++j) {
                             s[j] = dense.allows(b, i0 + i, j0 + j) ? s[j] * scale : kNegInf;
                             mx = std::max(mx, s[j]);
                         }
                     } else {
-                        mx = vec::scale_max(s, tk, scale, row_max[size_t(i)]);
+                        mx = vec::scale_max(s, n, scale, row_max[size_t(i)]);
                     }
                     if (mx == kNegInf) {
                         // Every key so far is masked for this row: contribute nothing.
-                        std::fill(s, s + tk, 0.0f);
+                        std::fill(s, s + n, 0.0f);
                         continue;
                     }
-                    float sum = vec::exp_sub_sum(s, tk, mx);
+                    float sum = vec::exp_sub_sum(s, n, mx);
                     if (dense.data) {
                         // vec::exp clamps its argument, so exp(-inf) is ~1e-38, not 0: zero masked keys.
                         sum = 0.0f;
-                        for (int64_t j = 0; j < tk; ++j) {
+                        for (int64_t j = 0; j < n; ++j) {
                             if (!dense.allows(b, i0 + i, j0 + j)) s[j] = 0.0f;
                             sum += s[j];
                         }

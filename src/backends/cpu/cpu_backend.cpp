@@ -26,20 +26,26 @@ namespace {
 constexpr int64_t kWidenScratchFloats = 4 << 20;
 
 void add_bias_rows(float* y, int64_t M, int64_t N, int64_t ldy, const float* bias) {
-    parallel_for(M, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            float* row = y + r * ldy;
-            for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
-        }
-    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N)));
+    parallel_for(
+        M,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                float* row = y + r * ldy;
+                for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
+            }
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N)));
 }
 
 void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* dst) {
     const size_t es = dtype_size(w.dtype());
     const char* src = static_cast<const char*>(w.raw_data()) + size_t(row0 * K) * es;
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        convert_elements(src + size_t(r0 * K) * es, w.dtype(), dst + r0 * K, DType::F32, size_t((r1 - r0) * K));
-    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+    parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+            convert_elements(src + size_t(r0 * K) * es, w.dtype(), dst + r0 * K, DType::F32, size_t((r1 - r0) * K));
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
 }
 
 }  // namespace
@@ -48,7 +54,8 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
     SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
     const int64_t N = weight.dim(0), K = weight.dim(1);
     SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.dim(-1) == K && y.dim(-1) == N && x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+                  x.dim(-1) == K && y.dim(-1) == N &&
+                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
               "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
     SR_ASSERT(!bias || (bias->numel() == N), "linear bias {} for N={}", bias ? bias->describe() : "", N);
     const int64_t M = K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1);
@@ -59,9 +66,12 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
         gemm(M, N, K, xd, K, weight.raw_data(), K, true, DType::F32, yd, N, false);
     } else if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
         std::vector<uint16_t> xb(size_t(M * K));
-        parallel_for(M, [&](int64_t r0, int64_t r1) {
-            convert_elements(xd + r0 * K, DType::F32, xb.data() + r0 * K, DType::BF16, size_t((r1 - r0) * K));
-        }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+        parallel_for(
+            M,
+            [&](int64_t r0, int64_t r1) {
+                convert_elements(xd + r0 * K, DType::F32, xb.data() + r0 * K, DType::BF16, size_t((r1 - r0) * K));
+            },
+            std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
         gemm(M, N, K, xb.data(), K, weight.raw_data(), K, true, DType::BF16, yd, N, false);
     } else {
         SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
@@ -83,8 +93,8 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
 }
 
 void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
-    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}",
-              x.describe(), weight.describe());
+    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}", x.describe(),
+              weight.describe());
     const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
     const int64_t D = weight.dim(0), pt = weight.dim(2), ph = weight.dim(3), pw = weight.dim(4);
     SR_ASSERT(weight.dim(1) == C, "patch_embed_3d: {} input channels, weight {}", C, weight.describe());
@@ -97,19 +107,22 @@ void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Ten
     Tensor cols = Tensor::empty({B * N, P}, DType::F32, allocator(), "patch columns");
     float* cd = cols.data<float>();
     const float* xd = static_cast<const float*>(x.raw_data());
-    parallel_for(B * N, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b = r / N, n = r % N;
-            const int64_t f = n / (Hp * Wp), h = (n / Wp) % Hp, w = n % Wp;
-            float* row = cd + r * P;
-            for (int64_t c = 0; c < C; ++c)
-                for (int64_t kt = 0; kt < pt; ++kt)
-                    for (int64_t kh = 0; kh < ph; ++kh)
-                        for (int64_t kw = 0; kw < pw; ++kw)
-                            *row++ = xd[b * x.stride(0) + c * x.stride(1) + (f * pt + kt) * x.stride(2) +
-                                        (h * ph + kh) * x.stride(3) + (w * pw + kw) * x.stride(4)];
-        }
-    }, 16);
+    parallel_for(
+        B * N,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t b = r / N, n = r % N;
+                const int64_t f = n / (Hp * Wp), h = (n / Wp) % Hp, w = n % Wp;
+                float* row = cd + r * P;
+                for (int64_t c = 0; c < C; ++c)
+                    for (int64_t kt = 0; kt < pt; ++kt)
+                        for (int64_t kh = 0; kh < ph; ++kh)
+                            for (int64_t kw = 0; kw < pw; ++kw)
+                                *row++ = xd[b * x.stride(0) + c * x.stride(1) + (f * pt + kt) * x.stride(2) +
+                                            (h * ph + kh) * x.stride(3) + (w * pw + kw) * x.stride(4)];
+            }
+        },
+        16);
     Tensor out2d = y.view({B * N, D});
     linear(cols, weight.view({D, P}), bias, out2d);
 }
@@ -127,7 +140,8 @@ void CpuBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_c
         for (int i = 0; i < half; ++i) {
             // f32 at each step, as the reference computes the exponent, frequency and argument in f32, with
             // torch's own expf (see torch_math.h for why the last bit matters here).
-            const float exponent = float(-std::log(double(max_period))) * float(i) / (float(half) - downscale_freq_shift);
+            const float exponent =
+                float(-std::log(double(max_period))) * float(i) / (float(half) - downscale_freq_shift);
             const float freq = torch_math::expf(exponent);
             const float arg = tv * freq;
             const float s = float(std::sin(double(arg))), c = float(std::cos(double(arg)));
@@ -138,6 +152,8 @@ void CpuBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_c
     }
 }
 
-void CpuBackend::copy(const Tensor& src, Tensor& dst) { dst.copy_from(src); }
+void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+    dst.copy_from(src);
+}
 
 }  // namespace sr

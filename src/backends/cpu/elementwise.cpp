@@ -1,6 +1,6 @@
 // Element-wise and row-broadcast ops: activations, adaLN modulate / gate, residual add, RoPE.
-#include "backends/cpu/vec_math.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -36,27 +36,32 @@ void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
     check_same(x, y, "gelu_tanh");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
-    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-        vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::gelu_tanh(v); });
-    }, kGrain);
+    parallel_for(
+        x.numel(),
+        [&](int64_t i0, int64_t i1) { vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::gelu_tanh(v); }); },
+        kGrain);
 }
 
 void CpuBackend::silu(const Tensor& x, Tensor& y) {
     check_same(x, y, "silu");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
-    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-        vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::silu(v); });
-    }, kGrain);
+    parallel_for(
+        x.numel(),
+        [&](int64_t i0, int64_t i1) { vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return vec::silu(v); }); },
+        kGrain);
 }
 
 void CpuBackend::add(Tensor& x, const Tensor& y) {
     check_same(x, y, "add");
     float* xd = x.data<float>();
     const float* yd = y.data<float>();
-    parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) xd[i] += yd[i];
-    }, kGrain);
+    parallel_for(
+        x.numel(),
+        [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) xd[i] += yd[i];
+        },
+        kGrain);
 }
 
 void CpuBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
@@ -64,16 +69,19 @@ void CpuBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& sc
     const auto s = RowBroadcast::of(x);
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
-    parallel_for(s.B * s.L, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b = r / s.L;
-            const float* sh = vec_row(shift, b, s.B, s.D);
-            const float* sc = vec_row(scale, b, s.B, s.D);
-            const float* xr = xd + r * s.D;
-            float* yr = yd + r * s.D;
-            for (int64_t i = 0; i < s.D; ++i) yr[i] = xr[i] * (1.0f + sc[i]) + sh[i];
-        }
-    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
+    parallel_for(
+        s.B * s.L,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t b = r / s.L;
+                const float* sh = vec_row(shift, b, s.B, s.D);
+                const float* sc = vec_row(scale, b, s.B, s.D);
+                const float* xr = xd + r * s.D;
+                float* yr = yd + r * s.D;
+                for (int64_t i = 0; i < s.D; ++i) yr[i] = xr[i] * (1.0f + sc[i]) + sh[i];
+            }
+        },
+        std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
 }
 
 void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) {
@@ -81,18 +89,21 @@ void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) 
     const auto s = RowBroadcast::of(x);
     float* xd = x.data<float>();
     const float* yd = y.data<float>();
-    parallel_for(s.B * s.L, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            float* xr = xd + r * s.D;
-            const float* yr = yd + r * s.D;
-            if (!gate.defined()) {
-                for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i];
-                continue;
+    parallel_for(
+        s.B * s.L,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                float* xr = xd + r * s.D;
+                const float* yr = yd + r * s.D;
+                if (!gate.defined()) {
+                    for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i];
+                    continue;
+                }
+                const float* g = vec_row(gate, r / s.L, s.B, s.D);
+                for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i] * g[i];
             }
-            const float* g = vec_row(gate, r / s.L, s.B, s.D);
-            for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i] * g[i];
-        }
-    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
+        },
+        std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
 }
 
 void CpuBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
@@ -106,21 +117,24 @@ void CpuBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& si
     const float* cd = cos.data<float>();
     const float* sd = sin.data<float>();
     float* xd = static_cast<float*>(x.raw_data());
-    parallel_for(B * L, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b = r / L, l = r % L;
-            const float* c = cd + l * D;
-            const float* s = sd + l * D;
-            for (int64_t h = 0; h < H; ++h) {
-                float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
-                for (int64_t i = 0; i < D; i += 2) {
-                    const float re = v[i], im = v[i + 1];
-                    v[i] = re * c[i] - im * s[i];
-                    v[i + 1] = im * c[i + 1] + re * s[i + 1];
+    parallel_for(
+        B * L,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t b = r / L, l = r % L;
+                const float* c = cd + l * D;
+                const float* s = sd + l * D;
+                for (int64_t h = 0; h < H; ++h) {
+                    float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
+                    for (int64_t i = 0; i < D; i += 2) {
+                        const float re = v[i], im = v[i + 1];
+                        v[i] = re * c[i] - im * s[i];
+                        v[i + 1] = im * c[i + 1] + re * s[i + 1];
+                    }
                 }
             }
-        }
-    }, 64);
+        },
+        64);
 }
 
 }  // namespace sr

@@ -35,28 +35,31 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor*
     const auto b = widen(bias, D, "layer_norm bias");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const float* xr = xd + r * D;
-            float* yr = yd + r * D;
-            double sum = 0;
-            for (int64_t i = 0; i < D; ++i) sum += xr[i];
-            const double mean = sum / double(D);
-            double var = 0;
-            for (int64_t i = 0; i < D; ++i) {
-                const double c = xr[i] - mean;
-                var += c * c;
+    parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const float* xr = xd + r * D;
+                float* yr = yd + r * D;
+                double sum = 0;
+                for (int64_t i = 0; i < D; ++i) sum += xr[i];
+                const double mean = sum / double(D);
+                double var = 0;
+                for (int64_t i = 0; i < D; ++i) {
+                    const double c = xr[i] - mean;
+                    var += c * c;
+                }
+                const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
+                const float m = float(mean);
+                for (int64_t i = 0; i < D; ++i) {
+                    float v = (xr[i] - m) * inv;
+                    if (!w.empty()) v *= w[size_t(i)];
+                    if (!b.empty()) v += b[size_t(i)];
+                    yr[i] = v;
+                }
             }
-            const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
-            const float m = float(mean);
-            for (int64_t i = 0; i < D; ++i) {
-                float v = (xr[i] - m) * inv;
-                if (!w.empty()) v *= w[size_t(i)];
-                if (!b.empty()) v += b[size_t(i)];
-                yr[i] = v;
-            }
-        }
-    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
+        },
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) {
@@ -65,16 +68,19 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tens
     const auto w = widen(weight, D, "rms_norm weight");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const float* xr = xd + r * D;
-            float* yr = yd + r * D;
-            double ss = 0;
-            for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
-            const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
-            for (int64_t i = 0; i < D; ++i) yr[i] = w.empty() ? xr[i] * inv : (xr[i] * inv) * w[size_t(i)];
-        }
-    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
+    parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const float* xr = xd + r * D;
+                float* yr = yd + r * D;
+                double ss = 0;
+                for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
+                const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
+                for (int64_t i = 0; i < D; ++i) yr[i] = w.empty() ? xr[i] * inv : (xr[i] * inv) * w[size_t(i)];
+            }
+        },
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
 }
 
 }  // namespace sr

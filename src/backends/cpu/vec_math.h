@@ -21,8 +21,12 @@ inline f32x16 load(const float* p) {
     std::memcpy(&v, p, sizeof v);
     return v;
 }
-inline void store(float* p, f32x16 v) { std::memcpy(p, &v, sizeof v); }
-inline f32x16 splat(float x) { return f32x16{} + x; }
+inline void store(float* p, f32x16 v) {
+    std::memcpy(p, &v, sizeof v);
+}
+inline f32x16 splat(float x) {
+    return f32x16{} + x;
+}
 
 // exp(x) for x in [-87.3, 88.37]; smaller x returns ~1e-38, larger saturates at ~2.7e38 (the scale 2^n
 // must stay a finite float: n <= 127). Cody-Waite reduction, Cephes' degree-6 polynomial.
@@ -51,14 +55,26 @@ inline V exp_impl(V x) {
     return p * scale;
 }
 
-inline float exp(float x) { return exp_impl<float, int32_t>(x); }
-inline f32x16 exp(f32x16 x) { return exp_impl<f32x16, i32x16>(x); }
+inline float exp(float x) {
+    return exp_impl<float, int32_t>(x);
+}
+inline f32x16 exp(f32x16 x) {
+    return exp_impl<f32x16, i32x16>(x);
+}
 
-inline float tanh(float x) { return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f); }
-inline f32x16 tanh(f32x16 x) { return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f); }
+inline float tanh(float x) {
+    return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f);
+}
+inline f32x16 tanh(f32x16 x) {
+    return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f);
+}
 
-inline float silu(float x) { return x / (1.0f + exp(-x)); }
-inline f32x16 silu(f32x16 x) { return x / (1.0f + exp(-x)); }
+inline float silu(float x) {
+    return x / (1.0f + exp(-x));
+}
+inline f32x16 silu(f32x16 x) {
+    return x / (1.0f + exp(-x));
+}
 
 // GELU with the tanh approximation, as torch.nn.GELU(approximate="tanh").
 inline float gelu_tanh(float x) {

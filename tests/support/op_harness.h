@@ -1,0 +1,238 @@
+// The op-parity harness's shared parts: the backends under test, host tensor helpers, the tolerance check,
+// the per-op timing table, and the OpParity fixture (one backend per instantiation). Op test files
+// (test_ops.cpp, and one per model family's ops) include this and instantiate their suites over
+// backends_under_test(), so a new backend joins every op test by one line in backends_under_test().
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/cpu/cpu_backend.h"
+#include "core/parallel.h"
+#include "support/reference_ops.h"
+
+namespace sr::test::harness {
+
+using namespace sr;
+namespace ref = sr::test::ref;
+
+inline constexpr double kU = 0x1p-24;  // f32 unit roundoff: half an ulp of 1
+inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+inline constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// ----------------------------------------------------------------------------------------------------------
+// Backends under test
+
+struct BackendCase {
+    std::string name;                   // test-name suffix
+    std::function<Backend&()> acquire;  // configures the backend for this case and returns it
+    GemmPrecision precision;            // how its GEMMs with non-f32 weights are computed
+    // Host tensor -> the backend's memory and back; sync waits for queued work (for timing). The CPU
+    // backend's upload is a copy, so in-place ops never touch the host inputs the reference reads.
+    std::function<Tensor(Backend&, const Tensor&)> upload;
+    std::function<Tensor(Backend&, const Tensor&)> download;
+    std::function<void(Backend&)> sync;
+};
+
+inline void PrintTo(const BackendCase& c, std::ostream* os) {
+    *os << c.name;
+}
+
+inline BackendCase cpu_case(const char* name, GemmPrecision precision) {
+    return {name,
+            [precision]() -> Backend& {
+                cpu_backend().set_gemm_precision(precision);
+                return cpu_backend();
+            },
+            precision,
+            [](Backend& be, const Tensor& t) { return t.clone(be.allocator()); },
+            [](Backend&, const Tensor& t) { return t; },
+            [](Backend&) {}};
+}
+
+inline std::vector<BackendCase> backends_under_test() {
+    return {cpu_case("cpu_f32", GemmPrecision::F32), cpu_case("cpu_bf16", GemmPrecision::BF16)};
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Timing table: one row per (backend, op), printed when the binary exits.
+
+struct TimingRow {
+    std::string backend, op, shape;
+    double ms, min_ms, work;  // median and fastest of the timed runs; work: FLOPs or bytes per call
+    const char* unit;         // "GFLOP/s" or "GB/s"
+};
+
+inline std::vector<TimingRow>& timing_rows() {
+    static std::vector<TimingRow> rows;
+    return rows;
+}
+
+class TimingTable : public ::testing::Environment {
+public:
+    void TearDown() override {
+        if (timing_rows().empty()) return;
+        std::printf("\nop timings, largest case per op (5 runs after a warm-up, %d threads; rate at the median):\n",
+                    n_threads());
+        std::printf("%-9s %-22s %-30s %10s %10s %16s\n", "backend", "op", "shape", "median ms", "min ms", "rate");
+        for (const TimingRow& r : timing_rows())
+            std::printf("%-9s %-22s %-30s %10.3f %10.3f %8.2f %-7s\n", r.backend.c_str(), r.op.c_str(), r.shape.c_str(),
+                        r.ms, r.min_ms, r.work / (r.ms * 1e-3) * 1e-9, r.unit);
+    }
+};
+// Registers the table once per binary (call from one translation unit; test_ops.cpp does).
+inline void register_timing_table() {
+    static ::testing::Environment* const env = ::testing::AddGlobalTestEnvironment(new TimingTable);
+    (void)env;
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Host tensors and comparison
+
+inline Tensor filled(const Shape& s, float v) {
+    Tensor t = Tensor::empty(s, DType::F32);
+    std::fill(t.data<float>(), t.data<float>() + t.numel(), v);
+    return t;
+}
+
+inline Tensor randn(const Shape& s, std::mt19937_64& rng, double mean = 0.0, double stddev = 1.0) {
+    Tensor t = Tensor::empty(s, DType::F32);
+    std::normal_distribution<double> dist(mean, stddev);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(dist(rng));
+    return t;
+}
+
+// A host f32 tensor holding a reference array (rounded to f32).
+inline Tensor from_array(const ref::Array& a) {
+    Tensor t = Tensor::empty(Shape(a.shape), DType::F32);
+    for (int64_t i = 0; i < a.numel(); ++i) t.data<float>()[i] = float(a[i]);
+    return t;
+}
+
+inline ref::Array map(ref::Array a, double (*f)(double)) {
+    for (double& v : a.data) v = f(v);
+    return a;
+}
+
+// Element-wise squares as a host f32 tensor: exact for bf16/f16 values (at most 22 significant bits).
+inline Tensor squared(const Tensor& t) {
+    return from_array(map(ref::to_array(t), [](double v) { return v * v; }));
+}
+
+// The l2 norm of each `width`-wide row.
+inline std::vector<double> row_norms(const ref::Array& a, int64_t width) {
+    std::vector<double> n(size_t(width ? a.numel() / width : 0));
+    for (size_t r = 0; r < n.size(); ++r) {
+        double s = 0;
+        for (int64_t i = 0; i < width; ++i) s += a[int64_t(r) * width + i] * a[int64_t(r) * width + i];
+        n[r] = std::sqrt(s);
+    }
+    return n;
+}
+
+inline double max_abs(const ref::Array& a) {
+    double m = 0;
+    for (double v : a.data) m = std::max(m, std::fabs(v));
+    return m;
+}
+
+inline std::string index_str(const std::vector<int64_t>& shape, int64_t flat) {
+    std::vector<int64_t> idx(shape.size());
+    for (size_t i = shape.size(); i-- > 0;) {
+        idx[i] = flat % std::max<int64_t>(shape[i], 1);
+        flat /= std::max<int64_t>(shape[i], 1);
+    }
+    std::string s = "[";
+    for (size_t i = 0; i < idx.size(); ++i) s += (i ? "," : "") + std::to_string(idx[i]);
+    return s + "]";
+}
+
+// Passes when |got[i] - want[i]| <= tol(i) for every element; NaN must meet NaN and an infinity must match
+// exactly. On failure it names the worst element (largest error / tolerance) by its index and counts the rest.
+inline ::testing::AssertionResult all_close(const ref::Array& got, const ref::Array& want,
+                                            const std::function<double(int64_t)>& tol) {
+    if (got.shape != want.shape)
+        return ::testing::AssertionFailure() << "shape " << got.shape_str() << " != expected " << want.shape_str();
+    int64_t n_bad = 0, worst = -1;
+    double worst_ratio = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+        const double g = got[i], w = want[i], t = tol(i);
+        double ratio;
+        if (std::isnan(w) || std::isnan(g))
+            ratio = std::isnan(w) && std::isnan(g) ? 0 : INFINITY;
+        else if (std::isinf(w) || std::isinf(g))
+            ratio = g == w ? 0 : INFINITY;
+        else
+            ratio = std::fabs(g - w) <= t ? 0 : (t > 0 ? std::fabs(g - w) / t : INFINITY);
+        if (ratio > 0) ++n_bad;
+        if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
+    }
+    if (n_bad == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << n_bad << " of " << want.numel() << " elements out of tolerance; worst at "
+                                         << index_str(want.shape, worst) << ": got " << got[worst] << ", expected "
+                                         << want[worst] << ", |diff| " << std::fabs(got[worst] - want[worst])
+                                         << " > tol " << tol(worst);
+}
+
+inline std::string shape_str(const Tensor& t) {
+    return t.describe();
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The fixture: one backend per instantiation.
+
+class OpParity : public ::testing::TestWithParam<BackendCase> {
+protected:
+    void SetUp() override { be_ = &GetParam().acquire(); }
+
+    Backend& be() { return *be_; }
+    Tensor up(const Tensor& host) { return GetParam().upload(*be_, host); }
+    ref::Array got(const Tensor& t) { return ref::to_array(GetParam().download(*be_, t)); }
+    // An output buffer in the backend's memory, pre-filled with NaN so an element the op never writes fails.
+    Tensor out(const Shape& s) { return up(filled(s, kNaN)); }
+
+    // Times fn (median of 5 after a warm-up that also fills primitive caches) and adds it to the table.
+    void time_op(const std::string& op, const std::string& shape, double work, const char* unit,
+                 const std::function<void()>& fn) {
+        fn();
+        GetParam().sync(*be_);
+        std::vector<double> ms;
+        for (int r = 0; r < 5; ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            fn();
+            GetParam().sync(*be_);
+            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(ms.begin(), ms.end());
+        timing_rows().push_back({GetParam().name, op, shape, ms[2], ms[0], work, unit});
+    }
+
+    // Relative tolerance of a GEMM against the dot-product magnitude |x||w|/sqrt(K) (= sqrt(K) rms(x) rms(w),
+    // the natural scale of rounding errors with random signs), by how this backend multiplies `weight_dtype`
+    // weights.
+    double gemm_rtol(DType weight_dtype) const {
+        // BF16 precision: activations rounded to bf16, a relative error of at most 2^-8 (bf16's unit
+        // roundoff) per term, so the error has std ~2^-8/sqrt(3)/1.44 = 1.6e-3 of the magnitude (1.67e-3
+        // measured on the CPU); 1e-2 is ~6 sigma, and a hard bound while K <= 6
+        // (|err| <= 2^-8 sum|x_k w_k| <= 2^-8 sqrt(K) magnitude).
+        if (GetParam().precision == GemmPrecision::BF16 && weight_dtype != DType::F32) return 1e-2;
+        // f32 arithmetic (weights widened exactly): accumulated rounding of the partial sums has std about
+        // u sqrt(K/6) of the magnitude, 1.6e-6 at the largest K here (4096); 1e-5 leaves ~6 sigma.
+        return 1e-5;
+    }
+
+    Backend* be_ = nullptr;
+};
+
+}  // namespace sr::test::harness
