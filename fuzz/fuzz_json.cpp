@@ -67,7 +67,8 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
     } catch (const sr::InputError& e) {
         throw std::logic_error(std::string("accepted JSON does not parse back after dump(): ") + e.what());
     }
-    if (again != j) throw std::logic_error("accepted JSON changed in a dump()/parse round trip: " + printed.substr(0, 200));
+    if (again != j)
+        throw std::logic_error("accepted JSON changed in a dump()/parse round trip: " + printed.substr(0, 200));
     poke_accessors(j);
     return signature(j);
 }
@@ -88,9 +89,11 @@ std::vector<std::string> seeds() {
 
 std::vector<std::string> dictionary() {
     std::vector<std::string> d = sr::fuzz::edge_numbers();
-    for (const char* t : {"\"", "\\", "\\\"", "\\u0000", "\\ud800", "\\udc00", "\\u00e9", "[", "]", "{", "}", ":", ",",
-                          "null", "true", "false", "\"\":", "[[[[[[[[", "{\"a\":{\"a\":", "\xff", "\xc3\xa9", "/*",
-                          "*/", "//", "\t", "\n"})
+    for (
+        const char* t :
+        {"\"", "\\",   "\\\"", "\\u0000", "\\ud800", "\\udc00",  "\\u00e9",        "[",    "]",        "{",  "}",  ":",
+         ",",  "null", "true", "false",   "\"\":",   "[[[[[[[[", "{\"a\":{\"a\":", "\xff", "\xc3\xa9", "/*", "*/", "//",
+         "\t", "\n"})
         d.emplace_back(t);
     return d;
 }

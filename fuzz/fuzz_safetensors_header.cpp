@@ -17,7 +17,9 @@
 
 namespace {
 
-[[noreturn]] void broken(const std::string& what) { throw std::logic_error("broken parser invariant: " + what); }
+[[noreturn]] void broken(const std::string& what) {
+    throw std::logic_error("broken parser invariant: " + what);
+}
 
 void check_invariants(const sr::SafetensorsHeader& h, const uint8_t* data, size_t size) {
     uint64_t n = 0;
@@ -62,10 +64,10 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
 }
 
 // A valid safetensors image holding `tensors` (name, dtype, shape), data zero-filled.
-std::string image(const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>& tensors,
-                  bool metadata, size_t align) {
+std::string image(const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>& tensors, bool metadata,
+                  size_t align) {
     const std::map<std::string, size_t> sizes = {{"F32", 4}, {"BF16", 2}, {"F16", 2}, {"F8_E4M3", 1},
-                                                 {"I32", 4}, {"I64", 8}, {"BOOL", 1}};
+                                                 {"I32", 4}, {"I64", 8},  {"BOOL", 1}};
     sr::Json header = sr::Json::object();
     if (metadata) header["__metadata__"] = {{"format", "pt"}};
     uint64_t offset = 0;
@@ -102,10 +104,35 @@ std::vector<std::string> seeds() {
 
 std::vector<std::string> dictionary() {
     std::vector<std::string> d = sr::fuzz::edge_numbers();
-    for (const char* t : {"\"F32\"", "\"BF16\"", "\"F16\"", "\"F8_E4M3\"", "\"I32\"", "\"I64\"", "\"BOOL\"", "\"F64\"",
-                          "\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"__metadata__\"", "\"format\"", "[]", "{}",
-                          "[0,0]", "[-1]", "null", "true", "\"\\u0000\"", "\"\\ud800\"", ",", ":", "\"", "[", "]", "{",
-                          "}", " "})
+    for (const char* t : {"\"F32\"",
+                          "\"BF16\"",
+                          "\"F16\"",
+                          "\"F8_E4M3\"",
+                          "\"I32\"",
+                          "\"I64\"",
+                          "\"BOOL\"",
+                          "\"F64\"",
+                          "\"dtype\"",
+                          "\"shape\"",
+                          "\"data_offsets\"",
+                          "\"__metadata__\"",
+                          "\"format\"",
+                          "[]",
+                          "{}",
+                          "[0,0]",
+                          "[-1]",
+                          "null",
+                          "true",
+                          "\"\\u0000\"",
+                          "\"\\ud800\"",
+                          ",",
+                          ":",
+                          "\"",
+                          "[",
+                          "]",
+                          "{",
+                          "}",
+                          " "})
         d.emplace_back(t);
     return d;
 }

@@ -124,7 +124,8 @@ Options parse_args(int argc, char** argv) {
         const std::string flag = argv[i], text = value(i);
         char* end = nullptr;
         const double v = std::strtod(text.c_str(), &end);
-        if (text.empty() || *end != '\0' || !(v >= 0) || v > 1e9) usage(argv[0], flag + ": '" + text + "' is not a time");
+        if (text.empty() || *end != '\0' || !(v >= 0) || v > 1e9)
+            usage(argv[0], flag + ": '" + text + "' is not a time");
         return v;
     };
     const auto count = [&](int& i) -> uint64_t {
@@ -138,16 +139,26 @@ Options parse_args(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--seconds") o.seconds = seconds(i);
-        else if (a == "--runs") o.runs = count(i);
-        else if (a == "--seed") o.seed = count(i);
-        else if (a == "--max-len") o.max_len = size_t(std::clamp<uint64_t>(count(i), 16, uint64_t(1) << 30));
-        else if (a == "--artifact-prefix") o.artifact_prefix = value(i);
-        else if (a == "--write-seeds") o.write_seeds = value(i);
-        else if (a == "--write-dict") o.write_dict = value(i);
-        else if (a == "-h" || a == "--help") usage(argv[0], "");
-        else if (a.rfind("--", 0) == 0) usage(argv[0], "unknown option " + a);
-        else o.corpus.push_back(a);
+        if (a == "--seconds")
+            o.seconds = seconds(i);
+        else if (a == "--runs")
+            o.runs = count(i);
+        else if (a == "--seed")
+            o.seed = count(i);
+        else if (a == "--max-len")
+            o.max_len = size_t(std::clamp<uint64_t>(count(i), 16, uint64_t(1) << 30));
+        else if (a == "--artifact-prefix")
+            o.artifact_prefix = value(i);
+        else if (a == "--write-seeds")
+            o.write_seeds = value(i);
+        else if (a == "--write-dict")
+            o.write_dict = value(i);
+        else if (a == "-h" || a == "--help")
+            usage(argv[0], "");
+        else if (a.rfind("--", 0) == 0)
+            usage(argv[0], "unknown option " + a);
+        else
+            o.corpus.push_back(a);
     }
     return o;
 }
@@ -182,8 +193,10 @@ std::string preview(const std::string& s, size_t limit = 240) {
     std::string out;
     for (size_t i = 0; i < s.size() && i < limit; ++i) {
         const unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c == '\\') out += "\\\\";
-        else if (c >= 32 && c < 127) out += char(c);
+        if (c == '\\')
+            out += "\\\\";
+        else if (c >= 32 && c < 127)
+            out += char(c);
         else {
             char buf[8];
             std::snprintf(buf, sizeof buf, "\\x%02x", c);
@@ -203,8 +216,11 @@ uint64_t fnv1a(const std::string& s) {
 class Mutator {
 public:
     Mutator(uint64_t seed, std::vector<std::string> dictionary, bool length_prefixed, size_t max_len)
-        : rng_(seed), dict_(std::move(dictionary)), numbers_(sr::fuzz::edge_numbers()),
-          length_prefixed_(length_prefixed), max_len_(max_len) {}
+        : rng_(seed),
+          dict_(std::move(dictionary)),
+          numbers_(sr::fuzz::edge_numbers()),
+          length_prefixed_(length_prefixed),
+          max_len_(max_len) {}
 
     std::string mutate(const std::string& base, const std::vector<std::string>& pool) {
         std::string out;
@@ -218,8 +234,10 @@ public:
                 for (size_t k = 1 + below(4); k > 0; --k) mutate_once(json, pool);
             } else if (where < 88) {
                 // The data section: only its length matters to the header parser.
-                if (below(2) && !data.empty()) data.resize(below(data.size()));
-                else data.append(1 + below(64), '\0');
+                if (below(2) && !data.empty())
+                    data.resize(below(data.size()));
+                else
+                    data.append(1 + below(64), '\0');
             } else {
                 mutate_once(prefix, pool);
             }
@@ -228,8 +246,10 @@ public:
             const size_t fix = below(100);
             if (where < 88) {
                 // Usually keep the length consistent so the JSON gets parsed; sometimes make it absurd or stale.
-                if (fix < 90) set_le64(prefix, json.size());
-                else if (fix < 95) set_le64(prefix, lengths[below(std::size(lengths))]);
+                if (fix < 90)
+                    set_le64(prefix, json.size());
+                else if (fix < 95)
+                    set_le64(prefix, lengths[below(std::size(lengths))]);
             } else if (fix < 50) {
                 set_le64(prefix, lengths[below(std::size(lengths))]);
             }
@@ -250,13 +270,15 @@ private:
     }
 
     void mutate_once(std::string& s, const std::vector<std::string>& pool) {
-        static const char interesting[] = {'\0', '\xff', '"', '\\', '[', ']', '{', '}', ',', ':', '-', '0', '9', 'e', ' '};
+        static const char interesting[] = {'\0', '\xff', '"', '\\', '[', ']', '{', '}',
+                                           ',',  ':',    '-', '0',  '9', 'e', ' '};
         switch (below(11)) {
             case 0:  // flip a bit
                 if (!s.empty()) s[below(s.size())] ^= char(1u << below(8));
                 break;
             case 1:  // set a byte, often to JSON punctuation
-                if (!s.empty()) s[below(s.size())] = below(2) ? interesting[below(sizeof interesting)] : char(below(256));
+                if (!s.empty())
+                    s[below(s.size())] = below(2) ? interesting[below(sizeof interesting)] : char(below(256));
                 break;
             case 2: {  // insert random bytes
                 std::string bytes(1 + below(8), '\0');
@@ -335,20 +357,25 @@ private:
         for (; i < s.size(); ++i) {
             const char c = s[i];
             if (in_string) {
-                if (escaped) escaped = false;
-                else if (c == '\\') escaped = true;
+                if (escaped)
+                    escaped = false;
+                else if (c == '\\')
+                    escaped = true;
                 else if (c == '"') {
                     in_string = false;
                     if (depth == 0) return i + 1;
                 }
                 continue;
             }
-            if (c == '"') in_string = true;
-            else if (c == '{' || c == '[') ++depth;
+            if (c == '"')
+                in_string = true;
+            else if (c == '{' || c == '[')
+                ++depth;
             else if (c == '}' || c == ']') {
                 if (depth == 0) return i;
                 if (--depth == 0) return i + 1;
-            } else if (c == ',' && depth == 0) return i;
+            } else if (c == ',' && depth == 0)
+                return i;
         }
         return s.size();
     }
@@ -433,8 +460,10 @@ void write_outputs(const sr::fuzz::Target& t, const Options& o) {
         for (const auto& tok : t.dictionary()) {
             out << "kw" << n++ << "=\"";
             for (unsigned char c : tok) {
-                if (c == '"' || c == '\\') out << '\\' << char(c);
-                else if (c >= 32 && c < 127) out << char(c);
+                if (c == '"' || c == '\\')
+                    out << '\\' << char(c);
+                else if (c >= 32 && c < 127)
+                    out << char(c);
                 else {
                     char buf[8];
                     std::snprintf(buf, sizeof buf, "\\x%02x", c);
@@ -467,7 +496,9 @@ int main(int argc, char** argv) {
 
     Stats stats;
     const auto start = std::chrono::steady_clock::now();
-    const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    const auto elapsed = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
 
     // Every given input once, as is: a regression check for saved findings.
     std::set<uint64_t> seen;
@@ -483,11 +514,11 @@ int main(int argc, char** argv) {
         if (sig && pool.size() < kMaxPool && seen.insert(*sig).second) pool.push_back(input);
     }
 
-    std::printf("%s: %llu executions in %.1f s (%llu accepted, %llu rejected with InputError; %zu given inputs, "
-                "pool of %zu; seed %llu), %llu failures\n",
-                t.name, static_cast<unsigned long long>(stats.executions), elapsed(),
-                static_cast<unsigned long long>(stats.accepted), static_cast<unsigned long long>(stats.rejected),
-                n_given, pool.size(), static_cast<unsigned long long>(o.seed),
-                static_cast<unsigned long long>(stats.failures));
+    std::printf(
+        "%s: %llu executions in %.1f s (%llu accepted, %llu rejected with InputError; %zu given inputs, "
+        "pool of %zu; seed %llu), %llu failures\n",
+        t.name, static_cast<unsigned long long>(stats.executions), elapsed(),
+        static_cast<unsigned long long>(stats.accepted), static_cast<unsigned long long>(stats.rejected), n_given,
+        pool.size(), static_cast<unsigned long long>(o.seed), static_cast<unsigned long long>(stats.failures));
     return stats.failures == 0 ? 0 : 1;
 }

@@ -22,8 +22,8 @@ struct InfoOptions {
 ForwardShape latent_shape(const InfoOptions& o, const HunyuanVideoConfig& cfg) {
     SR_THROW_IF(o.frames < 1 || (o.frames - 1) % 4 != 0, "--frames {}: must be 4k+1 (e.g. 97, 129)", o.frames);
     const int64_t spatial = 8 * cfg.patch_size;
-    SR_THROW_IF(o.height < spatial || o.height % spatial != 0, "--height {}: must be a positive multiple of {}", o.height,
-                spatial);
+    SR_THROW_IF(o.height < spatial || o.height % spatial != 0, "--height {}: must be a positive multiple of {}",
+                o.height, spatial);
     SR_THROW_IF(o.width < spatial || o.width % spatial != 0, "--width {}: must be a positive multiple of {}", o.width,
                 spatial);
     SR_THROW_IF(o.text_tokens < 1 || o.text_tokens > 4096, "--text-tokens {}: must be in 1..4096", o.text_tokens);
@@ -62,21 +62,30 @@ int run_info(const InfoOptions& o) {
         j["weight_bytes"] = total;
         j["largest_block_bytes"] = largest_block;
         j["unused_tensors"] = model.unused_tensors();
-        j["forward"] = {{"frames", o.frames}, {"height", o.height}, {"width", o.width}, {"batch", o.batch},
-                        {"text_tokens", o.text_tokens}, {"video_tokens", cost.video_tokens},
-                        {"linear_flops", cost.linear_flops}, {"attention_flops", cost.attention_flops},
-                        {"total_flops", cost.total_flops()}, {"activation_bytes", cost.activation_bytes}};
+        j["forward"] = {{"frames", o.frames},
+                        {"height", o.height},
+                        {"width", o.width},
+                        {"batch", o.batch},
+                        {"text_tokens", o.text_tokens},
+                        {"video_tokens", cost.video_tokens},
+                        {"linear_flops", cost.linear_flops},
+                        {"attention_flops", cost.attention_flops},
+                        {"total_flops", cost.total_flops()},
+                        {"activation_bytes", cost.activation_bytes}};
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
     std::printf("model      %s\n", resolve_transformer_dir(o.model).c_str());
-    std::printf("class      HunyuanVideoTransformer3DModel (%s)\n", c.in_channels == 16 ? "text-to-video" :
-                c.in_channels == 32 ? "image-to-video: noise + image latents" : "custom input channels");
+    std::printf("class      HunyuanVideoTransformer3DModel (%s)\n", c.in_channels == 16 ? "text-to-video"
+                                                                    : c.in_channels == 32
+                                                                        ? "image-to-video: noise + image latents"
+                                                                        : "custom input channels");
     std::printf("config     %s\n", c.to_json().dump().c_str());
     std::printf("blocks     %ld dual-stream + %ld single-stream + %ld refiner, width %ld (%ld heads x %ld), MLP %ld\n",
                 long(c.num_layers), long(c.num_single_layers), long(c.num_refiner_layers), long(c.inner_dim()),
                 long(c.num_attention_heads), long(c.attention_head_dim), long(c.mlp_dim()));
-    std::printf("parameters %s (%ld)\n", si(double(model.parameter_count()), "").c_str(), long(model.parameter_count()));
+    std::printf("parameters %s (%ld)\n", si(double(model.parameter_count()), "").c_str(),
+                long(model.parameter_count()));
     std::printf("weights    %s in %zu file(s):", format_bytes(double(total)).c_str(), store.file_count());
     for (const auto& [dt, n] : bytes) std::printf(" %s %s", dt.c_str(), format_bytes(double(n)).c_str());
     std::printf("\n           largest block %s (the unit a streamed run moves at once)\n",
@@ -98,8 +107,10 @@ int run_info(const InfoOptions& o) {
 
 Command add_info_command(CLI::App& app) {
     auto o = std::make_shared<InfoOptions>();
-    CLI::App* cmd = app.add_subcommand("info", "Inspect a transformer checkpoint: config, parameters, bytes, forward cost");
-    cmd->add_option("model", o->model, "Transformer folder (or a diffusers pipeline folder with transformer/)")->required();
+    CLI::App* cmd =
+        app.add_subcommand("info", "Inspect a transformer checkpoint: config, parameters, bytes, forward cost");
+    cmd->add_option("model", o->model, "Transformer folder (or a diffusers pipeline folder with transformer/)")
+        ->required();
     cmd->add_option("--frames", o->frames, "Video frames for the cost estimate (4k+1)")->capture_default_str();
     cmd->add_option("--height", o->height, "Video height in pixels")->capture_default_str();
     cmd->add_option("--width", o->width, "Video width in pixels")->capture_default_str();
