@@ -4,6 +4,8 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(fmt REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
+# PCRE2 with Unicode properties: the Llama-3 pre-tokenizer regex.
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
 # oneDNN's CMake config needs the OpenCL packages present; find the library directly so a CPU-only
 # machine does not need them.

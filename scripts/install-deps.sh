@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev     # JSON (config.json, safetensors headers)
   libcli11-dev           # command line
   libfmt-dev             # formatting
+  libpcre2-dev           # tokenizer pre-split regex (Unicode classes)
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   clang-format git       # the style test
 )

@@ -10,11 +10,12 @@ int main(int argc, char** argv) {
     CLI::App app{"skyreels: SkyReels-V1 / HunyuanVideo video generation in one native binary"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "skyreels 0.1.0");
+    // Each add_*_command registers one subcommand and returns what runs it.
     std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
-    CLI::App* info = nullptr;
-    auto run_info = sr::cli::add_info_command(app);
-    info = app.get_subcommand("info");
-    commands.emplace_back(info, run_info);
+    for (auto add : {sr::cli::add_info_command}) {
+        sr::cli::Command run = add(app);
+        commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
