@@ -1,2 +1,3 @@
-# The causal 3-D VAE: its sources join skyreels_models, e.g.
-#   target_sources(skyreels_models PRIVATE models/hunyuan_video_vae.cpp)
+# The causal 3-D VAE (AutoencoderKLHunyuanVideo): model and tiled paths join skyreels_models. Its CPU ops
+# (backends/cpu/vae_ops.cpp) are part of skyreels_backends.
+target_sources(skyreels_models PRIVATE models/hunyuan_video_vae.cpp models/hunyuan_video_vae_tiling.cpp)

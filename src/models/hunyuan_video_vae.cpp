@@ -1,0 +1,463 @@
+// AutoencoderKLHunyuanVideo, in the order it runs: config, loading, the building blocks (causal conv,
+// resnet, mid-block attention, upsampling), encoder, decoder, the latent distribution and the entry points
+// that choose the reference's path. The tiled paths are in hunyuan_video_vae_tiling.cpp.
+// ref: diffusers v0.32.2 src/diffusers/models/autoencoders/autoencoder_kl_hunyuan_video.py
+//
+// Shapes: B batch, C channels, F frames, H x W pixels (sample side); T, h x w on the latent side.
+#include "models/hunyuan_video_vae.h"
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "core/log.h"
+#include "core/parallel.h"
+
+namespace sr {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr float kNormEps = 1e-6f;  // every GroupNorm of this model (resnet_eps and conv_norm_out)
+
+int64_t log2_exact(int64_t v) {
+    int64_t n = 0;
+    while ((int64_t(1) << n) < v) ++n;
+    return (int64_t(1) << n) == v ? n : -1;
+}
+
+Tensor new_f32(Backend& be, const Shape& s, std::string_view what) {
+    return Tensor::empty(s, DType::F32, be.allocator(), what);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+
+HunyuanVideoVAEConfig HunyuanVideoVAEConfig::from_json(const Json& j, std::string_view source) {
+    HunyuanVideoVAEConfig c;
+    c.in_channels = json_int_or(j, "in_channels", c.in_channels, source);
+    c.out_channels = json_int_or(j, "out_channels", c.out_channels, source);
+    c.latent_channels = json_int_or(j, "latent_channels", c.latent_channels, source);
+    if (j.contains("block_out_channels")) c.block_out_channels = json_int_array(j, "block_out_channels", source);
+    c.layers_per_block = json_int_or(j, "layers_per_block", c.layers_per_block, source);
+    c.act_fn = json_string_or(j, "act_fn", c.act_fn, source);
+    c.norm_num_groups = json_int_or(j, "norm_num_groups", c.norm_num_groups, source);
+    c.scaling_factor = json_number_or(j, "scaling_factor", c.scaling_factor, source);
+    c.spatial_compression_ratio = json_int_or(j, "spatial_compression_ratio", c.spatial_compression_ratio, source);
+    c.temporal_compression_ratio = json_int_or(j, "temporal_compression_ratio", c.temporal_compression_ratio, source);
+    c.mid_block_add_attention = json_bool_or(j, "mid_block_add_attention", c.mid_block_add_attention, source);
+    for (const char* key : {"down_block_types", "up_block_types"}) {
+        if (!j.contains(key)) continue;
+        const Json& types = j[key];
+        SR_THROW_IF(!types.is_array() || types.size() != c.block_out_channels.size(),
+                    "{}: '{}' must list one block per block_out_channels entry", source, key);
+        const std::string want =
+            std::string(key) == "down_block_types" ? "HunyuanVideoDownBlock3D" : "HunyuanVideoUpBlock3D";
+        for (const auto& t : types)
+            SR_THROW_IF(!t.is_string() || t.get<std::string>() != want, "{}: unsupported {} entry {} (expected {})",
+                        source, key, t.dump(), want);
+    }
+    c.validate(source);
+    return c;
+}
+
+void HunyuanVideoVAEConfig::validate(std::string_view source) const {
+    SR_THROW_IF(in_channels < 1 || out_channels < 1 || latent_channels < 1, "{}: channel counts must be positive",
+                source);
+    SR_THROW_IF(block_out_channels.empty(), "{}: block_out_channels is empty", source);
+    SR_THROW_IF(layers_per_block < 1, "{}: layers_per_block {} < 1", source, layers_per_block);
+    SR_THROW_IF(act_fn != "silu" && act_fn != "swish", "{}: act_fn '{}' is not supported (silu only)", source, act_fn);
+    for (int64_t ch : block_out_channels)
+        SR_THROW_IF(ch < 1 || norm_num_groups < 1 || ch % norm_num_groups != 0,
+                    "{}: block_out_channels entry {} is not divisible by norm_num_groups {}", source, ch,
+                    norm_num_groups);
+    // The decoder supports only temporal ratio 4 upstream (it raises otherwise).
+    SR_THROW_IF(temporal_compression_ratio != 4, "{}: temporal_compression_ratio {} is not supported (4 only)", source,
+                temporal_compression_ratio);
+    const int64_t ls = log2_exact(spatial_compression_ratio);
+    SR_THROW_IF(ls < 0 || ls > int64_t(block_out_channels.size()) - 1,
+                "{}: spatial_compression_ratio {} needs a power of two <= 2^(blocks-1)", source,
+                spatial_compression_ratio);
+}
+
+void VAETiling::validate() const {
+    SR_THROW_IF(tile_sample_min_height < 8 || tile_sample_min_width < 8 || tile_sample_min_num_frames < 4,
+                "VAE tiling: tile sizes {}x{}x{} below one latent", tile_sample_min_height, tile_sample_min_width,
+                tile_sample_min_num_frames);
+    SR_THROW_IF(tile_sample_stride_height < 8 || tile_sample_stride_width < 8 || tile_sample_stride_num_frames < 4,
+                "VAE tiling: tile strides {}x{}x{} below one latent", tile_sample_stride_height,
+                tile_sample_stride_width, tile_sample_stride_num_frames);
+    // Overlapping (or touching) tiles only: a stride past the tile size would leave holes in the output.
+    SR_THROW_IF(tile_sample_stride_height > tile_sample_min_height ||
+                    tile_sample_stride_width > tile_sample_min_width ||
+                    tile_sample_stride_num_frames > tile_sample_min_num_frames,
+                "VAE tiling: a stride ({}x{}x{}) exceeds its tile size ({}x{}x{})", tile_sample_stride_height,
+                tile_sample_stride_width, tile_sample_stride_num_frames, tile_sample_min_height, tile_sample_min_width,
+                tile_sample_min_num_frames);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+
+HunyuanVideoVAE HunyuanVideoVAE::load(const std::string& path) {
+    std::error_code ec;
+    SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a VAE folder", path);
+    std::string dir = path;
+    if (!fs::exists(fs::path(dir) / "config.json", ec) && fs::exists(fs::path(dir) / "vae" / "config.json", ec))
+        dir = (fs::path(dir) / "vae").string();
+    const std::string config_path = (fs::path(dir) / "config.json").string();
+    SR_THROW_IF(!fs::exists(config_path, ec), "{}: no config.json here or in vae/", path);
+    const Json j = load_json_file(config_path);
+    const std::string cls = json_string_or(j, "_class_name", "", config_path);
+    SR_THROW_IF(!cls.empty() && cls != "AutoencoderKLHunyuanVideo",
+                "{}: _class_name is '{}', not AutoencoderKLHunyuanVideo", config_path, cls);
+    const HunyuanVideoVAEConfig config = HunyuanVideoVAEConfig::from_json(j, config_path);
+    const WeightStore store = WeightStore::open(dir);
+    WeightBinder binder(store);
+    return HunyuanVideoVAE(config, binder);
+}
+
+HunyuanVideoVAE::HunyuanVideoVAE(const HunyuanVideoVAEConfig& config, WeightBinder& binder) : config_(config) {
+    config_.validate(binder.source());
+    bind(binder);
+    parameter_count_ = binder.parameter_count();
+    unused_ = binder.unused();
+    for (const auto& name : unused_)
+        SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the VAE", binder.source(), name);
+}
+
+HunyuanVideoVAE HunyuanVideoVAE::random(const HunyuanVideoVAEConfig& config, DType dtype, uint64_t seed) {
+    WeightBinder binder = WeightBinder::random(seed, dtype);
+    return HunyuanVideoVAE(config, binder);
+}
+
+HunyuanVideoVAE::Conv HunyuanVideoVAE::bind_conv(WeightBinder& b, const std::string& name, int64_t in, int64_t out,
+                                                 int64_t k, bool causal) const {
+    Conv c;
+    // Causal convs wrap an nn.Conv3d named "conv"; the quant convs are plain nn.Conv3d.
+    const std::string p = causal ? name + ".conv" : name;
+    c.weight = b.tensor(p + ".weight", {out, in, k, k, k});
+    c.bias = b.small_f32(p + ".bias", {out});
+    c.causal = causal;
+    return c;
+}
+
+HunyuanVideoVAE::Resnet HunyuanVideoVAE::bind_resnet(WeightBinder& b, const std::string& p, int64_t in,
+                                                     int64_t out) const {
+    Resnet r;
+    r.norm1 = {b.small_f32(p + ".norm1.weight", {in}), b.small_f32(p + ".norm1.bias", {in})};
+    r.conv1 = bind_conv(b, p + ".conv1", in, out, 3, true);
+    r.norm2 = {b.small_f32(p + ".norm2.weight", {out}), b.small_f32(p + ".norm2.bias", {out})};
+    r.conv2 = bind_conv(b, p + ".conv2", out, out, 3, true);
+    if (in != out) r.conv_shortcut = bind_conv(b, p + ".conv_shortcut", in, out, 1, true);
+    return r;
+}
+
+HunyuanVideoVAE::Mid HunyuanVideoVAE::bind_mid(WeightBinder& b, const std::string& p) const {
+    const int64_t C = config_.block_out_channels.back();
+    Mid m;
+    m.resnets.push_back(bind_resnet(b, p + ".resnets.0", C, C));
+    if (config_.mid_block_add_attention) {
+        const std::string a = p + ".attentions.0";
+        Attention at;
+        at.group_norm = {b.small_f32(a + ".group_norm.weight", {C}), b.small_f32(a + ".group_norm.bias", {C})};
+        at.to_q = bind_linear(b, a + ".to_q", C, C);
+        at.to_k = bind_linear(b, a + ".to_k", C, C);
+        at.to_v = bind_linear(b, a + ".to_v", C, C);
+        at.to_out = bind_linear(b, a + ".to_out.0", C, C);
+        m.attentions.push_back(std::move(at));
+    }
+    m.resnets.push_back(bind_resnet(b, p + ".resnets.1", C, C));
+    return m;
+}
+
+void HunyuanVideoVAE::bind(WeightBinder& b) {
+    const auto& c = config_;
+    const auto& boc = c.block_out_channels;
+    const int64_t n = int64_t(boc.size());
+    const int64_t n_spatial = log2_exact(c.spatial_compression_ratio);
+    const int64_t n_time = log2_exact(c.temporal_compression_ratio);
+
+    // Encoder: block i downsamples space while i < log2(spatial ratio), time in the last log2(temporal
+    // ratio) blocks before the final one (ratio 4).
+    enc_conv_in_ = bind_conv(b, "encoder.conv_in", c.in_channels, boc[0], 3, true);
+    int64_t out_ch = boc[0];
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t in_ch = out_ch;
+        out_ch = boc[size_t(i)];
+        const bool is_final = i == n - 1;
+        const bool space = i < n_spatial, time = i >= n - 1 - n_time && !is_final;
+        Block blk;
+        const std::string p = fmt::format("encoder.down_blocks.{}", i);
+        for (int64_t j = 0; j < c.layers_per_block; ++j)
+            blk.resnets.push_back(bind_resnet(b, fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch));
+        if (space || time) {
+            blk.has_sampler = true;
+            blk.sampler = bind_conv(b, p + ".downsamplers.0.conv", out_ch, out_ch, 3, true);
+            blk.sampler.stride = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
+        }
+        down_blocks_.push_back(std::move(blk));
+    }
+    enc_mid_ = bind_mid(b, "encoder.mid_block");
+    enc_norm_out_ = {b.small_f32("encoder.conv_norm_out.weight", {boc.back()}),
+                     b.small_f32("encoder.conv_norm_out.bias", {boc.back()})};
+    enc_conv_out_ = bind_conv(b, "encoder.conv_out", boc.back(), 2 * c.latent_channels, 3, true);
+    quant_conv_ = bind_conv(b, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1, false);
+
+    // Decoder: the mirror image, with layers_per_block + 1 resnets per up block.
+    post_quant_conv_ = bind_conv(b, "post_quant_conv", c.latent_channels, c.latent_channels, 1, false);
+    dec_conv_in_ = bind_conv(b, "decoder.conv_in", c.latent_channels, boc.back(), 3, true);
+    dec_mid_ = bind_mid(b, "decoder.mid_block");
+    out_ch = boc.back();
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t in_ch = out_ch;
+        out_ch = boc[size_t(n - 1 - i)];
+        const bool is_final = i == n - 1;
+        const bool space = i < n_spatial, time = i >= n - 1 - n_time && !is_final;
+        Block blk;
+        const std::string p = fmt::format("decoder.up_blocks.{}", i);
+        for (int64_t j = 0; j < c.layers_per_block + 1; ++j)
+            blk.resnets.push_back(bind_resnet(b, fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch));
+        if (space || time) {
+            blk.has_sampler = true;
+            blk.sampler = bind_conv(b, p + ".upsamplers.0.conv", out_ch, out_ch, 3, true);
+            blk.upsample = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
+        }
+        up_blocks_.push_back(std::move(blk));
+    }
+    dec_norm_out_ = {b.small_f32("decoder.conv_norm_out.weight", {boc[0]}),
+                     b.small_f32("decoder.conv_norm_out.bias", {boc[0]})};
+    dec_conv_out_ = bind_conv(b, "decoder.conv_out", boc[0], c.out_channels, 3, true);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Building blocks
+
+Tensor HunyuanVideoVAE::conv(Backend& be, const Conv& c, const Tensor& x) const {
+    const int64_t kt = c.weight.dim(2), kh = c.weight.dim(3), kw = c.weight.dim(4);
+    Tensor in = x;
+    if (c.causal && (kt > 1 || kh > 1 || kw > 1)) {
+        // Causal padding, replicating edges: k-1 frames before (none after: frame f never sees f+1), k//2
+        // pixels on both sides in H and W.
+        in = new_f32(be, {x.dim(0), x.dim(1), x.dim(2) + kt - 1, x.dim(3) + 2 * (kh / 2), x.dim(4) + 2 * (kw / 2)},
+                     "VAE causal padding");
+        be.pad3d_replicate(x, {kt - 1, 0, kh / 2, kh / 2, kw / 2, kw / 2}, in);
+    }
+    const auto out = [&](int i) { return (in.dim(2 + i) - c.weight.dim(2 + i)) / c.stride[size_t(i)] + 1; };
+    Tensor y = new_f32(be, {x.dim(0), c.weight.dim(0), out(0), out(1), out(2)}, "VAE conv output");
+    be.conv3d(in, c.weight, &c.bias, c.stride, {0, 0, 0}, y);
+    return y;
+}
+
+Tensor HunyuanVideoVAE::norm_silu(Backend& be, const Norm& n, const Tensor& x, bool silu) const {
+    Tensor y = new_f32(be, x.shape(), "VAE group norm");
+    be.group_norm(x, config_.norm_num_groups, &n.weight, &n.bias, kNormEps, y);
+    if (silu) be.silu(y, y);
+    return y;
+}
+
+Tensor HunyuanVideoVAE::resnet(Backend& be, const Resnet& r, const Tensor& x) const {
+    Tensor h = conv(be, r.conv1, norm_silu(be, r.norm1, x, true));
+    h = conv(be, r.conv2, norm_silu(be, r.norm2, h, true));  // dropout is the identity at inference
+    be.add(h, r.conv_shortcut.weight.defined() ? conv(be, r.conv_shortcut, x) : x);
+    return h;
+}
+
+// Single-head attention over all F*H*W positions with a frame-causal mask (a query in frame f sees the keys
+// of frames <= f). Since tokens are in (f, h, w) order, the keys query frame f may see are exactly the
+// prefix [0, (f+1)*H*W): one unmasked attention call per frame computes it exactly, with no L x L mask.
+Tensor HunyuanVideoVAE::attention(Backend& be, const Attention& a, const Tensor& x) const {
+    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), HW = x.dim(3) * x.dim(4), L = F * HW;
+    Tensor tokens = new_f32(be, {B, F, x.dim(3), x.dim(4), C}, "VAE attention tokens");  // [B,F,H,W,C]
+    be.copy(norm_silu(be, a.group_norm, x, false).permute({0, 2, 3, 4, 1}), tokens);
+    const Tensor t2 = tokens.view({B, L, C});
+    auto project = [&](const Linear& l) {
+        Tensor y = new_f32(be, {B, L, C}, "VAE attention q/k/v");
+        be.linear(t2, l.weight, &l.bias, y);
+        return y;
+    };
+    const Tensor q = project(a.to_q), k = project(a.to_k), v = project(a.to_v);
+    tokens = Tensor();
+    Tensor o = new_f32(be, {B, L, C}, "VAE attention output");
+    auto heads = [&](const Tensor& t) { return t.view({B, L, 1, C}).permute({0, 2, 1, 3}); };  // [B,1,L,C]
+    const float scale = float(1.0 / std::sqrt(double(C)));
+    for (int64_t f = 0; f < F; ++f) {
+        Tensor of = heads(o).slice(2, f * HW, (f + 1) * HW);
+        be.attention(heads(q).slice(2, f * HW, (f + 1) * HW), heads(k).slice(2, 0, (f + 1) * HW),
+                     heads(v).slice(2, 0, (f + 1) * HW), of, AttentionMask{}, scale);
+    }
+    Tensor proj = new_f32(be, {B, L, C}, "VAE attention projection");
+    be.linear(o, a.to_out.weight, &a.to_out.bias, proj);
+    Tensor y = new_f32(be, x.shape(), "VAE attention result");  // back to [B,C,F,H,W]
+    be.copy(proj.view({B, F, x.dim(3), x.dim(4), C}).permute({0, 4, 1, 2, 3}), y);
+    be.add(y, x);  // residual_connection=True, rescale_output_factor 1
+    return y;
+}
+
+Tensor HunyuanVideoVAE::mid(Backend& be, const Mid& m, Tensor x) const {
+    x = resnet(be, m.resnets[0], x);
+    if (!m.attentions.empty()) x = attention(be, m.attentions[0], x);
+    return resnet(be, m.resnets[1], x);
+}
+
+// Nearest upsampling where the first frame is only upsampled in space (it is the causal "image" frame and
+// maps to one output frame), the others by the full (t, h, w) factors; then the conv.
+Tensor HunyuanVideoVAE::upsample(Backend& be, const Block& blk, const Tensor& x) const {
+    const auto [ft, fh, fw] = blk.upsample;
+    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3) * fh, W = x.dim(4) * fw;
+    Tensor y = new_f32(be, {B, C, 1 + (F - 1) * ft, H, W}, "VAE upsample");
+    auto part = [&](int64_t f0, int64_t f1, std::array<int64_t, 3> s, int64_t out0) {
+        Tensor src = x.slice(2, f0, f1).contiguous();
+        Tensor up = new_f32(be, {B, C, (f1 - f0) * s[0], H, W}, "VAE upsample part");
+        be.upsample_nearest3d(src, s, up);
+        Tensor dst = y.slice(2, out0, out0 + up.dim(2));
+        be.copy(up, dst);
+    };
+    part(0, 1, {1, fh, fw}, 0);
+    if (F > 1) part(1, F, {ft, fh, fw}, 1);
+    return conv(be, blk.sampler, y);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoder and decoder
+
+Tensor HunyuanVideoVAE::encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook) const {
+    ++encoder_calls_;
+    auto emit = [&](std::string_view name, const Tensor& t) {
+        if (hook) hook(name, t);
+    };
+    Tensor h = conv(be, enc_conv_in_, x);  // [B, C0, F, H, W]
+    emit("encoder.conv_in", h);
+    for (size_t i = 0; i < down_blocks_.size(); ++i) {
+        for (const Resnet& r : down_blocks_[i].resnets) h = resnet(be, r, h);
+        if (down_blocks_[i].has_sampler) h = conv(be, down_blocks_[i].sampler, h);
+        emit(fmt::format("encoder.down_blocks.{}", i), h);
+    }
+    h = mid(be, enc_mid_, h);  // [B, C_last, T, h, w]
+    emit("encoder.mid_block", h);
+    h = conv(be, enc_conv_out_, norm_silu(be, enc_norm_out_, h, true));  // [B, 2*latent, T, h, w]
+    emit("encoder.conv_out", h);
+    h = conv(be, quant_conv_, h);
+    emit("quant_conv", h);
+    return h;
+}
+
+Tensor HunyuanVideoVAE::decode_untiled(Backend& be, const Tensor& z, const VAEIntermediateHook& hook) const {
+    ++decoder_calls_;
+    auto emit = [&](std::string_view name, const Tensor& t) {
+        if (hook) hook(name, t);
+    };
+    Tensor h = conv(be, post_quant_conv_, z.contiguous());  // [B, latent, T, h, w]
+    emit("post_quant_conv", h);
+    h = conv(be, dec_conv_in_, h);  // [B, C_last, T, h, w]
+    emit("decoder.conv_in", h);
+    h = mid(be, dec_mid_, h);
+    emit("decoder.mid_block", h);
+    for (size_t i = 0; i < up_blocks_.size(); ++i) {
+        for (const Resnet& r : up_blocks_[i].resnets) h = resnet(be, r, h);
+        if (up_blocks_[i].has_sampler) h = upsample(be, up_blocks_[i], h);
+        emit(fmt::format("decoder.up_blocks.{}", i), h);
+    }
+    h = conv(be, dec_conv_out_, norm_silu(be, dec_norm_out_, h, true));  // [B, out, 4(T-1)+1, 8h, 8w]
+    emit("decoder.conv_out", h);
+    return h;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Latent distribution and entry points
+
+Tensor LatentDistribution::sample(uint64_t seed) const {
+    SR_THROW_IF(!mean.defined() || !std.defined(), "LatentDistribution::sample on an empty distribution");
+    Tensor out = Tensor::empty(mean.shape(), DType::F32, host_allocator(), "VAE latent sample");
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const float* m = mean.data<float>();
+    const float* s = std.data<float>();
+    float* o = out.data<float>();
+    for (int64_t i = 0; i < out.numel(); ++i) o[i] = m[i] + s[i] * normal(rng);
+    return out;
+}
+
+LatentDistribution HunyuanVideoVAE::encode(Backend& be, const Tensor& x, const VAETiling& tiling,
+                                           const VAEIntermediateHook& hook) const {
+    tiling.validate();
+    const int64_t sr = config_.spatial_compression_ratio, tr = config_.temporal_compression_ratio;
+    SR_THROW_IF(x.rank() != 5, "VAE encode: input {} must be [B, C, F, H, W]", x.describe());
+    SR_THROW_IF(x.dim(1) != config_.in_channels, "VAE encode: input {} has {} channels, the VAE takes {}", x.describe(),
+                x.dim(1), config_.in_channels);
+    SR_THROW_IF(x.dim(0) < 1 || x.dim(2) < 1 || (x.dim(2) - 1) % tr != 0,
+                "VAE encode: input {} has {} frames; the causal VAE needs {}k+1", x.describe(), x.dim(2), tr);
+    SR_THROW_IF(x.dim(3) % sr != 0 || x.dim(4) % sr != 0 || x.dim(3) == 0 || x.dim(4) == 0,
+                "VAE encode: input {} is {}x{} pixels; height and width must be positive multiples of {}", x.describe(),
+                x.dim(3), x.dim(4), sr);
+    Tensor xf = x.dtype() == DType::F32 ? x.contiguous() : x.to(DType::F32);
+
+    LatentDistribution d;
+    d.moments = encode_moments(be, xf, tiling, hook);  // [B, 2*latent, T, h, w]
+    const int64_t L = config_.latent_channels;
+    d.mean = d.moments.slice(1, 0, L).contiguous();
+    d.logvar = d.moments.slice(1, L, 2 * L).contiguous();
+    d.std = Tensor::empty(d.logvar.shape(), DType::F32, host_allocator(), "VAE latent std");
+    float* lv = d.logvar.data<float>();
+    float* sd = d.std.data<float>();
+    for (int64_t i = 0; i < d.logvar.numel(); ++i) {
+        lv[i] = std::clamp(lv[i], -30.0f, 20.0f);
+        sd[i] = std::exp(0.5f * lv[i]);
+    }
+    return d;
+}
+
+void HunyuanVideoVAE::check_latents(const Tensor& z) const {
+    SR_THROW_IF(z.rank() != 5, "VAE decode: latents {} must be [B, C, T, h, w]", z.describe());
+    SR_THROW_IF(z.dim(1) != config_.latent_channels, "VAE decode: latents {} have {} channels, the VAE takes {}",
+                z.describe(), z.dim(1), config_.latent_channels);
+    SR_THROW_IF(z.dim(0) < 1 || z.dim(2) < 1 || z.dim(3) < 1 || z.dim(4) < 1, "VAE decode: latents {} are empty",
+                z.describe());
+}
+
+Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& tiling,
+                               const VAEIntermediateHook& hook) const {
+    check_latents(z);
+    tiling.validate();
+    const int64_t T = z.dim(2);
+    // _decode's choice of path; see decode_streaming for the thresholds' quirks.
+    if (tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio) {
+        const int64_t r = config_.spatial_compression_ratio;
+        Tensor out = new_f32(be,
+                             {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
+                              z.dim(3) * r, z.dim(4) * r},
+                             "VAE decoded video");
+        decode_streaming(be, z, tiling, [&](const Tensor& frames, int64_t first) {
+            Tensor dst = out.slice(2, first, first + frames.dim(2));
+            be.copy(frames, dst);
+        });
+        return out;
+    }
+    const Tensor zf = z.dtype() == DType::F32 ? z.contiguous() : z.to(DType::F32);
+    const int64_t r = config_.spatial_compression_ratio;
+    if (tiling.use_tiling &&
+        (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r))
+        return tiled_decode(be, zf, tiling);
+    return decode_untiled(be, zf, hook);
+}
+
+void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VAETiling& t,
+                                       const VAEFrameSink& sink) const {
+    check_latents(z_in);
+    t.validate();
+    const Tensor z = z_in.dtype() == DType::F32 ? z_in.contiguous() : z_in.to(DType::F32);
+    const int64_t r = config_.spatial_compression_ratio;
+    // Quirks of _decode in this version, reproduced: the temporal path is taken whenever framewise decoding
+    // is on (the default, even without enable_tiling) and there are more than min_num_frames/4 latent frames;
+    // the spatial test compares the width with the STRIDE width (not the min width).
+    if (t.use_framewise_decoding && z.dim(2) > t.tile_sample_min_num_frames / config_.temporal_compression_ratio)
+        return temporal_tiled_decode(be, z, t, sink);
+    if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r))
+        return sink(tiled_decode(be, z, t), 0);
+    sink(decode_untiled(be, z), 0);
+}
+
+}  // namespace sr

@@ -1,0 +1,197 @@
+#include "runtime/residency.h"
+
+#include <algorithm>
+
+namespace sr {
+
+namespace {
+constexpr size_t kAlign = 64;
+size_t round_up(size_t n) {
+    return (n + kAlign - 1) / kAlign * kAlign;
+}
+}  // namespace
+
+size_t device_block_bytes(const WeightBlockSpec& block) {
+    size_t bytes = 0;
+    for (const Tensor& t : block.tensors) bytes += round_up(t.nbytes());
+    return bytes;
+}
+
+int ResidencyPlan::streamed_blocks() const {
+    return int(std::count(resident.begin(), resident.end(), false));
+}
+
+ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks,
+                             const ResidencyOptions& options) {
+    SR_THROW_IF(options.prefetch < 0 || options.prefetch > 64, "prefetch {} is out of range (0..64)", options.prefetch);
+    ResidencyPlan plan;
+    plan.reserve_bytes = options.reserve_bytes;
+    plan.resident.assign(blocks.size(), true);
+    size_t total = 0;
+    for (const auto& [name, bytes] : blocks) total += bytes;
+    if (options.budget_bytes == 0 || total + options.reserve_bytes <= options.budget_bytes) {
+        plan.resident_bytes = total;
+        return plan;
+    }
+    if (options.reserve_bytes >= options.budget_bytes)
+        throw OutOfMemoryError(fmt::format("device budget {} is too small: activations and workspace alone need {}",
+                                           format_bytes(double(options.budget_bytes)),
+                                           format_bytes(double(options.reserve_bytes))));
+    const size_t avail = options.budget_bytes - options.reserve_bytes;
+    const int want_slots = options.prefetch + 1;
+
+    // Try each block size as the ring's slot size: blocks larger than it must stay resident; among the
+    // others keep the largest resident while they fit (fewest bytes streamed), stream the rest.
+    std::vector<size_t> order(blocks.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return blocks[a].second > blocks[b].second; });
+    bool found = false;
+    ResidencyPlan best;
+    for (size_t candidate : order) {
+        const size_t slot = blocks[candidate].second;
+        std::vector<bool> resident(blocks.size(), false);
+        size_t resident_bytes = 0;
+        bool ok = true;
+        for (size_t i = 0; i < blocks.size(); ++i)
+            if (blocks[i].second > slot) resident[i] = true, resident_bytes += blocks[i].second;
+        // Ring size depends on how many blocks stream; fill greedily, then check the whole fits.
+        for (size_t i : order) {
+            if (resident[i]) continue;
+            const int streamed_after = int(std::count(resident.begin(), resident.end(), false)) - 1;
+            const size_t ring = slot * size_t(std::min(want_slots, std::max(streamed_after, 1)));
+            if (resident_bytes + blocks[i].second + ring <= avail)
+                resident[i] = true, resident_bytes += blocks[i].second;
+        }
+        const int streamed = int(std::count(resident.begin(), resident.end(), false));
+        const int slots = std::min(want_slots, streamed);
+        if (streamed == 0 || resident_bytes + slot * size_t(slots) > avail) ok = false;
+        if (!ok) continue;
+        ResidencyPlan p;
+        p.resident = resident;
+        p.resident_bytes = resident_bytes;
+        p.slot_bytes = slot;
+        p.slots = slots;
+        p.streamed_bytes_per_pass = total - resident_bytes;
+        p.reserve_bytes = options.reserve_bytes;
+        if (!found || p.streamed_bytes_per_pass < best.streamed_bytes_per_pass ||
+            (p.streamed_bytes_per_pass == best.streamed_bytes_per_pass && p.device_bytes() < best.device_bytes()))
+            best = p, found = true;
+    }
+    if (!found) {
+        // The least memory any plan needs: everything streamed through a ring sized for the largest block.
+        const auto largest = *std::max_element(blocks.begin(), blocks.end(),
+                                               [](const auto& x, const auto& y) { return x.second < y.second; });
+        const size_t ring = largest.second * size_t(std::min<size_t>(size_t(want_slots), blocks.size()));
+        const size_t need = ring + options.reserve_bytes;
+        throw OutOfMemoryError(fmt::format(
+            "device budget {} is too small: streaming needs {} ring buffer(s) of the largest block '{}' ({}) "
+            "plus {} for activations and workspace, {} in all (short by {})",
+            format_bytes(double(options.budget_bytes)), std::min<size_t>(size_t(want_slots), blocks.size()),
+            largest.first, format_bytes(double(largest.second)), format_bytes(double(options.reserve_bytes)),
+            format_bytes(double(need)), format_bytes(double(need - std::min(need, options.budget_bytes)))));
+    }
+    return best;
+}
+
+ResidencyManager::ResidencyManager(SimulatedDevice& device, std::vector<WeightBlockSpec> blocks,
+                                   const ResidencyOptions& options)
+    : device_(device), blocks_(std::move(blocks)) {
+    std::vector<std::pair<std::string, size_t>> sizes;
+    for (const auto& b : blocks_) sizes.emplace_back(b.name, device_block_bytes(b));
+    plan_ = plan_residency(sizes, options);
+    device_views_.resize(blocks_.size());
+    resident_ticket_.assign(blocks_.size(), 0);
+    resident_memory_.resize(blocks_.size());
+    try {
+        for (size_t i = 0; i < blocks_.size(); ++i) {
+            if (!plan_.resident[i]) {
+                streamed_order_.push_back(i);
+                continue;
+            }
+            resident_memory_[i] = Tensor::empty({int64_t(std::max<size_t>(sizes[i].second, 1))}, DType::Bool,
+                                                device_.memory(), blocks_[i].name);
+            resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), device_views_[i]);
+        }
+        for (int s = 0; s < plan_.slots; ++s) {
+            Slot slot;
+            slot.memory =
+                Tensor::empty({int64_t(plan_.slot_bytes)}, DType::Bool, device_.memory(), "weight ring buffer");
+            slots_.push_back(std::move(slot));
+        }
+        pump();
+    } catch (...) {
+        // Copies already queued write into memory this failed constructor is about to free.
+        if (last_ticket_) device_.wait(last_ticket_);
+        throw;
+    }
+}
+
+ResidencyManager::~ResidencyManager() {
+    // Copies in flight write into our memory: let them land before it goes.
+    if (last_ticket_) device_.wait(last_ticket_);
+}
+
+uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& views) {
+    views.clear();
+    uint64_t ticket = 0;
+    size_t offset = 0;
+    for (const Tensor& host : blocks_[block].tensors) {
+        const Tensor src = host.contiguous();
+        ticket = last_ticket_ = device_.copy_async(dst + offset, src.raw_data(), src.nbytes());
+        // The view's storage belongs to this manager (resident memory or a ring slot); it lives as long.
+        views.push_back(Tensor::wrap(dst + offset, src.shape(), src.dtype(), Device::cpu(), nullptr));
+        offset += round_up(src.nbytes());
+        bytes_moved_ += src.nbytes();
+    }
+    copy_log_.push_back(blocks_[block].name);
+    return ticket;
+}
+
+void ResidencyManager::pump() {
+    if (streamed_order_.empty()) return;
+    for (size_t s = 0; s < slots_.size(); ++s) {
+        Slot& slot = slots_[s];
+        const bool queued = std::find(in_flight_.begin(), in_flight_.end(), s) != in_flight_.end();
+        if (slot.busy || queued) continue;
+        const size_t block = streamed_order_[next_streamed_];
+        next_streamed_ = (next_streamed_ + 1) % streamed_order_.size();
+        slot.block = int64_t(block);
+        slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), device_views_[block]);
+        in_flight_.push_back(s);
+    }
+}
+
+const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
+    SR_ASSERT(i < blocks_.size(), "acquire of block {} of {}", i, blocks_.size());
+    if (plan_.resident[i]) {
+        if (resident_ticket_[i]) device_.wait(resident_ticket_[i]);
+        return device_views_[i];
+    }
+    SR_ASSERT(!in_flight_.empty() && slots_[in_flight_.front()].block == int64_t(i),
+              "block '{}' acquired out of execution order", blocks_[i].name);
+    Slot& slot = slots_[in_flight_.front()];
+    in_flight_.pop_front();
+    device_.wait(slot.ticket);
+    slot.busy = true;
+    return device_views_[i];
+}
+
+void ResidencyManager::release(size_t i) {
+    if (plan_.resident[i]) return;
+    for (Slot& s : slots_)
+        if (s.block == int64_t(i) && s.busy) s.busy = false;
+    pump();  // the freed buffer receives the next block in line
+}
+
+ResidencyStats ResidencyManager::stats() {
+    const CopyEngineStats c = device_.stats();
+    ResidencyStats s;
+    s.bytes_moved = bytes_moved_;
+    s.copies = c.copies;
+    s.copy_seconds = c.busy_seconds;
+    s.exposed_seconds = c.wait_seconds;
+    return s;
+}
+
+}  // namespace sr
