@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <type_traits>
 
 #include "core/log.h"
 #include "models/hunyuan_video_rope.h"
@@ -69,16 +70,17 @@ void HunyuanVideoTransformer::bind(WeightBinder& b) {
         return TimestepMlp{bind_linear(b, p + ".linear_1", in, D), bind_linear(b, p + ".linear_2", D, D)};
     };
 
-    x_embedder_.weight =
+    Embedders& e = embedders_;
+    e.x_embedder.weight =
         b.tensor("x_embedder.proj.weight", {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size});
-    x_embedder_.bias = b.small_f32("x_embedder.proj.bias", {D});
-    timestep_embedder_ = mlp("time_text_embed.timestep_embedder", 256);
-    if (c.guidance_embeds) guidance_embedder_ = mlp("time_text_embed.guidance_embedder", 256);
-    text_embedder_ = mlp("time_text_embed.text_embedder", c.pooled_projection_dim);
+    e.x_embedder.bias = b.small_f32("x_embedder.proj.bias", {D});
+    e.timestep_embedder = mlp("time_text_embed.timestep_embedder", 256);
+    if (c.guidance_embeds) e.guidance_embedder = mlp("time_text_embed.guidance_embedder", 256);
+    e.text_embedder = mlp("time_text_embed.text_embedder", c.pooled_projection_dim);
 
-    refiner_timestep_embedder_ = mlp("context_embedder.time_text_embed.timestep_embedder", 256);
-    refiner_text_embedder_ = mlp("context_embedder.time_text_embed.text_embedder", c.text_embed_dim);
-    refiner_proj_in_ = bind_linear(b, "context_embedder.proj_in", c.text_embed_dim, D);
+    e.refiner_timestep_embedder = mlp("context_embedder.time_text_embed.timestep_embedder", 256);
+    e.refiner_text_embedder = mlp("context_embedder.time_text_embed.text_embedder", c.text_embed_dim);
+    e.refiner_proj_in = bind_linear(b, "context_embedder.proj_in", c.text_embed_dim, D);
     for (int64_t i = 0; i < c.num_refiner_layers; ++i) {
         const std::string p = fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i);
         RefinerBlock r;
@@ -93,7 +95,7 @@ void HunyuanVideoTransformer::bind(WeightBinder& b) {
         r.ff_in = bind_linear(b, p + ".ff.net.0.proj", D, c.refiner_mlp_dim());
         r.ff_out = bind_linear(b, p + ".ff.net.2", c.refiner_mlp_dim(), D);
         r.norm_out = bind_linear(b, p + ".norm_out.linear", D, 2 * D);
-        refiner_blocks_.push_back(std::move(r));
+        e.refiner_blocks.push_back(std::move(r));
     }
     for (int64_t i = 0; i < c.num_layers; ++i) {
         const std::string p = fmt::format("transformer_blocks.{}", i);
@@ -131,37 +133,80 @@ void HunyuanVideoTransformer::bind(WeightBinder& b) {
         s.proj_out = bind_linear(b, p + ".proj_out", D + M, D);
         single_blocks_.push_back(std::move(s));
     }
-    norm_out_ = bind_linear(b, "norm_out.linear", D, 2 * D);
-    proj_out_ = bind_linear(b, "proj_out", D, c.patch_volume() * c.out_channels);
+    head_.norm_out = bind_linear(b, "norm_out.linear", D, 2 * D);
+    head_.proj_out = bind_linear(b, "proj_out", D, c.patch_volume() * c.out_channels);
+}
+
+template <class Block, class F>
+void HunyuanVideoTransformer::for_each_tensor(Block& b, F&& f) {
+    auto lin = [&](auto& l) { f(l.weight), f(l.bias); };
+    auto mlp = [&](auto& m) { lin(m.linear_1), lin(m.linear_2); };
+    using B = std::remove_const_t<Block>;
+    if constexpr (std::is_same_v<B, Embedders>) {
+        lin(b.x_embedder);
+        mlp(b.timestep_embedder), mlp(b.guidance_embedder), mlp(b.text_embedder);
+        mlp(b.refiner_timestep_embedder), mlp(b.refiner_text_embedder);
+        lin(b.refiner_proj_in);
+        for (auto& r : b.refiner_blocks) {
+            f(r.norm1_weight), f(r.norm1_bias), f(r.norm2_weight), f(r.norm2_bias);
+            for (auto* l : {&r.to_q, &r.to_k, &r.to_v, &r.to_out, &r.ff_in, &r.ff_out, &r.norm_out}) lin(*l);
+        }
+    } else if constexpr (std::is_same_v<B, DualBlock>) {
+        for (auto* l :
+             {&b.norm1, &b.norm1_context, &b.to_q, &b.to_k, &b.to_v, &b.add_q_proj, &b.add_k_proj, &b.add_v_proj,
+              &b.to_out, &b.to_add_out, &b.ff_in, &b.ff_out, &b.ff_context_in, &b.ff_context_out})
+            lin(*l);
+        f(b.norm_q), f(b.norm_k), f(b.norm_added_q), f(b.norm_added_k);
+    } else if constexpr (std::is_same_v<B, SingleBlock>) {
+        for (auto* l : {&b.norm, &b.to_q, &b.to_k, &b.to_v, &b.proj_mlp, &b.proj_out}) lin(*l);
+        f(b.norm_q), f(b.norm_k);
+    } else {
+        static_assert(std::is_same_v<B, OutputHead>);
+        lin(b.norm_out), lin(b.proj_out);
+    }
+}
+
+template <class Block>
+Block HunyuanVideoTransformer::rebind(const Block& block, const std::vector<Tensor>& tensors) {
+    Block out = block;
+    size_t i = 0;
+    // Undefined tensors (absent biases, no guidance embedder) are listed too and stay undefined.
+    for_each_tensor(out, [&](Tensor& t) {
+        SR_ASSERT(i < tensors.size(), "block provider returned {} tensors", tensors.size());
+        t = tensors[i++];
+    });
+    SR_ASSERT(i == tensors.size(), "block provider returned {} tensors for {}", tensors.size(), i);
+    return out;
+}
+
+std::vector<Tensor> HunyuanVideoTransformer::weight_block_tensors(size_t block) const {
+    std::vector<Tensor> out;
+    auto collect = [&](const auto& b) { for_each_tensor(b, [&](const Tensor& t) { out.push_back(t); }); };
+    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
+    if (block == 0)
+        collect(embedders_);
+    else if (block <= dual_blocks_.size())
+        collect(dual_blocks_[block - 1]);
+    else if (block <= dual_blocks_.size() + single_blocks_.size())
+        collect(single_blocks_[block - 1 - dual_blocks_.size()]);
+    else
+        collect(head_);
+    return out;
 }
 
 std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
     std::vector<WeightBlock> out;
-    auto mlp_bytes = [](const TimestepMlp& m) { return m.linear_1.bytes() + m.linear_2.bytes(); };
-    size_t embed = x_embedder_.bytes() + mlp_bytes(timestep_embedder_) + mlp_bytes(text_embedder_) +
-                   mlp_bytes(refiner_timestep_embedder_) + mlp_bytes(refiner_text_embedder_) + refiner_proj_in_.bytes();
-    if (config_.guidance_embeds) embed += mlp_bytes(guidance_embedder_);
-    for (const auto& r : refiner_blocks_)
-        embed += r.to_q.bytes() + r.to_k.bytes() + r.to_v.bytes() + r.to_out.bytes() + r.ff_in.bytes() +
-                 r.ff_out.bytes() + r.norm_out.bytes() + 4 * r.norm1_weight.nbytes();
-    out.push_back({"embedders_and_refiner", embed});
-    for (size_t i = 0; i < dual_blocks_.size(); ++i) {
-        const auto& d = dual_blocks_[i];
+    for (size_t i = 0; i < weight_block_count(); ++i) {
+        std::string name = i == 0                     ? "embedders_and_refiner"
+                           : i <= dual_blocks_.size() ? fmt::format("transformer_blocks.{}", i - 1)
+                           : i <= dual_blocks_.size() + single_blocks_.size()
+                               ? fmt::format("single_transformer_blocks.{}", i - 1 - dual_blocks_.size())
+                               : "output_head";
         size_t bytes = 0;
-        for (const Linear* l :
-             {&d.norm1, &d.norm1_context, &d.to_q, &d.to_k, &d.to_v, &d.add_q_proj, &d.add_k_proj, &d.add_v_proj,
-              &d.to_out, &d.to_add_out, &d.ff_in, &d.ff_out, &d.ff_context_in, &d.ff_context_out})
-            bytes += l->bytes();
-        bytes += 4 * d.norm_q.nbytes();
-        out.push_back({fmt::format("transformer_blocks.{}", i), bytes});
+        for (const Tensor& t : weight_block_tensors(i))
+            if (t.defined()) bytes += t.nbytes();
+        out.push_back({std::move(name), bytes});
     }
-    for (size_t i = 0; i < single_blocks_.size(); ++i) {
-        const auto& s = single_blocks_[i];
-        size_t bytes = 2 * s.norm_q.nbytes();
-        for (const Linear* l : {&s.norm, &s.to_q, &s.to_k, &s.to_v, &s.proj_mlp, &s.proj_out}) bytes += l->bytes();
-        out.push_back({fmt::format("single_transformer_blocks.{}", i), bytes});
-    }
-    out.push_back({"output_head", norm_out_.bytes() + proj_out_.bytes()});
     return out;
 }
 
@@ -224,7 +269,7 @@ void HunyuanVideoTransformer::qk_norm(Backend& be, Tensor& x, const Tensor& weig
 // Token refiner (context_embedder): self-attention over the text tokens, conditioned on the timestep and
 // on the masked mean of the text.
 
-Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Tensor& text, const Tensor& t_proj,
+Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, const Tensor& text, const Tensor& t_proj,
                                             const std::vector<float>& mask, const IntermediateHook& hook) const {
     const int64_t B = text.dim(0), L = text.dim(1), E = text.dim(2), D = config_.inner_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
@@ -244,12 +289,12 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Tensor& text, con
             }
         }
     }
-    Tensor temb = run_mlp(be, refiner_timestep_embedder_, t_proj);
-    be.add(temb, run_mlp(be, refiner_text_embedder_, pooled));
+    Tensor temb = run_mlp(be, emb.refiner_timestep_embedder, t_proj);
+    be.add(temb, run_mlp(be, emb.refiner_text_embedder, pooled));
     if (hook) hook("context_embedder.time_text_embed", temb);
     const Tensor temb_silu = silu(be, temb);
 
-    Tensor h = run_linear(be, refiner_proj_in_, text);  // [B, L, D]
+    Tensor h = run_linear(be, emb.refiner_proj_in, text);  // [B, L, D]
     if (hook) hook("context_embedder.proj_in", h);
 
     // Self-attention mask: token i sees token j when both are valid; key 0 is always visible (the
@@ -265,8 +310,8 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Tensor& text, con
                         j == 0 || (mask[size_t(b * L + i)] != 0.0f && mask[size_t(b * L + j)] != 0.0f);
     }
 
-    for (size_t i = 0; i < refiner_blocks_.size(); ++i) {
-        const RefinerBlock& r = refiner_blocks_[i];
+    for (size_t i = 0; i < emb.refiner_blocks.size(); ++i) {
+        const RefinerBlock& r = emb.refiner_blocks[i];
         Tensor n = new_f32(be, h.shape(), "refiner norm1");
         be.layer_norm(h, &r.norm1_weight, &r.norm1_bias, 1e-6f, n);
         Tensor q = run_linear(be, r.to_q, n), k = run_linear(be, r.to_k, n), v = run_linear(be, r.to_v, n);
@@ -394,7 +439,8 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
 // ---------------------------------------------------------------------------------------------------------
 // The whole forward pass.
 
-Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in, const IntermediateHook& hook) const {
+Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in, const IntermediateHook& hook,
+                                        BlockWeightProvider* weights) const {
     const auto& c = config_;
     const int64_t D = c.inner_dim();
     // Inputs: checked against the config, named in errors.
@@ -438,21 +484,24 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     const Tensor timestep = as_f32(in.timestep);
     Tensor t_proj = new_f32(be, {B, 256}, "timestep sinusoid");
     be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
-    Tensor temb = run_mlp(be, timestep_embedder_, t_proj);
+    // Block 0 (embedders and refiner), from the provider when there is one.
+    const Embedders emb = weights ? rebind(embedders_, weights->acquire(0)) : embedders_;
+    Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
     if (c.guidance_embeds) {
         Tensor g_proj = new_f32(be, {B, 256}, "guidance sinusoid");
         be.timestep_embedding(as_f32(in.guidance), 256, true, 0.0f, 10000.0f, g_proj);
-        be.add(temb, run_mlp(be, guidance_embedder_, g_proj));
+        be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
     }
-    be.add(temb, run_mlp(be, text_embedder_, as_f32(in.pooled_projections)));
+    be.add(temb, run_mlp(be, emb.text_embedder, as_f32(in.pooled_projections)));
     if (hook) hook("time_text_embed", temb);
     const Tensor temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
 
     Tensor x = new_f32(be, {B, N, D}, "video tokens");
-    be.patch_embed_3d(as_f32(in.hidden_states), x_embedder_.weight, &x_embedder_.bias, x);
+    be.patch_embed_3d(as_f32(in.hidden_states), emb.x_embedder.weight, &emb.x_embedder.bias, x);
     if (hook) hook("x_embedder", x);
 
-    Tensor ctx = refine_text(be, as_f32(in.encoder_hidden_states), t_proj, mask, hook);
+    Tensor ctx = refine_text(be, emb, as_f32(in.encoder_hidden_states), t_proj, mask, hook);
+    if (weights) weights->release(0);
     if (hook) hook("context_embedder", ctx);
 
     // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
@@ -465,8 +514,16 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     }
 
     // 4. Dual-stream, then single-stream blocks.
-    for (size_t i = 0; i < dual_blocks_.size(); ++i) {
-        dual_block(be, dual_blocks_[i], x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
+    // Weight block numbering: 0 embedders, 1..n_dual dual blocks, then single blocks, then the head.
+    const size_t n_dual = dual_blocks_.size(), n_single = single_blocks_.size();
+    for (size_t i = 0; i < n_dual; ++i) {
+        if (weights) {
+            const DualBlock blk = rebind(dual_blocks_[i], weights->acquire(1 + i));
+            dual_block(be, blk, x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
+            weights->release(1 + i);
+        } else {
+            dual_block(be, dual_blocks_[i], x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
+        }
         if (hook) {
             hook(fmt::format("transformer_blocks.{}.hidden_states", i), x);
             hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), ctx);
@@ -475,8 +532,14 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     Tensor xs = new_f32(be, {B, S, D}, "joint sequence");
     concat(be, {x, ctx}, 1, xs);
     x = ctx = Tensor();
-    for (size_t i = 0; i < single_blocks_.size(); ++i) {
-        single_block(be, single_blocks_[i], xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
+    for (size_t i = 0; i < n_single; ++i) {
+        if (weights) {
+            const SingleBlock blk = rebind(single_blocks_[i], weights->acquire(1 + n_dual + i));
+            single_block(be, blk, xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
+            weights->release(1 + n_dual + i);
+        } else {
+            single_block(be, single_blocks_[i], xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
+        }
         if (hook) {
             hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), xs.slice(1, 0, N));
             hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i), xs.slice(1, N, S));
@@ -486,12 +549,15 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     xs = Tensor();
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
-    const auto so = chunk_rows(run_linear(be, norm_out_, temb_silu), 2);
+    const size_t head_block = 1 + n_dual + n_single;
+    const OutputHead head = weights ? rebind(head_, weights->acquire(head_block)) : head_;
+    const auto so = chunk_rows(run_linear(be, head.norm_out, temb_silu), 2);
     Tensor normed = new_f32(be, x.shape(), "norm_out");
     be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
     be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
     if (hook) hook("norm_out", normed);
-    const Tensor proj = run_linear(be, proj_out_, normed);  // [B, N, Cout*pt*p*p]
+    const Tensor proj = run_linear(be, head.proj_out, normed);  // [B, N, Cout*pt*p*p]
+    if (weights) weights->release(head_block);
     if (hook) hook("proj_out", proj);
 
     const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;

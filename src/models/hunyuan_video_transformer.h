@@ -44,6 +44,16 @@ struct WeightBlock {
     size_t bytes = 0;
 };
 
+// Where a model's weights live during forward(): blocks are acquired in execution order (cyclically across
+// calls) and released when their compute is done; the tensors are the block's weights in the order
+// weight_block_tensors() lists them, wherever the provider put them. Models never see where that is.
+class BlockWeightProvider {
+public:
+    virtual ~BlockWeightProvider() = default;
+    virtual const std::vector<Tensor>& acquire(size_t block) = 0;
+    virtual void release(size_t block) = 0;
+};
+
 class HunyuanVideoTransformer {
 public:
     // `path`: a transformer folder (config.json + safetensors, sharded or not), or a diffusers pipeline folder
@@ -61,10 +71,17 @@ public:
     int64_t parameter_count() const { return parameter_count_; }
     // Tensors in the checkpoint that this model does not use (reported at load).
     const std::vector<std::string>& unused_tensors() const { return unused_; }
+    // Blocks in execution order: embedders and token refiner, each dual block, each single block, the
+    // output head. weight_block_tensors(i) lists block i's tensors in a fixed order.
     std::vector<WeightBlock> weight_blocks() const;
+    size_t weight_block_count() const { return 2 + dual_blocks_.size() + single_blocks_.size(); }
+    std::vector<Tensor> weight_block_tensors(size_t block) const;
 
     // The velocity prediction [B, out_channels, F, H, W]. Throws InputError on inputs of the wrong shape.
-    Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {}) const;
+    // With a provider, each block's weights come from it (e.g. a residency manager streaming them to a
+    // device); without one, from the checkpoint as loaded.
+    Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {},
+                   BlockWeightProvider* weights = nullptr) const;
 
 private:
     struct TimestepMlp {  // TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> SiLU -> linear_2
@@ -85,13 +102,30 @@ private:
         Linear to_q, to_k, to_v, proj_mlp, proj_out;
         Tensor norm_q, norm_k;
     };
+    // Block 0: everything before the dual blocks.
+    struct Embedders {
+        Linear x_embedder;  // Conv3d weight [D, C, pt, p, p] viewed by patch_embed_3d
+        TimestepMlp timestep_embedder, guidance_embedder, text_embedder;
+        TimestepMlp refiner_timestep_embedder, refiner_text_embedder;
+        Linear refiner_proj_in;
+        std::vector<RefinerBlock> refiner_blocks;
+    };
+    // The last block: AdaLayerNormContinuous and the projection.
+    struct OutputHead {
+        Linear norm_out, proj_out;
+    };
+    // Every Tensor member of a block, in one fixed order (for listing and for rebinding to other memory).
+    template <class Block, class F>
+    static void for_each_tensor(Block& block, F&& f);
+    template <class Block>
+    static Block rebind(const Block& block, const std::vector<Tensor>& tensors);
 
     void bind(WeightBinder& binder);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
     Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) const;
     Tensor silu(Backend& be, const Tensor& x) const;
-    Tensor refine_text(Backend& be, const Tensor& text, const Tensor& t_proj, const std::vector<float>& mask,
-                       const IntermediateHook& hook) const;
+    Tensor refine_text(Backend& be, const Embedders& emb, const Tensor& text, const Tensor& t_proj,
+                       const std::vector<float>& mask, const IntermediateHook& hook) const;
     void dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx, const Tensor& temb_silu,
                     const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
     void single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video, const Tensor& temb_silu,
@@ -103,14 +137,10 @@ private:
     int64_t parameter_count_ = 0;
     std::vector<std::string> unused_;
 
-    Linear x_embedder_;  // Conv3d weight [D, C, pt, p, p] viewed by patch_embed_3d
-    TimestepMlp timestep_embedder_, guidance_embedder_, text_embedder_;
-    TimestepMlp refiner_timestep_embedder_, refiner_text_embedder_;
-    Linear refiner_proj_in_;
-    std::vector<RefinerBlock> refiner_blocks_;
+    Embedders embedders_;
     std::vector<DualBlock> dual_blocks_;
     std::vector<SingleBlock> single_blocks_;
-    Linear norm_out_, proj_out_;
+    OutputHead head_;
 };
 
 // Finds the transformer folder under `path` (itself, or <path>/transformer for a pipeline folder).

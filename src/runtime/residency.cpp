@@ -13,8 +13,16 @@ size_t round_up(size_t n) {
 
 size_t device_block_bytes(const WeightBlockSpec& block) {
     size_t bytes = 0;
-    for (const Tensor& t : block.tensors) bytes += round_up(t.nbytes());
+    for (const Tensor& t : block.tensors)
+        if (t.defined()) bytes += round_up(t.nbytes());
     return bytes;
+}
+
+std::vector<WeightBlockSpec> weight_block_specs(const HunyuanVideoTransformer& model) {
+    std::vector<WeightBlockSpec> specs;
+    const auto blocks = model.weight_blocks();
+    for (size_t i = 0; i < blocks.size(); ++i) specs.push_back({blocks[i].name, model.weight_block_tensors(i)});
+    return specs;
 }
 
 int ResidencyPlan::streamed_blocks() const {
@@ -137,6 +145,10 @@ uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& 
     uint64_t ticket = 0;
     size_t offset = 0;
     for (const Tensor& host : blocks_[block].tensors) {
+        if (!host.defined()) {  // an absent optional tensor (e.g. no guidance embedder) stays absent
+            views.emplace_back();
+            continue;
+        }
         const Tensor src = host.contiguous();
         ticket = last_ticket_ = device_.copy_async(dst + offset, src.raw_data(), src.nbytes());
         // The view's storage belongs to this manager (resident memory or a ring slot); it lives as long.

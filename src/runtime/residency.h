@@ -21,14 +21,18 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "models/hunyuan_video_transformer.h"
 #include "runtime/simulated_device.h"
 
 namespace sr {
 
 struct WeightBlockSpec {
     std::string name;
-    std::vector<Tensor> tensors;  // host tensors (memory-mapped or owned), any dtype
+    std::vector<Tensor> tensors;  // host tensors (memory-mapped or owned), any dtype; undefined ones pass through
 };
+
+// The transformer's blocks (embedders, dual blocks, single blocks, head) as residency specs.
+std::vector<WeightBlockSpec> weight_block_specs(const HunyuanVideoTransformer& model);
 
 // Device bytes a block occupies: each tensor rounded up to 64 bytes (the alignment kernels want).
 size_t device_block_bytes(const WeightBlockSpec& block);
@@ -62,7 +66,7 @@ struct ResidencyStats {
     double hidden_fraction() const { return copy_seconds > 0 ? 1.0 - exposed_seconds / copy_seconds : 1.0; }
 };
 
-class ResidencyManager {
+class ResidencyManager final : public BlockWeightProvider {
 public:
     ResidencyManager(SimulatedDevice& device, std::vector<WeightBlockSpec> blocks, const ResidencyOptions& options);
     ~ResidencyManager();
@@ -71,8 +75,8 @@ public:
 
     const ResidencyPlan& plan() const { return plan_; }
     // Device tensors of block i (same order as its spec), valid until release(i).
-    const std::vector<Tensor>& acquire(size_t i);
-    void release(size_t i);
+    const std::vector<Tensor>& acquire(size_t i) override;
+    void release(size_t i) override;
     ResidencyStats stats();
     // Block names in the order their copies were issued (resident uploads first).
     const std::vector<std::string>& copy_log() const { return copy_log_; }
