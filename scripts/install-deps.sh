@@ -10,6 +10,7 @@ packages=(
   libcli11-dev           # command line
   libfmt-dev             # formatting
   libpcre2-dev           # tokenizer pre-split regex (Unicode classes)
+  libicu-dev             # CLIP tokenizer's Unicode cleanup (categories, NFC, lower-casing)
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   clang-format git       # the style test
 )

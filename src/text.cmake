@@ -1,3 +1,13 @@
-# The text layer: tokenizers and text encoders, a target of its own that links only downward, e.g.
-#   add_library(skyreels_text STATIC text/bpe_tokenizer.cpp ...)
-#   target_link_libraries(skyreels_text PUBLIC skyreels_backends skyreels_io PkgConfig::PCRE2)
+# The text layer: tokenizers (PCRE2 for the pre-tokenizer regexes, ICU for CLIP's Unicode cleanup) and the
+# Llama / CLIP text encoders. The encoders bind weights with io/weight_binder.h, so the layer links
+# skyreels_models (which never links back).
+pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)
+
+add_library(skyreels_text STATIC
+  text/bpe_tokenizer.cpp
+  text/clip_tokenizer.cpp
+  text/llama_text_encoder.cpp
+  text/clip_text_encoder.cpp
+  text/prompt_encoder.cpp)
+target_link_libraries(skyreels_text PUBLIC skyreels_backends skyreels_io PkgConfig::PCRE2
+                                    PRIVATE PkgConfig::ICU_UC)

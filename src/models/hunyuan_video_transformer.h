@@ -17,8 +17,8 @@
 
 #include "backends/backend.h"
 #include "io/safetensors.h"
+#include "io/weight_binder.h"
 #include "models/hunyuan_video_config.h"
-#include "models/weight_binder.h"
 
 namespace sr {
 

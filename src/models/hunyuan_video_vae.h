@@ -23,7 +23,7 @@
 #include "backends/backend.h"
 #include "io/json.h"
 #include "io/safetensors.h"
-#include "models/weight_binder.h"
+#include "io/weight_binder.h"
 
 namespace sr {
 

@@ -13,5 +13,6 @@ using Command = std::function<int()>;
 // Each registers its subcommand on `app` (as the app's last subcommand) and returns its runner. A new
 // command is a new cmd_*.cpp, a declaration here and one entry in main.cpp's list.
 Command add_info_command(CLI::App& app);
+Command add_tokenize_command(CLI::App& app);
 
 }  // namespace sr::cli

@@ -1,22 +1,113 @@
 // CPU ops of the text encoders (Llama, CLIP): embedding gather, rotate-half RoPE, quick GELU, product.
+#include <algorithm>
+
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/vec_math.h"
+#include "core/parallel.h"
 
 namespace sr {
 
-void CpuBackend::embedding(const Tensor&, const Tensor&, Tensor&) {
-    throw VendorError("embedding: not implemented on the CPU backend yet");
+namespace {
+
+constexpr int64_t kGrain = 1 << 14;  // elements per task: enough work to amortize a thread wake-up
+
+int64_t id_at(const Tensor& ids, int64_t b, int64_t l) {
+    const int64_t off = b * ids.stride(0) + l * ids.stride(1);
+    return ids.dtype() == DType::I64 ? static_cast<const int64_t*>(ids.raw_data())[off]
+                                     : static_cast<const int32_t*>(ids.raw_data())[off];
 }
 
-void CpuBackend::rope_half(Tensor&, const Tensor&, const Tensor&) {
-    throw VendorError("rope_half: not implemented on the CPU backend yet");
+}  // namespace
+
+void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+    SR_THROW_IF(ids.rank() != 2 || (ids.dtype() != DType::I64 && ids.dtype() != DType::I32),
+                "embedding: ids must be I32/I64 [B, L], got {}", ids.describe());
+    SR_ASSERT(table.rank() == 2 && table.is_contiguous() &&
+                  (table.dtype() == DType::F32 || table.dtype() == DType::BF16 || table.dtype() == DType::F16),
+              "embedding table {}", table.describe());
+    const int64_t B = ids.dim(0), L = ids.dim(1), V = table.dim(0), D = table.dim(1);
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.rank() == 3 && y.dim(0) == B && y.dim(1) == L &&
+                  y.dim(2) == D,
+              "embedding output {} for ids {} and table {}", y.describe(), ids.describe(), table.describe());
+    // Validate every id before writing anything: a bad id is the user's (a tokenizer/model mismatch).
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t id = id_at(ids, b, l);
+            SR_THROW_IF(id < 0 || id >= V, "embedding: token id {} at [{},{}] is outside the vocabulary [0, {})", id, b,
+                        l, V);
+        }
+    const size_t row_bytes = size_t(D) * dtype_size(table.dtype());
+    const auto* td = static_cast<const uint8_t*>(table.raw_data());
+    float* yd = y.data<float>();
+    parallel_for(
+        B * L,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t id = id_at(ids, r / L, r % L);
+                convert_elements(td + size_t(id) * row_bytes, table.dtype(), yd + r * D, DType::F32, size_t(D));
+            }
+        },
+        std::max<int64_t>(1, kGrain / std::max<int64_t>(D, 1)));
 }
 
-void CpuBackend::quick_gelu(const Tensor&, Tensor&) {
-    throw VendorError("quick_gelu: not implemented on the CPU backend yet");
+void CpuBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
+    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1,
+              "rope_half wants an f32 [B,L,H,D] view, got {}", x.describe());
+    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3), half = D / 2;
+    SR_ASSERT(D % 2 == 0, "rope_half head dim {} is odd", D);
+    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.numel() == L * D && sin.numel() == L * D,
+              "rope_half tables {} / {} for L={} D={}", cos.describe(), sin.describe(), L, D);
+    const float* cd = cos.data<float>();
+    const float* sd = sin.data<float>();
+    float* xd = static_cast<float*>(x.raw_data());
+    parallel_for(
+        B * L,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t b = r / L, l = r % L;
+                const float* c = cd + l * D;
+                const float* s = sd + l * D;
+                for (int64_t h = 0; h < H; ++h) {
+                    float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
+                    // x*cos + rotate_half(x)*sin, rotate_half(x) = (-x[D/2:], x[:D/2]).
+                    for (int64_t i = 0; i < half; ++i) {
+                        const float lo = v[i], hi = v[i + half];
+                        v[i] = lo * c[i] - hi * s[i];
+                        v[i + half] = hi * c[i + half] + lo * s[i + half];
+                    }
+                }
+            }
+        },
+        64);
 }
 
-void CpuBackend::mul(Tensor&, const Tensor&) {
-    throw VendorError("mul: not implemented on the CPU backend yet");
+void CpuBackend::quick_gelu(const Tensor& x, Tensor& y) {
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.numel() == y.numel(),
+              "quick_gelu on {} -> {}", x.describe(), y.describe());
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
+    parallel_for(
+        x.numel(),
+        [&](int64_t i0, int64_t i1) {
+            vec::map(xd + i0, yd + i0, i1 - i0, [](auto v) { return v / (1.0f + vec::exp(-1.702f * v)); });
+        },
+        kGrain);
+}
+
+void CpuBackend::mul(Tensor& x, const Tensor& y) {
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.numel() == y.numel(),
+              "mul on {} *= {}", x.describe(), y.describe());
+    float* xd = x.data<float>();
+    const float* yd = y.data<float>();
+    parallel_for(
+        x.numel(),
+        [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) xd[i] *= yd[i];
+        },
+        kGrain);
 }
 
 }  // namespace sr

@@ -1,4 +1,4 @@
-#include "models/weight_binder.h"
+#include "io/weight_binder.h"
 
 #include "core/parallel.h"
 

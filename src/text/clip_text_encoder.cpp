@@ -1,0 +1,183 @@
+// CLIPTextTransformer, in the order it runs: token + position embeddings, per encoder layer
+//   h += out_proj(causal_attention(q_proj(ln1(h)), k_proj(ln1(h)), v_proj(ln1(h))))
+//   h += fc2(quick_gelu(fc1(ln2(h))))
+// then final_layer_norm and the pooled row.
+// ref: transformers v4.46.3 src/transformers/models/clip/modeling_clip.py
+//
+// Shapes: B batch, L tokens (<= 77), D hidden, H heads, hd = D / H, I intermediate width.
+#include "text/clip_text_encoder.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/log.h"
+#include "io/safetensors.h"
+
+namespace sr {
+
+namespace fs = std::filesystem;
+
+ClipTextConfig ClipTextConfig::from_json(const Json& j, std::string_view src) {
+    ClipTextConfig c;
+    c.vocab_size = json_int(j, "vocab_size", src);
+    c.hidden_size = json_int(j, "hidden_size", src);
+    c.intermediate_size = json_int(j, "intermediate_size", src);
+    c.num_hidden_layers = json_int(j, "num_hidden_layers", src);
+    c.num_attention_heads = json_int(j, "num_attention_heads", src);
+    c.max_position_embeddings = json_int_or(j, "max_position_embeddings", 77, src);
+    c.hidden_act = json_string_or(j, "hidden_act", "quick_gelu", src);
+    c.layer_norm_eps = json_number_or(j, "layer_norm_eps", 1e-5, src);
+    c.eos_token_id = json_int_or(j, "eos_token_id", 2, src);
+    return c;
+}
+
+void ClipTextConfig::validate(std::string_view src) const {
+    auto in = [](int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; };
+    SR_THROW_IF(!in(vocab_size, 1, 1 << 24), "{}: vocab_size {} is not in [1, 2^24]", src, vocab_size);
+    SR_THROW_IF(
+        !in(hidden_size, 1, 1 << 16) || !in(num_attention_heads, 1, 1024) || hidden_size % num_attention_heads != 0,
+        "{}: hidden_size {} must be a positive multiple of num_attention_heads {}", src, hidden_size,
+        num_attention_heads);
+    SR_THROW_IF(!in(intermediate_size, 1, 1 << 18), "{}: intermediate_size {} is out of range", src, intermediate_size);
+    SR_THROW_IF(!in(num_hidden_layers, 1, 1024), "{}: num_hidden_layers {} is not in [1, 1024]", src,
+                num_hidden_layers);
+    SR_THROW_IF(!in(max_position_embeddings, 1, 1 << 16), "{}: max_position_embeddings {} is out of range", src,
+                max_position_embeddings);
+    SR_THROW_IF(hidden_act != "quick_gelu", "{}: hidden_act '{}' is not supported (expected quick_gelu)", src,
+                hidden_act);
+}
+
+ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype) {
+    std::error_code ec;
+    SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a folder (expected a CLIP text_encoder_2 folder)", path);
+    const std::string config_path = (fs::path(path) / "config.json").string();
+    SR_THROW_IF(!fs::exists(config_path, ec), "{}: missing config.json", path);
+    const Json j = load_json_file(config_path);
+    const std::string type = json_string_or(j, "model_type", "clip_text_model", config_path);
+    SR_THROW_IF(type != "clip_text_model", "{}: model_type is '{}', not clip_text_model", config_path, type);
+    const ClipTextConfig config = ClipTextConfig::from_json(j, config_path);
+    const WeightStore store = WeightStore::open(path);
+    WeightBinder binder(store, weight_dtype);
+    ClipTextEncoder enc(config, binder);
+    for (const auto& name : binder.unused())
+        if (name != "text_model.embeddings.position_ids")  // a buffer some checkpoints carry
+            SR_LOG_WARN("{}: tensor '{}' is not used by the CLIP text encoder", path, name);
+    return enc;
+}
+
+ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& b) : config_(config) {
+    config_.validate(b.source());
+    const auto& c = config_;
+    const int64_t D = c.hidden_size, I = c.intermediate_size;
+    token_embedding_ = b.tensor("text_model.embeddings.token_embedding.weight", {c.vocab_size, D});
+    position_embedding_ = b.tensor("text_model.embeddings.position_embedding.weight", {c.max_position_embeddings, D});
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+        const std::string p = fmt::format("text_model.encoder.layers.{}.", i);
+        Layer l;
+        l.layer_norm1_weight = b.small_f32(p + "layer_norm1.weight", {D});
+        l.layer_norm1_bias = b.small_f32(p + "layer_norm1.bias", {D});
+        l.layer_norm2_weight = b.small_f32(p + "layer_norm2.weight", {D});
+        l.layer_norm2_bias = b.small_f32(p + "layer_norm2.bias", {D});
+        l.q_proj = bind_linear(b, p + "self_attn.q_proj", D, D);
+        l.k_proj = bind_linear(b, p + "self_attn.k_proj", D, D);
+        l.v_proj = bind_linear(b, p + "self_attn.v_proj", D, D);
+        l.out_proj = bind_linear(b, p + "self_attn.out_proj", D, D);
+        l.fc1 = bind_linear(b, p + "mlp.fc1", D, I);
+        l.fc2 = bind_linear(b, p + "mlp.fc2", I, D);
+        layers_.push_back(std::move(l));
+    }
+    final_norm_weight_ = b.small_f32("text_model.final_layer_norm.weight", {D});
+    final_norm_bias_ = b.small_f32("text_model.final_layer_norm.bias", {D});
+}
+
+namespace {
+
+Tensor new_f32(Backend& be, const Shape& shape, std::string_view what) {
+    return Tensor::empty(shape, DType::F32, be.allocator(), what);
+}
+
+Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) {
+    Shape s = x.shape();
+    s[s.rank() - 1] = l.out_features();
+    Tensor y = new_f32(be, s, "linear output");
+    be.linear(x, l.weight, l.bias.defined() ? &l.bias : nullptr, y);
+    return y;
+}
+
+int64_t id_at(const Tensor& ids, int64_t i) {
+    return ids.dtype() == DType::I64 ? ids.data<int64_t>()[i] : ids.data<int32_t>()[i];
+}
+
+}  // namespace
+
+ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const TextIntermediateHook& hook) const {
+    const auto& c = config_;
+    SR_THROW_IF(ids_in.rank() != 2 || ids_in.dim(0) < 1 || ids_in.dim(1) < 1 ||
+                    (ids_in.dtype() != DType::I64 && ids_in.dtype() != DType::I32),
+                "CLIP input_ids must be I32/I64 [B, L], got {}", ids_in.describe());
+    const Tensor ids = ids_in.contiguous();
+    const int64_t B = ids.dim(0), L = ids.dim(1), D = c.hidden_size, H = c.num_attention_heads, hd = D / H;
+    SR_THROW_IF(L > c.max_position_embeddings, "CLIP input of {} tokens is longer than max_position_embeddings {}", L,
+                c.max_position_embeddings);
+    const float eps = float(c.layer_norm_eps);
+
+    Tensor h = new_f32(be, {B, L, D}, "clip hidden states");
+    be.embedding(ids, token_embedding_, h);
+    Tensor positions = Tensor::empty({B, L}, DType::I64);
+    for (int64_t i = 0; i < B * L; ++i) positions.data<int64_t>()[i] = i % L;
+    Tensor pos = new_f32(be, {B, L, D}, "clip position embeddings");
+    be.embedding(positions, position_embedding_, pos);
+    be.add(h, pos);
+    if (hook) hook("hidden_states.0", h);
+
+    AttentionMask mask;
+    mask.causal = true;  // the pipeline passes no attention mask: padding positions are seen (causally)
+    Tensor x = new_f32(be, {B, L, D}, "clip layer norm");
+    for (size_t i = 0; i < layers_.size(); ++i) {
+        const Layer& ly = layers_[i];
+        be.layer_norm(h, &ly.layer_norm1_weight, &ly.layer_norm1_bias, eps, x);
+        const Tensor q = run_linear(be, ly.q_proj, x), k = run_linear(be, ly.k_proj, x),
+                     v = run_linear(be, ly.v_proj, x);  // [B, L, D]
+        Tensor attn = new_f32(be, {B, L, D}, "clip attention");
+        Tensor out_view = attn.view({B, L, H, hd}).permute({0, 2, 1, 3});
+        be.attention(q.view({B, L, H, hd}).permute({0, 2, 1, 3}), k.view({B, L, H, hd}).permute({0, 2, 1, 3}),
+                     v.view({B, L, H, hd}).permute({0, 2, 1, 3}), out_view, mask, float(1.0 / std::sqrt(double(hd))));
+        be.add(h, run_linear(be, ly.out_proj, attn));
+        be.layer_norm(h, &ly.layer_norm2_weight, &ly.layer_norm2_bias, eps, x);
+        Tensor m = run_linear(be, ly.fc1, x);  // [B, L, I]
+        be.quick_gelu(m, m);
+        be.add(h, run_linear(be, ly.fc2, m));
+        if (hook) hook(fmt::format("hidden_states.{}", i + 1), h);
+    }
+
+    ClipTextOutput out;
+    out.last_hidden_state = new_f32(be, {B, L, D}, "clip last hidden state");
+    be.layer_norm(h, &final_norm_weight_, &final_norm_bias_, eps, out.last_hidden_state);
+    // Pooling as transformers 4.46.3 picks the row: with eos_token_id == 2 (the released CLIP configs) the
+    // legacy rule, the first position of the highest id (<|endoftext|> is the highest id of the vocabulary);
+    // otherwise the first position holding eos_token_id (0 when there is none, as argmax of all zeros).
+    out.pooler_output = new_f32(be, {B, D}, "clip pooler output");
+    for (int64_t b = 0; b < B; ++b) {
+        int64_t best = 0;
+        if (c.eos_token_id == 2) {
+            for (int64_t l = 1; l < L; ++l)
+                if (id_at(ids, b * L + l) > id_at(ids, b * L + best)) best = l;
+        } else {
+            for (int64_t l = 0; l < L; ++l)
+                if (id_at(ids, b * L + l) == c.eos_token_id) {
+                    best = l;
+                    break;
+                }
+        }
+        out.pooled_positions.push_back(best);
+        Tensor dst = out.pooler_output.select(0, b);
+        be.copy(out.last_hidden_state.select(0, b).select(0, best), dst);
+    }
+    if (hook) {
+        hook("last_hidden_state", out.last_hidden_state);
+        hook("pooler_output", out.pooler_output);
+    }
+    return out;
+}
+
+}  // namespace sr
