@@ -1,0 +1,1 @@
+# Media tests (video writer checked with ffprobe, image reader, resize-crop).
