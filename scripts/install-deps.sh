@@ -11,6 +11,9 @@ packages=(
   libfmt-dev             # formatting
   libpcre2-dev           # tokenizer pre-split regex (Unicode classes)
   libicu-dev             # CLIP tokenizer's Unicode cleanup (categories, NFC, lower-casing)
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264/MP4 video output
+  ffmpeg                 # ffprobe, which the media tests check the videos with
+  libstb-dev             # PNG/JPEG reading, PNG writing
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   clang-format git       # the style test
 )

@@ -1,0 +1,89 @@
+// Fuzz target: image files (the I2V conditioning image comes from users) through decode_image_rgb, the
+// PNG/JPEG reader behind load_image_rgb. A rejected input must be an sr::InputError; an accepted one must give
+// [3,H,W] within the size limits and values in [0,1], and small ones also go through skyreels_resize_crop.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "fuzz_target.h"
+#include "media/image.h"
+
+namespace {
+
+std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
+    sr::Tensor img;
+    try {
+        img = sr::decode_image_rgb(data, size, "fuzz");
+    } catch (const sr::InputError&) {
+        return std::nullopt;
+    }
+    if (img.rank() != 3 || img.dim(0) != 3 || img.dim(1) < 1 || img.dim(2) < 1 || img.dim(1) > sr::kMaxImageSide ||
+        img.dim(2) > sr::kMaxImageSide)
+        throw std::logic_error("accepted image has shape " + img.describe());
+    const float* p = img.data<float>();
+    for (int64_t i = 0; i < img.numel(); ++i)
+        if (!(p[i] >= 0.0f && p[i] <= 1.0f)) throw std::logic_error("decoded value outside [0,1]");
+    if (img.dim(1) * img.dim(2) <= 4096) {
+        // A very thin image may crop to nothing at this aspect ratio (PIL would fail too): an InputError.
+        try {
+            const sr::Tensor out = sr::skyreels_resize_crop(img, 16, 24);
+            if (out.dim(1) != 16 || out.dim(2) != 24) throw std::logic_error("resize-crop gave " + out.describe());
+        } catch (const sr::InputError&) {
+        }
+    }
+    uint64_t sig = sr::fuzz::kMixStart;
+    sig = sr::fuzz::mix(sig, uint64_t(img.dim(1) % 64) * 64 + uint64_t(img.dim(2) % 64));
+    return sig;
+}
+
+// Small valid PNGs (grey-looking, colourful, 1x1) written by save_png, and a JPEG header stub.
+std::vector<std::string> seeds() {
+    std::vector<std::string> out;
+    const auto path = std::filesystem::temp_directory_path() / "skyreels_fuzz_image_seed.png";
+    const int64_t sizes[][2] = {{1, 1}, {3, 5}, {16, 9}};
+    for (const auto& hw : sizes) {
+        sr::Tensor t = sr::Tensor::empty({3, hw[0], hw[1]}, sr::DType::F32);
+        float* p = t.data<float>();
+        for (int64_t i = 0; i < t.numel(); ++i) p[i] = float((i * 37) % 256) / 255.0f;
+        sr::save_png(path.string(), t);
+        std::ifstream f(path, std::ios::binary);
+        out.emplace_back(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
+    std::filesystem::remove(path);
+    out.push_back(std::string("\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9", 22));
+    return out;
+}
+
+std::vector<std::string> dictionary() {
+    std::vector<std::string> d;
+    for (const char* t : {"IHDR", "IDAT", "IEND", "PLTE", "tRNS", "JFIF", "Exif"}) d.emplace_back(t);
+    d.emplace_back("\x89PNG\r\n\x1a\n", 8);
+    d.emplace_back("\xff\xd8", 2);
+    d.emplace_back("\xff\xc0", 2);
+    d.emplace_back("\xff\xc2", 2);
+    d.emplace_back("\xff\xc4", 2);
+    d.emplace_back("\xff\xda", 2);
+    d.emplace_back("\xff\xd9", 2);
+    d.emplace_back("\x00\x00\x40\x00", 4);  // 16384
+    d.emplace_back("\x00\x00\x40\x01", 4);  // 16385
+    d.emplace_back("\xff\xff\xff\xff", 4);
+    d.emplace_back("\x00\x00\x00\x00", 4);
+    return d;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    run_one(data, size);
+    return 0;
+}
+
+const sr::fuzz::Target& sr::fuzz::target() {
+    static const Target t{"fuzz_image", run_one, seeds, dictionary, false};
+    return t;
+}

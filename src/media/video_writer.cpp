@@ -1,0 +1,258 @@
+#include "media/video_writer.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/opt.h>
+#include <libswscale/swscale.h>
+}
+
+#include <cmath>
+#include <filesystem>
+#include <system_error>
+#include <vector>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "media/image.h"
+
+namespace sr {
+namespace {
+
+std::string av_error_text(int err) {
+    char buf[AV_ERROR_MAX_STRING_SIZE] = {};
+    av_strerror(err, buf, sizeof(buf));
+    return buf;
+}
+
+[[noreturn]] void av_fail(const char* call, int err, const char* file, int line) {
+    throw VendorError(fmt::format("{} failed ({}) at {}:{}", call, av_error_text(err), file, line));
+}
+
+}  // namespace
+}  // namespace sr
+
+// Every libav call that returns an error code goes through this: a negative result throws a VendorError
+// naming the call, FFmpeg's reason and the place.
+#define SR_AV_CHECK(call)                                                         \
+    do {                                                                          \
+        const int sr_av_err_ = (call);                                            \
+        if (sr_av_err_ < 0) ::sr::av_fail(#call, sr_av_err_, __FILE__, __LINE__); \
+    } while (0)
+// For allocators and lookups that return a null pointer on failure.
+#define SR_AV_CHECK_PTR(call)                                                       \
+    [&] {                                                                           \
+        auto sr_av_ptr_ = (call);                                                   \
+        if (!sr_av_ptr_) ::sr::av_fail(#call, AVERROR(ENOMEM), __FILE__, __LINE__); \
+        return sr_av_ptr_;                                                          \
+    }()
+
+namespace sr {
+
+struct VideoWriter::Impl {
+    std::string path, partial_path;
+    int64_t width = 0, height = 0;
+    VideoWriterOptions options;
+    AVFormatContext* format = nullptr;
+    AVCodecContext* encoder = nullptr;
+    AVStream* stream = nullptr;
+    SwsContext* sws = nullptr;
+    AVFrame* frame = nullptr;
+    AVPacket* packet = nullptr;
+    std::vector<uint8_t> rgb;  // one packed RGB24 frame
+    int64_t n_frames = 0;
+    bool finished = false;
+    bool file_open = false;     // format->pb is open
+    bool created_file = false;  // the partial file exists because we made it
+
+    void open();
+    void encode(AVFrame* f);  // nullptr flushes
+    void release();
+};
+
+void VideoWriter::Impl::open() {
+    // FFmpeg logs to stderr by default (x264 prints its settings and statistics): only errors, unless debugging.
+    static const bool quiet = (av_log_set_level(log_level() <= LogLevel::Debug ? AV_LOG_INFO : AV_LOG_ERROR), true);
+    (void)quiet;
+    const AVOutputFormat* container = av_guess_format(nullptr, path.c_str(), nullptr);
+    SR_THROW_IF(!container, "cannot tell the container from the file name (use .mp4)");
+    // The muxer is chosen from the target's name; the bytes go to the partial file.
+    SR_AV_CHECK(avformat_alloc_output_context2(&format, container, nullptr, partial_path.c_str()));
+
+    const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
+    if (!codec) throw VendorError("avcodec_find_encoder_by_name(\"libx264\"): FFmpeg was built without libx264");
+    stream = SR_AV_CHECK_PTR(avformat_new_stream(format, nullptr));
+    encoder = SR_AV_CHECK_PTR(avcodec_alloc_context3(codec));
+    encoder->width = int(width);
+    encoder->height = int(height);
+    encoder->pix_fmt = AV_PIX_FMT_YUV420P;
+    encoder->time_base = AVRational{1, options.fps};
+    encoder->framerate = AVRational{options.fps, 1};
+    // BT.709, limited range: what players assume for HD H.264; the RGB->YUV conversion below uses the same.
+    encoder->color_range = AVCOL_RANGE_MPEG;
+    encoder->colorspace = AVCOL_SPC_BT709;
+    encoder->color_primaries = AVCOL_PRI_BT709;
+    encoder->color_trc = AVCOL_TRC_BT709;
+    if (format->oformat->flags & AVFMT_GLOBALHEADER) encoder->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    SR_AV_CHECK(av_opt_set_int(encoder->priv_data, "crf", options.crf, 0));
+    SR_AV_CHECK(av_opt_set(encoder->priv_data, "preset", "medium", 0));
+    SR_AV_CHECK(avcodec_open2(encoder, codec, nullptr));
+    SR_AV_CHECK(avcodec_parameters_from_context(stream->codecpar, encoder));
+    stream->time_base = encoder->time_base;
+    stream->avg_frame_rate = encoder->framerate;
+
+    const int err = avio_open(&format->pb, partial_path.c_str(), AVIO_FLAG_WRITE);
+    SR_THROW_IF(err < 0, "cannot write '{}': {}", partial_path, av_error_text(err));
+    file_open = created_file = true;
+    SR_AV_CHECK(avformat_write_header(format, nullptr));
+
+    frame = SR_AV_CHECK_PTR(av_frame_alloc());
+    frame->format = AV_PIX_FMT_YUV420P;
+    frame->width = int(width);
+    frame->height = int(height);
+    SR_AV_CHECK(av_frame_get_buffer(frame, 0));
+    packet = SR_AV_CHECK_PTR(av_packet_alloc());
+    sws = SR_AV_CHECK_PTR(sws_getContext(int(width), int(height), AV_PIX_FMT_RGB24, int(width), int(height),
+                                         AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT,
+                                         nullptr, nullptr, nullptr));
+    const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
+    // Source full-range RGB, destination limited-range BT.709 YUV; brightness/contrast/saturation neutral.
+    SR_AV_CHECK(sws_setColorspaceDetails(sws, bt709, 1, bt709, 0, 0, 1 << 16, 1 << 16));
+    rgb.resize(size_t(width * height * 3));
+}
+
+void VideoWriter::Impl::encode(AVFrame* f) {
+    SR_AV_CHECK(avcodec_send_frame(encoder, f));
+    for (;;) {
+        const int err = avcodec_receive_packet(encoder, packet);
+        if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return;
+        if (err < 0) av_fail("avcodec_receive_packet(encoder, packet)", err, __FILE__, __LINE__);
+        // The duration must be set before rescaling: without it the muxer guesses the last frame's duration
+        // as 0 and a 24-frame 24 fps clip lasts 0.958 s.
+        packet->duration = 1;  // in encoder->time_base = 1/fps
+        av_packet_rescale_ts(packet, encoder->time_base, stream->time_base);
+        packet->stream_index = stream->index;
+        SR_AV_CHECK(av_interleaved_write_frame(format, packet));  // takes the packet's reference
+    }
+}
+
+void VideoWriter::Impl::release() {
+    sws_freeContext(sws);
+    sws = nullptr;
+    av_frame_free(&frame);
+    av_packet_free(&packet);
+    avcodec_free_context(&encoder);
+    if (format && file_open) avio_closep(&format->pb);
+    file_open = false;
+    avformat_free_context(format);
+    format = nullptr;
+}
+
+VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height, const VideoWriterOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+    Impl& m = *impl_;
+    m.path = path;
+    m.partial_path = path + ".partial";
+    m.width = width;
+    m.height = height;
+    m.options = options;
+    SR_WITH_CONTEXT("video '" + path + "'", {
+        SR_THROW_IF(path.empty(), "empty output path");
+        SR_THROW_IF(width < 2 || height < 2 || width > 16384 || height > 16384,
+                    "frame size {}x{} (width x height) outside 2..16384", width, height);
+        SR_THROW_IF(width % 2 || height % 2, "frame size {}x{} (width x height): H.264 yuv420p needs even sizes", width,
+                    height);
+        SR_THROW_IF(options.fps < 1 || options.fps > 1000, "fps {} outside 1..1000", options.fps);
+        SR_THROW_IF(options.crf < 0 || options.crf > 51, "crf {} outside 0..51", options.crf);
+        if (!options.png_dir.empty()) {
+            std::error_code ec;
+            std::filesystem::create_directories(options.png_dir, ec);
+            SR_THROW_IF(ec, "cannot create the PNG directory '{}': {}", options.png_dir, ec.message());
+        }
+        try {
+            m.open();
+        } catch (...) {
+            m.release();
+            std::error_code ec;
+            if (m.created_file) std::filesystem::remove(m.partial_path, ec);
+            throw;
+        }
+    });
+}
+
+VideoWriter::~VideoWriter() {
+    if (!impl_) return;
+    const bool remove_partial = !impl_->finished && impl_->created_file;
+    impl_->release();
+    if (remove_partial) {
+        std::error_code ec;
+        std::filesystem::remove(impl_->partial_path, ec);
+        SR_LOG_DEBUG("video '{}': not finished, removed '{}'", impl_->path, impl_->partial_path);
+    }
+}
+
+void VideoWriter::write(const Tensor& frames) {
+    Impl& m = *impl_;
+    SR_WITH_CONTEXT("video '" + m.path + "'", {
+        SR_THROW_IF(m.finished, "write() after finish()");
+        SR_THROW_IF(!frames.defined() || frames.rank() != 4 || frames.dim(0) != 3 || frames.dim(2) != m.height ||
+                        frames.dim(3) != m.width || frames.dim(1) < 1,
+                    "expected frames [3,F,{},{}], got {}", m.height, m.width,
+                    frames.defined() ? frames.describe() : "an undefined tensor");
+        SR_THROW_IF(!dtype_is_float(frames.dtype()), "expected float frames, got {}", frames.describe());
+        const Tensor x = frames.dtype() == DType::F32 ? frames.contiguous() : frames.to(DType::F32);  // [3,F,H,W]
+        const int64_t n = x.dim(1), plane = m.width * m.height;
+        const float* src = x.data<float>();
+        for (int64_t f = 0; f < n; ++f) {
+            // diffusers postprocess_video, then numpy's (x * 255).round() (half to even = nearbyint).
+            for (int64_t i = 0; i < plane; ++i)
+                for (int c = 0; c < 3; ++c) {
+                    const float v = src[(c * n + f) * plane + i] / 2.0f + 0.5f;
+                    m.rgb[size_t(i * 3 + c)] = !(v > 0.0f) ? 0
+                                               : v >= 1.0f ? 255
+                                                           : uint8_t(std::nearbyint(v * 255.0f));  // NaN -> 0
+                }
+            if (!m.options.png_dir.empty()) {
+                // [3,H,W] in [0,1] from the bytes already rounded, so the PNG holds exactly the video's input.
+                Tensor png = Tensor::empty({3, m.height, m.width}, DType::F32);
+                float* p = png.data<float>();
+                for (int64_t i = 0; i < plane; ++i)
+                    for (int c = 0; c < 3; ++c) p[c * plane + i] = float(m.rgb[size_t(i * 3 + c)]) / 255.0f;
+                save_png(fmt::format("{}/frame_{:05d}.png", m.options.png_dir, m.n_frames), png);
+            }
+            SR_AV_CHECK(av_frame_make_writable(m.frame));
+            const uint8_t* src_planes[1] = {m.rgb.data()};
+            const int src_strides[1] = {int(m.width * 3)};
+            SR_AV_CHECK(sws_scale(m.sws, src_planes, src_strides, 0, int(m.height), m.frame->data, m.frame->linesize));
+            m.frame->pts = m.n_frames;
+            m.encode(m.frame);
+            ++m.n_frames;
+        }
+    });
+}
+
+void VideoWriter::finish() {
+    Impl& m = *impl_;
+    SR_WITH_CONTEXT("video '" + m.path + "'", {
+        SR_THROW_IF(m.finished, "finish() called twice");
+        SR_THROW_IF(m.n_frames == 0, "no frames were written");
+        m.encode(nullptr);
+        SR_AV_CHECK(av_write_trailer(m.format));
+        SR_AV_CHECK(avio_closep(&m.format->pb));
+        m.file_open = false;
+        std::error_code ec;
+        std::filesystem::rename(m.partial_path, m.path, ec);
+        SR_THROW_IF(ec, "cannot rename '{}' to the target: {}", m.partial_path, ec.message());
+        m.finished = true;
+    });
+}
+
+int64_t VideoWriter::frames_written() const {
+    return impl_->n_frames;
+}
+
+const std::string& VideoWriter::path() const {
+    return impl_->path;
+}
+
+}  // namespace sr

@@ -1,0 +1,256 @@
+// Media layer: the H.264/MP4 writer (checked with ffprobe), PNG/JPEG reading, PNG writing and SkyReels-V1's
+// conditioning-image crop and resize.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "core/error.h"
+#include "media/image.h"
+#include "media/video_writer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+class MediaTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("skyreels_media_" + std::to_string(getpid()) + "_" +
+                                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+    std::string file(const std::string& name) const { return (dir_ / name).string(); }
+    fs::path dir_;
+};
+
+// f32 [3,F,H,W] in [-1,1]: a moving gradient, so the encoder has real content.
+sr::Tensor test_frames(int64_t n, int64_t h, int64_t w, int64_t first = 0) {
+    sr::Tensor t = sr::Tensor::empty({3, n, h, w}, sr::DType::F32);
+    float* p = t.data<float>();
+    for (int64_t c = 0; c < 3; ++c)
+        for (int64_t f = 0; f < n; ++f)
+            for (int64_t y = 0; y < h; ++y)
+                for (int64_t x = 0; x < w; ++x)
+                    p[((c * n + f) * h + y) * w + x] =
+                        std::sin(0.1f * float(x + 3 * (f + first)) + float(c)) * std::cos(0.07f * float(y));
+    return t;
+}
+
+// ffprobe's view of the first video stream and the container: key=value pairs.
+std::map<std::string, std::string> probe(const std::string& path) {
+    const std::string cmd =
+        "ffprobe -v error -count_frames -select_streams v:0 -show_entries "
+        "stream=codec_name,width,height,pix_fmt,nb_read_frames:format=duration,format_name "
+        "-of default=noprint_wrappers=1 '" +
+        path + "' 2>&1";
+    std::map<std::string, std::string> out;
+    FILE* pipe = popen(cmd.c_str(), "r");
+    if (!pipe) return out;
+    char line[512];
+    while (std::fgets(line, sizeof(line), pipe)) {
+        std::string s(line);
+        while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+        const auto eq = s.find('=');
+        if (eq != std::string::npos) out[s.substr(0, eq)] = s.substr(eq + 1);
+    }
+    pclose(pipe);
+    return out;
+}
+
+// Expects `fn` to throw sr::InputError whose message contains `needle`.
+template <class Fn>
+void expect_input_error(Fn&& fn, const std::string& needle) {
+    try {
+        fn();
+        ADD_FAILURE() << "no InputError thrown (expected one naming '" << needle << "')";
+    } catch (const sr::InputError& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+}
+
+sr::Tensor image_of(int64_t h, int64_t w, auto&& pixel) {  // pixel(c, y, x) -> [0,1]
+    sr::Tensor t = sr::Tensor::empty({3, h, w}, sr::DType::F32);
+    float* p = t.data<float>();
+    for (int64_t c = 0; c < 3; ++c)
+        for (int64_t y = 0; y < h; ++y)
+            for (int64_t x = 0; x < w; ++x) p[(c * h + y) * w + x] = pixel(c, y, x);
+    return t;
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string read_bytes(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
+    const std::string path = file("clip.mp4");
+    {
+        sr::VideoWriter writer(path, 64, 48, {.fps = 24, .crf = 18, .png_dir = ""});
+        const sr::Tensor all = test_frames(24, 48, 64);
+        writer.write(all.slice(1, 0, 10));  // a strided view, as a VAE tile would be
+        EXPECT_FALSE(fs::exists(path)) << "the target must not exist before finish()";
+        EXPECT_TRUE(fs::exists(path + ".partial"));
+        writer.write(all.slice(1, 10, 24));
+        EXPECT_EQ(writer.frames_written(), 24);
+        EXPECT_FALSE(fs::exists(path));
+        writer.finish();
+    }
+    EXPECT_TRUE(fs::exists(path));
+    EXPECT_FALSE(fs::exists(path + ".partial"));
+    auto p = probe(path);
+    EXPECT_EQ(p["codec_name"], "h264");
+    EXPECT_EQ(p["pix_fmt"], "yuv420p");
+    EXPECT_EQ(p["width"], "64");
+    EXPECT_EQ(p["height"], "48");
+    EXPECT_EQ(p["nb_read_frames"], "24");
+    EXPECT_NE(p["format_name"].find("mp4"), std::string::npos) << p["format_name"];
+    ASSERT_FALSE(p["duration"].empty());
+    EXPECT_NEAR(std::stod(p["duration"]), 1.0, 1e-3);
+}
+
+TEST_F(MediaTest, Writes97FramesWithPngCopies) {
+    const std::string path = file("clip97.mp4");
+    const std::string pngs = file("frames");
+    sr::VideoWriter writer(path, 32, 16, {.fps = 24, .crf = 23, .png_dir = pngs});
+    for (int64_t start = 0; start < 97; start += 40) {
+        const int64_t n = std::min<int64_t>(40, 97 - start);
+        writer.write(test_frames(n, 16, 32, start));
+    }
+    writer.finish();
+    auto p = probe(path);
+    EXPECT_EQ(p["nb_read_frames"], "97");
+    ASSERT_FALSE(p["duration"].empty());
+    EXPECT_NEAR(std::stod(p["duration"]), 97.0 / 24.0, 1e-3);
+    EXPECT_TRUE(fs::exists(pngs + "/frame_00000.png"));
+    EXPECT_TRUE(fs::exists(pngs + "/frame_00096.png"));
+    EXPECT_FALSE(fs::exists(pngs + "/frame_00097.png"));
+    // The PNG holds the video's input: round((x/2 + 0.5) * 255) / 255.
+    const sr::Tensor frame = sr::load_image_rgb(pngs + "/frame_00041.png");
+    const sr::Tensor ref = test_frames(1, 16, 32, 41);
+    for (int64_t i = 0; i < ref.numel(); ++i) {
+        const float want = std::nearbyint(std::clamp(ref.item_as_float(i) / 2.0f + 0.5f, 0.0f, 1.0f) * 255.0f);
+        ASSERT_EQ(frame.item_as_float(i) * 255.0f, want) << i;
+    }
+}
+
+TEST_F(MediaTest, UnfinishedWriterLeavesNoFile) {
+    const std::string path = file("never.mp4");
+    {
+        sr::VideoWriter writer(path, 16, 16);
+        writer.write(test_frames(5, 16, 16));
+        EXPECT_TRUE(fs::exists(path + ".partial"));
+    }
+    EXPECT_FALSE(fs::exists(path));
+    EXPECT_FALSE(fs::exists(path + ".partial"));
+    EXPECT_TRUE(fs::is_empty(dir_));
+}
+
+TEST_F(MediaTest, BadVideoInputsAreInputErrors) {
+    expect_input_error([&] { sr::VideoWriter w("/nonexistent_dir_sr/out.mp4", 16, 16); },
+                       "/nonexistent_dir_sr/out.mp4");
+    expect_input_error([&] { sr::VideoWriter w(file("odd.mp4"), 17, 16); }, "even");
+    expect_input_error([&] { sr::VideoWriter w(file("fps.mp4"), 16, 16, {.fps = 0, .crf = 18, .png_dir = ""}); },
+                       "fps");
+    expect_input_error([&] { sr::VideoWriter w(file("ext.unknownext"), 16, 16); }, "ext.unknownext");
+    sr::VideoWriter writer(file("shape.mp4"), 16, 16);
+    expect_input_error([&] { writer.write(test_frames(2, 16, 18)); }, "[3,F,16,16]");
+    expect_input_error([&] { writer.write(sr::Tensor::zeros({4, 16, 16}, sr::DType::F32)); }, "shape.mp4");
+    expect_input_error([&] { writer.finish(); }, "no frames");
+    EXPECT_TRUE(fs::is_empty(dir_) || !fs::exists(file("shape.mp4")));
+}
+
+TEST_F(MediaTest, PngRoundTripIsExact) {
+    const sr::Tensor img = image_of(
+        7, 5, [](int64_t c, int64_t y, int64_t x) { return float((c * 91 + y * 37 + x * 13) % 256) / 255.0f; });
+    sr::save_png(file("rt.png"), img);
+    const sr::Tensor back = sr::load_image_rgb(file("rt.png"));
+    ASSERT_EQ(back.shape(), img.shape());
+    for (int64_t i = 0; i < img.numel(); ++i) ASSERT_EQ(back.item_as_float(i), img.item_as_float(i)) << i;
+    expect_input_error([&] { sr::save_png("/nonexistent_dir_sr/x.png", img); }, "/nonexistent_dir_sr/x.png");
+}
+
+TEST_F(MediaTest, BadImageFilesAreInputErrorsNamingTheFile) {
+    const sr::Tensor img = image_of(40, 30, [](int64_t c, int64_t y, int64_t x) { return float((x ^ y) & 1); });
+    sr::save_png(file("good.png"), img);
+    const std::string png = read_bytes(file("good.png"));
+    write_bytes(file("truncated.png"), png.substr(0, png.size() / 2));
+    expect_input_error([&] { sr::load_image_rgb(file("truncated.png")); }, file("truncated.png"));
+    std::string corrupt = png;
+    for (size_t i = 60; i < corrupt.size() - 12; ++i) corrupt[i] = char(0x5a);  // zlib stream garbage
+    write_bytes(file("corrupt.png"), corrupt);
+    expect_input_error([&] { sr::load_image_rgb(file("corrupt.png")); }, file("corrupt.png"));
+    write_bytes(file("notes.txt"), "this is not an image\n");
+    expect_input_error([&] { sr::load_image_rgb(file("notes.txt")); }, file("notes.txt"));
+    write_bytes(file("empty.png"), "");
+    expect_input_error([&] { sr::load_image_rgb(file("empty.png")); }, file("empty.png"));
+    expect_input_error([&] { sr::load_image_rgb(file("missing.png")); }, file("missing.png"));
+    expect_input_error([&] { sr::load_image_rgb(dir_.string()); }, dir_.string());
+    // A header announcing 100000 x 100000 is refused before anything is allocated.
+    std::string huge = png;
+    const char dims[8] = {0, 1, char(0x86), char(0xa0), 0, 1, char(0x86), char(0xa0)};
+    huge.replace(16, 8, dims, 8);
+    write_bytes(file("huge.png"), huge);
+    expect_input_error([&] { sr::load_image_rgb(file("huge.png")); }, file("huge.png"));
+}
+
+// Geometry: what is inside the crop box is green, outside red; a correct crop leaves no red at all (zero input
+// stays exactly zero through Pillow's resampling), a box off by one pixel would bleed red into the edges.
+float max_red(const sr::Tensor& t) {  // t in [-1,1]
+    float m = -1.0f;
+    const int64_t plane = t.dim(1) * t.dim(2);
+    for (int64_t i = 0; i < plane; ++i) m = std::max(m, t.item_as_float(i));
+    return m;
+}
+
+TEST_F(MediaTest, ResizeCropKeepsTheCenteredBox) {
+    // 200x100 (w x h) to 64x64: new_h = 100, new_w = 100, box x in [50, 150).
+    auto wide = image_of(100, 200, [](int64_t c, int64_t y, int64_t x) {
+        const bool inside = x >= 50 && x < 150;
+        return float(c == (inside ? 1 : 0));
+    });
+    sr::Tensor out = sr::skyreels_resize_crop(wide, 64, 64);
+    ASSERT_EQ(out.shape(), (sr::Shape{3, 64, 64}));
+    EXPECT_EQ(max_red(out), -1.0f);
+    EXPECT_GT(out.item_as_float(64 * 64 + 32 * 64 + 32), 0.99f);  // green in the middle
+
+    // 101x100 to 100x100: box (0.5, 0, 100.5, 100) rounds half to even to columns [0, 100); the target 100x100
+    // becomes 96x96 (multiples of 8).
+    auto odd = image_of(100, 101, [](int64_t c, int64_t y, int64_t x) { return float(c == (x == 100 ? 0 : 1)); });
+    out = sr::skyreels_resize_crop(odd, 100, 100);
+    ASSERT_EQ(out.shape(), (sr::Shape{3, 96, 96}));
+    EXPECT_EQ(max_red(out), -1.0f);
+
+    // Tall: 60x200 (w x h) to 48x64 (h x w): h/w > th/tw, new_w = 60, new_h = int(60*48/64) = 45,
+    // box y (77.5, 122.5) -> rows [78, 122): 44 rows, one fewer than new_h.
+    auto tall =
+        image_of(200, 60, [](int64_t c, int64_t y, int64_t x) { return float(c == (y >= 78 && y < 122 ? 1 : 0)); });
+    out = sr::skyreels_resize_crop(tall, 48, 64);
+    ASSERT_EQ(out.shape(), (sr::Shape{3, 48, 64}));
+    EXPECT_EQ(max_red(out), -1.0f);
+
+    // Same size, multiple of 8: no crop, no resampling, only the [-1,1] normalization.
+    auto same = image_of(48, 64, [](int64_t c, int64_t y, int64_t x) { return float((c + y * x) % 256) / 255.0f; });
+    out = sr::skyreels_resize_crop(same, 48, 64);
+    for (int64_t i = 0; i < same.numel(); ++i) ASSERT_EQ(out.item_as_float(i), 2.0f * same.item_as_float(i) - 1.0f);
+
+    expect_input_error([&] { sr::skyreels_resize_crop(same, 4, 64); }, "skyreels_resize_crop");
+    expect_input_error(
+        [&] {
+            sr::skyreels_resize_crop(sr::Tensor::zeros({1, 8, 8}, sr::DType::F32), 8, 8);
+        },
+        "[3,H,W]");
+}
+
+}  // namespace
