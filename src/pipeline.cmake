@@ -1,1 +1,11 @@
-# The generation pipeline: skyreels_pipeline (scheduler, T2V/I2V, CFG, demo model).
+# The generation pipeline: skyreels_pipeline (scheduler, T2V/I2V, CFG, demo model, terminal progress).
+add_library(skyreels_pipeline STATIC
+  pipeline/flow_match_scheduler.cpp
+  pipeline/pipeline.cpp
+  pipeline/demo_model.cpp
+  pipeline/progress.cpp)
+target_link_libraries(skyreels_pipeline PUBLIC skyreels_models skyreels_text skyreels_runtime)
+if(TARGET skyreels_media)
+  target_link_libraries(skyreels_pipeline PUBLIC skyreels_media)
+  target_compile_definitions(skyreels_pipeline PUBLIC SKYREELS_HAVE_MEDIA=1)
+endif()

@@ -14,5 +14,6 @@ using Command = std::function<int()>;
 // command is a new cmd_*.cpp, a declaration here and one entry in main.cpp's list.
 Command add_info_command(CLI::App& app);
 Command add_tokenize_command(CLI::App& app);
+Command add_generate_command(CLI::App& app);
 
 }  // namespace sr::cli

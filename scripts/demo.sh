@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one command to see skyreels.cpp work: installs what is missing, builds the CLI, and generates a short
+# video with the built-in tiny random-weight model (text-to-video, then image-to-video). Random weights
+# give noise, not a picture; for real videos run build/skyreels generate --model <SkyReels-V1 folder>
+# --base <HunyuanVideo folder>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build --target skyreels -j "$(nproc)"
+
+build/skyreels generate --demo --prompt "FPS-24, A cat walks on the grass, realistic style." --out demo.mp4
+build/skyreels generate --demo --task i2v --prompt "FPS-24, The scene comes to life." --out demo_i2v.mp4
+echo "demo videos: $(pwd)/demo.mp4 $(pwd)/demo_i2v.mp4"

@@ -1,0 +1,356 @@
+#include "pipeline/pipeline.h"
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/json.h"
+
+namespace fs = std::filesystem;
+
+namespace sr {
+
+const char* const kSkyReelsNegativePrompt =
+    "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
+    "bad eyes, bad limbs, distortion";
+
+void GenerationParams::validate() const {
+    SR_THROW_IF(num_frames < 1 || num_frames > 100001 || (num_frames - 1) % 4 != 0,
+                "--frames {}: must be 4k+1 (e.g. 9, 33, 97): the causal VAE maps 4 frames to one latent frame",
+                num_frames);
+    // 8x VAE downsampling, then the transformer's 2x2 patches.
+    SR_THROW_IF(height < 16 || height > 16384 || height % 16 != 0, "--height {}: must be a positive multiple of 16",
+                height);
+    SR_THROW_IF(width < 16 || width > 16384 || width % 16 != 0, "--width {}: must be a positive multiple of 16", width);
+    SR_THROW_IF(num_inference_steps < 1 || num_inference_steps > 10000, "--steps {}: must be in 1..10000",
+                num_inference_steps);
+    SR_THROW_IF(!std::isfinite(guidance_scale) || guidance_scale < 0.0 || guidance_scale > 100.0,
+                "--guidance {}: must be in [0, 100]", guidance_scale);
+    SR_THROW_IF(
+        !std::isfinite(embedded_guidance_scale) || embedded_guidance_scale < 0.0 || embedded_guidance_scale > 100.0,
+        "--embedded-guidance {}: must be in [0, 100]", embedded_guidance_scale);
+    vae_tiling.validate();
+}
+
+Tensor gaussian_noise(const Shape& shape, uint64_t seed) {
+    // Box-Muller on std::mt19937_64 (whose output the standard fixes), not std::normal_distribution (whose
+    // algorithm differs between standard libraries): the same seed gives the same video everywhere.
+    Tensor out = Tensor::empty(shape, DType::F32, host_allocator(), "noise");
+    float* o = out.data<float>();
+    std::mt19937_64 rng(seed);
+    constexpr double kTwoPi = 6.283185307179586;
+    auto uniform = [&] { return (double(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };  // (0, 1)
+    for (int64_t i = 0; i < out.numel(); i += 2) {
+        const double r = std::sqrt(-2.0 * std::log(uniform())), a = kTwoPi * uniform();
+        o[i] = float(r * std::cos(a));
+        if (i + 1 < out.numel()) o[i + 1] = float(r * std::sin(a));
+    }
+    return out;
+}
+
+namespace {
+
+Tensor filled(int64_t n, float value) {
+    return Tensor::from_vector(std::vector<float>(size_t(n), value), Shape{n});
+}
+
+// [rows..] of `x` repeated `times` along dim 0.
+Tensor repeat_rows(const Tensor& x, int64_t times) {
+    Shape s = x.shape();
+    s[0] *= times;
+    Tensor out = Tensor::empty(s, DType::F32, host_allocator(), "CFG batch");
+    for (int64_t r = 0; r < times; ++r) {
+        Tensor dst = out.slice(0, r * x.dim(0), (r + 1) * x.dim(0));
+        dst.copy_from(x);
+    }
+    return out;
+}
+
+// cat([a, b], dim=1) for [B, C, ...] tensors.
+Tensor cat_channels(const Tensor& a, const Tensor& b) {
+    Shape s = a.shape();
+    s[1] = a.dim(1) + b.dim(1);
+    Tensor out = Tensor::empty(s, DType::F32, host_allocator(), "I2V transformer input");
+    Tensor lo = out.slice(1, 0, a.dim(1)), hi = out.slice(1, a.dim(1), s[1]);
+    lo.copy_from(a);
+    hi.copy_from(b);
+    return out;
+}
+
+void emit(const PipelineHook& hook, std::string_view name, const Tensor& t) {
+    if (hook) hook(name, t);
+}
+
+template <class T>
+std::shared_ptr<const T> share(T&& value) {
+    return std::make_shared<const T>(std::move(value));
+}
+
+}  // namespace
+
+SkyReelsPipeline::SkyReelsPipeline(PipelineComponents components) : c_(std::move(components)) {
+    SR_ASSERT(c_.transformer && c_.vae && c_.llama && c_.clip, "a pipeline needs all four models");
+}
+
+Task SkyReelsPipeline::native_task() const {
+    return c_.transformer->config().in_channels == 2 * c_.vae->config().latent_channels ? Task::I2V : Task::T2V;
+}
+
+SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const ProgressCallback& progress) {
+    std::error_code ec;
+    SR_THROW_IF(o.model.empty(), "--model: no model folder given (or use --demo)");
+    SR_THROW_IF(!fs::is_directory(o.model, ec), "--model {}: no such folder", o.model);
+    const bool is_pipeline = fs::exists(fs::path(o.model) / "model_index.json", ec);
+    const std::string base = !o.base.empty() ? o.base : is_pipeline ? o.model : std::string();
+    SR_THROW_IF(base.empty(),
+                "--model {} is a transformer folder: --base must name the HunyuanVideo folder with text_encoder/, "
+                "text_encoder_2/, tokenizer/, tokenizer_2/, vae/ and scheduler/",
+                o.model);
+    SR_THROW_IF(!fs::is_directory(base, ec), "--base {}: no such folder", base);
+    const fs::path b(base);
+    for (const char* sub : {"text_encoder", "text_encoder_2", "vae"})
+        SR_THROW_IF(!fs::is_directory(b / sub, ec), "{}: missing {}/ (expected a HunyuanVideo pipeline folder)", base,
+                    sub);
+
+    const int total = 5;
+    auto tick = [&](int done) {
+        if (progress) progress("loading", done, total);
+    };
+    tick(0);
+    PipelineComponents c;
+    SR_WITH_CONTEXT("loading the transformer from " + o.model, c.transformer = share(HunyuanVideoTransformer::load(
+                                                                   o.model, {.weight_dtype = o.transformer_dtype})));
+    tick(1);
+    SR_WITH_CONTEXT("loading the VAE from " + (b / "vae").string(),
+                    c.vae = share(HunyuanVideoVAE::load((b / "vae").string())));
+    tick(2);
+    SR_WITH_CONTEXT("loading the Llama text encoder from " + (b / "text_encoder").string(),
+                    c.llama = share(LlamaTextEncoder::load((b / "text_encoder").string(), o.text_encoder_dtype)));
+    tick(3);
+    SR_WITH_CONTEXT("loading the CLIP text encoder from " + (b / "text_encoder_2").string(),
+                    c.clip = share(ClipTextEncoder::load((b / "text_encoder_2").string(), o.text_encoder_dtype)));
+    tick(4);
+    if (fs::is_directory(b / "tokenizer", ec))
+        c.llama_tokenizer = share(BpeTokenizer::load((b / "tokenizer").string()));
+    if (fs::is_directory(b / "tokenizer_2", ec))
+        c.clip_tokenizer = share(ClipTokenizer::load((b / "tokenizer_2").string()));
+    const fs::path sched = b / "scheduler" / "scheduler_config.json";
+    if (fs::exists(sched, ec)) c.scheduler = FlowMatchSchedulerConfig::from_json(load_json_file(sched.string()), sched);
+    tick(5);
+    return SkyReelsPipeline(std::move(c));
+}
+
+void SkyReelsPipeline::check_request(const GenerationRequest& req) const {
+    const GenerationParams& p = req.params;
+    p.validate();
+    const Task task = native_task();
+    SR_THROW_IF(p.task != task, "--task {}: the transformer has {} input channels, a {} model",
+                p.task == Task::I2V ? "i2v" : "t2v", c_.transformer->config().in_channels,
+                task == Task::I2V ? "i2v" : "t2v");
+    if (p.task == Task::I2V) {
+        SR_THROW_IF(!req.image.defined(), "--task i2v needs an --image");
+        const Tensor& im = req.image;
+        const bool ok =
+            (im.rank() == 3 && im.dim(0) == 3 && im.dim(1) == p.height && im.dim(2) == p.width) ||
+            (im.rank() == 4 && im.dim(0) == 1 && im.dim(1) == 3 && im.dim(2) == p.height && im.dim(3) == p.width);
+        SR_THROW_IF(!ok, "image {}: expected [3, {}, {}] (resize-crop it to the video size first)", im.describe(),
+                    p.height, p.width);
+    }
+    const int64_t C = c_.vae->config().latent_channels, r = c_.vae->config().spatial_compression_ratio;
+    if (req.initial_latents.defined()) {
+        const Shape want{1, C, p.latent_frames(), p.height / r, p.width / r};
+        SR_THROW_IF(!(req.initial_latents.shape() == want), "initial latents {}: expected {}",
+                    req.initial_latents.describe(), want.str());
+    }
+}
+
+TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequest& req,
+                                               const PipelineHook& hook) const {
+    TextConditioning out;
+    const bool cfg = req.params.do_cfg();
+    if (req.text) {
+        out = *req.text;
+    } else {
+        const PromptTemplate& t = c_.prompt_template;
+        TextTokens tok;
+        if (req.tokens) {
+            tok = *req.tokens;
+        } else {
+            SR_THROW_IF(!c_.llama_tokenizer || !c_.clip_tokenizer,
+                        "the model folder has no tokenizer/ or tokenizer_2/: cannot tokenize a prompt");
+            const std::vector<std::string> prompts =
+                cfg ? std::vector<std::string>{req.negative_prompt, req.prompt} : std::vector<std::string>{req.prompt};
+            const int64_t B = int64_t(prompts.size()), L = t.crop_start + t.max_sequence_length;
+            tok.llama_ids = Tensor::empty({B, L}, DType::I64);
+            tok.llama_mask = Tensor::empty({B, L}, DType::I64);
+            tok.clip_ids = Tensor::empty({B, t.clip_max_length}, DType::I64);
+            for (int64_t i = 0; i < B; ++i) {
+                const TokenizedText lt = tokenize_llama_prompt(*c_.llama_tokenizer, t, prompts[size_t(i)]);
+                const TokenizedText ct =
+                    c_.clip_tokenizer->encode_padded(prompts[size_t(i)], size_t(t.clip_max_length));
+                if (lt.truncated)
+                    SR_LOG_WARN("the {} is longer than {} Llama tokens and was truncated",
+                                cfg && i == 0 ? "negative prompt" : "prompt", t.max_sequence_length);
+                for (int64_t j = 0; j < L; ++j) {
+                    tok.llama_ids.data<int64_t>()[i * L + j] = lt.ids[size_t(j)];
+                    tok.llama_mask.data<int64_t>()[i * L + j] = lt.attention_mask[size_t(j)];
+                }
+                for (int64_t j = 0; j < t.clip_max_length; ++j)
+                    tok.clip_ids.data<int64_t>()[i * t.clip_max_length + j] = ct.ids[size_t(j)];
+            }
+        }
+        const int64_t L = t.crop_start + t.max_sequence_length;
+        SR_THROW_IF(tok.llama_ids.rank() != 2 || tok.llama_ids.dim(1) != L ||
+                        !(tok.llama_mask.shape() == tok.llama_ids.shape()),
+                    "Llama ids {} / mask {}: expected [B, {}] (crop_start {} + max_sequence_length {})",
+                    tok.llama_ids.describe(), tok.llama_mask.describe(), L, t.crop_start, t.max_sequence_length);
+        SR_THROW_IF(tok.clip_ids.rank() != 2 || tok.clip_ids.dim(0) != tok.llama_ids.dim(0),
+                    "CLIP ids {}: expected [{}, {}]", tok.clip_ids.describe(), tok.llama_ids.dim(0), t.clip_max_length);
+        // hidden_states[-(skip + 1)], the template's first crop_start positions cropped away.
+        const Tensor hidden = c_.llama->forward(be, tok.llama_ids, tok.llama_mask, -(t.num_hidden_layers_to_skip + 1));
+        emit(hook, "llama_hidden_states_skip2", hidden);
+        out.prompt_embeds = hidden.slice(1, t.crop_start, L).contiguous();                  // [B, max_seq, D]
+        out.prompt_attention_mask = tok.llama_mask.slice(1, t.crop_start, L).contiguous();  // [B, max_seq]
+        out.pooled_prompt_embeds = c_.clip->forward(be, tok.clip_ids).pooler_output;        // [B, clip hidden]
+    }
+    const int64_t B = cfg ? 2 : 1;
+    SR_THROW_IF(out.prompt_embeds.rank() != 3 || out.prompt_embeds.dim(0) != B ||
+                    out.pooled_prompt_embeds.rank() != 2 || out.pooled_prompt_embeds.dim(0) != B ||
+                    out.prompt_attention_mask.rank() != 2 || out.prompt_attention_mask.dim(0) != B,
+                "text conditioning {} / {} / {}: expected {} row(s) ({})", out.prompt_embeds.describe(),
+                out.prompt_attention_mask.describe(), out.pooled_prompt_embeds.describe(), B,
+                cfg ? "[negative, positive]" : "[positive]");
+    emit(hook, "prompt_embeds", out.prompt_embeds);
+    emit(hook, "prompt_attention_mask", out.prompt_attention_mask);
+    emit(hook, "pooled_prompt_embeds", out.pooled_prompt_embeds);
+    return out;
+}
+
+Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook) const {
+    const GenerationParams& p = req.params;
+    const Tensor image = req.image.rank() == 3 ? req.image.unsqueeze(0) : req.image;       // [1, 3, H, W]
+    const LatentDistribution dist = c_.vae->encode(be, image.unsqueeze(2), p.vae_tiling);  // [1, 16, 1, h, w]
+    emit(hook, "image_latent_dist_mean", dist.mean);
+    emit(hook, "image_latent_dist_logvar", dist.logvar);
+    Tensor eps = req.vae_sample_eps;
+    if (eps.defined()) {
+        SR_THROW_IF(!(eps.shape() == dist.mean.shape()), "VAE sample noise {}: expected {}", eps.describe(),
+                    dist.mean.shape().str());
+        eps = eps.to(DType::F32);
+    } else {
+        eps = gaussian_noise(dist.mean.shape(), p.seed ^ 0x5eed1a7e5eed1a7eull);  // a stream apart from the latents'
+    }
+    Shape s = dist.mean.shape();
+    s[2] = p.latent_frames();
+    Tensor latents = Tensor::zeros(s, DType::F32, host_allocator(), "image latents");  // zero-padded in time
+    const Tensor mean = dist.mean.contiguous(), std = dist.std.contiguous();
+    const float sf = float(c_.vae->config().scaling_factor);
+    const int64_t C = s[1], per_frame = s[3] * s[4], T = s[2];
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < per_frame; ++i) {
+            const int64_t src = c * per_frame + i;  // [1, C, 1, h, w]
+            latents.data<float>()[c * T * per_frame + i] =
+                (mean.data<float>()[src] + std.data<float>()[src] * eps.data<float>()[src]) * sf;
+        }
+    emit(hook, "image_latents", latents);
+    return latents;
+}
+
+Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text,
+                                 const Tensor& image_latents, const ProgressCallback& progress,
+                                 const PipelineHook& hook) const {
+    const GenerationParams& p = req.params;
+    const int64_t C = c_.vae->config().latent_channels, r = c_.vae->config().spatial_compression_ratio;
+    Tensor latents = req.initial_latents.defined()
+                         ? req.initial_latents.to(DType::F32)
+                         : gaussian_noise({1, C, p.latent_frames(), p.height / r, p.width / r}, p.seed);
+    FlowMatchEulerScheduler scheduler(c_.scheduler);
+    scheduler.set_timesteps(p.num_inference_steps);
+    const bool cfg = p.do_cfg();
+    const int64_t B = cfg ? 2 : 1;
+    const Tensor image_batch = image_latents.defined() ? repeat_rows(image_latents, B) : Tensor();
+    const Tensor guidance = filled(B, float(p.embedded_guidance_scale) * 1000.0f);
+    emit(hook, "guidance", guidance);
+    if (progress) progress("denoising", 0, p.num_inference_steps);
+    for (int i = 0; i < p.num_inference_steps; ++i) {
+        const std::string step = "step" + std::to_string(i) + ".";
+        Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
+        if (image_batch.defined()) input = cat_channels(input, image_batch);  // [B, 32, T, h, w]
+        const Tensor timestep = filled(B, scheduler.timesteps()[size_t(i)]);
+        emit(hook, step + "transformer_input", input);
+        emit(hook, step + "timestep", timestep);
+        Tensor output;
+        if (cfg && p.sequence_batch) {
+            // One row at a time: the same numbers, half the activations.
+            output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
+                                   "transformer output");
+            for (int64_t row = 0; row < B; ++row) {
+                auto one = [&](const Tensor& t) { return t.slice(0, row, row + 1).contiguous(); };
+                const TransformerInputs in{one(input),
+                                           one(timestep),
+                                           one(text.prompt_embeds),
+                                           one(text.prompt_attention_mask),
+                                           one(text.pooled_prompt_embeds),
+                                           one(guidance)};
+                Tensor dst = output.slice(0, row, row + 1);
+                dst.copy_from(c_.transformer->forward(be, in));
+            }
+        } else {
+            const TransformerInputs in{
+                input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
+            output = c_.transformer->forward(be, in).contiguous();
+        }
+        emit(hook, step + "transformer_output", output);
+        Tensor velocity = output;
+        if (cfg) {
+            // noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond), in float32.
+            velocity = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "CFG velocity");
+            const int64_t n = latents.numel();
+            const float g = float(p.guidance_scale);
+            const float* u = output.data<float>();
+            const float* c = u + n;
+            float* v = velocity.data<float>();
+            for (int64_t k = 0; k < n; ++k) v[k] = u[k] + g * (c[k] - u[k]);
+        }
+        emit(hook, step + "noise_pred_cfg", velocity);
+        scheduler.step(velocity, i, latents);
+        emit(hook, step + "latents_after", latents);
+        if (progress) progress("denoising", i + 1, p.num_inference_steps);
+    }
+    emit(hook, "latents", latents);
+    return latents;
+}
+
+void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
+                              const ProgressCallback& progress) const {
+    Tensor z = latents.contiguous().clone();
+    const float sf = float(c_.vae->config().scaling_factor);
+    for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] /= sf;
+    const int total = int((latents.dim(2) - 1) * c_.vae->config().temporal_compression_ratio + 1);
+    if (progress) progress("decoding", 0, total);
+    c_.vae->decode_streaming(be, z, tiling, [&](const Tensor& frames, int64_t first) {
+        sink(frames, first);
+        if (progress) progress("decoding", int(first + frames.dim(2)), total);
+    });
+}
+
+Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress,
+                                  const FrameSink& sink, const PipelineHook& hook) const {
+    check_request(req);
+    if (progress) progress("text encoding", 0, 1);
+    const TextConditioning text = encode_text(be, req, hook);
+    if (progress) progress("text encoding", 1, 1);
+    Tensor image_latents;
+    if (req.params.task == Task::I2V) {
+        if (progress) progress("image encoding", 0, 1);
+        image_latents = encode_image(be, req, hook);
+        if (progress) progress("image encoding", 1, 1);
+    }
+    const Tensor latents = denoise(be, req, text, image_latents, progress, hook);
+    if (sink) decode(be, latents, req.params.vae_tiling, sink, progress);
+    return latents;
+}
+
+}  // namespace sr

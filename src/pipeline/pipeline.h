@@ -1,0 +1,142 @@
+// The SkyReels-V1 generation pipeline: text (and, for I2V, an image) in, decoded video frames out.
+// Text encoding (Llama hidden_states[-3] cropped after the template, CLIP pooled), seeded Gaussian latents
+// [1,16,(F-1)/4+1,H/8,W/8], true classifier-free guidance on the batch [negative, positive] (or one row after
+// the other with sequence_batch: the same result with half the activations), the guidance input
+// 1000 * embedded_guidance_scale, the flow-matching Euler steps, and the VAE's streaming decode of
+// latents / scaling_factor into a frame consumer. For I2V the image's VAE latent sample * scaling_factor is
+// zero-padded in time and concatenated after the noisy latents on the channel axis.
+// ref: SkyReels-V1 skyreelsinfer/pipelines/pipeline_skyreels_video.py (SkyreelsVideoPipeline.__call__) over
+//      diffusers v0.32.2 src/diffusers/pipelines/hunyuan_video/pipeline_hunyuan_video.py
+//
+//   auto pipe = sr::SkyReelsPipeline::load({.model = "SkyReels-V1-Hunyuan-T2V", .base = "HunyuanVideo"});
+//   sr::GenerationRequest req;
+//   req.prompt = "FPS-24, A cat walks on the grass";
+//   pipe.generate(sr::cpu_backend(), req, {}, [&](const sr::Tensor& frames, int64_t first) { writer.write(frames); });
+//
+// Everything the pipeline can be given precomputed (token ids, embeddings, initial latents, the VAE sample
+// noise) makes it testable draw for draw against the reference; every intermediate that the fixtures name
+// ("prompt_embeds", "image_latents", "step0.transformer_output", "step0.latents_after", "latents", ...) goes
+// to an optional hook.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "backends/backend.h"
+#include "models/hunyuan_video_transformer.h"
+#include "models/hunyuan_video_vae.h"
+#include "pipeline/flow_match_scheduler.h"
+#include "text/prompt_encoder.h"
+
+namespace sr {
+
+enum class Task { T2V, I2V };
+
+// video_generate.py's default negative prompt.
+extern const char* const kSkyReelsNegativePrompt;
+
+struct GenerationParams {
+    Task task = Task::T2V;
+    int64_t height = 544, width = 960, num_frames = 97;
+    int num_inference_steps = 30;
+    double guidance_scale = 6.0;           // true CFG when > 1 (batch [negative, positive])
+    double embedded_guidance_scale = 1.0;  // the transformer's guidance input is 1000 * this
+    uint64_t seed = 42;
+    bool sequence_batch = false;  // SkyReels' cfg_for: one transformer call per CFG row
+    VAETiling vae_tiling = VAETiling::enabled();
+
+    bool do_cfg() const { return guidance_scale > 1.0; }
+    int64_t latent_frames() const { return (num_frames - 1) / 4 + 1; }
+    // InputError naming the flag: frames 4k+1, height/width positive multiples of 16, steps >= 1, ...
+    void validate() const;
+};
+
+// Text conditioning, rows [negative, positive] with CFG, [positive] without.
+struct TextConditioning {
+    Tensor prompt_embeds;          // [B, L, text_embed_dim] f32
+    Tensor prompt_attention_mask;  // [B, L] (any numeric dtype, 1 = token)
+    Tensor pooled_prompt_embeds;   // [B, pooled_projection_dim] f32
+};
+
+// Token ids as the tokenizers would give them, rows as TextConditioning's.
+struct TextTokens {
+    Tensor llama_ids, llama_mask;  // [B, crop_start + max_sequence_length]
+    Tensor clip_ids;               // [B, 77]
+};
+
+struct GenerationRequest {
+    GenerationParams params;
+    std::string prompt;
+    std::string negative_prompt = kSkyReelsNegativePrompt;
+    Tensor image;  // I2V: [3, height, width] or [1, 3, height, width] f32 in [-1, 1] (already resize-cropped)
+
+    // Precomputed inputs; each replaces the step that would make it.
+    std::optional<TextTokens> tokens;      // replaces tokenization
+    std::optional<TextConditioning> text;  // replaces tokenization and text encoding
+    Tensor initial_latents;                // [1, 16, T, h, w] replaces the seeded noise
+    Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
+};
+
+// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total.
+using ProgressCallback = std::function<void(std::string_view stage, int done, int total)>;
+using PipelineHook = std::function<void(std::string_view name, const Tensor& value)>;
+// Decoded frames [1, 3, n, H, W] f32 (~[-1, 1], unclamped) starting at output frame `first_frame`; a view
+// valid only during the call.
+using FrameSink = VAEFrameSink;
+
+struct PipelineLoadOptions {
+    std::string model;  // a SkyReels transformer folder, or a diffusers pipeline folder (model_index.json)
+    std::string base;   // the HunyuanVideo folder (text encoders, tokenizers, VAE, scheduler); "" = model
+    std::optional<DType> transformer_dtype;  // nullopt: as stored (zero-copy mmap)
+    std::optional<DType> text_encoder_dtype;
+};
+
+// The parts of a pipeline. The tokenizers may be null: then requests must carry tokens or text.
+struct PipelineComponents {
+    std::shared_ptr<const HunyuanVideoTransformer> transformer;
+    std::shared_ptr<const HunyuanVideoVAE> vae;
+    std::shared_ptr<const LlamaTextEncoder> llama;
+    std::shared_ptr<const ClipTextEncoder> clip;
+    std::shared_ptr<const BpeTokenizer> llama_tokenizer;
+    std::shared_ptr<const ClipTokenizer> clip_tokenizer;
+    FlowMatchSchedulerConfig scheduler;
+    PromptTemplate prompt_template;
+};
+
+class SkyReelsPipeline {
+public:
+    explicit SkyReelsPipeline(PipelineComponents components);
+    // Loads every part; errors name the folder and file at fault. Tokenizer folders are optional.
+    static SkyReelsPipeline load(const PipelineLoadOptions& options, const ProgressCallback& progress = {});
+
+    const PipelineComponents& components() const { return c_; }
+    Task native_task() const;  // from the transformer's in_channels (16: T2V, 32: I2V)
+
+    // Prompt -> conditioning (rows [negative, positive] when params.do_cfg()).
+    TextConditioning encode_text(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {}) const;
+    // I2V: image -> VAE latent sample * scaling_factor, zero-padded to T frames: [1, 16, T, h, w].
+    Tensor encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {}) const;
+    // The denoising loop; returns the final latents [1, 16, T, h, w].
+    Tensor denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text, const Tensor& image_latents,
+                   const ProgressCallback& progress = {}, const PipelineHook& hook = {}) const;
+    // latents / scaling_factor through the VAE's streaming decode.
+    void decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
+                const ProgressCallback& progress = {}) const;
+
+    // All of the above. Returns the final latents.
+    Tensor generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress, const FrameSink& sink,
+                    const PipelineHook& hook = {}) const;
+
+private:
+    void check_request(const GenerationRequest& req) const;
+    PipelineComponents c_;
+};
+
+// Seeded N(0, 1) noise of `shape` (f32), from our own generator (std::mt19937_64, not torch's stream).
+Tensor gaussian_noise(const Shape& shape, uint64_t seed);
+
+}  // namespace sr

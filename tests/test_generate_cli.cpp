@@ -1,0 +1,178 @@
+// `skyreels generate` end to end and on bad input: the built-in demo model to an MP4 for T2V and I2V, the
+// MP4 checked with a real decoder (ffprobe: frame count, size, duration); and every kind of bad input gets
+// a clear error, a non-zero exit and no output file.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "io/json.h"
+#include "support/fixtures.h"
+#ifdef SKYREELS_HAVE_MEDIA
+#include "media/image.h"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+    int code = -1;
+    std::string output;  // stdout and stderr
+};
+
+Result run(const std::string& args) {
+    const std::string cmd = std::string(SKYREELS_BINARY_DIR) + "/skyreels " + args + " 2>&1";
+    Result r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return r;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+    const int status = pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+bool have_ffprobe() {
+    return std::system("ffprobe -version > /dev/null 2>&1") == 0;
+}
+
+// ffprobe's view of the first video stream: decoded frame count, size, duration.
+sr::Json probe(const fs::path& file) {
+    const std::string cmd =
+        "ffprobe -v error -select_streams v:0 -count_frames -show_entries "
+        "stream=nb_read_frames,width,height,duration -of json '" +
+        file.string() + "'";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while (p && (n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    if (p) pclose(p);
+    return sr::parse_json(out, "ffprobe")["streams"][0];
+}
+
+void expect_video(const fs::path& file, int frames, int width, int height, int fps) {
+    ASSERT_TRUE(fs::exists(file)) << file;
+    EXPECT_FALSE(fs::exists(file.string() + ".partial"));
+    if (!have_ffprobe()) GTEST_SKIP() << "ffprobe not installed (scripts/install-deps.sh installs it)";
+    const sr::Json s = probe(file);
+    EXPECT_EQ(std::stoi(s["nb_read_frames"].get<std::string>()), frames);
+    EXPECT_EQ(s["width"].get<int>(), width);
+    EXPECT_EQ(s["height"].get<int>(), height);
+    EXPECT_NEAR(std::stod(s["duration"].get<std::string>()), double(frames) / fps, 0.5 / fps);
+}
+
+}  // namespace
+
+TEST(GenerateCli, DemoTextToVideo) {
+    const fs::path dir = sr::test::scratch_dir("generate_t2v");
+    const fs::path out = dir / "t2v.mp4";
+    const Result r = run("generate --demo --quiet --frames 9 --height 64 --width 96 --steps 3 --fps 12 --out '" +
+                         out.string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    expect_video(out, 9, 96, 64, 12);
+}
+
+TEST(GenerateCli, DemoSequenceBatchAndSeveralVideos) {
+    const fs::path dir = sr::test::scratch_dir("generate_t2v_seq");
+    const Result r =
+        run("generate --demo --quiet --sequence_batch --num_frames 5 --height 32 --width 32 "
+            "--num_inference_steps 2 --video_num 2 --outdir '" +
+            dir.string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        EXPECT_EQ(e.path().extension(), ".mp4") << e.path();
+        expect_video(e.path(), 5, 32, 32, 24);
+        ++n;
+    }
+    EXPECT_EQ(n, 2);
+}
+
+TEST(GenerateCli, DemoImageToVideo) {
+#ifndef SKYREELS_HAVE_MEDIA
+    GTEST_SKIP() << "built without skyreels_media: no image reader to write the input image with";
+#else
+    const fs::path dir = sr::test::scratch_dir("generate_i2v");
+    // An input image of another size and aspect: the SkyReels resize-crop brings it to 64x96.
+    sr::Tensor rgb = sr::Tensor::empty({3, 90, 70}, sr::DType::F32);
+    for (int64_t i = 0; i < rgb.numel(); ++i) rgb.data<float>()[i] = float(i % 251) / 250.0f;
+    sr::save_png((dir / "input.png").string(), rgb);
+    const fs::path out = dir / "i2v.mp4";
+    const Result r = run("generate --demo --quiet --task i2v --image '" + (dir / "input.png").string() +
+                         "' --frames 9 --height 64 --width 96 --steps 2 --out '" + out.string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    expect_video(out, 9, 96, 64, 24);
+#endif
+}
+
+TEST(GenerateCli, WarnsWithoutFpsPrefix) {
+    const fs::path dir = sr::test::scratch_dir("generate_warn");
+    const Result r =
+        run("generate --demo --quiet --prompt 'a cat' --frames 5 --height 32 --width 32 --steps 1 --out '" +
+            (dir / "w.mp4").string() + "'");
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("FPS-24, "), std::string::npos) << r.output;
+}
+
+TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
+    const fs::path dir = sr::test::scratch_dir("generate_bad");
+    const std::string out = " --out '" + (dir / "out.mp4").string() + "'";
+    fs::create_directories(dir / "corrupt_model" / "transformer");
+    {
+        std::FILE* f = std::fopen((dir / "corrupt_model" / "model_index.json").c_str(), "w");
+        std::fputs("{}", f);
+        std::fclose(f);
+        f = std::fopen((dir / "corrupt_model" / "transformer" / "config.json").c_str(), "w");
+        std::fputs("{not json", f);
+        std::fclose(f);
+        f = std::fopen((dir / "not_an_image.png").c_str(), "w");
+        std::fputs("this is not a PNG", f);
+        std::fclose(f);
+    }
+    struct Case {
+        const char* what;
+        std::string args;
+        const char* message;  // a piece of the expected error
+    };
+    const std::string small = " --height 32 --width 32 --steps 1";
+    const Case cases[] = {
+        {"frames not 4k+1", "--demo --frames 10" + small, "4k+1"},
+        {"height not a multiple of 16", "--demo --frames 5 --height 40 --width 32", "multiple of 16"},
+        {"width not a multiple of 16", "--demo --frames 5 --height 32 --width 50", "multiple of 16"},
+        {"missing model folder", "--model '" + (dir / "nope").string() + "' --frames 5" + small, "no such folder"},
+        {"corrupt model folder", "--model '" + (dir / "corrupt_model").string() + "' --frames 5" + small,
+         "corrupt_model"},
+        {"unreadable image",
+         "--demo --task i2v --image '" + (dir / "not_an_image.png").string() + "' --frames 5" + small,
+         "not_an_image.png"},
+        {"missing image", "--demo --task i2v --image '" + (dir / "missing.png").string() + "' --frames 5" + small,
+         "missing.png"},
+        {"not-implemented flag", "--demo --quant --frames 5" + small, "--quant"},
+        {"offload", "--demo --offload --frames 5" + small, "--offload"},
+    };
+    for (const Case& c : cases) {
+        const Result r = run("generate --quiet " + c.args + out);
+        EXPECT_NE(r.code, 0) << c.what << ": " << r.output;
+        EXPECT_NE(r.output.find(c.message), std::string::npos) << c.what << ": " << r.output;
+        EXPECT_EQ(r.output.find("internal error"), std::string::npos) << c.what << ": " << r.output;
+    }
+    // An unwritable output path, and an unknown flag.
+    Result r =
+        run("generate --quiet --demo --frames 5" + small + " --out '" + (dir / "no_dir" / "x.mp4").string() + "'");
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("does not exist"), std::string::npos) << r.output;
+    r = run("generate --demo --no-such-flag" + out);
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("no-such-flag"), std::string::npos) << r.output;
+    // Only the inputs the test made remain: no video, no partial file.
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        EXPECT_TRUE(name == "corrupt_model" || name == "not_an_image.png") << "left behind: " << e.path();
+    }
+}

@@ -1,0 +1,245 @@
+// Parity of the SkyReels-V1 pipeline with the reference run, step by step, on every pipeline fixture folder
+// found by content (model_index.json + params.json): scheduler sigmas and timesteps, text conditioning,
+// image latents (I2V), each step's latents, the final latents, the decoded video and frames; and the
+// sequential-CFG run (SkyReels' cfg_for / our sequence_batch) against output_cfg_for.safetensors.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "backends/cpu/cpu_backend.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "pipeline/pipeline.h"
+#include "support/compare.h"
+#include "support/fixtures.h"
+
+namespace fs = std::filesystem;
+using namespace sr;
+
+namespace {
+
+std::vector<fs::path> pipeline_fixtures() {
+    return test::find_fixture_dirs([](const fs::path& d) {
+        return fs::exists(d / "model_index.json") && fs::exists(d / "params.json") &&
+               fs::exists(d / "inputs.safetensors") && fs::exists(d / "output.safetensors");
+    });
+}
+
+// Tolerances: the fixture's suggested_max_abs (documented as ~100-200x the measured float32-vs-float64
+// noise of the reference run: our f32 sums run in another order, so we need headroom above that noise, and
+// errors compound over the steps, which is why later steps get larger bounds). A tensor the fixture gives no
+// bound for falls back to 100x its measured f32 noise, floored at 1e-5. `frames` = clamp(video/2 + 0.5):
+// half of video's error at most, so video's bound covers it. Per-step latents of the cfg_for run use the
+// batched run's per-step bounds (the two runs differ by ~1e-5, far below them).
+struct Tolerances {
+    std::map<std::string, double> suggested, noise;
+    double of(const std::string& name) const {
+        const std::string key = name == "frames" ? "video" : name;
+        if (auto it = suggested.find(key); it != suggested.end()) return it->second;
+        if (auto it = noise.find(key); it != noise.end()) return std::max(100.0 * it->second, 1e-5);
+        return 1e-4;  // no record in the fixture: the per-step bound of the first step
+    }
+};
+
+Tolerances read_tolerances(const fs::path& dir) {
+    Tolerances t;
+    if (!fs::exists(dir / "tolerances.json")) return t;
+    const Json j = load_json_file((dir / "tolerances.json").string());
+    for (const char* key : {"suggested_max_abs", "fp32_vs_fp64_max_abs"}) {
+        if (!j.contains(key)) continue;
+        auto& dst = std::string(key) == "suggested_max_abs" ? t.suggested : t.noise;
+        for (auto it = j[key].begin(); it != j[key].end(); ++it) dst[it.key()] = it.value().get<double>();
+    }
+    return t;
+}
+
+struct Fixture {
+    fs::path dir;
+    Json params;
+    WeightStore inputs, intermediates, output;
+};
+
+SkyReelsPipeline load_pipeline(const Fixture& f) {
+    PipelineComponents c;
+    const std::string d = f.dir.string();
+    c.transformer = std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoTransformer::load(d));
+    c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAE::load(d + "/vae"));
+    c.llama = std::make_shared<const LlamaTextEncoder>(LlamaTextEncoder::load(d + "/text_encoder"));
+    c.clip = std::make_shared<const ClipTextEncoder>(ClipTextEncoder::load(d + "/text_encoder_2"));
+    const fs::path sched = f.dir / "scheduler" / "scheduler_config.json";
+    c.scheduler = FlowMatchSchedulerConfig::from_json(load_json_file(sched.string()), sched.string());
+    const Json& p = f.params;
+    c.prompt_template.crop_start = p["crop_start"].get<int64_t>();
+    c.prompt_template.max_sequence_length = p["max_sequence_length"].get<int64_t>();
+    c.prompt_template.clip_max_length = p["clip_sequence_length"].get<int64_t>();
+    if (p.contains("clip_skip (num_hidden_layers_to_skip)"))
+        c.prompt_template.num_hidden_layers_to_skip = p["clip_skip (num_hidden_layers_to_skip)"].get<int>();
+    return SkyReelsPipeline(std::move(c));
+}
+
+GenerationRequest make_request(const Fixture& f, bool sequence_batch) {
+    const Json& p = f.params;
+    GenerationRequest r;
+    r.params.task = p["task"] == "i2v" ? Task::I2V : Task::T2V;
+    r.params.height = p["height"].get<int64_t>();
+    r.params.width = p["width"].get<int64_t>();
+    r.params.num_frames = p["num_frames"].get<int64_t>();
+    r.params.num_inference_steps = p["num_inference_steps"].get<int>();
+    r.params.guidance_scale = p["guidance_scale"].get<double>();
+    r.params.embedded_guidance_scale = p["embedded_guidance_scale"].get<double>();
+    r.params.sequence_batch = sequence_batch;
+    r.params.vae_tiling = VAETiling::enabled();  // SkyReels calls enable_tiling()
+    r.tokens = TextTokens{f.inputs.get("llama_input_ids"), f.inputs.get("llama_attention_mask"),
+                          f.inputs.get("clip_input_ids")};
+    r.initial_latents = f.inputs.get("initial_latents");
+    if (f.inputs.contains("image")) r.image = f.inputs.get("image");
+    if (f.inputs.contains("vae_sample_eps")) r.vae_sample_eps = f.inputs.get("vae_sample_eps");
+    return r;
+}
+
+struct PipelineRun {
+    std::map<std::string, Tensor> captured;
+    Tensor video;  // [1, 3, F, H, W]
+    int64_t frames_seen = 0;
+};
+
+PipelineRun run(const SkyReelsPipeline& pipe, const GenerationRequest& req) {
+    PipelineRun out;
+    const GenerationParams& p = req.params;
+    out.video = Tensor::zeros({1, 3, p.num_frames, p.height, p.width}, DType::F32);
+    pipe.generate(
+        cpu_backend(), req, {},
+        [&](const Tensor& frames, int64_t first) {
+            EXPECT_EQ(first, out.frames_seen) << "frames must arrive in order";
+            Tensor dst = out.video.slice(2, first, first + frames.dim(2));
+            dst.copy_from(frames);
+            out.frames_seen = first + frames.dim(2);
+        },
+        [&](std::string_view name, const Tensor& t) { out.captured[std::string(name)] = t.clone(); });
+    return out;
+}
+
+// postprocess_video(video, "pt"): (video/2 + 0.5).clamp(0, 1), permuted to [1, F, 3, H, W].
+Tensor to_frames(const Tensor& video) {
+    Tensor frames = video.permute({0, 2, 1, 3, 4}).contiguous();
+    float* x = frames.data<float>();
+    for (int64_t i = 0; i < frames.numel(); ++i) x[i] = std::min(1.0f, std::max(0.0f, x[i] / 2.0f + 0.5f));
+    return frames;
+}
+
+// A [B, L] mask of any numeric dtype as f32.
+Tensor mask_f32(const Tensor& mask) {
+    std::vector<float> v;
+    for (int32_t m : read_mask(mask)) v.push_back(float(m));
+    return Tensor::from_vector(v, mask.shape());
+}
+
+void expect_close(const std::string& what, const Tensor& actual, const Tensor& expected, double tol) {
+    const test::Diff d = test::compare(actual, expected);
+    EXPECT_FALSE(d.shape_mismatch) << what << ": " << actual.describe() << " vs " << expected.describe();
+    EXPECT_LE(d.max_abs, tol) << what << ": " << d.str();
+    std::printf("  %-32s max_abs %.3g (tolerance %.3g)\n", what.c_str(), d.max_abs, tol);
+}
+
+}  // namespace
+
+TEST(PipelineParity, FixturesExist) {
+    // A parity test that finds nothing to compare must fail, not pass vacuously.
+    EXPECT_FALSE(pipeline_fixtures().empty()) << "no pipeline fixture under " << test::fixtures_root();
+}
+
+TEST(PipelineParity, SchedulerMatchesReference) {
+    for (const fs::path& dir : pipeline_fixtures()) {
+        SCOPED_TRACE(dir.string());
+        const Json params = load_json_file((dir / "params.json").string());
+        const WeightStore inter = WeightStore::open((dir / "intermediates.safetensors").string());
+        const fs::path sched = dir / "scheduler" / "scheduler_config.json";
+        FlowMatchEulerScheduler s = FlowMatchEulerScheduler::from_json(load_json_file(sched.string()), sched.string());
+        s.set_timesteps(params["num_inference_steps"].get<int>());
+        const int64_t n = int64_t(s.timesteps().size());
+        // float32 arithmetic in the reference's order: bit-exact is expected; 1 ulp of 1000 allowed.
+        expect_close("sigmas", Tensor::from_vector(s.sigmas(), Shape{n + 1}), inter.get("sigmas"), 1e-7);
+        expect_close("timesteps", Tensor::from_vector(s.timesteps(), Shape{n}), inter.get("timesteps"), 1e-4);
+    }
+}
+
+TEST(PipelineParity, StepByStep) {
+    for (const fs::path& dir : pipeline_fixtures()) {
+        SCOPED_TRACE(dir.string());
+        Fixture f{dir, load_json_file((dir / "params.json").string()),
+                  WeightStore::open((dir / "inputs.safetensors").string()),
+                  WeightStore::open((dir / "intermediates.safetensors").string()),
+                  WeightStore::open((dir / "output.safetensors").string())};
+        const Tolerances tol = read_tolerances(dir);
+        const SkyReelsPipeline pipe = load_pipeline(f);
+        const PipelineRun r = run(pipe, make_request(f, false));
+        ASSERT_EQ(r.frames_seen, f.params["num_frames"].get<int64_t>());
+
+        // Text conditioning: padded positions cannot influence any latent, so only valid rows are compared.
+        const Tensor mask = f.intermediates.get("prompt_attention_mask");
+        const test::Diff pe =
+            test::compare_masked_rows(r.captured.at("prompt_embeds"), f.intermediates.get("prompt_embeds"), mask);
+        EXPECT_LE(pe.max_abs, tol.of("prompt_embeds")) << "prompt_embeds: " << pe.str();
+        expect_close("prompt_attention_mask", mask_f32(r.captured.at("prompt_attention_mask")), mask, 0.0);
+        expect_close("pooled_prompt_embeds", r.captured.at("pooled_prompt_embeds"),
+                     f.intermediates.get("pooled_prompt_embeds"), tol.of("pooled_prompt_embeds"));
+        expect_close("guidance", r.captured.at("guidance"), f.intermediates.get("guidance"), 0.0);
+        if (f.intermediates.contains("image_latents"))
+            expect_close("image_latents", r.captured.at("image_latents"), f.intermediates.get("image_latents"),
+                         tol.of("image_latents"));
+        for (int i = 0; i < f.params["num_inference_steps"].get<int>(); ++i) {
+            const std::string s = "step" + std::to_string(i) + ".";
+            expect_close(s + "timestep", r.captured.at(s + "timestep"), f.intermediates.get(s + "timestep"), 1e-4);
+            expect_close(s + "latents_after", r.captured.at(s + "latents_after"),
+                         f.intermediates.get(s + "latents_after"), tol.of(s + "latents_after"));
+        }
+        expect_close("latents", r.captured.at("latents"), f.output.get("latents"), tol.of("latents"));
+        expect_close("video", r.video, f.output.get("video"), tol.of("video"));
+        expect_close("frames", to_frames(r.video), f.output.get("frames"), tol.of("frames"));
+    }
+}
+
+TEST(PipelineParity, SequenceBatchMatchesCfgFor) {
+    for (const fs::path& dir : pipeline_fixtures()) {
+        if (!fs::exists(dir / "output_cfg_for.safetensors")) continue;
+        SCOPED_TRACE(dir.string());
+        Fixture f{dir, load_json_file((dir / "params.json").string()),
+                  WeightStore::open((dir / "inputs.safetensors").string()),
+                  WeightStore::open((dir / "intermediates.safetensors").string()),
+                  WeightStore::open((dir / "output_cfg_for.safetensors").string())};
+        const Tolerances tol = read_tolerances(dir);
+        const SkyReelsPipeline pipe = load_pipeline(f);
+        const PipelineRun r = run(pipe, make_request(f, true));
+        for (const std::string& name : f.output.names())
+            if (name.rfind("step", 0) == 0)
+                expect_close("cfg_for " + name, r.captured.at(name), f.output.get(name), tol.of(name));
+        expect_close("cfg_for latents", r.captured.at("latents"), f.output.get("latents"), tol.of("latents"));
+        expect_close("cfg_for video", r.video, f.output.get("video"), tol.of("video"));
+        expect_close("cfg_for frames", to_frames(r.video), f.output.get("frames"), tol.of("frames"));
+    }
+}
+
+TEST(PipelineParity, BadRequestsAreInputErrors) {
+    const auto dirs = pipeline_fixtures();
+    ASSERT_FALSE(dirs.empty());
+    const fs::path& dir = dirs.front();
+    Fixture f{dir, load_json_file((dir / "params.json").string()),
+              WeightStore::open((dir / "inputs.safetensors").string()),
+              WeightStore::open((dir / "intermediates.safetensors").string()),
+              WeightStore::open((dir / "output.safetensors").string())};
+    const SkyReelsPipeline pipe = load_pipeline(f);
+    auto expect_error = [&](const char* what, auto mutate) {
+        GenerationRequest r = make_request(f, false);
+        mutate(r);
+        EXPECT_THROW(pipe.generate(cpu_backend(), r, {}, [](const Tensor&, int64_t) {}), InputError) << what;
+    };
+    expect_error("frames not 4k+1", [](GenerationRequest& r) { r.params.num_frames = 10; });
+    expect_error("height not a multiple of 16", [](GenerationRequest& r) { r.params.height = 40; });
+    expect_error("width not a multiple of 16", [](GenerationRequest& r) { r.params.width = 50; });
+    expect_error("zero steps", [](GenerationRequest& r) { r.params.num_inference_steps = 0; });
+    expect_error("latents of the wrong shape", [](GenerationRequest& r) { r.params.num_frames = 13; });
+    expect_error("wrong task",
+                 [](GenerationRequest& r) { r.params.task = r.params.task == Task::I2V ? Task::T2V : Task::I2V; });
+}

@@ -1,0 +1,221 @@
+// `skyreels generate`: prompt (or image) in, MP4 out. Accepts the flags of SkyReels-V1's video_generate.py
+// under their original spellings as aliases; the ones we do not implement yet are refused, not ignored.
+// Everything a user can get wrong is checked before any model is loaded, and the video is written to a
+// temporary name that only becomes the output when it is complete.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "pipeline/demo_model.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/progress.h"
+#include "tools/skyreels/commands.h"
+#ifdef SKYREELS_HAVE_MEDIA
+#include "media/image.h"
+#include "media/video_writer.h"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace sr::cli {
+
+namespace {
+
+struct GenerateOptions {
+    std::string model, base, task = "t2v", image, out, outdir, png_dir;
+    std::string prompt = "FPS-24, A 3D model of a 1800s victorian house.";
+    std::string negative_prompt = kSkyReelsNegativePrompt;
+    int64_t height = 544, width = 960, frames = 97;
+    int steps = 30, fps = 24, video_num = 1, crf = 18, gpu_num = 1;
+    double guidance = 6.0, embedded_guidance = 1.0;
+    int64_t seed = 42;
+    bool sequence_batch = false, demo = false, quiet = false;
+    bool quant = false, offload = false, high_cpu_memory = false, parameters_level = false,
+         compiler_transformer = false;
+    CLI::App* cmd = nullptr;
+    bool given(const char* name) const { return cmd->count(name) > 0; }
+};
+
+// The output file of video `index`: --out (with _<index> before the extension when several), or SkyReels'
+// naming under --outdir: "<prompt[:100] without '/'>_<seed>_<index>.mp4".
+std::string output_path(const GenerateOptions& o, int index, uint64_t seed) {
+    if (!o.outdir.empty()) {
+        std::string stem = o.prompt.substr(0, 100);
+        std::erase(stem, '/');
+        return (fs::path(o.outdir) / fmt::format("{}_{}_{}.mp4", stem, seed, index)).string();
+    }
+    const fs::path out = o.out.empty() ? fs::path("skyreels.mp4") : fs::path(o.out);
+    if (o.video_num == 1) return out.string();
+    return (out.parent_path() / fmt::format("{}_{}{}", out.stem().string(), index, out.extension().string())).string();
+}
+
+void check_writable(const std::string& path) {
+    std::error_code ec;
+    const fs::path p(path);
+    const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    SR_THROW_IF(fs::is_directory(p, ec), "--out {}: is a folder, not a file name", path);
+    SR_THROW_IF(!fs::is_directory(dir, ec), "--out {}: folder {} does not exist", path, dir.string());
+    SR_THROW_IF(::access(dir.c_str(), W_OK) != 0, "--out {}: folder {} is not writable", path, dir.string());
+    const std::string ext = p.extension().string();
+    SR_THROW_IF(ext != ".mp4" && ext != ".mov" && ext != ".mkv", "--out {}: the name must end in .mp4, .mov or .mkv",
+                path);
+}
+
+// A colour gradient standing in for the demo's I2V input image when none is given.
+Tensor demo_image(int64_t height, int64_t width) {
+    Tensor im = Tensor::empty({3, height, width}, DType::F32);
+    float* x = im.data<float>();
+    for (int64_t y = 0; y < height; ++y)
+        for (int64_t w = 0; w < width; ++w) {
+            x[(0 * height + y) * width + w] = 2.0f * float(w) / float(width) - 1.0f;
+            x[(1 * height + y) * width + w] = 2.0f * float(y) / float(height) - 1.0f;
+            x[(2 * height + y) * width + w] = 0.2f;
+        }
+    return im;
+}
+
+PipelineLoadOptions load_options(const GenerateOptions& o) {
+    PipelineLoadOptions l;
+    l.model = o.model;
+    l.base = o.base;
+    return l;
+}
+
+int run_generate(GenerateOptions& o) {
+    // Flags of video_generate.py that select machinery we do not have yet: refuse rather than ignore.
+    const std::pair<bool, const char*> refused[] = {{o.quant, "--quant (FP8 weight quantization)"},
+                                                    {o.offload, "--offload (CPU offload)"},
+                                                    {o.high_cpu_memory, "--high_cpu_memory"},
+                                                    {o.parameters_level, "--parameters_level"},
+                                                    {o.compiler_transformer, "--compiler_transformer"},
+                                                    {o.gpu_num != 1, "--gpu_num other than 1 (multi-GPU parallelism)"}};
+    for (const auto& [set, what] : refused) SR_THROW_IF(set, "{} is not implemented yet in skyreels.cpp", what);
+
+    GenerationRequest req;
+    GenerationParams& p = req.params;
+    SR_THROW_IF(o.task != "t2v" && o.task != "i2v", "--task {}: must be t2v or i2v", o.task);
+    p.task = o.task == "i2v" ? Task::I2V : Task::T2V;
+    if (o.demo) {
+        // The demo model's small defaults, unless set on the command line.
+        const GenerationParams d = demo_params(p.task);
+        if (!o.given("--height")) o.height = d.height;
+        if (!o.given("--width")) o.width = d.width;
+        if (!o.given("--frames")) o.frames = d.num_frames;
+        if (!o.given("--steps")) o.steps = d.num_inference_steps;
+    }
+    p.height = o.height;
+    p.width = o.width;
+    p.num_frames = o.frames;
+    p.num_inference_steps = o.steps;
+    p.guidance_scale = o.guidance;
+    p.embedded_guidance_scale = o.embedded_guidance;
+    p.sequence_batch = o.sequence_batch;
+    p.validate();
+    SR_THROW_IF(o.fps < 1 || o.fps > 240, "--fps {}: must be in 1..240", o.fps);
+    SR_THROW_IF(o.video_num < 1 || o.video_num > 1000, "--video-num {}: must be in 1..1000", o.video_num);
+    SR_THROW_IF(o.crf < 0 || o.crf > 51, "--crf {}: must be in 0..51", o.crf);
+    SR_THROW_IF(!o.demo && o.model.empty(), "--model is required (a SkyReels-V1 folder), or --demo");
+    SR_THROW_IF(!o.demo && p.task == Task::I2V && o.image.empty(), "--task i2v needs --image (a PNG or JPEG)");
+    SR_THROW_IF(p.task == Task::T2V && !o.image.empty(), "--image is only used with --task i2v");
+    if (o.prompt.rfind("FPS-24, ", 0) != 0)
+        SR_LOG_WARN("the prompt does not start with \"FPS-24, \": SkyReels-V1 was trained with that prefix");
+    uint64_t seed = uint64_t(o.seed);
+    if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
+    SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
+    for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
+
+#ifndef SKYREELS_HAVE_MEDIA
+    SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
+#else
+    if (p.task == Task::I2V) {
+        if (!o.image.empty()) {
+            const Tensor rgb = load_image_rgb(o.image);  // InputError naming the file when unreadable
+            req.image = skyreels_resize_crop(rgb, p.height, p.width);
+        } else {
+            req.image = demo_image(p.height, p.width);
+        }
+    }
+    Progress progress(!o.quiet && Progress::is_terminal(), !o.quiet);
+    if (o.demo && !o.quiet)
+        std::fprintf(stderr,
+                     "skyreels: --demo runs a tiny model with RANDOM weights: the video is noise, not a picture. It "
+                     "shows the whole path (tokenizers, text encoders, transformer with CFG, VAE, MP4) working.\n"
+                     "          For real videos, point it at real weights: --model SkyReels-V1-Hunyuan-%s --base "
+                     "HunyuanVideo (the folder with text_encoder/, tokenizer/, vae/, scheduler/).\n",
+                     p.task == Task::I2V ? "I2V" : "T2V");
+    const SkyReelsPipeline pipe =
+        o.demo ? make_demo_pipeline(p.task) : SkyReelsPipeline::load(load_options(o), progress.callback());
+    req.prompt = o.prompt;
+    req.negative_prompt = o.negative_prompt;
+    for (int i = 0; i < o.video_num; ++i) {
+        req.params.seed = seed + uint64_t(i);
+        const std::string path = output_path(o, i, req.params.seed);
+        VideoWriterOptions wo;
+        wo.fps = o.fps;
+        wo.crf = o.crf;
+        if (!o.png_dir.empty()) wo.png_dir = o.video_num == 1 ? o.png_dir : fmt::format("{}/{}", o.png_dir, i);
+        // Opened before the run so an unwritable path fails early; removed unless finish() completes.
+        VideoWriter writer(path, p.width, p.height, wo);
+        pipe.generate(cpu_backend(), req, progress.callback(),
+                      [&](const Tensor& frames, int64_t) { writer.write(frames.select(0, 0)); });
+        writer.finish();
+        if (!o.quiet)
+            std::fprintf(stderr, "skyreels: wrote %s (%ld frames at %d fps)\n", path.c_str(),
+                         long(writer.frames_written()), o.fps);
+        std::printf("%s\n", path.c_str());
+    }
+    progress.finish();
+    return 0;
+#endif
+}
+
+}  // namespace
+
+Command add_generate_command(CLI::App& app) {
+    auto o = std::make_shared<GenerateOptions>();
+    CLI::App* cmd =
+        app.add_subcommand("generate", "Generate a video from a prompt (t2v) or a prompt and an image (i2v)");
+    o->cmd = cmd;
+    cmd->add_option("--model,--model_id", o->model,
+                    "SkyReels-V1 transformer folder, or a full diffusers pipeline folder (model_index.json)");
+    cmd->add_option("--base", o->base, "HunyuanVideo folder: text encoders, tokenizers, VAE, scheduler");
+    cmd->add_option("--task,--task_type", o->task, "t2v or i2v")->capture_default_str();
+    cmd->add_option("--image", o->image, "Input image for i2v (PNG or JPEG)");
+    cmd->add_option("--prompt", o->prompt, "Prompt (SkyReels expects the \"FPS-24, \" prefix)")->capture_default_str();
+    cmd->add_option("--negative-prompt,--negative_prompt", o->negative_prompt, "Negative prompt (SkyReels' default)");
+    cmd->add_option("--height", o->height, "Height in pixels (multiple of 16)")->capture_default_str();
+    cmd->add_option("--width", o->width, "Width in pixels (multiple of 16)")->capture_default_str();
+    cmd->add_option("--frames,--num_frames", o->frames, "Frames (4k+1)")->capture_default_str();
+    cmd->add_option("--steps,--num_inference_steps", o->steps, "Denoising steps")->capture_default_str();
+    cmd->add_option("--guidance,--guidance_scale", o->guidance, "True CFG scale (> 1: with the negative prompt)")
+        ->capture_default_str();
+    cmd->add_option("--embedded-guidance,--embedded_guidance_scale", o->embedded_guidance,
+                    "Embedded guidance scale (the transformer's guidance input / 1000)")
+        ->capture_default_str();
+    cmd->add_option("--seed", o->seed, "Seed (-1: random); video i uses seed + i")->capture_default_str();
+    cmd->add_option("--fps", o->fps, "Frames per second of the MP4")->capture_default_str();
+    cmd->add_option("--video-num,--video_num", o->video_num, "Videos to generate")->capture_default_str();
+    cmd->add_option("--out", o->out, "Output file (.mp4); default skyreels.mp4");
+    cmd->add_option("--outdir", o->outdir, "Output folder, with SkyReels' file naming (instead of --out)");
+    cmd->add_option("--png-dir", o->png_dir, "Also write every frame as PNG into this folder");
+    cmd->add_option("--crf", o->crf, "x264 quality (0 lossless .. 51)")->capture_default_str();
+    cmd->add_flag("--sequence-batch,--sequence_batch", o->sequence_batch,
+                  "Run the CFG rows one after the other (same result, half the activation memory)");
+    cmd->add_flag("--demo", o->demo, "Run a tiny built-in random-weight model (no files needed)");
+    cmd->add_flag("--quiet,-q", o->quiet, "No progress line and no summary");
+    cmd->add_flag("--quant", o->quant, "(not implemented yet: refused)");
+    cmd->add_flag("--offload", o->offload, "(not implemented yet: refused)");
+    cmd->add_flag("--high_cpu_memory", o->high_cpu_memory, "(not implemented yet: refused)");
+    cmd->add_flag("--parameters_level", o->parameters_level, "(not implemented yet: refused)");
+    cmd->add_flag("--compiler_transformer", o->compiler_transformer, "(not implemented yet: refused)");
+    cmd->add_option("--gpu_num", o->gpu_num, "(only 1 is implemented)");
+    cmd->get_option("--out")->excludes(cmd->get_option("--outdir"));
+    return [o] { return run_generate(*o); };
+}
+
+}  // namespace sr::cli
