@@ -12,4 +12,8 @@ void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor&
     SR_ASSERT(at == out.dim(dim), "concat sizes sum to {} but out has {}", at, out.dim(dim));
 }
 
+Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what) {
+    return Tensor::empty(shape, DType::F32, backend.allocator(), what);
+}
+
 }  // namespace sr

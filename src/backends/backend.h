@@ -115,4 +115,7 @@ public:
 // Copies `parts` one after another along `dim` of `out` (their sizes along dim must sum to out's).
 void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor& out);
 
+// An uninitialized f32 activation in the backend's memory; `what` names it in out-of-memory errors.
+Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what);
+
 }  // namespace sr

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
 
@@ -53,6 +54,8 @@ struct Linear {
     int64_t in_features() const { return weight.dim(1); }
     int64_t out_features() const { return weight.dim(0); }
     size_t bytes() const { return weight.nbytes() + (bias.defined() ? bias.nbytes() : 0); }
+    // y[..., out] = x[..., in] weight^T + bias, in a new activation on the backend.
+    Tensor apply(Backend& be, const Tensor& x) const;
 };
 
 // Binds `<prefix>.weight` [out, in] and `<prefix>.bias` [out].

@@ -215,10 +215,6 @@ std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
 
 namespace {
 
-Tensor new_f32(Backend& be, const Shape& shape, std::string_view what) {
-    return Tensor::empty(shape, DType::F32, be.allocator(), what);
-}
-
 // Splits a [B, k*D] modulation output into its k [B, D] views, in checkpoint order.
 std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     const int64_t D = x.dim(1) / k;
@@ -238,29 +234,21 @@ Tensor heads_view(const Tensor& x, int64_t heads, int64_t hd) {
 
 }  // namespace
 
-Tensor HunyuanVideoTransformer::run_linear(Backend& be, const Linear& l, const Tensor& x) const {
-    Shape s = x.shape();
-    s[s.rank() - 1] = l.out_features();
-    Tensor y = new_f32(be, s, "linear output");
-    be.linear(x, l.weight, l.bias.defined() ? &l.bias : nullptr, y);
-    return y;
-}
-
 Tensor HunyuanVideoTransformer::silu(Backend& be, const Tensor& x) const {
-    Tensor y = new_f32(be, x.shape(), "silu");
+    Tensor y = new_activation(be, x.shape(), "silu");
     be.silu(x, y);
     return y;
 }
 
 Tensor HunyuanVideoTransformer::run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const {
-    return run_linear(be, mlp.linear_2, silu(be, run_linear(be, mlp.linear_1, x)));
+    return mlp.linear_2.apply(be, silu(be, mlp.linear_1.apply(be, x)));
 }
 
 void HunyuanVideoTransformer::qk_norm(Backend& be, Tensor& x, const Tensor& weight) const {
     // RMSNorm over each head's slice: [B, L, D] seen as rows of head_dim.
     const int64_t hd = config_.attention_head_dim;
     Tensor rows = x.view({-1, hd});
-    Tensor out = new_f32(be, rows.shape(), "qk norm");
+    Tensor out = new_activation(be, rows.shape(), "qk norm");
     be.rms_norm(rows, &weight, 1e-6f, out);
     x = out.view(x.shape());
 }
@@ -275,7 +263,7 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
 
     // Masked mean of the text embeddings: sum(x * m) / sum(m) over tokens.
-    Tensor pooled = new_f32(be, {B, E}, "refiner pooled text");
+    Tensor pooled = new_activation(be, {B, E}, "refiner pooled text");
     {
         const float* x = text.data<float>();
         float* p = pooled.data<float>();
@@ -294,7 +282,7 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
     if (hook) hook("context_embedder.time_text_embed", temb);
     const Tensor temb_silu = silu(be, temb);
 
-    Tensor h = run_linear(be, emb.refiner_proj_in, text);  // [B, L, D]
+    Tensor h = emb.refiner_proj_in.apply(be, text);  // [B, L, D]
     if (hook) hook("context_embedder.proj_in", h);
 
     // Self-attention mask: token i sees token j when both are valid; key 0 is always visible (the
@@ -312,19 +300,19 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
 
     for (size_t i = 0; i < emb.refiner_blocks.size(); ++i) {
         const RefinerBlock& r = emb.refiner_blocks[i];
-        Tensor n = new_f32(be, h.shape(), "refiner norm1");
+        Tensor n = new_activation(be, h.shape(), "refiner norm1");
         be.layer_norm(h, &r.norm1_weight, &r.norm1_bias, 1e-6f, n);
-        Tensor q = run_linear(be, r.to_q, n), k = run_linear(be, r.to_k, n), v = run_linear(be, r.to_v, n);
-        Tensor attn = new_f32(be, {B, L, D}, "refiner attention");
+        Tensor q = r.to_q.apply(be, n), k = r.to_k.apply(be, n), v = r.to_v.apply(be, n);
+        Tensor attn = new_activation(be, {B, L, D}, "refiner attention");
         Tensor attn_heads = heads_view(attn, heads, hd);
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads,
                      attn_mask, float(1.0 / std::sqrt(double(hd))));
-        const Tensor gates = run_linear(be, r.norm_out, temb_silu);  // [B, 2D]: gate_msa, gate_mlp
+        const Tensor gates = r.norm_out.apply(be, temb_silu);  // [B, 2D]: gate_msa, gate_mlp
         const auto g = chunk_rows(gates, 2);
-        be.gated_residual(h, run_linear(be, r.to_out, attn), g[0]);
-        Tensor n2 = new_f32(be, h.shape(), "refiner norm2");
+        be.gated_residual(h, r.to_out.apply(be, attn), g[0]);
+        Tensor n2 = new_activation(be, h.shape(), "refiner norm2");
         be.layer_norm(h, &r.norm2_weight, &r.norm2_bias, 1e-6f, n2);
-        const Tensor ff = run_linear(be, r.ff_out, silu(be, run_linear(be, r.ff_in, n2)));
+        const Tensor ff = r.ff_out.apply(be, silu(be, r.ff_in.apply(be, n2)));
         be.gated_residual(h, ff, g[1]);
         if (hook) hook(fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i), h);
     }
@@ -340,24 +328,24 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     const int64_t B = x.dim(0), N = x.dim(1), L = ctx.dim(1), D = config_.inner_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim, S = N + L;
     // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
-    const Tensor mod = run_linear(be, blk.norm1, temb_silu);
-    const Tensor cmod = run_linear(be, blk.norm1_context, temb_silu);
+    const Tensor mod = blk.norm1.apply(be, temb_silu);
+    const Tensor cmod = blk.norm1_context.apply(be, temb_silu);
     const auto m = chunk_rows(mod, 6), cm = chunk_rows(cmod, 6);
 
     auto norm_modulate = [&](const Tensor& in, const Tensor& shift, const Tensor& scale) {
-        Tensor n = new_f32(be, in.shape(), "layer norm");
+        Tensor n = new_activation(be, in.shape(), "layer norm");
         be.layer_norm(in, nullptr, nullptr, 1e-6f, n);
         be.modulate(n, shift, scale, n);
         return n;
     };
 
     // Joint q, k, v: [B, S, D] with the video rows first.
-    Tensor q = new_f32(be, {B, S, D}, "joint q"), k = new_f32(be, {B, S, D}, "joint k"),
-           v = new_f32(be, {B, S, D}, "joint v");
+    Tensor q = new_activation(be, {B, S, D}, "joint q"), k = new_activation(be, {B, S, D}, "joint k"),
+           v = new_activation(be, {B, S, D}, "joint v");
     {
         const Tensor nx = norm_modulate(x, m[0], m[1]);
-        Tensor xq = run_linear(be, blk.to_q, nx), xk = run_linear(be, blk.to_k, nx);
-        const Tensor xv = run_linear(be, blk.to_v, nx);
+        Tensor xq = blk.to_q.apply(be, nx), xk = blk.to_k.apply(be, nx);
+        const Tensor xv = blk.to_v.apply(be, nx);
         qk_norm(be, xq, blk.norm_q);
         qk_norm(be, xk, blk.norm_k);
         Tensor xq4 = xq.view({B, N, heads, hd}), xk4 = xk.view({B, N, heads, hd});
@@ -365,15 +353,15 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
         be.rope_interleaved(xk4, rope_cos, rope_sin);
 
         const Tensor nc = norm_modulate(ctx, cm[0], cm[1]);
-        Tensor cq = run_linear(be, blk.add_q_proj, nc), ck = run_linear(be, blk.add_k_proj, nc);
-        const Tensor cv = run_linear(be, blk.add_v_proj, nc);
+        Tensor cq = blk.add_q_proj.apply(be, nc), ck = blk.add_k_proj.apply(be, nc);
+        const Tensor cv = blk.add_v_proj.apply(be, nc);
         qk_norm(be, cq, blk.norm_added_q);
         qk_norm(be, ck, blk.norm_added_k);
         concat(be, {xq, cq}, 1, q);
         concat(be, {xk, ck}, 1, k);
         concat(be, {xv, cv}, 1, v);
     }
-    Tensor attn = new_f32(be, {B, S, D}, "joint attention");
+    Tensor attn = new_activation(be, {B, S, D}, "joint attention");
     {
         Tensor attn_heads = heads_view(attn, heads, hd);
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads, mask,
@@ -381,14 +369,14 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     }
     q = k = v = Tensor();  // release before the MLPs
 
-    be.gated_residual(x, run_linear(be, blk.to_out, attn.slice(1, 0, N).contiguous()), m[2]);
-    be.gated_residual(ctx, run_linear(be, blk.to_add_out, attn.slice(1, N, S).contiguous()), cm[2]);
+    be.gated_residual(x, blk.to_out.apply(be, attn.slice(1, 0, N).contiguous()), m[2]);
+    be.gated_residual(ctx, blk.to_add_out.apply(be, attn.slice(1, N, S).contiguous()), cm[2]);
     attn = Tensor();
 
     auto mlp = [&](const Tensor& in, const Linear& l1, const Linear& l2) {
-        Tensor hidden = run_linear(be, l1, in);
+        Tensor hidden = l1.apply(be, in);
         be.gelu_tanh(hidden, hidden);
-        return run_linear(be, l2, hidden);
+        return l2.apply(be, hidden);
     };
     be.gated_residual(x, mlp(norm_modulate(x, m[3], m[4]), blk.ff_in, blk.ff_out), m[5]);
     be.gated_residual(ctx, mlp(norm_modulate(ctx, cm[3], cm[4]), blk.ff_context_in, blk.ff_context_out), cm[5]);
@@ -403,23 +391,23 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
                                            const AttentionMask& mask) const {
     const int64_t B = xs.dim(0), S = xs.dim(1), D = config_.inner_dim(), M = config_.mlp_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
-    const auto m = chunk_rows(run_linear(be, blk.norm, temb_silu), 3);  // shift, scale, gate
+    const auto m = chunk_rows(blk.norm.apply(be, temb_silu), 3);  // shift, scale, gate
 
-    Tensor n = new_f32(be, xs.shape(), "single norm");
+    Tensor n = new_activation(be, xs.shape(), "single norm");
     be.layer_norm(xs, nullptr, nullptr, 1e-6f, n);
     be.modulate(n, m[0], m[1], n);
 
     // [attention output, MLP hidden] side by side, the input of the fused projection.
-    Tensor fused = new_f32(be, {B, S, D + M}, "single fused");
+    Tensor fused = new_activation(be, {B, S, D + M}, "single fused");
     {
-        Tensor hidden = run_linear(be, blk.proj_mlp, n);
+        Tensor hidden = blk.proj_mlp.apply(be, n);
         be.gelu_tanh(hidden, hidden);
         Tensor dst = fused.slice(2, D, D + M);
         be.copy(hidden, dst);
     }
     {
-        Tensor q = run_linear(be, blk.to_q, n), k = run_linear(be, blk.to_k, n);
-        const Tensor v = run_linear(be, blk.to_v, n);
+        Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n);
+        const Tensor v = blk.to_v.apply(be, n);
         n = Tensor();
         qk_norm(be, q, blk.norm_q);
         qk_norm(be, k, blk.norm_k);
@@ -432,7 +420,7 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out, mask,
                      float(1.0 / std::sqrt(double(hd))));
     }
-    const Tensor proj = run_linear(be, blk.proj_out, fused);
+    const Tensor proj = blk.proj_out.apply(be, fused);
     be.gated_residual(xs, proj, m[2]);
 }
 
@@ -482,13 +470,13 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
 
     // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
     const Tensor timestep = as_f32(in.timestep);
-    Tensor t_proj = new_f32(be, {B, 256}, "timestep sinusoid");
+    Tensor t_proj = new_activation(be, {B, 256}, "timestep sinusoid");
     be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
     // Block 0 (embedders and refiner), from the provider when there is one.
     const Embedders emb = weights ? rebind(embedders_, weights->acquire(0)) : embedders_;
     Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
     if (c.guidance_embeds) {
-        Tensor g_proj = new_f32(be, {B, 256}, "guidance sinusoid");
+        Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
         be.timestep_embedding(as_f32(in.guidance), 256, true, 0.0f, 10000.0f, g_proj);
         be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
     }
@@ -496,7 +484,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     if (hook) hook("time_text_embed", temb);
     const Tensor temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
 
-    Tensor x = new_f32(be, {B, N, D}, "video tokens");
+    Tensor x = new_activation(be, {B, N, D}, "video tokens");
     be.patch_embed_3d(as_f32(in.hidden_states), emb.x_embedder.weight, &emb.x_embedder.bias, x);
     if (hook) hook("x_embedder", x);
 
@@ -529,7 +517,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
             hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), ctx);
         }
     }
-    Tensor xs = new_f32(be, {B, S, D}, "joint sequence");
+    Tensor xs = new_activation(be, {B, S, D}, "joint sequence");
     concat(be, {x, ctx}, 1, xs);
     x = ctx = Tensor();
     for (size_t i = 0; i < n_single; ++i) {
@@ -551,17 +539,17 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
     const size_t head_block = 1 + n_dual + n_single;
     const OutputHead head = weights ? rebind(head_, weights->acquire(head_block)) : head_;
-    const auto so = chunk_rows(run_linear(be, head.norm_out, temb_silu), 2);
-    Tensor normed = new_f32(be, x.shape(), "norm_out");
+    const auto so = chunk_rows(head.norm_out.apply(be, temb_silu), 2);
+    Tensor normed = new_activation(be, x.shape(), "norm_out");
     be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
     be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
     if (hook) hook("norm_out", normed);
-    const Tensor proj = run_linear(be, head.proj_out, normed);  // [B, N, Cout*pt*p*p]
+    const Tensor proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
     if (weights) weights->release(head_block);
     if (hook) hook("proj_out", proj);
 
     const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;
-    Tensor out = new_f32(be, {B, Co, F, H, W}, "transformer output");
+    Tensor out = new_activation(be, {B, Co, F, H, W}, "transformer output");
     // (B, F', H', W', Co, pt, p, p) -> (B, Co, F', pt, H', p, W', p)
     const Tensor src = proj.view({B, Fp, Hp, Wp, Co, pt, p, p}).permute({0, 4, 1, 5, 2, 6, 3, 7});
     Tensor dst = out.view({B, Co, Fp, pt, Hp, p, Wp, p});

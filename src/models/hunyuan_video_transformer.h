@@ -122,7 +122,6 @@ private:
 
     void bind(WeightBinder& binder);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
-    Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) const;
     Tensor silu(Backend& be, const Tensor& x) const;
     Tensor refine_text(Backend& be, const Embedders& emb, const Tensor& text, const Tensor& t_proj,
                        const std::vector<float>& mask, const IntermediateHook& hook) const;

@@ -27,10 +27,6 @@ int64_t log2_exact(int64_t v) {
     return (int64_t(1) << n) == v ? n : -1;
 }
 
-Tensor new_f32(Backend& be, const Shape& s, std::string_view what) {
-    return Tensor::empty(s, DType::F32, be.allocator(), what);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
@@ -242,18 +238,19 @@ Tensor HunyuanVideoVAE::conv(Backend& be, const Conv& c, const Tensor& x) const 
     if (c.causal && (kt > 1 || kh > 1 || kw > 1)) {
         // Causal padding, replicating edges: k-1 frames before (none after: frame f never sees f+1), k//2
         // pixels on both sides in H and W.
-        in = new_f32(be, {x.dim(0), x.dim(1), x.dim(2) + kt - 1, x.dim(3) + 2 * (kh / 2), x.dim(4) + 2 * (kw / 2)},
-                     "VAE causal padding");
+        in = new_activation(be,
+                            {x.dim(0), x.dim(1), x.dim(2) + kt - 1, x.dim(3) + 2 * (kh / 2), x.dim(4) + 2 * (kw / 2)},
+                            "VAE causal padding");
         be.pad3d_replicate(x, {kt - 1, 0, kh / 2, kh / 2, kw / 2, kw / 2}, in);
     }
     const auto out = [&](int i) { return (in.dim(2 + i) - c.weight.dim(2 + i)) / c.stride[size_t(i)] + 1; };
-    Tensor y = new_f32(be, {x.dim(0), c.weight.dim(0), out(0), out(1), out(2)}, "VAE conv output");
+    Tensor y = new_activation(be, {x.dim(0), c.weight.dim(0), out(0), out(1), out(2)}, "VAE conv output");
     be.conv3d(in, c.weight, &c.bias, c.stride, {0, 0, 0}, y);
     return y;
 }
 
 Tensor HunyuanVideoVAE::norm_silu(Backend& be, const Norm& n, const Tensor& x, bool silu) const {
-    Tensor y = new_f32(be, x.shape(), "VAE group norm");
+    Tensor y = new_activation(be, x.shape(), "VAE group norm");
     be.group_norm(x, config_.norm_num_groups, &n.weight, &n.bias, kNormEps, y);
     if (silu) be.silu(y, y);
     return y;
@@ -271,17 +268,17 @@ Tensor HunyuanVideoVAE::resnet(Backend& be, const Resnet& r, const Tensor& x) co
 // prefix [0, (f+1)*H*W): one unmasked attention call per frame computes it exactly, with no L x L mask.
 Tensor HunyuanVideoVAE::attention(Backend& be, const Attention& a, const Tensor& x) const {
     const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), HW = x.dim(3) * x.dim(4), L = F * HW;
-    Tensor tokens = new_f32(be, {B, F, x.dim(3), x.dim(4), C}, "VAE attention tokens");  // [B,F,H,W,C]
+    Tensor tokens = new_activation(be, {B, F, x.dim(3), x.dim(4), C}, "VAE attention tokens");  // [B,F,H,W,C]
     be.copy(norm_silu(be, a.group_norm, x, false).permute({0, 2, 3, 4, 1}), tokens);
     const Tensor t2 = tokens.view({B, L, C});
     auto project = [&](const Linear& l) {
-        Tensor y = new_f32(be, {B, L, C}, "VAE attention q/k/v");
+        Tensor y = new_activation(be, {B, L, C}, "VAE attention q/k/v");
         be.linear(t2, l.weight, &l.bias, y);
         return y;
     };
     const Tensor q = project(a.to_q), k = project(a.to_k), v = project(a.to_v);
     tokens = Tensor();
-    Tensor o = new_f32(be, {B, L, C}, "VAE attention output");
+    Tensor o = new_activation(be, {B, L, C}, "VAE attention output");
     auto heads = [&](const Tensor& t) { return t.view({B, L, 1, C}).permute({0, 2, 1, 3}); };  // [B,1,L,C]
     const float scale = float(1.0 / std::sqrt(double(C)));
     for (int64_t f = 0; f < F; ++f) {
@@ -289,9 +286,9 @@ Tensor HunyuanVideoVAE::attention(Backend& be, const Attention& a, const Tensor&
         be.attention(heads(q).slice(2, f * HW, (f + 1) * HW), heads(k).slice(2, 0, (f + 1) * HW),
                      heads(v).slice(2, 0, (f + 1) * HW), of, AttentionMask{}, scale);
     }
-    Tensor proj = new_f32(be, {B, L, C}, "VAE attention projection");
+    Tensor proj = new_activation(be, {B, L, C}, "VAE attention projection");
     be.linear(o, a.to_out.weight, &a.to_out.bias, proj);
-    Tensor y = new_f32(be, x.shape(), "VAE attention result");  // back to [B,C,F,H,W]
+    Tensor y = new_activation(be, x.shape(), "VAE attention result");  // back to [B,C,F,H,W]
     be.copy(proj.view({B, F, x.dim(3), x.dim(4), C}).permute({0, 4, 1, 2, 3}), y);
     be.add(y, x);  // residual_connection=True, rescale_output_factor 1
     return y;
@@ -308,10 +305,10 @@ Tensor HunyuanVideoVAE::mid(Backend& be, const Mid& m, Tensor x) const {
 Tensor HunyuanVideoVAE::upsample(Backend& be, const Block& blk, const Tensor& x) const {
     const auto [ft, fh, fw] = blk.upsample;
     const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3) * fh, W = x.dim(4) * fw;
-    Tensor y = new_f32(be, {B, C, 1 + (F - 1) * ft, H, W}, "VAE upsample");
+    Tensor y = new_activation(be, {B, C, 1 + (F - 1) * ft, H, W}, "VAE upsample");
     auto part = [&](int64_t f0, int64_t f1, std::array<int64_t, 3> s, int64_t out0) {
         Tensor src = x.slice(2, f0, f1).contiguous();
-        Tensor up = new_f32(be, {B, C, (f1 - f0) * s[0], H, W}, "VAE upsample part");
+        Tensor up = new_activation(be, {B, C, (f1 - f0) * s[0], H, W}, "VAE upsample part");
         be.upsample_nearest3d(src, s, up);
         Tensor dst = y.slice(2, out0, out0 + up.dim(2));
         be.copy(up, dst);
@@ -426,10 +423,10 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
     // _decode's choice of path; see decode_streaming for the thresholds' quirks.
     if (tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio) {
         const int64_t r = config_.spatial_compression_ratio;
-        Tensor out = new_f32(be,
-                             {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
-                              z.dim(3) * r, z.dim(4) * r},
-                             "VAE decoded video");
+        Tensor out = new_activation(be,
+                                    {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
+                                     z.dim(3) * r, z.dim(4) * r},
+                                    "VAE decoded video");
         decode_streaming(be, z, tiling, [&](const Tensor& frames, int64_t first) {
             Tensor dst = out.slice(2, first, first + frames.dim(2));
             be.copy(frames, dst);

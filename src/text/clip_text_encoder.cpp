@@ -92,18 +92,6 @@ ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& b) 
 
 namespace {
 
-Tensor new_f32(Backend& be, const Shape& shape, std::string_view what) {
-    return Tensor::empty(shape, DType::F32, be.allocator(), what);
-}
-
-Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) {
-    Shape s = x.shape();
-    s[s.rank() - 1] = l.out_features();
-    Tensor y = new_f32(be, s, "linear output");
-    be.linear(x, l.weight, l.bias.defined() ? &l.bias : nullptr, y);
-    return y;
-}
-
 int64_t id_at(const Tensor& ids, int64_t i) {
     return ids.dtype() == DType::I64 ? ids.data<int64_t>()[i] : ids.data<int32_t>()[i];
 }
@@ -121,42 +109,41 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
                 c.max_position_embeddings);
     const float eps = float(c.layer_norm_eps);
 
-    Tensor h = new_f32(be, {B, L, D}, "clip hidden states");
+    Tensor h = new_activation(be, {B, L, D}, "clip hidden states");
     be.embedding(ids, token_embedding_, h);
     Tensor positions = Tensor::empty({B, L}, DType::I64);
     for (int64_t i = 0; i < B * L; ++i) positions.data<int64_t>()[i] = i % L;
-    Tensor pos = new_f32(be, {B, L, D}, "clip position embeddings");
+    Tensor pos = new_activation(be, {B, L, D}, "clip position embeddings");
     be.embedding(positions, position_embedding_, pos);
     be.add(h, pos);
     if (hook) hook("hidden_states.0", h);
 
     AttentionMask mask;
     mask.causal = true;  // the pipeline passes no attention mask: padding positions are seen (causally)
-    Tensor x = new_f32(be, {B, L, D}, "clip layer norm");
+    Tensor x = new_activation(be, {B, L, D}, "clip layer norm");
     for (size_t i = 0; i < layers_.size(); ++i) {
         const Layer& ly = layers_[i];
         be.layer_norm(h, &ly.layer_norm1_weight, &ly.layer_norm1_bias, eps, x);
-        const Tensor q = run_linear(be, ly.q_proj, x), k = run_linear(be, ly.k_proj, x),
-                     v = run_linear(be, ly.v_proj, x);  // [B, L, D]
-        Tensor attn = new_f32(be, {B, L, D}, "clip attention");
+        const Tensor q = ly.q_proj.apply(be, x), k = ly.k_proj.apply(be, x), v = ly.v_proj.apply(be, x);  // [B, L, D]
+        Tensor attn = new_activation(be, {B, L, D}, "clip attention");
         Tensor out_view = attn.view({B, L, H, hd}).permute({0, 2, 1, 3});
         be.attention(q.view({B, L, H, hd}).permute({0, 2, 1, 3}), k.view({B, L, H, hd}).permute({0, 2, 1, 3}),
                      v.view({B, L, H, hd}).permute({0, 2, 1, 3}), out_view, mask, float(1.0 / std::sqrt(double(hd))));
-        be.add(h, run_linear(be, ly.out_proj, attn));
+        be.add(h, ly.out_proj.apply(be, attn));
         be.layer_norm(h, &ly.layer_norm2_weight, &ly.layer_norm2_bias, eps, x);
-        Tensor m = run_linear(be, ly.fc1, x);  // [B, L, I]
+        Tensor m = ly.fc1.apply(be, x);  // [B, L, I]
         be.quick_gelu(m, m);
-        be.add(h, run_linear(be, ly.fc2, m));
+        be.add(h, ly.fc2.apply(be, m));
         if (hook) hook(fmt::format("hidden_states.{}", i + 1), h);
     }
 
     ClipTextOutput out;
-    out.last_hidden_state = new_f32(be, {B, L, D}, "clip last hidden state");
+    out.last_hidden_state = new_activation(be, {B, L, D}, "clip last hidden state");
     be.layer_norm(h, &final_norm_weight_, &final_norm_bias_, eps, out.last_hidden_state);
     // Pooling as transformers 4.46.3 picks the row: with eos_token_id == 2 (the released CLIP configs) the
     // legacy rule, the first position of the highest id (<|endoftext|> is the highest id of the vocabulary);
     // otherwise the first position holding eos_token_id (0 when there is none, as argmax of all zeros).
-    out.pooler_output = new_f32(be, {B, D}, "clip pooler output");
+    out.pooler_output = new_activation(be, {B, D}, "clip pooler output");
     for (int64_t b = 0; b < B; ++b) {
         int64_t best = 0;
         if (c.eos_token_id == 2) {

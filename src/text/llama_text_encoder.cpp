@@ -144,18 +144,6 @@ std::vector<int32_t> read_mask(const Tensor& mask) {
 
 namespace {
 
-Tensor new_f32(Backend& be, const Shape& shape, std::string_view what) {
-    return Tensor::empty(shape, DType::F32, be.allocator(), what);
-}
-
-Tensor run_linear(Backend& be, const Linear& l, const Tensor& x) {
-    Shape s = x.shape();
-    s[s.rank() - 1] = l.out_features();
-    Tensor y = new_f32(be, s, "linear output");
-    be.linear(x, l.weight, l.bias.defined() ? &l.bias : nullptr, y);
-    return y;
-}
-
 // Key masking for causal attention over [B, L] tokens: right padding becomes kv_len (the fast path); any
 // other pattern becomes a dense [B, L, L] key mask. The causal part is the attention op's own flag.
 AttentionMask make_mask(const std::vector<int32_t>& m, int64_t B, int64_t L) {
@@ -209,11 +197,11 @@ void LlamaTextEncoder::layer_forward(Backend& be, const Layer& ly, Tensor& h, co
                   rep = H / G;
     const float eps = float(c.rms_norm_eps);
 
-    Tensor x = new_f32(be, h.shape(), "llama rms norm");
+    Tensor x = new_activation(be, h.shape(), "llama rms norm");
     be.rms_norm(h, &ly.input_layernorm, eps, x);  // [B, L, D]
-    Tensor q = run_linear(be, ly.q_proj, x);      // [B, L, H*hd]
-    Tensor k = run_linear(be, ly.k_proj, x);      // [B, L, G*hd]
-    Tensor v = run_linear(be, ly.v_proj, x);      // [B, L, G*hd]
+    Tensor q = ly.q_proj.apply(be, x);            // [B, L, H*hd]
+    Tensor k = ly.k_proj.apply(be, x);            // [B, L, G*hd]
+    Tensor v = ly.v_proj.apply(be, x);            // [B, L, G*hd]
     Tensor q4 = q.view({B, L, H, hd});
     Tensor k4 = k.view({B, L, G, hd});
     be.rope_half(q4, cos, sin);
@@ -222,8 +210,8 @@ void LlamaTextEncoder::layer_forward(Backend& be, const Layer& ly, Tensor& h, co
     // (transformers' repeat_kv) into [B, L, H, hd].
     Tensor k_rep = k, v_rep = v;
     if (rep > 1) {
-        k_rep = new_f32(be, {B, L, H * hd}, "llama repeated keys");
-        v_rep = new_f32(be, {B, L, H * hd}, "llama repeated values");
+        k_rep = new_activation(be, {B, L, H * hd}, "llama repeated keys");
+        v_rep = new_activation(be, {B, L, H * hd}, "llama repeated values");
         const Tensor v4 = v.view({B, L, G, hd});
         for (int64_t r = 0; r < rep; ++r) {
             Tensor kd = k_rep.view({B, L, G, rep, hd}).select(3, r);  // [B, L, G, hd]
@@ -232,18 +220,18 @@ void LlamaTextEncoder::layer_forward(Backend& be, const Layer& ly, Tensor& h, co
             be.copy(v4, vd);
         }
     }
-    Tensor attn = new_f32(be, {B, L, H * hd}, "llama attention");
+    Tensor attn = new_activation(be, {B, L, H * hd}, "llama attention");
     Tensor out_view = attn.view({B, L, H, hd}).permute({0, 2, 1, 3});
     be.attention(q.view({B, L, H, hd}).permute({0, 2, 1, 3}), k_rep.view({B, L, H, hd}).permute({0, 2, 1, 3}),
                  v_rep.view({B, L, H, hd}).permute({0, 2, 1, 3}), out_view, mask, float(1.0 / std::sqrt(double(hd))));
-    be.add(h, run_linear(be, ly.o_proj, attn));
+    be.add(h, ly.o_proj.apply(be, attn));
 
     be.rms_norm(h, &ly.post_attention_layernorm, eps, x);
-    Tensor gate = run_linear(be, ly.gate_proj, x);  // [B, L, I]
-    const Tensor up = run_linear(be, ly.up_proj, x);
+    Tensor gate = ly.gate_proj.apply(be, x);  // [B, L, I]
+    const Tensor up = ly.up_proj.apply(be, x);
     be.silu(gate, gate);
     be.mul(gate, up);
-    be.add(h, run_linear(be, ly.down_proj, gate));
+    be.add(h, ly.down_proj.apply(be, gate));
 }
 
 Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& attention_mask, int hidden_state_index,
@@ -265,7 +253,7 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
     Tensor cos, sin;
     rope_tables(config_, L, cos, sin);
 
-    Tensor h = new_f32(be, {B, L, D}, "llama hidden states");
+    Tensor h = new_activation(be, {B, L, D}, "llama hidden states");
     be.embedding(ids, embed_tokens_, h);
     if (hook) hook("hidden_states.0", h);
     for (int64_t i = 0; i < std::min(index, n); ++i) {
@@ -273,7 +261,7 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
         if (hook && i + 1 < n) hook(fmt::format("hidden_states.{}", i + 1), h);
     }
     if (index < n) return h;
-    Tensor normed = new_f32(be, {B, L, D}, "llama final norm");
+    Tensor normed = new_activation(be, {B, L, D}, "llama final norm");
     be.rms_norm(h, &norm_, float(config_.rms_norm_eps), normed);
     if (hook) {
         hook(fmt::format("hidden_states.{}", n), normed);
