@@ -1,5 +1,6 @@
 // Element-wise and row-broadcast ops: activations, adaLN modulate / gate, residual add, RoPE.
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/rope_rows.h"
 #include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
@@ -107,34 +108,14 @@ void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) 
 }
 
 void CpuBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
-    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "rope wants an f32 [B,L,H,D] view, got {}",
-              x.describe());
-    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3);
-    SR_ASSERT(D % 2 == 0, "rope head dim {} is odd", D);
-    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.numel() == L * D && sin.numel() == L * D,
-              "rope tables {} / {} for L={} D={}", cos.describe(), sin.describe(), L, D);
-    const float* cd = cos.data<float>();
-    const float* sd = sin.data<float>();
-    float* xd = static_cast<float*>(x.raw_data());
-    parallel_for(
-        B * L,
-        [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const int64_t b = r / L, l = r % L;
-                const float* c = cd + l * D;
-                const float* s = sd + l * D;
-                for (int64_t h = 0; h < H; ++h) {
-                    float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
-                    for (int64_t i = 0; i < D; i += 2) {
-                        const float re = v[i], im = v[i + 1];
-                        v[i] = re * c[i] - im * s[i];
-                        v[i + 1] = im * c[i + 1] + re * s[i + 1];
-                    }
-                }
-            }
-        },
-        64);
+    // Pairs (x[2i], x[2i+1]), each frequency repeated twice in the tables.
+    for_each_rope_head(x, cos, sin, "rope", [](float* v, const float* c, const float* s, int64_t D) {
+        for (int64_t i = 0; i < D; i += 2) {
+            const float re = v[i], im = v[i + 1];
+            v[i] = re * c[i] - im * s[i];
+            v[i + 1] = im * c[i + 1] + re * s[i + 1];
+        }
+    });
 }
 
 }  // namespace sr

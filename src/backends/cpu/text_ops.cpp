@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/rope_rows.h"
 #include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
@@ -51,35 +52,15 @@ void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
 }
 
 void CpuBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
-    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1,
-              "rope_half wants an f32 [B,L,H,D] view, got {}", x.describe());
-    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3), half = D / 2;
-    SR_ASSERT(D % 2 == 0, "rope_half head dim {} is odd", D);
-    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.numel() == L * D && sin.numel() == L * D,
-              "rope_half tables {} / {} for L={} D={}", cos.describe(), sin.describe(), L, D);
-    const float* cd = cos.data<float>();
-    const float* sd = sin.data<float>();
-    float* xd = static_cast<float*>(x.raw_data());
-    parallel_for(
-        B * L,
-        [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const int64_t b = r / L, l = r % L;
-                const float* c = cd + l * D;
-                const float* s = sd + l * D;
-                for (int64_t h = 0; h < H; ++h) {
-                    float* v = xd + b * x.stride(0) + l * x.stride(1) + h * x.stride(2);
-                    // x*cos + rotate_half(x)*sin, rotate_half(x) = (-x[D/2:], x[:D/2]).
-                    for (int64_t i = 0; i < half; ++i) {
-                        const float lo = v[i], hi = v[i + half];
-                        v[i] = lo * c[i] - hi * s[i];
-                        v[i + half] = hi * c[i + half] + lo * s[i + half];
-                    }
-                }
-            }
-        },
-        64);
+    // x*cos + rotate_half(x)*sin, rotate_half(x) = (-x[D/2:], x[:D/2]).
+    for_each_rope_head(x, cos, sin, "rope_half", [](float* v, const float* c, const float* s, int64_t D) {
+        const int64_t half = D / 2;
+        for (int64_t i = 0; i < half; ++i) {
+            const float lo = v[i], hi = v[i + half];
+            v[i] = lo * c[i] - hi * s[i];
+            v[i + half] = hi * c[i + half] + lo * s[i + half];
+        }
+    });
 }
 
 void CpuBackend::quick_gelu(const Tensor& x, Tensor& y) {
