@@ -168,30 +168,18 @@ void HunyuanVideoTransformer::for_each_tensor(Block& b, F&& f) {
 
 template <class Block>
 Block HunyuanVideoTransformer::rebind(const Block& block, const std::vector<Tensor>& tensors) {
-    Block out = block;
-    size_t i = 0;
     // Undefined tensors (absent biases, no guidance embedder) are listed too and stay undefined.
-    for_each_tensor(out, [&](Tensor& t) {
-        SR_ASSERT(i < tensors.size(), "block provider returned {} tensors", tensors.size());
-        t = tensors[i++];
-    });
-    SR_ASSERT(i == tensors.size(), "block provider returned {} tensors for {}", tensors.size(), i);
-    return out;
+    return rebind_block(block, tensors, [](auto& b, auto&& f) { for_each_tensor(b, f); });
 }
 
 std::vector<Tensor> HunyuanVideoTransformer::weight_block_tensors(size_t block) const {
-    std::vector<Tensor> out;
-    auto collect = [&](const auto& b) { for_each_tensor(b, [&](const Tensor& t) { out.push_back(t); }); };
+    auto collect = [](const auto& b) { return block_tensors(b, [](auto& p, auto&& f) { for_each_tensor(p, f); }); };
     SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    if (block == 0)
-        collect(embedders_);
-    else if (block <= dual_blocks_.size())
-        collect(dual_blocks_[block - 1]);
-    else if (block <= dual_blocks_.size() + single_blocks_.size())
-        collect(single_blocks_[block - 1 - dual_blocks_.size()]);
-    else
-        collect(head_);
-    return out;
+    if (block == 0) return collect(embedders_);
+    if (block <= dual_blocks_.size()) return collect(dual_blocks_[block - 1]);
+    if (block <= dual_blocks_.size() + single_blocks_.size())
+        return collect(single_blocks_[block - 1 - dual_blocks_.size()]);
+    return collect(head_);
 }
 
 std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
@@ -202,10 +190,7 @@ std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
                            : i <= dual_blocks_.size() + single_blocks_.size()
                                ? fmt::format("single_transformer_blocks.{}", i - 1 - dual_blocks_.size())
                                : "output_head";
-        size_t bytes = 0;
-        for (const Tensor& t : weight_block_tensors(i))
-            if (t.defined()) bytes += t.nbytes();
-        out.push_back({std::move(name), bytes});
+        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
     }
     return out;
 }

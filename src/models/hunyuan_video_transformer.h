@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "io/weight_binder.h"
 #include "models/hunyuan_video_config.h"
+#include "models/weight_blocks.h"
 
 namespace sr {
 
@@ -36,22 +37,6 @@ using IntermediateHook = std::function<void(std::string_view name, const Tensor&
 struct TransformerLoadOptions {
     // Store floating-point weights in this dtype (nullopt: as in the checkpoint, zero-copy from the mmap).
     std::optional<DType> weight_dtype;
-};
-
-// A contiguous group of weights that the runtime may place or stream as one unit.
-struct WeightBlock {
-    std::string name;
-    size_t bytes = 0;
-};
-
-// Where a model's weights live during forward(): blocks are acquired in execution order (cyclically across
-// calls) and released when their compute is done; the tensors are the block's weights in the order
-// weight_block_tensors() lists them, wherever the provider put them. Models never see where that is.
-class BlockWeightProvider {
-public:
-    virtual ~BlockWeightProvider() = default;
-    virtual const std::vector<Tensor>& acquire(size_t block) = 0;
-    virtual void release(size_t block) = 0;
 };
 
 class HunyuanVideoTransformer {

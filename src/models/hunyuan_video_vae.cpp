@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <type_traits>
 
 #include "core/log.h"
 #include "core/parallel.h"
@@ -179,7 +180,7 @@ void HunyuanVideoVAE::bind(WeightBinder& b) {
 
     // Encoder: block i downsamples space while i < log2(spatial ratio), time in the last log2(temporal
     // ratio) blocks before the final one (ratio 4).
-    enc_conv_in_ = bind_conv(b, "encoder.conv_in", c.in_channels, boc[0], 3, true);
+    encoder_.conv_in = bind_conv(b, "encoder.conv_in", c.in_channels, boc[0], 3, true);
     int64_t out_ch = boc[0];
     for (int64_t i = 0; i < n; ++i) {
         const int64_t in_ch = out_ch;
@@ -195,18 +196,18 @@ void HunyuanVideoVAE::bind(WeightBinder& b) {
             blk.sampler = bind_conv(b, p + ".downsamplers.0.conv", out_ch, out_ch, 3, true);
             blk.sampler.stride = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
         }
-        down_blocks_.push_back(std::move(blk));
+        encoder_.down_blocks.push_back(std::move(blk));
     }
-    enc_mid_ = bind_mid(b, "encoder.mid_block");
-    enc_norm_out_ = {b.small_f32("encoder.conv_norm_out.weight", {boc.back()}),
-                     b.small_f32("encoder.conv_norm_out.bias", {boc.back()})};
-    enc_conv_out_ = bind_conv(b, "encoder.conv_out", boc.back(), 2 * c.latent_channels, 3, true);
-    quant_conv_ = bind_conv(b, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1, false);
+    encoder_.mid = bind_mid(b, "encoder.mid_block");
+    encoder_.norm_out = {b.small_f32("encoder.conv_norm_out.weight", {boc.back()}),
+                         b.small_f32("encoder.conv_norm_out.bias", {boc.back()})};
+    encoder_.conv_out = bind_conv(b, "encoder.conv_out", boc.back(), 2 * c.latent_channels, 3, true);
+    encoder_.quant_conv = bind_conv(b, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1, false);
 
     // Decoder: the mirror image, with layers_per_block + 1 resnets per up block.
-    post_quant_conv_ = bind_conv(b, "post_quant_conv", c.latent_channels, c.latent_channels, 1, false);
-    dec_conv_in_ = bind_conv(b, "decoder.conv_in", c.latent_channels, boc.back(), 3, true);
-    dec_mid_ = bind_mid(b, "decoder.mid_block");
+    decoder_.post_quant_conv = bind_conv(b, "post_quant_conv", c.latent_channels, c.latent_channels, 1, false);
+    decoder_.conv_in = bind_conv(b, "decoder.conv_in", c.latent_channels, boc.back(), 3, true);
+    decoder_.mid = bind_mid(b, "decoder.mid_block");
     out_ch = boc.back();
     for (int64_t i = 0; i < n; ++i) {
         const int64_t in_ch = out_ch;
@@ -222,11 +223,11 @@ void HunyuanVideoVAE::bind(WeightBinder& b) {
             blk.sampler = bind_conv(b, p + ".upsamplers.0.conv", out_ch, out_ch, 3, true);
             blk.upsample = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
         }
-        up_blocks_.push_back(std::move(blk));
+        decoder_.up_blocks.push_back(std::move(blk));
     }
-    dec_norm_out_ = {b.small_f32("decoder.conv_norm_out.weight", {boc[0]}),
-                     b.small_f32("decoder.conv_norm_out.bias", {boc[0]})};
-    dec_conv_out_ = bind_conv(b, "decoder.conv_out", boc[0], c.out_channels, 3, true);
+    decoder_.norm_out = {b.small_f32("decoder.conv_norm_out.weight", {boc[0]}),
+                         b.small_f32("decoder.conv_norm_out.bias", {boc[0]})};
+    decoder_.conv_out = bind_conv(b, "decoder.conv_out", boc[0], c.out_channels, 3, true);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -321,46 +322,109 @@ Tensor HunyuanVideoVAE::upsample(Backend& be, const Block& blk, const Tensor& x)
 // ---------------------------------------------------------------------------------------------------------
 // Encoder and decoder
 
-Tensor HunyuanVideoVAE::encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook) const {
+Tensor HunyuanVideoVAE::run_encoder(Backend& be, const Encoder& enc, const Tensor& x,
+                                    const VAEIntermediateHook& hook) const {
     ++encoder_calls_;
     auto emit = [&](std::string_view name, const Tensor& t) {
         if (hook) hook(name, t);
     };
-    Tensor h = conv(be, enc_conv_in_, x);  // [B, C0, F, H, W]
+    Tensor h = conv(be, enc.conv_in, x);  // [B, C0, F, H, W]
     emit("encoder.conv_in", h);
-    for (size_t i = 0; i < down_blocks_.size(); ++i) {
-        for (const Resnet& r : down_blocks_[i].resnets) h = resnet(be, r, h);
-        if (down_blocks_[i].has_sampler) h = conv(be, down_blocks_[i].sampler, h);
+    for (size_t i = 0; i < enc.down_blocks.size(); ++i) {
+        for (const Resnet& r : enc.down_blocks[i].resnets) h = resnet(be, r, h);
+        if (enc.down_blocks[i].has_sampler) h = conv(be, enc.down_blocks[i].sampler, h);
         emit(fmt::format("encoder.down_blocks.{}", i), h);
     }
-    h = mid(be, enc_mid_, h);  // [B, C_last, T, h, w]
+    h = mid(be, enc.mid, h);  // [B, C_last, T, h, w]
     emit("encoder.mid_block", h);
-    h = conv(be, enc_conv_out_, norm_silu(be, enc_norm_out_, h, true));  // [B, 2*latent, T, h, w]
+    h = conv(be, enc.conv_out, norm_silu(be, enc.norm_out, h, true));  // [B, 2*latent, T, h, w]
     emit("encoder.conv_out", h);
-    h = conv(be, quant_conv_, h);
+    h = conv(be, enc.quant_conv, h);
     emit("quant_conv", h);
     return h;
 }
 
-Tensor HunyuanVideoVAE::decode_untiled(Backend& be, const Tensor& z, const VAEIntermediateHook& hook) const {
+Tensor HunyuanVideoVAE::run_decoder(Backend& be, const Decoder& dec, const Tensor& z,
+                                    const VAEIntermediateHook& hook) const {
     ++decoder_calls_;
     auto emit = [&](std::string_view name, const Tensor& t) {
         if (hook) hook(name, t);
     };
-    Tensor h = conv(be, post_quant_conv_, z.contiguous());  // [B, latent, T, h, w]
+    Tensor h = conv(be, dec.post_quant_conv, z.contiguous());  // [B, latent, T, h, w]
     emit("post_quant_conv", h);
-    h = conv(be, dec_conv_in_, h);  // [B, C_last, T, h, w]
+    h = conv(be, dec.conv_in, h);  // [B, C_last, T, h, w]
     emit("decoder.conv_in", h);
-    h = mid(be, dec_mid_, h);
+    h = mid(be, dec.mid, h);
     emit("decoder.mid_block", h);
-    for (size_t i = 0; i < up_blocks_.size(); ++i) {
-        for (const Resnet& r : up_blocks_[i].resnets) h = resnet(be, r, h);
-        if (up_blocks_[i].has_sampler) h = upsample(be, up_blocks_[i], h);
+    for (size_t i = 0; i < dec.up_blocks.size(); ++i) {
+        for (const Resnet& r : dec.up_blocks[i].resnets) h = resnet(be, r, h);
+        if (dec.up_blocks[i].has_sampler) h = upsample(be, dec.up_blocks[i], h);
         emit(fmt::format("decoder.up_blocks.{}", i), h);
     }
-    h = conv(be, dec_conv_out_, norm_silu(be, dec_norm_out_, h, true));  // [B, out, 4(T-1)+1, 8h, 8w]
+    h = conv(be, dec.conv_out, norm_silu(be, dec.norm_out, h, true));  // [B, out, 4(T-1)+1, 8h, 8w]
     emit("decoder.conv_out", h);
     return h;
+}
+
+Tensor HunyuanVideoVAE::encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook,
+                                       BlockWeightProvider* weights) const {
+    const BlockLease lease(weights, kEncoderBlock);
+    return run_encoder(be, lease ? rebind(encoder_, lease.tensors()) : encoder_, x, hook);
+}
+
+Tensor HunyuanVideoVAE::decode_untiled(Backend& be, const Tensor& z, const VAEIntermediateHook& hook,
+                                       BlockWeightProvider* weights) const {
+    const BlockLease lease(weights, kDecoderBlock);
+    return run_decoder(be, lease ? rebind(decoder_, lease.tensors()) : decoder_, z, hook);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight blocks
+
+template <class Part, class F>
+void HunyuanVideoVAE::for_each_tensor(Part& p, F&& f) {
+    using P = std::remove_const_t<Part>;
+    auto each = [&](auto& parts) {
+        for (auto& part : parts) for_each_tensor(part, f);
+    };
+    if constexpr (std::is_same_v<P, Conv> || std::is_same_v<P, Norm> || std::is_same_v<P, Linear>) {
+        f(p.weight), f(p.bias);
+    } else if constexpr (std::is_same_v<P, Resnet>) {
+        // conv_shortcut is listed even when absent (undefined), so every resnet lists the same slots.
+        for_each_tensor(p.norm1, f), for_each_tensor(p.conv1, f), for_each_tensor(p.norm2, f);
+        for_each_tensor(p.conv2, f), for_each_tensor(p.conv_shortcut, f);
+    } else if constexpr (std::is_same_v<P, Attention>) {
+        for_each_tensor(p.group_norm, f);
+        for (auto* l : {&p.to_q, &p.to_k, &p.to_v, &p.to_out}) for_each_tensor(*l, f);
+    } else if constexpr (std::is_same_v<P, Block>) {
+        each(p.resnets);
+        for_each_tensor(p.sampler, f);  // undefined without a sampler
+    } else if constexpr (std::is_same_v<P, Mid>) {
+        each(p.resnets), each(p.attentions);
+    } else if constexpr (std::is_same_v<P, Encoder>) {
+        for_each_tensor(p.conv_in, f), each(p.down_blocks), for_each_tensor(p.mid, f);
+        for_each_tensor(p.norm_out, f), for_each_tensor(p.conv_out, f), for_each_tensor(p.quant_conv, f);
+    } else {
+        static_assert(std::is_same_v<P, Decoder>);
+        for_each_tensor(p.post_quant_conv, f), for_each_tensor(p.conv_in, f), for_each_tensor(p.mid, f);
+        each(p.up_blocks), for_each_tensor(p.norm_out, f), for_each_tensor(p.conv_out, f);
+    }
+}
+
+template <class Part>
+Part HunyuanVideoVAE::rebind(const Part& part, const std::vector<Tensor>& tensors) {
+    return rebind_block(part, tensors, [](auto& p, auto&& f) { for_each_tensor(p, f); });
+}
+
+std::vector<Tensor> HunyuanVideoVAE::weight_block_tensors(size_t block) const {
+    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
+    auto visit = [](auto& p, auto&& f) { for_each_tensor(p, f); };
+    return block == kEncoderBlock ? block_tensors(encoder_, visit) : block_tensors(decoder_, visit);
+}
+
+std::vector<WeightBlock> HunyuanVideoVAE::weight_blocks() const {
+    return {{"vae.encoder", defined_tensor_bytes(weight_block_tensors(kEncoderBlock))},
+            {"vae.decoder", defined_tensor_bytes(weight_block_tensors(kDecoderBlock))}};
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -379,7 +443,7 @@ Tensor LatentDistribution::sample(uint64_t seed) const {
 }
 
 LatentDistribution HunyuanVideoVAE::encode(Backend& be, const Tensor& x, const VAETiling& tiling,
-                                           const VAEIntermediateHook& hook) const {
+                                           const VAEIntermediateHook& hook, BlockWeightProvider* weights) const {
     tiling.validate();
     const int64_t sr = config_.spatial_compression_ratio, tr = config_.temporal_compression_ratio;
     SR_THROW_IF(x.rank() != 5, "VAE encode: input {} must be [B, C, F, H, W]", x.describe());
@@ -393,7 +457,11 @@ LatentDistribution HunyuanVideoVAE::encode(Backend& be, const Tensor& x, const V
     Tensor xf = x.dtype() == DType::F32 ? x.contiguous() : x.to(DType::F32);
 
     LatentDistribution d;
-    d.moments = encode_moments(be, xf, tiling, hook);  // [B, 2*latent, T, h, w]
+    {
+        const BlockLease lease(weights, kEncoderBlock);  // once for all tiles
+        const Encoder enc = lease ? rebind(encoder_, lease.tensors()) : encoder_;
+        d.moments = encode_moments(be, enc, xf, tiling, hook);  // [B, 2*latent, T, h, w]
+    }
     const int64_t L = config_.latent_channels;
     d.mean = d.moments.slice(1, 0, L).contiguous();
     d.logvar = d.moments.slice(1, L, 2 * L).contiguous();
@@ -415,46 +483,48 @@ void HunyuanVideoVAE::check_latents(const Tensor& z) const {
                 z.describe());
 }
 
-Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& tiling,
-                               const VAEIntermediateHook& hook) const {
+Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& tiling, const VAEIntermediateHook& hook,
+                               BlockWeightProvider* weights) const {
     check_latents(z);
     tiling.validate();
-    const int64_t T = z.dim(2);
+    const Tensor zf = z.dtype() == DType::F32 ? z.contiguous() : z.to(DType::F32);
+    const BlockLease lease(weights, kDecoderBlock);  // once for all tiles
+    const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
+    const int64_t T = z.dim(2), r = config_.spatial_compression_ratio;
     // _decode's choice of path; see decode_streaming for the thresholds' quirks.
     if (tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio) {
-        const int64_t r = config_.spatial_compression_ratio;
         Tensor out = new_activation(be,
                                     {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
                                      z.dim(3) * r, z.dim(4) * r},
                                     "VAE decoded video");
-        decode_streaming(be, z, tiling, [&](const Tensor& frames, int64_t first) {
+        temporal_tiled_decode(be, dec, zf, tiling, [&](const Tensor& frames, int64_t first) {
             Tensor dst = out.slice(2, first, first + frames.dim(2));
             be.copy(frames, dst);
         });
         return out;
     }
-    const Tensor zf = z.dtype() == DType::F32 ? z.contiguous() : z.to(DType::F32);
-    const int64_t r = config_.spatial_compression_ratio;
     if (tiling.use_tiling &&
         (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r))
-        return tiled_decode(be, zf, tiling);
-    return decode_untiled(be, zf, hook);
+        return tiled_decode(be, dec, zf, tiling);
+    return run_decoder(be, dec, zf, hook);
 }
 
-void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VAETiling& t,
-                                       const VAEFrameSink& sink) const {
+void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VAETiling& t, const VAEFrameSink& sink,
+                                       BlockWeightProvider* weights) const {
     check_latents(z_in);
     t.validate();
     const Tensor z = z_in.dtype() == DType::F32 ? z_in.contiguous() : z_in.to(DType::F32);
+    const BlockLease lease(weights, kDecoderBlock);  // held until the last frame is handed over
+    const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t r = config_.spatial_compression_ratio;
     // Quirks of _decode in this version, reproduced: the temporal path is taken whenever framewise decoding
     // is on (the default, even without enable_tiling) and there are more than min_num_frames/4 latent frames;
     // the spatial test compares the width with the STRIDE width (not the min width).
     if (t.use_framewise_decoding && z.dim(2) > t.tile_sample_min_num_frames / config_.temporal_compression_ratio)
-        return temporal_tiled_decode(be, z, t, sink);
+        return temporal_tiled_decode(be, dec, z, t, sink);
     if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r))
-        return sink(tiled_decode(be, z, t), 0);
-    sink(decode_untiled(be, z), 0);
+        return sink(tiled_decode(be, dec, z, t), 0);
+    sink(run_decoder(be, dec, z, {}), 0);
 }
 
 }  // namespace sr

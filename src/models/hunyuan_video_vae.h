@@ -10,6 +10,10 @@
 //   sr::Tensor video = vae.decode(sr::cpu_backend(), latents, tiling);   // latents already / scaling_factor
 //   vae.decode_streaming(be, latents, tiling, [&](const sr::Tensor& frames, int64_t first) { write(frames); });
 //
+// Weights come in two blocks for the residency manager: kEncoderBlock (encoder + quant_conv) and
+// kDecoderBlock (post_quant_conv + decoder). Each entry point takes an optional BlockWeightProvider and
+// acquires the one block it uses once per call, however many tiles it runs.
+//
 // Every intermediate named in the fixtures ("encoder.down_blocks.1", "decoder.conv_out", "quant_conv", ...)
 // is passed to an optional hook during untiled runs.
 #pragma once
@@ -24,6 +28,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "io/weight_binder.h"
+#include "models/weight_blocks.h"
 
 namespace sr {
 
@@ -93,19 +98,37 @@ public:
     int64_t parameter_count() const { return parameter_count_; }
     const std::vector<std::string>& unused_tensors() const { return unused_; }
 
+    // Weight blocks: the encoder side and the decoder side, each used by one kind of call.
+    static constexpr size_t kEncoderBlock = 0;  // "vae.encoder": encoder + quant_conv
+    static constexpr size_t kDecoderBlock = 1;  // "vae.decoder": post_quant_conv + decoder
+    enum class Pass { Encode, Decode };
+    std::vector<WeightBlock> weight_blocks() const;
+    size_t weight_block_count() const { return 2; }
+    // Block b's tensors in a fixed order (absent ones, e.g. a resnet's shortcut, as undefined tensors).
+    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    // The blocks one call acquires: {kEncoderBlock} for encode / encode_untiled, {kDecoderBlock} for decode /
+    // decode_streaming / decode_untiled, whatever the tiling.
+    static std::vector<size_t> blocks_used(Pass pass) { return {pass == Pass::Encode ? kEncoderBlock : kDecoderBlock}; }
+
+    // With a provider, the entry points below take their weights from it: the block is acquired once, after
+    // the input checks, and released when the call returns (decode_streaming: after the last frame's sink
+    // call); without one, from the checkpoint as loaded.
     // x [B, in_channels, F, H, W] -> the latent distribution (AutoencoderKLHunyuanVideo.encode).
     LatentDistribution encode(Backend& be, const Tensor& x, const VAETiling& tiling = {},
-                              const VAEIntermediateHook& hook = {}) const;
+                              const VAEIntermediateHook& hook = {}, BlockWeightProvider* weights = nullptr) const;
     // z [B, latent, T, h, w] -> video [B, out_channels, 4(T-1)+1, 8h, 8w] (AutoencoderKLHunyuanVideo.decode).
-    Tensor decode(Backend& be, const Tensor& z, const VAETiling& tiling = {},
-                  const VAEIntermediateHook& hook = {}) const;
+    Tensor decode(Backend& be, const Tensor& z, const VAETiling& tiling = {}, const VAEIntermediateHook& hook = {},
+                  BlockWeightProvider* weights = nullptr) const;
     // The same frames as decode(), handed to `sink` as they become final. With temporal tiling only two
     // decoded temporal tiles are alive at a time, so peak memory depends on the tile size, not the length.
-    void decode_streaming(Backend& be, const Tensor& z, const VAETiling& tiling, const VAEFrameSink& sink) const;
+    void decode_streaming(Backend& be, const Tensor& z, const VAETiling& tiling, const VAEFrameSink& sink,
+                          BlockWeightProvider* weights = nullptr) const;
 
     // The model proper, no tiling: x -> moments (encoder + quant_conv), z -> video (post_quant_conv + decoder).
-    Tensor encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook = {}) const;
-    Tensor decode_untiled(Backend& be, const Tensor& z, const VAEIntermediateHook& hook = {}) const;
+    Tensor encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook = {},
+                          BlockWeightProvider* weights = nullptr) const;
+    Tensor decode_untiled(Backend& be, const Tensor& z, const VAEIntermediateHook& hook = {},
+                          BlockWeightProvider* weights = nullptr) const;
 
     // How many times the encoder / decoder ran since construction (the fixtures record the reference's).
     int64_t encoder_calls() const { return encoder_calls_; }
@@ -138,6 +161,28 @@ private:
         std::vector<Resnet> resnets;  // 2
         std::vector<Attention> attentions;
     };
+    struct Encoder {  // block kEncoderBlock, in execution order
+        Conv conv_in;
+        std::vector<Block> down_blocks;
+        Mid mid;
+        Norm norm_out;
+        Conv conv_out;
+        Conv quant_conv;
+    };
+    struct Decoder {  // block kDecoderBlock, in execution order
+        Conv post_quant_conv;
+        Conv conv_in;
+        Mid mid;
+        std::vector<Block> up_blocks;
+        Norm norm_out;
+        Conv conv_out;
+    };
+    // Every Tensor member of a part (Encoder, Decoder and what they hold), in one fixed order (for listing and
+    // for rebinding to other memory).
+    template <class Part, class F>
+    static void for_each_tensor(Part& part, F&& f);
+    template <class Part>
+    static Part rebind(const Part& part, const std::vector<Tensor>& tensors);
 
     void bind(WeightBinder& b);
     Conv bind_conv(WeightBinder& b, const std::string& name, int64_t in, int64_t out, int64_t k, bool causal) const;
@@ -151,12 +196,17 @@ private:
     Tensor mid(Backend& be, const Mid& m, Tensor x) const;
     Tensor upsample(Backend& be, const Block& blk, const Tensor& x) const;
 
-    // The reference's tiled paths (hunyuan_video_vae_tiling.cpp).
-    Tensor encode_moments(Backend& be, const Tensor& x, const VAETiling& t, const VAEIntermediateHook& hook) const;
-    Tensor tiled_encode(Backend& be, const Tensor& x, const VAETiling& t) const;
-    Tensor temporal_tiled_encode(Backend& be, const Tensor& x, const VAETiling& t) const;
-    Tensor tiled_decode(Backend& be, const Tensor& z, const VAETiling& t) const;
-    void temporal_tiled_decode(Backend& be, const Tensor& z, const VAETiling& t, const VAEFrameSink& sink) const;
+    // The untiled model with the given weights (this model's, or a provider's).
+    Tensor run_encoder(Backend& be, const Encoder& enc, const Tensor& x, const VAEIntermediateHook& hook) const;
+    Tensor run_decoder(Backend& be, const Decoder& dec, const Tensor& z, const VAEIntermediateHook& hook) const;
+    // The reference's path choice and tiled paths (hunyuan_video_vae_tiling.cpp), with the given weights.
+    Tensor encode_moments(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t,
+                          const VAEIntermediateHook& hook) const;
+    Tensor tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
+    Tensor temporal_tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
+    Tensor tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t) const;
+    void temporal_tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
+                               const VAEFrameSink& sink) const;
     void check_latents(const Tensor& z) const;
 
     HunyuanVideoVAEConfig config_;
@@ -164,20 +214,8 @@ private:
     std::vector<std::string> unused_;
     mutable int64_t encoder_calls_ = 0, decoder_calls_ = 0;
 
-    // Encoder
-    Conv enc_conv_in_;
-    std::vector<Block> down_blocks_;
-    Mid enc_mid_;
-    Norm enc_norm_out_;
-    Conv enc_conv_out_;
-    Conv quant_conv_;
-    // Decoder
-    Conv post_quant_conv_;
-    Conv dec_conv_in_;
-    Mid dec_mid_;
-    std::vector<Block> up_blocks_;
-    Norm dec_norm_out_;
-    Conv dec_conv_out_;
+    Encoder encoder_;
+    Decoder decoder_;
 };
 
 }  // namespace sr

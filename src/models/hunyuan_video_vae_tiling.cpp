@@ -54,16 +54,17 @@ void place(Backend& be, const Tensor& tile, int64_t crop_h, int64_t crop_w, Tens
 
 }  // namespace
 
-Tensor HunyuanVideoVAE::encode_moments(Backend& be, const Tensor& x, const VAETiling& t,
+Tensor HunyuanVideoVAE::encode_moments(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t,
                                        const VAEIntermediateHook& hook) const {
     // _encode tests use_framewise_DECODING here (a slip upstream); both default to true. Reproduced.
-    if (t.use_framewise_decoding && x.dim(2) > t.tile_sample_min_num_frames) return temporal_tiled_encode(be, x, t);
+    if (t.use_framewise_decoding && x.dim(2) > t.tile_sample_min_num_frames)
+        return temporal_tiled_encode(be, enc, x, t);
     if (t.use_tiling && (x.dim(4) > t.tile_sample_min_width || x.dim(3) > t.tile_sample_min_height))
-        return tiled_encode(be, x, t);
-    return encode_untiled(be, x, hook);
+        return tiled_encode(be, enc, x, t);
+    return run_encoder(be, enc, x, hook);
 }
 
-Tensor HunyuanVideoVAE::tiled_encode(Backend& be, const Tensor& x, const VAETiling& t) const {
+Tensor HunyuanVideoVAE::tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const {
     const int64_t r = config_.spatial_compression_ratio, H = x.dim(3), W = x.dim(4);
     const int64_t lat_min_h = t.tile_sample_min_height / r, lat_min_w = t.tile_sample_min_width / r;
     const int64_t lat_stride_h = t.tile_sample_stride_height / r, lat_stride_w = t.tile_sample_stride_width / r;
@@ -78,7 +79,7 @@ Tensor HunyuanVideoVAE::tiled_encode(Backend& be, const Tensor& x, const VAETili
             const Tensor tile_x = x.slice(3, i, std::min(i + t.tile_sample_min_height, H))
                                       .slice(4, j, std::min(j + t.tile_sample_min_width, W))
                                       .contiguous();
-            Tensor tile = encode_untiled(be, tile_x);  // [B, 2*latent, T, th, tw]
+            Tensor tile = run_encoder(be, enc, tile_x, {});  // [B, 2*latent, T, th, tw]
             if (!out.defined())
                 out = Tensor::empty({x.dim(0), tile.dim(1), tile.dim(2), H / r, W / r}, DType::F32, be.allocator(),
                                     "VAE tiled encode output");
@@ -95,7 +96,8 @@ Tensor HunyuanVideoVAE::tiled_encode(Backend& be, const Tensor& x, const VAETili
     return out;
 }
 
-Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Tensor& x, const VAETiling& t) const {
+Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Encoder& enc, const Tensor& x,
+                                              const VAETiling& t) const {
     const int64_t tr = config_.temporal_compression_ratio, r = config_.spatial_compression_ratio;
     const int64_t F = x.dim(2), latent_frames = (F - 1) / tr + 1;
     const int64_t lat_stride_f = t.tile_sample_stride_num_frames / tr;
@@ -106,8 +108,8 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Tensor& x, cons
         // Tiles of min_num_frames + 1 frames: the extra frame is the causal "first" frame of the tile.
         const Tensor tile_x = x.slice(2, i, std::min(i + t.tile_sample_min_num_frames + 1, F)).contiguous();
         Tensor tile = t.use_tiling && (x.dim(3) > t.tile_sample_min_height || x.dim(4) > t.tile_sample_min_width)
-                          ? tiled_encode(be, tile_x, t)
-                          : encode_untiled(be, tile_x);
+                          ? tiled_encode(be, enc, tile_x, t)
+                          : run_encoder(be, enc, tile_x, {});
         if (!out.defined())
             out = Tensor::empty({x.dim(0), tile.dim(1), latent_frames, x.dim(3) / r, x.dim(4) / r}, DType::F32,
                                 be.allocator(), "VAE temporal tiled encode output");
@@ -127,7 +129,7 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Tensor& x, cons
     return out;
 }
 
-Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Tensor& z, const VAETiling& t) const {
+Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t) const {
     const int64_t r = config_.spatial_compression_ratio, h = z.dim(3), w = z.dim(4);
     const int64_t lat_min_h = t.tile_sample_min_height / r, lat_min_w = t.tile_sample_min_width / r;
     const int64_t lat_stride_h = t.tile_sample_stride_height / r, lat_stride_w = t.tile_sample_stride_width / r;
@@ -144,7 +146,7 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Tensor& z, const VAETili
         for (int64_t j = 0; j < w; j += lat_stride_w) {
             const Tensor tile_z =
                 z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)).contiguous();
-            Tensor tile = decode_untiled(be, tile_z);  // [B, out, F, 8th, 8tw]
+            Tensor tile = run_decoder(be, dec, tile_z, {});  // [B, out, F, 8th, 8tw]
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
             place(be, tile, t.tile_sample_stride_height, t.tile_sample_stride_width, out, y0, x0);
@@ -158,7 +160,7 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Tensor& z, const VAETili
     return out;
 }
 
-void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Tensor& z, const VAETiling& t,
+void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
                                             const VAEFrameSink& sink) const {
     const int64_t tr = config_.temporal_compression_ratio, r = config_.spatial_compression_ratio;
     const int64_t T = z.dim(2), n_sample_frames = (T - 1) * tr + 1;
@@ -172,7 +174,7 @@ void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Tensor& z, const 
     for (int64_t i = 0; i < T; i += lat_stride_f) {
         // lat_min_f + 1 latents per tile; the last tiles may hold a single latent (one frame, then dropped).
         const Tensor tile_z = z.slice(2, i, std::min(i + lat_min_f + 1, T)).contiguous();
-        Tensor tile = spatial ? tiled_decode(be, tile_z, t) : decode_untiled(be, tile_z);
+        Tensor tile = spatial ? tiled_decode(be, dec, tile_z, t) : run_decoder(be, dec, tile_z, {});
         if (i > 0) {
             tile = tile.slice(2, 1, tile.dim(2)).contiguous();  // the overlap latent's frame
             blend(prev, tile, 2, blend_f);

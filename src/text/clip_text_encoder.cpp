@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <type_traits>
 
 #include "core/log.h"
 #include "io/safetensors.h"
@@ -69,8 +70,9 @@ ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& b) 
     config_.validate(b.source());
     const auto& c = config_;
     const int64_t D = c.hidden_size, I = c.intermediate_size;
-    token_embedding_ = b.tensor("text_model.embeddings.token_embedding.weight", {c.vocab_size, D});
-    position_embedding_ = b.tensor("text_model.embeddings.position_embedding.weight", {c.max_position_embeddings, D});
+    embeddings_.token_embedding = b.tensor("text_model.embeddings.token_embedding.weight", {c.vocab_size, D});
+    embeddings_.position_embedding =
+        b.tensor("text_model.embeddings.position_embedding.weight", {c.max_position_embeddings, D});
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
         const std::string p = fmt::format("text_model.encoder.layers.{}.", i);
         Layer l;
@@ -86,8 +88,56 @@ ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& b) 
         l.fc2 = bind_linear(b, p + "mlp.fc2", I, D);
         layers_.push_back(std::move(l));
     }
-    final_norm_weight_ = b.small_f32("text_model.final_layer_norm.weight", {D});
-    final_norm_bias_ = b.small_f32("text_model.final_layer_norm.bias", {D});
+    final_norm_.weight = b.small_f32("text_model.final_layer_norm.weight", {D});
+    final_norm_.bias = b.small_f32("text_model.final_layer_norm.bias", {D});
+    parameter_count_ = b.parameter_count();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight blocks
+
+template <class Block, class F>
+void ClipTextEncoder::for_each_tensor(Block& b, F&& f) {
+    using B = std::remove_const_t<Block>;
+    if constexpr (std::is_same_v<B, Embeddings>) {
+        f(b.token_embedding), f(b.position_embedding);
+    } else if constexpr (std::is_same_v<B, Layer>) {
+        f(b.layer_norm1_weight), f(b.layer_norm1_bias), f(b.layer_norm2_weight), f(b.layer_norm2_bias);
+        for (auto* l : {&b.q_proj, &b.k_proj, &b.v_proj, &b.out_proj, &b.fc1, &b.fc2}) f(l->weight), f(l->bias);
+    } else {
+        static_assert(std::is_same_v<B, FinalNorm>);
+        f(b.weight), f(b.bias);
+    }
+}
+
+template <class Block>
+Block ClipTextEncoder::rebind(const Block& block, const std::vector<Tensor>& tensors) {
+    return rebind_block(block, tensors, [](auto& b, auto&& f) { for_each_tensor(b, f); });
+}
+
+std::vector<Tensor> ClipTextEncoder::weight_block_tensors(size_t block) const {
+    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
+    auto collect = [](const auto& b) { return block_tensors(b, [](auto& p, auto&& f) { for_each_tensor(p, f); }); };
+    if (block == 0) return collect(embeddings_);
+    if (block <= layers_.size()) return collect(layers_[block - 1]);
+    return collect(final_norm_);
+}
+
+std::vector<WeightBlock> ClipTextEncoder::weight_blocks() const {
+    std::vector<WeightBlock> out;
+    for (size_t i = 0; i < weight_block_count(); ++i) {
+        std::string name = i == 0                ? std::string("clip.embeddings")
+                           : i <= layers_.size() ? fmt::format("clip.layers.{}", i - 1)
+                                                 : std::string("clip.final_layer_norm");
+        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
+    }
+    return out;
+}
+
+std::vector<size_t> ClipTextEncoder::blocks_used() const {
+    std::vector<size_t> used(weight_block_count());
+    for (size_t i = 0; i < used.size(); ++i) used[i] = i;
+    return used;
 }
 
 namespace {
@@ -98,7 +148,8 @@ int64_t id_at(const Tensor& ids, int64_t i) {
 
 }  // namespace
 
-ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const TextIntermediateHook& hook) const {
+ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const TextIntermediateHook& hook,
+                                        BlockWeightProvider* weights) const {
     const auto& c = config_;
     SR_THROW_IF(ids_in.rank() != 2 || ids_in.dim(0) < 1 || ids_in.dim(1) < 1 ||
                     (ids_in.dtype() != DType::I64 && ids_in.dtype() != DType::I32),
@@ -109,20 +160,26 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
                 c.max_position_embeddings);
     const float eps = float(c.layer_norm_eps);
 
+    // Blocks in order (blocks_used): 0 the embeddings, 1 + i layer i, n + 1 the final layer norm.
     Tensor h = new_activation(be, {B, L, D}, "clip hidden states");
-    be.embedding(ids, token_embedding_, h);
-    Tensor positions = Tensor::empty({B, L}, DType::I64);
-    for (int64_t i = 0; i < B * L; ++i) positions.data<int64_t>()[i] = i % L;
-    Tensor pos = new_activation(be, {B, L, D}, "clip position embeddings");
-    be.embedding(positions, position_embedding_, pos);
-    be.add(h, pos);
+    {
+        const BlockLease lease(weights, 0);
+        const Embeddings emb = lease ? rebind(embeddings_, lease.tensors()) : embeddings_;
+        be.embedding(ids, emb.token_embedding, h);
+        Tensor positions = Tensor::empty({B, L}, DType::I64);
+        for (int64_t i = 0; i < B * L; ++i) positions.data<int64_t>()[i] = i % L;
+        Tensor pos = new_activation(be, {B, L, D}, "clip position embeddings");
+        be.embedding(positions, emb.position_embedding, pos);
+        be.add(h, pos);
+    }
     if (hook) hook("hidden_states.0", h);
 
     AttentionMask mask;
     mask.causal = true;  // the pipeline passes no attention mask: padding positions are seen (causally)
     Tensor x = new_activation(be, {B, L, D}, "clip layer norm");
     for (size_t i = 0; i < layers_.size(); ++i) {
-        const Layer& ly = layers_[i];
+        const BlockLease lease(weights, 1 + i);
+        const Layer ly = lease ? rebind(layers_[i], lease.tensors()) : layers_[i];
         be.layer_norm(h, &ly.layer_norm1_weight, &ly.layer_norm1_bias, eps, x);
         const Tensor q = ly.q_proj.apply(be, x), k = ly.k_proj.apply(be, x), v = ly.v_proj.apply(be, x);  // [B, L, D]
         Tensor attn = new_activation(be, {B, L, D}, "clip attention");
@@ -139,7 +196,11 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
 
     ClipTextOutput out;
     out.last_hidden_state = new_activation(be, {B, L, D}, "clip last hidden state");
-    be.layer_norm(h, &final_norm_weight_, &final_norm_bias_, eps, out.last_hidden_state);
+    {
+        const BlockLease lease(weights, layers_.size() + 1);
+        const FinalNorm fn = lease ? rebind(final_norm_, lease.tensors()) : final_norm_;
+        be.layer_norm(h, &fn.weight, &fn.bias, eps, out.last_hidden_state);
+    }
     // Pooling as transformers 4.46.3 picks the row: with eos_token_id == 2 (the released CLIP configs) the
     // legacy rule, the first position of the highest id (<|endoftext|> is the highest id of the vocabulary);
     // otherwise the first position holding eos_token_id (0 when there is none, as argmax of all zeros).

@@ -16,6 +16,7 @@
 #include "backends/backend.h"
 #include "io/json.h"
 #include "io/weight_binder.h"
+#include "models/weight_blocks.h"
 #include "text/llama_text_encoder.h"
 
 namespace sr {
@@ -49,23 +50,49 @@ public:
     ClipTextEncoder(const ClipTextConfig& config, WeightBinder& binder);
 
     const ClipTextConfig& config() const { return config_; }
+    int64_t parameter_count() const { return parameter_count_; }
 
     // CLIPTextModel(input_ids [B, L] I32/I64, L <= max_position_embeddings), no attention mask (as the
     // pipeline calls it; the causal mask alone). Hidden states go to `hook` as "hidden_states.i" (0 =
     // embeddings, i = layer i-1's output before the final norm), then "last_hidden_state", "pooler_output".
-    ClipTextOutput forward(Backend& backend, const Tensor& ids, const TextIntermediateHook& hook = {}) const;
+    // With a provider, each block's weights come from it (acquired just before the block runs, released
+    // right after); without one, from the checkpoint as loaded.
+    ClipTextOutput forward(Backend& backend, const Tensor& ids, const TextIntermediateHook& hook = {},
+                           BlockWeightProvider* weights = nullptr) const;
+
+    // Weight blocks in execution order: 0 "clip.embeddings" (token and position tables), 1..n
+    // "clip.layers.{i}" (encoder layer i, as block i + 1), n + 1 "clip.final_layer_norm".
+    // weight_block_tensors(b) lists block b's tensors in a fixed order.
+    std::vector<WeightBlock> weight_blocks() const;
+    size_t weight_block_count() const { return layers_.size() + 2; }
+    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    // The blocks a forward acquires, in order: all of them (every layer runs; the pooled output needs the
+    // final norm).
+    std::vector<size_t> blocks_used() const;
 
 private:
+    struct Embeddings {             // block 0
+        Tensor token_embedding;     // [vocab, hidden]
+        Tensor position_embedding;  // [max_positions, hidden]
+    };
     struct Layer {
         Tensor layer_norm1_weight, layer_norm1_bias, layer_norm2_weight, layer_norm2_bias;
         Linear q_proj, k_proj, v_proj, out_proj, fc1, fc2;
     };
+    struct FinalNorm {  // the last block
+        Tensor weight, bias;
+    };
+    // Every Tensor member of a block, in one fixed order (for listing and for rebinding to other memory).
+    template <class Block, class F>
+    static void for_each_tensor(Block& block, F&& f);
+    template <class Block>
+    static Block rebind(const Block& block, const std::vector<Tensor>& tensors);
 
     ClipTextConfig config_;
-    Tensor token_embedding_;     // [vocab, hidden]
-    Tensor position_embedding_;  // [max_positions, hidden]
+    int64_t parameter_count_ = 0;
+    Embeddings embeddings_;
     std::vector<Layer> layers_;
-    Tensor final_norm_weight_, final_norm_bias_;
+    FinalNorm final_norm_;
 };
 
 }  // namespace sr

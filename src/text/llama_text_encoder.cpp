@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <type_traits>
 
 #include "core/log.h"
 #include "io/safetensors.h"
@@ -103,6 +104,61 @@ LlamaTextEncoder::LlamaTextEncoder(const LlamaConfig& config, WeightBinder& b, c
     }
     norm_ = b.small_f32(p + "norm.weight", {D});
     parameter_count_ = b.parameter_count();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight blocks
+
+template <class Part, class F>
+void LlamaTextEncoder::for_each_tensor(Part& p, F&& f) {
+    if constexpr (std::is_same_v<std::remove_const_t<Part>, Tensor>) {
+        f(p);
+    } else {
+        static_assert(std::is_same_v<std::remove_const_t<Part>, Layer>);
+        f(p.input_layernorm), f(p.post_attention_layernorm);
+        for (auto* l : {&p.q_proj, &p.k_proj, &p.v_proj, &p.o_proj, &p.gate_proj, &p.up_proj, &p.down_proj})
+            f(l->weight), f(l->bias);
+    }
+}
+
+template <class Part>
+Part LlamaTextEncoder::rebind(const Part& part, const std::vector<Tensor>& tensors) {
+    return rebind_block(part, tensors, [](auto& p, auto&& f) { for_each_tensor(p, f); });
+}
+
+std::vector<Tensor> LlamaTextEncoder::weight_block_tensors(size_t block) const {
+    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
+    auto collect = [](const auto& p) { return block_tensors(p, [](auto& q, auto&& f) { for_each_tensor(q, f); }); };
+    if (block == 0) return collect(embed_tokens_);
+    if (block <= layers_.size()) return collect(layers_[block - 1]);
+    return collect(norm_);
+}
+
+std::vector<WeightBlock> LlamaTextEncoder::weight_blocks() const {
+    std::vector<WeightBlock> out;
+    for (size_t i = 0; i < weight_block_count(); ++i) {
+        std::string name = i == 0                ? std::string("llama.embeddings")
+                           : i <= layers_.size() ? fmt::format("llama.layers.{}", i - 1)
+                                                 : std::string("llama.final_norm");
+        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
+    }
+    return out;
+}
+
+int64_t LlamaTextEncoder::resolve_index(int hidden_state_index) const {
+    const int64_t n = config_.num_hidden_layers;
+    const int64_t index = hidden_state_index < 0 ? hidden_state_index + n + 1 : hidden_state_index;
+    SR_THROW_IF(index < 0 || index > n, "hidden state {} does not exist (the model has {} layers: -{}..{})",
+                hidden_state_index, n, n + 1, n);
+    return index;
+}
+
+std::vector<size_t> LlamaTextEncoder::blocks_used(int hidden_state_index) const {
+    const int64_t k = resolve_index(hidden_state_index);
+    std::vector<size_t> used;
+    for (int64_t b = 0; b <= k; ++b) used.push_back(size_t(b));              // embeddings, layers 0..k-1
+    if (k == config_.num_hidden_layers) used.push_back(layers_.size() + 1);  // the final norm
+    return used;
 }
 
 double LlamaTextEncoder::flops(const LlamaConfig& c, int64_t n_tokens, int64_t n_layers) {
@@ -235,11 +291,9 @@ void LlamaTextEncoder::layer_forward(Backend& be, const Layer& ly, Tensor& h, co
 }
 
 Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& attention_mask, int hidden_state_index,
-                                 const TextIntermediateHook& hook) const {
+                                 const TextIntermediateHook& hook, BlockWeightProvider* weights) const {
     const int64_t n = config_.num_hidden_layers;
-    int64_t index = hidden_state_index < 0 ? hidden_state_index + n + 1 : hidden_state_index;
-    SR_THROW_IF(index < 0 || index > n, "hidden state {} does not exist (the model has {} layers: -{}..{})",
-                hidden_state_index, n, n + 1, n);
+    const int64_t index = resolve_index(hidden_state_index);
     SR_THROW_IF(ids.rank() != 2 || ids.dim(0) < 1 || ids.dim(1) < 1, "input_ids must be [B, L], got {}",
                 ids.describe());
     const int64_t B = ids.dim(0), L = ids.dim(1), D = config_.hidden_size;
@@ -253,16 +307,29 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
     Tensor cos, sin;
     rope_tables(config_, L, cos, sin);
 
+    // Blocks as blocks_used() lists them: 0 the embeddings, 1 + i layer i, n + 1 the final norm. Inputs are
+    // checked above, so a bad call throws before anything is acquired.
     Tensor h = new_activation(be, {B, L, D}, "llama hidden states");
-    be.embedding(ids, embed_tokens_, h);
+    {
+        const BlockLease lease(weights, 0);
+        be.embedding(ids, lease ? rebind(embed_tokens_, lease.tensors()) : embed_tokens_, h);
+    }
     if (hook) hook("hidden_states.0", h);
     for (int64_t i = 0; i < std::min(index, n); ++i) {
-        layer_forward(be, layers_[size_t(i)], h, cos, sin, mask);
+        {
+            const BlockLease lease(weights, size_t(1 + i));
+            const Layer& own = layers_[size_t(i)];
+            layer_forward(be, lease ? rebind(own, lease.tensors()) : own, h, cos, sin, mask);
+        }
         if (hook && i + 1 < n) hook(fmt::format("hidden_states.{}", i + 1), h);
     }
     if (index < n) return h;
     Tensor normed = new_activation(be, {B, L, D}, "llama final norm");
-    be.rms_norm(h, &norm_, float(config_.rms_norm_eps), normed);
+    {
+        const BlockLease lease(weights, size_t(n + 1));
+        const Tensor norm = lease ? rebind(norm_, lease.tensors()) : norm_;
+        be.rms_norm(h, &norm, float(config_.rms_norm_eps), normed);
+    }
     if (hook) {
         hook(fmt::format("hidden_states.{}", n), normed);
         hook("last_hidden_state", normed);

@@ -17,6 +17,7 @@
 #include "backends/backend.h"
 #include "io/json.h"
 #include "io/weight_binder.h"
+#include "models/weight_blocks.h"
 
 namespace sr {
 
@@ -59,8 +60,23 @@ public:
     // raw layer outputs (0 = embeddings). Only the layers needed are run. ids [B, L] I32/I64;
     // attention_mask [B, L] (any numeric dtype, 1 = token) or undefined (all tokens). Every hidden state
     // computed is passed to `hook` as "hidden_states.i" (and the last as "last_hidden_state").
+    // With a provider, each block's weights come from it (acquired just before the block runs, released
+    // right after; see blocks_used); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const Tensor& ids, const Tensor& attention_mask, int hidden_state_index,
-                   const TextIntermediateHook& hook = {}) const;
+                   const TextIntermediateHook& hook = {}, BlockWeightProvider* weights = nullptr) const;
+
+    // Weight blocks in execution order: 0 "llama.embeddings" (embed_tokens), 1..n "llama.layers.{i}"
+    // (decoder layer i, as block i + 1), n + 1 "llama.final_norm". weight_block_tensors(b) lists block b's
+    // tensors in a fixed order (absent biases as undefined tensors).
+    std::vector<WeightBlock> weight_blocks() const;
+    size_t weight_block_count() const { return layers_.size() + 2; }
+    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    // The blocks a forward with this hidden_state_index acquires, in increasing order: for hidden_states[k]
+    // (k = the index in [0, n]) the embeddings and the first k layers, i.e. {0, 1, ..., k}, plus the final
+    // norm (n + 1) when k = n. With n = 32: -3 (the pipeline's) -> {0..30}; -1 -> all 34; 0 -> {0}. A runtime
+    // streaming through a provider sees only these (and must not expect the others). InputError for an
+    // index out of range, as forward.
+    std::vector<size_t> blocks_used(int hidden_state_index) const;
 
     // FLOPs of one forward through `n_layers` layers for `n_tokens` tokens (GEMMs and attention scores).
     static double flops(const LlamaConfig& c, int64_t n_tokens, int64_t n_layers);
@@ -72,6 +88,13 @@ private:
     };
     void layer_forward(Backend& be, const Layer& layer, Tensor& h, const Tensor& cos, const Tensor& sin,
                        const AttentionMask& mask) const;
+    // hidden_state_index as k in [0, n]; InputError when out of range.
+    int64_t resolve_index(int hidden_state_index) const;
+    // Every Tensor of a block part (a Layer, or the lone embedding / norm Tensor), in one fixed order.
+    template <class Part, class F>
+    static void for_each_tensor(Part& part, F&& f);
+    template <class Part>
+    static Part rebind(const Part& part, const std::vector<Tensor>& tensors);
 
     LlamaConfig config_;
     int64_t parameter_count_ = 0;
