@@ -10,6 +10,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "io/safetensors.h"
 #include "runtime/residency.h"
+#include "runtime/simulated_device.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
 

@@ -1,5 +1,7 @@
 #include "core/allocator.h"
 
+#include <sys/mman.h>
+
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -43,13 +45,29 @@ void Allocator::deallocate(void* ptr, size_t bytes) {
     in_use_.fetch_sub(bytes);
 }
 
+namespace {
+// Tensors of a megabyte or more come straight from the kernel and go straight back when freed. Through
+// malloc they would not: glibc raises its mmap threshold after each large free (up to 32 MiB), keeping
+// freed activations in the heap, so the resident set (and the memory report) would show memory no tensor
+// holds any more.
+constexpr size_t kDirectMapBytes = size_t(1) << 20;
+}  // namespace
+
 void* HostAllocator::raw_allocate(size_t bytes) {
     const size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded >= kDirectMapBytes) {
+        void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? nullptr : p;
+    }
     return std::aligned_alloc(64, rounded);
 }
 
-void HostAllocator::raw_deallocate(void* ptr, size_t) {
-    std::free(ptr);
+void HostAllocator::raw_deallocate(void* ptr, size_t bytes) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded >= kDirectMapBytes)
+        munmap(ptr, rounded);
+    else
+        std::free(ptr);
 }
 
 HostAllocator& host_allocator() {

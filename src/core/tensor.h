@@ -87,6 +87,12 @@ public:
     bool is_contiguous() const;
     std::string describe() const;  // "f32[2,16,3,8,12]"
 
+    // The allocator owning this tensor's memory; nullptr for views of external memory (Tensor::wrap, e.g. a
+    // memory-mapped checkpoint).
+    const Allocator* owner() const { return storage_ ? storage_->allocator : nullptr; }
+    // True for views of memory owned elsewhere that keep it alive (a mapped file), as opposed to wrap()s
+    // without a keepalive (memory the caller manages).
+    bool is_external_view() const { return storage_ && !storage_->allocator && storage_->keepalive; }
     void* raw_data() { return static_cast<char*>(storage_->data) + offset_bytes_; }
     const void* raw_data() const { return static_cast<const char*>(storage_->data) + offset_bytes_; }
     // Typed pointer to the first element; asserts that T matches the dtype's element size class.

@@ -14,6 +14,14 @@ WeightBinder WeightBinder::random(uint64_t seed, DType dtype) {
     return b;
 }
 
+WeightBinder WeightBinder::planning(const WeightStore* store, std::optional<DType> storage_dtype, Allocator& space) {
+    WeightBinder b;
+    b.store_ = store;
+    b.storage_dtype_ = storage_dtype;
+    b.planning_space_ = &space;
+    return b;
+}
+
 namespace {
 
 uint64_t splitmix64(uint64_t x) {
@@ -64,6 +72,14 @@ Tensor WeightBinder::fetch(const std::string& name, const Shape& expected) {
 }
 
 Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
+    if (planning_space_) {
+        DType dtype = storage_dtype_.value_or(DType::F32);
+        if (store_)
+            dtype = storage_dtype_.value_or(fetch(name, expected).dtype());
+        else
+            parameters_ += expected.numel();
+        return Tensor::empty(expected, dtype, *planning_space_, name);
+    }
     if (!store_) {
         parameters_ += expected.numel();
         return make_up(name, expected, storage_dtype_.value_or(DType::F32));
@@ -74,6 +90,13 @@ Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
 }
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
+    if (planning_space_) {
+        if (store_)
+            fetch(name, expected);
+        else
+            parameters_ += expected.numel();
+        return Tensor::empty(expected, DType::F32, *planning_space_, name);
+    }
     if (!store_) {
         parameters_ += expected.numel();
         return make_up(name, expected, DType::F32);

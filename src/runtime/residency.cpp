@@ -1,6 +1,12 @@
 #include "runtime/residency.h"
 
 #include <algorithm>
+#include <cstring>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 namespace sr {
 
@@ -23,6 +29,37 @@ std::vector<WeightBlockSpec> weight_block_specs(const HunyuanVideoTransformer& m
     const auto blocks = model.weight_blocks();
     for (size_t i = 0; i < blocks.size(); ++i) specs.push_back({blocks[i].name, model.weight_block_tensors(i)});
     return specs;
+}
+
+const char* host_memory_mode_name(HostMemoryMode mode) {
+    switch (mode) {
+        case HostMemoryMode::Pinned:
+            return "pinned";
+        case HostMemoryMode::Pageable:
+            return "pageable";
+        case HostMemoryMode::Mmap:
+            return "mmap";
+    }
+    return "?";
+}
+
+HostMemoryMode parse_host_memory_mode(std::string_view text, std::string_view what) {
+    if (text == "pinned") return HostMemoryMode::Pinned;
+    if (text == "pageable") return HostMemoryMode::Pageable;
+    if (text == "mmap") return HostMemoryMode::Mmap;
+    throw InputError(fmt::format("{} '{}': expected pinned, pageable or mmap", what, text));
+}
+
+void drop_mapped_pages(const Tensor& t) {
+#ifdef __linux__
+    if (!t.defined() || !t.is_external_view()) return;
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (uintptr_t(t.raw_data()) + page - 1) / page * page;  // whole pages inside the tensor:
+    const uintptr_t end = (uintptr_t(t.raw_data()) + t.nbytes()) / page * page;  // neighbours keep theirs
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+#else
+    (void)t;
+#endif
 }
 
 int ResidencyPlan::streamed_blocks() const {
@@ -102,15 +139,37 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
     return best;
 }
 
-ResidencyManager::ResidencyManager(SimulatedDevice& device, std::vector<WeightBlockSpec> blocks,
+size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
+                            const ResidencyOptions& options) {
+    if (options.host_memory != HostMemoryMode::Pinned) return 0;
+    size_t pinned = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+        if (plan.resident[i]) continue;
+        if (options.pinned_budget_bytes == 0 || pinned + blocks[i].second <= options.pinned_budget_bytes)
+            pinned += blocks[i].second;
+    }
+    return pinned;
+}
+
+ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockSpec> blocks,
                                    const ResidencyOptions& options)
     : device_(device), blocks_(std::move(blocks)) {
+    // Copies read the host tensors asynchronously: they must be contiguous and outlive the copy, so any
+    // strided view is made contiguous here, once, and kept.
+    for (auto& b : blocks_)
+        for (Tensor& t : b.tensors)
+            if (t.defined() && !t.is_contiguous()) t = t.contiguous();
     std::vector<std::pair<std::string, size_t>> sizes;
-    for (const auto& b : blocks_) sizes.emplace_back(b.name, device_block_bytes(b));
+    for (const auto& b : blocks_)
+        sizes.emplace_back(b.name, device_block_bytes(b)), block_bytes_.push_back(sizes.back().second);
     plan_ = plan_residency(sizes, options);
+    const CopyPath default_path =
+        options.host_memory == HostMemoryMode::Pageable ? CopyPath::Pageable : CopyPath::Staged;
+    sources_.assign(blocks_.size(), Source{default_path, Tensor()});
     device_views_.resize(blocks_.size());
     resident_ticket_.assign(blocks_.size(), 0);
     resident_memory_.resize(blocks_.size());
+    host_pages_dropped_.assign(blocks_.size(), false);
     try {
         for (size_t i = 0; i < blocks_.size(); ++i) {
             if (!plan_.resident[i]) {
@@ -119,8 +178,9 @@ ResidencyManager::ResidencyManager(SimulatedDevice& device, std::vector<WeightBl
             }
             resident_memory_[i] = Tensor::empty({int64_t(std::max<size_t>(sizes[i].second, 1))}, DType::Bool,
                                                 device_.memory(), blocks_[i].name);
-            resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), device_views_[i]);
+            resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), device_views_[i], 0);
         }
+        if (options.host_memory == HostMemoryMode::Pinned) pin_streamed_blocks(options);
         for (int s = 0; s < plan_.slots; ++s) {
             Slot slot;
             slot.memory =
@@ -130,18 +190,39 @@ ResidencyManager::ResidencyManager(SimulatedDevice& device, std::vector<WeightBl
         pump();
     } catch (...) {
         // Copies already queued write into memory this failed constructor is about to free.
-        if (last_ticket_) device_.wait(last_ticket_);
+        device_.drain();
         throw;
     }
 }
 
 ResidencyManager::~ResidencyManager() {
     // Copies in flight write into our memory: let them land before it goes.
-    if (last_ticket_) device_.wait(last_ticket_);
+    device_.drain();
 }
 
-uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& views) {
+void ResidencyManager::pin_streamed_blocks(const ResidencyOptions& options) {
+    // Packed in the device layout, so each streamed block travels as one copy at the pinned rate.
+    for (size_t i : streamed_order_) {
+        const size_t bytes = device_block_bytes(blocks_[i]);
+        if (options.pinned_budget_bytes != 0 && pinned_bytes_ + bytes > options.pinned_budget_bytes) continue;
+        Tensor packed = Tensor::empty({int64_t(std::max<size_t>(bytes, 1))}, DType::Bool, device_.pinned_memory(),
+                                      blocks_[i].name + " (pinned)");
+        char* dst = static_cast<char*>(packed.raw_data());
+        size_t offset = 0;
+        for (const Tensor& t : blocks_[i].tensors) {
+            if (!t.defined()) continue;
+            std::memcpy(dst + offset, t.raw_data(), t.nbytes());
+            offset += round_up(t.nbytes());
+            drop_mapped_pages(t);  // the pinned copy is now the host copy
+        }
+        sources_[i] = Source{CopyPath::Pinned, std::move(packed)};
+        pinned_bytes_ += bytes;
+    }
+}
+
+uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& views, uint64_t after_compute) {
     views.clear();
+    const Source& source = sources_[block];
     uint64_t ticket = 0;
     size_t offset = 0;
     for (const Tensor& host : blocks_[block].tensors) {
@@ -149,13 +230,15 @@ uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& 
             views.emplace_back();
             continue;
         }
-        const Tensor src = host.contiguous();
-        ticket = last_ticket_ = device_.copy_async(dst + offset, src.raw_data(), src.nbytes());
+        if (!source.packed.defined())
+            ticket = device_.copy_async(dst + offset, host.raw_data(), host.nbytes(), source.path, after_compute);
         // The view's storage belongs to this manager (resident memory or a ring slot); it lives as long.
-        views.push_back(Tensor::wrap(dst + offset, src.shape(), src.dtype(), Device::cpu(), nullptr));
-        offset += round_up(src.nbytes());
-        bytes_moved_ += src.nbytes();
+        views.push_back(Tensor::wrap(dst + offset, host.shape(), host.dtype(), Device::cpu(), nullptr));
+        offset += round_up(host.nbytes());
+        bytes_moved_ += host.nbytes();
     }
+    if (source.packed.defined())
+        ticket = device_.copy_async(dst, source.packed.raw_data(), offset, CopyPath::Pinned, after_compute);
     copy_log_.push_back(blocks_[block].name);
     return ticket;
 }
@@ -169,7 +252,7 @@ void ResidencyManager::pump() {
         const size_t block = streamed_order_[next_streamed_];
         next_streamed_ = (next_streamed_ + 1) % streamed_order_.size();
         slot.block = int64_t(block);
-        slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), device_views_[block]);
+        slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), device_views_[block], slot.freed_after);
         in_flight_.push_back(s);
     }
 }
@@ -178,6 +261,12 @@ const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
     SR_ASSERT(i < blocks_.size(), "acquire of block {} of {}", i, blocks_.size());
     if (plan_.resident[i]) {
         if (resident_ticket_[i]) device_.wait(resident_ticket_[i]);
+        // Once the upload has landed (on a GPU the wait above is an event wait that does not block the host,
+        // so ask), the host copy of a resident block is not needed by this process any more.
+        if (!host_pages_dropped_[i] && device_.is_done(resident_ticket_[i])) {
+            for (const Tensor& t : blocks_[i].tensors) drop_mapped_pages(t);
+            host_pages_dropped_[i] = true;
+        }
         return device_views_[i];
     }
     SR_ASSERT(!in_flight_.empty() && slots_[in_flight_.front()].block == int64_t(i),
@@ -186,13 +275,14 @@ const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
     in_flight_.pop_front();
     device_.wait(slot.ticket);
     slot.busy = true;
+    streamed_bytes_ += block_bytes_[i];
     return device_views_[i];
 }
 
 void ResidencyManager::release(size_t i) {
     if (plan_.resident[i]) return;
     for (Slot& s : slots_)
-        if (s.block == int64_t(i) && s.busy) s.busy = false;
+        if (s.block == int64_t(i) && s.busy) s.busy = false, s.freed_after = device_.record_compute();
     pump();  // the freed buffer receives the next block in line
 }
 
@@ -200,6 +290,8 @@ ResidencyStats ResidencyManager::stats() {
     const CopyEngineStats c = device_.stats();
     ResidencyStats s;
     s.bytes_moved = bytes_moved_;
+    s.streamed_bytes = streamed_bytes_;
+    s.pinned_bytes = pinned_bytes_;
     s.copies = c.copies;
     s.copy_seconds = c.busy_seconds;
     s.exposed_seconds = c.wait_seconds;

@@ -1,30 +1,44 @@
 // Weight residency: which blocks of a model stay in device memory and which are streamed through a ring of
 // device buffers, copying the next `prefetch` blocks while the current one computes. The budget is a hard
 // limit: a plan that cannot fit throws OutOfMemoryError naming what did not fit; device memory comes from
-// the device's budgeted allocator, which enforces it again at every allocation.
+// the device's budgeted allocator, which enforces it again at every allocation (activations included).
 //
-//   auto plan = sr::plan_residency(blocks, {.budget_bytes = 12ull << 30, .reserve_bytes = act, .prefetch = 1});
-//   sr::ResidencyManager mgr(device, specs, options);
-//   for (size_t i = 0; i < n; ++i) {
-//       const auto& w = mgr.acquire(i);   // device tensors of block i, in the spec's order
-//       run_block(i, w);
-//       mgr.release(i);
-//   }
+//   sr::ResidencyManager mgr(device, sr::weight_block_specs(model),
+//                            {.budget_bytes = 12ull << 30, .reserve_bytes = activations, .prefetch = 1,
+//                             .host_memory = sr::HostMemoryMode::Mmap});
+//   model.forward(device.backend(), inputs, {}, &mgr);   // the model acquires/releases its blocks in order
 //
 // Blocks are acquired in execution order, cyclically (0..n-1, then 0..n-1 again for the next step): the
 // prefetch follows that order, and resident blocks are reused across steps.
+//
+// Host memory modes (where streamed weights are read from, each weight held in host memory once):
+//   Pinned   streamed blocks are packed into page-locked memory at setup (up to pinned_budget_bytes; the
+//            rest are staged as in Mmap); their file pages are then dropped from this process.
+//   Pageable streamed blocks are copied from wherever they are (the mapped file, or memory a dtype
+//            conversion produced) by the driver's own slow path.
+//   Mmap     weights stay in the page cache of the safetensors files and go through the device's small
+//            pinned staging ring: non-reclaimable host memory stays that ring, whatever the model size.
+// Resident blocks are uploaded once (staged, or pageable in Pageable mode); afterwards their file pages are
+// dropped from this process (they stay in the page cache, reclaimable).
 #pragma once
 
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
 #include "models/hunyuan_video_transformer.h"
-#include "runtime/simulated_device.h"
+#include "models/weight_blocks.h"
+#include "runtime/accelerator.h"
 
 namespace sr {
+
+enum class HostMemoryMode : uint8_t { Pinned, Pageable, Mmap };
+const char* host_memory_mode_name(HostMemoryMode mode);
+// "pinned" | "pageable" | "mmap"; InputError naming `what` otherwise.
+HostMemoryMode parse_host_memory_mode(std::string_view text, std::string_view what);
 
 struct WeightBlockSpec {
     std::string name;
@@ -41,6 +55,8 @@ struct ResidencyOptions {
     size_t budget_bytes = 0;   // device memory for weights + reserve; 0 = unlimited (everything resident)
     size_t reserve_bytes = 0;  // activations and workspace, planned inside the same budget
     int prefetch = 1;          // streamed blocks in flight while one computes (ring of prefetch + 1 buffers)
+    HostMemoryMode host_memory = HostMemoryMode::Mmap;
+    size_t pinned_budget_bytes = 0;  // Pinned mode: page-locked bytes for streamed blocks; 0 = all of them
 };
 
 struct ResidencyPlan {
@@ -50,7 +66,8 @@ struct ResidencyPlan {
     int slots = 0;          // ring buffers (0 when nothing streams)
     size_t streamed_bytes_per_pass = 0;
     size_t reserve_bytes = 0;
-    size_t device_bytes() const { return resident_bytes + slot_bytes * size_t(slots) + reserve_bytes; }
+    size_t weight_bytes() const { return resident_bytes + slot_bytes * size_t(slots); }
+    size_t device_bytes() const { return weight_bytes() + reserve_bytes; }
     int streamed_blocks() const;
 };
 
@@ -58,9 +75,15 @@ struct ResidencyPlan {
 ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks,
                              const ResidencyOptions& options);
 
+// Page-locked bytes a manager with this plan holds for streamed blocks in `options`' host memory mode.
+size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
+                            const ResidencyOptions& options);
+
 struct ResidencyStats {
-    size_t bytes_moved = 0;  // host -> device, including the one-time upload of resident blocks
-    uint64_t copies = 0;
+    size_t bytes_moved = 0;      // host -> device by this manager, including the one-time upload of resident blocks
+    size_t streamed_bytes = 0;   // bytes of streamed blocks handed to compute (acquire): per pass, the plan's
+    size_t pinned_bytes = 0;     // page-locked host memory this manager holds
+    uint64_t copies = 0;         // the device's copy engine (shared by every manager on it)
     double copy_seconds = 0;     // copy engine busy time
     double exposed_seconds = 0;  // time compute waited for copies
     double hidden_fraction() const { return copy_seconds > 0 ? 1.0 - exposed_seconds / copy_seconds : 1.0; }
@@ -68,8 +91,8 @@ struct ResidencyStats {
 
 class ResidencyManager final : public BlockWeightProvider {
 public:
-    ResidencyManager(SimulatedDevice& device, std::vector<WeightBlockSpec> blocks, const ResidencyOptions& options);
-    ~ResidencyManager();
+    ResidencyManager(Accelerator& device, std::vector<WeightBlockSpec> blocks, const ResidencyOptions& options);
+    ~ResidencyManager() override;
     ResidencyManager(const ResidencyManager&) = delete;
     ResidencyManager& operator=(const ResidencyManager&) = delete;
 
@@ -80,30 +103,47 @@ public:
     ResidencyStats stats();
     // Block names in the order their copies were issued (resident uploads first).
     const std::vector<std::string>& copy_log() const { return copy_log_; }
+    // How each block's copies travel (resident blocks: their one-time upload).
+    CopyPath copy_path(size_t block) const { return sources_[block].path; }
 
 private:
     struct Slot {
-        Tensor memory;        // slot_bytes of device memory
-        int64_t block = -1;   // block it holds or is receiving
-        uint64_t ticket = 0;  // copy completion
-        bool busy = false;    // acquired and not released
+        Tensor memory;             // slot_bytes of device memory
+        int64_t block = -1;        // block it holds or is receiving
+        uint64_t ticket = 0;       // copy completion
+        uint64_t freed_after = 0;  // compute marker after which the slot may be overwritten
+        bool busy = false;         // acquired and not released
     };
-    uint64_t upload(size_t block, char* dst, std::vector<Tensor>& views);
+    struct Source {
+        CopyPath path = CopyPath::Staged;
+        Tensor packed;  // Pinned: the whole block packed in page-locked memory in the device layout
+    };
+    uint64_t upload(size_t block, char* dst, std::vector<Tensor>& views, uint64_t after_compute);
     void pump();
+    void pin_streamed_blocks(const ResidencyOptions& options);
 
-    SimulatedDevice& device_;
+    Accelerator& device_;
     std::vector<WeightBlockSpec> blocks_;
     ResidencyPlan plan_;
+    std::vector<Source> sources_;
     std::vector<std::vector<Tensor>> device_views_;  // per block: resident tensors, or views into its slot
     std::vector<Tensor> resident_memory_;
     std::vector<uint64_t> resident_ticket_;
+    std::vector<bool> host_pages_dropped_;
     std::vector<size_t> streamed_order_;  // streamed block indices in execution order
     size_t next_streamed_ = 0;            // position in streamed_order_ of the next block to copy
     std::vector<Slot> slots_;
     std::deque<size_t> in_flight_;  // slot indices holding upcoming blocks, in order
     std::vector<std::string> copy_log_;
+    std::vector<size_t> block_bytes_;
     size_t bytes_moved_ = 0;
-    uint64_t last_ticket_ = 0;  // the latest copy issued: waiting for it waits for all (copies run in order)
+    size_t streamed_bytes_ = 0;
+    size_t pinned_bytes_ = 0;
 };
+
+// Drops the pages of a memory-mapped tensor from this process (they stay in the page cache, reclaimable):
+// after its bytes were copied elsewhere, so the process's resident set shows each weight once. A no-op for
+// tensors in owned memory.
+void drop_mapped_pages(const Tensor& t);
 
 }  // namespace sr

@@ -9,7 +9,7 @@
 
 namespace sr {
 
-CpuBackend::CpuBackend() = default;
+CpuBackend::CpuBackend(Allocator* activations) : activations_(activations) {}
 CpuBackend::~CpuBackend() = default;
 
 CpuBackend& cpu_backend() {

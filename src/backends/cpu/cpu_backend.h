@@ -18,11 +18,13 @@ namespace sr {
 
 class CpuBackend final : public Backend {
 public:
-    CpuBackend();
+    // `activations`: where new_activation() allocates (default: the process host allocator). The simulated
+    // device passes its budgeted arena, so activations count against the device budget like on a GPU.
+    explicit CpuBackend(Allocator* activations = nullptr);
     ~CpuBackend() override;
     std::string name() const override { return "cpu"; }
     Device device() const override { return Device::cpu(); }
-    Allocator& allocator() override { return host_allocator(); }
+    Allocator& allocator() override { return activations_ ? *activations_ : host_allocator(); }
 
     void set_gemm_precision(GemmPrecision p) { gemm_precision_ = p; }
     GemmPrecision gemm_precision() const { return gemm_precision_; }
@@ -54,6 +56,7 @@ public:
     void mul(Tensor& x, const Tensor& y) override;
 
 private:
+    Allocator* activations_ = nullptr;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
 };
 

@@ -1,0 +1,27 @@
+// Address space without memory: allocations are reserved but never backed until touched (mmap with
+// MAP_NORESERVE), counted and peak-tracked like any Allocator. Memory planning runs a model's real control
+// flow on it with a backend whose kernels do nothing (backends/null_backend.h): every activation and weight
+// is "allocated" at its true size, so the peak is exact, yet nothing is computed, read or resident.
+//
+//   sr::VirtualAllocator space("plan");
+//   sr::NullBackend be(space);
+//   model.forward(be, inputs);          // runs in milliseconds
+//   space.peak_bytes();                  // the activations' peak, to the byte
+#pragma once
+
+#include "core/allocator.h"
+
+namespace sr {
+
+class VirtualAllocator final : public Allocator {
+public:
+    explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0)
+        : Allocator(std::move(name), budget_bytes) {}
+    Device device() const override { return Device::cpu(); }
+
+protected:
+    void* raw_allocate(size_t bytes) override;
+    void raw_deallocate(void* ptr, size_t bytes) override;
+};
+
+}  // namespace sr
