@@ -3,7 +3,10 @@ add_library(skyreels_pipeline STATIC
   pipeline/flow_match_scheduler.cpp
   pipeline/pipeline.cpp
   pipeline/demo_model.cpp
-  pipeline/progress.cpp)
+  pipeline/progress.cpp
+  pipeline/weight_placement.cpp
+  pipeline/memory_plan.cpp
+  pipeline/device_run.cpp)
 target_link_libraries(skyreels_pipeline PUBLIC skyreels_models skyreels_text skyreels_runtime)
 if(TARGET skyreels_media)
   target_link_libraries(skyreels_pipeline PUBLIC skyreels_media)

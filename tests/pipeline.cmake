@@ -4,3 +4,15 @@ target_link_libraries(test_pipeline PRIVATE skyreels_pipeline)
 skyreels_test(test_generate_cli LABELS "pipeline;cli;bad-input" SOURCES test_generate_cli.cpp)
 target_link_libraries(test_generate_cli PRIVATE skyreels_pipeline)
 add_dependencies(test_generate_cli skyreels)
+skyreels_test(test_device_pipeline LABELS "residency;pipeline" SOURCES test_device_pipeline.cpp
+  ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_link_libraries(test_device_pipeline PRIVATE skyreels_pipeline)
+# Multi-GB random checkpoint streamed from disk: 3 GB in the Release build, 1 GB under the sanitizers.
+if(SKYREELS_SANITIZE)
+  set(hostmem_gb 1)
+else()
+  set(hostmem_gb 3)
+endif()
+skyreels_test(test_host_memory LABELS "residency;hostmem" SOURCES test_host_memory.cpp
+  ENVIRONMENT "OMP_WAIT_POLICY=passive;SKYREELS_HOSTMEM_GB=${hostmem_gb}")
+target_link_libraries(test_host_memory PRIVATE skyreels_runtime)

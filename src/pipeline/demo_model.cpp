@@ -80,7 +80,7 @@ GenerationParams demo_params(Task task) {
     return p;
 }
 
-SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed) {
+SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransformerSize& size) {
     // Tokenizers: written to a private scratch folder, loaded, removed.
     std::error_code ec;
     const fs::path dir = fs::temp_directory_path(ec) / ("skyreels-demo-" + std::to_string(::getpid()));
@@ -140,14 +140,16 @@ SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed) {
     HunyuanVideoConfig dit;
     dit.in_channels = task == Task::I2V ? 32 : 16;
     dit.out_channels = 16;
-    dit.num_attention_heads = 2;
-    dit.attention_head_dim = 16;
-    dit.num_layers = 1;
-    dit.num_single_layers = 1;
+    dit.num_attention_heads = size.heads;
+    dit.attention_head_dim = size.head_dim;
+    dit.num_layers = size.dual_blocks;
+    dit.num_single_layers = size.single_blocks;
     dit.num_refiner_layers = 1;
     dit.text_embed_dim = llama.hidden_size;
     dit.pooled_projection_dim = clip.hidden_size;
-    dit.rope_axes_dim = {4, 6, 6};
+    // A quarter of each head for time, the rest split between height and width ({4, 6, 6} at 16).
+    const int64_t rope_t = size.head_dim / 8 * 2;
+    dit.rope_axes_dim = {rope_t, (size.head_dim - rope_t) / 2, (size.head_dim - rope_t) / 2};
     dit.validate("demo transformer");
     c.transformer =
         std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoTransformer::random(dit, DType::F32, seed + 4));

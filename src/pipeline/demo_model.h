@@ -18,8 +18,15 @@
 
 namespace sr {
 
+// The transformer's size (the other models stay tiny): larger ones make the transformer dominate memory as
+// it does at real size, for residency tests and benchmarks.
+struct DemoTransformerSize {
+    int64_t heads = 2, head_dim = 16;
+    int64_t dual_blocks = 1, single_blocks = 1;
+};
+
 // The demo model for `task` (T2V: 16 transformer input channels, I2V: 32), weights seeded by `seed`.
-SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed = 0);
+SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed = 0, const DemoTransformerSize& size = {});
 
 // Small video settings that the demo model runs in seconds: 128x128, 17 frames, 6 steps, CFG 6.
 GenerationParams demo_params(Task task);

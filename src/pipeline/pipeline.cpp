@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/json.h"
+#include "pipeline/weight_placement.h"
 
 namespace fs = std::filesystem;
 
@@ -166,8 +167,8 @@ void SkyReelsPipeline::check_request(const GenerationRequest& req) const {
     }
 }
 
-TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequest& req,
-                                               const PipelineHook& hook) const {
+TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequest& req, const PipelineHook& hook,
+                                               WeightPlacement* placement) const {
     TextConditioning out;
     const bool cfg = req.params.do_cfg();
     if (req.text) {
@@ -209,11 +210,17 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
         SR_THROW_IF(tok.clip_ids.rank() != 2 || tok.clip_ids.dim(0) != tok.llama_ids.dim(0),
                     "CLIP ids {}: expected [{}, {}]", tok.clip_ids.describe(), tok.llama_ids.dim(0), t.clip_max_length);
         // hidden_states[-(skip + 1)], the template's first crop_start positions cropped away.
-        const Tensor hidden = c_.llama->forward(be, tok.llama_ids, tok.llama_mask, -(t.num_hidden_layers_to_skip + 1));
-        emit(hook, "llama_hidden_states_skip2", hidden);
-        out.prompt_embeds = hidden.slice(1, t.crop_start, L).contiguous();                  // [B, max_seq, D]
-        out.prompt_attention_mask = tok.llama_mask.slice(1, t.crop_start, L).contiguous();  // [B, max_seq]
-        out.pooled_prompt_embeds = c_.clip->forward(be, tok.clip_ids).pooler_output;        // [B, clip hidden]
+        {
+            // One text encoder on the device at a time (model offload moves the first out before the second).
+            ModelScope use(placement, PipelineModel::Llama);
+            const Tensor hidden = c_.llama->forward(be, tok.llama_ids, tok.llama_mask,
+                                                    -(t.num_hidden_layers_to_skip + 1), {}, use.weights());
+            emit(hook, "llama_hidden_states_skip2", hidden);
+            out.prompt_embeds = hidden.slice(1, t.crop_start, L).contiguous();                  // [B, max_seq, D]
+            out.prompt_attention_mask = tok.llama_mask.slice(1, t.crop_start, L).contiguous();  // [B, max_seq]
+        }
+        ModelScope use(placement, PipelineModel::Clip);
+        out.pooled_prompt_embeds = c_.clip->forward(be, tok.clip_ids, {}, use.weights()).pooler_output;
     }
     const int64_t B = cfg ? 2 : 1;
     SR_THROW_IF(out.prompt_embeds.rank() != 3 || out.prompt_embeds.dim(0) != B ||
@@ -228,10 +235,15 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
     return out;
 }
 
-Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook) const {
+Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook,
+                                      WeightPlacement* placement) const {
     const GenerationParams& p = req.params;
-    const Tensor image = req.image.rank() == 3 ? req.image.unsqueeze(0) : req.image;       // [1, 3, H, W]
-    const LatentDistribution dist = c_.vae->encode(be, image.unsqueeze(2), p.vae_tiling);  // [1, 16, 1, h, w]
+    const Tensor image = req.image.rank() == 3 ? req.image.unsqueeze(0) : req.image;  // [1, 3, H, W]
+    LatentDistribution dist;
+    {
+        ModelScope use(placement, PipelineModel::VaeEncoder);
+        dist = c_.vae->encode(be, image.unsqueeze(2), p.vae_tiling, {}, use.weights());  // [1, 16, 1, h, w]
+    }
     emit(hook, "image_latent_dist_mean", dist.mean);
     emit(hook, "image_latent_dist_logvar", dist.logvar);
     Tensor eps = req.vae_sample_eps;
@@ -260,7 +272,7 @@ Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req,
 
 Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text,
                                  const Tensor& image_latents, const ProgressCallback& progress,
-                                 const PipelineHook& hook) const {
+                                 const PipelineHook& hook, WeightPlacement* placement) const {
     const GenerationParams& p = req.params;
     const int64_t C = c_.vae->config().latent_channels, r = c_.vae->config().spatial_compression_ratio;
     Tensor latents = req.initial_latents.defined()
@@ -274,6 +286,8 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     const Tensor guidance = filled(B, float(p.embedded_guidance_scale) * 1000.0f);
     emit(hook, "guidance", guidance);
     if (progress) progress("denoising", 0, p.num_inference_steps);
+    // The transformer stays placed for the whole loop: resident blocks are reused across steps.
+    ModelScope use(placement, PipelineModel::Transformer);
     for (int i = 0; i < p.num_inference_steps; ++i) {
         const std::string step = "step" + std::to_string(i) + ".";
         Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
@@ -295,12 +309,12 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
                                            one(text.pooled_prompt_embeds),
                                            one(guidance)};
                 Tensor dst = output.slice(0, row, row + 1);
-                dst.copy_from(c_.transformer->forward(be, in));
+                dst.copy_from(c_.transformer->forward(be, in, {}, use.weights()));
             }
         } else {
             const TransformerInputs in{
                 input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
-            output = c_.transformer->forward(be, in).contiguous();
+            output = c_.transformer->forward(be, in, {}, use.weights()).contiguous();
         }
         emit(hook, step + "transformer_output", output);
         Tensor velocity = output;
@@ -324,32 +338,36 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
 }
 
 void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
-                              const ProgressCallback& progress) const {
+                              const ProgressCallback& progress, WeightPlacement* placement) const {
     Tensor z = latents.contiguous().clone();
     const float sf = float(c_.vae->config().scaling_factor);
     for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] /= sf;
     const int total = int((latents.dim(2) - 1) * c_.vae->config().temporal_compression_ratio + 1);
     if (progress) progress("decoding", 0, total);
-    c_.vae->decode_streaming(be, z, tiling, [&](const Tensor& frames, int64_t first) {
-        sink(frames, first);
-        if (progress) progress("decoding", int(first + frames.dim(2)), total);
-    });
+    ModelScope use(placement, PipelineModel::VaeDecoder);
+    c_.vae->decode_streaming(
+        be, z, tiling,
+        [&](const Tensor& frames, int64_t first) {
+            sink(frames, first);
+            if (progress) progress("decoding", int(first + frames.dim(2)), total);
+        },
+        use.weights());
 }
 
 Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress,
-                                  const FrameSink& sink, const PipelineHook& hook) const {
+                                  const FrameSink& sink, const PipelineHook& hook, WeightPlacement* placement) const {
     check_request(req);
     if (progress) progress("text encoding", 0, 1);
-    const TextConditioning text = encode_text(be, req, hook);
+    const TextConditioning text = encode_text(be, req, hook, placement);
     if (progress) progress("text encoding", 1, 1);
     Tensor image_latents;
     if (req.params.task == Task::I2V) {
         if (progress) progress("image encoding", 0, 1);
-        image_latents = encode_image(be, req, hook);
+        image_latents = encode_image(be, req, hook, placement);
         if (progress) progress("image encoding", 1, 1);
     }
-    const Tensor latents = denoise(be, req, text, image_latents, progress, hook);
-    if (sink) decode(be, latents, req.params.vae_tiling, sink, progress);
+    const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement);
+    if (sink) decode(be, latents, req.params.vae_tiling, sink, progress, placement);
     return latents;
 }
 

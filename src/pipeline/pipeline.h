@@ -107,6 +107,9 @@ struct PipelineComponents {
     PromptTemplate prompt_template;
 };
 
+// Where models keep their weights while they run (pipeline/weight_placement.h); nullptr: as loaded.
+class WeightPlacement;
+
 class SkyReelsPipeline {
 public:
     explicit SkyReelsPipeline(PipelineComponents components);
@@ -117,19 +120,22 @@ public:
     Task native_task() const;  // from the transformer's in_channels (16: T2V, 32: I2V)
 
     // Prompt -> conditioning (rows [negative, positive] when params.do_cfg()).
-    TextConditioning encode_text(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {}) const;
+    TextConditioning encode_text(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {},
+                                 WeightPlacement* placement = nullptr) const;
     // I2V: image -> VAE latent sample * scaling_factor, zero-padded to T frames: [1, 16, T, h, w].
-    Tensor encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {}) const;
+    Tensor encode_image(Backend& be, const GenerationRequest& req, const PipelineHook& hook = {},
+                        WeightPlacement* placement = nullptr) const;
     // The denoising loop; returns the final latents [1, 16, T, h, w].
     Tensor denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text, const Tensor& image_latents,
-                   const ProgressCallback& progress = {}, const PipelineHook& hook = {}) const;
+                   const ProgressCallback& progress = {}, const PipelineHook& hook = {},
+                   WeightPlacement* placement = nullptr) const;
     // latents / scaling_factor through the VAE's streaming decode.
     void decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
-                const ProgressCallback& progress = {}) const;
+                const ProgressCallback& progress = {}, WeightPlacement* placement = nullptr) const;
 
     // All of the above. Returns the final latents.
     Tensor generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress, const FrameSink& sink,
-                    const PipelineHook& hook = {}) const;
+                    const PipelineHook& hook = {}, WeightPlacement* placement = nullptr) const;
 
 private:
     void check_request(const GenerationRequest& req) const;

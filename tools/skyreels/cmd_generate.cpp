@@ -1,5 +1,6 @@
 // `skyreels generate`: prompt (or image) in, MP4 out. Accepts the flags of SkyReels-V1's video_generate.py
-// under their original spellings as aliases; the ones we do not implement yet are refused, not ignored.
+// under their original spellings as aliases (--offload -> --offload model, --parameters_level -> --offload
+// block, --high_cpu_memory -> --host-memory pinned); the ones we do not implement yet are refused, not ignored.
 // Everything a user can get wrong is checked before any model is loaded, and the video is written to a
 // temporary name that only becomes the output when it is complete.
 #include <unistd.h>
@@ -11,9 +12,12 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory_stats.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/device_run.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/progress.h"
+#include "runtime/simulated_device.h"
 #include "tools/skyreels/commands.h"
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/image.h"
@@ -35,8 +39,12 @@ struct GenerateOptions {
     double guidance = 6.0, embedded_guidance = 1.0;
     int64_t seed = 42;
     bool sequence_batch = false, demo = false, quiet = false;
-    bool quant = false, offload = false, high_cpu_memory = false, parameters_level = false,
-         compiler_transformer = false;
+    bool quant = false, high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
+    // Memory: where the models run and how their weights get there.
+    std::string device = "cpu", offload, host_memory, vram_budget, pinned_budget;
+    int prefetch = 1;
+    double sim_bandwidth_gbs = 25.0;
+    bool dry_run = false, memory_report = false;
     CLI::App* cmd = nullptr;
     bool given(const char* name) const { return cmd->count(name) > 0; }
 };
@@ -79,6 +87,45 @@ Tensor demo_image(int64_t height, int64_t width) {
     return im;
 }
 
+// --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on, checked against --device.
+MemoryOptions memory_options(const GenerateOptions& o) {
+    MemoryOptions m;
+    std::string offload = o.offload;
+    if (o.given("--offload") && offload.empty()) offload = "model";  // SkyReels' bare --offload
+    if (o.parameters_level) {
+        SR_THROW_IF(!offload.empty() && offload != "block",
+                    "--parameters_level means --offload block, not --offload {}", offload);
+        offload = "block";
+    }
+    if (!offload.empty()) m.offload = parse_offload_mode(offload, "--offload");
+    std::string host = o.host_memory;
+    if (o.high_cpu_memory) {
+        SR_THROW_IF(!host.empty() && host != "pinned", "--high_cpu_memory means --host-memory pinned, not {}", host);
+        host = "pinned";
+    }
+    if (!host.empty()) m.host_memory = parse_host_memory_mode(host, "--host-memory");
+    if (!o.vram_budget.empty()) m.vram_budget = parse_bytes(o.vram_budget, "--vram-budget");
+    if (!o.pinned_budget.empty()) m.pinned_budget = parse_bytes(o.pinned_budget, "--pinned-budget");
+    SR_THROW_IF(o.given("--vram-budget") && m.vram_budget == 0, "--vram-budget {}: must be more than zero",
+                o.vram_budget);
+    SR_THROW_IF(o.prefetch < 0 || o.prefetch > 64, "--prefetch {}: must be in 0..64", o.prefetch);
+    m.prefetch = o.prefetch;
+    SR_THROW_IF(o.device != "cpu" && o.device != "sim" && o.device.rfind("cuda", 0) != 0,
+                "--device {}: expected cpu, sim or cuda[:N]", o.device);
+    if (o.device == "cpu") {
+        // The CPU runs every model where it was loaded: there is no device memory to budget or stream into.
+        for (const char* flag : {"--offload", "--vram-budget", "--host-memory", "--pinned-budget", "--prefetch",
+                                 "--parameters_level", "--high_cpu_memory"})
+            SR_THROW_IF(o.given(flag),
+                        "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
+    }
+    SR_THROW_IF(o.given("--pinned-budget") && m.host_memory != HostMemoryMode::Pinned,
+                "--pinned-budget needs --host-memory pinned");
+    SR_THROW_IF(o.sim_bandwidth_gbs <= 0 || o.sim_bandwidth_gbs > 10000,
+                "--sim-bandwidth {}: must be in (0, 10000] GB/s", o.sim_bandwidth_gbs);
+    return m;
+}
+
 PipelineLoadOptions load_options(const GenerateOptions& o) {
     PipelineLoadOptions l;
     l.model = o.model;
@@ -89,9 +136,6 @@ PipelineLoadOptions load_options(const GenerateOptions& o) {
 int run_generate(GenerateOptions& o) {
     // Flags of video_generate.py that select machinery we do not have yet: refuse rather than ignore.
     const std::pair<bool, const char*> refused[] = {{o.quant, "--quant (FP8 weight quantization)"},
-                                                    {o.offload, "--offload (CPU offload)"},
-                                                    {o.high_cpu_memory, "--high_cpu_memory"},
-                                                    {o.parameters_level, "--parameters_level"},
                                                     {o.compiler_transformer, "--compiler_transformer"},
                                                     {o.gpu_num != 1, "--gpu_num other than 1 (multi-GPU parallelism)"}};
     for (const auto& [set, what] : refused) SR_THROW_IF(set, "{} is not implemented yet in skyreels.cpp", what);
@@ -127,7 +171,10 @@ int run_generate(GenerateOptions& o) {
     uint64_t seed = uint64_t(o.seed);
     if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
     SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
-    for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
+    const MemoryOptions memory = memory_options(o);
+    const bool on_device = o.device != "cpu";
+    if (!o.dry_run)
+        for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
 
 #ifndef SKYREELS_HAVE_MEDIA
     SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
@@ -148,10 +195,27 @@ int run_generate(GenerateOptions& o) {
                      "          For real videos, point it at real weights: --model SkyReels-V1-Hunyuan-%s --base "
                      "HunyuanVideo (the folder with text_encoder/, tokenizer/, vae/, scheduler/).\n",
                      p.task == Task::I2V ? "I2V" : "T2V");
+    const size_t baseline_anon = read_host_memory().anon;
     const SkyReelsPipeline pipe =
         o.demo ? make_demo_pipeline(p.task) : SkyReelsPipeline::load(load_options(o), progress.callback());
     req.prompt = o.prompt;
     req.negative_prompt = o.negative_prompt;
+    req.params.seed = seed;
+    std::unique_ptr<Accelerator> device;
+    if (o.device == "sim") {
+        SimulatedDeviceOptions so;
+        so.memory_budget = memory.vram_budget;
+        so.bandwidth_bytes_per_s = o.sim_bandwidth_gbs * 1e9;
+        so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
+        device = std::make_unique<SimulatedDevice>(so);
+    } else if (on_device) {
+        SR_THROW("--device {}: this build has no CUDA backend yet (use --device sim or cpu)", o.device);
+    }
+    if (o.dry_run) {
+        const MemoryPlan plan = plan_memory(pipe, req, memory, device ? device->staging_bytes() : 0);
+        std::printf("%s", plan.format(memory, device ? device->name() : "cpu").c_str());
+        return 0;
+    }
     for (int i = 0; i < o.video_num; ++i) {
         req.params.seed = seed + uint64_t(i);
         const std::string path = output_path(o, i, req.params.seed);
@@ -161,8 +225,22 @@ int run_generate(GenerateOptions& o) {
         if (!o.png_dir.empty()) wo.png_dir = o.video_num == 1 ? o.png_dir : fmt::format("{}/{}", o.png_dir, i);
         // Opened before the run so an unwritable path fails early; removed unless finish() completes.
         VideoWriter writer(path, p.width, p.height, wo);
-        pipe.generate(cpu_backend(), req, progress.callback(),
-                      [&](const Tensor& frames, int64_t) { writer.write(frames.select(0, 0)); });
+        auto sink = [&](const Tensor& frames, int64_t) { writer.write(frames.select(0, 0)); };
+        if (device) {
+            DeviceRunReport report;
+            generate_on_device(pipe, *device,
+                               {.memory = memory, .device_memory_is_host = true, .host_baseline_anon = baseline_anon},
+                               req, progress.callback(), sink, {}, &report);
+            if (o.memory_report) std::fprintf(stderr, "%s", report.format(memory).c_str());
+        } else {
+            pipe.generate(cpu_backend(), req, progress.callback(), sink);
+            if (o.memory_report) {
+                const HostMemory h = read_host_memory();
+                std::fprintf(stderr, "memory report: device cpu: peak RSS %s (now: anonymous %s, file-backed %s)\n",
+                             format_bytes(double(h.peak_rss)).c_str(), format_bytes(double(h.anon)).c_str(),
+                             format_bytes(double(h.file)).c_str());
+            }
+        }
         writer.finish();
         if (!o.quiet)
             std::fprintf(stderr, "skyreels: wrote %s (%ld frames at %d fps)\n", path.c_str(),
@@ -209,9 +287,26 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_flag("--demo", o->demo, "Run a tiny built-in random-weight model (no files needed)");
     cmd->add_flag("--quiet,-q", o->quiet, "No progress line and no summary");
     cmd->add_flag("--quant", o->quant, "(not implemented yet: refused)");
-    cmd->add_flag("--offload", o->offload, "(not implemented yet: refused)");
-    cmd->add_flag("--high_cpu_memory", o->high_cpu_memory, "(not implemented yet: refused)");
-    cmd->add_flag("--parameters_level", o->parameters_level, "(not implemented yet: refused)");
+    cmd->add_option("--device", o->device,
+                    "cpu, sim (a simulated accelerator on the CPU: budgets, streaming) or cuda[:N]")
+        ->capture_default_str();
+    cmd->add_option("--offload", o->offload,
+                    "none: every model on the device; model: only the one in use (bare --offload, as SkyReels); "
+                    "block: also stream weights in blocks within --vram-budget")
+        ->expected(0, 1);
+    cmd->add_option("--vram-budget", o->vram_budget,
+                    "Device memory for weights and activations, e.g. 12G (hard limit)");
+    cmd->add_option(
+        "--host-memory", o->host_memory,
+        "Where streamed weights wait: pinned, pageable or mmap (page cache + a small pinned ring; default)");
+    cmd->add_option("--pinned-budget", o->pinned_budget, "With --host-memory pinned: at most this much page-locked");
+    cmd->add_option("--prefetch", o->prefetch, "Streamed blocks copied ahead of compute")->capture_default_str();
+    cmd->add_option("--sim-bandwidth", o->sim_bandwidth_gbs, "--device sim: host-to-device GB/s from pinned memory")
+        ->capture_default_str();
+    cmd->add_flag("--dry-run", o->dry_run, "Print the memory plan (device peak per stage, host memory) and stop");
+    cmd->add_flag("--memory-report", o->memory_report, "Print measured memory and copy figures after each video");
+    cmd->add_flag("--high_cpu_memory", o->high_cpu_memory, "SkyReels' spelling of --host-memory pinned");
+    cmd->add_flag("--parameters_level", o->parameters_level, "SkyReels' spelling of --offload block");
     cmd->add_flag("--compiler_transformer", o->compiler_transformer, "(not implemented yet: refused)");
     cmd->add_option("--gpu_num", o->gpu_num, "(only 1 is implemented)");
     cmd->get_option("--out")->excludes(cmd->get_option("--outdir"));

@@ -1,0 +1,204 @@
+#include "pipeline/memory_plan.h"
+
+#include <algorithm>
+
+#include "backends/null_backend.h"
+#include "core/virtual_allocator.h"
+
+namespace sr {
+
+size_t MemoryPlan::device_peak() const {
+    size_t peak = 0;
+    for (const auto& s : stages) peak = std::max(peak, s.device_peak());
+    return peak;
+}
+
+namespace {
+
+// Runs one stage's real code on a NullBackend over its own address-space allocator. Model scopes
+// (WeightPlacement::enter/leave) split the stage: the activation peak while each model runs, and the peak
+// outside every model (when, with offload, no weights are on the device). Earlier stages' outputs that are
+// still alive count too: they stay allocated on the device in a real run.
+class StageProbe final : public WeightPlacement {
+public:
+    struct Peaks {
+        std::array<size_t, kPipelineModels> model{};  // per model used in the stage
+        size_t outside = 0;                           // outside every model scope
+        size_t overall() const { return std::max(outside, *std::max_element(model.begin(), model.end())); }
+    };
+    template <class F>
+    Peaks run(F&& stage) {
+        carried_ = 0;
+        for (const auto& s : spaces_) carried_ += s->in_use_bytes();
+        spaces_.push_back(std::make_unique<VirtualAllocator>("plan"));
+        NullBackend be(*spaces_.back());
+        peaks_ = Peaks{};
+        const size_t host_before = host_allocator().in_use_bytes();
+        host_allocator().reset_peak();
+        stage(be, static_cast<WeightPlacement*>(this));
+        peaks_.outside = std::max(peaks_.outside, now());
+        host_peak_ =
+            std::max(host_peak_, host_allocator().peak_bytes() - std::min(host_before, host_allocator().peak_bytes()));
+        return peaks_;
+    }
+    size_t host_peak() const { return host_peak_; }
+
+    BlockWeightProvider* enter(PipelineModel) override {
+        peaks_.outside = std::max(peaks_.outside, now());
+        spaces_.back()->reset_peak();
+        return nullptr;  // the weights stay where they are: nothing is read
+    }
+    void leave(PipelineModel m) override {
+        peaks_.model[size_t(m)] = std::max(peaks_.model[size_t(m)], now());
+        spaces_.back()->reset_peak();
+    }
+
+private:
+    size_t now() const { return carried_ + spaces_.back()->peak_bytes(); }
+    std::vector<std::unique_ptr<VirtualAllocator>> spaces_;
+    size_t carried_ = 0;
+    Peaks peaks_;
+    size_t host_peak_ = 0;
+};
+
+size_t owned_bytes(const ModelBlocks& mb) {
+    size_t n = 0;
+    for (const auto& s : mb.specs)
+        for (const Tensor& t : s.tensors)
+            if (t.defined() && !t.is_external_view()) n += t.nbytes();
+    return n;
+}
+
+std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
+    std::vector<std::pair<std::string, size_t>> v;
+    for (const auto& s : mb.specs) v.emplace_back(s.name, device_block_bytes(s));
+    return v;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
+                       size_t staging_bytes) {
+    const PipelineComponents& c = pipe.components();
+    const GenerationParams& p = req.params;
+    p.validate();
+    MemoryPlan plan;
+
+    // Activations, stage by stage, on the real code paths.
+    StageProbe probe;
+    TextConditioning text;
+    const auto text_act =
+        probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, req, {}, wp); });
+    Tensor image_latents;
+    StageProbe::Peaks image_act{};
+    if (p.task == Task::I2V)
+        image_act =
+            probe.run([&](Backend& be, WeightPlacement* wp) { image_latents = pipe.encode_image(be, req, {}, wp); });
+    GenerationRequest one_step = req;
+    one_step.params.num_inference_steps = 1;
+    Tensor latents;
+    const auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
+        latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp);
+    });
+    const auto decode_act = probe.run([&](Backend& be, WeightPlacement* wp) {
+        pipe.decode(
+            be, latents, p.vae_tiling, [](const Tensor&, int64_t) {}, {}, wp);
+    });
+    plan.host_tensor_bytes = probe.host_peak();
+
+    std::array<ModelBlocks, kPipelineModels> blocks;
+    size_t all_weights = 0;
+    for (size_t m = 0; m < kPipelineModels; ++m) {
+        blocks[m] = pipeline_model_blocks(c, PipelineModel(m));
+        plan.model_bytes[m] = blocks[m].bytes();
+        all_weights += plan.model_bytes[m];
+        plan.owned_weight_bytes += owned_bytes(blocks[m]);  // the VAE's two blocks are disjoint
+    }
+    using PM = PipelineModel;
+    for (const StageProbe::Peaks* peaks :
+         std::initializer_list<const StageProbe::Peaks*>{&text_act, &image_act, &denoise_act, &decode_act})
+        for (size_t m = 0; m < kPipelineModels; ++m) plan.reserves[m] = std::max(plan.reserves[m], peaks->model[m]);
+    plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].specs.size());
+    plan.transformer_passes_per_step = p.do_cfg() && p.sequence_batch ? 2 : 1;
+
+    // Weights on the device per model while it runs.
+    size_t pinned = 0;
+    auto model_weights = [&](PM m) -> size_t {
+        const size_t i = size_t(m);
+        if (options.offload != OffloadMode::Block) return plan.model_bytes[i];
+        ResidencyOptions o;
+        o.budget_bytes = options.vram_budget;
+        o.reserve_bytes = plan.reserves[i];
+        o.prefetch = options.prefetch;
+        o.host_memory = options.host_memory;
+        o.pinned_budget_bytes = options.pinned_budget;
+        const auto sizes = sizes_of(blocks[i]);
+        ResidencyPlan rp;
+        SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),
+                                    format_bytes(double(options.vram_budget))),
+                        rp = plan_residency(sizes, o));
+        pinned = std::max(pinned, planned_pinned_bytes(sizes, rp, o));  // one model placed at a time
+        if (m == PM::Transformer) {
+            plan.streamed_bytes_per_step = rp.streamed_bytes_per_pass * size_t(plan.transformer_passes_per_step);
+            plan.streamed_blocks = rp.streamed_blocks();
+        }
+        return rp.weight_bytes();
+    };
+    // A stage's device peak: everything resident plus the stage's activation peak without offload; with it,
+    // the worst of each model's turn (its weights plus its activations) and the time between models.
+    auto stage = [&](const char* name, const StageProbe::Peaks& act, std::initializer_list<PM> models) {
+        if (options.offload == OffloadMode::None) return StagePlan{name, all_weights, act.overall()};
+        StagePlan worst{name, 0, act.outside};
+        for (PM m : models) {
+            const StagePlan turn{name, model_weights(m), act.model[size_t(m)]};
+            if (turn.device_peak() > worst.device_peak()) worst = turn;
+        }
+        return worst;
+    };
+    plan.stages.push_back(stage("text encoding", text_act, {PM::Llama, PM::Clip}));
+    if (p.task == Task::I2V) plan.stages.push_back(stage("image encoding", image_act, {PM::VaeEncoder}));
+    plan.stages.push_back(stage("denoising", denoise_act, {PM::Transformer}));
+    plan.stages.push_back(stage("decoding", decode_act, {PM::VaeDecoder}));
+    plan.pinned_weight_bytes = pinned;
+    plan.staging_bytes = options.host_memory == HostMemoryMode::Pageable ? 0 : staging_bytes;
+    plan.pinned_bytes = plan.pinned_weight_bytes + plan.staging_bytes;
+
+    if (options.vram_budget)
+        for (const auto& s : plan.stages)
+            if (s.device_peak() > options.vram_budget)
+                throw OutOfMemoryError(fmt::format(
+                    "--vram-budget {}: {} needs {} of device memory ({} of weights with --offload {}, {} of "
+                    "activations); short by {}{}",
+                    format_bytes(double(options.vram_budget)), s.name, format_bytes(double(s.device_peak())),
+                    format_bytes(double(s.weight_bytes)), offload_mode_name(options.offload),
+                    format_bytes(double(s.activation_bytes)),
+                    format_bytes(double(s.device_peak() - options.vram_budget)),
+                    options.offload == OffloadMode::Block ? ""
+                                                          : " (--offload block streams weights within the budget)"));
+    return plan;
+}
+
+std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device) const {
+    auto b = [](size_t n) { return format_bytes(double(n)); };
+    std::string s =
+        fmt::format("memory plan: device {}, --offload {}, --vram-budget {}, --host-memory {}{}, --prefetch {}\n",
+                    device, offload_mode_name(o.offload), o.vram_budget ? b(o.vram_budget) : "unlimited",
+                    host_memory_mode_name(o.host_memory),
+                    o.pinned_budget ? ", --pinned-budget " + b(o.pinned_budget) : "", o.prefetch);
+    s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", "stage", "weights", "activations", "device peak");
+    for (const auto& st : stages)
+        s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", st.name, b(st.weight_bytes), b(st.activation_bytes),
+                         b(st.device_peak()));
+    s += fmt::format("  peak device memory {}\n", b(device_peak()));
+    if (streamed_blocks > 0)
+        s += fmt::format("  denoising streams {} of {} transformer blocks: {} per step\n", streamed_blocks,
+                         transformer_blocks, b(streamed_bytes_per_step));
+    else
+        s += "  denoising streams nothing: every weight stays resident\n";
+    s += fmt::format(
+        "  non-reclaimable host memory above the baseline: {} (pinned {}, owned weights {}, host tensors {})\n",
+        b(host_nonreclaimable()), b(pinned_bytes), b(owned_weight_bytes), b(host_tensor_bytes));
+    return s;
+}
+
+}  // namespace sr

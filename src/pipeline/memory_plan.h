@@ -1,0 +1,56 @@
+// The memory plan of a generation, made before any weight is read: per stage (text encoding, image
+// encoding, denoising, decoding) the device memory its weights and activations need, the bytes streamed per
+// denoising step, and the host memory that cannot be reclaimed (page-locked buffers, weights held in owned
+// memory, host-side tensors). `skyreels generate --dry-run` prints it; a real run places weights by it and
+// prints it next to what was measured.
+//
+// Activations are not estimated from formulas: each stage's real code runs once on a NullBackend over a
+// VirtualAllocator (kernels do nothing, memory is address space only), so the activation peak is the peak
+// of the allocations the real run makes, to the byte, in milliseconds. The denoising stage runs one step
+// (every step allocates the same).
+//
+//   sr::MemoryPlan plan = sr::plan_memory(pipe, request, options, device_staging_bytes);
+//   fmt::print("{}", plan.format(options));
+#pragma once
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "pipeline/weight_placement.h"
+
+namespace sr {
+
+struct StagePlan {
+    std::string name;             // "text encoding", "image encoding", "denoising", "decoding"
+    size_t weight_bytes = 0;      // weights on the device during the stage (resident + ring buffers)
+    size_t activation_bytes = 0;  // activation and workspace peak, including earlier stages' live outputs
+    size_t device_peak() const { return weight_bytes + activation_bytes; }
+};
+
+struct MemoryPlan {
+    std::vector<StagePlan> stages;
+    std::array<size_t, kPipelineModels> reserves{};     // activation bytes planned inside each model's budget
+    std::array<size_t, kPipelineModels> model_bytes{};  // device bytes of each model's weights
+    size_t streamed_bytes_per_step = 0;  // transformer weights copied per denoising step (0: all resident)
+    int streamed_blocks = 0, transformer_blocks = 0;
+    int transformer_passes_per_step = 1;  // 2 with CFG rows run one by one (sequence_batch)
+    size_t pinned_weight_bytes = 0;       // page-locked copies of streamed blocks (pinned mode)
+    size_t staging_bytes = 0;             // the device's pinned staging ring (every mode but pageable)
+    size_t pinned_bytes = 0;              // both
+    size_t owned_weight_bytes = 0;  // weights in owned host memory (dtype-converted or made up), not the page cache
+    size_t host_tensor_bytes = 0;   // peak of host-side tensors (latents, text embeddings, CFG, ...)
+
+    size_t device_peak() const;
+    // Host memory the kernel cannot reclaim under pressure (mapped file pages can be), above the process's
+    // baseline (code, libraries).
+    size_t host_nonreclaimable() const { return pinned_bytes + owned_weight_bytes + host_tensor_bytes; }
+    std::string format(const MemoryOptions& options, const std::string& device) const;
+};
+
+// Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
+// `staging_bytes`: the device's pinned staging ring (allocated when weights are staged).
+MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
+                       size_t staging_bytes);
+
+}  // namespace sr

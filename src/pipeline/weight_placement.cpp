@@ -1,0 +1,158 @@
+#include "pipeline/weight_placement.h"
+
+namespace sr {
+
+const char* pipeline_model_name(PipelineModel m) {
+    switch (m) {
+        case PipelineModel::Llama:
+            return "text encoder (Llama)";
+        case PipelineModel::Clip:
+            return "text encoder 2 (CLIP)";
+        case PipelineModel::VaeEncoder:
+            return "VAE encoder";
+        case PipelineModel::Transformer:
+            return "transformer";
+        case PipelineModel::VaeDecoder:
+            return "VAE decoder";
+    }
+    return "?";
+}
+
+const char* offload_mode_name(OffloadMode m) {
+    switch (m) {
+        case OffloadMode::None:
+            return "none";
+        case OffloadMode::Model:
+            return "model";
+        case OffloadMode::Block:
+            return "block";
+    }
+    return "?";
+}
+
+OffloadMode parse_offload_mode(std::string_view text, std::string_view what) {
+    if (text == "none") return OffloadMode::None;
+    if (text == "model") return OffloadMode::Model;
+    if (text == "block") return OffloadMode::Block;
+    throw InputError(fmt::format("{} '{}': expected none, model or block", what, text));
+}
+
+size_t ModelBlocks::bytes() const {
+    size_t n = 0;
+    for (const auto& s : specs) n += device_block_bytes(s);
+    return n;
+}
+
+namespace {
+template <class Model>
+ModelBlocks blocks_of(const Model& model, const std::vector<size_t>& used) {
+    ModelBlocks mb;
+    const auto names = model.weight_blocks();
+    for (size_t i : used) {
+        mb.specs.push_back({names[i].name, model.weight_block_tensors(i)});
+        mb.model_index.push_back(i);
+    }
+    return mb;
+}
+std::vector<size_t> all_blocks(size_t n) {
+    std::vector<size_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = i;
+    return v;
+}
+}  // namespace
+
+ModelBlocks pipeline_model_blocks(const PipelineComponents& c, PipelineModel model) {
+    switch (model) {
+        case PipelineModel::Llama:
+            return blocks_of(*c.llama, c.llama->blocks_used(-(c.prompt_template.num_hidden_layers_to_skip + 1)));
+        case PipelineModel::Clip:
+            return blocks_of(*c.clip, c.clip->blocks_used());
+        case PipelineModel::VaeEncoder:
+            return blocks_of(*c.vae, HunyuanVideoVAE::blocks_used(HunyuanVideoVAE::Pass::Encode));
+        case PipelineModel::Transformer:
+            return blocks_of(*c.transformer, all_blocks(c.transformer->weight_block_count()));
+        case PipelineModel::VaeDecoder:
+            return blocks_of(*c.vae, HunyuanVideoVAE::blocks_used(HunyuanVideoVAE::Pass::Decode));
+    }
+    return {};
+}
+
+// A residency manager over the blocks a stage uses, addressed by the model's own block numbers.
+class DevicePlacement::Placed final : public BlockWeightProvider {
+public:
+    Placed(Accelerator& device, ModelBlocks blocks, const ResidencyOptions& options)
+        : model_index_(std::move(blocks.model_index)), manager_(device, std::move(blocks.specs), options) {}
+    const std::vector<Tensor>& acquire(size_t block) override { return manager_.acquire(position(block)); }
+    void release(size_t block) override { manager_.release(position(block)); }
+    ResidencyManager& manager() { return manager_; }
+
+private:
+    size_t position(size_t block) const {
+        for (size_t i = 0; i < model_index_.size(); ++i)
+            if (model_index_[i] == block) return i;
+        SR_ASSERT(false, "block {} is not placed for this stage", block);
+        return 0;
+    }
+    std::vector<size_t> model_index_;
+    ResidencyManager manager_;
+};
+
+DevicePlacement::DevicePlacement(Accelerator& device, const PipelineComponents& components,
+                                 const MemoryOptions& options, const std::array<size_t, kPipelineModels>& reserves)
+    : device_(device), components_(components), options_(options), reserves_(reserves) {}
+
+DevicePlacement::~DevicePlacement() {
+    for (size_t m = 0; m < kPipelineModels; ++m) retire(PipelineModel(m));
+}
+
+std::unique_ptr<DevicePlacement::Placed> DevicePlacement::place(PipelineModel model, bool whole) const {
+    ResidencyOptions o;
+    o.budget_bytes = whole ? 0 : options_.vram_budget;  // whole models: the device allocator holds the budget
+    o.reserve_bytes = whole ? 0 : reserves_[size_t(model)];
+    o.prefetch = options_.prefetch;
+    o.host_memory = options_.host_memory;
+    o.pinned_budget_bytes = options_.pinned_budget;
+    SR_WITH_CONTEXT(fmt::format("placing the {} on the {} device", pipeline_model_name(model), device_.name()),
+                    return std::make_unique<Placed>(device_, pipeline_model_blocks(components_, model), o));
+    return nullptr;  // not reached: the line above returns or throws
+}
+
+BlockWeightProvider* DevicePlacement::enter(PipelineModel model) {
+    const size_t m = size_t(model);
+    if (options_.offload == OffloadMode::None) {
+        // Every model resident for the whole generation, placed together at the first use.
+        if (!placed_[m])
+            for (size_t k = 0; k < kPipelineModels; ++k) placed_[k] = place(PipelineModel(k), true);
+    } else {
+        SR_ASSERT(!placed_[m], "{} entered twice", pipeline_model_name(model));
+        placed_[m] = place(model, options_.offload == OffloadMode::Model);
+    }
+    size_t pinned = 0;
+    for (const auto& p : placed_)
+        if (p) pinned += p->manager().stats().pinned_bytes;
+    stats_.pinned_bytes_peak = std::max(stats_.pinned_bytes_peak, pinned);
+    return placed_[m].get();
+}
+
+PlacementStats DevicePlacement::finish() {
+    for (size_t m = 0; m < kPipelineModels; ++m) retire(PipelineModel(m));
+    return stats_;
+}
+
+void DevicePlacement::leave(PipelineModel model) {
+    if (options_.offload != OffloadMode::None) retire(model);
+}
+
+void DevicePlacement::retire(PipelineModel model) {
+    auto& p = placed_[size_t(model)];
+    if (!p) return;
+    const ResidencyStats s = p->manager().stats();
+    stats_.bytes_moved += s.bytes_moved;
+    if (model == PipelineModel::Transformer) {
+        stats_.transformer_bytes_moved += s.bytes_moved;
+        stats_.transformer_streamed_bytes += s.streamed_bytes;
+    }
+    p.reset();  // its device memory goes back to the budget
+}
+
+}  // namespace sr

@@ -1,0 +1,215 @@
+// The pipeline on the simulated device, every memory mode against the plain CPU run: offload none / model /
+// block x host memory pinned / pageable / mmap x budgets from unlimited down to the tightest one the plan
+// allows x prefetch depths. Asserted for each: the final latents are bit-identical to the CPU run's; the
+// device allocator's measured peak per stage equals the memory plan's prediction (the plan runs the real
+// code on a NullBackend, so they agree to the byte; the issue asks for 10 %) and stays inside the budget;
+// tight block budgets really stream; a budget below the minimum fails before anything runs, naming the stage
+// and the shortfall.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "backends/cpu/cpu_backend.h"
+#include "pipeline/demo_model.h"
+#include "pipeline/device_run.h"
+#include "runtime/simulated_device.h"
+
+using namespace sr;
+
+namespace {
+
+// A demo model whose transformer dominates the weights, as at real size, on a small video so that the VAE's
+// activations do not dominate the budget.
+struct Scenario {
+    SkyReelsPipeline pipe;
+    GenerationRequest req;
+    Tensor reference;  // final latents of the CPU run
+};
+
+Scenario make_scenario(Task task, DemoTransformerSize size, int64_t hw, int64_t frames, int steps) {
+    Scenario s{make_demo_pipeline(task, 7, size), {}, {}};
+    s.req.params = demo_params(task);
+    s.req.params.height = s.req.params.width = hw;
+    s.req.params.num_frames = frames;
+    s.req.params.num_inference_steps = steps;
+    s.req.params.seed = 11;
+    s.req.prompt = "FPS-24, a lighthouse at dusk";
+    if (task == Task::I2V) {
+        s.req.image = Tensor::empty({3, hw, hw}, DType::F32);
+        for (int64_t i = 0; i < s.req.image.numel(); ++i) s.req.image.data<float>()[i] = float(i % 17) / 8.0f - 1.0f;
+    }
+    s.reference = s.pipe.generate(cpu_backend(), s.req, {}, [](const Tensor&, int64_t) {});
+    return s;
+}
+
+const Scenario& t2v() {
+    static const Scenario s =
+        make_scenario(Task::T2V, {.heads = 4, .head_dim = 32, .dual_blocks = 3, .single_blocks = 3}, 32, 5, 2);
+    return s;
+}
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
+}
+
+// The smallest budget the plan accepts for `o` (bisection over plan_memory, which throws when too small).
+size_t tightest_budget(const Scenario& s, MemoryOptions o) {
+    o.vram_budget = 0;
+    size_t hi = plan_memory(s.pipe, s.req, o, 0).device_peak(), lo = 1;
+    while (hi - lo > 4096) {
+        const size_t mid = lo + (hi - lo) / 2;
+        o.vram_budget = mid;
+        try {
+            plan_memory(s.pipe, s.req, o, 0);
+            hi = mid;
+        } catch (const OutOfMemoryError&) {
+            lo = mid;
+        }
+    }
+    return hi;
+}
+
+DeviceRunReport run_on_sim(const Scenario& s, const MemoryOptions& o, Tensor* latents) {
+    SimulatedDevice dev({.memory_budget = o.vram_budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+    DeviceRunReport report;
+    *latents = generate_on_device(
+        s.pipe, dev, {.memory = o, .device_memory_is_host = true}, s.req, {}, [](const Tensor&, int64_t) {}, {},
+        &report);
+    EXPECT_LE(dev.memory().peak_bytes(), o.vram_budget ? o.vram_budget : SIZE_MAX);
+    EXPECT_EQ(dev.memory().in_use_bytes(), 0u) << "device memory left allocated after the run";
+    return report;
+}
+
+void expect_plan_matches(const DeviceRunReport& r, const std::string& what) {
+    ASSERT_EQ(r.stage_peaks.size(), r.plan.stages.size()) << what;
+    for (size_t i = 0; i < r.stage_peaks.size(); ++i) {
+        const double planned = double(r.plan.stages[i].device_peak()), measured = double(r.stage_peaks[i].second);
+        EXPECT_EQ(r.stage_peaks[i].first, r.plan.stages[i].name) << what;
+        // The issue's bound is 10 %; by construction the plan is exact, so hold it to that.
+        EXPECT_NEAR(measured, planned, 0.10 * planned) << what << ", stage " << r.stage_peaks[i].first;
+        EXPECT_EQ(measured, planned) << what << ", stage " << r.stage_peaks[i].first;
+    }
+}
+
+}  // namespace
+
+TEST(DevicePipeline, EveryModeIsBitIdenticalAndMatchesItsPlan) {
+    const Scenario& s = t2v();
+    for (OffloadMode offload : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
+        for (HostMemoryMode host : {HostMemoryMode::Pinned, HostMemoryMode::Pageable, HostMemoryMode::Mmap}) {
+            for (int prefetch : {0, 1, 2}) {
+                if (offload != OffloadMode::Block && prefetch != 1) continue;  // nothing streams
+                MemoryOptions o{.offload = offload, .vram_budget = 0, .host_memory = host, .prefetch = prefetch};
+                const size_t tight = tightest_budget(s, o);  // a deeper prefetch needs more ring buffers
+                const size_t unlimited_peak = plan_memory(s.pipe, s.req, o, 0).device_peak();
+                for (size_t budget : {size_t(0), (tight + unlimited_peak) / 2, tight}) {
+                    o.vram_budget = budget;
+                    const std::string what =
+                        fmt::format("offload {} host {} budget {} prefetch {}", offload_mode_name(offload),
+                                    host_memory_mode_name(host), budget, prefetch);
+                    Tensor latents;
+                    const DeviceRunReport r = run_on_sim(s, o, &latents);
+                    EXPECT_TRUE(bit_identical(latents, s.reference)) << what;
+                    expect_plan_matches(r, what);
+                    if (offload == OffloadMode::Block && budget == tight) {
+                        EXPECT_GT(r.plan.streamed_blocks, 0) << what;
+                        EXPECT_EQ(r.streamed_bytes_per_step, double(r.plan.streamed_bytes_per_step)) << what;
+                    }
+                    if (offload != OffloadMode::Block) EXPECT_EQ(r.plan.streamed_blocks, 0) << what;
+                }
+            }
+        }
+    }
+}
+
+TEST(DevicePipeline, ModelOffloadNeedsLessThanNoneAndBlockLessThanModel) {
+    const Scenario& s = t2v();
+    const size_t none = tightest_budget(s, {.offload = OffloadMode::None});
+    const size_t model = tightest_budget(s, {.offload = OffloadMode::Model});
+    const size_t block = tightest_budget(s, {.offload = OffloadMode::Block});
+    EXPECT_LT(model, none);
+    EXPECT_LT(block, model);
+}
+
+TEST(DevicePipeline, ImageToVideoOnTheDeviceIsBitIdentical) {
+    static const Scenario s =
+        make_scenario(Task::I2V, {.heads = 4, .head_dim = 32, .dual_blocks = 2, .single_blocks = 2}, 32, 5, 2);
+    for (OffloadMode offload : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
+        MemoryOptions o{.offload = offload};
+        o.vram_budget = tightest_budget(s, o);
+        Tensor latents;
+        const DeviceRunReport r = run_on_sim(s, o, &latents);
+        EXPECT_TRUE(bit_identical(latents, s.reference)) << offload_mode_name(offload);
+        ASSERT_EQ(r.plan.stages.size(), 4u);  // text, image, denoising, decoding
+        expect_plan_matches(r, offload_mode_name(offload));
+    }
+}
+
+TEST(DevicePipeline, ABudgetTooSmallFailsBeforeRunningAndNamesTheShortfall) {
+    const Scenario& s = t2v();
+    MemoryOptions o{.offload = OffloadMode::Block};
+    o.vram_budget = tightest_budget(s, o) - 64 * 1024;
+    SimulatedDevice dev({.memory_budget = o.vram_budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+    try {
+        Tensor latents;
+        generate_on_device(s.pipe, dev, {.memory = o}, s.req, {}, [](const Tensor&, int64_t) {});
+        FAIL() << "expected OutOfMemoryError";
+    } catch (const OutOfMemoryError& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("--vram-budget"), std::string::npos) << msg;
+        EXPECT_TRUE(msg.find("short by") != std::string::npos || msg.find("too small") != std::string::npos) << msg;
+    }
+    EXPECT_EQ(dev.memory().peak_bytes(), 0u) << "nothing may be placed before the plan says it fits";
+}
+
+TEST(DevicePipeline, PinnedModeHoldsStreamedBlocksOnceInPageLockedMemory) {
+    const Scenario& s = t2v();
+    MemoryOptions o{.offload = OffloadMode::Block, .host_memory = HostMemoryMode::Pinned};
+    o.vram_budget = tightest_budget(s, o);
+    Tensor latents;
+    const DeviceRunReport r = run_on_sim(s, o, &latents);
+    ASSERT_GT(r.plan.streamed_blocks, 0);
+    // Pinned: the streamed blocks once (packed) + the staging ring used for resident uploads.
+    EXPECT_EQ(r.pinned_peak, r.plan.pinned_bytes);
+    // A pinned budget below the streamed bytes pins fewer blocks (the rest are staged), same latents.
+    o.pinned_budget = r.plan.pinned_weight_bytes / 3;
+    Tensor capped;
+    const DeviceRunReport rc = run_on_sim(s, o, &capped);
+    EXPECT_LT(rc.pinned_peak, r.pinned_peak);
+    EXPECT_EQ(rc.pinned_peak, rc.plan.pinned_bytes);
+    EXPECT_TRUE(bit_identical(capped, s.reference));
+}
+
+TEST(DevicePipeline, DryRunPlanOfTheDemoAndAMediumModelIsWithinTenPercent) {
+    // The demo model at its own defaults, and a medium transformer (512 wide, 4 + 4 blocks) at 64x64x9.
+    struct Case {
+        const char* name;
+        DemoTransformerSize size;
+        int64_t hw, frames;
+    };
+    for (const Case& c : {Case{"demo", {}, 128, 17},
+                          Case{"medium", {.heads = 8, .head_dim = 64, .dual_blocks = 4, .single_blocks = 4}, 64, 9}}) {
+        SkyReelsPipeline pipe = make_demo_pipeline(Task::T2V, 3, c.size);
+        GenerationRequest req;
+        req.params = demo_params(Task::T2V);
+        req.params.height = req.params.width = c.hw;
+        req.params.num_frames = c.frames;
+        req.params.num_inference_steps = 2;
+        req.prompt = "FPS-24, a river";
+        for (OffloadMode offload : {OffloadMode::None, OffloadMode::Block}) {
+            MemoryOptions o{.offload = offload};
+            const MemoryPlan dry = plan_memory(pipe, req, o, 0);  // what --dry-run prints
+            SimulatedDevice dev({.bandwidth_bytes_per_s = 0, .latency_s = 0});
+            DeviceRunReport r;
+            generate_on_device(
+                pipe, dev, {.memory = o}, req, {}, [](const Tensor&, int64_t) {}, {}, &r);
+            ASSERT_EQ(r.stage_peaks.size(), dry.stages.size());
+            for (size_t i = 0; i < dry.stages.size(); ++i)
+                EXPECT_NEAR(double(r.stage_peaks[i].second), double(dry.stages[i].device_peak()),
+                            0.10 * double(dry.stages[i].device_peak()))
+                    << c.name << " " << dry.stages[i].name;
+            EXPECT_NEAR(double(r.device_peak), double(dry.device_peak()), 0.10 * double(dry.device_peak())) << c.name;
+        }
+    }
+}
