@@ -3,6 +3,8 @@
 // a clear error, a non-zero exit and no output file.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -120,6 +122,40 @@ TEST(GenerateCli, WarnsWithoutFpsPrefix) {
     EXPECT_NE(r.output.find("FPS-24, "), std::string::npos) << r.output;
 }
 
+// The memory flags: --dry-run prints the plan and writes nothing; a streamed run on the simulated device
+// writes the same video as the CPU run and prints the measured report next to the plan.
+TEST(GenerateCli, DryRunAndSimulatedDevice) {
+    const fs::path dir = sr::test::scratch_dir("generate_sim");
+    const std::string small = " --frames 5 --height 32 --width 32 --steps 2";
+    Result r = run("generate --demo --quiet --device sim --offload block --vram-budget 64M --dry-run" + small +
+                   " --out '" + (dir / "never.mp4").string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    for (const char* piece :
+         {"memory plan", "text encoding", "denoising", "decoding", "peak device memory", "non-reclaimable host memory"})
+        EXPECT_NE(r.output.find(piece), std::string::npos) << piece << ": " << r.output;
+    EXPECT_FALSE(fs::exists(dir / "never.mp4"));
+    // SkyReels' spellings: --parameters_level = --offload block, --high_cpu_memory = --host-memory pinned.
+    r =
+        run("generate --demo --quiet --device sim --parameters_level --high_cpu_memory --vram-budget 64M "
+            "--memory-report" +
+            small + " --png-dir '" + (dir / "sim_png").string() + "' --out '" + (dir / "sim.mp4").string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    for (const char* piece :
+         {"memory report", "--offload block", "--host-memory pinned", "page-locked", "copy time hidden"})
+        EXPECT_NE(r.output.find(piece), std::string::npos) << piece << ": " << r.output;
+    r = run("generate --demo --quiet" + small + " --png-dir '" + (dir / "cpu_png").string() + "' --out '" +
+            (dir / "cpu.mp4").string() + "'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    // Same latents, same decoded frames: the PNGs (lossless) are byte-identical.
+    for (const auto& e : fs::directory_iterator(dir / "cpu_png")) {
+        const fs::path twin = dir / "sim_png" / e.path().filename();
+        ASSERT_TRUE(fs::exists(twin)) << twin;
+        std::ifstream a(e.path(), std::ios::binary), b(twin, std::ios::binary);
+        const std::string da((std::istreambuf_iterator<char>(a)), {}), db((std::istreambuf_iterator<char>(b)), {});
+        EXPECT_TRUE(da == db) << e.path().filename() << " differs between --device cpu and --device sim";
+    }
+}
+
 TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
     const fs::path dir = sr::test::scratch_dir("generate_bad");
     const std::string out = " --out '" + (dir / "out.mp4").string() + "'";
@@ -154,7 +190,19 @@ TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
         {"missing image", "--demo --task i2v --image '" + (dir / "missing.png").string() + "' --frames 5" + small,
          "missing.png"},
         {"not-implemented flag", "--demo --quant --frames 5" + small, "--quant"},
-        {"offload", "--demo --offload --frames 5" + small, "--offload"},
+        {"offload on the cpu device", "--demo --offload --frames 5" + small, "needs an accelerator"},
+        {"budget on the cpu device", "--demo --vram-budget 8G --frames 5" + small, "--device sim"},
+        {"unknown device", "--demo --device gpu --frames 5" + small, "--device gpu"},
+        {"unknown offload mode", "--demo --device sim --offload layers --frames 5" + small, "--offload 'layers'"},
+        {"unknown host memory mode", "--demo --device sim --host-memory swap --frames 5" + small, "--host-memory"},
+        {"bad budget", "--demo --device sim --vram-budget 12Q --frames 5" + small, "--vram-budget"},
+        {"zero budget", "--demo --device sim --vram-budget 0 --frames 5" + small, "--vram-budget"},
+        {"budget too small", "--demo --device sim --offload block --vram-budget 100K --frames 5" + small, "short by"},
+        {"pinned budget without pinned", "--demo --device sim --pinned-budget 1G --frames 5" + small,
+         "--host-memory pinned"},
+        {"contradicting SkyReels spellings",
+         "--demo --device sim --parameters_level --offload model --frames 5" + small, "--parameters_level"},
+        {"prefetch out of range", "--demo --device sim --prefetch 99 --frames 5" + small, "--prefetch"},
     };
     for (const Case& c : cases) {
         const Result r = run("generate --quiet " + c.args + out);

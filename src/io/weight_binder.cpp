@@ -71,14 +71,23 @@ Tensor WeightBinder::fetch(const std::string& name, const Shape& expected) {
     return store.get(name);
 }
 
+Tensor WeightBinder::planned(const Shape& shape, DType dtype, DType stored, const std::string& name) {
+    Tensor space = Tensor::empty(shape, dtype, *planning_space_, name);
+    if (dtype != stored) return space;  // a real load converts it into owned memory
+    // A real load keeps a view of the mapped file: plan it as one (an external view), so memory plans tell
+    // page-cache weights from owned ones.
+    auto keep = std::make_shared<Tensor>(space);
+    return Tensor::wrap(keep->raw_data(), shape, dtype, Device::cpu(), std::shared_ptr<const void>(keep, keep.get()));
+}
+
 Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
     if (planning_space_) {
-        DType dtype = storage_dtype_.value_or(DType::F32);
-        if (store_)
-            dtype = storage_dtype_.value_or(fetch(name, expected).dtype());
-        else
+        if (!store_) {
             parameters_ += expected.numel();
-        return Tensor::empty(expected, dtype, *planning_space_, name);
+            return Tensor::empty(expected, storage_dtype_.value_or(DType::F32), *planning_space_, name);
+        }
+        const DType stored = fetch(name, expected).dtype();
+        return planned(expected, storage_dtype_.value_or(stored), stored, name);
     }
     if (!store_) {
         parameters_ += expected.numel();
@@ -91,11 +100,11 @@ Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
     if (planning_space_) {
-        if (store_)
-            fetch(name, expected);
-        else
+        if (!store_) {
             parameters_ += expected.numel();
-        return Tensor::empty(expected, DType::F32, *planning_space_, name);
+            return Tensor::empty(expected, DType::F32, *planning_space_, name);
+        }
+        return planned(expected, DType::F32, fetch(name, expected).dtype(), name);
     }
     if (!store_) {
         parameters_ += expected.numel();

@@ -44,6 +44,7 @@ private:
     WeightBinder() = default;
     Tensor fetch(const std::string& name, const Shape& expected);
     Tensor make_up(const std::string& name, const Shape& expected, DType dtype);
+    Tensor planned(const Shape& shape, DType dtype, DType stored, const std::string& name);
     const WeightStore* store_ = nullptr;   // null: random weights
     Allocator* planning_space_ = nullptr;  // set: a planning binder
     std::optional<DType> storage_dtype_;

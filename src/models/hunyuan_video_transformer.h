@@ -37,6 +37,8 @@ using IntermediateHook = std::function<void(std::string_view name, const Tensor&
 struct TransformerLoadOptions {
     // Store floating-point weights in this dtype (nullopt: as in the checkpoint, zero-copy from the mmap).
     std::optional<DType> weight_dtype;
+    // Memory planning: bind every weight to this address space (core/virtual_allocator.h) and read none.
+    Allocator* planning_space = nullptr;
 };
 
 class HunyuanVideoTransformer {

@@ -99,7 +99,7 @@ void VAETiling::validate() const {
 // ---------------------------------------------------------------------------------------------------------
 // Loading
 
-HunyuanVideoVAE HunyuanVideoVAE::load(const std::string& path) {
+HunyuanVideoVAE HunyuanVideoVAE::load(const std::string& path, Allocator* planning_space) {
     std::error_code ec;
     SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a VAE folder", path);
     std::string dir = path;
@@ -113,7 +113,8 @@ HunyuanVideoVAE HunyuanVideoVAE::load(const std::string& path) {
                 "{}: _class_name is '{}', not AutoencoderKLHunyuanVideo", config_path, cls);
     const HunyuanVideoVAEConfig config = HunyuanVideoVAEConfig::from_json(j, config_path);
     const WeightStore store = WeightStore::open(dir);
-    WeightBinder binder(store);
+    WeightBinder binder =
+        planning_space ? WeightBinder::planning(&store, std::nullopt, *planning_space) : WeightBinder(store);
     return HunyuanVideoVAE(config, binder);
 }
 

@@ -90,7 +90,8 @@ using VAEFrameSink = std::function<void(const Tensor& frames, int64_t first_fram
 class HunyuanVideoVAE {
 public:
     // `path`: a VAE folder (config.json + diffusion_pytorch_model.safetensors) or a pipeline folder with vae/.
-    static HunyuanVideoVAE load(const std::string& path);
+    // `planning_space`: bind every weight to this address space and read none (memory planning).
+    static HunyuanVideoVAE load(const std::string& path, Allocator* planning_space = nullptr);
     HunyuanVideoVAE(const HunyuanVideoVAEConfig& config, WeightBinder& binder);
     static HunyuanVideoVAE random(const HunyuanVideoVAEConfig& config, DType dtype, uint64_t seed = 0);
 

@@ -84,17 +84,29 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     p.validate();
     MemoryPlan plan;
 
-    // Activations, stage by stage, on the real code paths.
+    // Activations, stage by stage, on the real code paths. Token ids only steer values, not sizes: without
+    // given tokens the plan uses zeros of the template's fixed shapes (and needs no tokenizer).
+    GenerationRequest planned = req;
+    if (!planned.tokens && !planned.text) {
+        const PromptTemplate& t = c.prompt_template;
+        const int64_t B = p.do_cfg() ? 2 : 1;
+        TextTokens tok;
+        tok.llama_ids = Tensor::zeros({B, t.crop_start + t.max_sequence_length}, DType::I64);
+        tok.llama_mask = Tensor::zeros({B, t.crop_start + t.max_sequence_length}, DType::I64);
+        for (int64_t i = 0; i < tok.llama_mask.numel(); ++i) tok.llama_mask.data<int64_t>()[i] = 1;
+        tok.clip_ids = Tensor::zeros({B, t.clip_max_length}, DType::I64);
+        planned.tokens = tok;
+    }
     StageProbe probe;
     TextConditioning text;
     const auto text_act =
-        probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, req, {}, wp); });
+        probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, planned, {}, wp); });
     Tensor image_latents;
     StageProbe::Peaks image_act{};
     if (p.task == Task::I2V)
-        image_act =
-            probe.run([&](Backend& be, WeightPlacement* wp) { image_latents = pipe.encode_image(be, req, {}, wp); });
-    GenerationRequest one_step = req;
+        image_act = probe.run(
+            [&](Backend& be, WeightPlacement* wp) { image_latents = pipe.encode_image(be, planned, {}, wp); });
+    GenerationRequest one_step = planned;
     one_step.params.num_inference_steps = 1;
     Tensor latents;
     const auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {

@@ -93,6 +93,9 @@ struct PipelineLoadOptions {
     std::string base;   // the HunyuanVideo folder (text encoders, tokenizers, VAE, scheduler); "" = model
     std::optional<DType> transformer_dtype;  // nullopt: as stored (zero-copy mmap)
     std::optional<DType> text_encoder_dtype;
+    // Memory planning (--dry-run): every weight is checked against its file's header and bound to this
+    // address space (core/virtual_allocator.h); no weight is read.
+    Allocator* planning_space = nullptr;
 };
 
 // The parts of a pipeline. The tokenizers may be null: then requests must carry tokens or text.

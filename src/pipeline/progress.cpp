@@ -43,6 +43,9 @@ void Progress::update(std::string_view stage, int done, int total) {
         std::fprintf(out_, " | %.2f s/%s | ETA %.1f s", per_unit, s.name == "denoising" ? "step" : "unit", eta);
     std::fprintf(out_, " | RSS %s (peak %s)", format_bytes(double(m.rss)).c_str(),
                  format_bytes(double(m.peak_rss)).c_str());
+    if (device_)
+        std::fprintf(out_, " | device %s (peak %s)", format_bytes(double(device_->in_use_bytes())).c_str(),
+                     format_bytes(double(device_->peak_bytes())).c_str());
     std::fflush(out_);
     line_open_ = true;
     last_done_ = done;
@@ -62,6 +65,7 @@ std::string Progress::finish() {
     }
     const HostMemory m = read_host_memory();
     text += fmt::format(" total {:.2f} s | peak RSS {}", total, format_bytes(double(m.peak_rss)));
+    if (device_) text += fmt::format(" | device memory in use {}", format_bytes(double(device_->in_use_bytes())));
     if (summary_) std::fprintf(out_, "%s\n", text.c_str());
     return text;
 }

@@ -25,6 +25,8 @@ public:
     static bool is_terminal(std::FILE* out = stderr);
 
     ProgressCallback callback();
+    // Also show this device's memory (in use and peak) on the line and in the summary.
+    void show_device_memory(const Allocator* device_memory) { device_ = device_memory; }
     void update(std::string_view stage, int done, int total);
     // Ends the current stage; prints the summary. Returns it (also when not printed).
     std::string finish();
@@ -45,6 +47,7 @@ private:
     Clock::time_point stage_start_, last_unit_;
     int last_done_ = 0;
     bool line_open_ = false;
+    const Allocator* device_ = nullptr;
 };
 
 }  // namespace sr

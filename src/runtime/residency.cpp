@@ -79,9 +79,11 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
         return plan;
     }
     if (options.reserve_bytes >= options.budget_bytes)
-        throw OutOfMemoryError(fmt::format("device budget {} is too small: activations and workspace alone need {}",
-                                           format_bytes(double(options.budget_bytes)),
-                                           format_bytes(double(options.reserve_bytes))));
+        throw OutOfMemoryError(fmt::format(
+            "device budget {} is too small: activations and workspace alone need {}, with no room for weights "
+            "(short by more than {})",
+            format_bytes(double(options.budget_bytes)), format_bytes(double(options.reserve_bytes)),
+            format_bytes(double(options.reserve_bytes - options.budget_bytes))));
     const size_t avail = options.budget_bytes - options.reserve_bytes;
     const int want_slots = options.prefetch + 1;
 

@@ -48,7 +48,8 @@ void ClipTextConfig::validate(std::string_view src) const {
                 hidden_act);
 }
 
-ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype) {
+ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype,
+                                      Allocator* planning_space) {
     std::error_code ec;
     SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a folder (expected a CLIP text_encoder_2 folder)", path);
     const std::string config_path = (fs::path(path) / "config.json").string();
@@ -58,7 +59,8 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DTy
     SR_THROW_IF(type != "clip_text_model", "{}: model_type is '{}', not clip_text_model", config_path, type);
     const ClipTextConfig config = ClipTextConfig::from_json(j, config_path);
     const WeightStore store = WeightStore::open(path);
-    WeightBinder binder(store, weight_dtype);
+    WeightBinder binder = planning_space ? WeightBinder::planning(&store, weight_dtype, *planning_space)
+                                         : WeightBinder(store, weight_dtype);
     ClipTextEncoder enc(config, binder);
     for (const auto& name : binder.unused())
         if (name != "text_model.embeddings.position_ids")  // a buffer some checkpoints carry

@@ -46,7 +46,9 @@ struct ClipTextOutput {
 class ClipTextEncoder {
 public:
     // `path`: a folder with config.json and safetensors (names "text_model.*"). Throws InputError.
-    static ClipTextEncoder load(const std::string& path, std::optional<DType> weight_dtype = std::nullopt);
+    // `planning_space`: bind every weight to this address space and read none (memory planning).
+    static ClipTextEncoder load(const std::string& path, std::optional<DType> weight_dtype = std::nullopt,
+                                Allocator* planning_space = nullptr);
     ClipTextEncoder(const ClipTextConfig& config, WeightBinder& binder);
 
     const ClipTextConfig& config() const { return config_; }

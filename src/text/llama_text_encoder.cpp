@@ -63,7 +63,8 @@ void LlamaConfig::validate(std::string_view src) const {
     SR_THROW_IF(attention_bias || mlp_bias, "{}: attention_bias / mlp_bias are not supported", src);
 }
 
-LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype) {
+LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype,
+                                        Allocator* planning_space) {
     std::error_code ec;
     SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a folder (expected a Llama text_encoder folder)", path);
     const std::string config_path = (fs::path(path) / "config.json").string();
@@ -75,7 +76,8 @@ LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<D
     const WeightStore store = WeightStore::open(path);
     // LlamaForCausalLM checkpoints prefix every name with "model." (and add an unused lm_head).
     const std::string prefix = store.contains("model.embed_tokens.weight") ? "model." : "";
-    WeightBinder binder(store, weight_dtype);
+    WeightBinder binder = planning_space ? WeightBinder::planning(&store, weight_dtype, *planning_space)
+                                         : WeightBinder(store, weight_dtype);
     LlamaTextEncoder enc(config, binder, prefix);
     for (const auto& name : binder.unused())
         if (name != "lm_head.weight") SR_LOG_WARN("{}: tensor '{}' is not used by the text encoder", path, name);

@@ -48,7 +48,9 @@ public:
     // `path`: a folder with config.json and safetensors (a diffusers text_encoder/ folder, names with or
     // without the "model." prefix of LlamaForCausalLM). `weight_dtype`: convert weights at load (nullopt: keep
     // the file's, zero-copy).
-    static LlamaTextEncoder load(const std::string& path, std::optional<DType> weight_dtype = std::nullopt);
+    // `planning_space`: bind every weight to this address space and read none (memory planning).
+    static LlamaTextEncoder load(const std::string& path, std::optional<DType> weight_dtype = std::nullopt,
+                                 Allocator* planning_space = nullptr);
     // Binds `<prefix>embed_tokens.weight`, `<prefix>layers.N....`, `<prefix>norm.weight` from `binder`.
     LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix = "");
 

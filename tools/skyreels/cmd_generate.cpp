@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/memory_stats.h"
+#include "core/virtual_allocator.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "pipeline/pipeline.h"
@@ -196,8 +197,12 @@ int run_generate(GenerateOptions& o) {
                      "HunyuanVideo (the folder with text_encoder/, tokenizer/, vae/, scheduler/).\n",
                      p.task == Task::I2V ? "I2V" : "T2V");
     const size_t baseline_anon = read_host_memory().anon;
+    // --dry-run binds every weight to address space only: the plan comes before any weight is read.
+    VirtualAllocator dry_run_space("dry-run weights");
+    PipelineLoadOptions load = load_options(o);
+    if (o.dry_run) load.planning_space = &dry_run_space;
     const SkyReelsPipeline pipe =
-        o.demo ? make_demo_pipeline(p.task) : SkyReelsPipeline::load(load_options(o), progress.callback());
+        o.demo ? make_demo_pipeline(p.task) : SkyReelsPipeline::load(load, progress.callback());
     req.prompt = o.prompt;
     req.negative_prompt = o.negative_prompt;
     req.params.seed = seed;
@@ -211,6 +216,7 @@ int run_generate(GenerateOptions& o) {
     } else if (on_device) {
         SR_THROW("--device {}: this build has no CUDA backend yet (use --device sim or cpu)", o.device);
     }
+    if (device) progress.show_device_memory(&device->memory());
     if (o.dry_run) {
         const MemoryPlan plan = plan_memory(pipe, req, memory, device ? device->staging_bytes() : 0);
         std::printf("%s", plan.format(memory, device ? device->name() : "cpu").c_str());
