@@ -120,7 +120,9 @@ TEST(DevicePipeline, EveryModeIsBitIdenticalAndMatchesItsPlan) {
                         EXPECT_GT(r.plan.streamed_blocks, 0) << what;
                         EXPECT_EQ(r.streamed_bytes_per_step, double(r.plan.streamed_bytes_per_step)) << what;
                     }
-                    if (offload != OffloadMode::Block) EXPECT_EQ(r.plan.streamed_blocks, 0) << what;
+                    if (offload != OffloadMode::Block) {
+                        EXPECT_EQ(r.plan.streamed_blocks, 0) << what;
+                    }
                 }
             }
         }
@@ -229,9 +231,12 @@ TEST(DevicePipeline, FixturePipelinesPlanWithoutReadingAndRunBitIdentical) {
     for (const fs::path& dir : dirs) {
         SCOPED_TRACE(dir.string());
         const Json params = load_json_file((dir / "params.json").string());
-        const SkyReelsPipeline real = SkyReelsPipeline::load({.model = dir.string()});
+        PipelineLoadOptions load;
+        load.model = dir.string();
+        const SkyReelsPipeline real = SkyReelsPipeline::load(load);
         VirtualAllocator space("dry-run weights");
-        const SkyReelsPipeline planned = SkyReelsPipeline::load({.model = dir.string(), .planning_space = &space});
+        load.planning_space = &space;
+        const SkyReelsPipeline planned = SkyReelsPipeline::load(load);
         GenerationRequest req;
         req.params.task = params["task"].get<std::string>() == "i2v" ? Task::I2V : Task::T2V;
         req.params.height = params["height"].get<int64_t>();
