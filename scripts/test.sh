@@ -28,5 +28,5 @@ build_and_test() {
 build_and_test build
 if [ $sanitize -eq 1 ]; then
   # The sanitizer build skips the benchmarks and -march=native code paths stay the same.
-  ASAN_OPTIONS=detect_leaks=1 build_and_test build-asan -DSKYREELS_SANITIZE=ON -DSKYREELS_BENCH=OFF
+  ASAN_OPTIONS=detect_leaks=1 build_and_test build-asan -DSKYREELS_SANITIZE=ON -DSKYREELS_BENCH=OFF -DSKYREELS_CUDA=OFF
 fi

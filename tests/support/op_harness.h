@@ -19,6 +19,9 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/cpu_backend.h"
+#if defined(SKYREELS_HAVE_CUDA) && defined(SKYREELS_OP_HARNESS_CUDA)
+#include "backends/cuda/cuda_backend.h"
+#endif
 #include "core/parallel.h"
 #include "support/reference_ops.h"
 
@@ -61,8 +64,34 @@ inline BackendCase cpu_case(const char* name, GemmPrecision precision) {
             [](Backend&) {}};
 }
 
+#if defined(SKYREELS_HAVE_CUDA) && defined(SKYREELS_OP_HARNESS_CUDA)
+// The CUDA backend (the test_cuda_harness binary builds the op test files again with SKYREELS_OP_HARNESS_CUDA,
+// tests/cuda.cmake): the same tests against the same references. Without a usable GPU each test skips in
+// SetUp, naming the reason; the CPU backend returned then is never used.
+inline BackendCase cuda_case(const char* name, GemmPrecision precision) {
+    return {name,
+            [precision]() -> Backend& {
+                const std::string why = cuda_unavailable_reason();
+                if (!why.empty()) {
+                    [&] { GTEST_SKIP() << "no CUDA device: " << why; }();
+                    return cpu_backend();
+                }
+                cuda_backend().set_gemm_precision(precision);
+                return cuda_backend();
+            },
+            precision,
+            [](Backend& be, const Tensor& t) { return static_cast<CudaBackend&>(be).upload(t); },
+            [](Backend& be, const Tensor& t) { return static_cast<CudaBackend&>(be).download(t); },
+            [](Backend& be) { static_cast<CudaBackend&>(be).synchronize(); }};
+}
+#endif
+
 inline std::vector<BackendCase> backends_under_test() {
+#if defined(SKYREELS_HAVE_CUDA) && defined(SKYREELS_OP_HARNESS_CUDA)
+    return {cuda_case("cuda_f32", GemmPrecision::F32), cuda_case("cuda_bf16", GemmPrecision::BF16)};
+#else
     return {cpu_case("cpu_f32", GemmPrecision::F32), cpu_case("cpu_bf16", GemmPrecision::BF16)};
+#endif
 }
 
 // ----------------------------------------------------------------------------------------------------------

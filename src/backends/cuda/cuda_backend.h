@@ -1,0 +1,132 @@
+// The CUDA backend: every Backend op on one GPU, queued on one compute stream, with activations and scratch
+// from a budgeted caching allocator (cuda_allocator.h).
+//
+//   GEMM        cuBLASLt (cuda_gemm.cpp): f32 x f32, or bf16 x bf16 with f32 accumulation, bias epilogue.
+//   attention   a flash-style f32 kernel for any head dim (attention_f32.cu), and a bf16 tensor-core kernel
+//               for head dim 128 (attention_bf16.cu); which one runs is set_attention_precision's choice.
+//   conv3d      an f32 implicit GEMM (conv3d.cu); everything else is a small kernel per op family
+//               (elementwise.cu, norms.cu, rope.cu, copy.cu).
+//
+// Precision, as on the CPU backend: GemmPrecision::F32 (the default, the parity path) computes every GEMM in
+// f32 (bf16/f16 weights widened on the GPU per call); BF16 rounds activations to bf16 for GEMMs with bf16
+// weights and runs them on the tensor cores with f32 accumulation. Attention has its own switch because its
+// bf16 path differs more from the reference (see attention_bf16.cu for the error budget).
+//
+// Tensors passed to the ops must live on this backend's device (upload() copies host tensors there). All ops
+// are asynchronous: they return once queued; download() and synchronize() wait.
+//
+//   if (sr::cuda_unavailable_reason().empty()) {
+//       sr::CudaBackend& be = sr::cuda_backend();
+//       sr::Tensor x = be.upload(host_x), y = sr::new_activation(be, {M, N}, "y");
+//       be.linear(x, w, nullptr, y);
+//       sr::Tensor result = be.download(y);
+//   }
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+#include "backends/cuda/cuda_allocator.h"
+
+namespace sr {
+
+struct CudaBackendOptions {
+    int device = 0;
+    size_t memory_budget = 0;  // bytes of device memory for activations and weights; 0 = unlimited
+};
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(const CudaBackendOptions& options = {});
+    ~CudaBackend() override;
+    CudaBackend(const CudaBackend&) = delete;
+    CudaBackend& operator=(const CudaBackend&) = delete;
+
+    std::string name() const override;
+    Device device() const override { return {DeviceType::CUDA, device_}; }
+    Allocator& allocator() override { return memory_; }
+    CudaCachingAllocator& memory() { return memory_; }
+    cudaStream_t stream() const { return stream_; }
+
+    void set_gemm_precision(GemmPrecision p) { gemm_precision_ = p; }
+    GemmPrecision gemm_precision() const { return gemm_precision_; }
+    // F32: the f32 kernel (any head dim). BF16: the tensor-core kernel where the head dim is 128.
+    void set_attention_precision(GemmPrecision p) { attention_precision_ = p; }
+    GemmPrecision attention_precision() const { return attention_precision_; }
+
+    // A contiguous copy of `host` on this device (waits until the host memory has been read).
+    Tensor upload(const Tensor& host);
+    // A contiguous host copy of `t` (any strides; waits for the queued work).
+    Tensor download(const Tensor& t);
+    // Blocks until every op queued so far has finished; rethrows an asynchronous kernel fault as VendorError.
+    void synchronize();
+
+    // y[M, N] = x[M, K] w[N, K]^T (+ bias[N]) on raw device memory: x and w of one type (F32 or BF16), y F32 or
+    // BF16 with leading dimension ldy, f32 accumulation. The GEMM under linear(); the benchmarks call it
+    // directly at the model's shapes.
+    void matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y, DType y_type,
+                int64_t ldy, const float* bias);
+
+    void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) override;
+    void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
+                   float scale) override;
+    void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) override;
+    void rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) override;
+    void rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) override;
+    void gelu_tanh(const Tensor& x, Tensor& y) override;
+    void silu(const Tensor& x, Tensor& y) override;
+    void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) override;
+    void gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) override;
+    void add(Tensor& x, const Tensor& y) override;
+    void patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) override;
+    void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                            float max_period, Tensor& y) override;
+    void copy(const Tensor& src, Tensor& dst) override;
+    void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                std::array<int64_t, 3> padding, Tensor& y) override;
+    void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) override;
+    void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
+                    Tensor& y) override;
+    void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) override;
+    void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
+    void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) override;
+    void quick_gelu(const Tensor& x, Tensor& y) override;
+    void mul(Tensor& x, const Tensor& y) override;
+
+    // Asserts that `t` lives on this backend's device (an op given a host tensor is a caller bug).
+    void check_here(const Tensor& t, const char* what) const;
+    // An f32 copy of a small [n] parameter (bias, norm weight) in any float dtype, on this device.
+    Tensor f32_vector(const Tensor& t, int64_t n, const char* what);
+    // Makes this backend's device current on the calling thread.
+    void make_current() const;
+
+    struct Gemm;  // cuBLASLt handle, cached plans and workspace (cuda_gemm.cpp)
+
+private:
+    // matmul() that returns false instead of throwing when cuBLASLt has no algorithm for the shape.
+    bool try_matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y, DType y_type,
+                    int64_t ldy, const float* bias);
+    // linear() in f32 arithmetic: f32 x, weights of any float dtype widened a block of rows at a time.
+    void linear_f32(const float* x, int64_t M, const Tensor& weight, const float* bias, float* y);
+    void rope(Tensor& x, const Tensor& cos, const Tensor& sin, bool interleaved, const char* op);
+
+    int device_;
+    cudaStream_t stream_;
+    CudaCachingAllocator memory_;  // after stream_: records its free events there
+    std::unique_ptr<Gemm> gemm_;   // after memory_: its workspace returns there
+    GemmPrecision gemm_precision_ = GemmPrecision::F32;
+    GemmPrecision attention_precision_ = GemmPrecision::F32;
+};
+
+// Why this process cannot use a CUDA device ("" when it can): the runtime's own error (no driver, a driver
+// older than the runtime, no device) or a device older than the architectures this build targets.
+std::string cuda_unavailable_reason();
+
+// The process-wide backend on device 0, created at first use and never destroyed (so no destructor runs after
+// the CUDA runtime's own teardown at exit). Throws VendorError when cuda_unavailable_reason() is not empty.
+CudaBackend& cuda_backend();
+
+}  // namespace sr

@@ -1,0 +1,253 @@
+// GEMMs on the CUDA backend through cuBLASLt: linear layers and the patch embedding (an im2col plus a GEMM).
+//
+// Row-major y[M,N] = x[M,K] w[N,K]^T is, in cuBLASLt's column-major terms, D[N,M] = W^T X with W the weight
+// stored K x N (ld K) and transposed by the operation, X the activations stored K x M (ld K): the "TN"
+// layout, which every cuBLASLt kernel family supports (and FP8 requires). The bias is the BIAS epilogue
+// (a vector over D's rows, i.e. over N), fused into the GEMM. References: the cuBLAS documentation,
+// "cuBLASLt API" (cublasLtMatmul, cublasLtMatmulAlgoGetHeuristic, cublasLtMatmulDescAttributes_t).
+//
+// Compute type CUBLAS_COMPUTE_32F everywhere: with f32 operands it is true f32 (no TF32 unless a
+// _FAST_TF32 compute type is asked for), matching the CPU to the op tests' f32 tolerance; with bf16 operands
+// it accumulates in f32 on the tensor cores.
+#include "backends/cuda/cuda_gemm.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace sr {
+
+namespace {
+
+// Scratch for widened weights or bf16 activations: chunks of at most 64 MiB, in row counts that are multiples
+// of 64 so every chunk's pointers keep 256-byte alignment.
+constexpr int64_t kScratchBytes = int64_t(64) << 20;
+
+cudaDataType_t cuda_type(DType t) {
+    return t == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+}
+
+int alignment_of(const void* p) {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    int al = 256;
+    while (al > 1 && a % uintptr_t(al) != 0) al >>= 1;
+    return al;
+}
+
+int64_t chunk_rows(int64_t total, int64_t bytes_per_row) {
+    const int64_t rows = std::max<int64_t>(64, kScratchBytes / std::max<int64_t>(bytes_per_row, 1) / 64 * 64);
+    return std::min(rows, total);
+}
+
+cuda::KType ktype(DType t) {
+    return static_cast<cuda::KType>(static_cast<int>(t));
+}
+
+}  // namespace
+
+CudaBackend::Gemm::Gemm(CudaBackend& be) : backend(be) {
+    SR_CUBLAS_CHECK(cublasLtCreate(&handle));
+}
+
+CudaBackend::Gemm::~Gemm() {
+    for (auto& [key, p] : plans) {
+        cublasLtMatrixLayoutDestroy(p.a);
+        cublasLtMatrixLayoutDestroy(p.b);
+        cublasLtMatrixLayoutDestroy(p.d);
+        cublasLtMatmulDescDestroy(p.op);
+    }
+    cublasLtDestroy(handle);
+}
+
+CudaBackend::Gemm::Plan* CudaBackend::Gemm::plan(const Key& key) {
+    if (auto it = plans.find(key); it != plans.end()) return &it->second;
+    if (unsupported.count(key)) return nullptr;
+    const auto [M, N, K, ldy, ab, yt, bias, align_x, align_w, align_y] = key;
+    const cudaDataType_t ab_type = cuda_type(DType(ab)), y_type = cuda_type(DType(yt));
+    Plan p;
+    SR_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (bias) {
+        const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+        SR_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    }
+    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab_type, uint64_t(K), uint64_t(N), K));  // weights
+    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab_type, uint64_t(K), uint64_t(M), K));  // activations
+    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, y_type, uint64_t(N), uint64_t(M), ldy));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    SR_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kWorkspaceBytes;
+    const uint32_t al_a = uint32_t(align_w), al_b = uint32_t(align_x), al_d = uint32_t(align_y);
+    cublasLtMatmulHeuristicResult_t result{};
+    int n_results = 0;
+    cublasStatus_t status =
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    if (status == CUBLAS_STATUS_SUCCESS)
+        status =
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a));
+    if (status == CUBLAS_STATUS_SUCCESS)
+        status =
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b));
+    if (status == CUBLAS_STATUS_SUCCESS)
+        status =
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d));
+    if (status == CUBLAS_STATUS_SUCCESS)
+        status =
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d));
+    if (status == CUBLAS_STATUS_SUCCESS)
+        status = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &n_results);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (status != CUBLAS_STATUS_SUCCESS || n_results == 0) {
+        cublasLtMatrixLayoutDestroy(p.a);
+        cublasLtMatrixLayoutDestroy(p.b);
+        cublasLtMatrixLayoutDestroy(p.d);
+        cublasLtMatmulDescDestroy(p.op);
+        if (status != CUBLAS_STATUS_NOT_SUPPORTED) SR_CUBLAS_CHECK(status);
+        // E.g. bf16 operands whose rows are not 16-byte aligned (K odd): no tensor-core kernel takes them.
+        unsupported[key] = true;
+        return nullptr;
+    }
+    p.algo = result.algo;
+    return &plans.emplace(key, p).first->second;
+}
+
+void CudaBackend::matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y,
+                         DType y_type, int64_t ldy, const float* bias) {
+    if (!try_matmul(M, N, K, x, w, ab_type, y, y_type, ldy, bias))
+        throw VendorError(fmt::format("cuBLASLt has no algorithm for y[{},{}] = x[{},{}] w[{},{}]^T ({} operands)", M,
+                                      N, M, K, N, K, dtype_name(ab_type)));
+}
+
+bool CudaBackend::try_matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y,
+                             DType y_type, int64_t ldy, const float* bias) {
+    SR_ASSERT((ab_type == DType::F32 || ab_type == DType::BF16) && (y_type == DType::F32 || y_type == DType::BF16),
+              "matmul types {} -> {}", dtype_name(ab_type), dtype_name(y_type));
+    // cuBLASLt's bias type follows D's for non-FP8 GEMMs; our biases are f32, so they need an f32 D.
+    SR_ASSERT(!bias || y_type == DType::F32, "matmul: a bias needs an f32 output");
+    SR_ASSERT(M >= 0 && N >= 0 && K > 0 && ldy >= N, "matmul M={} N={} K={} ldy={}", M, N, K, ldy);
+    if (M == 0 || N == 0) return true;
+    make_current();
+    Gemm& g = *gemm_;
+    std::lock_guard<std::mutex> lock(g.mutex);  // the plan's bias pointer is set per call
+    if (!g.workspace.defined())
+        g.workspace = Tensor::empty({int64_t(Gemm::kWorkspaceBytes)}, DType::Bool, memory_, "cuBLASLt workspace");
+    const Gemm::Key key{
+        M, N, K, ldy, int(ab_type), int(y_type), bias != nullptr, alignment_of(x), alignment_of(w), alignment_of(y)};
+    Gemm::Plan* p = g.plan(key);
+    if (!p) return false;
+    if (bias)
+        SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    const float alpha = 1.0f, beta = 0.0f;
+    SR_CUBLAS_CHECK(cublasLtMatmul(g.handle, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->d, y, p->d, &p->algo,
+                                   g.workspace.raw_data(), Gemm::kWorkspaceBytes, stream_));
+    return true;
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+    check_here(x, "linear input");
+    check_here(weight, "linear weight");
+    check_here(y, "linear output");
+    SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
+    const int64_t N = weight.dim(0), K = weight.dim(1);
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.dim(-1) == K && y.dim(-1) == N &&
+                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+              "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
+    SR_ASSERT(!bias || bias->numel() == N, "linear bias {} for N={}", bias ? bias->describe() : "", N);
+    SR_ASSERT(dtype_is_float(weight.dtype()) && weight.dtype() != DType::F8_E4M3, "linear weight dtype {}",
+              dtype_name(weight.dtype()));
+    const int64_t M = K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1);
+    if (M == 0 || N == 0) return;
+    const Tensor b32 = bias ? f32_vector(*bias, N, "linear bias (f32)") : Tensor();
+    const float* bp = bias ? b32.data<float>() : nullptr;
+    float* yd = y.data<float>();
+    const float* xd = x.data<float>();
+    if (K == 0) {
+        make_current();
+        cuda::fill_rows(yd, M, N, bp, stream_);
+        SR_CUDA_CHECK_LAUNCH();
+        return;
+    }
+
+    if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
+        // Activations rounded to bf16 (as the CPU's BF16 path), a block of rows at a time.
+        const int64_t mc = chunk_rows(M, K * 2);
+        Tensor xb = Tensor::empty({mc, K}, DType::BF16, memory_, "linear input (bf16)");
+        for (int64_t m0 = 0; m0 < M; m0 += mc) {
+            const int64_t rows = std::min(mc, M - m0);
+            make_current();
+            cuda::convert(xd + m0 * K, cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, rows * K, stream_);
+            SR_CUDA_CHECK_LAUNCH();
+            if (try_matmul(rows, N, K, xb.raw_data(), weight.raw_data(), DType::BF16, yd + m0 * N, DType::F32, N, bp))
+                continue;
+            // No bf16 algorithm for this shape (rows not 16-byte aligned): the same products in f32 arithmetic
+            // (bf16 x bf16 products are exact in f32), from the bf16-rounded activations widened back.
+            Tensor xr = Tensor::empty({M - m0, K}, DType::F32, memory_, "linear input (bf16-rounded)");
+            for (int64_t r0 = m0; r0 < M; r0 += mc) {
+                const int64_t n_rows = std::min(mc, M - r0);
+                cuda::convert(xd + r0 * K, cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, n_rows * K, stream_);
+                cuda::convert(xb.raw_data(), cuda::KType::BF16, xr.data<float>() + (r0 - m0) * K, cuda::KType::F32,
+                              n_rows * K, stream_);
+                SR_CUDA_CHECK_LAUNCH();
+            }
+            linear_f32(xr.data<float>(), M - m0, weight, bp, yd + m0 * N);
+            break;
+        }
+    } else {
+        linear_f32(xd, M, weight, bp, yd);
+    }
+}
+
+void CudaBackend::linear_f32(const float* xd, int64_t M, const Tensor& weight, const float* bp, float* yd) {
+    const int64_t N = weight.dim(0), K = weight.dim(1);
+    if (weight.dtype() == DType::F32) {
+        matmul(M, N, K, xd, weight.raw_data(), DType::F32, yd, DType::F32, N, bp);
+        return;
+    }
+    // bf16/f16 weights: widen a block of weight rows (output columns) at a time.
+    const int64_t nb = chunk_rows(N, K * 4);
+    Tensor wf = Tensor::empty({nb, K}, DType::F32, memory_, "linear weights (f32)");
+    const size_t es = dtype_size(weight.dtype());
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t rows = std::min(nb, N - n0);
+        make_current();
+        cuda::convert(static_cast<const char*>(weight.raw_data()) + size_t(n0 * K) * es, ktype(weight.dtype()),
+                      wf.raw_data(), cuda::KType::F32, rows * K, stream_);
+        SR_CUDA_CHECK_LAUNCH();
+        matmul(M, rows, K, xd, wf.raw_data(), DType::F32, yd + n0, DType::F32, N, bp ? bp + n0 : nullptr);
+    }
+}
+
+void CudaBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+    check_here(x, "patch_embed_3d input");
+    check_here(weight, "patch_embed_3d weight");
+    check_here(y, "patch_embed_3d output");
+    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}", x.describe(),
+              weight.describe());
+    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
+    const int64_t D = weight.dim(0), pt = weight.dim(2), ph = weight.dim(3), pw = weight.dim(4);
+    SR_ASSERT(weight.dim(1) == C, "patch_embed_3d: {} input channels, weight {}", C, weight.describe());
+    SR_ASSERT(F % pt == 0 && H % ph == 0 && W % pw == 0, "patch_embed_3d: {} not divisible by patch {}x{}x{}",
+              x.describe(), pt, ph, pw);
+    const int64_t N = (F / pt) * (H / ph) * (W / pw), P = C * pt * ph * pw;
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * N * D, "patch_embed_3d out {}",
+              y.describe());
+    // im2col (one row per patch, columns in the weight's (c, t, h, w) order), then one GEMM.
+    Tensor cols = Tensor::empty({B * N, P}, DType::F32, memory_, "patch columns");
+    const int64_t x_stride[5] = {x.stride(0), x.stride(1), x.stride(2), x.stride(3), x.stride(4)};
+    make_current();
+    cuda::patchify(static_cast<const float*>(x.raw_data()), x_stride, B, C, F, H, W, pt, ph, pw, cols.data<float>(),
+                   stream_);
+    SR_CUDA_CHECK_LAUNCH();
+    Tensor out2d = y.view({B * N, D});
+    linear(cols, weight.view({D, P}), bias, out2d);
+}
+
+}  // namespace sr

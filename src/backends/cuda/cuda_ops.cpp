@@ -1,0 +1,207 @@
+// The CUDA backend's element-wise, normalization, RoPE, timestep and text-encoder ops: shape checks as in the
+// CPU backend (backends/cpu/), then one kernel launch each (kernels.h).
+#include <cmath>
+#include <vector>
+
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace sr {
+
+namespace {
+
+cuda::KType ktype(DType t) {
+    return static_cast<cuda::KType>(static_cast<int>(t));
+}
+
+void check_same(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op) {
+    be.check_here(x, op);
+    be.check_here(y, op);
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.numel() == y.numel(),
+              "{} on {} -> {}", op, x.describe(), y.describe());
+}
+
+// A per-batch [B, D] f32 vector (rows may be strided, e.g. a slice of the adaLN output); returns its row stride.
+int64_t check_row_vector(const CudaBackend& be, const Tensor& v, int64_t B, int64_t D, const char* op) {
+    be.check_here(v, op);
+    SR_ASSERT(v.dtype() == DType::F32 && v.rank() == 2 && v.dim(0) == B && v.dim(1) == D && v.stride(1) == 1,
+              "{}: per-batch vector {} for [{},{}]", op, v.describe(), B, D);
+    return v.stride(0);
+}
+
+// An optional [D] parameter in any float dtype, read in place by the kernel when contiguous.
+const void* param(const CudaBackend& be, const Tensor* t, int64_t D, const char* what, cuda::KType& type) {
+    if (!t) return nullptr;
+    be.check_here(*t, what);
+    SR_ASSERT(t->numel() == D && t->is_contiguous() && dtype_is_float(t->dtype()), "{} {} for rows of {}", what,
+              t->describe(), D);
+    type = ktype(t->dtype());
+    return t->raw_data();
+}
+
+void check_norm_rows(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op) {
+    check_same(be, x, y, op);
+    SR_ASSERT(x.shape() == y.shape(), "{} on {} -> {}", op, x.describe(), y.describe());
+}
+
+}  // namespace
+
+void CudaBackend::gelu_tanh(const Tensor& x, Tensor& y) {
+    check_same(*this, x, y, "gelu_tanh");
+    make_current();
+    cuda::unary(cuda::UnaryOp::GeluTanh, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::silu(const Tensor& x, Tensor& y) {
+    check_same(*this, x, y, "silu");
+    make_current();
+    cuda::unary(cuda::UnaryOp::Silu, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::quick_gelu(const Tensor& x, Tensor& y) {
+    check_same(*this, x, y, "quick_gelu");
+    make_current();
+    cuda::unary(cuda::UnaryOp::QuickGelu, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::add(Tensor& x, const Tensor& y) {
+    check_same(*this, x, y, "add");
+    make_current();
+    cuda::add(x.data<float>(), y.data<float>(), x.numel(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::mul(Tensor& x, const Tensor& y) {
+    check_same(*this, x, y, "mul");
+    make_current();
+    cuda::mul(x.data<float>(), y.data<float>(), x.numel(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
+    check_same(*this, x, y, "modulate");
+    SR_ASSERT(x.rank() == 3, "modulate wants [B,L,D], got {}", x.describe());
+    const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
+    const int64_t shift_sb = check_row_vector(*this, shift, B, D, "modulate shift");
+    const int64_t scale_sb = check_row_vector(*this, scale, B, D, "modulate scale");
+    make_current();
+    cuda::modulate(x.data<float>(), static_cast<const float*>(shift.raw_data()), shift_sb,
+                   static_cast<const float*>(scale.raw_data()), scale_sb, y.data<float>(), B, L, D, stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) {
+    check_same(*this, x, y, "gated_residual");
+    SR_ASSERT(x.rank() == 3, "gated_residual wants [B,L,D], got {}", x.describe());
+    const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
+    const int64_t gate_sb = gate.defined() ? check_row_vector(*this, gate, B, D, "gated_residual gate") : 0;
+    make_current();
+    cuda::gated_residual(x.data<float>(), y.data<float>(),
+                         gate.defined() ? static_cast<const float*>(gate.raw_data()) : nullptr, gate_sb, B, L, D,
+                         stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+    check_norm_rows(*this, x, y, "layer_norm");
+    const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
+    cuda::KType wt = cuda::KType::F32, bt = cuda::KType::F32;
+    const void* w = param(*this, weight, D, "layer_norm weight", wt);
+    const void* b = param(*this, bias, D, "layer_norm bias", bt);
+    make_current();
+    cuda::layer_norm(x.data<float>(), y.data<float>(), rows, D, w, wt, b, bt, eps, stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) {
+    check_norm_rows(*this, x, y, "rms_norm");
+    const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
+    cuda::KType wt = cuda::KType::F32;
+    const void* w = param(*this, weight, D, "rms_norm weight", wt);
+    make_current();
+    cuda::rms_norm(x.data<float>(), y.data<float>(), rows, D, w, wt, eps, stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::rope(Tensor& x, const Tensor& cos, const Tensor& sin, bool interleaved, const char* op) {
+    check_here(x, op);
+    check_here(cos, op);
+    check_here(sin, op);
+    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "{} wants an f32 [B,L,H,D] view, got {}",
+              op, x.describe());
+    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3);
+    SR_ASSERT(D % 2 == 0, "{} head dim {} is odd", op, D);
+    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.numel() == L * D && sin.numel() == L * D,
+              "{} tables {} / {} for L={} D={}", op, cos.describe(), sin.describe(), L, D);
+    make_current();
+    cuda::rope(static_cast<float*>(x.raw_data()), x.stride(0), x.stride(1), x.stride(2), B, L, H, D, cos.data<float>(),
+               sin.data<float>(), interleaved, stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
+    rope(x, cos, sin, true, "rope");
+}
+
+void CudaBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
+    rope(x, cos, sin, false, "rope_half");
+}
+
+void CudaBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                                     float max_period, Tensor& y) {
+    check_here(y, "timestep_embedding");
+    const int64_t B = t.numel();
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * dim, "timestep_embedding out {}",
+              y.describe());
+    // The timesteps may come from the host (the scheduler's values) or any float dtype on the device; the
+    // kernel reads them as a strided float vector.
+    Tensor tv = t.rank() == 1 ? t : t.contiguous().view({B});
+    if (tv.device() != device() || !dtype_is_float(tv.dtype())) {
+        Tensor f = Tensor::empty({B}, DType::F32);
+        for (int64_t b = 0; b < B; ++b) f.data<float>()[b] = tv.item_as_float(b);
+        tv = upload(f);
+    }
+    make_current();
+    // -ln(max_period) rounded to f32 on the host, as the reference's f32 arithmetic starts from it.
+    cuda::timestep_embedding(tv.raw_data(), ktype(tv.dtype()), B > 0 ? tv.stride(0) : 1, B, dim, flip_sin_to_cos,
+                             downscale_freq_shift, float(-std::log(double(max_period))), y.data<float>(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+    SR_THROW_IF(ids.rank() != 2 || (ids.dtype() != DType::I64 && ids.dtype() != DType::I32),
+                "embedding: ids must be I32/I64 [B, L], got {}", ids.describe());
+    check_here(table, "embedding table");
+    check_here(y, "embedding output");
+    SR_ASSERT(table.rank() == 2 && table.is_contiguous() &&
+                  (table.dtype() == DType::F32 || table.dtype() == DType::BF16 || table.dtype() == DType::F16),
+              "embedding table {}", table.describe());
+    const int64_t B = ids.dim(0), L = ids.dim(1), V = table.dim(0), D = table.dim(1);
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.rank() == 3 && y.dim(0) == B && y.dim(1) == L &&
+                  y.dim(2) == D,
+              "embedding output {} for ids {} and table {}", y.describe(), ids.describe(), table.describe());
+    // Every id is checked before anything is written (a bad id is the user's: a tokenizer/model mismatch).
+    // The ids are a few hundred integers, so they are checked on the host.
+    const Tensor host_ids = ids.device() == device() ? download(ids) : ids.contiguous();
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t i = b * L + l;
+            const int64_t id =
+                host_ids.dtype() == DType::I64 ? host_ids.data<int64_t>()[i] : int64_t(host_ids.data<int32_t>()[i]);
+            SR_THROW_IF(id < 0 || id >= V, "embedding: token id {} at [{},{}] is outside the vocabulary [0, {})", id, b,
+                        l, V);
+        }
+    const Tensor dev_ids = ids.device() == device() ? ids : upload(host_ids);
+    make_current();
+    cuda::embedding(dev_ids.raw_data(), ktype(dev_ids.dtype()), dev_ids.stride(0), dev_ids.stride(1), table.raw_data(),
+                    ktype(table.dtype()), y.data<float>(), B, L, D, stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sr

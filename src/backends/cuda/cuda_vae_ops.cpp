@@ -1,0 +1,130 @@
+// The CUDA backend's VAE ops: 3-D convolution (an f32 implicit GEMM, conv3d.cu), replicate padding, group
+// norm and nearest upsampling, with the CPU backend's shape checks (backends/cpu/vae_ops.cpp).
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace sr {
+
+namespace {
+
+cuda::KType ktype(DType t) {
+    return static_cast<cuda::KType>(static_cast<int>(t));
+}
+
+void check_5d(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op) {
+    be.check_here(x, op);
+    be.check_here(y, op);
+    SR_ASSERT(x.rank() == 5 && y.rank() == 5 && x.dtype() == DType::F32 && y.dtype() == DType::F32 &&
+                  x.is_contiguous() && y.is_contiguous(),
+              "{} on {} -> {}", op, x.describe(), y.describe());
+}
+
+}  // namespace
+
+void CudaBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                         std::array<int64_t, 3> padding, Tensor& y) {
+    check_5d(*this, x, y, "conv3d");
+    check_here(weight, "conv3d weight");
+    SR_ASSERT(weight.rank() == 5 && weight.is_contiguous() && dtype_is_float(weight.dtype()), "conv3d weight {}",
+              weight.describe());
+    SR_ASSERT(weight.dim(1) == x.dim(1) && y.dim(0) == x.dim(0) && y.dim(1) == weight.dim(0), "conv3d {} * {} -> {}",
+              x.describe(), weight.describe(), y.describe());
+    for (int i = 0; i < 3; ++i) {
+        SR_ASSERT(stride[size_t(i)] >= 1 && padding[size_t(i)] >= 0, "conv3d stride/padding");
+        const int64_t o = (x.dim(2 + i) + 2 * padding[size_t(i)] - weight.dim(2 + i)) / stride[size_t(i)] + 1;
+        SR_ASSERT(y.dim(2 + i) == o, "conv3d {} * {} -> {}: axis {} should be {}", x.describe(), weight.describe(),
+                  y.describe(), i, o);
+    }
+    SR_ASSERT(!bias || bias->numel() == weight.dim(0), "conv3d bias {}", bias->describe());
+    if (y.numel() == 0) return;
+    // Weights widened to f32 once per call (a pass over the weights, small next to the convolution's FLOPs).
+    Tensor w32 = weight;
+    if (weight.dtype() != DType::F32) {
+        w32 = Tensor::empty(weight.shape(), DType::F32, memory_, "conv3d weights (f32)");
+        copy(weight, w32);
+    }
+    const Tensor b32 = bias ? f32_vector(*bias, weight.dim(0), "conv3d bias (f32)") : Tensor();
+    cuda::Conv3dShape s{};
+    s.B = x.dim(0);
+    s.C = x.dim(1);
+    s.F = x.dim(2);
+    s.H = x.dim(3);
+    s.W = x.dim(4);
+    s.O = weight.dim(0);
+    s.kt = weight.dim(2);
+    s.kh = weight.dim(3);
+    s.kw = weight.dim(4);
+    s.st = stride[0];
+    s.sh = stride[1];
+    s.sw = stride[2];
+    s.pt = padding[0];
+    s.ph = padding[1];
+    s.pw = padding[2];
+    s.Fo = y.dim(2);
+    s.Ho = y.dim(3);
+    s.Wo = y.dim(4);
+    make_current();
+    cuda::conv3d(x.data<float>(), w32.data<float>(), b32.defined() ? b32.data<float>() : nullptr, y.data<float>(), s,
+                 stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) {
+    check_5d(*this, x, y, "pad3d_replicate");
+    for (int i = 0; i < 3; ++i)
+        SR_ASSERT(pads[size_t(2 * i)] >= 0 && pads[size_t(2 * i + 1)] >= 0 &&
+                      y.dim(2 + i) == x.dim(2 + i) + pads[size_t(2 * i)] + pads[size_t(2 * i + 1)] && x.dim(2 + i) > 0,
+                  "pad3d_replicate {} -> {}", x.describe(), y.describe());
+    SR_ASSERT(y.dim(0) == x.dim(0) && y.dim(1) == x.dim(1), "pad3d_replicate {} -> {}", x.describe(), y.describe());
+    make_current();
+    cuda::pad3d_replicate(x.data<float>(), y.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), x.dim(4),
+                          pads.data(), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
+                             Tensor& y) {
+    check_here(x, "group_norm");
+    check_here(y, "group_norm");
+    SR_ASSERT(x.rank() >= 2 && x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() &&
+                  y.is_contiguous() && x.shape() == y.shape(),
+              "group_norm on {} -> {}", x.describe(), y.describe());
+    const int64_t B = x.dim(0), C = x.dim(1);
+    SR_ASSERT(groups > 0 && C % groups == 0, "group_norm: {} channels in {} groups", C, groups);
+    const int64_t S = C ? x.numel() / (B * C) : 0;
+    cuda::KType wt = cuda::KType::F32, bt = cuda::KType::F32;
+    if (weight) {
+        check_here(*weight, "group_norm weight");
+        SR_ASSERT(weight->numel() == C && weight->is_contiguous() && dtype_is_float(weight->dtype()),
+                  "group_norm weight {}", weight->describe());
+        wt = ktype(weight->dtype());
+    }
+    if (bias) {
+        check_here(*bias, "group_norm bias");
+        SR_ASSERT(bias->numel() == C && bias->is_contiguous() && dtype_is_float(bias->dtype()), "group_norm bias {}",
+                  bias->describe());
+        bt = ktype(bias->dtype());
+    }
+    if (x.numel() == 0) return;
+    SR_ASSERT(B * C <= 65535, "group_norm: {} rows of channels exceed the kernel grid", B * C);  // gridDim.y
+    Tensor scratch = Tensor::empty({cuda::group_norm_scratch_doubles(B, C, S)}, DType::I64, memory_,
+                                   "group_norm statistics");  // doubles, in an 8-byte dtype
+    make_current();
+    cuda::group_norm(x.data<float>(), y.data<float>(), B, C, S, groups, weight ? weight->raw_data() : nullptr, wt,
+                     bias ? bias->raw_data() : nullptr, bt, eps, static_cast<double*>(scratch.raw_data()), stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) {
+    check_5d(*this, x, y, "upsample_nearest3d");
+    SR_ASSERT(y.dim(0) == x.dim(0) && y.dim(1) == x.dim(1) && y.dim(2) == x.dim(2) * scale[0] &&
+                  y.dim(3) == x.dim(3) * scale[1] && y.dim(4) == x.dim(4) * scale[2],
+              "upsample_nearest3d {} x ({},{},{}) -> {}", x.describe(), scale[0], scale[1], scale[2], y.describe());
+    make_current();
+    cuda::upsample_nearest3d(x.data<float>(), y.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), x.dim(4),
+                             scale[0], scale[1], scale[2], stream_);
+    SR_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sr
