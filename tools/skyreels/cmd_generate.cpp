@@ -120,6 +120,21 @@ MemoryOptions memory_options(const GenerateOptions& o) {
             SR_THROW_IF(o.given(flag),
                         "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
     }
+    if (o.device.rfind("cuda", 0) == 0) {
+#ifdef SKYREELS_HAVE_CUDA
+        // The backend and the accelerator exist (and have their tests); the pipeline still reads some
+        // activations on the host, so generate does not run on them until that is moved to device ops.
+        SR_THROW(
+            "--device {}: generation on CUDA is not wired up yet (the CUDA backend is compiled and tested op by "
+            "op); use --device sim or cpu",
+            o.device);
+#else
+        SR_THROW(
+            "--device {}: this build has no CUDA backend (configure with -DSKYREELS_CUDA=ON where nvcc is "
+            "installed); use --device sim or cpu",
+            o.device);
+#endif
+    }
     SR_THROW_IF(o.given("--pinned-budget") && m.host_memory != HostMemoryMode::Pinned,
                 "--pinned-budget needs --host-memory pinned");
     SR_THROW_IF(o.sim_bandwidth_gbs <= 0 || o.sim_bandwidth_gbs > 10000,
@@ -173,7 +188,6 @@ int run_generate(GenerateOptions& o) {
     if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
     SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
     const MemoryOptions memory = memory_options(o);
-    const bool on_device = o.device != "cpu";
     if (!o.dry_run)
         for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
 
@@ -213,20 +227,6 @@ int run_generate(GenerateOptions& o) {
         so.bandwidth_bytes_per_s = o.sim_bandwidth_gbs * 1e9;
         so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
         device = std::make_unique<SimulatedDevice>(so);
-    } else if (on_device) {
-#ifdef SKYREELS_HAVE_CUDA
-        // The backend and the accelerator exist (and have their tests); the pipeline still reads some
-        // activations on the host, so generate does not run on them until that is moved to device ops.
-        SR_THROW(
-            "--device {}: generation on CUDA is not wired up yet (the CUDA backend is compiled and tested op by "
-            "op); use --device sim or cpu",
-            o.device);
-#else
-        SR_THROW(
-            "--device {}: this build has no CUDA backend (configure with -DSKYREELS_CUDA=ON where nvcc is "
-            "installed); use --device sim or cpu",
-            o.device);
-#endif
     }
     if (device) progress.show_device_memory(&device->memory());
     if (o.dry_run) {
