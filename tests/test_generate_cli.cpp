@@ -3,6 +3,11 @@
 // a clear error, a non-zero exit and no output file.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
 
 #include <array>
@@ -154,6 +159,36 @@ TEST(GenerateCli, DryRunAndSimulatedDevice) {
         const std::string da((std::istreambuf_iterator<char>(a)), {}), db((std::istreambuf_iterator<char>(b)), {});
         EXPECT_TRUE(da == db) << e.path().filename() << " differs between --device cpu and --device sim";
     }
+}
+
+// Ctrl-C in the middle of a run: the process dies by SIGINT and leaves neither the video nor its partial file.
+TEST(GenerateCli, InterruptLeavesNoPartialFile) {
+    const fs::path dir = sr::test::scratch_dir("generate_sigint");
+    const std::string out = (dir / "interrupted.mp4").string(), partial = out + ".partial";
+    const std::string bin = std::string(SKYREELS_BINARY_DIR) + "/skyreels";
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        const int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        // Many steps: the run is still denoising when the signal comes.
+        execl(bin.c_str(), bin.c_str(), "generate", "--demo", "--quiet", "--steps", "400", "--out", out.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    bool seen = false;
+    for (int i = 0; i < 3000 && !seen; ++i) {
+        seen = fs::exists(partial);
+        if (!seen) usleep(10000);
+    }
+    kill(pid, SIGINT);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(seen) << "the partial file never appeared";
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "status " << status;
+    EXPECT_FALSE(fs::exists(partial));
+    EXPECT_FALSE(fs::exists(out));
 }
 
 TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {

@@ -1,5 +1,7 @@
 #include "media/video_writer.h"
 
+#include "media/partial_files.h"
+
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -101,6 +103,7 @@ void VideoWriter::Impl::open() {
     stream->time_base = encoder->time_base;
     stream->avg_frame_rate = encoder->framerate;
 
+    register_partial_file(partial_path);  // before it exists: Ctrl-C from here on removes it
     const int err = avio_open(&format->pb, partial_path.c_str(), AVIO_FLAG_WRITE);
     SR_THROW_IF(err < 0, "cannot write '{}': {}", partial_path, av_error_text(err));
     file_open = created_file = true;
@@ -175,6 +178,7 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
             m.release();
             std::error_code ec;
             if (m.created_file) std::filesystem::remove(m.partial_path, ec);
+            unregister_partial_file(m.partial_path);
             throw;
         }
     });
@@ -189,6 +193,7 @@ VideoWriter::~VideoWriter() {
         std::filesystem::remove(impl_->partial_path, ec);
         SR_LOG_DEBUG("video '{}': not finished, removed '{}'", impl_->path, impl_->partial_path);
     }
+    unregister_partial_file(impl_->partial_path);
 }
 
 void VideoWriter::write(const Tensor& frames) {
@@ -243,6 +248,7 @@ void VideoWriter::finish() {
         std::error_code ec;
         std::filesystem::rename(m.partial_path, m.path, ec);
         SR_THROW_IF(ec, "cannot rename '{}' to the target: {}", m.partial_path, ec.message());
+        unregister_partial_file(m.partial_path);
         m.finished = true;
     });
 }

@@ -1,5 +1,7 @@
 #include "runtime/simulated_device.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -28,10 +30,19 @@ void hold_until(double t0, double seconds) {
 }
 }  // namespace
 
+void* SimulatedPinnedAllocator::raw_allocate(size_t bytes) {
+    void* p =
+        mmap(nullptr, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+void SimulatedPinnedAllocator::raw_deallocate(void* ptr, size_t bytes) {
+    munmap(ptr, bytes ? bytes : 1);
+}
+
 SimulatedDevice::SimulatedDevice(const SimulatedDeviceOptions& options)
     : options_(options),
       memory_("simulated device", options.memory_budget),
-      pinned_("pinned host"),
       backend_(&memory_),
       worker_([this] { run(); }) {
     SR_THROW_IF(options.staging_chunk_bytes == 0, "staging chunk size must be positive");

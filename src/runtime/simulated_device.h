@@ -38,6 +38,18 @@ struct SimulatedDeviceOptions {
     size_t staging_chunk_bytes = 16u << 20;  // the pinned staging ring: two chunks of this
 };
 
+// Page-locked host memory is resident from the moment it is allocated (cudaHostAlloc faults in and locks
+// every page): the simulation maps it with MAP_POPULATE, so host memory figures count it whole.
+class SimulatedPinnedAllocator final : public Allocator {
+public:
+    SimulatedPinnedAllocator() : Allocator("pinned host", 0) {}
+    Device device() const override { return Device::cpu(); }
+
+protected:
+    void* raw_allocate(size_t bytes) override;
+    void raw_deallocate(void* ptr, size_t bytes) override;
+};
+
 class SimulatedDevice final : public Accelerator {
 public:
     explicit SimulatedDevice(const SimulatedDeviceOptions& options = {});
@@ -72,7 +84,7 @@ private:
 
     SimulatedDeviceOptions options_;
     HostAllocator memory_;
-    HostAllocator pinned_;
+    SimulatedPinnedAllocator pinned_;
     CpuBackend backend_;
     void* staging_ = nullptr;  // 2 x staging_chunk_bytes of pinned memory, allocated at the first staged copy
     std::mutex mutex_;

@@ -22,6 +22,7 @@
 #include "tools/skyreels/commands.h"
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/image.h"
+#include "media/partial_files.h"
 #include "media/video_writer.h"
 #endif
 
@@ -202,6 +203,7 @@ int run_generate(GenerateOptions& o) {
             req.image = demo_image(p.height, p.width);
         }
     }
+    remove_partial_files_on_signal();  // Ctrl-C leaves no half-written video behind
     Progress progress(!o.quiet && Progress::is_terminal(), !o.quiet);
     if (o.demo && !o.quiet)
         std::fprintf(stderr,
