@@ -6,5 +6,6 @@ pkg_check_modules(STB REQUIRED IMPORTED_TARGET stb)
 
 add_library(skyreels_media STATIC
   media/image.cpp
+  media/partial_files.cpp
   media/video_writer.cpp)
 target_link_libraries(skyreels_media PUBLIC skyreels_core PRIVATE PkgConfig::FFMPEG PkgConfig::STB)

@@ -1,7 +1,8 @@
 // Host memory while streaming a multi-GB checkpoint (issue: weight residency). A random-weight transformer of
 // real width (3072, 24 heads x 128) is written as a bf16 safetensors checkpoint of SKYREELS_HOSTMEM_GB
-// gigabytes (default 3; the sanitizer build uses 1), loaded zero-copy (memory-mapped), and run on the
-// simulated device under a budget that streams most of it. Host memory is read from the kernel
+// gigabytes (default 3; the sanitizer build asks for 1 and gets 2: two dual blocks alone are 1.3 GB), loaded
+// zero-copy (memory-mapped), and run on the simulated device under a budget that streams most of it. Host memory is
+// read from the kernel
 // (/proc/self/status) at every block the model acquires or releases, and the simulated device's memory
 // (which stands for VRAM but lives in host memory here) is taken out of it.
 //   mmap:   anonymous memory stays under a fixed bound (a few hundred MB) while gigabytes stream through.
