@@ -13,6 +13,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
     DeviceRunReport& r = report ? *report : local;
     r = DeviceRunReport{};
     r.device = device.name();
+    r.device_memory_is_host = options.device_memory_is_host;
     r.plan = plan_memory(pipe, req, options.memory, device.staging_bytes());
     device.pinned_memory().reset_peak();
     Allocator& mem = device.memory();
@@ -24,7 +25,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
 
     auto sample_host = [&] {
         const HostMemory h = read_host_memory();
-        r.host_peak_rss = std::max(r.host_peak_rss, h.rss);
+        r.host_peak_rss = std::max(r.host_peak_rss, h.peak_rss);  // the kernel's high-water mark
         r.host_peak_anon = std::max(r.host_peak_anon, h.anon);
         r.host_peak_file = std::max(r.host_peak_file, h.file);
         const size_t device_in_host = options.device_memory_is_host ? mem.in_use_bytes() : 0;
@@ -78,9 +79,11 @@ std::string DeviceRunReport::format(const MemoryOptions& options) const {
     s += fmt::format("  page-locked host memory: planned {}, measured {}\n", b(double(plan.pinned_bytes)),
                      b(double(pinned_peak)));
     s += fmt::format(
-        "  host: peak RSS {} (anonymous {}, file-backed {}); non-reclaimable above baseline: planned {}, measured {}\n",
-        b(double(host_peak_rss)), b(double(host_peak_anon)), b(double(host_peak_file)),
-        b(double(plan.host_nonreclaimable())), b(double(host_nonreclaimable_peak)));
+        "  host: peak RSS {}{} (sampled peaks: anonymous {}, file-backed {}); non-reclaimable above baseline: "
+        "planned {}, measured {}\n",
+        b(double(host_peak_rss)), device_memory_is_host ? " with the simulated device memory" : "",
+        b(double(host_peak_anon)), b(double(host_peak_file)), b(double(plan.host_nonreclaimable())),
+        b(double(host_nonreclaimable_peak)));
     s += fmt::format("  host -> device: {} in all, {} per denoising step (planned {})\n", b(double(bytes_moved)),
                      b(streamed_bytes_per_step), b(double(plan.streamed_bytes_per_step)));
     s +=

@@ -34,8 +34,10 @@ struct DeviceRunReport {
     double streamed_bytes_per_step = 0;
     int steps = 0;
     double copy_seconds = 0, exposed_seconds = 0;
-    size_t host_peak_rss = 0, host_peak_anon = 0, host_peak_file = 0;
-    size_t host_nonreclaimable_peak = 0;  // anonymous memory above the baseline, less simulated device memory
+    size_t host_peak_rss = 0;                       // the kernel's high-water mark (VmHWM), whole process life
+    size_t host_peak_anon = 0, host_peak_file = 0;  // sampled at every progress report
+    bool device_memory_is_host = false;             // then RSS includes the simulated device's memory
+    size_t host_nonreclaimable_peak = 0;            // anonymous memory above the baseline, less simulated device memory
     double hidden_fraction() const { return copy_seconds > 0 ? 1.0 - exposed_seconds / copy_seconds : 1.0; }
     std::string format(const MemoryOptions& options) const;
 };
