@@ -53,19 +53,26 @@ namespace {
 constexpr size_t kDirectMapBytes = size_t(1) << 20;
 }  // namespace
 
+void* map_pages(size_t bytes, PageMapping how) {
+    const int flags = MAP_PRIVATE | MAP_ANONYMOUS | (how == PageMapping::NoReserve ? MAP_NORESERVE : 0) |
+                      (how == PageMapping::Populate ? MAP_POPULATE : 0);
+    void* p = mmap(nullptr, bytes ? bytes : 1, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+void unmap_pages(void* ptr, size_t bytes) {
+    munmap(ptr, bytes ? bytes : 1);
+}
+
 void* HostAllocator::raw_allocate(size_t bytes) {
     const size_t rounded = (bytes + 63) / 64 * 64;
-    if (rounded >= kDirectMapBytes) {
-        void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return p == MAP_FAILED ? nullptr : p;
-    }
-    return std::aligned_alloc(64, rounded);
+    return rounded >= kDirectMapBytes ? map_pages(rounded, PageMapping::Lazy) : std::aligned_alloc(64, rounded);
 }
 
 void HostAllocator::raw_deallocate(void* ptr, size_t bytes) {
     const size_t rounded = (bytes + 63) / 64 * 64;
     if (rounded >= kDirectMapBytes)
-        munmap(ptr, rounded);
+        unmap_pages(ptr, rounded);
     else
         std::free(ptr);
 }

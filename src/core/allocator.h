@@ -68,6 +68,13 @@ protected:
     void raw_deallocate(void* ptr, size_t bytes) override;
 };
 
+// Anonymous memory straight from the kernel (page-aligned), for allocators whose frees must give memory
+// back at once: Lazy pages are backed when first touched; NoReserve also skips the commit charge (address
+// space for planning); Populate faults every page in at once (what page-locked memory is). nullptr on failure.
+enum class PageMapping { Lazy, NoReserve, Populate };
+void* map_pages(size_t bytes, PageMapping how);
+void unmap_pages(void* ptr, size_t bytes);
+
 // The process-wide host allocator used when none is given (unlimited budget, peak tracked).
 HostAllocator& host_allocator();
 

@@ -1,7 +1,5 @@
 #include "runtime/simulated_device.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -31,13 +29,11 @@ void hold_until(double t0, double seconds) {
 }  // namespace
 
 void* SimulatedPinnedAllocator::raw_allocate(size_t bytes) {
-    void* p =
-        mmap(nullptr, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? nullptr : p;
+    return map_pages(bytes, PageMapping::Populate);
 }
 
 void SimulatedPinnedAllocator::raw_deallocate(void* ptr, size_t bytes) {
-    munmap(ptr, bytes ? bytes : 1);
+    unmap_pages(ptr, bytes);
 }
 
 SimulatedDevice::SimulatedDevice(const SimulatedDeviceOptions& options)
