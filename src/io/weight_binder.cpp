@@ -4,21 +4,13 @@
 
 namespace sr {
 
-WeightBinder::WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype)
-    : store_(&store), storage_dtype_(storage_dtype) {}
+WeightBinder::WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype, Allocator* planning_space)
+    : store_(&store), planning_space_(planning_space), storage_dtype_(storage_dtype) {}
 
 WeightBinder WeightBinder::random(uint64_t seed, DType dtype) {
     WeightBinder b;
     b.seed_ = seed;
     b.storage_dtype_ = dtype;
-    return b;
-}
-
-WeightBinder WeightBinder::planning(const WeightStore* store, std::optional<DType> storage_dtype, Allocator& space) {
-    WeightBinder b;
-    b.store_ = store;
-    b.storage_dtype_ = storage_dtype;
-    b.planning_space_ = &space;
     return b;
 }
 
@@ -82,10 +74,6 @@ Tensor WeightBinder::planned(const Shape& shape, DType dtype, DType stored, cons
 
 Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
     if (planning_space_) {
-        if (!store_) {
-            parameters_ += expected.numel();
-            return Tensor::empty(expected, storage_dtype_.value_or(DType::F32), *planning_space_, name);
-        }
         const DType stored = fetch(name, expected).dtype();
         return planned(expected, storage_dtype_.value_or(stored), stored, name);
     }
@@ -100,10 +88,6 @@ Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
     if (planning_space_) {
-        if (!store_) {
-            parameters_ += expected.numel();
-            return Tensor::empty(expected, DType::F32, *planning_space_, name);
-        }
         return planned(expected, DType::F32, fetch(name, expected).dtype(), name);
     }
     if (!store_) {

@@ -21,15 +21,15 @@ namespace sr {
 class WeightBinder {
 public:
     // `storage_dtype`: convert floating-point weights to this dtype at load (nullopt: keep the file's).
-    explicit WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype = std::nullopt);
+    // `planning_space` (memory planning, e.g. --dry-run): every tensor is checked against `store` (name,
+    // shape, dtype) like a real load, but bound to untouched address space from it (core/virtual_allocator.h)
+    // in the dtype a real load would give it. No weight is read.
+    explicit WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype = std::nullopt,
+                          Allocator* planning_space = nullptr);
     // No checkpoint: every requested tensor is made up, seeded by (seed, name), uniform with standard
     // deviation 0.02 (norm weights: 1 + that), in `dtype`. For benchmarks, tests and the demo model; the
     // made-up tensors can be saved as a checkpoint with generated().
     static WeightBinder random(uint64_t seed, DType dtype);
-    // For memory planning: every tensor is checked against `store` (name, shape, dtype; when given) like a
-    // real load, but bound to untouched address space from `space` (core/virtual_allocator.h) in the dtype a
-    // real load would give it (`storage_dtype`, else the file's; f32 without a store). No weight is read.
-    static WeightBinder planning(const WeightStore* store, std::optional<DType> storage_dtype, Allocator& space);
     const std::vector<std::pair<std::string, Tensor>>& generated() const { return generated_; }
 
     Tensor tensor(const std::string& name, const Shape& expected);
@@ -46,7 +46,7 @@ private:
     Tensor make_up(const std::string& name, const Shape& expected, DType dtype);
     Tensor planned(const Shape& shape, DType dtype, DType stored, const std::string& name);
     const WeightStore* store_ = nullptr;   // null: random weights
-    Allocator* planning_space_ = nullptr;  // set: a planning binder
+    Allocator* planning_space_ = nullptr;  // set: a planning binder (always with a store)
     std::optional<DType> storage_dtype_;
     uint64_t seed_ = 0;
     int64_t parameters_ = 0;

@@ -44,9 +44,7 @@ HunyuanVideoTransformer HunyuanVideoTransformer::load(const std::string& path, c
 HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
                                                  const TransformerLoadOptions& options)
     : config_(config) {
-    WeightBinder binder = options.planning_space
-                              ? WeightBinder::planning(&store, options.weight_dtype, *options.planning_space)
-                              : WeightBinder(store, options.weight_dtype);
+    WeightBinder binder(store, options.weight_dtype, options.planning_space);
     *this = HunyuanVideoTransformer(config, binder);
 }
 

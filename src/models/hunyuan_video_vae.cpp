@@ -113,8 +113,7 @@ HunyuanVideoVAE HunyuanVideoVAE::load(const std::string& path, Allocator* planni
                 "{}: _class_name is '{}', not AutoencoderKLHunyuanVideo", config_path, cls);
     const HunyuanVideoVAEConfig config = HunyuanVideoVAEConfig::from_json(j, config_path);
     const WeightStore store = WeightStore::open(dir);
-    WeightBinder binder =
-        planning_space ? WeightBinder::planning(&store, std::nullopt, *planning_space) : WeightBinder(store);
+    WeightBinder binder(store, std::nullopt, planning_space);
     return HunyuanVideoVAE(config, binder);
 }
 

@@ -138,12 +138,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     auto model_weights = [&](PM m) -> size_t {
         const size_t i = size_t(m);
         if (options.offload != OffloadMode::Block) return plan.model_bytes[i];
-        ResidencyOptions o;
-        o.budget_bytes = options.vram_budget;
-        o.reserve_bytes = plan.reserves[i];
-        o.prefetch = options.prefetch;
-        o.host_memory = options.host_memory;
-        o.pinned_budget_bytes = options.pinned_budget;
+        const ResidencyOptions o = residency_options(options, plan.reserves[i]);
         const auto sizes = sizes_of(blocks[i]);
         ResidencyPlan rp;
         SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),

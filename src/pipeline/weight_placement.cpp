@@ -37,6 +37,16 @@ OffloadMode parse_offload_mode(std::string_view text, std::string_view what) {
     throw InputError(fmt::format("{} '{}': expected none, model or block", what, text));
 }
 
+ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve) {
+    ResidencyOptions o;
+    o.budget_bytes = options.vram_budget;
+    o.reserve_bytes = reserve;
+    o.prefetch = options.prefetch;
+    o.host_memory = options.host_memory;
+    o.pinned_budget_bytes = options.pinned_budget;
+    return o;
+}
+
 size_t ModelBlocks::bytes() const {
     size_t n = 0;
     for (const auto& s : specs) n += device_block_bytes(s);
@@ -106,12 +116,8 @@ DevicePlacement::~DevicePlacement() {
 }
 
 std::unique_ptr<DevicePlacement::Placed> DevicePlacement::place(PipelineModel model, bool whole) const {
-    ResidencyOptions o;
-    o.budget_bytes = whole ? 0 : options_.vram_budget;  // whole models: the device allocator holds the budget
-    o.reserve_bytes = whole ? 0 : reserves_[size_t(model)];
-    o.prefetch = options_.prefetch;
-    o.host_memory = options_.host_memory;
-    o.pinned_budget_bytes = options_.pinned_budget;
+    ResidencyOptions o = residency_options(options_, whole ? 0 : reserves_[size_t(model)]);
+    if (whole) o.budget_bytes = 0;  // whole models: the device allocator holds the budget
     SR_WITH_CONTEXT(fmt::format("placing the {} on the {} device", pipeline_model_name(model), device_.name()),
                     return std::make_unique<Placed>(device_, pipeline_model_blocks(components_, model), o));
     return nullptr;  // not reached: the line above returns or throws
@@ -127,10 +133,6 @@ BlockWeightProvider* DevicePlacement::enter(PipelineModel model) {
         SR_ASSERT(!placed_[m], "{} entered twice", pipeline_model_name(model));
         placed_[m] = place(model, options_.offload == OffloadMode::Model);
     }
-    size_t pinned = 0;
-    for (const auto& p : placed_)
-        if (p) pinned += p->manager().stats().pinned_bytes;
-    stats_.pinned_bytes_peak = std::max(stats_.pinned_bytes_peak, pinned);
     return placed_[m].get();
 }
 
@@ -148,10 +150,7 @@ void DevicePlacement::retire(PipelineModel model) {
     if (!p) return;
     const ResidencyStats s = p->manager().stats();
     stats_.bytes_moved += s.bytes_moved;
-    if (model == PipelineModel::Transformer) {
-        stats_.transformer_bytes_moved += s.bytes_moved;
-        stats_.transformer_streamed_bytes += s.streamed_bytes;
-    }
+    if (model == PipelineModel::Transformer) stats_.transformer_streamed_bytes += s.streamed_bytes;
     p.reset();  // its device memory goes back to the budget
 }
 

@@ -43,6 +43,10 @@ struct MemoryOptions {
     int prefetch = 1;          // streamed blocks in flight while one computes
 };
 
+// The residency manager's options for one model under `options`, with `reserve` bytes of activations
+// planned inside the budget (the plan and the placement must agree on them).
+ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve);
+
 // The blocks of `model` a pipeline stage uses, as residency specs (host tensors of the loaded model), and
 // their indices in that model's own block numbering.
 struct ModelBlocks {
@@ -78,10 +82,8 @@ private:
 };
 
 struct PlacementStats {
-    size_t bytes_moved = 0;  // host -> device, all models
-    size_t transformer_bytes_moved = 0;
+    size_t bytes_moved = 0;                 // host -> device, all models
     size_t transformer_streamed_bytes = 0;  // streamed blocks handed to the transformer's forwards
-    size_t pinned_bytes_peak = 0;           // page-locked bytes held by the residency managers at once (max)
 };
 
 class DevicePlacement final : public WeightPlacement {
@@ -92,7 +94,6 @@ public:
     ~DevicePlacement() override;
     BlockWeightProvider* enter(PipelineModel model) override;
     void leave(PipelineModel model) override;
-    const PlacementStats& stats() const { return stats_; }
     // Takes every model off the device and returns the totals.
     PlacementStats finish();
 

@@ -141,16 +141,26 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
     return best;
 }
 
-size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
-                            const ResidencyOptions& options) {
-    if (options.host_memory != HostMemoryMode::Pinned) return 0;
-    size_t pinned = 0;
+std::vector<bool> pinned_blocks(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
+                                const ResidencyOptions& options) {
+    std::vector<bool> pinned(blocks.size(), false);
+    if (options.host_memory != HostMemoryMode::Pinned) return pinned;
+    size_t bytes = 0;  // streamed blocks in execution order, each while it fits the pinned budget
     for (size_t i = 0; i < blocks.size(); ++i) {
         if (plan.resident[i]) continue;
-        if (options.pinned_budget_bytes == 0 || pinned + blocks[i].second <= options.pinned_budget_bytes)
-            pinned += blocks[i].second;
+        if (options.pinned_budget_bytes == 0 || bytes + blocks[i].second <= options.pinned_budget_bytes)
+            pinned[i] = true, bytes += blocks[i].second;
     }
     return pinned;
+}
+
+size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
+                            const ResidencyOptions& options) {
+    const std::vector<bool> pinned = pinned_blocks(blocks, plan, options);
+    size_t bytes = 0;
+    for (size_t i = 0; i < blocks.size(); ++i)
+        if (pinned[i]) bytes += blocks[i].second;
+    return bytes;
 }
 
 ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockSpec> blocks,
@@ -182,7 +192,7 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockS
                                                 device_.memory(), blocks_[i].name);
             resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), device_views_[i], 0);
         }
-        if (options.host_memory == HostMemoryMode::Pinned) pin_streamed_blocks(options);
+        pin_blocks(pinned_blocks(sizes, plan_, options));
         for (int s = 0; s < plan_.slots; ++s) {
             Slot slot;
             slot.memory =
@@ -202,11 +212,11 @@ ResidencyManager::~ResidencyManager() {
     device_.drain();
 }
 
-void ResidencyManager::pin_streamed_blocks(const ResidencyOptions& options) {
+void ResidencyManager::pin_blocks(const std::vector<bool>& pinned) {
     // Packed in the device layout, so each streamed block travels as one copy at the pinned rate.
-    for (size_t i : streamed_order_) {
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+        if (!pinned[i]) continue;
         const size_t bytes = device_block_bytes(blocks_[i]);
-        if (options.pinned_budget_bytes != 0 && pinned_bytes_ + bytes > options.pinned_budget_bytes) continue;
         Tensor packed = Tensor::empty({int64_t(std::max<size_t>(bytes, 1))}, DType::Bool, device_.pinned_memory(),
                                       blocks_[i].name + " (pinned)");
         char* dst = static_cast<char*>(packed.raw_data());

@@ -75,7 +75,10 @@ struct ResidencyPlan {
 ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks,
                              const ResidencyOptions& options);
 
-// Page-locked bytes a manager with this plan holds for streamed blocks in `options`' host memory mode.
+// The streamed blocks a manager with this plan packs into page-locked memory (Pinned mode: in execution
+// order, each while it fits the pinned budget), and their bytes.
+std::vector<bool> pinned_blocks(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
+                                const ResidencyOptions& options);
 size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
                             const ResidencyOptions& options);
 
@@ -120,7 +123,7 @@ private:
     };
     uint64_t upload(size_t block, char* dst, std::vector<Tensor>& views, uint64_t after_compute);
     void pump();
-    void pin_streamed_blocks(const ResidencyOptions& options);
+    void pin_blocks(const std::vector<bool>& pinned);
 
     Accelerator& device_;
     std::vector<WeightBlockSpec> blocks_;

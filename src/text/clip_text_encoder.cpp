@@ -59,8 +59,7 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DTy
     SR_THROW_IF(type != "clip_text_model", "{}: model_type is '{}', not clip_text_model", config_path, type);
     const ClipTextConfig config = ClipTextConfig::from_json(j, config_path);
     const WeightStore store = WeightStore::open(path);
-    WeightBinder binder = planning_space ? WeightBinder::planning(&store, weight_dtype, *planning_space)
-                                         : WeightBinder(store, weight_dtype);
+    WeightBinder binder(store, weight_dtype, planning_space);
     ClipTextEncoder enc(config, binder);
     for (const auto& name : binder.unused())
         if (name != "text_model.embeddings.position_ids")  // a buffer some checkpoints carry

@@ -76,8 +76,7 @@ LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<D
     const WeightStore store = WeightStore::open(path);
     // LlamaForCausalLM checkpoints prefix every name with "model." (and add an unused lm_head).
     const std::string prefix = store.contains("model.embed_tokens.weight") ? "model." : "";
-    WeightBinder binder = planning_space ? WeightBinder::planning(&store, weight_dtype, *planning_space)
-                                         : WeightBinder(store, weight_dtype);
+    WeightBinder binder(store, weight_dtype, planning_space);
     LlamaTextEncoder enc(config, binder, prefix);
     for (const auto& name : binder.unused())
         if (name != "lm_head.weight") SR_LOG_WARN("{}: tensor '{}' is not used by the text encoder", path, name);
