@@ -124,7 +124,7 @@ StreamedRun run_streamed(HostMemoryMode mode) {
     const HunyuanVideoTransformer model = HunyuanVideoTransformer::load(checkpoint().dir.string());
     const TransformerInputs in = tiny_inputs(model.config());
     // Activations, planned exactly on the NullBackend (nothing computed, nothing read).
-    VirtualAllocator space("plan");
+    VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});  // the device: uploads count
     NullBackend plan_be(space);
     model.forward(plan_be, in);
     const size_t activations = space.peak_bytes();
@@ -141,7 +141,7 @@ StreamedRun run_streamed(HostMemoryMode mode) {
             dev, std::move(specs),
             {.budget_bytes = budget, .reserve_bytes = activations, .prefetch = 1, .host_memory = mode});
         SamplingProvider sampler(mgr, dev.memory(), before.anon);
-        r.output = model.forward(dev.backend(), in, {}, &sampler).contiguous().clone();
+        r.output = to_host(dev.backend(), model.forward(dev.backend(), in, {}, &sampler)).contiguous().clone();
         r.peak_growth = sampler.peak_growth;
         r.peak_file = sampler.peak_file;
         r.pinned = mgr.stats().pinned_bytes;

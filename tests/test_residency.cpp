@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/null_backend.h"
+#include "core/virtual_allocator.h"
 #include "io/safetensors.h"
 #include "runtime/residency.h"
 #include "runtime/simulated_device.h"
@@ -32,26 +34,29 @@ struct Chain {
             blocks.push_back({"block." + std::to_string(i), {dtype == DType::F32 ? w : w.to(dtype), b}});
         }
     }
-    // Runs `steps` passes over the blocks; `weights(i)` gives block i's tensors.
+    // Runs `steps` passes over the blocks on `be`; `weights(i)` gives block i's tensors. The result is on the host.
     template <class Get, class Done>
-    Tensor run(int steps, Get&& weights, Done&& done) const {
-        Tensor x = Tensor::from_vector(std::vector<float>(size_t(4 * D), 0.5f), {4, D});
+    Tensor run(Backend& be, int steps, Get&& weights, Done&& done) const {
+        Tensor x = to_device(be, Tensor::from_vector(std::vector<float>(size_t(4 * D), 0.5f), {4, D}), "chain input");
         for (int s = 0; s < steps; ++s)
             for (size_t i = 0; i < blocks.size(); ++i) {
                 const std::vector<Tensor>& w = weights(i);
-                Tensor y = Tensor::empty({4, D}, DType::F32);
-                cpu_backend().linear(x, w[0], &w[1], y);
-                cpu_backend().silu(y, y);
+                Tensor y = new_activation(be, {4, D}, "chain activation");
+                be.linear(x, w[0], &w[1], y);
+                be.silu(y, y);
                 x = y;
                 done(i);
             }
-        return x;
+        return to_host(be, x);
     }
     Tensor run_resident(int steps) const {
         return run(
-            steps, [&](size_t i) -> const std::vector<Tensor>& { return blocks[i].tensors; }, [](size_t) {});
+            cpu_backend(), steps, [&](size_t i) -> const std::vector<Tensor>& { return blocks[i].tensors; },
+            [](size_t) {});
     }
     size_t block_bytes() const { return device_block_bytes(blocks[0]); }
+    // Device memory for the activations of run(): the input and two [4, D] f32 tensors at most, with room.
+    size_t activation_bytes() const { return 3 * size_t(4 * D) * sizeof(float); }
 };
 
 std::vector<std::pair<std::string, size_t>> sizes(const std::vector<WeightBlockSpec>& blocks) {
@@ -109,11 +114,14 @@ TEST(ResidencyManager, BitIdenticalUnderEveryBudget) {
             for (size_t budget_blocks : {size_t(0), size_t(7), size_t(5), size_t(prefetch + 2), size_t(prefetch + 1)}) {
                 SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " prefetch " << prefetch << " budget "
                                                   << budget_blocks << " blocks");
-                const size_t budget = budget_blocks * b;
+                // The activations live on the device too: reserved inside the budget, as the pipeline does.
+                const size_t act = chain.activation_bytes();
+                const size_t budget = budget_blocks ? budget_blocks * b + act : 0;
                 SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
-                ResidencyManager mgr(device, chain.blocks, {.budget_bytes = budget, .prefetch = prefetch});
+                ResidencyManager mgr(device, chain.blocks,
+                                     {.budget_bytes = budget, .reserve_bytes = budget ? act : 0, .prefetch = prefetch});
                 const Tensor got = chain.run(
-                    3, [&](size_t i) -> const std::vector<Tensor>& { return mgr.acquire(i); },
+                    device.backend(), 3, [&](size_t i) -> const std::vector<Tensor>& { return mgr.acquire(i); },
                     [&](size_t i) { mgr.release(i); });
                 EXPECT_EQ(test::compare(got, expected).max_abs, 0.0);
                 if (budget) {
@@ -151,11 +159,13 @@ TEST(ResidencyManager, PrefetchHidesCopiesBehindCompute) {
     double best = 0;
     std::string report;
     for (int attempt = 0; attempt < 3 && best <= 0.5; ++attempt) {
-        SimulatedDevice device({.memory_budget = 3 * b, .bandwidth_bytes_per_s = double(b) / 1.3e-3, .latency_s = 0});
-        ResidencyManager mgr(device, chain.blocks, {.budget_bytes = 3 * b, .prefetch = 1});
+        const size_t act = chain.activation_bytes();
+        SimulatedDevice device(
+            {.memory_budget = 3 * b + act, .bandwidth_bytes_per_s = double(b) / 1.3e-3, .latency_s = 0});
+        ResidencyManager mgr(device, chain.blocks, {.budget_bytes = 3 * b + act, .reserve_bytes = act, .prefetch = 1});
         ASSERT_GT(mgr.plan().streamed_blocks(), 0);
         chain.run(
-            3,
+            device.backend(), 3,
             [&](size_t i) -> const std::vector<Tensor>& {
                 const auto& w = mgr.acquire(i);
                 std::this_thread::sleep_for(std::chrono::milliseconds(4));  // the block's compute
@@ -192,15 +202,22 @@ TEST(ResidencyManager, TransformerBitIdenticalUnderBudgets) {
         const auto specs = weight_block_specs(model);
         size_t total = 0, largest = 0;
         for (const auto& s : specs) total += device_block_bytes(s), largest = std::max(largest, device_block_bytes(s));
+        // The forward's activations and uploaded inputs live on the device too: planned exactly, reserved.
+        VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});
+        NullBackend planner(space);
+        model.forward(planner, inputs);
+        const size_t act = space.peak_bytes();
         for (int prefetch : {1, 2})
-            for (size_t budget : {size_t(0), total - 1, largest * size_t(prefetch + 1)}) {
+            for (size_t weights : {size_t(0), total - 1, largest * size_t(prefetch + 1)}) {
                 // A ring as large as the whole model cannot save memory: such budgets have no plan.
-                if (budget && largest * size_t(prefetch + 1) >= total) continue;
-                SCOPED_TRACE(::testing::Message() << "prefetch " << prefetch << " budget " << budget);
+                if (weights && largest * size_t(prefetch + 1) >= total) continue;
+                SCOPED_TRACE(::testing::Message() << "prefetch " << prefetch << " weight budget " << weights);
+                const size_t budget = weights ? weights + act : 0;
                 SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
-                ResidencyManager mgr(device, specs, {.budget_bytes = budget, .prefetch = prefetch});
+                ResidencyManager mgr(
+                    device, specs, {.budget_bytes = budget, .reserve_bytes = weights ? act : 0, .prefetch = prefetch});
                 for (int call = 0; call < 2; ++call) {
-                    const Tensor got = model.forward(cpu_backend(), inputs, {}, &mgr);
+                    const Tensor got = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
                     EXPECT_EQ(test::compare(got, expected).max_abs, 0.0) << "call " << call;
                 }
                 if (budget) {

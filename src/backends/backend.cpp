@@ -16,4 +16,30 @@ Tensor new_activation(Backend& backend, const Shape& shape, std::string_view wha
     return Tensor::empty(shape, DType::F32, backend.allocator(), what);
 }
 
+Tensor to_device(Backend& backend, const Tensor& t, std::string_view what) {
+    SR_ASSERT(t.defined(), "to_device of an undefined tensor ({})", what);
+    if (t.device() == backend.device()) return t;
+    SR_ASSERT(t.device().type == DeviceType::CPU, "{} {} is on {}, not on the host or {}", what, t.describe(),
+              t.device().name(), backend.device().name());
+    Tensor out = Tensor::empty(t.shape(), t.dtype(), backend.allocator(), what);
+    backend.copy(t.contiguous(), out);  // packed on the host: one plain transfer
+    return out;
+}
+
+Tensor to_host(Backend& backend, const Tensor& t) {
+    SR_ASSERT(t.defined(), "to_host of an undefined tensor");
+    if (t.device().type == DeviceType::CPU) return t;
+    const Tensor packed = contiguous(backend, t, "download");  // gathered on the device: one plain transfer
+    Tensor out = Tensor::empty(t.shape(), t.dtype(), host_allocator(), "download");
+    backend.copy(packed, out);
+    return out;
+}
+
+Tensor contiguous(Backend& backend, const Tensor& t, std::string_view what) {
+    if (t.is_contiguous()) return t;
+    Tensor out = Tensor::empty(t.shape(), t.dtype(), backend.allocator(), what);
+    backend.copy(t, out);
+    return out;
+}
+
 }  // namespace sr

@@ -118,4 +118,15 @@ void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor&
 // An uninitialized f32 activation in the backend's memory; `what` names it in out-of-memory errors.
 Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what);
 
+// The host/device boundary. Ops take tensors in the backend's memory; models upload their inputs (and the
+// tables and masks they build on the host) with to_device(), and whatever host code reads (hooks, the
+// pipeline's guidance and scheduler arithmetic, the VAE's tile blending) comes back with to_host(). Each
+// returns `t` itself when it is already there, so on the CPU backend both cost nothing. `what` names the
+// copy in out-of-memory errors.
+Tensor to_device(Backend& backend, const Tensor& t, std::string_view what);
+Tensor to_host(Backend& backend, const Tensor& t);
+// `t` as a contiguous tensor in the backend's memory: itself when already contiguous, else a copy made by
+// the backend (Tensor::contiguous() is a host copy).
+Tensor contiguous(Backend& backend, const Tensor& t, std::string_view what);
+
 }  // namespace sr

@@ -11,7 +11,7 @@ class NullBackend final : public Backend {
 public:
     explicit NullBackend(Allocator& activations) : activations_(activations) {}
     std::string name() const override { return "plan"; }
-    Device device() const override { return Device::cpu(); }
+    Device device() const override { return activations_.device(); }
     Allocator& allocator() override { return activations_; }
 
     void linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) override {}

@@ -12,7 +12,15 @@
 namespace sr {
 
 std::string Device::name() const {
-    return type == DeviceType::CPU ? "cpu" : fmt::format("cuda:{}", index);
+    switch (type) {
+        case DeviceType::CPU:
+            return "cpu";
+        case DeviceType::CUDA:
+            return fmt::format("cuda:{}", index);
+        case DeviceType::Simulated:
+            return fmt::format("sim:{}", index);
+    }
+    return "unknown device";
 }
 
 Allocator::Allocator(std::string name, size_t budget_bytes) : name_(std::move(name)), budget_(budget_bytes) {}

@@ -16,7 +16,10 @@
 
 namespace sr {
 
-enum class DeviceType : uint8_t { CPU, CUDA };
+// Simulated: host memory that stands for an accelerator's (runtime/simulated_device.h). Host code may not
+// touch it outside a backend's kernels (core/tensor.h, DeviceCodeScope), so CI catches host reads and writes
+// of device tensors that would crash, or silently read garbage, on a GPU.
+enum class DeviceType : uint8_t { CPU, CUDA, Simulated };
 
 struct Device {
     DeviceType type = DeviceType::CPU;
@@ -59,13 +62,17 @@ private:
 // Host memory, 64-byte aligned (AVX-512 lines).
 class HostAllocator final : public Allocator {
 public:
-    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0)
-        : Allocator(std::move(name), budget_bytes) {}
-    Device device() const override { return Device::cpu(); }
+    // `device`: the device its tensors are tagged with (the simulated device's arena is host memory too).
+    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0, Device device = Device::cpu())
+        : Allocator(std::move(name), budget_bytes), device_(device) {}
+    Device device() const override { return device_; }
 
 protected:
     void* raw_allocate(size_t bytes) override;
     void raw_deallocate(void* ptr, size_t bytes) override;
+
+private:
+    Device device_;
 };
 
 // Anonymous memory straight from the kernel (page-aligned), for allocators whose frees must give memory

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 
@@ -124,8 +125,29 @@ std::string Tensor::describe() const {
     return std::string(dtype_name(dtype_)) + shape_.str();
 }
 
+namespace {
+std::atomic<int> g_device_code_depth{0};
+}  // namespace
+
+DeviceCodeScope::DeviceCodeScope() {
+    g_device_code_depth.fetch_add(1, std::memory_order_relaxed);
+}
+DeviceCodeScope::~DeviceCodeScope() {
+    g_device_code_depth.fetch_sub(1, std::memory_order_relaxed);
+}
+bool DeviceCodeScope::active() {
+    return g_device_code_depth.load(std::memory_order_relaxed) > 0;
+}
+
+void Tensor::check_host_access() const {
+    SR_ASSERT(!storage_ || storage_->device.type != DeviceType::Simulated || DeviceCodeScope::active(),
+              "host code touched {} on {} outside a kernel (copy it with to_host() first)", describe(),
+              storage_->device.name());
+}
+
 void Tensor::check_element_type(size_t size, bool is_float) const {
     SR_ASSERT(defined(), "access to an undefined tensor");
+    check_host_access();
     const bool ok =
         is_float ? (dtype_ == DType::F32 && size == 4) : (size == dtype_size(dtype_) && !(dtype_ == DType::F32));
     SR_ASSERT(ok, "element type of size {} does not match {}", size, describe());
@@ -291,7 +313,11 @@ void strided_copy(const Tensor& src, Tensor& dst) {
 
 void Tensor::copy_from(const Tensor& src) {
     SR_ASSERT(src.shape() == shape_, "copy_from {} into {}", src.describe(), describe());
-    SR_ASSERT(src.device() == Device::cpu() && device() == Device::cpu(), "host copy of a device tensor");
+    SR_ASSERT(src.device().type != DeviceType::CUDA && device().type != DeviceType::CUDA,
+              "host copy of a CUDA tensor: {} ({}) into {} ({})", src.describe(), src.device().name(), describe(),
+              device().name());
+    src.check_host_access();
+    check_host_access();
     SR_ASSERT(src.dtype() == dtype_ || (dtype_is_float(src.dtype()) && dtype_is_float(dtype_)), "copy_from {} into {}",
               src.describe(), describe());
     if (numel() == 0) return;
@@ -317,11 +343,13 @@ Tensor Tensor::to(DType dtype, Allocator& allocator) const {
 
 void Tensor::fill_zero() {
     SR_ASSERT(is_contiguous(), "fill_zero of non-contiguous {}", describe());
+    check_host_access();
     std::memset(raw_data(), 0, nbytes());
 }
 
 float Tensor::item_as_float(int64_t flat) const {
     SR_ASSERT(flat >= 0 && flat < numel());
+    check_host_access();
     int64_t off = 0, rem = flat;
     for (int i = rank() - 1; i >= 0; --i) {
         off += (rem % shape_[i]) * strides_[size_t(i)];

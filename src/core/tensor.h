@@ -27,6 +27,23 @@ namespace sr {
 
 constexpr int kMaxDims = 8;
 
+// Host code reads and writes elements through data<T>(), copy_from(), fill_zero() and item_as_float(), which
+// is valid for host memory only. Tensors on the simulated device (DeviceType::Simulated) may be touched only
+// by kernels, which run inside a DeviceCodeScope; host code touching one elsewhere gets a LogicError naming
+// the tensor, where on a GPU it would crash or read garbage. Models and the pipeline move data across with
+// to_device()/to_host() (backends/backend.h). CUDA tensors are not checked here: their data<T>() is the
+// device pointer a kernel launch takes. raw_data() is an address (for copies) and is never checked.
+class DeviceCodeScope {
+public:
+    DeviceCodeScope();
+    ~DeviceCodeScope();
+    DeviceCodeScope(const DeviceCodeScope&) = delete;
+    DeviceCodeScope& operator=(const DeviceCodeScope&) = delete;
+    // True while any thread runs a kernel: the simulated device computes synchronously, and a kernel's
+    // worker threads must pass too, so the scope is process-wide.
+    static bool active();
+};
+
 class Shape {
 public:
     Shape() = default;
@@ -133,6 +150,7 @@ private:
         return std::is_floating_point_v<T>;
     }
     void check_element_type(size_t size, bool is_float) const;
+    void check_host_access() const;
     int normalize_dim(int d, int rank) const;
 
     std::shared_ptr<Storage> storage_;

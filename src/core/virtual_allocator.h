@@ -15,13 +15,17 @@ namespace sr {
 
 class VirtualAllocator final : public Allocator {
 public:
-    explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0)
-        : Allocator(std::move(name), budget_bytes) {}
-    Device device() const override { return Device::cpu(); }
+    // `device`: the device whose memory this space plans (tensors are tagged with it).
+    explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0, Device device = Device::cpu())
+        : Allocator(std::move(name), budget_bytes), device_(device) {}
+    Device device() const override { return device_; }
 
 protected:
     void* raw_allocate(size_t bytes) override;
     void raw_deallocate(void* ptr, size_t bytes) override;
+
+private:
+    Device device_;
 };
 
 }  // namespace sr

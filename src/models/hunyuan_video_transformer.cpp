@@ -208,8 +208,15 @@ std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     return out;
 }
 
+// A host tensor as contiguous f32 (inputs may come in any float dtype and layout).
 Tensor as_f32(const Tensor& t) {
     return t.dtype() == DType::F32 && t.is_contiguous() ? t : t.to(DType::F32);
+}
+
+// An input as contiguous f32 on the backend's device: converted on the host, then uploaded.
+Tensor input_on_device(Backend& be, const Tensor& t, std::string_view what) {
+    if (t.device() == be.device() && t.dtype() == DType::F32 && t.is_contiguous()) return t;
+    return to_device(be, as_f32(to_host(be, t)), what);
 }
 
 // [B, L, heads*hd] (any row stride) -> [B, heads, L, hd] view for the attention op.
@@ -247,11 +254,12 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
     const int64_t B = text.dim(0), L = text.dim(1), E = text.dim(2), D = config_.inner_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
 
-    // Masked mean of the text embeddings: sum(x * m) / sum(m) over tokens.
-    Tensor pooled = new_activation(be, {B, E}, "refiner pooled text");
+    // Masked mean of the text embeddings: sum(x * m) / sum(m) over tokens, on the host (a few hundred tokens),
+    // then uploaded.
+    Tensor pooled_host = Tensor::empty({B, E}, DType::F32, host_allocator(), "refiner pooled text");
     {
         const float* x = text.data<float>();
-        float* p = pooled.data<float>();
+        float* p = pooled_host.data<float>();
         for (int64_t b = 0; b < B; ++b) {
             float msum = 0.0f;
             for (int64_t l = 0; l < L; ++l) msum += mask[size_t(b * L + l)];
@@ -262,26 +270,28 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
             }
         }
     }
+    const Tensor pooled = to_device(be, pooled_host, "refiner pooled text");
     Tensor temb = run_mlp(be, emb.refiner_timestep_embedder, t_proj);
     be.add(temb, run_mlp(be, emb.refiner_text_embedder, pooled));
-    if (hook) hook("context_embedder.time_text_embed", temb);
+    if (hook) hook("context_embedder.time_text_embed", to_host(be, temb));
     const Tensor temb_silu = silu(be, temb);
 
-    Tensor h = emb.refiner_proj_in.apply(be, text);  // [B, L, D]
-    if (hook) hook("context_embedder.proj_in", h);
+    Tensor h = emb.refiner_proj_in.apply(be, to_device(be, text, "text embeddings"));  // [B, L, D]
+    if (hook) hook("context_embedder.proj_in", to_host(be, h));
 
     // Self-attention mask: token i sees token j when both are valid; key 0 is always visible (the
     // reference forces column 0 so that padding rows never attend to nothing).
-    AttentionMask attn_mask;
-    attn_mask.dense = Tensor::empty({B, L, L}, DType::Bool, host_allocator(), "refiner mask");
+    Tensor dense = Tensor::empty({B, L, L}, DType::Bool, host_allocator(), "refiner mask");
     {
-        uint8_t* m = attn_mask.dense.data<uint8_t>();
+        uint8_t* m = dense.data<uint8_t>();
         for (int64_t b = 0; b < B; ++b)
             for (int64_t i = 0; i < L; ++i)
                 for (int64_t j = 0; j < L; ++j)
                     m[(b * L + i) * L + j] =
                         j == 0 || (mask[size_t(b * L + i)] != 0.0f && mask[size_t(b * L + j)] != 0.0f);
     }
+    AttentionMask attn_mask;
+    attn_mask.dense = to_device(be, dense, "refiner mask");
 
     for (size_t i = 0; i < emb.refiner_blocks.size(); ++i) {
         const RefinerBlock& r = emb.refiner_blocks[i];
@@ -299,7 +309,7 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
         be.layer_norm(h, &r.norm2_weight, &r.norm2_bias, 1e-6f, n2);
         const Tensor ff = r.ff_out.apply(be, silu(be, r.ff_in.apply(be, n2)));
         be.gated_residual(h, ff, g[1]);
-        if (hook) hook(fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i), h);
+        if (hook) hook(fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i), to_host(be, h));
     }
     return h;
 }
@@ -354,8 +364,8 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     }
     q = k = v = Tensor();  // release before the MLPs
 
-    be.gated_residual(x, blk.to_out.apply(be, attn.slice(1, 0, N).contiguous()), m[2]);
-    be.gated_residual(ctx, blk.to_add_out.apply(be, attn.slice(1, N, S).contiguous()), cm[2]);
+    be.gated_residual(x, blk.to_out.apply(be, contiguous(be, attn.slice(1, 0, N), "video attention")), m[2]);
+    be.gated_residual(ctx, blk.to_add_out.apply(be, contiguous(be, attn.slice(1, N, S), "text attention")), cm[2]);
     attn = Tensor();
 
     auto mlp = [&](const Tensor& in, const Linear& l1, const Linear& l2) {
@@ -447,14 +457,17 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
 
     const int64_t Fp = F / c.patch_size_t, Hp = H / c.patch_size, Wp = W / c.patch_size, N = Fp * Hp * Wp, S = N + L;
     std::vector<float> mask(size_t(B * L));
-    for (int64_t i = 0; i < B * L; ++i) mask[size_t(i)] = in.encoder_attention_mask.item_as_float(i);
+    const Tensor mask_host = to_host(be, in.encoder_attention_mask);  // read on the host: it steers the masks
+    for (int64_t i = 0; i < B * L; ++i) mask[size_t(i)] = mask_host.item_as_float(i);
 
     // 1. RoPE tables for the video tokens.
-    const auto [rope_cos, rope_sin] = hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, Fp, Hp, Wp);
-    if (hook) hook("rope.freqs_cos", rope_cos), hook("rope.freqs_sin", rope_sin);
+    const auto [rope_cos_host, rope_sin_host] = hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, Fp, Hp, Wp);
+    if (hook) hook("rope.freqs_cos", rope_cos_host), hook("rope.freqs_sin", rope_sin_host);
+    const Tensor rope_cos = to_device(be, rope_cos_host, "rope cos"),
+                 rope_sin = to_device(be, rope_sin_host, "rope sin");
 
     // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
-    const Tensor timestep = as_f32(in.timestep);
+    const Tensor timestep = input_on_device(be, in.timestep, "timestep");
     Tensor t_proj = new_activation(be, {B, 256}, "timestep sinusoid");
     be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
     // Block 0 (embedders and refiner), from the provider when there is one.
@@ -462,20 +475,21 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
     if (c.guidance_embeds) {
         Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
-        be.timestep_embedding(as_f32(in.guidance), 256, true, 0.0f, 10000.0f, g_proj);
+        be.timestep_embedding(input_on_device(be, in.guidance, "guidance"), 256, true, 0.0f, 10000.0f, g_proj);
         be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
     }
-    be.add(temb, run_mlp(be, emb.text_embedder, as_f32(in.pooled_projections)));
-    if (hook) hook("time_text_embed", temb);
+    be.add(temb, run_mlp(be, emb.text_embedder, input_on_device(be, in.pooled_projections, "pooled_projections")));
+    if (hook) hook("time_text_embed", to_host(be, temb));
     const Tensor temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
 
     Tensor x = new_activation(be, {B, N, D}, "video tokens");
-    be.patch_embed_3d(as_f32(in.hidden_states), emb.x_embedder.weight, &emb.x_embedder.bias, x);
-    if (hook) hook("x_embedder", x);
+    be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
+                      &emb.x_embedder.bias, x);
+    if (hook) hook("x_embedder", to_host(be, x));
 
-    Tensor ctx = refine_text(be, emb, as_f32(in.encoder_hidden_states), t_proj, mask, hook);
+    Tensor ctx = refine_text(be, emb, as_f32(to_host(be, in.encoder_hidden_states)), t_proj, mask, hook);
     if (weights) weights->release(0);
-    if (hook) hook("context_embedder", ctx);
+    if (hook) hook("context_embedder", to_host(be, ctx));
 
     // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
     //    reference counts valid tokens, so padding must be on the right).
@@ -498,8 +512,8 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
             dual_block(be, dual_blocks_[i], x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
         }
         if (hook) {
-            hook(fmt::format("transformer_blocks.{}.hidden_states", i), x);
-            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), ctx);
+            hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, x));
+            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, ctx));
         }
     }
     Tensor xs = new_activation(be, {B, S, D}, "joint sequence");
@@ -514,11 +528,11 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
             single_block(be, single_blocks_[i], xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
         }
         if (hook) {
-            hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), xs.slice(1, 0, N));
-            hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i), xs.slice(1, N, S));
+            hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, N)));
+            hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i), to_host(be, xs.slice(1, N, S)));
         }
     }
-    x = xs.slice(1, 0, N).contiguous();
+    x = contiguous(be, xs.slice(1, 0, N), "video tokens");
     xs = Tensor();
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
@@ -528,10 +542,10 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     Tensor normed = new_activation(be, x.shape(), "norm_out");
     be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
     be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
-    if (hook) hook("norm_out", normed);
+    if (hook) hook("norm_out", to_host(be, normed));
     const Tensor proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
     if (weights) weights->release(head_block);
-    if (hook) hook("proj_out", proj);
+    if (hook) hook("proj_out", to_host(be, proj));
 
     const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;
     Tensor out = new_activation(be, {B, Co, F, H, W}, "transformer output");

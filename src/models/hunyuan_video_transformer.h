@@ -64,9 +64,10 @@ public:
     size_t weight_block_count() const { return 2 + dual_blocks_.size() + single_blocks_.size(); }
     std::vector<Tensor> weight_block_tensors(size_t block) const;
 
-    // The velocity prediction [B, out_channels, F, H, W]. Throws InputError on inputs of the wrong shape.
-    // With a provider, each block's weights come from it (e.g. a residency manager streaming them to a
-    // device); without one, from the checkpoint as loaded.
+    // The velocity prediction [B, out_channels, F, H, W], in the backend's memory (to_host() brings it back).
+    // Inputs may be on the host or on the device; the hook always sees host tensors. Throws InputError on
+    // inputs of the wrong shape. With a provider, each block's weights come from it (e.g. a residency manager streaming
+    // them to a device); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {},
                    BlockWeightProvider* weights = nullptr) const;
 
@@ -110,6 +111,7 @@ private:
     void bind(WeightBinder& binder);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
     Tensor silu(Backend& be, const Tensor& x) const;
+    // `text`: the text embeddings on the host, contiguous f32 (the masked mean is taken there).
     Tensor refine_text(Backend& be, const Embedders& emb, const Tensor& text, const Tensor& t_proj,
                        const std::vector<float>& mask, const IntermediateHook& hook) const;
     void dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx, const Tensor& temb_silu,

@@ -308,7 +308,7 @@ Tensor HunyuanVideoVAE::upsample(Backend& be, const Block& blk, const Tensor& x)
     const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3) * fh, W = x.dim(4) * fw;
     Tensor y = new_activation(be, {B, C, 1 + (F - 1) * ft, H, W}, "VAE upsample");
     auto part = [&](int64_t f0, int64_t f1, std::array<int64_t, 3> s, int64_t out0) {
-        Tensor src = x.slice(2, f0, f1).contiguous();
+        const Tensor src = contiguous(be, x.slice(2, f0, f1), "VAE upsample input");
         Tensor up = new_activation(be, {B, C, (f1 - f0) * s[0], H, W}, "VAE upsample part");
         be.upsample_nearest3d(src, s, up);
         Tensor dst = y.slice(2, out0, out0 + up.dim(2));
@@ -326,9 +326,9 @@ Tensor HunyuanVideoVAE::run_encoder(Backend& be, const Encoder& enc, const Tenso
                                     const VAEIntermediateHook& hook) const {
     ++encoder_calls_;
     auto emit = [&](std::string_view name, const Tensor& t) {
-        if (hook) hook(name, t);
+        if (hook) hook(name, to_host(be, t));
     };
-    Tensor h = conv(be, enc.conv_in, x);  // [B, C0, F, H, W]
+    Tensor h = conv(be, enc.conv_in, to_device(be, x, "VAE encoder input"));  // [B, C0, F, H, W]
     emit("encoder.conv_in", h);
     for (size_t i = 0; i < enc.down_blocks.size(); ++i) {
         for (const Resnet& r : enc.down_blocks[i].resnets) h = resnet(be, r, h);
@@ -348,9 +348,10 @@ Tensor HunyuanVideoVAE::run_decoder(Backend& be, const Decoder& dec, const Tenso
                                     const VAEIntermediateHook& hook) const {
     ++decoder_calls_;
     auto emit = [&](std::string_view name, const Tensor& t) {
-        if (hook) hook(name, t);
+        if (hook) hook(name, to_host(be, t));
     };
-    Tensor h = conv(be, dec.post_quant_conv, z.contiguous());  // [B, latent, T, h, w]
+    Tensor h =
+        conv(be, dec.post_quant_conv, to_device(be, z.contiguous(), "VAE decoder input"));  // [B, latent, T, h, w]
     emit("post_quant_conv", h);
     h = conv(be, dec.conv_in, h);  // [B, C_last, T, h, w]
     emit("decoder.conv_in", h);
@@ -454,13 +455,14 @@ LatentDistribution HunyuanVideoVAE::encode(Backend& be, const Tensor& x, const V
     SR_THROW_IF(x.dim(3) % sr != 0 || x.dim(4) % sr != 0 || x.dim(3) == 0 || x.dim(4) == 0,
                 "VAE encode: input {} is {}x{} pixels; height and width must be positive multiples of {}", x.describe(),
                 x.dim(3), x.dim(4), sr);
-    Tensor xf = x.dtype() == DType::F32 ? x.contiguous() : x.to(DType::F32);
+    const Tensor xh = to_host(be, x);
+    const Tensor xf = xh.dtype() == DType::F32 ? xh.contiguous() : xh.to(DType::F32);
 
     LatentDistribution d;
     {
         const BlockLease lease(weights, kEncoderBlock);  // once for all tiles
         const Encoder enc = lease ? rebind(encoder_, lease.tensors()) : encoder_;
-        d.moments = encode_moments(be, enc, xf, tiling, hook);  // [B, 2*latent, T, h, w]
+        d.moments = to_host(be, encode_moments(be, enc, xf, tiling, hook));  // [B, 2*latent, T, h, w]
     }
     const int64_t L = config_.latent_channels;
     d.mean = d.moments.slice(1, 0, L).contiguous();
@@ -487,33 +489,34 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
                                BlockWeightProvider* weights) const {
     check_latents(z);
     tiling.validate();
-    const Tensor zf = z.dtype() == DType::F32 ? z.contiguous() : z.to(DType::F32);
+    const Tensor zh = to_host(be, z);
+    const Tensor zf = zh.dtype() == DType::F32 ? zh.contiguous() : zh.to(DType::F32);
     const BlockLease lease(weights, kDecoderBlock);  // once for all tiles
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t T = z.dim(2), r = config_.spatial_compression_ratio;
     // _decode's choice of path; see decode_streaming for the thresholds' quirks.
     if (tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio) {
-        Tensor out = new_activation(be,
-                                    {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
-                                     z.dim(3) * r, z.dim(4) * r},
-                                    "VAE decoded video");
+        Tensor out = Tensor::empty({z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
+                                    z.dim(3) * r, z.dim(4) * r},
+                                   DType::F32, host_allocator(), "VAE decoded video");
         temporal_tiled_decode(be, dec, zf, tiling, [&](const Tensor& frames, int64_t first) {
             Tensor dst = out.slice(2, first, first + frames.dim(2));
-            be.copy(frames, dst);
+            dst.copy_from(frames);
         });
         return out;
     }
     if (tiling.use_tiling &&
         (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r))
         return tiled_decode(be, dec, zf, tiling);
-    return run_decoder(be, dec, zf, hook);
+    return to_host(be, run_decoder(be, dec, zf, hook));
 }
 
 void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VAETiling& t, const VAEFrameSink& sink,
                                        BlockWeightProvider* weights) const {
     check_latents(z_in);
     t.validate();
-    const Tensor z = z_in.dtype() == DType::F32 ? z_in.contiguous() : z_in.to(DType::F32);
+    const Tensor zh = to_host(be, z_in);
+    const Tensor z = zh.dtype() == DType::F32 ? zh.contiguous() : zh.to(DType::F32);
     const BlockLease lease(weights, kDecoderBlock);  // held until the last frame is handed over
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t r = config_.spatial_compression_ratio;
@@ -524,7 +527,7 @@ void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VA
         return temporal_tiled_decode(be, dec, z, t, sink);
     if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r))
         return sink(tiled_decode(be, dec, z, t), 0);
-    sink(run_decoder(be, dec, z, {}), 0);
+    sink(to_host(be, run_decoder(be, dec, z, {})), 0);
 }
 
 }  // namespace sr

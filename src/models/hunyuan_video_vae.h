@@ -15,7 +15,11 @@
 // acquires the one block it uses once per call, however many tiles it runs.
 //
 // Every intermediate named in the fixtures ("encoder.down_blocks.1", "decoder.conv_out", "quant_conv", ...)
-// is passed to an optional hook during untiled runs.
+// is passed to an optional hook during untiled runs, as a host tensor.
+//
+// Where tensors live: inputs may be on the host or on the backend's device. encode()'s distribution, decode()'s
+// video and decode_streaming()'s frames are host tensors (tiles are blended on the host, see
+// hunyuan_video_vae_tiling.cpp); encode_untiled() and decode_untiled() return tensors in the backend's memory.
 #pragma once
 
 #include <cstdint>

@@ -11,6 +11,9 @@
 // Since a tile is final once blended with its upper/left/previous neighbours, we never hold all tiles: the
 // spatial paths keep one row of tiles, the temporal decode keeps the previous temporal tile and hands each
 // crop to the sink at once.
+// Tiles are cut from the input on the host, uploaded one at a time, and their results come back to the host,
+// where blending and placement happen (in f32, as the reference does them); the outputs are host tensors.
+// The transfers are the size of the output video, small next to the decoder's work per tile.
 #include <algorithm>
 
 #include "models/hunyuan_video_vae.h"
@@ -43,13 +46,14 @@ void blend(const Tensor& a, Tensor& b, int axis, int64_t extent) {
     }
 }
 
-// Copies tile[..., :crop_h, :crop_w] to out[..., y0:, x0:], clipped to out (the reference's final cut).
-void place(Backend& be, const Tensor& tile, int64_t crop_h, int64_t crop_w, Tensor& out, int64_t y0, int64_t x0) {
+// Copies tile[..., :crop_h, :crop_w] to out[..., y0:, x0:], clipped to out (the reference's final cut). Host
+// tensors.
+void place(const Tensor& tile, int64_t crop_h, int64_t crop_w, Tensor& out, int64_t y0, int64_t x0) {
     const int64_t h = std::min({crop_h, tile.dim(3), out.dim(3) - y0});
     const int64_t w = std::min({crop_w, tile.dim(4), out.dim(4) - x0});
     if (h <= 0 || w <= 0) return;
     Tensor dst = out.slice(3, y0, y0 + h).slice(4, x0, x0 + w);
-    be.copy(tile.slice(3, 0, h).slice(4, 0, w), dst);
+    dst.copy_from(tile.slice(3, 0, h).slice(4, 0, w));
 }
 
 }  // namespace
@@ -79,13 +83,13 @@ Tensor HunyuanVideoVAE::tiled_encode(Backend& be, const Encoder& enc, const Tens
             const Tensor tile_x = x.slice(3, i, std::min(i + t.tile_sample_min_height, H))
                                       .slice(4, j, std::min(j + t.tile_sample_min_width, W))
                                       .contiguous();
-            Tensor tile = run_encoder(be, enc, tile_x, {});  // [B, 2*latent, T, th, tw]
+            Tensor tile = to_host(be, run_encoder(be, enc, tile_x, {}));  // [B, 2*latent, T, th, tw]
             if (!out.defined())
-                out = Tensor::empty({x.dim(0), tile.dim(1), tile.dim(2), H / r, W / r}, DType::F32, be.allocator(),
+                out = Tensor::empty({x.dim(0), tile.dim(1), tile.dim(2), H / r, W / r}, DType::F32, host_allocator(),
                                     "VAE tiled encode output");
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
-            place(be, tile, lat_stride_h, lat_stride_w, out, y0, x0);
+            place(tile, lat_stride_h, lat_stride_w, out, y0, x0);
             x0 += std::min(lat_stride_w, tile.dim(4));
             row_h = std::min(lat_stride_h, tile.dim(3));
             row.push_back(std::move(tile));
@@ -109,10 +113,10 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Encoder& enc, c
         const Tensor tile_x = x.slice(2, i, std::min(i + t.tile_sample_min_num_frames + 1, F)).contiguous();
         Tensor tile = t.use_tiling && (x.dim(3) > t.tile_sample_min_height || x.dim(4) > t.tile_sample_min_width)
                           ? tiled_encode(be, enc, tile_x, t)
-                          : run_encoder(be, enc, tile_x, {});
+                          : to_host(be, run_encoder(be, enc, tile_x, {}));
         if (!out.defined())
             out = Tensor::empty({x.dim(0), tile.dim(1), latent_frames, x.dim(3) / r, x.dim(4) / r}, DType::F32,
-                                be.allocator(), "VAE temporal tiled encode output");
+                                host_allocator(), "VAE temporal tiled encode output");
         if (i > 0) {
             tile = tile.slice(2, 1, tile.dim(2)).contiguous();  // drop the latent of the overlap frame
             blend(prev, tile, 2, blend_f);
@@ -121,7 +125,7 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Encoder& enc, c
         const int64_t m = std::min(n, latent_frames - pos);
         if (m > 0) {
             Tensor dst = out.slice(2, pos, pos + m);
-            be.copy(tile.slice(2, 0, m), dst);
+            dst.copy_from(tile.slice(2, 0, m));
         }
         pos += n;
         prev = std::move(tile);
@@ -137,7 +141,7 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
     const int64_t blend_w = t.tile_sample_min_width - t.tile_sample_stride_width;
     Tensor out = Tensor::empty(
         {z.dim(0), config_.out_channels, (z.dim(2) - 1) * config_.temporal_compression_ratio + 1, h * r, w * r},
-        DType::F32, be.allocator(), "VAE tiled decode output");
+        DType::F32, host_allocator(), "VAE tiled decode output");
     std::vector<Tensor> prev_row, row;
     int64_t y0 = 0;
     for (int64_t i = 0; i < h; i += lat_stride_h) {
@@ -146,10 +150,10 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
         for (int64_t j = 0; j < w; j += lat_stride_w) {
             const Tensor tile_z =
                 z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)).contiguous();
-            Tensor tile = run_decoder(be, dec, tile_z, {});  // [B, out, F, 8th, 8tw]
+            Tensor tile = to_host(be, run_decoder(be, dec, tile_z, {}));  // [B, out, F, 8th, 8tw]
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
-            place(be, tile, t.tile_sample_stride_height, t.tile_sample_stride_width, out, y0, x0);
+            place(tile, t.tile_sample_stride_height, t.tile_sample_stride_width, out, y0, x0);
             x0 += std::min(t.tile_sample_stride_width, tile.dim(4));
             row_h = std::min(t.tile_sample_stride_height, tile.dim(3));
             row.push_back(std::move(tile));
@@ -174,7 +178,7 @@ void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, con
     for (int64_t i = 0; i < T; i += lat_stride_f) {
         // lat_min_f + 1 latents per tile; the last tiles may hold a single latent (one frame, then dropped).
         const Tensor tile_z = z.slice(2, i, std::min(i + lat_min_f + 1, T)).contiguous();
-        Tensor tile = spatial ? tiled_decode(be, dec, tile_z, t) : run_decoder(be, dec, tile_z, {});
+        Tensor tile = spatial ? tiled_decode(be, dec, tile_z, t) : to_host(be, run_decoder(be, dec, tile_z, {}));
         if (i > 0) {
             tile = tile.slice(2, 1, tile.dim(2)).contiguous();  // the overlap latent's frame
             blend(prev, tile, 2, blend_f);

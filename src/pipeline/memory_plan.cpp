@@ -21,6 +21,7 @@ namespace {
 // still alive count too: they stay allocated on the device in a real run.
 class StageProbe final : public WeightPlacement {
 public:
+    explicit StageProbe(Device device) : device_(device) {}
     struct Peaks {
         std::array<size_t, kPipelineModels> model{};  // per model used in the stage
         size_t outside = 0;                           // outside every model scope
@@ -30,7 +31,7 @@ public:
     Peaks run(F&& stage) {
         carried_ = 0;
         for (const auto& s : spaces_) carried_ += s->in_use_bytes();
-        spaces_.push_back(std::make_unique<VirtualAllocator>("plan"));
+        spaces_.push_back(std::make_unique<VirtualAllocator>("plan", 0, device_));
         NullBackend be(*spaces_.back());
         peaks_ = Peaks{};
         const size_t host_before = host_allocator().in_use_bytes();
@@ -55,6 +56,7 @@ public:
 
 private:
     size_t now() const { return carried_ + spaces_.back()->peak_bytes(); }
+    Device device_;
     std::vector<std::unique_ptr<VirtualAllocator>> spaces_;
     size_t carried_ = 0;
     Peaks peaks_;
@@ -78,7 +80,7 @@ std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
 }  // namespace
 
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       size_t staging_bytes) {
+                       size_t staging_bytes, Device device) {
     const PipelineComponents& c = pipe.components();
     const GenerationParams& p = req.params;
     p.validate();
@@ -97,7 +99,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         tok.clip_ids = Tensor::zeros({B, t.clip_max_length}, DType::I64);
         planned.tokens = tok;
     }
-    StageProbe probe;
+    StageProbe probe(device);
     TextConditioning text;
     const auto text_act =
         probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, planned, {}, wp); });

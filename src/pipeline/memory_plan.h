@@ -49,8 +49,10 @@ struct MemoryPlan {
 };
 
 // Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
-// `staging_bytes`: the device's pinned staging ring (allocated when weights are staged).
+// `staging_bytes`: the device's pinned staging ring (allocated when weights are staged). `device`: the
+// device the run computes on; only whether it is the host matters (an accelerator's runs upload inputs and
+// tables into its memory, which the plan counts; a CPU run's do not).
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       size_t staging_bytes);
+                       size_t staging_bytes, Device device = Device{DeviceType::Simulated, 0});
 
 }  // namespace sr

@@ -218,12 +218,12 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
             ModelScope use(placement, PipelineModel::Llama);
             const Tensor hidden = c_.llama->forward(be, tok.llama_ids, tok.llama_mask,
                                                     -(t.num_hidden_layers_to_skip + 1), {}, use.weights());
-            emit(hook, "llama_hidden_states_skip2", hidden);
-            out.prompt_embeds = hidden.slice(1, t.crop_start, L).contiguous();                  // [B, max_seq, D]
+            if (hook) emit(hook, "llama_hidden_states_skip2", to_host(be, hidden));
+            out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L)).contiguous();     // [B, max_seq, D]
             out.prompt_attention_mask = tok.llama_mask.slice(1, t.crop_start, L).contiguous();  // [B, max_seq]
         }
         ModelScope use(placement, PipelineModel::Clip);
-        out.pooled_prompt_embeds = c_.clip->forward(be, tok.clip_ids, {}, use.weights()).pooler_output;
+        out.pooled_prompt_embeds = to_host(be, c_.clip->forward(be, tok.clip_ids, {}, use.weights()).pooler_output);
     }
     const int64_t B = cfg ? 2 : 1;
     SR_THROW_IF(out.prompt_embeds.rank() != 3 || out.prompt_embeds.dim(0) != B ||
@@ -312,12 +312,12 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
                                            one(text.pooled_prompt_embeds),
                                            one(guidance)};
                 Tensor dst = output.slice(0, row, row + 1);
-                dst.copy_from(c_.transformer->forward(be, in, {}, use.weights()));
+                dst.copy_from(to_host(be, c_.transformer->forward(be, in, {}, use.weights())));
             }
         } else {
             const TransformerInputs in{
                 input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
-            output = c_.transformer->forward(be, in, {}, use.weights()).contiguous();
+            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights())).contiguous();
         }
         emit(hook, step + "transformer_output", output);
         Tensor velocity = output;

@@ -13,6 +13,11 @@
 //   req.prompt = "FPS-24, A cat walks on the grass";
 //   pipe.generate(sr::cpu_backend(), req, {}, [&](const sr::Tensor& frames, int64_t first) { writer.write(frames); });
 //
+// The pipeline's own state (text conditioning, latents, guidance, the scheduler's arithmetic) stays on the
+// host: the models take their inputs from there and hand back their results (to_device / to_host in
+// backends/backend.h), a few megabytes per step next to seconds of compute, and the guidance and Euler
+// steps stay bit-identical to the CPU run on any device.
+//
 // Everything the pipeline can be given precomputed (token ids, embeddings, initial latents, the VAE sample
 // noise) makes it testable draw for draw against the reference; every intermediate that the fixtures name
 // ("prompt_embeds", "image_latents", "step0.transformer_output", "step0.latents_after", "latents", ...) goes

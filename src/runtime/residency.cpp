@@ -245,7 +245,7 @@ uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& 
         if (!source.packed.defined())
             ticket = device_.copy_async(dst + offset, host.raw_data(), host.nbytes(), source.path, after_compute);
         // The view's storage belongs to this manager (resident memory or a ring slot); it lives as long.
-        views.push_back(Tensor::wrap(dst + offset, host.shape(), host.dtype(), Device::cpu(), nullptr));
+        views.push_back(Tensor::wrap(dst + offset, host.shape(), host.dtype(), device_.memory().device(), nullptr));
         offset += round_up(host.nbytes());
         bytes_moved_ += host.nbytes();
     }

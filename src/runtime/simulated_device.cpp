@@ -38,8 +38,8 @@ void SimulatedPinnedAllocator::raw_deallocate(void* ptr, size_t bytes) {
 
 SimulatedDevice::SimulatedDevice(const SimulatedDeviceOptions& options)
     : options_(options),
-      memory_("simulated device", options.memory_budget),
-      backend_(&memory_),
+      memory_("simulated device", options.memory_budget, Device{DeviceType::Simulated, 0}),
+      backend_(memory_),
       worker_([this] { run(); }) {
     SR_THROW_IF(options.staging_chunk_bytes == 0, "staging chunk size must be positive");
 }

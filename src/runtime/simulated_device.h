@@ -1,8 +1,9 @@
 // A simulated accelerator, so that weight residency (budgets, prefetch order, copy/compute overlap, host
 // memory modes) runs and is tested on the CPU. Its memory is its own budgeted arena (exceeding the budget
-// throws OutOfMemoryError); its backend is a CPU backend whose activations come from that arena, so they
-// count against the budget like on a GPU; host-to-device copies are queued on a copy engine thread that
-// executes them in order, taking as long as the configured bandwidth and latency say:
+// throws OutOfMemoryError), tagged as a device of its own (DeviceType::Simulated) so that host code cannot
+// touch it; its kernels are the CPU backend's, run only on tensors in that arena (simulated_kernels.h), with
+// activations from it, so they count against the budget like on a GPU; host-to-device copies are queued on a copy
+// engine thread that executes them in order, taking as long as the configured bandwidth and latency say:
 //   Pinned   latency + bytes / bandwidth                        (default 25 GB/s: PCIe 4.0 x16, pinned)
 //   Pageable latency + bytes / pageable bandwidth               (default half of that, as measured on PCIe 4)
 //   Staged   per chunk of the pinned staging ring: max(the real CPU copy into the chunk,
@@ -24,9 +25,9 @@
 #include <mutex>
 #include <thread>
 
-#include "backends/cpu/cpu_backend.h"
 #include "core/allocator.h"
 #include "runtime/accelerator.h"
+#include "runtime/simulated_kernels.h"
 
 namespace sr {
 
@@ -85,7 +86,7 @@ private:
     SimulatedDeviceOptions options_;
     HostAllocator memory_;
     SimulatedPinnedAllocator pinned_;
-    CpuBackend backend_;
+    SimulatedKernels backend_;
     void* staging_ = nullptr;  // 2 x staging_chunk_bytes of pinned memory, allocated at the first staged copy
     std::mutex mutex_;
     std::condition_variable queued_, finished_;

@@ -155,7 +155,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
     SR_THROW_IF(ids_in.rank() != 2 || ids_in.dim(0) < 1 || ids_in.dim(1) < 1 ||
                     (ids_in.dtype() != DType::I64 && ids_in.dtype() != DType::I32),
                 "CLIP input_ids must be I32/I64 [B, L], got {}", ids_in.describe());
-    const Tensor ids = ids_in.contiguous();
+    const Tensor ids = to_host(be, ids_in).contiguous();  // read on the host for pooling; the gather takes them too
     const int64_t B = ids.dim(0), L = ids.dim(1), D = c.hidden_size, H = c.num_attention_heads, hd = D / H;
     SR_THROW_IF(L > c.max_position_embeddings, "CLIP input of {} tokens is longer than max_position_embeddings {}", L,
                 c.max_position_embeddings);
@@ -173,7 +173,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
         be.embedding(positions, emb.position_embedding, pos);
         be.add(h, pos);
     }
-    if (hook) hook("hidden_states.0", h);
+    if (hook) hook("hidden_states.0", to_host(be, h));
 
     AttentionMask mask;
     mask.causal = true;  // the pipeline passes no attention mask: padding positions are seen (causally)
@@ -192,7 +192,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
         Tensor m = ly.fc1.apply(be, x);  // [B, L, I]
         be.quick_gelu(m, m);
         be.add(h, ly.fc2.apply(be, m));
-        if (hook) hook(fmt::format("hidden_states.{}", i + 1), h);
+        if (hook) hook(fmt::format("hidden_states.{}", i + 1), to_host(be, h));
     }
 
     ClipTextOutput out;
@@ -223,8 +223,8 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
         be.copy(out.last_hidden_state.select(0, b).select(0, best), dst);
     }
     if (hook) {
-        hook("last_hidden_state", out.last_hidden_state);
-        hook("pooler_output", out.pooler_output);
+        hook("last_hidden_state", to_host(be, out.last_hidden_state));
+        hook("pooler_output", to_host(be, out.pooler_output));
     }
     return out;
 }

@@ -56,7 +56,8 @@ public:
 
     // CLIPTextModel(input_ids [B, L] I32/I64, L <= max_position_embeddings), no attention mask (as the
     // pipeline calls it; the causal mask alone). Hidden states go to `hook` as "hidden_states.i" (0 =
-    // embeddings, i = layer i-1's output before the final norm), then "last_hidden_state", "pooler_output".
+    // embeddings, i = layer i-1's output before the final norm), then "last_hidden_state", "pooler_output"
+    // (host tensors). The outputs are in the backend's memory.
     // With a provider, each block's weights come from it (acquired just before the block runs, released
     // right after); without one, from the checkpoint as loaded.
     ClipTextOutput forward(Backend& backend, const Tensor& ids, const TextIntermediateHook& hook = {},

@@ -302,11 +302,14 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
     if (attention_mask.defined()) {
         SR_THROW_IF(!(attention_mask.shape() == ids.shape()), "attention_mask {} does not match input_ids {}",
                     attention_mask.describe(), ids.describe());
-        m = read_mask(attention_mask);
+        m = read_mask(to_host(be, attention_mask));
     }
-    const AttentionMask mask = make_mask(m, B, L);
-    Tensor cos, sin;
-    rope_tables(config_, L, cos, sin);
+    // The masks and RoPE tables are built on the host, then uploaded.
+    AttentionMask mask = make_mask(m, B, L);
+    if (mask.dense.defined()) mask.dense = to_device(be, mask.dense, "llama attention mask");
+    Tensor cos_host, sin_host;
+    rope_tables(config_, L, cos_host, sin_host);
+    const Tensor cos = to_device(be, cos_host, "llama rope cos"), sin = to_device(be, sin_host, "llama rope sin");
 
     // Blocks as blocks_used() lists them: 0 the embeddings, 1 + i layer i, n + 1 the final norm. Inputs are
     // checked above, so a bad call throws before anything is acquired.
@@ -315,14 +318,14 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
         const BlockLease lease(weights, 0);
         be.embedding(ids, lease ? rebind(embed_tokens_, lease.tensors()) : embed_tokens_, h);
     }
-    if (hook) hook("hidden_states.0", h);
+    if (hook) hook("hidden_states.0", to_host(be, h));
     for (int64_t i = 0; i < std::min(index, n); ++i) {
         {
             const BlockLease lease(weights, size_t(1 + i));
             const Layer& own = layers_[size_t(i)];
             layer_forward(be, lease ? rebind(own, lease.tensors()) : own, h, cos, sin, mask);
         }
-        if (hook && i + 1 < n) hook(fmt::format("hidden_states.{}", i + 1), h);
+        if (hook && i + 1 < n) hook(fmt::format("hidden_states.{}", i + 1), to_host(be, h));
     }
     if (index < n) return h;
     Tensor normed = new_activation(be, {B, L, D}, "llama final norm");
@@ -332,8 +335,9 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
         be.rms_norm(h, &norm, float(config_.rms_norm_eps), normed);
     }
     if (hook) {
-        hook(fmt::format("hidden_states.{}", n), normed);
-        hook("last_hidden_state", normed);
+        const Tensor host = to_host(be, normed);
+        hook(fmt::format("hidden_states.{}", n), host);
+        hook("last_hidden_state", host);
     }
     return normed;
 }

@@ -61,7 +61,8 @@ public:
     // [-(n+1), n] for n layers (Python indexing); hidden_states[n] is the final-norm output, the others are
     // raw layer outputs (0 = embeddings). Only the layers needed are run. ids [B, L] I32/I64;
     // attention_mask [B, L] (any numeric dtype, 1 = token) or undefined (all tokens). Every hidden state
-    // computed is passed to `hook` as "hidden_states.i" (and the last as "last_hidden_state").
+    // computed is passed to `hook` as "hidden_states.i" (and the last as "last_hidden_state"), on the host.
+    // The ids and mask may be on the host or the device; the result is in the backend's memory.
     // With a provider, each block's weights come from it (acquired just before the block runs, released
     // right after; see blocks_used); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const Tensor& ids, const Tensor& attention_mask, int hidden_state_index,

@@ -117,9 +117,10 @@ PromptEmbeds PromptEncoder::encode_tokens(Backend& be, const Tensor& ids, const 
                 "CLIP ids {}: expected [{}, {}]", clip_ids.describe(), ids.dim(0), t.clip_max_length);
     PromptEmbeds out;
     const Tensor hidden = llama_->forward(be, ids, mask, -(t.num_hidden_layers_to_skip + 1));  // [B, L, D]
-    out.prompt_embeds = hidden.slice(1, t.crop_start, L).contiguous();                         // [B, 256, D]
-    out.prompt_attention_mask = mask.slice(1, t.crop_start, L).contiguous();                   // [B, 256]
-    out.pooled_prompt_embeds = clip_->forward(be, clip_ids).pooler_output;                     // [B, 768]
+    // The embeddings come back to the host, as the pipeline keeps its conditioning there.
+    out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L)).contiguous();        // [B, 256, D]
+    out.prompt_attention_mask = to_host(be, mask.slice(1, t.crop_start, L)).contiguous();  // [B, 256]
+    out.pooled_prompt_embeds = to_host(be, clip_->forward(be, clip_ids).pooler_output);    // [B, 768]
     return out;
 }
 

@@ -232,7 +232,8 @@ int run_generate(GenerateOptions& o) {
     }
     if (device) progress.show_device_memory(&device->memory());
     if (o.dry_run) {
-        const MemoryPlan plan = plan_memory(pipe, req, memory, device ? device->staging_bytes() : 0);
+        const MemoryPlan plan = plan_memory(pipe, req, memory, device ? device->staging_bytes() : 0,
+                                            device ? device->memory().device() : Device::cpu());
         std::printf("%s", plan.format(memory, device ? device->name() : "cpu").c_str());
         return 0;
     }

@@ -23,7 +23,8 @@ public:
     explicit CpuBackend(Allocator* activations = nullptr);
     ~CpuBackend() override;
     std::string name() const override { return "cpu"; }
-    Device device() const override { return Device::cpu(); }
+    // The device its activations live on: the host, or the simulated device whose arena it computes in.
+    Device device() const override { return activations_ ? activations_->device() : Device::cpu(); }
     Allocator& allocator() override { return activations_ ? *activations_ : host_allocator(); }
 
     void set_gemm_precision(GemmPrecision p) { gemm_precision_ = p; }
