@@ -24,3 +24,6 @@ file(WRITE ${cuda_harness_labels}
      "if(test_cuda_harness_TESTS)\n  set_tests_properties(\${test_cuda_harness_TESTS} PROPERTIES LABELS \"cuda;ops\")\n"
      "endif()\n")
 set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${cuda_harness_labels})
+
+# The whole pipeline on the GPU against the CPU run: the demo model in every offload and host memory mode.
+skyreels_test(test_cuda_pipeline LABELS "cuda;pipeline" SOURCES test_cuda_pipeline.cpp)

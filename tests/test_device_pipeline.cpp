@@ -61,12 +61,12 @@ bool bit_identical(const Tensor& a, const Tensor& b) {
 // The smallest budget the plan accepts for `o` (bisection over plan_memory, which throws when too small).
 size_t tightest_budget(const Scenario& s, MemoryOptions o) {
     o.vram_budget = 0;
-    size_t hi = plan_memory(s.pipe, s.req, o, 0).device_peak(), lo = 1;
+    size_t hi = plan_memory(s.pipe, s.req, o).device_peak(), lo = 1;
     while (hi - lo > 4096) {
         const size_t mid = lo + (hi - lo) / 2;
         o.vram_budget = mid;
         try {
-            plan_memory(s.pipe, s.req, o, 0);
+            plan_memory(s.pipe, s.req, o);
             hi = mid;
         } catch (const OutOfMemoryError&) {
             lo = mid;
@@ -107,7 +107,7 @@ TEST(DevicePipeline, EveryModeIsBitIdenticalAndMatchesItsPlan) {
                 if (offload != OffloadMode::Block && prefetch != 1) continue;  // nothing streams
                 MemoryOptions o{.offload = offload, .vram_budget = 0, .host_memory = host, .prefetch = prefetch};
                 const size_t tight = tightest_budget(s, o);  // a deeper prefetch needs more ring buffers
-                const size_t unlimited_peak = plan_memory(s.pipe, s.req, o, 0).device_peak();
+                const size_t unlimited_peak = plan_memory(s.pipe, s.req, o).device_peak();
                 for (size_t budget : {size_t(0), (tight + unlimited_peak) / 2, tight}) {
                     o.vram_budget = budget;
                     const std::string what =
@@ -198,6 +198,19 @@ TEST(DevicePipeline, TiledI2VOnTheDeviceMatchesTheCpuRunInEveryIntermediateAndFr
     for (size_t i = 0; i < cpu.frames.size(); ++i) EXPECT_TRUE(bit_identical(sim.frames[i], cpu.frames[i])) << i;
 }
 
+// A backend's scratch bound (the CUDA backend's is a few hundred MiB) is reserved on top of the activations
+// of every model: with model offload each stage's planned peak grows by exactly that much.
+TEST(DevicePipeline, ThePlanReservesTheBackendsWorkspace) {
+    const Scenario& s = t2v();
+    const MemoryOptions o{.offload = OffloadMode::Model};
+    const size_t ws = 3u << 20;
+    const MemoryPlan a = plan_memory(s.pipe, s.req, o), b = plan_memory(s.pipe, s.req, o, {.workspace_bytes = ws});
+    ASSERT_EQ(a.stages.size(), b.stages.size());
+    for (size_t i = 0; i < a.stages.size(); ++i)
+        EXPECT_EQ(b.stages[i].device_peak(), a.stages[i].device_peak() + ws) << a.stages[i].name;
+    for (size_t m = 0; m < kPipelineModels; ++m) EXPECT_EQ(b.reserves[m], a.reserves[m] + (a.reserves[m] ? ws : 0));
+}
+
 TEST(DevicePipeline, ABudgetTooSmallFailsBeforeRunningAndNamesTheShortfall) {
     const Scenario& s = t2v();
     MemoryOptions o{.offload = OffloadMode::Block};
@@ -251,7 +264,7 @@ TEST(DevicePipeline, DryRunPlanOfTheDemoAndAMediumModelIsWithinTenPercent) {
         req.prompt = "FPS-24, a river";
         for (OffloadMode offload : {OffloadMode::None, OffloadMode::Block}) {
             MemoryOptions o{.offload = offload};
-            const MemoryPlan dry = plan_memory(pipe, req, o, 0);  // what --dry-run prints
+            const MemoryPlan dry = plan_memory(pipe, req, o);  // what --dry-run prints
             SimulatedDevice dev({.bandwidth_bytes_per_s = 0, .latency_s = 0});
             DeviceRunReport r;
             generate_on_device(
@@ -301,7 +314,8 @@ TEST(DevicePipeline, FixturePipelinesPlanWithoutReadingAndRunBitIdentical) {
         req.tokens = tok;
         for (OffloadMode offload : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
             const MemoryOptions o{.offload = offload};
-            const MemoryPlan a = plan_memory(real, req, o, 1 << 20), b = plan_memory(planned, req, o, 1 << 20);
+            const MemoryPlan a = plan_memory(real, req, o, {.staging_bytes = 1 << 20}),
+                             b = plan_memory(planned, req, o, {.staging_bytes = 1 << 20});
             ASSERT_EQ(a.stages.size(), b.stages.size());
             for (size_t i = 0; i < a.stages.size(); ++i) {
                 EXPECT_EQ(a.stages[i].weight_bytes, b.stages[i].weight_bytes) << a.stages[i].name;

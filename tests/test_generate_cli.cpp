@@ -191,6 +191,28 @@ TEST(GenerateCli, InterruptLeavesNoPartialFile) {
     EXPECT_FALSE(fs::exists(out));
 }
 
+// --device cuda: on a machine with a usable GPU, a real demo video; anywhere else a clear error that says
+// why (no CUDA in this build, or no usable device) and leaves no file, never a crash.
+TEST(GenerateCli, CudaDeviceGeneratesOrSaysWhyNot) {
+    const fs::path dir = sr::test::scratch_dir("generate_cuda");
+    const fs::path out = dir / "cuda.mp4";
+    const Result r =
+        run("generate --demo --quiet --device cuda --offload block --frames 5 --height 32 --width 32 "
+            "--steps 2 --memory-report --out '" +
+            out.string() + "'");
+    if (r.code == 0) {
+        expect_video(out, 5, 32, 32, 24);
+        EXPECT_NE(r.output.find("memory report: device cuda:0"), std::string::npos) << r.output;
+        return;
+    }
+    EXPECT_TRUE(r.output.find("no usable CUDA device") != std::string::npos ||
+                r.output.find("has no CUDA backend") != std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find("internal error"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_FALSE(fs::exists(out.string() + ".partial"));
+}
+
 TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
     const fs::path dir = sr::test::scratch_dir("generate_bad");
     const std::string out = " --out '" + (dir / "out.mp4").string() + "'";
@@ -238,6 +260,8 @@ TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
         {"contradicting SkyReels spellings",
          "--demo --device sim --parameters_level --offload model --frames 5" + small, "--parameters_level"},
         {"prefetch out of range", "--demo --device sim --prefetch 99 --frames 5" + small, "--prefetch"},
+        {"bad cuda device", "--demo --device cuda:x --frames 5" + small, "--device cuda:x"},
+        {"unknown precision", "--demo --precision fp8 --frames 5" + small, "--precision fp8"},
     };
     for (const Case& c : cases) {
         const Result r = run("generate --quiet " + c.args + out);

@@ -40,6 +40,10 @@ public:
     virtual Device device() const = 0;
     // Where activations and workspace for this backend's ops are allocated (budgeted, peak-tracked).
     virtual Allocator& allocator() = 0;
+    // A bound on the memory one op allocates from allocator() for itself, beyond the tensors it is given
+    // (scratch, library workspace). The memory plan reserves it on top of the activations. 0 on the CPU
+    // backend, which allocates its scratch elsewhere.
+    virtual size_t workspace_bytes() const { return 0; }
 
     // y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 contiguous; weight f32/bf16/f16.
     virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) = 0;

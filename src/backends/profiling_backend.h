@@ -27,6 +27,7 @@ public:
     std::string name() const override { return inner_.name() + "+profile"; }
     Device device() const override { return inner_.device(); }
     Allocator& allocator() override { return inner_.allocator(); }
+    size_t workspace_bytes() const override { return inner_.workspace_bytes(); }
 
     const std::map<std::string, OpStats>& stats() const { return stats_; }
     void reset() { stats_.clear(); }

@@ -14,7 +14,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
     r = DeviceRunReport{};
     r.device = device.name();
     r.device_memory_is_host = options.device_memory_is_host;
-    r.plan = plan_memory(pipe, req, options.memory, device.staging_bytes(), device.memory().device());
+    r.plan = plan_memory(pipe, req, options.memory, PlanTarget::of(device));
     device.pinned_memory().reset_peak();
     Allocator& mem = device.memory();
     SR_THROW_IF(options.memory.vram_budget && mem.budget_bytes() != options.memory.vram_budget,

@@ -79,8 +79,12 @@ std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
 
 }  // namespace
 
+PlanTarget PlanTarget::of(Accelerator& accelerator) {
+    return {accelerator.staging_bytes(), accelerator.memory().device(), accelerator.backend().workspace_bytes()};
+}
+
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       size_t staging_bytes, Device device) {
+                       const PlanTarget& target) {
     const PipelineComponents& c = pipe.components();
     const GenerationParams& p = req.params;
     p.validate();
@@ -99,10 +103,9 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         tok.clip_ids = Tensor::zeros({B, t.clip_max_length}, DType::I64);
         planned.tokens = tok;
     }
-    StageProbe probe(device);
+    StageProbe probe(target.device);
     TextConditioning text;
-    const auto text_act =
-        probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, planned, {}, wp); });
+    auto text_act = probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, planned, {}, wp); });
     Tensor image_latents;
     StageProbe::Peaks image_act{};
     if (p.task == Task::I2V)
@@ -111,14 +114,18 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     GenerationRequest one_step = planned;
     one_step.params.num_inference_steps = 1;
     Tensor latents;
-    const auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
+    auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
         latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp);
     });
-    const auto decode_act = probe.run([&](Backend& be, WeightPlacement* wp) {
+    auto decode_act = probe.run([&](Backend& be, WeightPlacement* wp) {
         pipe.decode(
             be, latents, p.vae_tiling, [](const Tensor&, int64_t) {}, {}, wp);
     });
     plan.host_tensor_bytes = probe.host_peak();
+    // The backend's own scratch comes on top of the activations wherever a model computes.
+    for (StageProbe::Peaks* peaks : {&text_act, &image_act, &denoise_act, &decode_act})
+        for (size_t& m : peaks->model)
+            if (m) m += target.workspace_bytes;
 
     std::array<ModelBlocks, kPipelineModels> blocks;
     size_t all_weights = 0;
@@ -169,7 +176,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     plan.stages.push_back(stage("denoising", denoise_act, {PM::Transformer}));
     plan.stages.push_back(stage("decoding", decode_act, {PM::VaeDecoder}));
     plan.pinned_weight_bytes = pinned;
-    plan.staging_bytes = options.host_memory == HostMemoryMode::Pageable ? 0 : staging_bytes;
+    plan.staging_bytes = options.host_memory == HostMemoryMode::Pageable ? 0 : target.staging_bytes;
     plan.pinned_bytes = plan.pinned_weight_bytes + plan.staging_bytes;
 
     if (options.vram_budget)

@@ -49,10 +49,18 @@ struct MemoryPlan {
 };
 
 // Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
-// `staging_bytes`: the device's pinned staging ring (allocated when weights are staged). `device`: the
-// device the run computes on; only whether it is the host matters (an accelerator's runs upload inputs and
-// tables into its memory, which the plan counts; a CPU run's do not).
+// The device a plan is for. `staging_bytes`: its pinned staging ring (allocated when weights are staged).
+// `device`: only whether it is the host matters (an accelerator's runs upload inputs and tables into its
+// memory, which the plan counts; a CPU run's do not). `workspace_bytes`: its backend's bound on one op's
+// own scratch (Backend::workspace_bytes), reserved on top of every model's activations.
+struct PlanTarget {
+    size_t staging_bytes = 0;
+    Device device = Device{DeviceType::Simulated, 0};
+    size_t workspace_bytes = 0;
+    static PlanTarget of(Accelerator& accelerator);
+};
+
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       size_t staging_bytes, Device device = Device{DeviceType::Simulated, 0});
+                       const PlanTarget& target = {});
 
 }  // namespace sr

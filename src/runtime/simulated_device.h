@@ -62,6 +62,7 @@ public:
     Allocator& memory() override { return memory_; }
     Allocator& pinned_memory() override { return pinned_; }
     Backend& backend() override { return backend_; }
+    SimulatedKernels& kernels() { return backend_; }
     uint64_t copy_async(void* dst, const void* src, size_t bytes, CopyPath path = CopyPath::Pinned,
                         uint64_t after_compute = 0) override;
     void wait(uint64_t ticket) override;

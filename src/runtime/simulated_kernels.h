@@ -19,6 +19,8 @@ public:
     std::string name() const override { return "sim"; }
     Device device() const override { return memory_.device(); }
     Allocator& allocator() override { return memory_; }
+    // The CPU backend underneath (its GEMM precision is the simulated device's).
+    CpuBackend& cpu() { return cpu_; }
 
     void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) override;
     void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,

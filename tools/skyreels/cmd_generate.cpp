@@ -5,6 +5,7 @@
 // temporary name that only becomes the output when it is complete.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -20,6 +21,9 @@
 #include "pipeline/progress.h"
 #include "runtime/simulated_device.h"
 #include "tools/skyreels/commands.h"
+#ifdef SKYREELS_HAVE_CUDA
+#include "runtime/cuda_accelerator.h"
+#endif
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/image.h"
 #include "media/partial_files.h"
@@ -43,7 +47,7 @@ struct GenerateOptions {
     bool sequence_batch = false, demo = false, quiet = false;
     bool quant = false, high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
     // Memory: where the models run and how their weights get there.
-    std::string device = "cpu", offload, host_memory, vram_budget, pinned_budget;
+    std::string device = "cpu", offload, host_memory, vram_budget, pinned_budget, precision;
     int prefetch = 1;
     double sim_bandwidth_gbs = 25.0;
     bool dry_run = false, memory_report = false;
@@ -89,6 +93,16 @@ Tensor demo_image(int64_t height, int64_t width) {
     return im;
 }
 
+// "cuda" -> 0, "cuda:N" -> N; InputError naming the flag otherwise.
+int cuda_device_index(const std::string& device) {
+    if (device == "cuda") return 0;
+    const std::string n = device.substr(std::min<size_t>(device.size(), 5));
+    const bool digits = device.rfind("cuda:", 0) == 0 && !n.empty() && n.size() <= 2 &&
+                        std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+    SR_THROW_IF(!digits, "--device {}: expected cuda or cuda:N (N a device number)", device);
+    return std::stoi(n);
+}
+
 // --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on, checked against --device.
 MemoryOptions memory_options(const GenerateOptions& o) {
     MemoryOptions m;
@@ -122,13 +136,10 @@ MemoryOptions memory_options(const GenerateOptions& o) {
                         "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
     }
     if (o.device.rfind("cuda", 0) == 0) {
+        (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
 #ifdef SKYREELS_HAVE_CUDA
-        // The backend and the accelerator exist (and have their tests); the pipeline still reads some
-        // activations on the host, so generate does not run on them until that is moved to device ops.
-        SR_THROW(
-            "--device {}: generation on CUDA is not wired up yet (the CUDA backend is compiled and tested op by "
-            "op); use --device sim or cpu",
-            o.device);
+        const std::string why = cuda_unavailable_reason();
+        SR_THROW_IF(!why.empty(), "--device {}: no usable CUDA device: {}; use --device sim or cpu", o.device, why);
 #else
         SR_THROW(
             "--device {}: this build has no CUDA backend (configure with -DSKYREELS_CUDA=ON where nvcc is "
@@ -148,6 +159,14 @@ PipelineLoadOptions load_options(const GenerateOptions& o) {
     l.model = o.model;
     l.base = o.base;
     return l;
+}
+
+// --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU, whose
+// bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
+GemmPrecision gemm_precision(const GenerateOptions& o) {
+    const std::string p = o.precision.empty() ? (o.device.rfind("cuda", 0) == 0 ? "bf16" : "f32") : o.precision;
+    SR_THROW_IF(p != "f32" && p != "bf16", "--precision {}: expected f32 or bf16", p);
+    return p == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
 }
 
 int run_generate(GenerateOptions& o) {
@@ -189,6 +208,7 @@ int run_generate(GenerateOptions& o) {
     if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
     SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
     const MemoryOptions memory = memory_options(o);
+    const GemmPrecision precision = gemm_precision(o);
     if (!o.dry_run)
         for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
 
@@ -228,12 +248,24 @@ int run_generate(GenerateOptions& o) {
         so.memory_budget = memory.vram_budget;
         so.bandwidth_bytes_per_s = o.sim_bandwidth_gbs * 1e9;
         so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
-        device = std::make_unique<SimulatedDevice>(so);
+        auto sim = std::make_unique<SimulatedDevice>(so);
+        sim->kernels().cpu().set_gemm_precision(precision);
+        device = std::move(sim);
     }
+#ifdef SKYREELS_HAVE_CUDA
+    if (o.device.rfind("cuda", 0) == 0) {
+        auto cuda = std::make_unique<CudaAccelerator>(
+            CudaAcceleratorOptions{.device = cuda_device_index(o.device), .memory_budget = memory.vram_budget});
+        cuda->cuda().set_gemm_precision(precision);
+        cuda->cuda().set_attention_precision(precision);
+        device = std::move(cuda);
+    }
+#endif
+    if (!device) cpu_backend().set_gemm_precision(precision);
     if (device) progress.show_device_memory(&device->memory());
     if (o.dry_run) {
-        const MemoryPlan plan = plan_memory(pipe, req, memory, device ? device->staging_bytes() : 0,
-                                            device ? device->memory().device() : Device::cpu());
+        const MemoryPlan plan =
+            plan_memory(pipe, req, memory, device ? PlanTarget::of(*device) : PlanTarget{0, Device::cpu(), 0});
         std::printf("%s", plan.format(memory, device ? device->name() : "cpu").c_str());
         return 0;
     }
@@ -249,9 +281,10 @@ int run_generate(GenerateOptions& o) {
         auto sink = [&](const Tensor& frames, int64_t) { writer.write(frames.select(0, 0)); };
         if (device) {
             DeviceRunReport report;
-            generate_on_device(pipe, *device,
-                               {.memory = memory, .device_memory_is_host = true, .host_baseline_anon = baseline_anon},
-                               req, progress.callback(), sink, {}, &report);
+            generate_on_device(
+                pipe, *device,
+                {.memory = memory, .device_memory_is_host = o.device == "sim", .host_baseline_anon = baseline_anon},
+                req, progress.callback(), sink, {}, &report);
             if (o.memory_report) std::fprintf(stderr, "%s", report.format(memory).c_str());
         } else {
             pipe.generate(cpu_backend(), req, progress.callback(), sink);
@@ -311,6 +344,9 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--device", o->device,
                     "cpu, sim (a simulated accelerator on the CPU: budgets, streaming) or cuda[:N]")
         ->capture_default_str();
+    cmd->add_option("--precision", o->precision,
+                    "f32 or bf16: arithmetic of GEMMs with bf16 weights (and attention on CUDA); default f32 on "
+                    "cpu/sim, bf16 on cuda");
     cmd->add_option("--offload", o->offload,
                     "none: every model on the device; model: only the one in use (bare --offload, as SkyReels); "
                     "block: also stream weights in blocks within --vram-budget")

@@ -14,7 +14,7 @@ namespace {
 
 // bf16 copies of q, k and v for one group of heads: at most this much scratch (at 51,456 tokens a head's three
 // copies are 40 MB, so groups of 6 heads), enough for each kernel launch to fill the GPU many times over.
-constexpr int64_t kBf16ScratchBytes = int64_t(256) << 20;
+constexpr int64_t kBf16ScratchBytes = int64_t(CudaBackend::kAttentionScratchBytes);
 
 }  // namespace
 

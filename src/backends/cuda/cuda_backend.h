@@ -57,6 +57,14 @@ public:
     void set_attention_precision(GemmPrecision p) { attention_precision_ = p; }
     GemmPrecision attention_precision() const { return attention_precision_; }
 
+    // Scratch bounds: GEMM activations rounded to bf16 (or weights widened to f32) a block of rows at a time;
+    // bf16 copies of attention's q, k, v a group of heads at a time (at least one head).
+    static constexpr size_t kGemmScratchBytes = size_t(64) << 20;
+    static constexpr size_t kAttentionScratchBytes = size_t(256) << 20;
+    // The largest scratch of any one op (conv3d's weights widened to f32, at most 27 MiB for the VAE, are
+    // below it), plus cuBLASLt's workspace, which stays allocated once made, plus a little for per-call
+    // vectors (biases widened to f32).
+    size_t workspace_bytes() const override;
     // A contiguous copy of `host` on this device (waits until the host memory has been read).
     Tensor upload(const Tensor& host);
     // A contiguous host copy of `t` (any strides; waits for the queued work).

@@ -24,7 +24,7 @@ namespace {
 
 // Scratch for widened weights or bf16 activations: chunks of at most 64 MiB, in row counts that are multiples
 // of 64 so every chunk's pointers keep 256-byte alignment.
-constexpr int64_t kScratchBytes = int64_t(64) << 20;
+constexpr int64_t kScratchBytes = int64_t(CudaBackend::kGemmScratchBytes);
 
 cudaDataType_t cuda_type(DType t) {
     return t == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
