@@ -5,8 +5,12 @@
 # unset) with the build and test logs beside it. Budget: under 8 minutes on an H100, so that one 15-minute
 # lease can run it twice.
 #
-#   ./scripts/gpu-check.sh                 # build, tests, benchmarks
+#   ./scripts/gpu-check.sh                 # build, tests (ops, runtime, the demo pipeline against the CPU),
+#                                          # the CLI demo on the GPU, GEMM / attention / block benchmarks
 #   ./scripts/gpu-check.sh --tests-only
+#   ./scripts/gpu-check.sh --forward       # the 13B forward at 544x960x97: resident, and streamed under
+#                                          # --budget=12G with pinned and with mmap host memory (a second call:
+#                                          # the default run and this one each fit one command's 10 minutes)
 #   ./scripts/gpu-check.sh --bundle-deps   # on a Debian 12 dev machine: pack the build's packages (below)
 #
 # Dependencies: the GPU machine cannot reach apt, so scripts/install-deps.sh is not run. The build needs the
@@ -21,12 +25,15 @@ root=$(pwd)
 
 mode=all
 reps=10
+budget=12G
 for arg in "$@"; do
   case "$arg" in
     --tests-only) mode=tests ;;
+    --forward) mode=forward ;;
+    --budget=*) budget=${arg#--budget=} ;;
     --bundle-deps) mode=bundle ;;
     --reps=*) reps=${arg#--reps=} ;;
-    *) echo "usage: $0 [--tests-only | --bundle-deps] [--reps=N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--tests-only | --forward | --bundle-deps] [--reps=N] [--budget=12G]" >&2; exit 2 ;;
   esac
 done
 
@@ -129,8 +136,9 @@ if ! configure; then
     exit 1
   fi
 fi
-targets=(test_cuda_ops test_cuda_runtime test_cuda_harness)
-[ "$mode" = all ] && targets+=(bench_cuda)
+targets=(test_cuda_ops test_cuda_runtime test_cuda_harness test_cuda_pipeline)
+[ "$mode" = all ] && targets+=(bench_cuda bench_cuda_forward skyreels)
+[ "$mode" = forward ] && targets=(bench_cuda_forward)
 if ! timeout 300 cmake --build "$build" -j"$jobs" --target "${targets[@]}" >>"$build_log" 2>&1; then
   say "FAIL: build; last lines:"
   grep -E 'error|Error' "$build_log" | head -30 | tee -a "$results"
@@ -138,6 +146,14 @@ if ! timeout 300 cmake --build "$build" -j"$jobs" --target "${targets[@]}" >>"$b
 fi
 grep -E 'ptxas.*(spill|stack)' "$build_log" | sort -u | tee -a "$results" || true
 say "built in $(elapsed) s"
+
+if [ "$mode" = forward ]; then
+  say "== the 13B transformer forward at 544x960x97 (resident; streamed under $budget: pinned, mmap)"
+  timeout 540 "$build/bench/gpu/bench_cuda_forward" --forward --budget "$budget" --reps 1 \
+    >"$out_dir/gpu-bench-forward.jsonl" 2>>"$results" || say "bench_cuda_forward failed ($?)"
+  say "gpu-check finished in $(elapsed) s"
+  exit 0
+fi
 
 say "== ctest -L cuda"
 # One test at a time: they share the GPU, and the CPU references use every core.
@@ -155,10 +171,22 @@ if [ "$mode" = all ]; then
   ours=$out_dir/gpu-bench-skyreels.jsonl
   theirs=$out_dir/gpu-bench-torch.jsonl
   timeout 150 "$build/bench/gpu/bench_cuda" --reps "$reps" >"$ours" 2>>"$results" || say "bench_cuda failed ($?)"
+  timeout 150 "$build/bench/gpu/bench_cuda_forward" --blocks --reps 3 >>"$ours" 2>>"$results" ||
+    say "bench_cuda_forward --blocks failed ($?)"
   # The python3 that holds PyTorch on these machines is the one on PATH.
-  timeout 150 python3 bench/gpu/torch_baseline.py --reps "$reps" >"$theirs" 2>>"$results" ||
+  timeout 150 python3 bench/gpu/torch_baseline.py --reps "$reps" --blocks >"$theirs" 2>>"$results" ||
     say "torch_baseline failed ($?)"
   python3 bench/gpu/torch_baseline.py --compare "$ours" "$theirs" | tee -a "$results"
+
+  say "== the CLI demo on the GPU (T2V, block offload, memory report), and on the CPU for the time"
+  for dev in cuda cpu; do
+    flags=(--memory-report)
+    [ $dev = cuda ] && flags+=(--offload block --vram-budget 400M)  # the CUDA plan reserves 293 MiB of scratch
+    t0=$(date +%s%N)
+    timeout 120 "$build/skyreels" generate --demo --quiet --device "$dev" "${flags[@]}" \
+      --out "$out_dir/demo-$dev.mp4" >>"$results" 2>&1 || say "demo on $dev failed ($?)"
+    say "demo on $dev: $((($(date +%s%N) - t0) / 1000000)) ms"
+  done
 fi
 say "gpu-check finished in $(elapsed) s"
 exit $test_rc

@@ -7,8 +7,17 @@
              kernel and each of flash / cuDNN / memory-efficient explicitly where available; and with the
              padded-text key mask (a boolean [1, 1, 1, L] mask: the last 100 keys masked).
 
+  blocks     (--blocks) one HunyuanVideo dual-stream and one single-stream block at width 3072, 24 heads x 128,
+             written here from diffusers' HunyuanVideoTransformerBlock / HunyuanVideoSingleTransformerBlock
+             (adaLN-Zero modulation, per-head RMSNorm of q and k, interleaved RoPE on the video tokens, joint
+             attention over video + text, tanh-GELU MLPs), everything in bf16 as diffusers runs it, on the
+             tokens given by --tokens (the last 256 are text, 100 of them padding): with the padded-key mask as
+             the reference passes it, and without a mask (flash attention). Compared with
+             bench_cuda_forward --blocks.
+
 Timing: CUDA events around each call after two warm-ups; median and minimum of --reps calls; random inputs.
-FLOPs as bench_cuda: 2 M N K for a GEMM, 4 L^2 H D for attention (all keys counted).
+FLOPs as bench_cuda: 2 M N K for a GEMM, 4 L^2 H D for attention (all keys counted); a block: 24 S D^2 for its
+linear layers and 4 S^2 D for its attention, S tokens.
 
   python3 bench/gpu/torch_baseline.py --reps 10 > torch.jsonl
   python3 bench/gpu/torch_baseline.py --compare ours.jsonl torch.jsonl     # side-by-side table
@@ -105,7 +114,90 @@ def run(args):
         mask[..., L - 100:] = False
         report("attention", shape + " kv_len-100", "bf16 sdpa (default, mask)",
                time_calls(torch, lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), args.reps), flops)
+    if args.blocks:
+        run_blocks(torch, F, args, rand)
     return 0
+
+
+def run_blocks(torch, F, args, rand):
+    S, D, H, hd, T = args.tokens, 3072, 24, 128, 256
+    N = S - T
+    lin = lambda i, o: torch.nn.Linear(i, o, device="cuda", dtype=torch.bfloat16)
+
+    def layer_norm(x):
+        return F.layer_norm(x, (D,), eps=1e-6)
+
+    def rms_heads(x, w):  # [1, L, H, hd]
+        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * w
+
+    def rope(x, cos, sin):  # interleaved pairs, x [1, L, H, hd], cos/sin [L, hd]
+        pairs = x.unflatten(-1, (hd // 2, 2))
+        rot = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return (x.float() * cos[None, :, None] + rot.float() * sin[None, :, None]).to(x.dtype)
+
+    def attention(q, k, v, mask):  # [1, L, H, hd] -> [1, L, H*hd]
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        return o.transpose(1, 2).flatten(2)
+
+    angle = torch.rand(N, hd, device="cuda") * 6.28
+    cos, sin = angle.cos(), angle.sin()
+    temb = rand(1, D)
+    mask = torch.ones(1, 1, 1, S, dtype=torch.bool, device="cuda")
+    mask[..., S - 100:] = False
+    flops = 24.0 * S * D * D + 4.0 * S * S * D
+
+    with torch.no_grad():
+        # Dual-stream block.
+        m = {n: lin(i, o) for n, i, o in [("norm1", D, 6 * D), ("norm1_c", D, 6 * D), ("q", D, D), ("k", D, D),
+                                          ("v", D, D), ("aq", D, D), ("ak", D, D), ("av", D, D), ("out", D, D),
+                                          ("aout", D, D), ("ff1", D, 4 * D), ("ff2", 4 * D, D),
+                                          ("cff1", D, 4 * D), ("cff2", 4 * D, D)]}
+        wq, wk, wq2, wk2 = (torch.ones(hd, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        x, c = rand(1, N, D), rand(1, T, D)
+
+        def dual(mask_arg):
+            mod = m["norm1"](F.silu(temb)).chunk(6, dim=-1)
+            cmod = m["norm1_c"](F.silu(temb)).chunk(6, dim=-1)
+            nx = layer_norm(x) * (1 + mod[1][:, None]) + mod[0][:, None]
+            nc = layer_norm(c) * (1 + cmod[1][:, None]) + cmod[0][:, None]
+            heads = lambda t: t.unflatten(-1, (H, hd))
+            q = rope(rms_heads(heads(m["q"](nx)), wq), cos, sin)
+            k = rope(rms_heads(heads(m["k"](nx)), wk), cos, sin)
+            v = heads(m["v"](nx))
+            cq, ck, cv = rms_heads(heads(m["aq"](nc)), wq2), rms_heads(heads(m["ak"](nc)), wk2), heads(m["av"](nc))
+            a = attention(torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), mask_arg)
+            hx = x + m["out"](a[:, :N]) * mod[2][:, None]
+            hc = c + m["aout"](a[:, N:]) * cmod[2][:, None]
+            nx2 = layer_norm(hx) * (1 + mod[4][:, None]) + mod[3][:, None]
+            nc2 = layer_norm(hc) * (1 + cmod[4][:, None]) + cmod[3][:, None]
+            hx = hx + m["ff2"](F.gelu(m["ff1"](nx2), approximate="tanh")) * mod[5][:, None]
+            hc = hc + m["cff2"](F.gelu(m["cff1"](nc2), approximate="tanh")) * cmod[5][:, None]
+            return hx, hc
+
+        shape = f"L{S} D{D} H{H}"
+        report("dual_block", shape, "bf16 (mask)", time_calls(torch, lambda: dual(mask), args.reps), flops)
+        report("dual_block", shape, "bf16 (no mask)", time_calls(torch, lambda: dual(None), args.reps), flops)
+        del m, x, c
+        torch.cuda.empty_cache()
+
+        # Single-stream block.
+        s = {n: lin(i, o) for n, i, o in [("norm", D, 3 * D), ("q", D, D), ("k", D, D), ("v", D, D),
+                                          ("mlp", D, 4 * D), ("out", 5 * D, D)]}
+        xs = rand(1, S, D)
+
+        def single(mask_arg):
+            mod = s["norm"](F.silu(temb)).chunk(3, dim=-1)
+            n = layer_norm(xs) * (1 + mod[1][:, None]) + mod[0][:, None]
+            hidden = F.gelu(s["mlp"](n), approximate="tanh")
+            heads = lambda t: t.unflatten(-1, (H, hd))
+            q, k, v = rms_heads(heads(s["q"](n)), wq), rms_heads(heads(s["k"](n)), wk), heads(s["v"](n))
+            q = torch.cat([rope(q[:, :N], cos, sin), q[:, N:]], 1)
+            k = torch.cat([rope(k[:, :N], cos, sin), k[:, N:]], 1)
+            a = attention(q, k, v, mask_arg)
+            return xs + s["out"](torch.cat([a, hidden], -1)) * mod[2][:, None]
+
+        report("single_block", shape, "bf16 (mask)", time_calls(torch, lambda: single(mask), args.reps), flops)
+        report("single_block", shape, "bf16 (no mask)", time_calls(torch, lambda: single(None), args.reps), flops)
 
 
 def compare(paths):
@@ -137,6 +229,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--no-gemm", action="store_true")
     ap.add_argument("--no-attention", action="store_true")
+    ap.add_argument("--blocks", action="store_true", help="also time one dual-stream and one single-stream block")
     ap.add_argument("--compare", nargs="+", metavar="JSONL", help="print a side-by-side table of result files")
     args = ap.parse_args()
     if args.compare:
