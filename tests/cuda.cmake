@@ -27,3 +27,8 @@ set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${cuda_harness_labels}
 
 # The whole pipeline on the GPU against the CPU run: the demo model in every offload and host memory mode.
 skyreels_test(test_cuda_pipeline LABELS "cuda;pipeline" SOURCES test_cuda_pipeline.cpp)
+# The pipeline fixtures' step-by-step parity on the GPU in f32, with the fixtures' tolerances.
+skyreels_test(test_cuda_pipeline_parity LABELS "cuda;parity" SOURCES test_pipeline_parity.cpp)
+target_compile_definitions(test_cuda_pipeline_parity PRIVATE SKYREELS_PIPELINE_PARITY_DEVICE=1
+                                                              SKYREELS_PIPELINE_PARITY_DEVICE_CUDA=1)
+target_link_libraries(test_cuda_pipeline_parity PRIVATE skyreels_pipeline)

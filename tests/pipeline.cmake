@@ -1,6 +1,12 @@
 # Pipeline tests (fixture parity step by step, generate --demo end to end, bad input).
 skyreels_test(test_pipeline LABELS "parity;pipeline" SOURCES test_pipeline_parity.cpp)
 target_link_libraries(test_pipeline PRIVATE skyreels_pipeline)
+# The same parity runs through generate_on_device on the simulated device, which forbids host access to its
+# memory: the fixtures' own requests (tiled VAE, masks) cross the host/device boundary correctly.
+skyreels_test(test_pipeline_parity_sim LABELS "parity;pipeline;residency" SOURCES test_pipeline_parity.cpp
+  ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_compile_definitions(test_pipeline_parity_sim PRIVATE SKYREELS_PIPELINE_PARITY_DEVICE=1)
+target_link_libraries(test_pipeline_parity_sim PRIVATE skyreels_pipeline)
 skyreels_test(test_generate_cli LABELS "pipeline;cli;bad-input" SOURCES test_generate_cli.cpp)
 target_link_libraries(test_generate_cli PRIVATE skyreels_pipeline)
 add_dependencies(test_generate_cli skyreels)

@@ -213,6 +213,26 @@ TEST(GenerateCli, CudaDeviceGeneratesOrSaysWhyNot) {
     EXPECT_FALSE(fs::exists(out.string() + ".partial"));
 }
 
+// A plan needs no GPU: --dry-run --device cuda plans the CUDA run anywhere (the backend's 293 MiB scratch
+// bound reserved on top of the activations), and a budget below that is refused naming the shortfall.
+TEST(GenerateCli, CudaDryRunPlansWithoutAGpu) {
+    const std::string args =
+        "generate --demo --quiet --device cuda --offload block --frames 5 --height 32 --width 32 "
+        "--steps 2 --dry-run --vram-budget ";
+    Result r = run(args + "400M");
+#ifdef SKYREELS_HAVE_CUDA
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("memory plan: device cuda"), std::string::npos) << r.output;
+    r = run(args + "100M");
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("short by"), std::string::npos) << r.output;
+#else
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("has no CUDA backend"), std::string::npos) << r.output;
+#endif
+    EXPECT_EQ(r.output.find("internal error"), std::string::npos) << r.output;
+}
+
 TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
     const fs::path dir = sr::test::scratch_dir("generate_bad");
     const std::string out = " --out '" + (dir / "out.mp4").string() + "'";

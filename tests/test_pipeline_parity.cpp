@@ -2,6 +2,12 @@
 // found by content (model_index.json + params.json): scheduler sigmas and timesteps, text conditioning,
 // image latents (I2V), each step's latents, the final latents, the decoded video and frames; and the
 // sequential-CFG run (SkyReels' cfg_for / our sequence_batch) against output_cfg_for.safetensors.
+//
+// The same file is built three times (tests/pipeline.cmake, tests/cuda.cmake): on the CPU backend; with
+// SKYREELS_PIPELINE_PARITY_DEVICE=sim, the run goes through generate_on_device on the simulated device
+// (model offload), whose memory host code may not touch; with =cuda, on the GPU in f32 (skipped without
+// one). The fixture's tolerances apply unchanged: they bound f32 noise against the reference, whichever
+// device computes in f32.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -14,6 +20,19 @@
 #include "pipeline/pipeline.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#ifdef SKYREELS_PIPELINE_PARITY_DEVICE
+#include "pipeline/device_run.h"
+#include "runtime/simulated_device.h"
+#if SKYREELS_PIPELINE_PARITY_DEVICE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#include "runtime/cuda_accelerator.h"
+#define PARITY_SUITE CudaPipelineParity
+#else
+#define PARITY_SUITE SimPipelineParity
+#endif
+#else
+#define PARITY_SUITE PipelineParity
+#endif
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -109,17 +128,44 @@ PipelineRun run(const SkyReelsPipeline& pipe, const GenerationRequest& req) {
     PipelineRun out;
     const GenerationParams& p = req.params;
     out.video = Tensor::zeros({1, 3, p.num_frames, p.height, p.width}, DType::F32);
-    pipe.generate(
-        cpu_backend(), req, {},
-        [&](const Tensor& frames, int64_t first) {
-            EXPECT_EQ(first, out.frames_seen) << "frames must arrive in order";
-            Tensor dst = out.video.slice(2, first, first + frames.dim(2));
-            dst.copy_from(frames);
-            out.frames_seen = first + frames.dim(2);
-        },
-        [&](std::string_view name, const Tensor& t) { out.captured[std::string(name)] = t.clone(); });
+    const FrameSink sink = [&](const Tensor& frames, int64_t first) {
+        EXPECT_EQ(first, out.frames_seen) << "frames must arrive in order";
+        Tensor dst = out.video.slice(2, first, first + frames.dim(2));
+        dst.copy_from(frames);
+        out.frames_seen = first + frames.dim(2);
+    };
+    const PipelineHook hook = [&](std::string_view name, const Tensor& t) {
+        out.captured[std::string(name)] = t.clone();
+    };
+#ifdef SKYREELS_PIPELINE_PARITY_DEVICE
+#if SKYREELS_PIPELINE_PARITY_DEVICE_CUDA
+    CudaAccelerator dev;
+    dev.cuda().set_gemm_precision(GemmPrecision::F32);
+    dev.cuda().set_attention_precision(GemmPrecision::F32);
+#else
+    SimulatedDevice dev({.bandwidth_bytes_per_s = 0, .latency_s = 0});
+#endif
+    generate_on_device(pipe, dev, {.memory = {.offload = OffloadMode::Model}}, req, {}, sink, hook);
+    EXPECT_EQ(dev.memory().in_use_bytes(), 0u) << "device memory left allocated after the run";
+#else
+    cpu_backend().set_gemm_precision(GemmPrecision::F32);
+    pipe.generate(cpu_backend(), req, {}, sink, hook);
+#endif
     return out;
 }
+
+// The device variants skip where their device is missing.
+#if SKYREELS_PIPELINE_PARITY_DEVICE_CUDA
+#define SKIP_WITHOUT_DEVICE()                                          \
+    do {                                                               \
+        const std::string why_ = cuda_unavailable_reason();            \
+        if (!why_.empty()) GTEST_SKIP() << "no CUDA device: " << why_; \
+    } while (0)
+#else
+#define SKIP_WITHOUT_DEVICE() \
+    do {                      \
+    } while (0)
+#endif
 
 // postprocess_video(video, "pt"): (video/2 + 0.5).clamp(0, 1), permuted to [1, F, 3, H, W].
 Tensor to_frames(const Tensor& video) {
@@ -145,6 +191,7 @@ void expect_close(const std::string& what, const Tensor& actual, const Tensor& e
 
 }  // namespace
 
+#ifndef SKYREELS_PIPELINE_PARITY_DEVICE  // the device variants run the two runs below
 TEST(PipelineParity, FixturesExist) {
     // A parity test that finds nothing to compare must fail, not pass vacuously.
     EXPECT_FALSE(pipeline_fixtures().empty()) << "no pipeline fixture under " << test::fixtures_root();
@@ -165,7 +212,11 @@ TEST(PipelineParity, SchedulerMatchesReference) {
     }
 }
 
-TEST(PipelineParity, StepByStep) {
+#endif
+
+TEST(PARITY_SUITE, StepByStep) {
+    SKIP_WITHOUT_DEVICE();
+    ASSERT_FALSE(pipeline_fixtures().empty()) << "no pipeline fixture under " << test::fixtures_root();
     for (const fs::path& dir : pipeline_fixtures()) {
         SCOPED_TRACE(dir.string());
         Fixture f{dir, load_json_file((dir / "params.json").string()),
@@ -201,7 +252,8 @@ TEST(PipelineParity, StepByStep) {
     }
 }
 
-TEST(PipelineParity, SequenceBatchMatchesCfgFor) {
+TEST(PARITY_SUITE, SequenceBatchMatchesCfgFor) {
+    SKIP_WITHOUT_DEVICE();
     for (const fs::path& dir : pipeline_fixtures()) {
         if (!fs::exists(dir / "output_cfg_for.safetensors")) continue;
         SCOPED_TRACE(dir.string());
@@ -221,6 +273,7 @@ TEST(PipelineParity, SequenceBatchMatchesCfgFor) {
     }
 }
 
+#ifndef SKYREELS_PIPELINE_PARITY_DEVICE
 TEST(PipelineParity, BadRequestsAreInputErrors) {
     const auto dirs = pipeline_fixtures();
     ASSERT_FALSE(dirs.empty());
@@ -243,3 +296,4 @@ TEST(PipelineParity, BadRequestsAreInputErrors) {
     expect_error("wrong task",
                  [](GenerationRequest& r) { r.params.task = r.params.task == Task::I2V ? Task::T2V : Task::I2V; });
 }
+#endif

@@ -7,6 +7,13 @@ namespace sr {
 WeightBinder::WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype, Allocator* planning_space)
     : store_(&store), planning_space_(planning_space), storage_dtype_(storage_dtype) {}
 
+WeightBinder WeightBinder::shapes_only(DType stored, Allocator& planning_space) {
+    WeightBinder b;
+    b.storage_dtype_ = stored;
+    b.planning_space_ = &planning_space;
+    return b;
+}
+
 WeightBinder WeightBinder::random(uint64_t seed, DType dtype) {
     WeightBinder b;
     b.seed_ = seed;
@@ -74,6 +81,10 @@ Tensor WeightBinder::planned(const Shape& shape, DType dtype, DType stored, cons
 
 Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
     if (planning_space_) {
+        if (!store_) {  // shapes only: stored as storage_dtype_
+            parameters_ += expected.numel();
+            return planned(expected, *storage_dtype_, *storage_dtype_, name);
+        }
         const DType stored = fetch(name, expected).dtype();
         return planned(expected, storage_dtype_.value_or(stored), stored, name);
     }
@@ -88,7 +99,8 @@ Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
     if (planning_space_) {
-        return planned(expected, DType::F32, fetch(name, expected).dtype(), name);
+        if (!store_) parameters_ += expected.numel();
+        return planned(expected, DType::F32, store_ ? fetch(name, expected).dtype() : *storage_dtype_, name);
     }
     if (!store_) {
         parameters_ += expected.numel();

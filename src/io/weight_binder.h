@@ -30,6 +30,11 @@ public:
     // deviation 0.02 (norm weights: 1 + that), in `dtype`. For benchmarks, tests and the demo model; the
     // made-up tensors can be saved as a checkpoint with generated().
     static WeightBinder random(uint64_t seed, DType dtype);
+    // No checkpoint and no values: every requested tensor is bound to `planning_space` as a load of a
+    // checkpoint storing it in `stored` would bind it (a view of the file, or owned f32 for norms and
+    // biases). Plans a model from its configuration alone, e.g. the released models' memory without their
+    // files (bench/bench_memory_plan.cpp).
+    static WeightBinder shapes_only(DType stored, Allocator& planning_space);
     const std::vector<std::pair<std::string, Tensor>>& generated() const { return generated_; }
 
     Tensor tensor(const std::string& name, const Shape& expected);
@@ -46,7 +51,7 @@ private:
     Tensor make_up(const std::string& name, const Shape& expected, DType dtype);
     Tensor planned(const Shape& shape, DType dtype, DType stored, const std::string& name);
     const WeightStore* store_ = nullptr;   // null: random weights
-    Allocator* planning_space_ = nullptr;  // set: a planning binder (always with a store)
+    Allocator* planning_space_ = nullptr;  // set: a planning binder (with a store, or shapes only)
     std::optional<DType> storage_dtype_;
     uint64_t seed_ = 0;
     int64_t parameters_ = 0;

@@ -171,9 +171,19 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         }
         return worst;
     };
+    // Batched CFG holds both rows' activations: when the denoising does not fit, say what halves them.
+    const std::string cfg_hint =
+        p.do_cfg() && !p.sequence_batch
+            ? "; --sequence-batch runs the two guidance rows one after the other, with half the activations"
+            : "";
     plan.stages.push_back(stage("text encoding", text_act, {PM::Llama, PM::Clip}));
     if (p.task == Task::I2V) plan.stages.push_back(stage("image encoding", image_act, {PM::VaeEncoder}));
-    plan.stages.push_back(stage("denoising", denoise_act, {PM::Transformer}));
+    try {
+        plan.stages.push_back(stage("denoising", denoise_act, {PM::Transformer}));
+    } catch (const OutOfMemoryError& e) {
+        if (cfg_hint.empty()) throw;
+        throw OutOfMemoryError(e.what() + cfg_hint);
+    }
     plan.stages.push_back(stage("decoding", decode_act, {PM::VaeDecoder}));
     plan.pinned_weight_bytes = pinned;
     plan.staging_bytes = options.host_memory == HostMemoryMode::Pageable ? 0 : target.staging_bytes;
@@ -184,13 +194,13 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
             if (s.device_peak() > options.vram_budget)
                 throw OutOfMemoryError(fmt::format(
                     "--vram-budget {}: {} needs {} of device memory ({} of weights with --offload {}, {} of "
-                    "activations); short by {}{}",
+                    "activations); short by {}{}{}",
                     format_bytes(double(options.vram_budget)), s.name, format_bytes(double(s.device_peak())),
                     format_bytes(double(s.weight_bytes)), offload_mode_name(options.offload),
                     format_bytes(double(s.activation_bytes)),
                     format_bytes(double(s.device_peak() - options.vram_budget)),
-                    options.offload == OffloadMode::Block ? ""
-                                                          : " (--offload block streams weights within the budget)"));
+                    options.offload == OffloadMode::Block ? "" : " (--offload block streams weights within the budget)",
+                    s.name == std::string("denoising") ? cfg_hint : ""));
     return plan;
 }
 

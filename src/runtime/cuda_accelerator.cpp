@@ -45,7 +45,7 @@ CudaAccelerator::~CudaAccelerator() {
     for (cudaEvent_t e : spare_timed_) cudaEventDestroy(e);
     for (cudaEvent_t e : spare_plain_) cudaEventDestroy(e);
     for (cudaEvent_t e : slot_events_) cudaEventDestroy(e);
-    if (staging_) pinned_.deallocate(staging_, options_.staging_chunk_bytes * size_t(options_.staging_chunks));
+    if (staging_) pinned_.deallocate(staging_, staging_bytes());
     cudaStreamDestroy(copy_stream_);
     cudaGetLastError();
 }
@@ -57,8 +57,14 @@ std::string CudaAccelerator::name() const {
     return fmt::format("{} ({})", backend_.name(), ok ? prop.name : "unknown");
 }
 
+// The ring's size whether or not the first staged copy has allocated it yet, as the simulated device reports
+// it: the memory plan is made before the run and counts it (for host memory modes other than pageable).
 size_t CudaAccelerator::staging_bytes() const {
-    return staging_ ? options_.staging_chunk_bytes * size_t(options_.staging_chunks) : 0;
+    return staging_bytes(options_);
+}
+
+size_t CudaAccelerator::staging_bytes(const CudaAcceleratorOptions& options) {
+    return options.staging_chunk_bytes * size_t(options.staging_chunks);
 }
 
 cudaEvent_t CudaAccelerator::take_event_locked(bool timed) {
@@ -85,8 +91,7 @@ uint64_t CudaAccelerator::copy_async(void* dst, const void* src, size_t bytes, C
     std::lock_guard<std::mutex> lock(mutex_);
     check_worker_error_locked();
     if (path == CopyPath::Staged && !staging_) {
-        const size_t ring = options_.staging_chunk_bytes * size_t(options_.staging_chunks);
-        staging_ = static_cast<char*>(pinned_.allocate(ring, "pinned staging ring"));
+        staging_ = static_cast<char*>(pinned_.allocate(staging_bytes(), "pinned staging ring"));
         slot_used_.assign(size_t(options_.staging_chunks), false);
         for (int i = 0; i < options_.staging_chunks; ++i) slot_events_.push_back(take_event_locked(false));
     }

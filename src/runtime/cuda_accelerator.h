@@ -65,6 +65,8 @@ public:
     uint64_t record_compute() override;
     CopyEngineStats stats() override;
     size_t staging_bytes() const override;
+    // The pinned staging ring `options` make (what staging_bytes() returns once constructed; no GPU needed).
+    static size_t staging_bytes(const CudaAcceleratorOptions& options);
 
 private:
     struct Job {

@@ -138,7 +138,8 @@ MemoryOptions memory_options(const GenerateOptions& o) {
     if (o.device.rfind("cuda", 0) == 0) {
         (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
 #ifdef SKYREELS_HAVE_CUDA
-        const std::string why = cuda_unavailable_reason();
+        // A plan needs no GPU: --dry-run plans a CUDA run anywhere.
+        const std::string why = o.dry_run ? std::string() : cuda_unavailable_reason();
         SR_THROW_IF(!why.empty(), "--device {}: no usable CUDA device: {}; use --device sim or cpu", o.device, why);
 #else
         SR_THROW(
@@ -252,10 +253,17 @@ int run_generate(GenerateOptions& o) {
         sim->kernels().cpu().set_gemm_precision(precision);
         device = std::move(sim);
     }
+    // The device the plan is for: the accelerator's own figures, or the host.
+    PlanTarget target{0, Device::cpu(), 0};
 #ifdef SKYREELS_HAVE_CUDA
-    if (o.device.rfind("cuda", 0) == 0) {
-        auto cuda = std::make_unique<CudaAccelerator>(
-            CudaAcceleratorOptions{.device = cuda_device_index(o.device), .memory_budget = memory.vram_budget});
+    const CudaAcceleratorOptions cuda_options{
+        .device = o.device.rfind("cuda", 0) == 0 ? cuda_device_index(o.device) : 0,
+        .memory_budget = memory.vram_budget};
+    if (o.device.rfind("cuda", 0) == 0)
+        target = {CudaAccelerator::staging_bytes(cuda_options), Device{DeviceType::CUDA, cuda_options.device},
+                  CudaBackend::kWorkspaceBytes};
+    if (o.device.rfind("cuda", 0) == 0 && !o.dry_run) {
+        auto cuda = std::make_unique<CudaAccelerator>(cuda_options);
         cuda->cuda().set_gemm_precision(precision);
         cuda->cuda().set_attention_precision(precision);
         device = std::move(cuda);
@@ -263,10 +271,10 @@ int run_generate(GenerateOptions& o) {
 #endif
     if (!device) cpu_backend().set_gemm_precision(precision);
     if (device) progress.show_device_memory(&device->memory());
+    if (device) target = PlanTarget::of(*device);
     if (o.dry_run) {
-        const MemoryPlan plan =
-            plan_memory(pipe, req, memory, device ? PlanTarget::of(*device) : PlanTarget{0, Device::cpu(), 0});
-        std::printf("%s", plan.format(memory, device ? device->name() : "cpu").c_str());
+        const MemoryPlan plan = plan_memory(pipe, req, memory, target);
+        std::printf("%s", plan.format(memory, device ? device->name() : o.device).c_str());
         return 0;
     }
     for (int i = 0; i < o.video_num; ++i) {

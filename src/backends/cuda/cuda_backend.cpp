@@ -91,11 +91,6 @@ CudaBackend::~CudaBackend() {
     cudaGetLastError();
 }
 
-size_t CudaBackend::workspace_bytes() const {
-    // Attention's scratch is a bound only when one head fits in it: 3 x L x 128 x 2 bytes, L <= 349,000.
-    return std::max(kGemmScratchBytes, kAttentionScratchBytes) + Gemm::kWorkspaceBytes + (size_t(4) << 20);
-}
-
 std::string CudaBackend::name() const {
     return fmt::format("cuda:{}", device_);
 }

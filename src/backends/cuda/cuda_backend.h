@@ -61,10 +61,16 @@ public:
     // bf16 copies of attention's q, k, v a group of heads at a time (at least one head).
     static constexpr size_t kGemmScratchBytes = size_t(64) << 20;
     static constexpr size_t kAttentionScratchBytes = size_t(256) << 20;
+    // cuBLASLt's workspace: 32 MiB, what its documentation recommends for Hopper (4 MiB suffices before it).
+    static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
     // The largest scratch of any one op (conv3d's weights widened to f32, at most 27 MiB for the VAE, are
     // below it), plus cuBLASLt's workspace, which stays allocated once made, plus a little for per-call
-    // vectors (biases widened to f32).
-    size_t workspace_bytes() const override;
+    // vectors (biases widened to f32). Attention's scratch is a bound while one head fits in it:
+    // 3 x L x 128 x 2 bytes, L <= 349,000 tokens. A constant, so a plan for CUDA needs no GPU (--dry-run).
+    static constexpr size_t kWorkspaceBytes =
+        (kGemmScratchBytes > kAttentionScratchBytes ? kGemmScratchBytes : kAttentionScratchBytes) +
+        kCublasWorkspaceBytes + (size_t(4) << 20);
+    size_t workspace_bytes() const override { return kWorkspaceBytes; }
     // A contiguous copy of `host` on this device (waits until the host memory has been read).
     Tensor upload(const Tensor& host);
     // A contiguous host copy of `t` (any strides; waits for the queued work).

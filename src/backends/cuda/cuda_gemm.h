@@ -34,8 +34,7 @@ struct CudaBackend::Gemm {
     std::map<Key, Plan> plans;
     std::map<Key, bool> unsupported;
     Tensor workspace;  // kWorkspaceBytes from the backend's memory, allocated at the first GEMM
-    // 32 MiB: what cuBLASLt's documentation recommends for Hopper (4 MiB suffices before it).
-    static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+    static constexpr size_t kWorkspaceBytes = CudaBackend::kCublasWorkspaceBytes;
 };
 
 }  // namespace sr

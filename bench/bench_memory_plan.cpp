@@ -1,0 +1,131 @@
+// The memory plan of the released SkyReels-V1 models (the 13B transformer, the 8B Llama text encoder, CLIP-L,
+// the causal VAE: their default configurations, weights stored in bf16), at the SkyReels shape 544x960x97
+// with true CFG, made without their files: every weight is bound to address space (WeightBinder::shapes_only)
+// and each stage runs on the NullBackend (pipeline/memory_plan.h). So these are the engine's own figures,
+// exact for its code paths, for any machine: the device peak per offload mode and budget, the streaming a
+// budget implies, and the host memory that cannot be reclaimed.
+//
+//   build/bench/bench_memory_plan [--task t2v|i2v] [--height 544 --width 960 --frames 97] [--device cuda|sim]
+//
+// One JSON object per (offload mode, budget, host memory mode) on stdout; a table on stderr. A budget that
+// cannot hold a stage prints the plan's own refusal (which stage, how much is missing).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "core/virtual_allocator.h"
+#include "io/json.h"
+#include "pipeline/memory_plan.h"
+#ifdef SKYREELS_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
+using namespace sr;
+
+int main(int argc, char** argv) {
+    CLI::App app{"memory plan of the released SkyReels-V1 models, without their files"};
+    std::string task = "t2v", device = "cuda";
+    int64_t height = 544, width = 960, frames = 97;
+    bool sequence_batch = false;
+    app.add_option("--task", task, "t2v or i2v")->capture_default_str();
+    app.add_option("--height", height)->capture_default_str();
+    app.add_option("--width", width)->capture_default_str();
+    app.add_option("--frames", frames)->capture_default_str();
+    app.add_option("--device", device, "cuda (its scratch bound and staging ring) or sim")->capture_default_str();
+    app.add_flag("--sequence-batch", sequence_batch, "one CFG row at a time (half the activations)");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        SR_THROW_IF(task != "t2v" && task != "i2v", "--task {}: t2v or i2v", task);
+        SR_THROW_IF(device != "cuda" && device != "sim", "--device {}: cuda or sim", device);
+        VirtualAllocator weights("planned weights");
+        PipelineComponents c;
+        HunyuanVideoConfig dit;
+        if (task == "i2v") dit.in_channels = 32;  // SkyReels-V1-Hunyuan-I2V: the image latents concatenated
+        WeightBinder bt = WeightBinder::shapes_only(DType::BF16, weights);
+        c.transformer = std::make_shared<const HunyuanVideoTransformer>(dit, bt);
+        WeightBinder bv = WeightBinder::shapes_only(DType::BF16, weights);
+        c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAEConfig{}, bv);
+        WeightBinder bl = WeightBinder::shapes_only(DType::BF16, weights);
+        c.llama = std::make_shared<const LlamaTextEncoder>(LlamaConfig{}, bl);
+        WeightBinder bc = WeightBinder::shapes_only(DType::BF16, weights);
+        c.clip = std::make_shared<const ClipTextEncoder>(ClipTextConfig{}, bc);
+        std::fprintf(stderr,
+                     "parameters: transformer %.2f B, Llama %.2f B, CLIP %.0f M, VAE %.0f M (bf16: %.1f GiB in all)\n",
+                     double(bt.parameter_count()) * 1e-9, double(bl.parameter_count()) * 1e-9,
+                     double(bc.parameter_count()) * 1e-6, double(bv.parameter_count()) * 1e-6,
+                     double(weights.in_use_bytes()) / double(1ull << 30));
+        const SkyReelsPipeline pipe(std::move(c));
+
+        GenerationRequest req;
+        req.params.task = task == "i2v" ? Task::I2V : Task::T2V;
+        req.params.height = height;
+        req.params.width = width;
+        req.params.num_frames = frames;
+        req.params.sequence_batch = sequence_batch;
+        if (req.params.task == Task::I2V) req.image = Tensor::zeros({3, height, width}, DType::F32);
+
+        PlanTarget target;  // the simulated device: no scratch bound, a 2 x 16 MiB staging ring
+        target.staging_bytes = 32u << 20;
+        if (device == "cuda") {
+#ifdef SKYREELS_HAVE_CUDA
+            target = {64u << 20, Device{DeviceType::CUDA, 0}, CudaBackend::kWorkspaceBytes};
+#else
+            SR_THROW("--device cuda: this build has no CUDA backend (its scratch bound is defined there)");
+#endif
+        }
+        struct Case {
+            OffloadMode offload;
+            size_t budget;
+            HostMemoryMode host;
+        };
+        std::vector<Case> cases = {{OffloadMode::None, 0, HostMemoryMode::Mmap},
+                                   {OffloadMode::Model, 0, HostMemoryMode::Mmap}};
+        for (size_t gib : {24, 16, 12, 8})
+            for (HostMemoryMode host : {HostMemoryMode::Mmap, HostMemoryMode::Pinned})
+                cases.push_back({OffloadMode::Block, size_t(gib) << 30, host});
+        std::fprintf(stderr, "%-6s %-8s %-7s %12s %12s %12s %12s %10s %12s %14s\n", "offload", "budget", "host", "text",
+                     "image", "denoise", "decode", "streamed", "per step", "host non-recl.");
+        for (const Case& k : cases) {
+            const MemoryOptions o{.offload = k.offload, .vram_budget = k.budget, .host_memory = k.host};
+            Json j{{"task", task},
+                   {"shape", fmt::format("{}x{}x{}", height, width, frames)},
+                   {"device", device},
+                   {"sequence_batch", sequence_batch},
+                   {"offload", offload_mode_name(k.offload)},
+                   {"vram_budget", k.budget},
+                   {"host_memory", host_memory_mode_name(k.host)}};
+            const std::string budget = k.budget ? format_bytes(double(k.budget)) : "none";
+            try {
+                const MemoryPlan plan = plan_memory(pipe, req, o, target);
+                std::string row = fmt::format("{:<7} {:<8} {:<7}", offload_mode_name(k.offload), budget,
+                                              host_memory_mode_name(k.host));
+                std::map<std::string, size_t> peaks;
+                for (const auto& s : plan.stages) peaks[s.name] = s.device_peak();
+                for (const char* stage : {"text encoding", "image encoding", "denoising", "decoding"}) {
+                    const auto it = peaks.find(stage);
+                    row += fmt::format(" {:>12}", it == peaks.end() ? "-" : format_bytes(double(it->second)));
+                    if (it != peaks.end()) j["device_peak"][stage] = it->second;
+                }
+                row += fmt::format(" {:>10} {:>12} {:>14}",
+                                   fmt::format("{}/{}", plan.streamed_blocks, plan.transformer_blocks),
+                                   format_bytes(double(plan.streamed_bytes_per_step)),
+                                   format_bytes(double(plan.host_nonreclaimable())));
+                j["device_peak_bytes"] = plan.device_peak();
+                j["streamed_blocks"] = plan.streamed_blocks;
+                j["streamed_bytes_per_step"] = plan.streamed_bytes_per_step;
+                j["pinned_bytes"] = plan.pinned_bytes;
+                j["host_nonreclaimable_bytes"] = plan.host_nonreclaimable();
+                std::fprintf(stderr, "%s\n", row.c_str());
+            } catch (const OutOfMemoryError& e) {
+                j["refused"] = e.what();
+                std::fprintf(stderr, "%-7s %-8s %-7s refused: %s\n", offload_mode_name(k.offload), budget.c_str(),
+                             host_memory_mode_name(k.host), e.what());
+            }
+            std::printf("%s\n", j.dump().c_str());
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_memory_plan: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
