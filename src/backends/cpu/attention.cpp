@@ -10,6 +10,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/vec_math.h"
+#include "backends/op_checks.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -35,24 +36,11 @@ struct DenseMask {
 
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
                            float scale) {
-    SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
-    SR_ASSERT(
-        q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
-        "attention is f32");
-    const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3), Lk = k.dim(2);
-    SR_ASSERT(k.dim(0) == B && v.dim(0) == B && k.dim(1) == H && v.dim(1) == H && v.dim(2) == Lk && k.dim(3) == D &&
-                  v.dim(3) == D && out.dim(0) == B && out.dim(1) == H && out.dim(2) == Lq && out.dim(3) == D,
-              "attention shapes q {} k {} v {} out {}", q.describe(), k.describe(), v.describe(), out.describe());
-    SR_ASSERT(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1,
-              "attention needs a unit innermost stride");
-    SR_ASSERT(mask.kv_len.empty() || int64_t(mask.kv_len.size()) == B, "kv_len has {} rows for batch {}",
-              mask.kv_len.size(), B);
+    const AttentionShape shape = check_attention(q, k, v, out, mask);
+    const int64_t B = shape.B, H = shape.H, Lq = shape.Lq, Lk = shape.Lk, D = shape.D;
     DenseMask dense;
     if (mask.dense.defined()) {
         const Tensor& m = mask.dense;
-        SR_ASSERT(m.rank() == 3 && m.dim(0) == B && m.dim(1) == Lq && m.dim(2) == Lk, "dense mask {} for [{},{},{}]",
-                  m.describe(), B, Lq, Lk);
-        SR_ASSERT(m.dtype() == DType::Bool || m.dtype() == DType::F32, "dense mask dtype {}", dtype_name(m.dtype()));
         dense = {m.raw_data(), m.dtype(), m.stride(0), m.stride(1), m.stride(2)};
     }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backends/cpu/torch_math.h"
+#include "backends/op_checks.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -93,16 +94,9 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
 }
 
 void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
-    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}", x.describe(),
-              weight.describe());
-    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
-    const int64_t D = weight.dim(0), pt = weight.dim(2), ph = weight.dim(3), pw = weight.dim(4);
-    SR_ASSERT(weight.dim(1) == C, "patch_embed_3d: {} input channels, weight {}", C, weight.describe());
-    SR_ASSERT(F % pt == 0 && H % ph == 0 && W % pw == 0, "patch_embed_3d: {} not divisible by patch {}x{}x{}",
-              x.describe(), pt, ph, pw);
-    const int64_t Fp = F / pt, Hp = H / ph, Wp = W / pw, N = Fp * Hp * Wp, P = C * pt * ph * pw;
-    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * N * D, "patch_embed_3d out {}",
-              y.describe());
+    const PatchEmbedShape s = check_patch_embed_3d(x, weight, y);
+    const int64_t B = s.B, C = s.C, H = s.H, W = s.W, D = s.D, pt = s.pt, ph = s.ph, pw = s.pw;
+    const int64_t Hp = H / ph, Wp = W / pw, N = s.N, P = s.P;
     // im2col: one row per patch, columns in the weight's (c, t, h, w) order; then one GEMM.
     Tensor cols = Tensor::empty({B * N, P}, DType::F32, allocator(), "patch columns");
     float* cd = cols.data<float>();

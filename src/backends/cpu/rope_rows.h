@@ -3,6 +3,7 @@
 // v the head's D values and c, s the token's table rows. The variants differ only in which pairs rotate.
 #pragma once
 
+#include "backends/op_checks.h"
 #include "core/parallel.h"
 #include "core/tensor.h"
 
@@ -10,13 +11,8 @@ namespace sr {
 
 template <class Rotate>
 void for_each_rope_head(Tensor& x, const Tensor& cos, const Tensor& sin, const char* op, Rotate&& rotate) {
-    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "{} wants an f32 [B,L,H,D] view, got {}",
-              op, x.describe());
-    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3);
-    SR_ASSERT(D % 2 == 0, "{} head dim {} is odd", op, D);
-    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.numel() == L * D && sin.numel() == L * D,
-              "{} tables {} / {} for L={} D={}", op, cos.describe(), sin.describe(), L, D);
+    const RopeShape s = check_rope(x, cos, sin, op);
+    const int64_t B = s.B, L = s.L, H = s.H, D = s.D;
     const float* cd = cos.data<float>();
     const float* sd = sin.data<float>();
     float* xd = static_cast<float*>(x.raw_data());

@@ -4,6 +4,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/rope_rows.h"
 #include "backends/cpu/vec_math.h"
+#include "backends/op_checks.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -12,31 +13,12 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per task: enough work to amortize a thread wake-up
 
-int64_t id_at(const Tensor& ids, int64_t b, int64_t l) {
-    const int64_t off = b * ids.stride(0) + l * ids.stride(1);
-    return ids.dtype() == DType::I64 ? static_cast<const int64_t*>(ids.raw_data())[off]
-                                     : static_cast<const int32_t*>(ids.raw_data())[off];
-}
-
 }  // namespace
 
 void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
-    SR_THROW_IF(ids.rank() != 2 || (ids.dtype() != DType::I64 && ids.dtype() != DType::I32),
-                "embedding: ids must be I32/I64 [B, L], got {}", ids.describe());
-    SR_ASSERT(table.rank() == 2 && table.is_contiguous() &&
-                  (table.dtype() == DType::F32 || table.dtype() == DType::BF16 || table.dtype() == DType::F16),
-              "embedding table {}", table.describe());
-    const int64_t B = ids.dim(0), L = ids.dim(1), V = table.dim(0), D = table.dim(1);
-    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.rank() == 3 && y.dim(0) == B && y.dim(1) == L &&
-                  y.dim(2) == D,
-              "embedding output {} for ids {} and table {}", y.describe(), ids.describe(), table.describe());
-    // Validate every id before writing anything: a bad id is the user's (a tokenizer/model mismatch).
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t l = 0; l < L; ++l) {
-            const int64_t id = id_at(ids, b, l);
-            SR_THROW_IF(id < 0 || id >= V, "embedding: token id {} at [{},{}] is outside the vocabulary [0, {})", id, b,
-                        l, V);
-        }
+    const EmbeddingShape s = check_embedding(ids, table, y);
+    const int64_t B = s.B, L = s.L, D = s.D;
+    check_token_ids(ids, s.V);  // every id before anything is written
     const size_t row_bytes = size_t(D) * dtype_size(table.dtype());
     const auto* td = static_cast<const uint8_t*>(table.raw_data());
     float* yd = y.data<float>();
@@ -44,7 +26,7 @@ void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
         B * L,
         [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r) {
-                const int64_t id = id_at(ids, r / L, r % L);
+                const int64_t id = token_id_at(ids, r / L, r % L);
                 convert_elements(td + size_t(id) * row_bytes, table.dtype(), yd + r * D, DType::F32, size_t(D));
             }
         },

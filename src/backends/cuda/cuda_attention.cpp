@@ -7,6 +7,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/op_checks.h"
 
 namespace sr {
 
@@ -20,32 +21,18 @@ constexpr int64_t kBf16ScratchBytes = int64_t(CudaBackend::kAttentionScratchByte
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
                             float scale) {
-    SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
-    SR_ASSERT(
-        q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
-        "attention is f32");
     check_here(q, "attention q");
     check_here(k, "attention k");
     check_here(v, "attention v");
     check_here(out, "attention out");
-    const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3), Lk = k.dim(2);
-    SR_ASSERT(k.dim(0) == B && v.dim(0) == B && k.dim(1) == H && v.dim(1) == H && v.dim(2) == Lk && k.dim(3) == D &&
-                  v.dim(3) == D && out.dim(0) == B && out.dim(1) == H && out.dim(2) == Lq && out.dim(3) == D,
-              "attention shapes q {} k {} v {} out {}", q.describe(), k.describe(), v.describe(), out.describe());
-    SR_ASSERT(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1,
-              "attention needs a unit innermost stride");
-    SR_ASSERT(mask.kv_len.empty() || int64_t(mask.kv_len.size()) == B, "kv_len has {} rows for batch {}",
-              mask.kv_len.size(), B);
+    const AttentionShape shape = check_attention(q, k, v, out, mask);
+    const int64_t B = shape.B, H = shape.H, Lq = shape.Lq, Lk = shape.Lk, D = shape.D;
     SR_ASSERT(D <= cuda::kAttentionF32MaxD, "attention head dim {} above the CUDA kernels' {}", D,
               cuda::kAttentionF32MaxD);
     // A dense mask built on the host (the token refiner's) is uploaded here; it is small ([B, 256, 256]).
     const Tensor dense = mask.dense.defined() && mask.dense.device() == Device::cpu() ? upload(mask.dense) : mask.dense;
     if (dense.defined()) {
-        check_here(dense, "attention mask");
-        SR_ASSERT(dense.rank() == 3 && dense.dim(0) == B && dense.dim(1) == Lq && dense.dim(2) == Lk,
-                  "dense mask {} for [{},{},{}]", dense.describe(), B, Lq, Lk);
-        SR_ASSERT(dense.dtype() == DType::Bool || dense.dtype() == DType::F32, "dense mask dtype {}",
-                  dtype_name(dense.dtype()));
+        check_here(dense, "attention mask");  // its shape and dtype: check_attention
     }
     if (B == 0 || H == 0 || Lq == 0 || D == 0) return;
     make_current();

@@ -10,6 +10,7 @@
 // _FAST_TF32 compute type is asked for), matching the CPU to the op tests' f32 tolerance; with bf16 operands
 // it accumulates in f32 on the tensor cores.
 #include "backends/cuda/cuda_gemm.h"
+#include "backends/op_checks.h"
 
 #include <cuda_runtime.h>
 
@@ -229,16 +230,9 @@ void CudaBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Te
     check_here(x, "patch_embed_3d input");
     check_here(weight, "patch_embed_3d weight");
     check_here(y, "patch_embed_3d output");
-    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}", x.describe(),
-              weight.describe());
-    const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
-    const int64_t D = weight.dim(0), pt = weight.dim(2), ph = weight.dim(3), pw = weight.dim(4);
-    SR_ASSERT(weight.dim(1) == C, "patch_embed_3d: {} input channels, weight {}", C, weight.describe());
-    SR_ASSERT(F % pt == 0 && H % ph == 0 && W % pw == 0, "patch_embed_3d: {} not divisible by patch {}x{}x{}",
-              x.describe(), pt, ph, pw);
-    const int64_t N = (F / pt) * (H / ph) * (W / pw), P = C * pt * ph * pw;
-    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * N * D, "patch_embed_3d out {}",
-              y.describe());
+    const PatchEmbedShape s = check_patch_embed_3d(x, weight, y);
+    const int64_t B = s.B, C = s.C, F = s.F, H = s.H, W = s.W, D = s.D, pt = s.pt, ph = s.ph, pw = s.pw;
+    const int64_t N = s.N, P = s.P;
     // im2col (one row per patch, columns in the weight's (c, t, h, w) order), then one GEMM.
     Tensor cols = Tensor::empty({B * N, P}, DType::F32, memory_, "patch columns");
     const int64_t x_stride[5] = {x.stride(0), x.stride(1), x.stride(2), x.stride(3), x.stride(4)};

@@ -6,6 +6,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/op_checks.h"
 
 namespace sr {
 
@@ -132,13 +133,8 @@ void CudaBackend::rope(Tensor& x, const Tensor& cos, const Tensor& sin, bool int
     check_here(x, op);
     check_here(cos, op);
     check_here(sin, op);
-    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "{} wants an f32 [B,L,H,D] view, got {}",
-              op, x.describe());
-    const int64_t B = x.dim(0), L = x.dim(1), H = x.dim(2), D = x.dim(3);
-    SR_ASSERT(D % 2 == 0, "{} head dim {} is odd", op, D);
-    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.numel() == L * D && sin.numel() == L * D,
-              "{} tables {} / {} for L={} D={}", op, cos.describe(), sin.describe(), L, D);
+    const RopeShape s = check_rope(x, cos, sin, op);
+    const int64_t B = s.B, L = s.L, H = s.H, D = s.D;
     make_current();
     cuda::rope(static_cast<float*>(x.raw_data()), x.stride(0), x.stride(1), x.stride(2), B, L, H, D, cos.data<float>(),
                sin.data<float>(), interleaved, stream_);
@@ -175,28 +171,13 @@ void CudaBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_
 }
 
 void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
-    SR_THROW_IF(ids.rank() != 2 || (ids.dtype() != DType::I64 && ids.dtype() != DType::I32),
-                "embedding: ids must be I32/I64 [B, L], got {}", ids.describe());
     check_here(table, "embedding table");
     check_here(y, "embedding output");
-    SR_ASSERT(table.rank() == 2 && table.is_contiguous() &&
-                  (table.dtype() == DType::F32 || table.dtype() == DType::BF16 || table.dtype() == DType::F16),
-              "embedding table {}", table.describe());
-    const int64_t B = ids.dim(0), L = ids.dim(1), V = table.dim(0), D = table.dim(1);
-    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.rank() == 3 && y.dim(0) == B && y.dim(1) == L &&
-                  y.dim(2) == D,
-              "embedding output {} for ids {} and table {}", y.describe(), ids.describe(), table.describe());
-    // Every id is checked before anything is written (a bad id is the user's: a tokenizer/model mismatch).
-    // The ids are a few hundred integers, so they are checked on the host.
+    const EmbeddingShape s = check_embedding(ids, table, y);
+    const int64_t B = s.B, L = s.L, D = s.D;
+    // Every id is checked before anything is written; the ids are a few hundred integers, so on the host.
     const Tensor host_ids = ids.device() == device() ? download(ids) : ids.contiguous();
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t l = 0; l < L; ++l) {
-            const int64_t i = b * L + l;
-            const int64_t id =
-                host_ids.dtype() == DType::I64 ? host_ids.data<int64_t>()[i] : int64_t(host_ids.data<int32_t>()[i]);
-            SR_THROW_IF(id < 0 || id >= V, "embedding: token id {} at [{},{}] is outside the vocabulary [0, {})", id, b,
-                        l, V);
-        }
+    check_token_ids(host_ids, s.V);
     const Tensor dev_ids = ids.device() == device() ? ids : upload(host_ids);
     make_current();
     cuda::embedding(dev_ids.raw_data(), ktype(dev_ids.dtype()), dev_ids.stride(0), dev_ids.stride(1), table.raw_data(),

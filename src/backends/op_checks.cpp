@@ -1,0 +1,84 @@
+#include "backends/op_checks.h"
+
+namespace sr {
+
+AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                               const AttentionMask& mask) {
+    SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
+    SR_ASSERT(
+        q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
+        "attention is f32");
+    const AttentionShape s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+    SR_ASSERT(k.dim(0) == s.B && v.dim(0) == s.B && k.dim(1) == s.H && v.dim(1) == s.H && v.dim(2) == s.Lk &&
+                  k.dim(3) == s.D && v.dim(3) == s.D && out.dim(0) == s.B && out.dim(1) == s.H && out.dim(2) == s.Lq &&
+                  out.dim(3) == s.D,
+              "attention shapes q {} k {} v {} out {}", q.describe(), k.describe(), v.describe(), out.describe());
+    SR_ASSERT(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1,
+              "attention needs a unit innermost stride");
+    SR_ASSERT(mask.kv_len.empty() || int64_t(mask.kv_len.size()) == s.B, "kv_len has {} rows for batch {}",
+              mask.kv_len.size(), s.B);
+    if (mask.dense.defined()) {
+        const Tensor& m = mask.dense;
+        SR_ASSERT(m.rank() == 3 && m.dim(0) == s.B && m.dim(1) == s.Lq && m.dim(2) == s.Lk,
+                  "dense mask {} for [{},{},{}]", m.describe(), s.B, s.Lq, s.Lk);
+        SR_ASSERT(m.dtype() == DType::Bool || m.dtype() == DType::F32, "dense mask dtype {}", dtype_name(m.dtype()));
+    }
+    return s;
+}
+
+RopeShape check_rope(const Tensor& x, const Tensor& cos, const Tensor& sin, const char* op) {
+    SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "{} wants an f32 [B,L,H,D] view, got {}",
+              op, x.describe());
+    const RopeShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
+    SR_ASSERT(s.D % 2 == 0, "{} head dim {} is odd", op, s.D);
+    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.numel() == s.L * s.D && sin.numel() == s.L * s.D,
+              "{} tables {} / {} for L={} D={}", op, cos.describe(), sin.describe(), s.L, s.D);
+    return s;
+}
+
+PatchEmbedShape check_patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor& y) {
+    SR_ASSERT(x.rank() == 5 && weight.rank() == 5 && x.dtype() == DType::F32, "patch_embed_3d {} with {}", x.describe(),
+              weight.describe());
+    PatchEmbedShape s{};
+    s.B = x.dim(0), s.C = x.dim(1), s.F = x.dim(2), s.H = x.dim(3), s.W = x.dim(4);
+    s.D = weight.dim(0), s.pt = weight.dim(2), s.ph = weight.dim(3), s.pw = weight.dim(4);
+    SR_ASSERT(weight.dim(1) == s.C, "patch_embed_3d: {} input channels, weight {}", s.C, weight.describe());
+    SR_ASSERT(s.F % s.pt == 0 && s.H % s.ph == 0 && s.W % s.pw == 0,
+              "patch_embed_3d: {} not divisible by patch {}x{}x{}", x.describe(), s.pt, s.ph, s.pw);
+    s.N = (s.F / s.pt) * (s.H / s.ph) * (s.W / s.pw);
+    s.P = s.C * s.pt * s.ph * s.pw;
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == s.B * s.N * s.D, "patch_embed_3d out {}",
+              y.describe());
+    return s;
+}
+
+EmbeddingShape check_embedding(const Tensor& ids, const Tensor& table, const Tensor& y) {
+    SR_THROW_IF(ids.rank() != 2 || (ids.dtype() != DType::I64 && ids.dtype() != DType::I32),
+                "embedding: ids must be I32/I64 [B, L], got {}", ids.describe());
+    SR_ASSERT(table.rank() == 2 && table.is_contiguous() &&
+                  (table.dtype() == DType::F32 || table.dtype() == DType::BF16 || table.dtype() == DType::F16),
+              "embedding table {}", table.describe());
+    const EmbeddingShape s{ids.dim(0), ids.dim(1), table.dim(0), table.dim(1)};
+    SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.rank() == 3 && y.dim(0) == s.B && y.dim(1) == s.L &&
+                  y.dim(2) == s.D,
+              "embedding output {} for ids {} and table {}", y.describe(), ids.describe(), table.describe());
+    return s;
+}
+
+int64_t token_id_at(const Tensor& ids, int64_t b, int64_t l) {
+    const int64_t off = b * ids.stride(0) + l * ids.stride(1);
+    return ids.dtype() == DType::I64 ? static_cast<const int64_t*>(ids.raw_data())[off]
+                                     : static_cast<const int32_t*>(ids.raw_data())[off];
+}
+
+void check_token_ids(const Tensor& ids, int64_t vocab) {
+    for (int64_t b = 0; b < ids.dim(0); ++b)
+        for (int64_t l = 0; l < ids.dim(1); ++l) {
+            const int64_t id = token_id_at(ids, b, l);
+            SR_THROW_IF(id < 0 || id >= vocab, "embedding: token id {} at [{},{}] is outside the vocabulary [0, {})",
+                        id, b, l, vocab);
+        }
+}
+
+}  // namespace sr
