@@ -1,6 +1,39 @@
 #include "backends/op_checks.h"
 
+#include <algorithm>
+
 namespace sr {
+
+LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y) {
+    SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
+    SR_ASSERT(dtype_is_float(weight.dtype()) && weight.dtype() != DType::F8_E4M3, "linear weight dtype {}",
+              dtype_name(weight.dtype()));
+    const int64_t N = weight.dim(0), K = weight.dim(1);
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.dim(-1) == K && y.dim(-1) == N &&
+                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+              "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
+    SR_ASSERT(!bias || bias->numel() == N, "linear bias {} for N={}", bias ? bias->describe() : "", N);
+    return {K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1), N, K};
+}
+
+void check_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, std::array<int64_t, 3> stride,
+                  std::array<int64_t, 3> padding, const Tensor& y) {
+    SR_ASSERT(x.rank() == 5 && w.rank() == 5 && y.rank() == 5, "conv3d on {} * {} -> {}", x.describe(), w.describe(),
+              y.describe());
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous(),
+              "conv3d wants contiguous f32 activations, got {} -> {}", x.describe(), y.describe());
+    SR_ASSERT(dtype_is_float(w.dtype()), "conv3d weight {}", w.describe());
+    SR_ASSERT(w.dim(1) == x.dim(1) && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0), "conv3d {} * {} -> {}",
+              x.describe(), w.describe(), y.describe());
+    for (int i = 0; i < 3; ++i) {
+        SR_ASSERT(stride[size_t(i)] >= 1 && padding[size_t(i)] >= 0, "conv3d stride/padding");
+        const int64_t o = (x.dim(2 + i) + 2 * padding[size_t(i)] - w.dim(2 + i)) / stride[size_t(i)] + 1;
+        SR_ASSERT(y.dim(2 + i) == o, "conv3d {} * {} -> {}: axis {} should be {}", x.describe(), w.describe(),
+                  y.describe(), i, o);
+    }
+    SR_ASSERT(!bias || bias->numel() == w.dim(0), "conv3d bias {}", bias->describe());
+}
 
 AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                const AttentionMask& mask) {

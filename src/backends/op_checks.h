@@ -4,9 +4,23 @@
 // (InputError). Where a tensor lives is each backend's own check.
 #pragma once
 
+#include <array>
+
 #include "backends/backend.h"
 
 namespace sr {
+
+struct LinearShape {
+    int64_t M, N, K;
+};
+// x [..., K] and y [..., N] contiguous f32 with as many rows, weight contiguous [N, K] f32/bf16/f16 (no fp8),
+// bias N values.
+LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y);
+
+// x [B,C,F,H,W] and y [B,O,F',H',W'] contiguous f32, weight [O,C,kt,kh,kw] of a float dtype, the output size
+// that stride and padding give, bias O values.
+void check_conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                  std::array<int64_t, 3> padding, const Tensor& y);
 
 struct AttentionShape {
     int64_t B, H, Lq, Lk, D;

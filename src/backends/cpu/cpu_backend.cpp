@@ -52,14 +52,8 @@ void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* d
 }  // namespace
 
 void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
-    SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
-    const int64_t N = weight.dim(0), K = weight.dim(1);
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.dim(-1) == K && y.dim(-1) == N &&
-                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
-              "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
-    SR_ASSERT(!bias || (bias->numel() == N), "linear bias {} for N={}", bias ? bias->describe() : "", N);
-    const int64_t M = K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1);
+    const LinearShape s = check_linear(x, weight, bias, y);
+    const int64_t M = s.M, N = s.N, K = s.K;
     float* yd = y.data<float>();
     const float* xd = x.data<float>();
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/op_checks.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -115,28 +116,11 @@ Tensor as_f32(const Tensor& t) {
     return t.dtype() == DType::F32 ? t.contiguous() : t.to(DType::F32);
 }
 
-void check_conv(const Tensor& x, const Tensor& w, const Tensor* bias, std::array<int64_t, 3> stride,
-                std::array<int64_t, 3> padding, const Tensor& y) {
-    SR_ASSERT(x.rank() == 5 && w.rank() == 5 && y.rank() == 5, "conv3d on {} * {} -> {}", x.describe(), w.describe(),
-              y.describe());
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous(),
-              "conv3d wants contiguous f32 activations, got {} -> {}", x.describe(), y.describe());
-    SR_ASSERT(w.dim(1) == x.dim(1) && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0), "conv3d {} * {} -> {}",
-              x.describe(), w.describe(), y.describe());
-    for (int i = 0; i < 3; ++i) {
-        SR_ASSERT(stride[size_t(i)] >= 1 && padding[size_t(i)] >= 0, "conv3d stride/padding");
-        const int64_t o = (x.dim(2 + i) + 2 * padding[size_t(i)] - w.dim(2 + i)) / stride[size_t(i)] + 1;
-        SR_ASSERT(y.dim(2 + i) == o, "conv3d {} * {} -> {}: axis {} should be {}", x.describe(), w.describe(),
-                  y.describe(), i, o);
-    }
-    SR_ASSERT(!bias || bias->numel() == w.dim(0), "conv3d bias {}", bias->describe());
-}
-
 }  // namespace
 
 void conv3d_direct(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
                    std::array<int64_t, 3> padding, Tensor& y) {
-    check_conv(x, weight, bias, stride, padding, y);
+    check_conv3d(x, weight, bias, stride, padding, y);
     const Tensor w = as_f32(weight);
     const Tensor b = bias ? as_f32(*bias) : Tensor();
     const int64_t B = x.dim(0), C = x.dim(1), F = x.dim(2), H = x.dim(3), W = x.dim(4);
@@ -176,7 +160,7 @@ void conv3d_direct(const Tensor& x, const Tensor& weight, const Tensor* bias, st
 
 void CpuBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
                         std::array<int64_t, 3> padding, Tensor& y) {
-    check_conv(x, weight, bias, stride, padding, y);
+    check_conv3d(x, weight, bias, stride, padding, y);
     if (y.numel() == 0) return;
     const ConvKey key{{x.dim(0), x.dim(1), x.dim(2), x.dim(3), x.dim(4)},
                       weight.dim(0),

@@ -155,16 +155,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
     check_here(x, "linear input");
     check_here(weight, "linear weight");
     check_here(y, "linear output");
-    SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
-    const int64_t N = weight.dim(0), K = weight.dim(1);
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.dim(-1) == K && y.dim(-1) == N &&
-                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
-              "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
-    SR_ASSERT(!bias || bias->numel() == N, "linear bias {} for N={}", bias ? bias->describe() : "", N);
-    SR_ASSERT(dtype_is_float(weight.dtype()) && weight.dtype() != DType::F8_E4M3, "linear weight dtype {}",
-              dtype_name(weight.dtype()));
-    const int64_t M = K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1);
+    const LinearShape s = check_linear(x, weight, bias, y);
+    const int64_t M = s.M, N = s.N, K = s.K;
     if (M == 0 || N == 0) return;
     const Tensor b32 = bias ? f32_vector(*bias, N, "linear bias (f32)") : Tensor();
     const float* bp = bias ? b32.data<float>() : nullptr;

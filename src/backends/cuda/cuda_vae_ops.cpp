@@ -3,6 +3,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/op_checks.h"
 
 namespace sr {
 
@@ -26,17 +27,8 @@ void CudaBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bi
                          std::array<int64_t, 3> padding, Tensor& y) {
     check_5d(*this, x, y, "conv3d");
     check_here(weight, "conv3d weight");
-    SR_ASSERT(weight.rank() == 5 && weight.is_contiguous() && dtype_is_float(weight.dtype()), "conv3d weight {}",
-              weight.describe());
-    SR_ASSERT(weight.dim(1) == x.dim(1) && y.dim(0) == x.dim(0) && y.dim(1) == weight.dim(0), "conv3d {} * {} -> {}",
-              x.describe(), weight.describe(), y.describe());
-    for (int i = 0; i < 3; ++i) {
-        SR_ASSERT(stride[size_t(i)] >= 1 && padding[size_t(i)] >= 0, "conv3d stride/padding");
-        const int64_t o = (x.dim(2 + i) + 2 * padding[size_t(i)] - weight.dim(2 + i)) / stride[size_t(i)] + 1;
-        SR_ASSERT(y.dim(2 + i) == o, "conv3d {} * {} -> {}: axis {} should be {}", x.describe(), weight.describe(),
-                  y.describe(), i, o);
-    }
-    SR_ASSERT(!bias || bias->numel() == weight.dim(0), "conv3d bias {}", bias->describe());
+    SR_ASSERT(weight.is_contiguous(), "conv3d weight {}", weight.describe());
+    check_conv3d(x, weight, bias, stride, padding, y);
     if (y.numel() == 0) return;
     // Weights widened to f32 once per call (a pass over the weights, small next to the convolution's FLOPs).
     Tensor w32 = weight;
