@@ -238,7 +238,9 @@ TEST(DevicePipeline, AModelBoundShapesOnlyPlansLikeOneWithWeights) {
     }
     for (size_t i = 0; i < planned.weight_block_count(); ++i)
         for (const Tensor& t : planned.weight_block_tensors(i))
-            if (t.defined()) EXPECT_EQ(t.is_external_view(), t.dtype() == DType::BF16) << t.describe();
+            if (t.defined()) {
+                EXPECT_EQ(t.is_external_view(), t.dtype() == DType::BF16) << t.describe();
+            }
 
     TransformerInputs in;
     in.hidden_states = Tensor::zeros({1, c.in_channels, 2, 8, 8}, DType::F32);
@@ -254,6 +256,39 @@ TEST(DevicePipeline, AModelBoundShapesOnlyPlansLikeOneWithWeights) {
         return act.peak_bytes();
     };
     EXPECT_EQ(peak(planned), peak(real));
+}
+
+// The transformer's activation peak, in units of one [B, S, D] f32 tensor: the single-stream block runs its
+// attention before its MLP and the MLP a block of rows at a time, and the dual-stream block writes each
+// projection straight into the joint q, k, v; so the peak is xs + norm + attention output + the fused
+// [S, 5D] input (8 units) plus a 64 MiB row block and the RoPE tables. Computing the MLP first, as before,
+// held its whole [S, 4D] hidden layer too: 11 units. Planned on the NullBackend (address space only) at
+// 262,144 tokens, where the row block is a small part.
+TEST(DevicePipeline, TransformerActivationPeakStaysNearEightJointSequences) {
+    HunyuanVideoConfig c;
+    c.num_layers = c.num_single_layers = 1;
+    c.num_attention_heads = 8;
+    c.attention_head_dim = 32;
+    c.rope_axes_dim = {8, 12, 12};
+    c.text_embed_dim = 64;
+    c.pooled_projection_dim = 32;
+    const auto model = HunyuanVideoTransformer::random(c, DType::BF16, 3);
+    const int64_t B = 2, L = 256;
+    TransformerInputs in;
+    in.hidden_states = Tensor::zeros({B, c.in_channels, 16, 256, 256}, DType::F32);  // 16 x 128 x 128 patches
+    in.timestep = Tensor::from_vector({500.0f, 500.0f}, {B});
+    in.guidance = Tensor::from_vector({1000.0f, 1000.0f}, {B});
+    in.encoder_hidden_states = Tensor::zeros({B, L, c.text_embed_dim}, DType::F32);
+    in.encoder_attention_mask = Tensor::from_vector(std::vector<float>(size_t(B * L), 1.0f), {B, L});
+    in.pooled_projections = Tensor::zeros({B, c.pooled_projection_dim}, DType::F32);
+    VirtualAllocator act("plan", 0, Device{DeviceType::Simulated, 0});
+    NullBackend be(act);
+    model.forward(be, in);
+    const double unit = double(B) * double(16 * 128 * 128 + L) * double(c.inner_dim()) * 4.0;
+    const double units = double(act.peak_bytes()) / unit;
+    std::printf("transformer activation peak: %.2f x [B, S, D] f32\n", units);
+    EXPECT_LT(units, 9.0);
+    EXPECT_GT(units, 8.0);  // xs, norm, attention output and the fused input are all needed at once
 }
 
 TEST(DevicePipeline, ABudgetTooSmallFailsBeforeRunningAndNamesTheShortfall) {

@@ -200,6 +200,10 @@ std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
 
 namespace {
 
+// The single-stream block's MLP runs a block of rows at a time: its [rows, 4D] f32 hidden layer is at most
+// this large (64 MiB: 1,365 rows at the 13B model's width, big enough GEMMs for any backend).
+constexpr int64_t kMlpChunkBytes = int64_t(64) << 20;
+
 // Splits a [B, k*D] modulation output into its k [B, D] views, in checkpoint order.
 std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     const int64_t D = x.dim(1) / k;
@@ -234,6 +238,21 @@ Tensor HunyuanVideoTransformer::silu(Backend& be, const Tensor& x) const {
 
 Tensor HunyuanVideoTransformer::run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const {
     return mlp.linear_2.apply(be, silu(be, mlp.linear_1.apply(be, x)));
+}
+
+void HunyuanVideoTransformer::project_into(Backend& be, const Linear& lin, const Tensor& in, const Tensor* head_norm,
+                                           Tensor& out, int64_t offset) const {
+    const int64_t B = in.dim(0), L = in.dim(1), hd = config_.attention_head_dim;
+    const Tensor y = lin.apply(be, in);  // [B, L, D]: the same GEMM as one projection of the whole batch
+    for (int64_t b = 0; b < B; ++b) {
+        Tensor dst = out.select(0, b).slice(0, offset, offset + L);  // [L, D], contiguous
+        if (!head_norm) {
+            be.copy(y.select(0, b), dst);
+            continue;
+        }
+        Tensor dst_rows = dst.view({-1, hd});
+        be.rms_norm(y.select(0, b).view({-1, hd}), head_norm, 1e-6f, dst_rows);
+    }
 }
 
 void HunyuanVideoTransformer::qk_norm(Backend& be, Tensor& x, const Tensor& weight) const {
@@ -334,27 +353,24 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
         return n;
     };
 
-    // Joint q, k, v: [B, S, D] with the video rows first.
+    // Joint q, k, v: [B, S, D] with the video rows first, each projection written straight into its rows (one
+    // projection's output alive at a time, not six, and no concatenation: the block's activation peak).
     Tensor q = new_activation(be, {B, S, D}, "joint q"), k = new_activation(be, {B, S, D}, "joint k"),
            v = new_activation(be, {B, S, D}, "joint v");
     {
         const Tensor nx = norm_modulate(x, m[0], m[1]);
-        Tensor xq = blk.to_q.apply(be, nx), xk = blk.to_k.apply(be, nx);
-        const Tensor xv = blk.to_v.apply(be, nx);
-        qk_norm(be, xq, blk.norm_q);
-        qk_norm(be, xk, blk.norm_k);
-        Tensor xq4 = xq.view({B, N, heads, hd}), xk4 = xk.view({B, N, heads, hd});
+        project_into(be, blk.to_q, nx, &blk.norm_q, q, 0);
+        project_into(be, blk.to_k, nx, &blk.norm_k, k, 0);
+        project_into(be, blk.to_v, nx, nullptr, v, 0);
+    }
+    {
+        Tensor xq4 = q.slice(1, 0, N).unflatten(2, heads, hd), xk4 = k.slice(1, 0, N).unflatten(2, heads, hd);
         be.rope_interleaved(xq4, rope_cos, rope_sin);
         be.rope_interleaved(xk4, rope_cos, rope_sin);
-
         const Tensor nc = norm_modulate(ctx, cm[0], cm[1]);
-        Tensor cq = blk.add_q_proj.apply(be, nc), ck = blk.add_k_proj.apply(be, nc);
-        const Tensor cv = blk.add_v_proj.apply(be, nc);
-        qk_norm(be, cq, blk.norm_added_q);
-        qk_norm(be, ck, blk.norm_added_k);
-        concat(be, {xq, cq}, 1, q);
-        concat(be, {xk, ck}, 1, k);
-        concat(be, {xv, cv}, 1, v);
+        project_into(be, blk.add_q_proj, nc, &blk.norm_added_q, q, N);
+        project_into(be, blk.add_k_proj, nc, &blk.norm_added_k, k, N);
+        project_into(be, blk.add_v_proj, nc, nullptr, v, N);
     }
     Tensor attn = new_activation(be, {B, S, D}, "joint attention");
     {
@@ -392,29 +408,40 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
     be.layer_norm(xs, nullptr, nullptr, 1e-6f, n);
     be.modulate(n, m[0], m[1], n);
 
-    // [attention output, MLP hidden] side by side, the input of the fused projection.
-    Tensor fused = new_activation(be, {B, S, D + M}, "single fused");
-    {
-        Tensor hidden = blk.proj_mlp.apply(be, n);
-        be.gelu_tanh(hidden, hidden);
-        Tensor dst = fused.slice(2, D, D + M);
-        be.copy(hidden, dst);
-    }
+    // The order keeps the block's activation peak at xs + n + the attention output + the fused input (8 x
+    // [S, D] f32), where computing the MLP first held its whole [S, 4D] hidden layer next to them (11 x):
+    // attention first, then the MLP a block of rows at a time, straight into the fused projection's input.
+    Tensor attn = new_activation(be, {B, S, D}, "single attention");
     {
         Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n);
         const Tensor v = blk.to_v.apply(be, n);
-        n = Tensor();
         qk_norm(be, q, blk.norm_q);
         qk_norm(be, k, blk.norm_k);
         // RoPE on the video tokens only.
         Tensor qv = q.view({B, S, heads, hd}).slice(1, 0, n_video), kv = k.view({B, S, heads, hd}).slice(1, 0, n_video);
         be.rope_interleaved(qv, rope_cos, rope_sin);
         be.rope_interleaved(kv, rope_cos, rope_sin);
-        // The attention writes straight into the first D columns of `fused`.
-        Tensor out = heads_view(fused.slice(2, 0, D), heads, hd);
+        Tensor out = heads_view(attn, heads, hd);
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out, mask,
                      float(1.0 / std::sqrt(double(hd))));
     }
+    // [attention output, MLP hidden] side by side, the input of the fused projection.
+    Tensor fused = new_activation(be, {B, S, D + M}, "single fused");
+    {
+        Tensor dst = fused.slice(2, 0, D);
+        be.copy(attn, dst);
+    }
+    attn = Tensor();
+    const int64_t rows = std::max<int64_t>(1, kMlpChunkBytes / (M * int64_t(sizeof(float))));
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t r0 = 0; r0 < S; r0 += rows) {
+            const int64_t r1 = std::min(S, r0 + rows);
+            Tensor hidden = blk.proj_mlp.apply(be, n.select(0, b).slice(0, r0, r1));  // [r1 - r0, M]
+            be.gelu_tanh(hidden, hidden);
+            Tensor dst = fused.select(0, b).slice(0, r0, r1).slice(1, D, D + M);
+            be.copy(hidden, dst);
+        }
+    n = Tensor();
     const Tensor proj = blk.proj_out.apply(be, fused);
     be.gated_residual(xs, proj, m[2]);
 }
