@@ -12,6 +12,7 @@
 #                                          # --budget=12G with pinned and with mmap host memory (a second call:
 #                                          # the default run and this one each fit one command's 10 minutes)
 #   ./scripts/gpu-check.sh --bundle-deps   # on a Debian 12 dev machine: pack the build's packages (below)
+#   ./scripts/gpu-check.sh --bundle-fixtures  # copy the pipeline fixtures into .gpu-fixtures/ (below)
 #
 # Dependencies: the GPU machine cannot reach apt, so scripts/install-deps.sh is not run. The build needs the
 # Debian packages install-deps.sh lists (oneDNN, fmt, CLI11, nlohmann-json, PCRE2, ICU, FFmpeg, stb, GTest):
@@ -19,6 +20,11 @@
 # .gpu-deps/deps.tar.xz; list /.gpu-deps/ in .git/info/exclude and name it in the device tool's `carry`).
 # This script unpacks it under /tmp and points CMake, pkg-config and the loader at it; without it, configure
 # reports what is missing and the script stops there.
+#
+# Fixtures: the GPU pipeline parity test (CudaPipelineParity) reads the pipeline fixtures, which live beside
+# the checkout (../shared/fixtures) and do not travel to the GPU machine. `--bundle-fixtures` copies the
+# pipeline fixture folders (about 6 MB) into .gpu-fixtures/ (ignored by git): carry it, and this script
+# points SKYREELS_FIXTURES at it when ../shared/fixtures is absent.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,13 +38,25 @@ for arg in "$@"; do
     --forward) mode=forward ;;
     --budget=*) budget=${arg#--budget=} ;;
     --bundle-deps) mode=bundle ;;
+    --bundle-fixtures) mode=fixtures ;;
     --reps=*) reps=${arg#--reps=} ;;
-    *) echo "usage: $0 [--tests-only | --forward | --bundle-deps] [--reps=N] [--budget=12G]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--tests-only | --forward | --bundle-deps | --bundle-fixtures] [--reps=N] [--budget=12G]" >&2
+       exit 2 ;;
   esac
 done
 
 dev_packages=(libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libicu-dev libavcodec-dev
               libavformat-dev libavutil-dev libswscale-dev libstb-dev libgtest-dev libbenchmark-dev)
+
+if [ "$mode" = fixtures ]; then
+  src=${SKYREELS_FIXTURES:-$root/../shared/fixtures}
+  rm -rf .gpu-fixtures && mkdir -p .gpu-fixtures
+  for d in "$src"/*/; do
+    [ -f "$d/model_index.json" ] && cp -r "$d" .gpu-fixtures/
+  done
+  echo "gpu-check: .gpu-fixtures/ holds $(ls .gpu-fixtures | wc -l) pipeline fixtures, $(du -sh .gpu-fixtures | cut -f1)"
+  exit 0
+fi
 
 if [ "$mode" = bundle ]; then
   # Every file of the -dev packages (headers, .so links, CMake and pkg-config files) and of the library
@@ -136,7 +154,8 @@ if ! configure; then
     exit 1
   fi
 fi
-targets=(test_cuda_ops test_cuda_runtime test_cuda_harness test_cuda_pipeline)
+# Every test target tests/cuda.cmake defines (so that a new one is built here without editing this list).
+mapfile -t targets < <(grep -oE '^(skyreels_test|add_executable)\(test_cuda_[a-z_]+' tests/cuda.cmake | sed 's/.*(//')
 [ "$mode" = all ] && targets+=(bench_cuda bench_cuda_forward skyreels)
 [ "$mode" = forward ] && targets=(bench_cuda_forward)
 if ! timeout 300 cmake --build "$build" -j"$jobs" --target "${targets[@]}" >>"$build_log" 2>&1; then
@@ -155,6 +174,13 @@ if [ "$mode" = forward ]; then
   exit 0
 fi
 
+if [ -z "${SKYREELS_FIXTURES:-}" ] && [ ! -d ../shared/fixtures ]; then
+  if [ -d .gpu-fixtures ]; then
+    export SKYREELS_FIXTURES=$root/.gpu-fixtures
+  else
+    say "note: no fixtures here (carry .gpu-fixtures, see the header): CudaPipelineParity will fail"
+  fi
+fi
 say "== ctest -L cuda"
 # One test at a time: they share the GPU, and the CPU references use every core.
 # -V keeps every test's output in the log: the op harness's per-op timing rows come from passing tests.
