@@ -1,6 +1,7 @@
 // Fuzz target: image files (the I2V conditioning image comes from users) through decode_image_rgb, the
-// PNG/JPEG reader behind load_image_rgb. A rejected input must be an sr::InputError; an accepted one must give
-// [3,H,W] within the size limits and values in [0,1], and small ones also go through skyreels_resize_crop.
+// PNG/JPEG reader behind load_image_rgb, and its EXIF orientation parser. A rejected input must be an sr::InputError;
+// an accepted one must give [3,H,W] within the size limits and values in [0,1], and small ones also go through
+// skyreels_resize_crop.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,11 +12,15 @@
 
 #include "core/error.h"
 #include "fuzz_target.h"
+#include "media/exif_orientation.h"
 #include "media/image.h"
 
 namespace {
 
 std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
+    // The EXIF parser sees every input, decodable or not (its reads are bounds-checked; it never throws).
+    const int orientation = sr::exif_orientation(data, size);
+    if (orientation < 1 || orientation > 8) throw std::logic_error("EXIF orientation " + std::to_string(orientation));
     sr::Tensor img;
     try {
         img = sr::decode_image_rgb(data, size, "fuzz");
@@ -56,6 +61,17 @@ std::vector<std::string> seeds() {
     }
     std::filesystem::remove(path);
     out.push_back(std::string("\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9", 22));
+    // EXIF: a TIFF block with IFD0's Orientation (6, big-endian), in a JPEG APP1 segment and a PNG eXIf chunk
+    // (after the first seed's IHDR; stb_image does not check chunk CRCs, so the PNG still decodes).
+    const std::string tiff(
+        "MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+        "\x00\x00\x00\x00",
+        26);
+    const std::string app1 = std::string("Exif\0\0", 6) + tiff;
+    out.push_back(std::string("\xff\xd8\xff\xe1", 4) + char((app1.size() + 2) >> 8) + char((app1.size() + 2) & 0xff) +
+                  app1 + std::string("\xff\xd9", 2));
+    out.push_back(out[0].substr(0, 33) + std::string("\x00\x00\x00", 3) + char(tiff.size()) + "eXIf" + tiff +
+                  std::string(4, '\0') + out[0].substr(33));
     return out;
 }
 

@@ -5,6 +5,7 @@ pkg_check_modules(FFMPEG REQUIRED IMPORTED_TARGET libavcodec libavformat libavut
 pkg_check_modules(STB REQUIRED IMPORTED_TARGET stb)
 
 add_library(skyreels_media STATIC
+  media/exif_orientation.cpp
   media/image.cpp
   media/partial_files.cpp
   media/video_writer.cpp)

@@ -1,6 +1,7 @@
 // Media layer: the H.264/MP4 writer (checked with ffprobe), PNG/JPEG reading, PNG writing and SkyReels-V1's
 // conditioning-image crop and resize.
 #include <gtest/gtest.h>
+#include <stb/stb_image_write.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "media/exif_orientation.h"
 #include "media/image.h"
 #include "media/video_writer.h"
 
@@ -203,6 +205,117 @@ TEST_F(MediaTest, BadImageFilesAreInputErrorsNamingTheFile) {
     huge.replace(16, 8, dims, 8);
     write_bytes(file("huge.png"), huge);
     expect_input_error([&] { sr::load_image_rgb(file("huge.png")); }, file("huge.png"));
+}
+
+// An EXIF block holding only IFD0's Orientation tag, as a TIFF in either byte order.
+std::string exif_tiff(int orientation, bool little_endian) {
+    auto u16 = [&](uint32_t v) {
+        return little_endian ? std::string{char(v & 0xff), char(v >> 8)} : std::string{char(v >> 8), char(v & 0xff)};
+    };
+    auto u32 = [&](uint32_t v) {
+        return little_endian ? u16(v & 0xffff) + u16(v >> 16) : u16(v >> 16) + u16(v & 0xffff);
+    };
+    std::string t = little_endian ? "II" : "MM";
+    t += u16(42) + u32(8);                                                     // header, IFD0 at offset 8
+    t += u16(1);                                                               // one entry
+    t += u16(0x0112) + u16(3) + u32(1) + u16(uint32_t(orientation)) + u16(0);  // Orientation, SHORT, 1 value
+    t += u32(0);                                                               // no next IFD
+    return t;
+}
+
+uint32_t crc32_of(const std::string& bytes) {  // PNG's CRC-32 (ISO-HDLC)
+    uint32_t c = 0xffffffffu;
+    for (unsigned char b : bytes) {
+        c ^= b;
+        for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+std::string be32_bytes(uint32_t v) {
+    return {char(v >> 24), char(v >> 16 & 0xff), char(v >> 8 & 0xff), char(v & 0xff)};
+}
+
+// `png` with an eXIf chunk after IHDR (which ends at byte 33).
+std::string png_with_exif(const std::string& png, const std::string& tiff) {
+    const std::string body = "eXIf" + tiff;
+    return png.substr(0, 33) + be32_bytes(uint32_t(tiff.size())) + body + be32_bytes(crc32_of(body)) + png.substr(33);
+}
+
+// `jpeg` with an APP1 Exif segment right after SOI.
+std::string jpeg_with_exif(const std::string& jpeg, const std::string& tiff) {
+    const std::string payload = std::string("Exif\0\0", 6) + tiff;
+    const size_t len = payload.size() + 2;
+    return jpeg.substr(0, 2) + "\xff\xe1" + std::string{char(len >> 8), char(len & 0xff)} + payload + jpeg.substr(2);
+}
+
+// The conditioning image is turned upright by its EXIF orientation, as the reference's load_image does with
+// PIL.ImageOps.exif_transpose: each of the 8 orientations of a 2x3 image, by PIL's definitions written out
+// pixel by pixel, from a PNG eXIf chunk in both byte orders.
+TEST_F(MediaTest, ExifOrientationTurnsTheImageAsPilDoes) {
+    // a b c / d e f, the pixel's letter in every channel.
+    const sr::Tensor img =
+        image_of(2, 3, [](int64_t c, int64_t y, int64_t x) { return float(10 * (y * 3 + x) + c) / 255.0f; });
+    sr::save_png(file("plain.png"), img);
+    const std::string png = read_bytes(file("plain.png"));
+    const std::map<int, std::vector<std::string>> upright = {
+        {1, {"abc", "def"}},     {2, {"cba", "fed"}},     {3, {"fed", "cba"}},     {4, {"def", "abc"}},
+        {5, {"ad", "be", "cf"}}, {6, {"da", "eb", "fc"}}, {7, {"fc", "eb", "da"}}, {8, {"cf", "be", "ad"}}};
+    for (const auto& [orientation, rows] : upright)
+        for (bool little : {true, false}) {
+            SCOPED_TRACE(::testing::Message() << "orientation " << orientation << (little ? " II" : " MM"));
+            const std::string bytes = png_with_exif(png, exif_tiff(orientation, little));
+            ASSERT_EQ(sr::exif_orientation(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), orientation);
+            write_bytes(file("o.png"), bytes);
+            const sr::Tensor got = sr::load_image_rgb(file("o.png"));
+            ASSERT_EQ(got.dim(1), int64_t(rows.size()));
+            ASSERT_EQ(got.dim(2), int64_t(rows[0].size()));
+            for (int64_t y = 0; y < got.dim(1); ++y)
+                for (int64_t x = 0; x < got.dim(2); ++x)
+                    for (int64_t c = 0; c < 3; ++c) {
+                        const int letter = rows[size_t(y)][size_t(x)] - 'a';
+                        EXPECT_EQ(got.item_as_float((c * got.dim(1) + y) * got.dim(2) + x),
+                                  float(10 * letter + c) / 255.0f)
+                            << "pixel " << y << "," << x;
+                    }
+        }
+}
+
+// A JPEG's APP1 Exif segment turns it the same way (the decoded pixels are the untagged file's, turned), and
+// broken EXIF blocks are ignored like PIL ignores them: the image loads as stored.
+TEST_F(MediaTest, JpegExifOrientationAndBrokenExifBlocks) {
+    const sr::Tensor img =
+        image_of(16, 24, [](int64_t c, int64_t y, int64_t x) { return float((y * 24 + x) * 3 % 256 + c) / 258.0f; });
+    sr::save_png(file("src.png"), img);
+    // A JPEG of it: stb_image_write at quality 100.
+    std::vector<uint8_t> rgb(size_t(16 * 24 * 3));
+    for (int64_t y = 0; y < 16; ++y)
+        for (int64_t x = 0; x < 24; ++x)
+            for (int64_t c = 0; c < 3; ++c)
+                rgb[size_t((y * 24 + x) * 3 + c)] = uint8_t(img.item_as_float((c * 16 + y) * 24 + x) * 255.0f);
+    ASSERT_TRUE(stbi_write_jpg(file("plain.jpg").c_str(), 24, 16, 3, rgb.data(), 100));
+    const std::string jpeg = read_bytes(file("plain.jpg"));
+    const sr::Tensor plain = sr::load_image_rgb(file("plain.jpg"));
+    write_bytes(file("o6.jpg"), jpeg_with_exif(jpeg, exif_tiff(6, false)));
+    const sr::Tensor turned = sr::load_image_rgb(file("o6.jpg"));
+    const sr::Tensor want = sr::apply_exif_orientation(plain, 6);
+    ASSERT_EQ(turned.shape(), (sr::Shape{3, 24, 16}));
+    ASSERT_EQ(want.shape(), turned.shape());
+    for (int64_t i = 0; i < want.numel(); ++i) ASSERT_EQ(turned.item_as_float(i), want.item_as_float(i)) << i;
+
+    std::string truncated = exif_tiff(6, true);
+    truncated.resize(12);  // the entry is cut off
+    std::string bad_offset = exif_tiff(3, true);
+    bad_offset[4] = char(0x7f);  // IFD0 far past the end
+    std::string wrong_type = exif_tiff(3, false);
+    wrong_type[13] = 4;  // LONG instead of SHORT
+    for (const std::string& tiff : {truncated, bad_offset, wrong_type, exif_tiff(9, true), std::string("II*")}) {
+        const std::string bytes = jpeg_with_exif(jpeg, tiff);
+        EXPECT_EQ(sr::exif_orientation(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), 1);
+        write_bytes(file("broken.jpg"), bytes);
+        const sr::Tensor got = sr::load_image_rgb(file("broken.jpg"));
+        ASSERT_EQ(got.shape(), plain.shape());
+    }
 }
 
 // Geometry: what is inside the crop box is green, outside red; a correct crop leaves no red at all (zero input

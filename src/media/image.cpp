@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "media/exif_orientation.h"
 
 namespace sr {
 namespace {
@@ -189,7 +190,8 @@ Tensor decode_image_rgb(const uint8_t* data, size_t size, const std::string& nam
     // Same float32 values as diffusers' np.array(image).astype(np.float32) / 255.0.
     for (int64_t i = 0; i < plane; ++i)
         for (int c = 0; c < 3; ++c) dst[c * plane + i] = float(px[i * 3 + c]) / 255.0f;
-    return out;
+    // Upright, as diffusers' load_image makes it (PIL.ImageOps.exif_transpose).
+    return apply_exif_orientation(out, exif_orientation(data, size));
 }
 
 Tensor load_image_rgb(const std::string& path) {

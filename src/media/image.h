@@ -22,7 +22,8 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;     // 268 Mpixel, ~3 GiB 
 constexpr int64_t kMaxImageFileBytes = int64_t(1) << 30;  // 1 GiB
 
 // Decodes a PNG or JPEG (grey, grey+alpha, RGB, RGBA, palette; alpha dropped like PIL's convert("RGB"))
-// into f32 [3,H,W] with values k/255. Reads the whole file first; the decoded size is checked against the
+// into f32 [3,H,W] with values k/255, turned upright by its EXIF orientation as the reference's load_image
+// does (media/exif_orientation.h). Reads the whole file first; the decoded size is checked against the
 // limits above before any pixel buffer is allocated.
 Tensor load_image_rgb(const std::string& path);
 // The same from bytes in memory; `name` names the source in errors (used by the fuzz target).
