@@ -54,6 +54,19 @@ const Scenario& t2v() {
     return s;
 }
 
+// A transformer of head dim 32 with `blocks` dual and `blocks` single blocks of `heads` heads, and a small
+// text side (`text_dim` wide, pooled half that).
+HunyuanVideoConfig small_transformer_config(int64_t blocks, int64_t heads, int64_t text_dim) {
+    HunyuanVideoConfig c;
+    c.num_layers = c.num_single_layers = blocks;
+    c.num_attention_heads = heads;
+    c.attention_head_dim = 32;
+    c.rope_axes_dim = {8, 12, 12};
+    c.text_embed_dim = text_dim;
+    c.pooled_projection_dim = text_dim / 2;
+    return c;
+}
+
 bool bit_identical(const Tensor& a, const Tensor& b) {
     return a.shape() == b.shape() && a.dtype() == b.dtype() &&
            std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
@@ -217,13 +230,7 @@ TEST(DevicePipeline, ThePlanReservesTheBackendsWorkspace) {
 // mapped file and norms/biases as owned f32, and a forward planned on it peaks exactly where one with real
 // weights does.
 TEST(DevicePipeline, AModelBoundShapesOnlyPlansLikeOneWithWeights) {
-    HunyuanVideoConfig c;
-    c.num_layers = c.num_single_layers = 2;
-    c.num_attention_heads = 2;
-    c.attention_head_dim = 32;
-    c.rope_axes_dim = {8, 12, 12};
-    c.text_embed_dim = 48;
-    c.pooled_projection_dim = 24;
+    const HunyuanVideoConfig c = small_transformer_config(2, 2, 48);
     WeightBinder random_binder = WeightBinder::random(1, DType::BF16);
     const HunyuanVideoTransformer real(c, random_binder);
     VirtualAllocator space("weights");
@@ -265,13 +272,7 @@ TEST(DevicePipeline, AModelBoundShapesOnlyPlansLikeOneWithWeights) {
 // held its whole [S, 4D] hidden layer too: 11 units. Planned on the NullBackend (address space only) at
 // 262,144 tokens, where the row block is a small part.
 TEST(DevicePipeline, TransformerActivationPeakStaysNearEightJointSequences) {
-    HunyuanVideoConfig c;
-    c.num_layers = c.num_single_layers = 1;
-    c.num_attention_heads = 8;
-    c.attention_head_dim = 32;
-    c.rope_axes_dim = {8, 12, 12};
-    c.text_embed_dim = 64;
-    c.pooled_projection_dim = 32;
+    const HunyuanVideoConfig c = small_transformer_config(1, 8, 64);
     const auto model = HunyuanVideoTransformer::random(c, DType::BF16, 3);
     const int64_t B = 2, L = 256;
     TransformerInputs in;
