@@ -15,8 +15,9 @@
 #include "core/virtual_allocator.h"
 #include "io/json.h"
 #include "pipeline/memory_plan.h"
+#include "runtime/simulated_device.h"
 #ifdef SKYREELS_HAVE_CUDA
-#include "backends/cuda/cuda_backend.h"
+#include "runtime/cuda_accelerator.h"
 #endif
 
 using namespace sr;
@@ -64,14 +65,16 @@ int main(int argc, char** argv) {
         req.params.sequence_batch = sequence_batch;
         if (req.params.task == Task::I2V) req.image = Tensor::zeros({3, height, width}, DType::F32);
 
-        PlanTarget target;  // the simulated device: no scratch bound, a 2 x 16 MiB staging ring
-        target.staging_bytes = 32u << 20;
+        PlanTarget target;
         if (device == "cuda") {
 #ifdef SKYREELS_HAVE_CUDA
-            target = {64u << 20, Device{DeviceType::CUDA, 0}, CudaBackend::kWorkspaceBytes};
+            target = PlanTarget::of_cuda({});
 #else
             SR_THROW("--device cuda: this build has no CUDA backend (its scratch bound is defined there)");
 #endif
+        } else {
+            SimulatedDevice sim;
+            target = PlanTarget::of(sim);
         }
         struct Case {
             OffloadMode offload;

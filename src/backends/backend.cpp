@@ -28,11 +28,16 @@ Tensor to_device(Backend& backend, const Tensor& t, std::string_view what) {
 
 Tensor to_host(Backend& backend, const Tensor& t) {
     SR_ASSERT(t.defined(), "to_host of an undefined tensor");
-    if (t.device().type == DeviceType::CPU) return t;
+    if (t.device().type == DeviceType::CPU) return t.contiguous();
     const Tensor packed = contiguous(backend, t, "download");  // gathered on the device: one plain transfer
     Tensor out = Tensor::empty(t.shape(), t.dtype(), host_allocator(), "download");
     backend.copy(packed, out);
     return out;
+}
+
+Tensor to_host_f32(Backend& backend, const Tensor& t) {
+    const Tensor host = to_host(backend, t);
+    return host.dtype() == DType::F32 ? host : host.to(DType::F32);
 }
 
 Tensor contiguous(Backend& backend, const Tensor& t, std::string_view what) {

@@ -124,11 +124,13 @@ Tensor new_activation(Backend& backend, const Shape& shape, std::string_view wha
 
 // The host/device boundary. Ops take tensors in the backend's memory; models upload their inputs (and the
 // tables and masks they build on the host) with to_device(), and whatever host code reads (hooks, the
-// pipeline's guidance and scheduler arithmetic, the VAE's tile blending) comes back with to_host(). Each
-// returns `t` itself when it is already there, so on the CPU backend both cost nothing. `what` names the
-// copy in out-of-memory errors.
+// pipeline's guidance and scheduler arithmetic, the VAE's tile blending) comes back with to_host(), always
+// contiguous. Each returns `t` itself when it is already there (and, for to_host, contiguous), so on the CPU
+// backend both cost nothing. `what` names the copy in out-of-memory errors.
 Tensor to_device(Backend& backend, const Tensor& t, std::string_view what);
 Tensor to_host(Backend& backend, const Tensor& t);
+// to_host() as f32 (other float dtypes converted on the host): the form host code and inputs are read in.
+Tensor to_host_f32(Backend& backend, const Tensor& t);
 // `t` as a contiguous tensor in the backend's memory: itself when already contiguous, else a copy made by
 // the backend (Tensor::contiguous() is a host copy).
 Tensor contiguous(Backend& backend, const Tensor& t, std::string_view what);

@@ -212,15 +212,10 @@ std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     return out;
 }
 
-// A host tensor as contiguous f32 (inputs may come in any float dtype and layout).
-Tensor as_f32(const Tensor& t) {
-    return t.dtype() == DType::F32 && t.is_contiguous() ? t : t.to(DType::F32);
-}
-
 // An input as contiguous f32 on the backend's device: converted on the host, then uploaded.
 Tensor input_on_device(Backend& be, const Tensor& t, std::string_view what) {
     if (t.device() == be.device() && t.dtype() == DType::F32 && t.is_contiguous()) return t;
-    return to_device(be, as_f32(to_host(be, t)), what);
+    return to_device(be, to_host_f32(be, t), what);
 }
 
 // [B, L, heads*hd] (any row stride) -> [B, heads, L, hd] view for the attention op.
@@ -514,7 +509,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
                       &emb.x_embedder.bias, x);
     if (hook) hook("x_embedder", to_host(be, x));
 
-    Tensor ctx = refine_text(be, emb, as_f32(to_host(be, in.encoder_hidden_states)), t_proj, mask, hook);
+    Tensor ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), t_proj, mask, hook);
     if (weights) weights->release(0);
     if (hook) hook("context_embedder", to_host(be, ctx));
 

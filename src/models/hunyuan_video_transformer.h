@@ -66,8 +66,8 @@ public:
 
     // The velocity prediction [B, out_channels, F, H, W], in the backend's memory (to_host() brings it back).
     // Inputs may be on the host or on the device; the hook always sees host tensors. Throws InputError on
-    // inputs of the wrong shape. With a provider, each block's weights come from it (e.g. a residency manager streaming
-    // them to a device); without one, from the checkpoint as loaded.
+    // inputs of the wrong shape. With a provider, each block's weights come from it (e.g. a residency
+    // manager streaming them to a device); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {},
                    BlockWeightProvider* weights = nullptr) const;
 

@@ -455,8 +455,7 @@ LatentDistribution HunyuanVideoVAE::encode(Backend& be, const Tensor& x, const V
     SR_THROW_IF(x.dim(3) % sr != 0 || x.dim(4) % sr != 0 || x.dim(3) == 0 || x.dim(4) == 0,
                 "VAE encode: input {} is {}x{} pixels; height and width must be positive multiples of {}", x.describe(),
                 x.dim(3), x.dim(4), sr);
-    const Tensor xh = to_host(be, x);
-    const Tensor xf = xh.dtype() == DType::F32 ? xh.contiguous() : xh.to(DType::F32);
+    const Tensor xf = to_host_f32(be, x);
 
     LatentDistribution d;
     {
@@ -489,8 +488,7 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
                                BlockWeightProvider* weights) const {
     check_latents(z);
     tiling.validate();
-    const Tensor zh = to_host(be, z);
-    const Tensor zf = zh.dtype() == DType::F32 ? zh.contiguous() : zh.to(DType::F32);
+    const Tensor zf = to_host_f32(be, z);
     const BlockLease lease(weights, kDecoderBlock);  // once for all tiles
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t T = z.dim(2), r = config_.spatial_compression_ratio;
@@ -515,8 +513,7 @@ void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VA
                                        BlockWeightProvider* weights) const {
     check_latents(z_in);
     t.validate();
-    const Tensor zh = to_host(be, z_in);
-    const Tensor z = zh.dtype() == DType::F32 ? zh.contiguous() : zh.to(DType::F32);
+    const Tensor z = to_host_f32(be, z_in);
     const BlockLease lease(weights, kDecoderBlock);  // held until the last frame is handed over
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t r = config_.spatial_compression_ratio;

@@ -4,6 +4,9 @@
 
 #include "backends/null_backend.h"
 #include "core/virtual_allocator.h"
+#ifdef SKYREELS_HAVE_CUDA
+#include "runtime/cuda_accelerator.h"
+#endif
 
 namespace sr {
 
@@ -82,6 +85,13 @@ std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
 PlanTarget PlanTarget::of(Accelerator& accelerator) {
     return {accelerator.staging_bytes(), accelerator.memory().device(), accelerator.backend().workspace_bytes()};
 }
+
+#ifdef SKYREELS_HAVE_CUDA
+PlanTarget PlanTarget::of_cuda(const CudaAcceleratorOptions& options) {
+    return {CudaAccelerator::staging_bytes(options), Device{DeviceType::CUDA, options.device},
+            CudaBackend::kWorkspaceBytes};
+}
+#endif
 
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
                        const PlanTarget& target) {
@@ -200,7 +210,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
                     format_bytes(double(s.activation_bytes)),
                     format_bytes(double(s.device_peak() - options.vram_budget)),
                     options.offload == OffloadMode::Block ? "" : " (--offload block streams weights within the budget)",
-                    s.name == std::string("denoising") ? cfg_hint : ""));
+                    s.name == "denoising" ? cfg_hint : ""));
     return plan;
 }
 

@@ -21,6 +21,8 @@
 
 namespace sr {
 
+struct CudaAcceleratorOptions;
+
 struct StagePlan {
     std::string name;             // "text encoding", "image encoding", "denoising", "decoding"
     size_t weight_bytes = 0;      // weights on the device during the stage (resident + ring buffers)
@@ -48,7 +50,6 @@ struct MemoryPlan {
     std::string format(const MemoryOptions& options, const std::string& device) const;
 };
 
-// Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
 // The device a plan is for. `staging_bytes`: its pinned staging ring (allocated when weights are staged).
 // `device`: only whether it is the host matters (an accelerator's runs upload inputs and tables into its
 // memory, which the plan counts; a CPU run's do not). `workspace_bytes`: its backend's bound on one op's
@@ -58,8 +59,13 @@ struct PlanTarget {
     Device device = Device{DeviceType::Simulated, 0};
     size_t workspace_bytes = 0;
     static PlanTarget of(Accelerator& accelerator);
+#ifdef SKYREELS_HAVE_CUDA
+    // A CUDA device with these options, without touching a GPU (--dry-run plans a CUDA run anywhere).
+    static PlanTarget of_cuda(const CudaAcceleratorOptions& options);
+#endif
 };
 
+// Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
                        const PlanTarget& target = {});
 

@@ -219,7 +219,7 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
             const Tensor hidden = c_.llama->forward(be, tok.llama_ids, tok.llama_mask,
                                                     -(t.num_hidden_layers_to_skip + 1), {}, use.weights());
             if (hook) emit(hook, "llama_hidden_states_skip2", to_host(be, hidden));
-            out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L)).contiguous();     // [B, max_seq, D]
+            out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L));                  // [B, max_seq, D]
             out.prompt_attention_mask = tok.llama_mask.slice(1, t.crop_start, L).contiguous();  // [B, max_seq]
         }
         ModelScope use(placement, PipelineModel::Clip);
@@ -317,7 +317,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         } else {
             const TransformerInputs in{
                 input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
-            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights())).contiguous();
+            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights()));
         }
         emit(hook, step + "transformer_output", output);
         Tensor velocity = output;

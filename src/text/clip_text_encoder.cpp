@@ -155,7 +155,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
     SR_THROW_IF(ids_in.rank() != 2 || ids_in.dim(0) < 1 || ids_in.dim(1) < 1 ||
                     (ids_in.dtype() != DType::I64 && ids_in.dtype() != DType::I32),
                 "CLIP input_ids must be I32/I64 [B, L], got {}", ids_in.describe());
-    const Tensor ids = to_host(be, ids_in).contiguous();  // read on the host for pooling; the gather takes them too
+    const Tensor ids = to_host(be, ids_in);  // read on the host for pooling; the gather takes them too
     const int64_t B = ids.dim(0), L = ids.dim(1), D = c.hidden_size, H = c.num_attention_heads, hd = D / H;
     SR_THROW_IF(L > c.max_position_embeddings, "CLIP input of {} tokens is longer than max_position_embeddings {}", L,
                 c.max_position_embeddings);

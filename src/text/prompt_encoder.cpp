@@ -118,9 +118,9 @@ PromptEmbeds PromptEncoder::encode_tokens(Backend& be, const Tensor& ids, const 
     PromptEmbeds out;
     const Tensor hidden = llama_->forward(be, ids, mask, -(t.num_hidden_layers_to_skip + 1));  // [B, L, D]
     // The embeddings come back to the host, as the pipeline keeps its conditioning there.
-    out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L)).contiguous();        // [B, 256, D]
-    out.prompt_attention_mask = to_host(be, mask.slice(1, t.crop_start, L)).contiguous();  // [B, 256]
-    out.pooled_prompt_embeds = to_host(be, clip_->forward(be, clip_ids).pooler_output);    // [B, 768]
+    out.prompt_embeds = to_host(be, hidden.slice(1, t.crop_start, L));                   // [B, 256, D]
+    out.prompt_attention_mask = to_host(be, mask.slice(1, t.crop_start, L));             // [B, 256]
+    out.pooled_prompt_embeds = to_host(be, clip_->forward(be, clip_ids).pooler_output);  // [B, 768]
     return out;
 }
 

@@ -93,6 +93,10 @@ Tensor demo_image(int64_t height, int64_t width) {
     return im;
 }
 
+bool is_cuda_device(const std::string& device) {
+    return device.rfind("cuda", 0) == 0;
+}
+
 // "cuda" -> 0, "cuda:N" -> N; InputError naming the flag otherwise.
 int cuda_device_index(const std::string& device) {
     if (device == "cuda") return 0;
@@ -126,7 +130,7 @@ MemoryOptions memory_options(const GenerateOptions& o) {
                 o.vram_budget);
     SR_THROW_IF(o.prefetch < 0 || o.prefetch > 64, "--prefetch {}: must be in 0..64", o.prefetch);
     m.prefetch = o.prefetch;
-    SR_THROW_IF(o.device != "cpu" && o.device != "sim" && o.device.rfind("cuda", 0) != 0,
+    SR_THROW_IF(o.device != "cpu" && o.device != "sim" && !is_cuda_device(o.device),
                 "--device {}: expected cpu, sim or cuda[:N]", o.device);
     if (o.device == "cpu") {
         // The CPU runs every model where it was loaded: there is no device memory to budget or stream into.
@@ -135,7 +139,7 @@ MemoryOptions memory_options(const GenerateOptions& o) {
             SR_THROW_IF(o.given(flag),
                         "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
     }
-    if (o.device.rfind("cuda", 0) == 0) {
+    if (is_cuda_device(o.device)) {
         (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
 #ifdef SKYREELS_HAVE_CUDA
         // A plan needs no GPU: --dry-run plans a CUDA run anywhere.
@@ -165,7 +169,7 @@ PipelineLoadOptions load_options(const GenerateOptions& o) {
 // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU, whose
 // bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
 GemmPrecision gemm_precision(const GenerateOptions& o) {
-    const std::string p = o.precision.empty() ? (o.device.rfind("cuda", 0) == 0 ? "bf16" : "f32") : o.precision;
+    const std::string p = o.precision.empty() ? (is_cuda_device(o.device) ? "bf16" : "f32") : o.precision;
     SR_THROW_IF(p != "f32" && p != "bf16", "--precision {}: expected f32 or bf16", p);
     return p == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
 }
@@ -256,22 +260,24 @@ int run_generate(GenerateOptions& o) {
     // The device the plan is for: the accelerator's own figures, or the host.
     PlanTarget target{0, Device::cpu(), 0};
 #ifdef SKYREELS_HAVE_CUDA
-    const CudaAcceleratorOptions cuda_options{
-        .device = o.device.rfind("cuda", 0) == 0 ? cuda_device_index(o.device) : 0,
-        .memory_budget = memory.vram_budget};
-    if (o.device.rfind("cuda", 0) == 0)
-        target = {CudaAccelerator::staging_bytes(cuda_options), Device{DeviceType::CUDA, cuda_options.device},
-                  CudaBackend::kWorkspaceBytes};
-    if (o.device.rfind("cuda", 0) == 0 && !o.dry_run) {
-        auto cuda = std::make_unique<CudaAccelerator>(cuda_options);
-        cuda->cuda().set_gemm_precision(precision);
-        cuda->cuda().set_attention_precision(precision);
-        device = std::move(cuda);
+    if (is_cuda_device(o.device)) {
+        const CudaAcceleratorOptions cuda_options{.device = cuda_device_index(o.device),
+                                                  .memory_budget = memory.vram_budget};
+        target = PlanTarget::of_cuda(cuda_options);  // a dry run plans without a GPU
+        if (!o.dry_run) {
+            auto cuda = std::make_unique<CudaAccelerator>(cuda_options);
+            cuda->cuda().set_gemm_precision(precision);
+            cuda->cuda().set_attention_precision(precision);
+            device = std::move(cuda);
+        }
     }
 #endif
-    if (!device) cpu_backend().set_gemm_precision(precision);
-    if (device) progress.show_device_memory(&device->memory());
-    if (device) target = PlanTarget::of(*device);
+    if (device) {
+        target = PlanTarget::of(*device);
+        progress.show_device_memory(&device->memory());
+    } else {
+        cpu_backend().set_gemm_precision(precision);
+    }
     if (o.dry_run) {
         const MemoryPlan plan = plan_memory(pipe, req, memory, target);
         std::printf("%s", plan.format(memory, device ? device->name() : o.device).c_str());
