@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/profiling_backend.h"
 #include "support/op_harness.h"
 
 namespace {
@@ -34,7 +35,7 @@ namespace ref = sr::test::ref;
 // ----------------------------------------------------------------------------------------------------------
 // linear
 
-TEST_P(OpParity, Linear) {
+SR_OP_PARITY(OpParity, Linear, LinearOp) {
     struct Case {
         std::vector<int64_t> x_shape;  // [..., K]
         int64_t N;
@@ -220,7 +221,7 @@ protected:
     }
 };
 
-TEST_P(AttentionParity, Shapes) {
+SR_OP_PARITY(AttentionParity, Shapes, AttentionOp) {
     run({"one key", 1, 1, 1, 1, 16, Layout::BHLD});
     run({"odd sizes", 2, 3, 7, 17, 64});
     run({"query and key tiles crossed", 2, 2, 130, 513, 64});
@@ -228,25 +229,25 @@ TEST_P(AttentionParity, Shapes) {
     run({"three key tiles, D128", 1, 2, 257, 1100, 128, Layout::BLHD, {}, MaskKind::None, {}, 1.0, 0, true});
 }
 
-TEST_P(AttentionParity, KvLen) {
+SR_OP_PARITY(AttentionParity, KvLen, AttentionOp) {
     // Row 1 has no valid key (zeros out); 513 crosses a key tile by one; 1 leaves one key.
     run({"kv_len", 4, 2, 33, 600, 64, Layout::BLHD, {600, 0, 513, 1}});
     run({"kv_len fused", 2, 2, 130, 130, 64, Layout::FusedQKV, {129, 0}});
 }
 
-TEST_P(AttentionParity, DenseMask) {
+SR_OP_PARITY(AttentionParity, DenseMask, AttentionOp) {
     run({"bool", 2, 2, 129, 600, 64, Layout::BLHD, {}, MaskKind::DenseBool});
     run({"f32", 2, 2, 129, 600, 64, Layout::BLHD, {}, MaskKind::DenseF32});
     run({"bool with kv_len", 2, 1, 17, 530, 64, Layout::BHLD, {530, 300}, MaskKind::DenseBool});
 }
 
-TEST_P(AttentionParity, RefinerMask) {
+SR_OP_PARITY(AttentionParity, RefinerMask, AttentionOp) {
     // HunyuanVideo's token refiner: text tokens attend to valid text tokens, key 0 always.
     run({"refiner bool", 2, 2, 257, 257, 128, Layout::FusedQKV, {}, MaskKind::Refiner, {37, 257}});
     run({"refiner f32, a row with no text", 2, 3, 33, 33, 64, Layout::BLHD, {}, MaskKind::RefinerF32, {5, 0}});
 }
 
-TEST_P(AttentionParity, LargeScores) {
+SR_OP_PARITY(AttentionParity, LargeScores, AttentionOp) {
     // Scores of magnitude ~30-40 exercise the online softmax's rescaling; the ramps put each row's maximum
     // in the last key tile (every tile rescales the accumulator) or in the first (later tiles underflow).
     run({"scores ~30", 1, 2, 130, 1100, 64, Layout::BLHD, {}, MaskKind::None, {}, std::sqrt(10.0)});
@@ -261,7 +262,7 @@ TEST_P(AttentionParity, LargeScores) {
 const std::vector<std::vector<int64_t>> kNormShapes = {{1, 1},       {7, 3},    {3, 17},   {130, 128},
                                                        {2, 33, 257}, {17, 600}, {64, 3072}};
 
-TEST_P(OpParity, LayerNorm) {
+SR_OP_PARITY(OpParity, LayerNorm, LayerNormOp) {
     std::mt19937_64 rng(2);
     const float eps = 1e-6f;
     for (const auto& shape : kNormShapes)
@@ -306,7 +307,7 @@ TEST_P(OpParity, LayerNorm) {
         }
 }
 
-TEST_P(OpParity, RmsNorm) {
+SR_OP_PARITY(OpParity, RmsNorm, RmsNormOp) {
     std::mt19937_64 rng(3);
     const float eps = 1e-6f;
     for (const auto& shape : kNormShapes)
@@ -336,7 +337,7 @@ TEST_P(OpParity, RmsNorm) {
 // ----------------------------------------------------------------------------------------------------------
 // rope
 
-TEST_P(OpParity, RopeInterleaved) {
+SR_OP_PARITY(OpParity, RopeInterleaved, RopeInterleavedOp) {
     struct Case {
         int64_t B, L, H, D;
         bool fused;  // x is the q slot of a [B,L,3,H,D] qkv buffer, as the model passes it
@@ -400,7 +401,7 @@ Tensor activation_input(int64_t n, std::mt19937_64& rng) {
     return x;
 }
 
-TEST_P(OpParity, GeluTanh) {
+SR_OP_PARITY(OpParity, GeluTanh, GeluTanhOp) {
     std::mt19937_64 rng(5);
     for (int64_t n : kElementwiseSizes) {
         const Tensor x = activation_input(n, rng);
@@ -418,7 +419,7 @@ TEST_P(OpParity, GeluTanh) {
     }
 }
 
-TEST_P(OpParity, Silu) {
+SR_OP_PARITY(OpParity, Silu, SiluOp) {
     std::mt19937_64 rng(6);
     for (int64_t n : kElementwiseSizes) {
         const Tensor x = activation_input(n, rng);
@@ -446,7 +447,7 @@ Tensor per_batch(const Tensor& mod6, int which, bool sliced) {
     return sliced ? v : v.contiguous();
 }
 
-TEST_P(OpParity, Modulate) {
+SR_OP_PARITY(OpParity, Modulate, ModulateOp) {
     std::mt19937_64 rng(8);
     for (const auto& shape : kRowBroadcastShapes)
         for (bool sliced : {false, true}) {
@@ -472,7 +473,7 @@ TEST_P(OpParity, Modulate) {
         }
 }
 
-TEST_P(OpParity, GatedResidual) {
+SR_OP_PARITY(OpParity, GatedResidual, GatedResidualOp) {
     std::mt19937_64 rng(9);
     for (const auto& shape : kRowBroadcastShapes)
         for (int gate_kind = 0; gate_kind < 3; ++gate_kind) {  // no gate, contiguous, sliced
@@ -497,7 +498,7 @@ TEST_P(OpParity, GatedResidual) {
         }
 }
 
-TEST_P(OpParity, Add) {
+SR_OP_PARITY(OpParity, Add, AddOp) {
     std::mt19937_64 rng(10);
     for (const auto& shape : std::vector<std::vector<int64_t>>{{1}, {3, 17}, {49157}, {2, 130, 600}, {2, 256, 3072}}) {
         const Tensor x = randn(Shape(shape), rng), y = randn(Shape(shape), rng, 0.0, 100.0);
@@ -516,7 +517,7 @@ TEST_P(OpParity, Add) {
 // ----------------------------------------------------------------------------------------------------------
 // patch embedding and timestep embedding
 
-TEST_P(OpParity, PatchEmbed3d) {
+SR_OP_PARITY(OpParity, PatchEmbed3d, PatchEmbed3dOp) {
     struct Case {
         std::vector<int64_t> x_shape;  // [B,C,F,H,W]
         int64_t D, pt, ph, pw;
@@ -564,7 +565,7 @@ TEST_P(OpParity, PatchEmbed3d) {
         }
 }
 
-TEST_P(OpParity, TimestepEmbedding) {
+SR_OP_PARITY(OpParity, TimestepEmbedding, TimestepEmbeddingOp) {
     // Diffusion timesteps, fractional ones, and HunyuanVideo's guidance embedding (guidance * 1000).
     const Tensor t = Tensor::from_vector({0.0f, 1.0f, 17.5f, 999.0f, 1000.0f, 6016.5f}, {6});
     struct Case {
@@ -614,7 +615,7 @@ Tensor conversion_edge_values(std::mt19937_64& rng) {
     return Tensor::from_vector(v, {2, 32});
 }
 
-TEST_P(OpParity, Copy) {
+SR_OP_PARITY(OpParity, Copy, CopyOp) {
     std::mt19937_64 rng(12);
     auto check = [&](const Tensor& src_host, const std::function<Tensor(const Tensor&)>& view_of, DType dst_dtype,
                      const std::string& what) {
@@ -667,7 +668,7 @@ TEST_P(OpParity, Copy) {
     }
 }
 
-TEST_P(OpParity, Concat) {
+SR_OP_PARITY(OpParity, Concat, CopyOp) {
     std::mt19937_64 rng(13);
     struct Case {
         std::vector<std::vector<int64_t>> parts;
@@ -701,6 +702,75 @@ INSTANTIATE_TEST_SUITE_P(Backends, OpParity, ::testing::ValuesIn(backends_under_
                          [](const auto& info) { return info.param.name; });
 INSTANTIATE_TEST_SUITE_P(Backends, AttentionParity, ::testing::ValuesIn(backends_under_test()),
                          [](const auto& info) { return info.param.name; });
+
+// ----------------------------------------------------------------------------------------------------------
+// The op list against the cases: every op in backends/ops.h has a parity case (this binary holds every op
+// test file: test_ops.cpp, test_ops_text.cpp, test_ops_vae.cpp), and every case runs on every backend under
+// test. An op added without a case fails here, by name.
+
+TEST(OpCoverage, EveryOpHasAParityCase) {
+    std::array<int, kOpCount> cases{};
+    for (const ParityCase& c : parity_cases()) ++cases[c.op];
+    for (size_t op = 0; op < kOpCount; ++op)
+        EXPECT_GT(cases[op], 0) << "op '" << kOpNames[op]
+                                << "' (backends/ops.h) has no parity case: add one with SR_OP_PARITY";
+}
+
+// The dispatch point: a backend implementing some ops runs them and names the op it lacks; decorators see
+// every op through their one run().
+struct AddOnlyBackend final : Backend {
+    std::string name() const override { return "add-only"; }
+    Device device() const override { return Device::cpu(); }
+    Allocator& allocator() override { return host_allocator(); }
+    void run(const OpCall& op) override { dispatch_op(*this, op); }
+    void exec(const AddOp& op) { cpu_backend().run(op); }
+};
+
+TEST(OpDispatch, ABackendWithoutAnOpNamesIt) {
+    static_assert(!implements_every_op<AddOnlyBackend>());
+    static_assert(implements_every_op<CpuBackend>());
+    AddOnlyBackend be;
+    Tensor x = filled({3}, 1.0f), y = filled({3}, 2.0f);
+    be.add(x, y);
+    EXPECT_EQ(x.data<float>()[2], 3.0f);
+    try {
+        be.mul(x, y);
+        FAIL() << "mul ran on a backend without it";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "the add-only backend has no op 'mul'");
+    }
+}
+
+TEST(OpDispatch, OpNamesAndFlopsComeFromTheList) {
+    EXPECT_EQ(kOpNames.size(), kOpCount);
+    EXPECT_EQ(kOpNames[op_index<LinearOp>()], "linear");
+    EXPECT_EQ(kOpNames[op_index<MulOp>()], "mul");
+    for (size_t i = 0; i < kOpCount; ++i)
+        for (size_t j = i + 1; j < kOpCount; ++j) EXPECT_NE(kOpNames[i], kOpNames[j]);
+    Tensor x = filled({4, 8}, 1.0f), w = filled({3, 8}, 1.0f), y = filled({4, 3}, 0.0f);
+    const OpCall call = LinearOp{x, w, nullptr, y};
+    EXPECT_EQ(op_name(call), "linear");
+    EXPECT_EQ(op_flops(call), 2.0 * 4 * 8 * 3);
+    EXPECT_EQ(op_flops(OpCall{AddOp{x, x}}), 0.0);
+    int args = 0, present = 0;
+    for_each_tensor_arg(call, [&](const OpTensorArg& a) { ++args, present += a.tensor != nullptr; });
+    EXPECT_EQ(args, 4);     // x, weight, bias, y
+    EXPECT_EQ(present, 3);  // no bias
+}
+
+TEST(OpDispatch, TheProfilerCountsEveryOpByName) {
+    ProfilingBackend prof(cpu_backend());
+    Tensor x = filled({4, 8}, 1.0f), w = filled({3, 8}, 0.5f), y = filled({4, 3}, 0.0f);
+    prof.linear(x, w, nullptr, y);
+    prof.linear(x, w, nullptr, y);
+    prof.silu(y, y);
+    EXPECT_NEAR(y.data<float>()[0], 4.0 / (1.0 + std::exp(-4.0)), 1e-6);  // the inner backend ran: silu(8 * 0.5)
+    ASSERT_EQ(prof.stats().size(), 2u);
+    EXPECT_EQ(prof.stats().at("linear").calls, 2);
+    EXPECT_EQ(prof.stats().at("linear").flops, 2 * 2.0 * 4 * 8 * 3);
+    EXPECT_EQ(prof.stats().at("silu").calls, 1);
+    EXPECT_EQ(prof.stats().at("silu").flops, 0.0);
+}
 
 // ----------------------------------------------------------------------------------------------------------
 // The CPU's free GEMM (used by the attention tiles and by linear): leading dimensions wider than the rows,

@@ -34,7 +34,7 @@ Tensor random_ids(const Shape& s, int64_t V, DType dtype, std::mt19937_64& rng) 
     return t;
 }
 
-TEST_P(TextOpParity, Embedding) {
+SR_OP_PARITY(TextOpParity, Embedding, EmbeddingOp) {
     struct Case {
         int64_t B, L, V, D;
         DType ids, table;
@@ -69,7 +69,7 @@ TEST_P(TextOpParity, EmbeddingRejectsIdsOutsideTheTable) {
     }
 }
 
-TEST_P(TextOpParity, RopeHalf) {
+SR_OP_PARITY(TextOpParity, RopeHalf, RopeHalfOp) {
     struct Case {
         int64_t B, L, H, D;
         bool strided;  // x is the first H heads of a wider [B, L, H + 2, D] buffer, a view
@@ -113,7 +113,7 @@ TEST_P(TextOpParity, RopeHalf) {
     }
 }
 
-TEST_P(TextOpParity, QuickGelu) {
+SR_OP_PARITY(TextOpParity, QuickGelu, QuickGeluOp) {
     std::mt19937_64 rng(6);
     for (int64_t n : {int64_t(1), int64_t(17), int64_t(1000), int64_t(2 * 77 * 3072)}) {
         Tensor x = randn({n}, rng, 0.0, 4.0);
@@ -136,7 +136,7 @@ TEST_P(TextOpParity, QuickGelu) {
     }
 }
 
-TEST_P(TextOpParity, Mul) {
+SR_OP_PARITY(TextOpParity, Mul, MulOp) {
     std::mt19937_64 rng(8);
     for (int64_t n : {int64_t(1), int64_t(33), int64_t(351 * 14336)}) {
         const Tensor x = randn({n}, rng), yv = randn({n}, rng);
@@ -151,7 +151,7 @@ TEST_P(TextOpParity, Mul) {
     }
 }
 
-TEST_P(TextOpParity, CausalAttention) {
+SR_OP_PARITY(TextOpParity, CausalAttention, AttentionOp) {
     struct Case {
         const char* name;
         int64_t B, H, Lq, Lk, D;

@@ -51,7 +51,7 @@ double conv_tol(const ConvCase& c, double abs_sum) {
     return 8.0 * kU * std::sqrt(K) * abs_sum + 1e-7;
 }
 
-TEST_P(VAEOpParity, Conv3d) {
+SR_OP_PARITY(VAEOpParity, Conv3d, Conv3dOp) {
     std::mt19937_64 rng(11);
     for (DType wdt : {DType::F32, DType::BF16, DType::F16})
         for (const ConvCase& c : kConvCases) {
@@ -94,7 +94,7 @@ TEST_P(VAEOpParity, Conv3dTiming) {
     }
 }
 
-TEST_P(VAEOpParity, Pad3dReplicate) {
+SR_OP_PARITY(VAEOpParity, Pad3dReplicate, Pad3dReplicateOp) {
     std::mt19937_64 rng(5);
     const std::vector<std::pair<Shape, std::array<int64_t, 6>>> cases = {
         {{1, 3, 4, 5, 6}, {2, 0, 1, 1, 1, 1}},  // the causal conv's (k-1, 0, k//2, k//2, k//2, k//2)
@@ -113,7 +113,7 @@ TEST_P(VAEOpParity, Pad3dReplicate) {
     }
 }
 
-TEST_P(VAEOpParity, GroupNorm) {
+SR_OP_PARITY(VAEOpParity, GroupNorm, GroupNormOp) {
     std::mt19937_64 rng(9);
     struct Case {
         Shape x;
@@ -144,7 +144,7 @@ TEST_P(VAEOpParity, GroupNorm) {
     }
 }
 
-TEST_P(VAEOpParity, UpsampleNearest3d) {
+SR_OP_PARITY(VAEOpParity, UpsampleNearest3d, UpsampleNearest3dOp) {
     std::mt19937_64 rng(13);
     const std::vector<std::pair<Shape, std::array<int64_t, 3>>> cases = {
         {{1, 4, 3, 4, 5}, {2, 2, 2}},  // time + space (the decoder's later frames)

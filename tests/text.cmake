@@ -1,7 +1,6 @@
 # Text layer tests: tokenizer goldens and bad input, encoder parity, and the text ops in the op harness.
 target_sources(skyreels_test_support PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support/reference_ops_text.cpp)
 skyreels_test(test_text LABELS "parity;text" SOURCES test_tokenizers.cpp test_text_encoders.cpp)
-skyreels_test(test_ops_text LABELS "ops;parity" SOURCES test_ops_text.cpp)
 
 # `skyreels tokenize`: ids and the limit on the fixture tokenizers; errors exit 1.
 if(DEFINED ENV{SKYREELS_FIXTURES})

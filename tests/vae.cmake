@@ -2,4 +2,3 @@
 # parity of its four CPU ops against plain double-precision references.
 skyreels_test(test_vae LABELS "parity;vae" SOURCES test_vae_parity.cpp)
 target_sources(skyreels_test_support PRIVATE support/reference_ops_vae.cpp)
-skyreels_test(test_ops_vae LABELS "ops;parity" SOURCES test_ops_vae.cpp)

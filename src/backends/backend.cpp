@@ -2,6 +2,10 @@
 
 namespace sr {
 
+void throw_missing_op(std::string_view backend, std::string_view op) {
+    throw Error(fmt::format("the {} backend has no op '{}'", backend, op));
+}
+
 void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor& out) {
     int64_t at = 0;
     for (const Tensor& p : parts) {

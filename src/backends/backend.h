@@ -1,6 +1,7 @@
-// The compute backend interface: every op the models need, behind one narrow class. The CPU backend is
-// always built (tests and CI run on it); a CUDA backend implements the same interface. Models call only
-// these ops and never see where tensors live.
+// The compute backend interface: every op the models need, behind one narrow class with one entry point
+// (run, over the op list in ops.h). The CPU backend is always built (tests and CI run on it); the CUDA
+// backend implements the same interface; decorators (profiling, the simulated device, the memory planner)
+// wrap one. Models call only the typed ops below and never see where tensors live.
 //
 // Conventions: activations are f32 and contiguous unless an op says it takes views. Weights may be stored
 // as f32, bf16 or f16 (the checkpoint's dtype, memory-mapped); ops that take weights accept all three.
@@ -17,18 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "backends/ops.h"
 #include "core/tensor.h"
 
 namespace sr {
-
-struct AttentionMask {
-    // Per batch row b: keys [0, kv_len[b]) are valid (right padding). Empty: every key is valid.
-    std::vector<int64_t> kv_len;
-    // Optional dense mask [B, Lq, Lk] (Bool or F32, nonzero = attend), applied together with kv_len.
-    Tensor dense;
-    // Causal: query i sees keys j <= i + (Lk - Lq) (the last query sees every key), with the masks above.
-    bool causal = false;
-};
 
 // Arithmetic precision of GEMMs whose weights are stored in bf16 (see cpu_backend.h for the CPU choice).
 enum class GemmPrecision { F32, BF16 };
@@ -45,75 +38,55 @@ public:
     // backend, which allocates its scratch elsewhere.
     virtual size_t workspace_bytes() const { return 0; }
 
-    // y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 contiguous; weight f32/bf16/f16.
-    virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) = 0;
+    // The one entry point: runs one op (backends/ops.h has the list and each op's contract). Backends
+    // implement it with dispatch_op(); decorators (profiling, the simulated device's placement checks, the
+    // planner's no-op) override it alone.
+    virtual void run(const OpCall& op) = 0;
 
-    // Scaled dot-product attention per (batch, head): out = softmax(q k^T * scale, masked) v.
-    // q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 views with any strides but a unit innermost
-    // stride, so [B,L,H,D] buffers are passed as permute({0,2,1,3}) views. Memory is O(tile x Lk), never
-    // Lq x Lk. A query row with no valid key yields zeros.
-    virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
-                           float scale) = 0;
-
-    // Normalization over the last dimension; weight/bias [D] optional (nullptr = no affine).
-    virtual void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) = 0;
-    // y = x * rsqrt(mean(x^2) + eps) * weight, statistics in f32.
-    virtual void rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) = 0;
-
-    // In place on x [B, L, H, D] (a view; unit innermost stride): rotates interleaved pairs (x[2i], x[2i+1])
-    // of token l by the tables cos/sin [L, D] (each frequency repeated twice), as diffusers'
-    // apply_rotary_emb(use_real=True, unbind_dim=-1): x*cos + (-x[2i+1], x[2i])*sin.
-    virtual void rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
-
-    virtual void gelu_tanh(const Tensor& x, Tensor& y) = 0;
-    virtual void silu(const Tensor& x, Tensor& y) = 0;
-
-    // adaLN: y[b,l,:] = x[b,l,:] * (1 + scale[b,:]) + shift[b,:]. x, y [B,L,D]; shift, scale [B,D] views.
-    virtual void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) = 0;
-    // In place: x[b,l,:] += y[b,l,:] * gate[b,:]. x, y [B,L,D]; gate [B,D] view (or undefined: gate = 1).
-    virtual void gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) = 0;
-    // In place: x += y (same shape).
-    virtual void add(Tensor& x, const Tensor& y) = 0;
-
-    // 3-D convolution whose stride equals its kernel (patchify): x [B,C,F,H,W], weight [D,C,pt,ph,pw]
-    // (any float dtype), bias [D] -> y [B, N, D], tokens in (f,h,w) row-major order.
-    virtual void patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) = 0;
-
-    // Sinusoidal embedding of t [B] -> y [B, dim]: freq_i = exp(-ln(max_period) * i / (dim/2 - shift)),
-    // i < dim/2; [cos, sin] when flip_sin_to_cos, else [sin, cos] (diffusers get_timestep_embedding).
-    virtual void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
-                                    float max_period, Tensor& y) = 0;
-
-    // dst = src for equal shapes and any strides; float dtypes are converted. Concat, slice and permute
-    // are views plus this copy.
-    virtual void copy(const Tensor& src, Tensor& dst) = 0;
-
-    // ---- VAE ops ----
-    // 3-D convolution: x [B,C,F,H,W] f32, weight [O,C,kt,kh,kw] (f32/bf16/f16), bias [O] or nullptr,
-    // stride and symmetric zero padding per axis (t, h, w) -> y [B,O,F',H',W'] f32. The causal VAE's
-    // replicate padding is done by the model with pad3d_replicate first.
-    virtual void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
-                        std::array<int64_t, 3> padding, Tensor& y) = 0;
-    // Edge padding of x [B,C,F,H,W]: pads = {t_before, t_after, h_before, h_after, w_before, w_after}.
-    virtual void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) = 0;
-    // GroupNorm of x [B, C, ...]: C/groups channels per group, statistics over the group's channels and all
-    // positions (f64 accumulation); weight/bias [C] optional.
-    virtual void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
-                            Tensor& y) = 0;
-    // Nearest-neighbour upsampling of x [B,C,F,H,W] by integer factors (t, h, w).
-    virtual void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) = 0;
-
-    // ---- text encoder ops ----
-    // Row gather: ids [B, L] (I32 or I64) from table [V, D] (f32/bf16/f16) -> y [B, L, D] f32. An id
-    // outside [0, V) is an InputError naming it.
-    virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& y) = 0;
-    // In place on x [B, L, H, D] (a view, unit innermost stride): Llama's rotate_half RoPE, pairs
-    // (x[i], x[i + D/2]) rotated by cos/sin [L, D] (transformers' apply_rotary_pos_emb).
-    virtual void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
-    // CLIP's quick GELU: x * sigmoid(1.702 x). y may be x.
-    virtual void quick_gelu(const Tensor& x, Tensor& y) = 0;
-    // In place: x *= y (same shape), e.g. SwiGLU's silu(gate) * up.
-    virtual void mul(Tensor& x, const Tensor& y) = 0;
+    // Typed calls, one per op, for the models: each builds its op's arguments and calls run(). The
+    // contracts are in ops.h, next to each op's arguments.
+    void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+        run(LinearOp{x, weight, bias, y});
+    }
+    void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
+                   float scale) {
+        run(AttentionOp{q, k, v, out, mask, scale});
+    }
+    void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+        run(LayerNormOp{x, weight, bias, eps, y});
+    }
+    void rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) { run(RmsNormOp{x, weight, eps, y}); }
+    void rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) { run(RopeInterleavedOp{x, cos, sin}); }
+    void gelu_tanh(const Tensor& x, Tensor& y) { run(GeluTanhOp{x, y}); }
+    void silu(const Tensor& x, Tensor& y) { run(SiluOp{x, y}); }
+    void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
+        run(ModulateOp{x, shift, scale, y});
+    }
+    void gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) { run(GatedResidualOp{x, y, gate}); }
+    void add(Tensor& x, const Tensor& y) { run(AddOp{x, y}); }
+    void patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+        run(PatchEmbed3dOp{x, weight, bias, y});
+    }
+    void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                            float max_period, Tensor& y) {
+        run(TimestepEmbeddingOp{t, dim, flip_sin_to_cos, downscale_freq_shift, max_period, y});
+    }
+    void copy(const Tensor& src, Tensor& dst) { run(CopyOp{src, dst}); }
+    void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
+                std::array<int64_t, 3> padding, Tensor& y) {
+        run(Conv3dOp{x, weight, bias, stride, padding, y});
+    }
+    void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) { run(Pad3dReplicateOp{x, pads, y}); }
+    void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+        run(GroupNormOp{x, groups, weight, bias, eps, y});
+    }
+    void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) {
+        run(UpsampleNearest3dOp{x, scale, y});
+    }
+    void embedding(const Tensor& ids, const Tensor& table, Tensor& y) { run(EmbeddingOp{ids, table, y}); }
+    void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) { run(RopeHalfOp{x, cos, sin}); }
+    void quick_gelu(const Tensor& x, Tensor& y) { run(QuickGeluOp{x, y}); }
+    void mul(Tensor& x, const Tensor& y) { run(MulOp{x, y}); }
 };
 
 // Copies `parts` one after another along `dim` of `out` (their sizes along dim must sum to out's).

@@ -13,29 +13,7 @@ public:
     std::string name() const override { return "plan"; }
     Device device() const override { return activations_.device(); }
     Allocator& allocator() override { return activations_; }
-
-    void linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) override {}
-    void attention(const Tensor&, const Tensor&, const Tensor&, Tensor&, const AttentionMask&, float) override {}
-    void layer_norm(const Tensor&, const Tensor*, const Tensor*, float, Tensor&) override {}
-    void rms_norm(const Tensor&, const Tensor*, float, Tensor&) override {}
-    void rope_interleaved(Tensor&, const Tensor&, const Tensor&) override {}
-    void gelu_tanh(const Tensor&, Tensor&) override {}
-    void silu(const Tensor&, Tensor&) override {}
-    void modulate(const Tensor&, const Tensor&, const Tensor&, Tensor&) override {}
-    void gated_residual(Tensor&, const Tensor&, const Tensor&) override {}
-    void add(Tensor&, const Tensor&) override {}
-    void patch_embed_3d(const Tensor&, const Tensor&, const Tensor*, Tensor&) override {}
-    void timestep_embedding(const Tensor&, int, bool, float, float, Tensor&) override {}
-    void copy(const Tensor&, Tensor&) override {}
-    void conv3d(const Tensor&, const Tensor&, const Tensor*, std::array<int64_t, 3>, std::array<int64_t, 3>,
-                Tensor&) override {}
-    void pad3d_replicate(const Tensor&, std::array<int64_t, 6>, Tensor&) override {}
-    void group_norm(const Tensor&, int64_t, const Tensor*, const Tensor*, float, Tensor&) override {}
-    void upsample_nearest3d(const Tensor&, std::array<int64_t, 3>, Tensor&) override {}
-    void embedding(const Tensor&, const Tensor&, Tensor&) override {}
-    void rope_half(Tensor&, const Tensor&, const Tensor&) override {}
-    void quick_gelu(const Tensor&, Tensor&) override {}
-    void mul(Tensor&, const Tensor&) override {}
+    void run(const OpCall&) override {}
 
 private:
     Allocator& activations_;

@@ -7,7 +7,6 @@
 //   for (auto& [op, s] : prof.stats()) printf("%s %d calls %.3f s %.1f GFLOP/s\n", ...);
 #pragma once
 
-#include <chrono>
 #include <map>
 #include <string>
 
@@ -33,42 +32,10 @@ public:
     void reset() { stats_.clear(); }
     double total_seconds() const;
 
-    void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) override;
-    void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
-                   float scale) override;
-    void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) override;
-    void rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) override;
-    void rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) override;
-    void gelu_tanh(const Tensor& x, Tensor& y) override;
-    void silu(const Tensor& x, Tensor& y) override;
-    void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) override;
-    void gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) override;
-    void add(Tensor& x, const Tensor& y) override;
-    void patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) override;
-    void timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
-                            float max_period, Tensor& y) override;
-    void copy(const Tensor& src, Tensor& dst) override;
-    void conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
-                std::array<int64_t, 3> padding, Tensor& y) override;
-    void pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) override;
-    void group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
-                    Tensor& y) override;
-    void upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) override;
-    void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
-    void rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) override;
-    void quick_gelu(const Tensor& x, Tensor& y) override;
-    void mul(Tensor& x, const Tensor& y) override;
+    // Times the op on the inner backend and counts it under its name.
+    void run(const OpCall& op) override;
 
 private:
-    template <class F>
-    void timed(const char* op, double flops, F&& f) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        OpStats& s = stats_[op];
-        s.calls += 1;
-        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        s.flops += flops;
-    }
     Backend& inner_;
     std::map<std::string, OpStats> stats_;
 };

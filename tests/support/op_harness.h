@@ -2,6 +2,11 @@
 // the per-op timing table, and the OpParity fixture (one backend per instantiation). Op test files
 // (test_ops.cpp, and one per model family's ops) include this and instantiate their suites over
 // backends_under_test(), so a new backend joins every op test by one line in backends_under_test().
+//
+// Coverage: a parity case names the op it checks, SR_OP_PARITY(OpParity, Linear, LinearOp) instead of
+// TEST_P(OpParity, Linear). The op list (backends/ops.h) is then checked against the cases: OpCoverage fails
+// for an op that no case names, and each named case fails unless its op really ran on the backend under test
+// (the fixture hands the test a recording decorator around it).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,6 +18,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -221,11 +227,75 @@ inline std::string shape_str(const Tensor& t) {
 // ----------------------------------------------------------------------------------------------------------
 // The fixture: one backend per instantiation.
 
+// ----------------------------------------------------------------------------------------------------------
+// Which op each parity case checks (filled at static initialization by SR_OP_PARITY).
+
+struct ParityCase {
+    std::string suite, name;
+    size_t op;
+};
+inline std::vector<ParityCase>& parity_cases() {
+    static std::vector<ParityCase> cases;
+    return cases;
+}
+template <class Op>
+bool register_parity_case(const char* suite, const char* name) {
+    parity_cases().push_back({suite, name, op_index<Op>()});
+    return true;
+}
+// The op the running parity case names, or kOpCount when it names none (a plain TEST_P).
+inline size_t current_case_op() {
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    if (!info) return kOpCount;
+    // Parameterized names: suite "Backends/OpParity", test "Linear/cpu_f32".
+    std::string suite = info->test_suite_name(), name = info->name();
+    suite = suite.substr(suite.find('/') + 1);
+    name = name.substr(0, name.find('/'));
+    for (const ParityCase& c : parity_cases())
+        if (c.suite == suite && c.name == name) return c.op;
+    return kOpCount;
+}
+
+#define SR_OP_PARITY(fixture, name, Op)                                  \
+    [[maybe_unused]] static const bool sr_op_parity_##fixture##_##name = \
+        ::sr::test::harness::register_parity_case<Op>(#fixture, #name);  \
+    TEST_P(fixture, name)
+
+// Forwards every op to the backend under test and notes which ops ran.
+class RecordingBackend final : public Backend {
+public:
+    explicit RecordingBackend(Backend& inner) : inner_(inner) {}
+    std::string name() const override { return inner_.name(); }
+    Device device() const override { return inner_.device(); }
+    Allocator& allocator() override { return inner_.allocator(); }
+    size_t workspace_bytes() const override { return inner_.workspace_bytes(); }
+    void run(const OpCall& op) override {
+        ran_[op.index()] = true;
+        inner_.run(op);
+    }
+    bool ran(size_t op) const { return ran_[op]; }
+
+private:
+    Backend& inner_;
+    std::array<bool, kOpCount> ran_{};
+};
+
 class OpParity : public ::testing::TestWithParam<BackendCase> {
 protected:
-    void SetUp() override { be_ = &GetParam().acquire(); }
+    void SetUp() override {
+        be_ = &GetParam().acquire();
+        recorder_ = std::make_unique<RecordingBackend>(*be_);
+    }
+    void TearDown() override {
+        const size_t op = current_case_op();
+        if (op < kOpCount && !IsSkipped()) {
+            EXPECT_TRUE(recorder_->ran(op))
+                << "this case is registered for op '" << kOpNames[op] << "' but never ran it on " << GetParam().name;
+        }
+    }
 
-    Backend& be() { return *be_; }
+    // The backend under test, seen through the recorder.
+    Backend& be() { return *recorder_; }
     Tensor up(const Tensor& host) { return GetParam().upload(*be_, host); }
     ref::Array got(const Tensor& t) { return ref::to_array(GetParam().download(*be_, t)); }
     // An output buffer in the backend's memory, pre-filled with NaN so an element the op never writes fails.
@@ -262,6 +332,7 @@ protected:
     }
 
     Backend* be_ = nullptr;
+    std::unique_ptr<RecordingBackend> recorder_;
 };
 
 }  // namespace sr::test::harness

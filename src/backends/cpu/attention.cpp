@@ -34,8 +34,8 @@ struct DenseMask {
 
 }  // namespace
 
-void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
-                           float scale) {
+void CpuBackend::exec(const AttentionOp& op) {
+    const auto& [q, k, v, out, mask, scale] = op;
     const AttentionShape shape = check_attention(q, k, v, out, mask);
     const int64_t B = shape.B, H = shape.H, Lq = shape.Lq, Lk = shape.Lk, D = shape.D;
     DenseMask dense;

@@ -10,6 +10,8 @@
 
 namespace sr {
 
+static_assert(implements_every_op<CpuBackend>(), "the CPU backend is the reference: it runs every op");
+
 CpuBackend::CpuBackend(Allocator* activations) : activations_(activations) {}
 CpuBackend::~CpuBackend() = default;
 
@@ -51,7 +53,8 @@ void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* d
 
 }  // namespace
 
-void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+void CpuBackend::exec(const LinearOp& op) {
+    const auto& [x, weight, bias, y] = op;
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
     float* yd = y.data<float>();
@@ -87,7 +90,8 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
     }
 }
 
-void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+void CpuBackend::exec(const PatchEmbed3dOp& op) {
+    const auto& [x, weight, bias, y] = op;
     const PatchEmbedShape s = check_patch_embed_3d(x, weight, y);
     const int64_t B = s.B, C = s.C, H = s.H, W = s.W, D = s.D, pt = s.pt, ph = s.ph, pw = s.pw;
     const int64_t Hp = H / ph, Wp = W / pw, N = s.N, P = s.P;
@@ -115,8 +119,8 @@ void CpuBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Ten
     linear(cols, weight.view({D, P}), bias, out2d);
 }
 
-void CpuBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
-                                    float max_period, Tensor& y) {
+void CpuBackend::exec(const TimestepEmbeddingOp& op) {
+    const auto& [t, dim, flip_sin_to_cos, downscale_freq_shift, max_period, y] = op;
     const int64_t B = t.numel();
     SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * dim, "timestep_embedding out {}",
               y.describe());
@@ -140,7 +144,8 @@ void CpuBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_c
     }
 }
 
-void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+void CpuBackend::exec(const CopyOp& op) {
+    const auto& [src, dst] = op;
     dst.copy_from(src);
 }
 

@@ -33,7 +33,8 @@ const float* vec_row(const Tensor& v, int64_t b, int64_t B, int64_t D) {
 
 }  // namespace
 
-void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
+void CpuBackend::exec(const GeluTanhOp& op) {
+    const auto& [x, y] = op;
     check_same(x, y, "gelu_tanh");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
@@ -43,7 +44,8 @@ void CpuBackend::gelu_tanh(const Tensor& x, Tensor& y) {
         kGrain);
 }
 
-void CpuBackend::silu(const Tensor& x, Tensor& y) {
+void CpuBackend::exec(const SiluOp& op) {
+    const auto& [x, y] = op;
     check_same(x, y, "silu");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
@@ -53,7 +55,8 @@ void CpuBackend::silu(const Tensor& x, Tensor& y) {
         kGrain);
 }
 
-void CpuBackend::add(Tensor& x, const Tensor& y) {
+void CpuBackend::exec(const AddOp& op) {
+    const auto& [x, y] = op;
     check_same(x, y, "add");
     float* xd = x.data<float>();
     const float* yd = y.data<float>();
@@ -65,7 +68,8 @@ void CpuBackend::add(Tensor& x, const Tensor& y) {
         kGrain);
 }
 
-void CpuBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
+void CpuBackend::exec(const ModulateOp& op) {
+    const auto& [x, shift, scale, y] = op;
     check_same(x, y, "modulate");
     const auto s = RowBroadcast::of(x);
     const float* xd = x.data<float>();
@@ -85,7 +89,8 @@ void CpuBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& sc
         std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
 }
 
-void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) {
+void CpuBackend::exec(const GatedResidualOp& op) {
+    const auto& [x, y, gate] = op;
     check_same(x, y, "gated_residual");
     const auto s = RowBroadcast::of(x);
     float* xd = x.data<float>();
@@ -107,7 +112,8 @@ void CpuBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) 
         std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
 }
 
-void CpuBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
+void CpuBackend::exec(const RopeInterleavedOp& op) {
+    const auto& [x, cos, sin] = op;
     // Pairs (x[2i], x[2i+1]), each frequency repeated twice in the tables.
     for_each_rope_head(x, cos, sin, "rope", [](float* v, const float* c, const float* s, int64_t D) {
         for (int64_t i = 0; i < D; i += 2) {

@@ -28,7 +28,8 @@ void check_rows(const Tensor& x, const Tensor& y) {
 
 }  // namespace
 
-void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+void CpuBackend::exec(const LayerNormOp& op) {
+    const auto& [x, weight, bias, eps, y] = op;
     check_rows(x, y);
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     const auto w = widen(weight, D, "layer_norm weight");
@@ -62,7 +63,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor*
         std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
 }
 
-void CpuBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) {
+void CpuBackend::exec(const RmsNormOp& op) {
+    const auto& [x, weight, eps, y] = op;
     check_rows(x, y);
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     const auto w = widen(weight, D, "rms_norm weight");

@@ -15,7 +15,8 @@ constexpr int64_t kGrain = 1 << 14;  // elements per task: enough work to amorti
 
 }  // namespace
 
-void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+void CpuBackend::exec(const EmbeddingOp& op) {
+    const auto& [ids, table, y] = op;
     const EmbeddingShape s = check_embedding(ids, table, y);
     const int64_t B = s.B, L = s.L, D = s.D;
     check_token_ids(ids, s.V);  // every id before anything is written
@@ -33,7 +34,8 @@ void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
         std::max<int64_t>(1, kGrain / std::max<int64_t>(D, 1)));
 }
 
-void CpuBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
+void CpuBackend::exec(const RopeHalfOp& op) {
+    const auto& [x, cos, sin] = op;
     // x*cos + rotate_half(x)*sin, rotate_half(x) = (-x[D/2:], x[:D/2]).
     for_each_rope_head(x, cos, sin, "rope_half", [](float* v, const float* c, const float* s, int64_t D) {
         const int64_t half = D / 2;
@@ -45,7 +47,8 @@ void CpuBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
     });
 }
 
-void CpuBackend::quick_gelu(const Tensor& x, Tensor& y) {
+void CpuBackend::exec(const QuickGeluOp& op) {
+    const auto& [x, y] = op;
     SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
                   x.numel() == y.numel(),
               "quick_gelu on {} -> {}", x.describe(), y.describe());
@@ -59,7 +62,8 @@ void CpuBackend::quick_gelu(const Tensor& x, Tensor& y) {
         kGrain);
 }
 
-void CpuBackend::mul(Tensor& x, const Tensor& y) {
+void CpuBackend::exec(const MulOp& op) {
+    const auto& [x, y] = op;
     SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
                   x.numel() == y.numel(),
               "mul on {} *= {}", x.describe(), y.describe());

@@ -158,8 +158,8 @@ void conv3d_direct(const Tensor& x, const Tensor& weight, const Tensor* bias, st
     });
 }
 
-void CpuBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
-                        std::array<int64_t, 3> padding, Tensor& y) {
+void CpuBackend::exec(const Conv3dOp& op) {
+    const auto& [x, weight, bias, stride, padding, y] = op;
     check_conv3d(x, weight, bias, stride, padding, y);
     if (y.numel() == 0) return;
     const ConvKey key{{x.dim(0), x.dim(1), x.dim(2), x.dim(3), x.dim(4)},
@@ -215,7 +215,8 @@ void CpuBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bia
     }
 }
 
-void CpuBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) {
+void CpuBackend::exec(const Pad3dReplicateOp& op) {
+    const auto& [x, pads, y] = op;
     SR_ASSERT(x.rank() == 5 && y.rank() == 5 && x.dtype() == DType::F32 && y.dtype() == DType::F32 &&
                   x.is_contiguous() && y.is_contiguous(),
               "pad3d_replicate on {} -> {}", x.describe(), y.describe());
@@ -246,8 +247,8 @@ void CpuBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, T
         16);
 }
 
-void CpuBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
-                            Tensor& y) {
+void CpuBackend::exec(const GroupNormOp& op) {
+    const auto& [x, groups, weight, bias, eps, y] = op;
     SR_ASSERT(x.rank() >= 2 && x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() &&
                   y.is_contiguous() && x.shape() == y.shape(),
               "group_norm on {} -> {}", x.describe(), y.describe());
@@ -315,7 +316,8 @@ void CpuBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weigh
     });
 }
 
-void CpuBackend::upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) {
+void CpuBackend::exec(const UpsampleNearest3dOp& op) {
+    const auto& [x, scale, y] = op;
     SR_ASSERT(x.rank() == 5 && y.rank() == 5 && x.dtype() == DType::F32 && y.dtype() == DType::F32 &&
                   x.is_contiguous() && y.is_contiguous(),
               "upsample_nearest3d on {} -> {}", x.describe(), y.describe());

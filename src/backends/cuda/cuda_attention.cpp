@@ -19,8 +19,8 @@ constexpr int64_t kBf16ScratchBytes = int64_t(CudaBackend::kAttentionScratchByte
 
 }  // namespace
 
-void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
-                            float scale) {
+void CudaBackend::exec(const AttentionOp& op) {
+    const auto& [q, k, v, out, mask, scale] = op;
     check_here(q, "attention q");
     check_here(k, "attention k");
     check_here(v, "attention v");

@@ -76,6 +76,8 @@ cuda::StridedLayout coalesce(const Tensor& src, const Tensor& dst) {
 
 }  // namespace
 
+static_assert(implements_every_op<CudaBackend>(), "every op has a CUDA kernel");
+
 CudaBackend::CudaBackend(const CudaBackendOptions& options)
     : device_(options.device),
       stream_(create_stream(options.device)),
@@ -129,7 +131,8 @@ Tensor CudaBackend::f32_vector(const Tensor& t, int64_t n, const char* what) {
     return v;
 }
 
-void CudaBackend::copy(const Tensor& src, Tensor& dst) {
+void CudaBackend::exec(const CopyOp& op) {
+    const auto& [src, dst] = op;
     SR_ASSERT(src.shape() == dst.shape(), "copy {} into {}", src.describe(), dst.describe());
     SR_ASSERT(src.dtype() == dst.dtype() || (dtype_is_float(src.dtype()) && dtype_is_float(dst.dtype())),
               "copy {} into {}", src.describe(), dst.describe());

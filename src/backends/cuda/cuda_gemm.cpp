@@ -151,7 +151,8 @@ bool CudaBackend::try_matmul(int64_t M, int64_t N, int64_t K, const void* x, con
     return true;
 }
 
-void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+void CudaBackend::exec(const LinearOp& op) {
+    const auto& [x, weight, bias, y] = op;
     check_here(x, "linear input");
     check_here(weight, "linear weight");
     check_here(y, "linear output");
@@ -218,7 +219,8 @@ void CudaBackend::linear_f32(const float* xd, int64_t M, const Tensor& weight, c
     }
 }
 
-void CudaBackend::patch_embed_3d(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
+void CudaBackend::exec(const PatchEmbed3dOp& op) {
+    const auto& [x, weight, bias, y] = op;
     check_here(x, "patch_embed_3d input");
     check_here(weight, "patch_embed_3d weight");
     check_here(y, "patch_embed_3d output");

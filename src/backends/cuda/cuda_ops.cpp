@@ -49,42 +49,48 @@ void check_norm_rows(const CudaBackend& be, const Tensor& x, const Tensor& y, co
 
 }  // namespace
 
-void CudaBackend::gelu_tanh(const Tensor& x, Tensor& y) {
+void CudaBackend::exec(const GeluTanhOp& op) {
+    const auto& [x, y] = op;
     check_same(*this, x, y, "gelu_tanh");
     make_current();
     cuda::unary(cuda::UnaryOp::GeluTanh, x.data<float>(), y.data<float>(), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::silu(const Tensor& x, Tensor& y) {
+void CudaBackend::exec(const SiluOp& op) {
+    const auto& [x, y] = op;
     check_same(*this, x, y, "silu");
     make_current();
     cuda::unary(cuda::UnaryOp::Silu, x.data<float>(), y.data<float>(), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::quick_gelu(const Tensor& x, Tensor& y) {
+void CudaBackend::exec(const QuickGeluOp& op) {
+    const auto& [x, y] = op;
     check_same(*this, x, y, "quick_gelu");
     make_current();
     cuda::unary(cuda::UnaryOp::QuickGelu, x.data<float>(), y.data<float>(), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::add(Tensor& x, const Tensor& y) {
+void CudaBackend::exec(const AddOp& op) {
+    const auto& [x, y] = op;
     check_same(*this, x, y, "add");
     make_current();
     cuda::add(x.data<float>(), y.data<float>(), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::mul(Tensor& x, const Tensor& y) {
+void CudaBackend::exec(const MulOp& op) {
+    const auto& [x, y] = op;
     check_same(*this, x, y, "mul");
     make_current();
     cuda::mul(x.data<float>(), y.data<float>(), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& y) {
+void CudaBackend::exec(const ModulateOp& op) {
+    const auto& [x, shift, scale, y] = op;
     check_same(*this, x, y, "modulate");
     SR_ASSERT(x.rank() == 3, "modulate wants [B,L,D], got {}", x.describe());
     const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
@@ -96,7 +102,8 @@ void CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& s
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate) {
+void CudaBackend::exec(const GatedResidualOp& op) {
+    const auto& [x, y, gate] = op;
     check_same(*this, x, y, "gated_residual");
     SR_ASSERT(x.rank() == 3, "gated_residual wants [B,L,D], got {}", x.describe());
     const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
@@ -108,7 +115,8 @@ void CudaBackend::gated_residual(Tensor& x, const Tensor& y, const Tensor& gate)
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
+void CudaBackend::exec(const LayerNormOp& op) {
+    const auto& [x, weight, bias, eps, y] = op;
     check_norm_rows(*this, x, y, "layer_norm");
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     cuda::KType wt = cuda::KType::F32, bt = cuda::KType::F32;
@@ -119,7 +127,8 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::rms_norm(const Tensor& x, const Tensor* weight, float eps, Tensor& y) {
+void CudaBackend::exec(const RmsNormOp& op) {
+    const auto& [x, weight, eps, y] = op;
     check_norm_rows(*this, x, y, "rms_norm");
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     cuda::KType wt = cuda::KType::F32;
@@ -141,16 +150,18 @@ void CudaBackend::rope(Tensor& x, const Tensor& cos, const Tensor& sin, bool int
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::rope_interleaved(Tensor& x, const Tensor& cos, const Tensor& sin) {
+void CudaBackend::exec(const RopeInterleavedOp& op) {
+    const auto& [x, cos, sin] = op;
     rope(x, cos, sin, true, "rope");
 }
 
-void CudaBackend::rope_half(Tensor& x, const Tensor& cos, const Tensor& sin) {
+void CudaBackend::exec(const RopeHalfOp& op) {
+    const auto& [x, cos, sin] = op;
     rope(x, cos, sin, false, "rope_half");
 }
 
-void CudaBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
-                                     float max_period, Tensor& y) {
+void CudaBackend::exec(const TimestepEmbeddingOp& op) {
+    const auto& [t, dim, flip_sin_to_cos, downscale_freq_shift, max_period, y] = op;
     check_here(y, "timestep_embedding");
     const int64_t B = t.numel();
     SR_ASSERT(y.dtype() == DType::F32 && y.is_contiguous() && y.numel() == B * dim, "timestep_embedding out {}",
@@ -170,7 +181,8 @@ void CudaBackend::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+void CudaBackend::exec(const EmbeddingOp& op) {
+    const auto& [ids, table, y] = op;
     check_here(table, "embedding table");
     check_here(y, "embedding output");
     const EmbeddingShape s = check_embedding(ids, table, y);

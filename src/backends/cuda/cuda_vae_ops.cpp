@@ -23,8 +23,8 @@ void check_5d(const CudaBackend& be, const Tensor& x, const Tensor& y, const cha
 
 }  // namespace
 
-void CudaBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std::array<int64_t, 3> stride,
-                         std::array<int64_t, 3> padding, Tensor& y) {
+void CudaBackend::exec(const Conv3dOp& op) {
+    const auto& [x, weight, bias, stride, padding, y] = op;
     check_5d(*this, x, y, "conv3d");
     check_here(weight, "conv3d weight");
     SR_ASSERT(weight.is_contiguous(), "conv3d weight {}", weight.describe());
@@ -62,7 +62,8 @@ void CudaBackend::conv3d(const Tensor& x, const Tensor& weight, const Tensor* bi
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, Tensor& y) {
+void CudaBackend::exec(const Pad3dReplicateOp& op) {
+    const auto& [x, pads, y] = op;
     check_5d(*this, x, y, "pad3d_replicate");
     for (int i = 0; i < 3; ++i)
         SR_ASSERT(pads[size_t(2 * i)] >= 0 && pads[size_t(2 * i + 1)] >= 0 &&
@@ -75,8 +76,8 @@ void CudaBackend::pad3d_replicate(const Tensor& x, std::array<int64_t, 6> pads, 
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weight, const Tensor* bias, float eps,
-                             Tensor& y) {
+void CudaBackend::exec(const GroupNormOp& op) {
+    const auto& [x, groups, weight, bias, eps, y] = op;
     check_here(x, "group_norm");
     check_here(y, "group_norm");
     SR_ASSERT(x.rank() >= 2 && x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() &&
@@ -108,7 +109,8 @@ void CudaBackend::group_norm(const Tensor& x, int64_t groups, const Tensor* weig
     SR_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> scale, Tensor& y) {
+void CudaBackend::exec(const UpsampleNearest3dOp& op) {
+    const auto& [x, scale, y] = op;
     check_5d(*this, x, y, "upsample_nearest3d");
     SR_ASSERT(y.dim(0) == x.dim(0) && y.dim(1) == x.dim(1) && y.dim(2) == x.dim(2) * scale[0] &&
                   y.dim(3) == x.dim(3) * scale[1] && y.dim(4) == x.dim(4) * scale[2],
