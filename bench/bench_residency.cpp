@@ -17,6 +17,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "io/json.h"
+#include "models/hunyuan_video_transformer.h"
 #include "runtime/residency.h"
 #include "runtime/simulated_device.h"
 
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
     in.pooled_projections = Tensor::zeros({1, c.pooled_projection_dim}, DType::F32);
     const int64_t n_video = frames * side * side;
 
-    const auto specs = weight_block_specs(model);
+    const auto specs = model.weight_blocks();
     size_t total = 0, largest = 0;
     for (const auto& s : specs) total += device_block_bytes(s), largest = std::max(largest, device_block_bytes(s));
     auto time_steps = [&](BlockWeightProvider* provider) {

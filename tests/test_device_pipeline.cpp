@@ -241,7 +241,7 @@ TEST(DevicePipeline, AModelBoundShapesOnlyPlansLikeOneWithWeights) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) {
         EXPECT_EQ(a[i].name, b[i].name);
-        EXPECT_EQ(a[i].bytes, b[i].bytes) << a[i].name;
+        EXPECT_EQ(a[i].bytes(), b[i].bytes()) << a[i].name;
     }
     for (size_t i = 0; i < planned.weight_block_count(); ++i)
         for (const Tensor& t : planned.weight_block_tensors(i))

@@ -20,6 +20,7 @@
 #include "core/virtual_allocator.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "models/hunyuan_video_transformer.h"
 #include "runtime/residency.h"
 #include "runtime/simulated_device.h"
 #include "support/fixtures.h"
@@ -129,7 +130,7 @@ StreamedRun run_streamed(HostMemoryMode mode) {
     model.forward(plan_be, in);
     const size_t activations = space.peak_bytes();
 
-    auto specs = weight_block_specs(model);
+    auto specs = model.weight_blocks();
     size_t weights = 0, largest = 0;
     for (const auto& s : specs) weights += device_block_bytes(s), largest = std::max(largest, device_block_bytes(s));
     const size_t budget = 2 * largest + weights / 10 + activations;  // the ring plus a little: most blocks stream

@@ -127,7 +127,7 @@ void check_block_structure(const Model& model, size_t n_checkpoint_tensors) {
             ++n_defined;
             EXPECT_TRUE(memory.insert(t.raw_data()).second) << t.describe() << " is listed twice";
         }
-        EXPECT_EQ(blocks[b].bytes, bytes);
+        EXPECT_EQ(blocks[b].bytes(), bytes);
         EXPECT_GT(bytes, 0u) << "an empty block";
     }
     EXPECT_EQ(parameters, model.parameter_count()) << "the blocks do not cover the weights exactly once";

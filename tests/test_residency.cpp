@@ -11,6 +11,7 @@
 #include "backends/null_backend.h"
 #include "core/virtual_allocator.h"
 #include "io/safetensors.h"
+#include "models/hunyuan_video_transformer.h"
 #include "runtime/residency.h"
 #include "runtime/simulated_device.h"
 #include "support/compare.h"
@@ -23,7 +24,7 @@ namespace {
 // A toy model: a chain of linear layers, one block each ([D, D] weight + [D] bias), run for several steps.
 struct Chain {
     int64_t D;
-    std::vector<WeightBlockSpec> blocks;
+    std::vector<WeightBlock> blocks;
     Chain(int n, int64_t D, DType dtype, uint64_t seed = 1) : D(D) {
         std::mt19937_64 rng(seed);
         std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(float(D)));
@@ -59,7 +60,7 @@ struct Chain {
     size_t activation_bytes() const { return 3 * size_t(4 * D) * sizeof(float); }
 };
 
-std::vector<std::pair<std::string, size_t>> sizes(const std::vector<WeightBlockSpec>& blocks) {
+std::vector<std::pair<std::string, size_t>> sizes(const std::vector<WeightBlock>& blocks) {
     std::vector<std::pair<std::string, size_t>> out;
     for (const auto& b : blocks) out.emplace_back(b.name, device_block_bytes(b));
     return out;
@@ -199,7 +200,7 @@ TEST(ResidencyManager, TransformerBitIdenticalUnderBudgets) {
             in.get("pooled_projections"),    in.contains("guidance") ? in.get("guidance") : Tensor()};
         cpu_backend().set_gemm_precision(GemmPrecision::F32);
         const Tensor expected = model.forward(cpu_backend(), inputs);
-        const auto specs = weight_block_specs(model);
+        const auto specs = model.weight_blocks();
         size_t total = 0, largest = 0;
         for (const auto& s : specs) total += device_block_bytes(s), largest = std::max(largest, device_block_bytes(s));
         // The forward's activations and uploaded inputs live on the device too: planned exactly, reserved.

@@ -28,6 +28,7 @@
 #include "backends/null_backend.h"
 #include "core/virtual_allocator.h"
 #include "io/json.h"
+#include "models/hunyuan_video_transformer.h"
 #include "runtime/cuda_accelerator.h"
 #include "runtime/residency.h"
 
@@ -84,7 +85,7 @@ Measured time_forward(const HunyuanVideoTransformer& model, const TransformerInp
     dev.cuda().set_attention_precision(precision);
     const size_t reserve = planned_activations(model, in, dev.memory().device()) + dev.backend().workspace_bytes();
     ResidencyManager mgr(
-        dev, weight_block_specs(model),
+        dev, model.weight_blocks(),
         {.budget_bytes = budget, .reserve_bytes = budget ? reserve : 0, .prefetch = 1, .host_memory = host});
     auto once = [&] {
         const auto t0 = std::chrono::steady_clock::now();

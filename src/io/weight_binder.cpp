@@ -110,19 +110,4 @@ Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
     return t.dtype() == DType::F32 ? t : t.to(DType::F32);
 }
 
-Tensor Linear::apply(Backend& be, const Tensor& x) const {
-    Shape s = x.shape();
-    s[s.rank() - 1] = out_features();
-    Tensor y = new_activation(be, s, "linear output");
-    be.linear(x, weight, bias.defined() ? &bias : nullptr, y);
-    return y;
-}
-
-Linear bind_linear(WeightBinder& binder, const std::string& prefix, int64_t in, int64_t out, bool has_bias) {
-    Linear l;
-    l.weight = binder.tensor(prefix + ".weight", {out, in});
-    if (has_bias) l.bias = binder.small_f32(prefix + ".bias", {out});
-    return l;
-}
-
 }  // namespace sr

@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "backends/backend.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
 
@@ -57,19 +56,5 @@ private:
     int64_t parameters_ = 0;
     std::vector<std::pair<std::string, Tensor>> generated_;
 };
-
-// A linear layer: weight [out, in] (f32/bf16/f16), bias [out] (f32) or undefined.
-struct Linear {
-    Tensor weight;
-    Tensor bias;
-    int64_t in_features() const { return weight.dim(1); }
-    int64_t out_features() const { return weight.dim(0); }
-    size_t bytes() const { return weight.nbytes() + (bias.defined() ? bias.nbytes() : 0); }
-    // y[..., out] = x[..., in] weight^T + bias, in a new activation on the backend.
-    Tensor apply(Backend& be, const Tensor& x) const;
-};
-
-// Binds `<prefix>.weight` [out, in] and `<prefix>.bias` [out].
-Linear bind_linear(WeightBinder& binder, const std::string& prefix, int64_t in, int64_t out, bool has_bias = true);
 
 }  // namespace sr

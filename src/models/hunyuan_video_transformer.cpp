@@ -5,6 +5,7 @@
 // width (heads x head_dim), S = N + L joint sequence, M MLP width.
 #include "models/hunyuan_video_transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <type_traits>
@@ -63,136 +64,140 @@ HunyuanVideoTransformer HunyuanVideoTransformer::random(const HunyuanVideoConfig
     return HunyuanVideoTransformer(config, binder);
 }
 
-void HunyuanVideoTransformer::bind(WeightBinder& b) {
+// ---------------------------------------------------------------------------------------------------------
+// The weights, declared once per block (binding, listing, streaming and the tests all walk these).
+
+void HunyuanVideoTransformer::declare(WeightVisitor& v, TimestepMlp& m, const std::string& p, int64_t in) const {
+    const int64_t D = config_.inner_dim();
+    v.linear(p + ".linear_1", m.linear_1, in, D);
+    v.linear(p + ".linear_2", m.linear_2, D, D);
+}
+
+void HunyuanVideoTransformer::declare(WeightVisitor& v, Embedders& e, const std::string&) const {
     const auto& c = config_;
-    const int64_t D = c.inner_dim(), M = c.mlp_dim(), hd = c.attention_head_dim;
-    auto mlp = [&](const std::string& p, int64_t in) {
-        return TimestepMlp{bind_linear(b, p + ".linear_1", in, D), bind_linear(b, p + ".linear_2", D, D)};
-    };
-
-    Embedders& e = embedders_;
-    e.x_embedder.weight =
-        b.tensor("x_embedder.proj.weight", {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size});
-    e.x_embedder.bias = b.small_f32("x_embedder.proj.bias", {D});
-    e.timestep_embedder = mlp("time_text_embed.timestep_embedder", 256);
-    if (c.guidance_embeds) e.guidance_embedder = mlp("time_text_embed.guidance_embedder", 256);
-    e.text_embedder = mlp("time_text_embed.text_embedder", c.pooled_projection_dim);
-
-    e.refiner_timestep_embedder = mlp("context_embedder.time_text_embed.timestep_embedder", 256);
-    e.refiner_text_embedder = mlp("context_embedder.time_text_embed.text_embedder", c.text_embed_dim);
-    e.refiner_proj_in = bind_linear(b, "context_embedder.proj_in", c.text_embed_dim, D);
-    for (int64_t i = 0; i < c.num_refiner_layers; ++i) {
+    const int64_t D = c.inner_dim();
+    v.tensor("x_embedder.proj.weight", e.x_embedder.weight,
+             {D, c.in_channels, c.patch_size_t, c.patch_size, c.patch_size}, WeightKind::Matrix);
+    v.small_f32("x_embedder.proj.bias", e.x_embedder.bias, {D});
+    declare(v, e.timestep_embedder, "time_text_embed.timestep_embedder", 256);
+    if (c.guidance_embeds) declare(v, e.guidance_embedder, "time_text_embed.guidance_embedder", 256);
+    declare(v, e.text_embedder, "time_text_embed.text_embedder", c.pooled_projection_dim);
+    declare(v, e.refiner_timestep_embedder, "context_embedder.time_text_embed.timestep_embedder", 256);
+    declare(v, e.refiner_text_embedder, "context_embedder.time_text_embed.text_embedder", c.text_embed_dim);
+    v.linear("context_embedder.proj_in", e.refiner_proj_in, c.text_embed_dim, D);
+    e.refiner_blocks.resize(size_t(c.num_refiner_layers));
+    for (size_t i = 0; i < e.refiner_blocks.size(); ++i) {
         const std::string p = fmt::format("context_embedder.token_refiner.refiner_blocks.{}", i);
-        RefinerBlock r;
-        r.norm1_weight = b.small_f32(p + ".norm1.weight", {D});
-        r.norm1_bias = b.small_f32(p + ".norm1.bias", {D});
-        r.norm2_weight = b.small_f32(p + ".norm2.weight", {D});
-        r.norm2_bias = b.small_f32(p + ".norm2.bias", {D});
-        r.to_q = bind_linear(b, p + ".attn.to_q", D, D);
-        r.to_k = bind_linear(b, p + ".attn.to_k", D, D);
-        r.to_v = bind_linear(b, p + ".attn.to_v", D, D);
-        r.to_out = bind_linear(b, p + ".attn.to_out.0", D, D);
-        r.ff_in = bind_linear(b, p + ".ff.net.0.proj", D, c.refiner_mlp_dim());
-        r.ff_out = bind_linear(b, p + ".ff.net.2", c.refiner_mlp_dim(), D);
-        r.norm_out = bind_linear(b, p + ".norm_out.linear", D, 2 * D);
-        e.refiner_blocks.push_back(std::move(r));
-    }
-    for (int64_t i = 0; i < c.num_layers; ++i) {
-        const std::string p = fmt::format("transformer_blocks.{}", i);
-        DualBlock d;
-        d.norm1 = bind_linear(b, p + ".norm1.linear", D, 6 * D);
-        d.norm1_context = bind_linear(b, p + ".norm1_context.linear", D, 6 * D);
-        d.to_q = bind_linear(b, p + ".attn.to_q", D, D);
-        d.to_k = bind_linear(b, p + ".attn.to_k", D, D);
-        d.to_v = bind_linear(b, p + ".attn.to_v", D, D);
-        d.add_q_proj = bind_linear(b, p + ".attn.add_q_proj", D, D);
-        d.add_k_proj = bind_linear(b, p + ".attn.add_k_proj", D, D);
-        d.add_v_proj = bind_linear(b, p + ".attn.add_v_proj", D, D);
-        d.to_out = bind_linear(b, p + ".attn.to_out.0", D, D);
-        d.to_add_out = bind_linear(b, p + ".attn.to_add_out", D, D);
-        d.norm_q = b.small_f32(p + ".attn.norm_q.weight", {hd});
-        d.norm_k = b.small_f32(p + ".attn.norm_k.weight", {hd});
-        d.norm_added_q = b.small_f32(p + ".attn.norm_added_q.weight", {hd});
-        d.norm_added_k = b.small_f32(p + ".attn.norm_added_k.weight", {hd});
-        d.ff_in = bind_linear(b, p + ".ff.net.0.proj", D, M);
-        d.ff_out = bind_linear(b, p + ".ff.net.2", M, D);
-        d.ff_context_in = bind_linear(b, p + ".ff_context.net.0.proj", D, M);
-        d.ff_context_out = bind_linear(b, p + ".ff_context.net.2", M, D);
-        dual_blocks_.push_back(std::move(d));
-    }
-    for (int64_t i = 0; i < c.num_single_layers; ++i) {
-        const std::string p = fmt::format("single_transformer_blocks.{}", i);
-        SingleBlock s;
-        s.norm = bind_linear(b, p + ".norm.linear", D, 3 * D);
-        s.to_q = bind_linear(b, p + ".attn.to_q", D, D);
-        s.to_k = bind_linear(b, p + ".attn.to_k", D, D);
-        s.to_v = bind_linear(b, p + ".attn.to_v", D, D);
-        s.norm_q = b.small_f32(p + ".attn.norm_q.weight", {hd});
-        s.norm_k = b.small_f32(p + ".attn.norm_k.weight", {hd});
-        s.proj_mlp = bind_linear(b, p + ".proj_mlp", D, M);
-        s.proj_out = bind_linear(b, p + ".proj_out", D + M, D);
-        single_blocks_.push_back(std::move(s));
-    }
-    head_.norm_out = bind_linear(b, "norm_out.linear", D, 2 * D);
-    head_.proj_out = bind_linear(b, "proj_out", D, c.patch_volume() * c.out_channels);
-}
-
-template <class Block, class F>
-void HunyuanVideoTransformer::for_each_tensor(Block& b, F&& f) {
-    auto lin = [&](auto& l) { f(l.weight), f(l.bias); };
-    auto mlp = [&](auto& m) { lin(m.linear_1), lin(m.linear_2); };
-    using B = std::remove_const_t<Block>;
-    if constexpr (std::is_same_v<B, Embedders>) {
-        lin(b.x_embedder);
-        mlp(b.timestep_embedder), mlp(b.guidance_embedder), mlp(b.text_embedder);
-        mlp(b.refiner_timestep_embedder), mlp(b.refiner_text_embedder);
-        lin(b.refiner_proj_in);
-        for (auto& r : b.refiner_blocks) {
-            f(r.norm1_weight), f(r.norm1_bias), f(r.norm2_weight), f(r.norm2_bias);
-            for (auto* l : {&r.to_q, &r.to_k, &r.to_v, &r.to_out, &r.ff_in, &r.ff_out, &r.norm_out}) lin(*l);
-        }
-    } else if constexpr (std::is_same_v<B, DualBlock>) {
-        for (auto* l :
-             {&b.norm1, &b.norm1_context, &b.to_q, &b.to_k, &b.to_v, &b.add_q_proj, &b.add_k_proj, &b.add_v_proj,
-              &b.to_out, &b.to_add_out, &b.ff_in, &b.ff_out, &b.ff_context_in, &b.ff_context_out})
-            lin(*l);
-        f(b.norm_q), f(b.norm_k), f(b.norm_added_q), f(b.norm_added_k);
-    } else if constexpr (std::is_same_v<B, SingleBlock>) {
-        for (auto* l : {&b.norm, &b.to_q, &b.to_k, &b.to_v, &b.proj_mlp, &b.proj_out}) lin(*l);
-        f(b.norm_q), f(b.norm_k);
-    } else {
-        static_assert(std::is_same_v<B, OutputHead>);
-        lin(b.norm_out), lin(b.proj_out);
+        RefinerBlock& r = e.refiner_blocks[i];
+        v.small_f32(p + ".norm1.weight", r.norm1_weight, {D});
+        v.small_f32(p + ".norm1.bias", r.norm1_bias, {D});
+        v.linear(p + ".attn.to_q", r.to_q, D, D);
+        v.linear(p + ".attn.to_k", r.to_k, D, D);
+        v.linear(p + ".attn.to_v", r.to_v, D, D);
+        v.linear(p + ".attn.to_out.0", r.to_out, D, D);
+        v.small_f32(p + ".norm2.weight", r.norm2_weight, {D});
+        v.small_f32(p + ".norm2.bias", r.norm2_bias, {D});
+        v.linear(p + ".ff.net.0.proj", r.ff_in, D, c.refiner_mlp_dim());
+        v.linear(p + ".ff.net.2", r.ff_out, c.refiner_mlp_dim(), D);
+        v.linear(p + ".norm_out.linear", r.norm_out, D, 2 * D);
     }
 }
 
-template <class Block>
-Block HunyuanVideoTransformer::rebind(const Block& block, const std::vector<Tensor>& tensors) {
-    // Undefined tensors (absent biases, no guidance embedder) are listed too and stay undefined.
-    return rebind_block(block, tensors, [](auto& b, auto&& f) { for_each_tensor(b, f); });
+void HunyuanVideoTransformer::declare(WeightVisitor& v, DualBlock& d, const std::string& p) const {
+    const int64_t D = config_.inner_dim(), M = config_.mlp_dim(), hd = config_.attention_head_dim;
+    v.linear(p + ".norm1.linear", d.norm1, D, 6 * D);
+    v.linear(p + ".norm1_context.linear", d.norm1_context, D, 6 * D);
+    v.linear(p + ".attn.to_q", d.to_q, D, D);
+    v.linear(p + ".attn.to_k", d.to_k, D, D);
+    v.linear(p + ".attn.to_v", d.to_v, D, D);
+    v.linear(p + ".attn.add_q_proj", d.add_q_proj, D, D);
+    v.linear(p + ".attn.add_k_proj", d.add_k_proj, D, D);
+    v.linear(p + ".attn.add_v_proj", d.add_v_proj, D, D);
+    v.linear(p + ".attn.to_out.0", d.to_out, D, D);
+    v.linear(p + ".attn.to_add_out", d.to_add_out, D, D);
+    v.small_f32(p + ".attn.norm_q.weight", d.norm_q, {hd});
+    v.small_f32(p + ".attn.norm_k.weight", d.norm_k, {hd});
+    v.small_f32(p + ".attn.norm_added_q.weight", d.norm_added_q, {hd});
+    v.small_f32(p + ".attn.norm_added_k.weight", d.norm_added_k, {hd});
+    v.linear(p + ".ff.net.0.proj", d.ff_in, D, M);
+    v.linear(p + ".ff.net.2", d.ff_out, M, D);
+    v.linear(p + ".ff_context.net.0.proj", d.ff_context_in, D, M);
+    v.linear(p + ".ff_context.net.2", d.ff_context_out, M, D);
 }
 
-std::vector<Tensor> HunyuanVideoTransformer::weight_block_tensors(size_t block) const {
-    auto collect = [](const auto& b) { return block_tensors(b, [](auto& p, auto&& f) { for_each_tensor(p, f); }); };
-    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    if (block == 0) return collect(embedders_);
-    if (block <= dual_blocks_.size()) return collect(dual_blocks_[block - 1]);
-    if (block <= dual_blocks_.size() + single_blocks_.size())
-        return collect(single_blocks_[block - 1 - dual_blocks_.size()]);
-    return collect(head_);
+void HunyuanVideoTransformer::declare(WeightVisitor& v, SingleBlock& s, const std::string& p) const {
+    const int64_t D = config_.inner_dim(), M = config_.mlp_dim(), hd = config_.attention_head_dim;
+    v.linear(p + ".norm.linear", s.norm, D, 3 * D);
+    v.linear(p + ".attn.to_q", s.to_q, D, D);
+    v.linear(p + ".attn.to_k", s.to_k, D, D);
+    v.linear(p + ".attn.to_v", s.to_v, D, D);
+    v.small_f32(p + ".attn.norm_q.weight", s.norm_q, {hd});
+    v.small_f32(p + ".attn.norm_k.weight", s.norm_k, {hd});
+    v.linear(p + ".proj_mlp", s.proj_mlp, D, M);
+    v.linear(p + ".proj_out", s.proj_out, D + M, D);
+}
+
+void HunyuanVideoTransformer::declare(WeightVisitor& v, OutputHead& h, const std::string&) const {
+    const int64_t D = config_.inner_dim();
+    v.linear("norm_out.linear", h.norm_out, D, 2 * D);
+    v.linear("proj_out", h.proj_out, D, config_.patch_volume() * config_.out_channels);
+}
+
+// The one list of blocks: block i's struct, its name and its checkpoint prefix, in execution order (0 the
+// embedders and token refiner, then each dual block, each single block, the output head).
+template <class Self, class F>
+void HunyuanVideoTransformer::with_block(Self& self, size_t i, F&& f) {
+    const size_t n_dual = self.dual_blocks_.size(), n_single = self.single_blocks_.size();
+    SR_ASSERT(i < 2 + n_dual + n_single, "weight block {} of {}", i, 2 + n_dual + n_single);
+    if (i == 0) return f(self.embedders_, std::string("embedders_and_refiner"), std::string());
+    if (i <= n_dual) {
+        std::string p = fmt::format("transformer_blocks.{}", i - 1);
+        return f(self.dual_blocks_[i - 1], p, p);
+    }
+    if (i <= n_dual + n_single) {
+        std::string p = fmt::format("single_transformer_blocks.{}", i - 1 - n_dual);
+        return f(self.single_blocks_[i - 1 - n_dual], p, p);
+    }
+    f(self.head_, std::string("output_head"), std::string());
+}
+
+void HunyuanVideoTransformer::bind(WeightBinder& binder) {
+    dual_blocks_.resize(size_t(config_.num_layers));
+    single_blocks_.resize(size_t(config_.num_single_layers));
+    BindWeights bind(binder);
+    for (size_t i = 0; i < weight_block_count(); ++i)
+        with_block(*this, i,
+                   [&](auto& block, const std::string&, const std::string& prefix) { declare(bind, block, prefix); });
+}
+
+WeightBlock HunyuanVideoTransformer::weight_block(size_t i) const {
+    WeightBlock out;
+    with_block(*this, i, [&](const auto& block, const std::string& name, const std::string& prefix) {
+        out.name = name;
+        out.tensors = block_tensors(block, [&](WeightVisitor& v, auto& b) { declare(v, b, prefix); });
+    });
+    return out;
 }
 
 std::vector<WeightBlock> HunyuanVideoTransformer::weight_blocks() const {
-    std::vector<WeightBlock> out;
-    for (size_t i = 0; i < weight_block_count(); ++i) {
-        std::string name = i == 0                     ? "embedders_and_refiner"
-                           : i <= dual_blocks_.size() ? fmt::format("transformer_blocks.{}", i - 1)
-                           : i <= dual_blocks_.size() + single_blocks_.size()
-                               ? fmt::format("single_transformer_blocks.{}", i - 1 - dual_blocks_.size())
-                               : "output_head";
-        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
-    }
-    return out;
+    return all_weight_blocks(*this);
+}
+
+template <class Block>
+Block HunyuanVideoTransformer::rebind(const Block& block, const std::vector<Tensor>& tensors) const {
+    // The names are not needed to rebind: the declaration order is.
+    return rebind_block(block, tensors, [&](WeightVisitor& v, Block& b) { declare(v, b, std::string()); });
+}
+
+std::vector<size_t> HunyuanVideoTransformer::pass_order(const TransformerPass& pass) const {
+    std::vector<size_t> order;
+    const size_t head = weight_block_count() - 1;
+    for (size_t b : pass.skip)
+        SR_THROW_IF(b == 0 || b >= head, "a pass can skip dual and single blocks (1..{}), not weight block {}",
+                    head - 1, b);
+    for (size_t b = 0; b <= head; ++b)
+        if (std::find(pass.skip.begin(), pass.skip.end(), b) == pass.skip.end()) order.push_back(b);
+    return order;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -445,7 +450,7 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
 // The whole forward pass.
 
 Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in, const IntermediateHook& hook,
-                                        BlockWeightProvider* weights) const {
+                                        BlockWeightProvider* weights, const TransformerPass& pass) const {
     const auto& c = config_;
     const int64_t D = c.inner_dim();
     // Inputs: checked against the config, named in errors.
@@ -488,29 +493,37 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     const Tensor rope_cos = to_device(be, rope_cos_host, "rope cos"),
                  rope_sin = to_device(be, rope_sin_host, "rope sin");
 
+    // The pass's block order, stated to the provider before anything is acquired. Each block is held by a
+    // BlockLease, so it is released when its compute is done, also when an exception unwinds.
+    const std::vector<size_t> order = pass_order(pass);
+    if (weights) weights->begin_pass(order);
+
     // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
     const Tensor timestep = input_on_device(be, in.timestep, "timestep");
     Tensor t_proj = new_activation(be, {B, 256}, "timestep sinusoid");
     be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
-    // Block 0 (embedders and refiner), from the provider when there is one.
-    const Embedders emb = weights ? rebind(embedders_, weights->acquire(0)) : embedders_;
-    Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
-    if (c.guidance_embeds) {
-        Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
-        be.timestep_embedding(input_on_device(be, in.guidance, "guidance"), 256, true, 0.0f, 10000.0f, g_proj);
-        be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
+    Tensor temb_silu, x, ctx;
+    {
+        // Block 0: embedders and token refiner.
+        const BlockLease lease(weights, 0);
+        const Embedders emb = lease ? rebind(embedders_, lease.tensors()) : embedders_;
+        Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
+        if (c.guidance_embeds) {
+            Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
+            be.timestep_embedding(input_on_device(be, in.guidance, "guidance"), 256, true, 0.0f, 10000.0f, g_proj);
+            be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
+        }
+        be.add(temb, run_mlp(be, emb.text_embedder, input_on_device(be, in.pooled_projections, "pooled_projections")));
+        if (hook) hook("time_text_embed", to_host(be, temb));
+        temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
+
+        x = new_activation(be, {B, N, D}, "video tokens");
+        be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
+                          &emb.x_embedder.bias, x);
+        if (hook) hook("x_embedder", to_host(be, x));
+
+        ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), t_proj, mask, hook);
     }
-    be.add(temb, run_mlp(be, emb.text_embedder, input_on_device(be, in.pooled_projections, "pooled_projections")));
-    if (hook) hook("time_text_embed", to_host(be, temb));
-    const Tensor temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
-
-    Tensor x = new_activation(be, {B, N, D}, "video tokens");
-    be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
-                      &emb.x_embedder.bias, x);
-    if (hook) hook("x_embedder", to_host(be, x));
-
-    Tensor ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), t_proj, mask, hook);
-    if (weights) weights->release(0);
     if (hook) hook("context_embedder", to_host(be, ctx));
 
     // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
@@ -522,51 +535,54 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
         joint_mask.kv_len.push_back(N + valid);
     }
 
-    // 4. Dual-stream, then single-stream blocks.
-    // Weight block numbering: 0 embedders, 1..n_dual dual blocks, then single blocks, then the head.
-    const size_t n_dual = dual_blocks_.size(), n_single = single_blocks_.size();
-    for (size_t i = 0; i < n_dual; ++i) {
-        if (weights) {
-            const DualBlock blk = rebind(dual_blocks_[i], weights->acquire(1 + i));
+    // 4. The pass's dual-stream, then single-stream blocks (weight blocks 1..n_dual, then the single blocks).
+    const size_t n_dual = dual_blocks_.size(), head_block = weight_block_count() - 1;
+    Tensor xs;  // the joint sequence [video, text], from the first single block on
+    auto join_streams = [&] {
+        if (xs.defined()) return;
+        xs = new_activation(be, {B, S, D}, "joint sequence");
+        concat(be, {x, ctx}, 1, xs);
+        x = ctx = Tensor();
+    };
+    for (size_t k = 1; k + 1 < order.size(); ++k) {
+        const size_t b = order[k];
+        const BlockLease lease(weights, b);
+        if (b <= n_dual) {
+            const size_t i = b - 1;
+            const DualBlock blk = lease ? rebind(dual_blocks_[i], lease.tensors()) : dual_blocks_[i];
             dual_block(be, blk, x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
-            weights->release(1 + i);
+            if (hook) {
+                hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, x));
+                hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, ctx));
+            }
         } else {
-            dual_block(be, dual_blocks_[i], x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
-        }
-        if (hook) {
-            hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, x));
-            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, ctx));
-        }
-    }
-    Tensor xs = new_activation(be, {B, S, D}, "joint sequence");
-    concat(be, {x, ctx}, 1, xs);
-    x = ctx = Tensor();
-    for (size_t i = 0; i < n_single; ++i) {
-        if (weights) {
-            const SingleBlock blk = rebind(single_blocks_[i], weights->acquire(1 + n_dual + i));
+            const size_t i = b - 1 - n_dual;
+            join_streams();
+            const SingleBlock blk = lease ? rebind(single_blocks_[i], lease.tensors()) : single_blocks_[i];
             single_block(be, blk, xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
-            weights->release(1 + n_dual + i);
-        } else {
-            single_block(be, single_blocks_[i], xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
-        }
-        if (hook) {
-            hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, N)));
-            hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i), to_host(be, xs.slice(1, N, S)));
+            if (hook) {
+                hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, N)));
+                hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i),
+                     to_host(be, xs.slice(1, N, S)));
+            }
         }
     }
+    join_streams();
     x = contiguous(be, xs.slice(1, 0, N), "video tokens");
     xs = Tensor();
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
-    const size_t head_block = 1 + n_dual + n_single;
-    const OutputHead head = weights ? rebind(head_, weights->acquire(head_block)) : head_;
-    const auto so = chunk_rows(head.norm_out.apply(be, temb_silu), 2);
-    Tensor normed = new_activation(be, x.shape(), "norm_out");
-    be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
-    be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
-    if (hook) hook("norm_out", to_host(be, normed));
-    const Tensor proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
-    if (weights) weights->release(head_block);
+    Tensor proj;
+    {
+        const BlockLease lease(weights, head_block);
+        const OutputHead head = lease ? rebind(head_, lease.tensors()) : head_;
+        const auto so = chunk_rows(head.norm_out.apply(be, temb_silu), 2);
+        Tensor normed = new_activation(be, x.shape(), "norm_out");
+        be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
+        be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
+        if (hook) hook("norm_out", to_host(be, normed));
+        proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
+    }
     if (hook) hook("proj_out", to_host(be, proj));
 
     const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;

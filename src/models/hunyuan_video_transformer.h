@@ -17,9 +17,10 @@
 
 #include "backends/backend.h"
 #include "io/safetensors.h"
-#include "io/weight_binder.h"
 #include "models/hunyuan_video_config.h"
-#include "models/weight_blocks.h"
+#include "nn/linear.h"
+#include "nn/weight_blocks.h"
+#include "nn/weight_visitor.h"
 
 namespace sr {
 
@@ -33,6 +34,13 @@ struct TransformerInputs {
 };
 
 using IntermediateHook = std::function<void(std::string_view name, const Tensor& value)>;
+
+// Which blocks one forward runs. The reference runs them all; a dual or single block left out passes the
+// hidden states through unchanged (what step caching and layer-skip guidance build on). The forward states
+// the resulting block order to its weight provider before it acquires anything.
+struct TransformerPass {
+    std::vector<size_t> skip;  // weight block numbers (1 .. weight_block_count() - 2) to leave out
+};
 
 struct TransformerLoadOptions {
     // Store floating-point weights in this dtype (nullopt: as in the checkpoint, zero-copy from the mmap).
@@ -59,17 +67,21 @@ public:
     // Tensors in the checkpoint that this model does not use (reported at load).
     const std::vector<std::string>& unused_tensors() const { return unused_; }
     // Blocks in execution order: embedders and token refiner, each dual block, each single block, the
-    // output head. weight_block_tensors(i) lists block i's tensors in a fixed order.
-    std::vector<WeightBlock> weight_blocks() const;
+    // output head; each with its tensors in the order the model declares them.
     size_t weight_block_count() const { return 2 + dual_blocks_.size() + single_blocks_.size(); }
-    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    WeightBlock weight_block(size_t block) const;
+    std::vector<WeightBlock> weight_blocks() const;
+    std::vector<Tensor> weight_block_tensors(size_t block) const { return weight_block(block).tensors; }
+    // The weight blocks one forward with `pass` acquires, in order (InputError for a block that cannot be
+    // skipped).
+    std::vector<size_t> pass_order(const TransformerPass& pass = {}) const;
 
     // The velocity prediction [B, out_channels, F, H, W], in the backend's memory (to_host() brings it back).
     // Inputs may be on the host or on the device; the hook always sees host tensors. Throws InputError on
     // inputs of the wrong shape. With a provider, each block's weights come from it (e.g. a residency
     // manager streaming them to a device); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {},
-                   BlockWeightProvider* weights = nullptr) const;
+                   BlockWeightProvider* weights = nullptr, const TransformerPass& pass = {}) const;
 
 private:
     struct TimestepMlp {  // TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> SiLU -> linear_2
@@ -90,9 +102,12 @@ private:
         Linear to_q, to_k, to_v, proj_mlp, proj_out;
         Tensor norm_q, norm_k;
     };
+    struct PatchEmbed {  // Conv3d with stride = kernel: weight [D, C, pt, p, p], bias [D]
+        Tensor weight, bias;
+    };
     // Block 0: everything before the dual blocks.
     struct Embedders {
-        Linear x_embedder;  // Conv3d weight [D, C, pt, p, p] viewed by patch_embed_3d
+        PatchEmbed x_embedder;
         TimestepMlp timestep_embedder, guidance_embedder, text_embedder;
         TimestepMlp refiner_timestep_embedder, refiner_text_embedder;
         Linear refiner_proj_in;
@@ -102,11 +117,19 @@ private:
     struct OutputHead {
         Linear norm_out, proj_out;
     };
-    // Every Tensor member of a block, in one fixed order (for listing and for rebinding to other memory).
-    template <class Block, class F>
-    static void for_each_tensor(Block& block, F&& f);
+    // Every weight of each block type, declared once (nn/weight_visitor.h); `prefix` is the block's
+    // checkpoint name prefix.
+    void declare(WeightVisitor& v, TimestepMlp& m, const std::string& prefix, int64_t in) const;
+    void declare(WeightVisitor& v, Embedders& e, const std::string& prefix) const;
+    void declare(WeightVisitor& v, DualBlock& d, const std::string& prefix) const;
+    void declare(WeightVisitor& v, SingleBlock& s, const std::string& prefix) const;
+    void declare(WeightVisitor& v, OutputHead& h, const std::string& prefix) const;
+    // f(block struct, block name, checkpoint prefix) for weight block i: the one list of blocks.
+    template <class Self, class F>
+    static void with_block(Self& self, size_t i, F&& f);
+    // `block` viewing `tensors` (a provider's acquire()) instead of the loaded weights.
     template <class Block>
-    static Block rebind(const Block& block, const std::vector<Tensor>& tensors);
+    Block rebind(const Block& block, const std::vector<Tensor>& tensors) const;
 
     void bind(WeightBinder& binder);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;

@@ -131,103 +131,120 @@ HunyuanVideoVAE HunyuanVideoVAE::random(const HunyuanVideoVAEConfig& config, DTy
     return HunyuanVideoVAE(config, binder);
 }
 
-HunyuanVideoVAE::Conv HunyuanVideoVAE::bind_conv(WeightBinder& b, const std::string& name, int64_t in, int64_t out,
-                                                 int64_t k, bool causal) const {
-    Conv c;
+// ---------------------------------------------------------------------------------------------------------
+// The weights, declared once per part (binding, listing, streaming and the tests all walk these). The
+// declarations also lay out the parts' structure (block counts, strides, resampling factors) from the config,
+// so a declared part is complete.
+
+void HunyuanVideoVAE::declare(WeightVisitor& v, Conv& c, const std::string& name, int64_t in, int64_t out, int64_t k,
+                              bool causal) const {
     // Causal convs wrap an nn.Conv3d named "conv"; the quant convs are plain nn.Conv3d.
     const std::string p = causal ? name + ".conv" : name;
-    c.weight = b.tensor(p + ".weight", {out, in, k, k, k});
-    c.bias = b.small_f32(p + ".bias", {out});
+    v.tensor(p + ".weight", c.weight, {out, in, k, k, k}, WeightKind::Matrix);
+    v.small_f32(p + ".bias", c.bias, {out});
     c.causal = causal;
-    return c;
 }
 
-HunyuanVideoVAE::Resnet HunyuanVideoVAE::bind_resnet(WeightBinder& b, const std::string& p, int64_t in,
-                                                     int64_t out) const {
-    Resnet r;
-    r.norm1 = {b.small_f32(p + ".norm1.weight", {in}), b.small_f32(p + ".norm1.bias", {in})};
-    r.conv1 = bind_conv(b, p + ".conv1", in, out, 3, true);
-    r.norm2 = {b.small_f32(p + ".norm2.weight", {out}), b.small_f32(p + ".norm2.bias", {out})};
-    r.conv2 = bind_conv(b, p + ".conv2", out, out, 3, true);
-    if (in != out) r.conv_shortcut = bind_conv(b, p + ".conv_shortcut", in, out, 1, true);
-    return r;
+void HunyuanVideoVAE::declare(WeightVisitor& v, Norm& n, const std::string& name, int64_t channels) const {
+    v.small_f32(name + ".weight", n.weight, {channels});
+    v.small_f32(name + ".bias", n.bias, {channels});
 }
 
-HunyuanVideoVAE::Mid HunyuanVideoVAE::bind_mid(WeightBinder& b, const std::string& p) const {
+void HunyuanVideoVAE::declare(WeightVisitor& v, Resnet& r, const std::string& p, int64_t in, int64_t out) const {
+    declare(v, r.norm1, p + ".norm1", in);
+    declare(v, r.conv1, p + ".conv1", in, out, 3, true);
+    declare(v, r.norm2, p + ".norm2", out);
+    declare(v, r.conv2, p + ".conv2", out, out, 3, true);
+    if (in != out) declare(v, r.conv_shortcut, p + ".conv_shortcut", in, out, 1, true);
+}
+
+void HunyuanVideoVAE::declare(WeightVisitor& v, Mid& m, const std::string& p) const {
     const int64_t C = config_.block_out_channels.back();
-    Mid m;
-    m.resnets.push_back(bind_resnet(b, p + ".resnets.0", C, C));
-    if (config_.mid_block_add_attention) {
+    m.resnets.resize(2);
+    m.attentions.resize(config_.mid_block_add_attention ? 1 : 0);
+    declare(v, m.resnets[0], p + ".resnets.0", C, C);
+    for (Attention& at : m.attentions) {
         const std::string a = p + ".attentions.0";
-        Attention at;
-        at.group_norm = {b.small_f32(a + ".group_norm.weight", {C}), b.small_f32(a + ".group_norm.bias", {C})};
-        at.to_q = bind_linear(b, a + ".to_q", C, C);
-        at.to_k = bind_linear(b, a + ".to_k", C, C);
-        at.to_v = bind_linear(b, a + ".to_v", C, C);
-        at.to_out = bind_linear(b, a + ".to_out.0", C, C);
-        m.attentions.push_back(std::move(at));
+        declare(v, at.group_norm, a + ".group_norm", C);
+        v.linear(a + ".to_q", at.to_q, C, C);
+        v.linear(a + ".to_k", at.to_k, C, C);
+        v.linear(a + ".to_v", at.to_v, C, C);
+        v.linear(a + ".to_out.0", at.to_out, C, C);
     }
-    m.resnets.push_back(bind_resnet(b, p + ".resnets.1", C, C));
-    return m;
+    declare(v, m.resnets[1], p + ".resnets.1", C, C);
 }
 
-void HunyuanVideoVAE::bind(WeightBinder& b) {
+void HunyuanVideoVAE::declare(WeightVisitor& v, Encoder& e) const {
     const auto& c = config_;
     const auto& boc = c.block_out_channels;
     const int64_t n = int64_t(boc.size());
     const int64_t n_spatial = log2_exact(c.spatial_compression_ratio);
     const int64_t n_time = log2_exact(c.temporal_compression_ratio);
 
-    // Encoder: block i downsamples space while i < log2(spatial ratio), time in the last log2(temporal
-    // ratio) blocks before the final one (ratio 4).
-    encoder_.conv_in = bind_conv(b, "encoder.conv_in", c.in_channels, boc[0], 3, true);
+    // Block i downsamples space while i < log2(spatial ratio), time in the last log2(temporal ratio) blocks
+    // before the final one (ratio 4).
+    declare(v, e.conv_in, "encoder.conv_in", c.in_channels, boc[0], 3, true);
+    e.down_blocks.resize(size_t(n));
     int64_t out_ch = boc[0];
     for (int64_t i = 0; i < n; ++i) {
         const int64_t in_ch = out_ch;
         out_ch = boc[size_t(i)];
         const bool is_final = i == n - 1;
         const bool space = i < n_spatial, time = i >= n - 1 - n_time && !is_final;
-        Block blk;
+        Block& blk = e.down_blocks[size_t(i)];
         const std::string p = fmt::format("encoder.down_blocks.{}", i);
+        blk.resnets.resize(size_t(c.layers_per_block));
         for (int64_t j = 0; j < c.layers_per_block; ++j)
-            blk.resnets.push_back(bind_resnet(b, fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch));
-        if (space || time) {
-            blk.has_sampler = true;
-            blk.sampler = bind_conv(b, p + ".downsamplers.0.conv", out_ch, out_ch, 3, true);
+            declare(v, blk.resnets[size_t(j)], fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch);
+        blk.has_sampler = space || time;
+        if (blk.has_sampler) {
+            declare(v, blk.sampler, p + ".downsamplers.0.conv", out_ch, out_ch, 3, true);
             blk.sampler.stride = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
         }
-        encoder_.down_blocks.push_back(std::move(blk));
     }
-    encoder_.mid = bind_mid(b, "encoder.mid_block");
-    encoder_.norm_out = {b.small_f32("encoder.conv_norm_out.weight", {boc.back()}),
-                         b.small_f32("encoder.conv_norm_out.bias", {boc.back()})};
-    encoder_.conv_out = bind_conv(b, "encoder.conv_out", boc.back(), 2 * c.latent_channels, 3, true);
-    encoder_.quant_conv = bind_conv(b, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1, false);
+    declare(v, e.mid, "encoder.mid_block");
+    declare(v, e.norm_out, "encoder.conv_norm_out", boc.back());
+    declare(v, e.conv_out, "encoder.conv_out", boc.back(), 2 * c.latent_channels, 3, true);
+    declare(v, e.quant_conv, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1, false);
+}
 
-    // Decoder: the mirror image, with layers_per_block + 1 resnets per up block.
-    decoder_.post_quant_conv = bind_conv(b, "post_quant_conv", c.latent_channels, c.latent_channels, 1, false);
-    decoder_.conv_in = bind_conv(b, "decoder.conv_in", c.latent_channels, boc.back(), 3, true);
-    decoder_.mid = bind_mid(b, "decoder.mid_block");
-    out_ch = boc.back();
+void HunyuanVideoVAE::declare(WeightVisitor& v, Decoder& d) const {
+    const auto& c = config_;
+    const auto& boc = c.block_out_channels;
+    const int64_t n = int64_t(boc.size());
+    const int64_t n_spatial = log2_exact(c.spatial_compression_ratio);
+    const int64_t n_time = log2_exact(c.temporal_compression_ratio);
+
+    // The encoder's mirror image, with layers_per_block + 1 resnets per up block.
+    declare(v, d.post_quant_conv, "post_quant_conv", c.latent_channels, c.latent_channels, 1, false);
+    declare(v, d.conv_in, "decoder.conv_in", c.latent_channels, boc.back(), 3, true);
+    declare(v, d.mid, "decoder.mid_block");
+    d.up_blocks.resize(size_t(n));
+    int64_t out_ch = boc.back();
     for (int64_t i = 0; i < n; ++i) {
         const int64_t in_ch = out_ch;
         out_ch = boc[size_t(n - 1 - i)];
         const bool is_final = i == n - 1;
         const bool space = i < n_spatial, time = i >= n - 1 - n_time && !is_final;
-        Block blk;
+        Block& blk = d.up_blocks[size_t(i)];
         const std::string p = fmt::format("decoder.up_blocks.{}", i);
+        blk.resnets.resize(size_t(c.layers_per_block + 1));
         for (int64_t j = 0; j < c.layers_per_block + 1; ++j)
-            blk.resnets.push_back(bind_resnet(b, fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch));
-        if (space || time) {
-            blk.has_sampler = true;
-            blk.sampler = bind_conv(b, p + ".upsamplers.0.conv", out_ch, out_ch, 3, true);
+            declare(v, blk.resnets[size_t(j)], fmt::format("{}.resnets.{}", p, j), j == 0 ? in_ch : out_ch, out_ch);
+        blk.has_sampler = space || time;
+        if (blk.has_sampler) {
+            declare(v, blk.sampler, p + ".upsamplers.0.conv", out_ch, out_ch, 3, true);
             blk.upsample = {time ? 2 : 1, space ? 2 : 1, space ? 2 : 1};
         }
-        decoder_.up_blocks.push_back(std::move(blk));
     }
-    decoder_.norm_out = {b.small_f32("decoder.conv_norm_out.weight", {boc[0]}),
-                         b.small_f32("decoder.conv_norm_out.bias", {boc[0]})};
-    decoder_.conv_out = bind_conv(b, "decoder.conv_out", boc[0], c.out_channels, 3, true);
+    declare(v, d.norm_out, "decoder.conv_norm_out", boc[0]);
+    declare(v, d.conv_out, "decoder.conv_out", boc[0], c.out_channels, 3, true);
+}
+
+void HunyuanVideoVAE::bind(WeightBinder& binder) {
+    BindWeights bind(binder);
+    declare(bind, encoder_);
+    declare(bind, decoder_);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -274,7 +291,7 @@ Tensor HunyuanVideoVAE::attention(Backend& be, const Attention& a, const Tensor&
     const Tensor t2 = tokens.view({B, L, C});
     auto project = [&](const Linear& l) {
         Tensor y = new_activation(be, {B, L, C}, "VAE attention q/k/v");
-        be.linear(t2, l.weight, &l.bias, y);
+        l.apply_into(be, t2, y);
         return y;
     };
     const Tensor q = project(a.to_q), k = project(a.to_k), v = project(a.to_v);
@@ -288,7 +305,7 @@ Tensor HunyuanVideoVAE::attention(Backend& be, const Attention& a, const Tensor&
                      heads(v).slice(2, 0, (f + 1) * HW), of, AttentionMask{}, scale);
     }
     Tensor proj = new_activation(be, {B, L, C}, "VAE attention projection");
-    be.linear(o, a.to_out.weight, &a.to_out.bias, proj);
+    a.to_out.apply_into(be, o, proj);
     Tensor y = new_activation(be, x.shape(), "VAE attention result");  // back to [B,C,F,H,W]
     be.copy(proj.view({B, F, x.dim(3), x.dim(4), C}).permute({0, 4, 1, 2, 3}), y);
     be.add(y, x);  // residual_connection=True, rescale_output_factor 1
@@ -382,50 +399,20 @@ Tensor HunyuanVideoVAE::decode_untiled(Backend& be, const Tensor& z, const VAEIn
 // ---------------------------------------------------------------------------------------------------------
 // Weight blocks
 
-template <class Part, class F>
-void HunyuanVideoVAE::for_each_tensor(Part& p, F&& f) {
-    using P = std::remove_const_t<Part>;
-    auto each = [&](auto& parts) {
-        for (auto& part : parts) for_each_tensor(part, f);
-    };
-    if constexpr (std::is_same_v<P, Conv> || std::is_same_v<P, Norm> || std::is_same_v<P, Linear>) {
-        f(p.weight), f(p.bias);
-    } else if constexpr (std::is_same_v<P, Resnet>) {
-        // conv_shortcut is listed even when absent (undefined), so every resnet lists the same slots.
-        for_each_tensor(p.norm1, f), for_each_tensor(p.conv1, f), for_each_tensor(p.norm2, f);
-        for_each_tensor(p.conv2, f), for_each_tensor(p.conv_shortcut, f);
-    } else if constexpr (std::is_same_v<P, Attention>) {
-        for_each_tensor(p.group_norm, f);
-        for (auto* l : {&p.to_q, &p.to_k, &p.to_v, &p.to_out}) for_each_tensor(*l, f);
-    } else if constexpr (std::is_same_v<P, Block>) {
-        each(p.resnets);
-        for_each_tensor(p.sampler, f);  // undefined without a sampler
-    } else if constexpr (std::is_same_v<P, Mid>) {
-        each(p.resnets), each(p.attentions);
-    } else if constexpr (std::is_same_v<P, Encoder>) {
-        for_each_tensor(p.conv_in, f), each(p.down_blocks), for_each_tensor(p.mid, f);
-        for_each_tensor(p.norm_out, f), for_each_tensor(p.conv_out, f), for_each_tensor(p.quant_conv, f);
-    } else {
-        static_assert(std::is_same_v<P, Decoder>);
-        for_each_tensor(p.post_quant_conv, f), for_each_tensor(p.conv_in, f), for_each_tensor(p.mid, f);
-        each(p.up_blocks), for_each_tensor(p.norm_out, f), for_each_tensor(p.conv_out, f);
-    }
-}
-
 template <class Part>
-Part HunyuanVideoVAE::rebind(const Part& part, const std::vector<Tensor>& tensors) {
-    return rebind_block(part, tensors, [](auto& p, auto&& f) { for_each_tensor(p, f); });
+Part HunyuanVideoVAE::rebind(const Part& part, const std::vector<Tensor>& tensors) const {
+    return rebind_block(part, tensors, [&](WeightVisitor& v, Part& p) { declare(v, p); });
 }
 
-std::vector<Tensor> HunyuanVideoVAE::weight_block_tensors(size_t block) const {
+WeightBlock HunyuanVideoVAE::weight_block(size_t block) const {
     SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    auto visit = [](auto& p, auto&& f) { for_each_tensor(p, f); };
-    return block == kEncoderBlock ? block_tensors(encoder_, visit) : block_tensors(decoder_, visit);
+    auto declared = [&](WeightVisitor& v, auto& part) { declare(v, part); };
+    if (block == kEncoderBlock) return {"vae.encoder", block_tensors(encoder_, declared)};
+    return {"vae.decoder", block_tensors(decoder_, declared)};
 }
 
 std::vector<WeightBlock> HunyuanVideoVAE::weight_blocks() const {
-    return {{"vae.encoder", defined_tensor_bytes(weight_block_tensors(kEncoderBlock))},
-            {"vae.decoder", defined_tensor_bytes(weight_block_tensors(kDecoderBlock))}};
+    return all_weight_blocks(*this);
 }
 
 // ---------------------------------------------------------------------------------------------------------

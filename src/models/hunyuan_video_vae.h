@@ -31,8 +31,9 @@
 #include "backends/backend.h"
 #include "io/json.h"
 #include "io/safetensors.h"
-#include "io/weight_binder.h"
-#include "models/weight_blocks.h"
+#include "nn/linear.h"
+#include "nn/weight_blocks.h"
+#include "nn/weight_visitor.h"
 
 namespace sr {
 
@@ -107,10 +108,11 @@ public:
     static constexpr size_t kEncoderBlock = 0;  // "vae.encoder": encoder + quant_conv
     static constexpr size_t kDecoderBlock = 1;  // "vae.decoder": post_quant_conv + decoder
     enum class Pass { Encode, Decode };
-    std::vector<WeightBlock> weight_blocks() const;
     size_t weight_block_count() const { return 2; }
-    // Block b's tensors in a fixed order (absent ones, e.g. a resnet's shortcut, as undefined tensors).
-    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    // Block b with its tensors in the order the model declares them.
+    WeightBlock weight_block(size_t block) const;
+    std::vector<WeightBlock> weight_blocks() const;
+    std::vector<Tensor> weight_block_tensors(size_t block) const { return weight_block(block).tensors; }
     // The blocks one call acquires: {kEncoderBlock} for encode / encode_untiled, {kDecoderBlock} for decode /
     // decode_streaming / decode_untiled, whatever the tiling.
     static std::vector<size_t> blocks_used(Pass pass) { return {pass == Pass::Encode ? kEncoderBlock : kDecoderBlock}; }
@@ -182,17 +184,19 @@ private:
         Norm norm_out;
         Conv conv_out;
     };
-    // Every Tensor member of a part (Encoder, Decoder and what they hold), in one fixed order (for listing and
-    // for rebinding to other memory).
-    template <class Part, class F>
-    static void for_each_tensor(Part& part, F&& f);
+    // Every weight of each part, declared once (nn/weight_visitor.h), with the part's structure.
+    void declare(WeightVisitor& v, Conv& c, const std::string& name, int64_t in, int64_t out, int64_t k,
+                 bool causal) const;
+    void declare(WeightVisitor& v, Norm& n, const std::string& name, int64_t channels) const;
+    void declare(WeightVisitor& v, Resnet& r, const std::string& prefix, int64_t in, int64_t out) const;
+    void declare(WeightVisitor& v, Mid& m, const std::string& prefix) const;
+    void declare(WeightVisitor& v, Encoder& e) const;  // block kEncoderBlock
+    void declare(WeightVisitor& v, Decoder& d) const;  // block kDecoderBlock
+    // `part` viewing `tensors` (a provider's acquire()) instead of the loaded weights.
     template <class Part>
-    static Part rebind(const Part& part, const std::vector<Tensor>& tensors);
+    Part rebind(const Part& part, const std::vector<Tensor>& tensors) const;
 
-    void bind(WeightBinder& b);
-    Conv bind_conv(WeightBinder& b, const std::string& name, int64_t in, int64_t out, int64_t k, bool causal) const;
-    Resnet bind_resnet(WeightBinder& b, const std::string& name, int64_t in, int64_t out) const;
-    Mid bind_mid(WeightBinder& b, const std::string& name) const;
+    void bind(WeightBinder& binder);
 
     Tensor conv(Backend& be, const Conv& c, const Tensor& x) const;
     Tensor norm_silu(Backend& be, const Norm& n, const Tensor& x, bool silu) const;

@@ -68,7 +68,7 @@ private:
 
 size_t owned_bytes(const ModelBlocks& mb) {
     size_t n = 0;
-    for (const auto& s : mb.specs)
+    for (const auto& s : mb.blocks)
         for (const Tensor& t : s.tensors)
             if (t.defined() && !t.is_external_view()) n += t.nbytes();
     return n;
@@ -76,7 +76,7 @@ size_t owned_bytes(const ModelBlocks& mb) {
 
 std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
     std::vector<std::pair<std::string, size_t>> v;
-    for (const auto& s : mb.specs) v.emplace_back(s.name, device_block_bytes(s));
+    for (const auto& s : mb.blocks) v.emplace_back(s.name, device_block_bytes(s));
     return v;
 }
 
@@ -149,7 +149,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     for (const StageProbe::Peaks* peaks :
          std::initializer_list<const StageProbe::Peaks*>{&text_act, &image_act, &denoise_act, &decode_act})
         for (size_t m = 0; m < kPipelineModels; ++m) plan.reserves[m] = std::max(plan.reserves[m], peaks->model[m]);
-    plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].specs.size());
+    plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].blocks.size());
     plan.transformer_passes_per_step = p.do_cfg() && p.sequence_batch ? 2 : 1;
 
     // Weights on the device per model while it runs.

@@ -49,7 +49,7 @@ ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve)
 
 size_t ModelBlocks::bytes() const {
     size_t n = 0;
-    for (const auto& s : specs) n += device_block_bytes(s);
+    for (const auto& b : blocks) n += device_block_bytes(b);
     return n;
 }
 
@@ -57,9 +57,8 @@ namespace {
 template <class Model>
 ModelBlocks blocks_of(const Model& model, const std::vector<size_t>& used) {
     ModelBlocks mb;
-    const auto names = model.weight_blocks();
     for (size_t i : used) {
-        mb.specs.push_back({names[i].name, model.weight_block_tensors(i)});
+        mb.blocks.push_back(model.weight_block(i));
         mb.model_index.push_back(i);
     }
     return mb;
@@ -91,7 +90,12 @@ ModelBlocks pipeline_model_blocks(const PipelineComponents& c, PipelineModel mod
 class DevicePlacement::Placed final : public BlockWeightProvider {
 public:
     Placed(Accelerator& device, ModelBlocks blocks, const ResidencyOptions& options)
-        : model_index_(std::move(blocks.model_index)), manager_(device, std::move(blocks.specs), options) {}
+        : model_index_(std::move(blocks.model_index)), manager_(device, std::move(blocks.blocks), options) {}
+    void begin_pass(const std::vector<size_t>& order) override {
+        std::vector<size_t> positions;
+        for (size_t b : order) positions.push_back(position(b));
+        manager_.begin_pass(positions);
+    }
     const std::vector<Tensor>& acquire(size_t block) override { return manager_.acquire(position(block)); }
     void release(size_t block) override { manager_.release(position(block)); }
     ResidencyManager& manager() { return manager_; }

@@ -47,10 +47,10 @@ struct MemoryOptions {
 // planned inside the budget (the plan and the placement must agree on them).
 ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve);
 
-// The blocks of `model` a pipeline stage uses, as residency specs (host tensors of the loaded model), and
+// The blocks of `model` a pipeline stage uses (host tensors of the loaded model), and
 // their indices in that model's own block numbering.
 struct ModelBlocks {
-    std::vector<WeightBlockSpec> specs;
+    std::vector<WeightBlock> blocks;
     std::vector<size_t> model_index;
     size_t bytes() const;  // device bytes
 };

@@ -17,18 +17,11 @@ size_t round_up(size_t n) {
 }
 }  // namespace
 
-size_t device_block_bytes(const WeightBlockSpec& block) {
+size_t device_block_bytes(const WeightBlock& block) {
     size_t bytes = 0;
     for (const Tensor& t : block.tensors)
         if (t.defined()) bytes += round_up(t.nbytes());
     return bytes;
-}
-
-std::vector<WeightBlockSpec> weight_block_specs(const HunyuanVideoTransformer& model) {
-    std::vector<WeightBlockSpec> specs;
-    const auto blocks = model.weight_blocks();
-    for (size_t i = 0; i < blocks.size(); ++i) specs.push_back({blocks[i].name, model.weight_block_tensors(i)});
-    return specs;
 }
 
 const char* host_memory_mode_name(HostMemoryMode mode) {
@@ -163,7 +156,7 @@ size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& b
     return bytes;
 }
 
-ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockSpec> blocks,
+ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlock> blocks,
                                    const ResidencyOptions& options)
     : device_(device), blocks_(std::move(blocks)) {
     // Copies read the host tensors asynchronously: they must be contiguous and outlive the copy, so any
@@ -178,7 +171,7 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockS
     const CopyPath default_path =
         options.host_memory == HostMemoryMode::Pageable ? CopyPath::Pageable : CopyPath::Staged;
     sources_.assign(blocks_.size(), Source{default_path, Tensor()});
-    device_views_.resize(blocks_.size());
+    resident_views_.resize(blocks_.size());
     resident_ticket_.assign(blocks_.size(), 0);
     resident_memory_.resize(blocks_.size());
     host_pages_dropped_.assign(blocks_.size(), false);
@@ -190,7 +183,7 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlockS
             }
             resident_memory_[i] = Tensor::empty({int64_t(std::max<size_t>(sizes[i].second, 1))}, DType::Bool,
                                                 device_.memory(), blocks_[i].name);
-            resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), device_views_[i], 0);
+            resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), resident_views_[i], 0);
         }
         pin_blocks(pinned_blocks(sizes, plan_, options));
         for (int s = 0; s < plan_.slots; ++s) {
@@ -264,9 +257,33 @@ void ResidencyManager::pump() {
         const size_t block = streamed_order_[next_streamed_];
         next_streamed_ = (next_streamed_ + 1) % streamed_order_.size();
         slot.block = int64_t(block);
-        slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), device_views_[block], slot.freed_after);
+        slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), slot.views, slot.freed_after);
         in_flight_.push_back(s);
     }
+}
+
+void ResidencyManager::begin_pass(const std::vector<size_t>& order) {
+    std::vector<size_t> streamed;
+    for (size_t b : order) {
+        SR_ASSERT(b < blocks_.size(), "pass order names block {} of {}", b, blocks_.size());
+        if (!plan_.resident[b]) streamed.push_back(b);
+    }
+    for (const Slot& s : slots_) SR_ASSERT(!s.busy, "a pass begins while block {} is still acquired", s.block);
+    // The copies in flight are the next blocks of the old order: keep the ones the new order wants first, in
+    // that order; let the others land (they write into their slots) and forget them.
+    size_t keep = 0;
+    while (keep < in_flight_.size() && keep < streamed.size() &&
+           slots_[in_flight_[keep]].block == int64_t(streamed[keep]))
+        ++keep;
+    while (in_flight_.size() > keep) {
+        Slot& slot = slots_[in_flight_.back()];
+        device_.wait(slot.ticket);
+        slot.block = -1;
+        in_flight_.pop_back();
+    }
+    streamed_order_ = std::move(streamed);
+    next_streamed_ = streamed_order_.empty() ? 0 : keep % streamed_order_.size();
+    pump();
 }
 
 const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
@@ -279,16 +296,16 @@ const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
             for (const Tensor& t : blocks_[i].tensors) drop_mapped_pages(t);
             host_pages_dropped_[i] = true;
         }
-        return device_views_[i];
+        return resident_views_[i];
     }
     SR_ASSERT(!in_flight_.empty() && slots_[in_flight_.front()].block == int64_t(i),
-              "block '{}' acquired out of execution order", blocks_[i].name);
+              "block '{}' acquired out of the pass's announced order", blocks_[i].name);
     Slot& slot = slots_[in_flight_.front()];
     in_flight_.pop_front();
     device_.wait(slot.ticket);
     slot.busy = true;
     streamed_bytes_ += block_bytes_[i];
-    return device_views_[i];
+    return slot.views;
 }
 
 void ResidencyManager::release(size_t i) {

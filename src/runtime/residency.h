@@ -3,13 +3,16 @@
 // limit: a plan that cannot fit throws OutOfMemoryError naming what did not fit; device memory comes from
 // the device's budgeted allocator, which enforces it again at every allocation (activations included).
 //
-//   sr::ResidencyManager mgr(device, sr::weight_block_specs(model),
+//   sr::ResidencyManager mgr(device, model.weight_blocks(),
 //                            {.budget_bytes = 12ull << 30, .reserve_bytes = activations, .prefetch = 1,
 //                             .host_memory = sr::HostMemoryMode::Mmap});
 //   model.forward(device.backend(), inputs, {}, &mgr);   // the model acquires/releases its blocks in order
 //
-// Blocks are acquired in execution order, cyclically (0..n-1, then 0..n-1 again for the next step): the
-// prefetch follows that order, and resident blocks are reused across steps.
+// Blocks are acquired in the order the model announces for each pass (begin_pass; by default every block in
+// index order), and the next pass is expected to repeat it: the prefetch follows that order across passes,
+// and resident blocks are reused across steps. A pass that skips blocks or acquires one twice is announced
+// as such; a pass announced with another order re-aims the prefetch (copies already made for blocks the new
+// order wants next are kept).
 //
 // Host memory modes (where streamed weights are read from, each weight held in host memory once):
 //   Pinned   streamed blocks are packed into page-locked memory at setup (up to pinned_budget_bytes; the
@@ -29,8 +32,7 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "models/hunyuan_video_transformer.h"
-#include "models/weight_blocks.h"
+#include "nn/weight_blocks.h"
 #include "runtime/accelerator.h"
 
 namespace sr {
@@ -40,16 +42,8 @@ const char* host_memory_mode_name(HostMemoryMode mode);
 // "pinned" | "pageable" | "mmap"; InputError naming `what` otherwise.
 HostMemoryMode parse_host_memory_mode(std::string_view text, std::string_view what);
 
-struct WeightBlockSpec {
-    std::string name;
-    std::vector<Tensor> tensors;  // host tensors (memory-mapped or owned), any dtype; undefined ones pass through
-};
-
-// The transformer's blocks (embedders, dual blocks, single blocks, head) as residency specs.
-std::vector<WeightBlockSpec> weight_block_specs(const HunyuanVideoTransformer& model);
-
 // Device bytes a block occupies: each tensor rounded up to 64 bytes (the alignment kernels want).
-size_t device_block_bytes(const WeightBlockSpec& block);
+size_t device_block_bytes(const WeightBlock& block);
 
 struct ResidencyOptions {
     size_t budget_bytes = 0;   // device memory for weights + reserve; 0 = unlimited (everything resident)
@@ -94,13 +88,16 @@ struct ResidencyStats {
 
 class ResidencyManager final : public BlockWeightProvider {
 public:
-    ResidencyManager(Accelerator& device, std::vector<WeightBlockSpec> blocks, const ResidencyOptions& options);
+    ResidencyManager(Accelerator& device, std::vector<WeightBlock> blocks, const ResidencyOptions& options);
     ~ResidencyManager() override;
     ResidencyManager(const ResidencyManager&) = delete;
     ResidencyManager& operator=(const ResidencyManager&) = delete;
 
     const ResidencyPlan& plan() const { return plan_; }
-    // Device tensors of block i (same order as its spec), valid until release(i).
+    // The blocks the coming pass acquires, in order (repeats and omissions allowed).
+    void begin_pass(const std::vector<size_t>& order) override;
+    // Device tensors of block i (same order as its WeightBlock's), valid until release(i). A streamed block
+    // must be the next streamed one of the announced order.
     const std::vector<Tensor>& acquire(size_t i) override;
     void release(size_t i) override;
     ResidencyStats stats();
@@ -111,11 +108,12 @@ public:
 
 private:
     struct Slot {
-        Tensor memory;             // slot_bytes of device memory
-        int64_t block = -1;        // block it holds or is receiving
-        uint64_t ticket = 0;       // copy completion
-        uint64_t freed_after = 0;  // compute marker after which the slot may be overwritten
-        bool busy = false;         // acquired and not released
+        Tensor memory;              // slot_bytes of device memory
+        std::vector<Tensor> views;  // the block's tensors in this slot
+        int64_t block = -1;         // block it holds or is receiving
+        uint64_t ticket = 0;        // copy completion
+        uint64_t freed_after = 0;   // compute marker after which the slot may be overwritten
+        bool busy = false;          // acquired and not released
     };
     struct Source {
         CopyPath path = CopyPath::Staged;
@@ -126,14 +124,14 @@ private:
     void pin_blocks(const std::vector<bool>& pinned);
 
     Accelerator& device_;
-    std::vector<WeightBlockSpec> blocks_;
+    std::vector<WeightBlock> blocks_;
     ResidencyPlan plan_;
     std::vector<Source> sources_;
-    std::vector<std::vector<Tensor>> device_views_;  // per block: resident tensors, or views into its slot
+    std::vector<std::vector<Tensor>> resident_views_;  // per resident block: its device tensors
     std::vector<Tensor> resident_memory_;
     std::vector<uint64_t> resident_ticket_;
     std::vector<bool> host_pages_dropped_;
-    std::vector<size_t> streamed_order_;  // streamed block indices in execution order
+    std::vector<size_t> streamed_order_;  // the streamed blocks of the pass order, in order (repeats kept)
     size_t next_streamed_ = 0;            // position in streamed_order_ of the next block to copy
     std::vector<Slot> slots_;
     std::deque<size_t> in_flight_;  // slot indices holding upcoming blocks, in order

@@ -67,72 +67,71 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DTy
     return enc;
 }
 
-ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& b) : config_(config) {
-    config_.validate(b.source());
-    const auto& c = config_;
-    const int64_t D = c.hidden_size, I = c.intermediate_size;
-    embeddings_.token_embedding = b.tensor("text_model.embeddings.token_embedding.weight", {c.vocab_size, D});
-    embeddings_.position_embedding =
-        b.tensor("text_model.embeddings.position_embedding.weight", {c.max_position_embeddings, D});
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-        const std::string p = fmt::format("text_model.encoder.layers.{}.", i);
-        Layer l;
-        l.layer_norm1_weight = b.small_f32(p + "layer_norm1.weight", {D});
-        l.layer_norm1_bias = b.small_f32(p + "layer_norm1.bias", {D});
-        l.layer_norm2_weight = b.small_f32(p + "layer_norm2.weight", {D});
-        l.layer_norm2_bias = b.small_f32(p + "layer_norm2.bias", {D});
-        l.q_proj = bind_linear(b, p + "self_attn.q_proj", D, D);
-        l.k_proj = bind_linear(b, p + "self_attn.k_proj", D, D);
-        l.v_proj = bind_linear(b, p + "self_attn.v_proj", D, D);
-        l.out_proj = bind_linear(b, p + "self_attn.out_proj", D, D);
-        l.fc1 = bind_linear(b, p + "mlp.fc1", D, I);
-        l.fc2 = bind_linear(b, p + "mlp.fc2", I, D);
-        layers_.push_back(std::move(l));
-    }
-    final_norm_.weight = b.small_f32("text_model.final_layer_norm.weight", {D});
-    final_norm_.bias = b.small_f32("text_model.final_layer_norm.bias", {D});
-    parameter_count_ = b.parameter_count();
+ClipTextEncoder::ClipTextEncoder(const ClipTextConfig& config, WeightBinder& binder) : config_(config) {
+    config_.validate(binder.source());
+    layers_.resize(size_t(config_.num_hidden_layers));
+    BindWeights bind(binder);
+    for (size_t i = 0; i < weight_block_count(); ++i)
+        with_block(*this, i, [&](auto& part, const std::string&) { declare(bind, part, i); });
+    parameter_count_ = binder.parameter_count();
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Weight blocks
+// Weight blocks: every weight declared once per block (binding, listing, streaming and the tests walk these).
 
-template <class Block, class F>
-void ClipTextEncoder::for_each_tensor(Block& b, F&& f) {
-    using B = std::remove_const_t<Block>;
-    if constexpr (std::is_same_v<B, Embeddings>) {
-        f(b.token_embedding), f(b.position_embedding);
-    } else if constexpr (std::is_same_v<B, Layer>) {
-        f(b.layer_norm1_weight), f(b.layer_norm1_bias), f(b.layer_norm2_weight), f(b.layer_norm2_bias);
-        for (auto* l : {&b.q_proj, &b.k_proj, &b.v_proj, &b.out_proj, &b.fc1, &b.fc2}) f(l->weight), f(l->bias);
-    } else {
-        static_assert(std::is_same_v<B, FinalNorm>);
-        f(b.weight), f(b.bias);
-    }
+void ClipTextEncoder::declare(WeightVisitor& v, Embeddings& e, size_t) const {
+    const int64_t D = config_.hidden_size;
+    v.tensor("text_model.embeddings.token_embedding.weight", e.token_embedding, {config_.vocab_size, D},
+             WeightKind::Matrix);
+    v.tensor("text_model.embeddings.position_embedding.weight", e.position_embedding,
+             {config_.max_position_embeddings, D}, WeightKind::Matrix);
+}
+
+void ClipTextEncoder::declare(WeightVisitor& v, Layer& l, size_t block) const {
+    const int64_t D = config_.hidden_size, I = config_.intermediate_size;
+    const std::string p = fmt::format("text_model.encoder.layers.{}.", block - 1);
+    v.small_f32(p + "layer_norm1.weight", l.layer_norm1_weight, {D});
+    v.small_f32(p + "layer_norm1.bias", l.layer_norm1_bias, {D});
+    v.linear(p + "self_attn.q_proj", l.q_proj, D, D);
+    v.linear(p + "self_attn.k_proj", l.k_proj, D, D);
+    v.linear(p + "self_attn.v_proj", l.v_proj, D, D);
+    v.linear(p + "self_attn.out_proj", l.out_proj, D, D);
+    v.small_f32(p + "layer_norm2.weight", l.layer_norm2_weight, {D});
+    v.small_f32(p + "layer_norm2.bias", l.layer_norm2_bias, {D});
+    v.linear(p + "mlp.fc1", l.fc1, D, I);
+    v.linear(p + "mlp.fc2", l.fc2, I, D);
+}
+
+void ClipTextEncoder::declare(WeightVisitor& v, FinalNorm& n, size_t) const {
+    v.small_f32("text_model.final_layer_norm.weight", n.weight, {config_.hidden_size});
+    v.small_f32("text_model.final_layer_norm.bias", n.bias, {config_.hidden_size});
+}
+
+template <class Self, class F>
+void ClipTextEncoder::with_block(Self& self, size_t i, F&& f) {
+    const size_t n = self.layers_.size();
+    SR_ASSERT(i < n + 2, "weight block {} of {}", i, n + 2);
+    if (i == 0) return f(self.embeddings_, std::string("clip.embeddings"));
+    if (i <= n) return f(self.layers_[i - 1], fmt::format("clip.layers.{}", i - 1));
+    f(self.final_norm_, std::string("clip.final_layer_norm"));
 }
 
 template <class Block>
-Block ClipTextEncoder::rebind(const Block& block, const std::vector<Tensor>& tensors) {
-    return rebind_block(block, tensors, [](auto& b, auto&& f) { for_each_tensor(b, f); });
+Block ClipTextEncoder::rebind(const Block& block, const std::vector<Tensor>& tensors, size_t index) const {
+    return rebind_block(block, tensors, [&](WeightVisitor& v, Block& b) { declare(v, b, index); });
 }
 
-std::vector<Tensor> ClipTextEncoder::weight_block_tensors(size_t block) const {
-    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    auto collect = [](const auto& b) { return block_tensors(b, [](auto& p, auto&& f) { for_each_tensor(p, f); }); };
-    if (block == 0) return collect(embeddings_);
-    if (block <= layers_.size()) return collect(layers_[block - 1]);
-    return collect(final_norm_);
+WeightBlock ClipTextEncoder::weight_block(size_t i) const {
+    WeightBlock out;
+    with_block(*this, i, [&](const auto& part, const std::string& name) {
+        out.name = name;
+        out.tensors = block_tensors(part, [&](WeightVisitor& v, auto& b) { declare(v, b, i); });
+    });
+    return out;
 }
 
 std::vector<WeightBlock> ClipTextEncoder::weight_blocks() const {
-    std::vector<WeightBlock> out;
-    for (size_t i = 0; i < weight_block_count(); ++i) {
-        std::string name = i == 0                ? std::string("clip.embeddings")
-                           : i <= layers_.size() ? fmt::format("clip.layers.{}", i - 1)
-                                                 : std::string("clip.final_layer_norm");
-        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
-    }
-    return out;
+    return all_weight_blocks(*this);
 }
 
 std::vector<size_t> ClipTextEncoder::blocks_used() const {
@@ -165,7 +164,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
     Tensor h = new_activation(be, {B, L, D}, "clip hidden states");
     {
         const BlockLease lease(weights, 0);
-        const Embeddings emb = lease ? rebind(embeddings_, lease.tensors()) : embeddings_;
+        const Embeddings emb = lease ? rebind(embeddings_, lease.tensors(), 0) : embeddings_;
         be.embedding(ids, emb.token_embedding, h);
         Tensor positions = Tensor::empty({B, L}, DType::I64);
         for (int64_t i = 0; i < B * L; ++i) positions.data<int64_t>()[i] = i % L;
@@ -180,7 +179,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
     Tensor x = new_activation(be, {B, L, D}, "clip layer norm");
     for (size_t i = 0; i < layers_.size(); ++i) {
         const BlockLease lease(weights, 1 + i);
-        const Layer ly = lease ? rebind(layers_[i], lease.tensors()) : layers_[i];
+        const Layer ly = lease ? rebind(layers_[i], lease.tensors(), 1 + i) : layers_[i];
         be.layer_norm(h, &ly.layer_norm1_weight, &ly.layer_norm1_bias, eps, x);
         const Tensor q = ly.q_proj.apply(be, x), k = ly.k_proj.apply(be, x), v = ly.v_proj.apply(be, x);  // [B, L, D]
         Tensor attn = new_activation(be, {B, L, D}, "clip attention");
@@ -199,7 +198,7 @@ ClipTextOutput ClipTextEncoder::forward(Backend& be, const Tensor& ids_in, const
     out.last_hidden_state = new_activation(be, {B, L, D}, "clip last hidden state");
     {
         const BlockLease lease(weights, layers_.size() + 1);
-        const FinalNorm fn = lease ? rebind(final_norm_, lease.tensors()) : final_norm_;
+        const FinalNorm fn = lease ? rebind(final_norm_, lease.tensors(), layers_.size() + 1) : final_norm_;
         be.layer_norm(h, &fn.weight, &fn.bias, eps, out.last_hidden_state);
     }
     // Pooling as transformers 4.46.3 picks the row: with eos_token_id == 2 (the released CLIP configs) the

@@ -15,8 +15,9 @@
 
 #include "backends/backend.h"
 #include "io/json.h"
-#include "io/weight_binder.h"
-#include "models/weight_blocks.h"
+#include "nn/linear.h"
+#include "nn/weight_blocks.h"
+#include "nn/weight_visitor.h"
 #include "text/llama_text_encoder.h"
 
 namespace sr {
@@ -65,10 +66,11 @@ public:
 
     // Weight blocks in execution order: 0 "clip.embeddings" (token and position tables), 1..n
     // "clip.layers.{i}" (encoder layer i, as block i + 1), n + 1 "clip.final_layer_norm".
-    // weight_block_tensors(b) lists block b's tensors in a fixed order.
-    std::vector<WeightBlock> weight_blocks() const;
+    // Each with its tensors in the order the model declares them.
     size_t weight_block_count() const { return layers_.size() + 2; }
-    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    WeightBlock weight_block(size_t block) const;
+    std::vector<WeightBlock> weight_blocks() const;
+    std::vector<Tensor> weight_block_tensors(size_t block) const { return weight_block(block).tensors; }
     // The blocks a forward acquires, in order: all of them (every layer runs; the pooled output needs the
     // final norm).
     std::vector<size_t> blocks_used() const;
@@ -85,11 +87,16 @@ private:
     struct FinalNorm {  // the last block
         Tensor weight, bias;
     };
-    // Every Tensor member of a block, in one fixed order (for listing and for rebinding to other memory).
-    template <class Block, class F>
-    static void for_each_tensor(Block& block, F&& f);
+    // Every weight of weight block `block`, declared once (nn/weight_visitor.h).
+    void declare(WeightVisitor& v, Embeddings& e, size_t block) const;
+    void declare(WeightVisitor& v, Layer& l, size_t block) const;
+    void declare(WeightVisitor& v, FinalNorm& n, size_t block) const;
+    // f(block struct, block name) for weight block i: the one list of blocks.
+    template <class Self, class F>
+    static void with_block(Self& self, size_t i, F&& f);
+    // Block `index`'s struct viewing `tensors` (a provider's acquire()) instead of the loaded weights.
     template <class Block>
-    static Block rebind(const Block& block, const std::vector<Tensor>& tensors);
+    Block rebind(const Block& block, const std::vector<Tensor>& tensors, size_t index) const;
 
     ClipTextConfig config_;
     int64_t parameter_count_ = 0;

@@ -83,67 +83,68 @@ LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<D
     return enc;
 }
 
-LlamaTextEncoder::LlamaTextEncoder(const LlamaConfig& config, WeightBinder& b, const std::string& p) : config_(config) {
-    config_.validate(b.source());
-    const auto& c = config_;
-    const int64_t D = c.hidden_size, I = c.intermediate_size;
-    const int64_t q_width = c.num_attention_heads * c.head_dim, kv_width = c.num_key_value_heads * c.head_dim;
-    embed_tokens_ = b.tensor(p + "embed_tokens.weight", {c.vocab_size, D});
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-        const std::string lp = fmt::format("{}layers.{}.", p, i);
-        Layer l;
-        l.input_layernorm = b.small_f32(lp + "input_layernorm.weight", {D});
-        l.post_attention_layernorm = b.small_f32(lp + "post_attention_layernorm.weight", {D});
-        l.q_proj = bind_linear(b, lp + "self_attn.q_proj", D, q_width, false);
-        l.k_proj = bind_linear(b, lp + "self_attn.k_proj", D, kv_width, false);
-        l.v_proj = bind_linear(b, lp + "self_attn.v_proj", D, kv_width, false);
-        l.o_proj = bind_linear(b, lp + "self_attn.o_proj", q_width, D, false);
-        l.gate_proj = bind_linear(b, lp + "mlp.gate_proj", D, I, false);
-        l.up_proj = bind_linear(b, lp + "mlp.up_proj", D, I, false);
-        l.down_proj = bind_linear(b, lp + "mlp.down_proj", I, D, false);
-        layers_.push_back(std::move(l));
-    }
-    norm_ = b.small_f32(p + "norm.weight", {D});
-    parameter_count_ = b.parameter_count();
+LlamaTextEncoder::LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix)
+    : config_(config), prefix_(prefix) {
+    config_.validate(binder.source());
+    layers_.resize(size_t(config_.num_hidden_layers));
+    BindWeights bind(binder);
+    for (size_t i = 0; i < weight_block_count(); ++i)
+        with_block(*this, i, [&](auto& part, const std::string&) { declare(bind, part, i); });
+    parameter_count_ = binder.parameter_count();
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Weight blocks
+// Weight blocks: every weight declared once per block (binding, listing, streaming and the tests walk these).
 
-template <class Part, class F>
-void LlamaTextEncoder::for_each_tensor(Part& p, F&& f) {
-    if constexpr (std::is_same_v<std::remove_const_t<Part>, Tensor>) {
-        f(p);
-    } else {
-        static_assert(std::is_same_v<std::remove_const_t<Part>, Layer>);
-        f(p.input_layernorm), f(p.post_attention_layernorm);
-        for (auto* l : {&p.q_proj, &p.k_proj, &p.v_proj, &p.o_proj, &p.gate_proj, &p.up_proj, &p.down_proj})
-            f(l->weight), f(l->bias);
-    }
+void LlamaTextEncoder::declare(WeightVisitor& v, Embeddings& e, size_t) const {
+    v.tensor(prefix_ + "embed_tokens.weight", e.table, {config_.vocab_size, config_.hidden_size}, WeightKind::Matrix);
+}
+
+void LlamaTextEncoder::declare(WeightVisitor& v, Layer& l, size_t block) const {
+    const auto& c = config_;
+    const int64_t D = c.hidden_size, I = c.intermediate_size;
+    const int64_t q_width = c.num_attention_heads * c.head_dim, kv_width = c.num_key_value_heads * c.head_dim;
+    const std::string p = fmt::format("{}layers.{}.", prefix_, block - 1);
+    v.small_f32(p + "input_layernorm.weight", l.input_layernorm, {D});
+    v.linear(p + "self_attn.q_proj", l.q_proj, D, q_width, false);
+    v.linear(p + "self_attn.k_proj", l.k_proj, D, kv_width, false);
+    v.linear(p + "self_attn.v_proj", l.v_proj, D, kv_width, false);
+    v.linear(p + "self_attn.o_proj", l.o_proj, q_width, D, false);
+    v.small_f32(p + "post_attention_layernorm.weight", l.post_attention_layernorm, {D});
+    v.linear(p + "mlp.gate_proj", l.gate_proj, D, I, false);
+    v.linear(p + "mlp.up_proj", l.up_proj, D, I, false);
+    v.linear(p + "mlp.down_proj", l.down_proj, I, D, false);
+}
+
+void LlamaTextEncoder::declare(WeightVisitor& v, FinalNorm& n, size_t) const {
+    v.small_f32(prefix_ + "norm.weight", n.weight, {config_.hidden_size});
+}
+
+template <class Self, class F>
+void LlamaTextEncoder::with_block(Self& self, size_t i, F&& f) {
+    const size_t n = self.layers_.size();
+    SR_ASSERT(i < n + 2, "weight block {} of {}", i, n + 2);
+    if (i == 0) return f(self.embed_tokens_, std::string("llama.embeddings"));
+    if (i <= n) return f(self.layers_[i - 1], fmt::format("llama.layers.{}", i - 1));
+    f(self.norm_, std::string("llama.final_norm"));
 }
 
 template <class Part>
-Part LlamaTextEncoder::rebind(const Part& part, const std::vector<Tensor>& tensors) {
-    return rebind_block(part, tensors, [](auto& p, auto&& f) { for_each_tensor(p, f); });
+Part LlamaTextEncoder::rebind(const Part& part, const std::vector<Tensor>& tensors, size_t index) const {
+    return rebind_block(part, tensors, [&](WeightVisitor& v, Part& p) { declare(v, p, index); });
 }
 
-std::vector<Tensor> LlamaTextEncoder::weight_block_tensors(size_t block) const {
-    SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    auto collect = [](const auto& p) { return block_tensors(p, [](auto& q, auto&& f) { for_each_tensor(q, f); }); };
-    if (block == 0) return collect(embed_tokens_);
-    if (block <= layers_.size()) return collect(layers_[block - 1]);
-    return collect(norm_);
+WeightBlock LlamaTextEncoder::weight_block(size_t i) const {
+    WeightBlock out;
+    with_block(*this, i, [&](const auto& part, const std::string& name) {
+        out.name = name;
+        out.tensors = block_tensors(part, [&](WeightVisitor& v, auto& p) { declare(v, p, i); });
+    });
+    return out;
 }
 
 std::vector<WeightBlock> LlamaTextEncoder::weight_blocks() const {
-    std::vector<WeightBlock> out;
-    for (size_t i = 0; i < weight_block_count(); ++i) {
-        std::string name = i == 0                ? std::string("llama.embeddings")
-                           : i <= layers_.size() ? fmt::format("llama.layers.{}", i - 1)
-                                                 : std::string("llama.final_norm");
-        out.push_back({std::move(name), defined_tensor_bytes(weight_block_tensors(i))});
-    }
-    return out;
+    return all_weight_blocks(*this);
 }
 
 int64_t LlamaTextEncoder::resolve_index(int hidden_state_index) const {
@@ -316,14 +317,14 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
     Tensor h = new_activation(be, {B, L, D}, "llama hidden states");
     {
         const BlockLease lease(weights, 0);
-        be.embedding(ids, lease ? rebind(embed_tokens_, lease.tensors()) : embed_tokens_, h);
+        be.embedding(ids, (lease ? rebind(embed_tokens_, lease.tensors(), 0) : embed_tokens_).table, h);
     }
     if (hook) hook("hidden_states.0", to_host(be, h));
     for (int64_t i = 0; i < std::min(index, n); ++i) {
         {
             const BlockLease lease(weights, size_t(1 + i));
             const Layer& own = layers_[size_t(i)];
-            layer_forward(be, lease ? rebind(own, lease.tensors()) : own, h, cos, sin, mask);
+            layer_forward(be, lease ? rebind(own, lease.tensors(), size_t(1 + i)) : own, h, cos, sin, mask);
         }
         if (hook && i + 1 < n) hook(fmt::format("hidden_states.{}", i + 1), to_host(be, h));
     }
@@ -331,8 +332,8 @@ Tensor LlamaTextEncoder::forward(Backend& be, const Tensor& ids, const Tensor& a
     Tensor normed = new_activation(be, {B, L, D}, "llama final norm");
     {
         const BlockLease lease(weights, size_t(n + 1));
-        const Tensor norm = lease ? rebind(norm_, lease.tensors()) : norm_;
-        be.rms_norm(h, &norm, float(config_.rms_norm_eps), normed);
+        const FinalNorm norm = lease ? rebind(norm_, lease.tensors(), size_t(n + 1)) : norm_;
+        be.rms_norm(h, &norm.weight, float(config_.rms_norm_eps), normed);
     }
     if (hook) {
         const Tensor host = to_host(be, normed);

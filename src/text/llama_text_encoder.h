@@ -16,8 +16,9 @@
 
 #include "backends/backend.h"
 #include "io/json.h"
-#include "io/weight_binder.h"
-#include "models/weight_blocks.h"
+#include "nn/linear.h"
+#include "nn/weight_blocks.h"
+#include "nn/weight_visitor.h"
 
 namespace sr {
 
@@ -69,11 +70,12 @@ public:
                    const TextIntermediateHook& hook = {}, BlockWeightProvider* weights = nullptr) const;
 
     // Weight blocks in execution order: 0 "llama.embeddings" (embed_tokens), 1..n "llama.layers.{i}"
-    // (decoder layer i, as block i + 1), n + 1 "llama.final_norm". weight_block_tensors(b) lists block b's
-    // tensors in a fixed order (absent biases as undefined tensors).
-    std::vector<WeightBlock> weight_blocks() const;
+    // (decoder layer i, as block i + 1), n + 1 "llama.final_norm"; each with its tensors in the order the
+    // model declares them.
     size_t weight_block_count() const { return layers_.size() + 2; }
-    std::vector<Tensor> weight_block_tensors(size_t block) const;
+    WeightBlock weight_block(size_t block) const;
+    std::vector<WeightBlock> weight_blocks() const;
+    std::vector<Tensor> weight_block_tensors(size_t block) const { return weight_block(block).tensors; }
     // The blocks a forward with this hidden_state_index acquires, in increasing order: for hidden_states[k]
     // (k = the index in [0, n]) the embeddings and the first k layers, i.e. {0, 1, ..., k}, plus the final
     // norm (n + 1) when k = n. With n = 32: -3 (the pipeline's) -> {0..30}; -1 -> all 34; 0 -> {0}. A runtime
@@ -93,17 +95,29 @@ private:
                        const AttentionMask& mask) const;
     // hidden_state_index as k in [0, n]; InputError when out of range.
     int64_t resolve_index(int hidden_state_index) const;
-    // Every Tensor of a block part (a Layer, or the lone embedding / norm Tensor), in one fixed order.
-    template <class Part, class F>
-    static void for_each_tensor(Part& part, F&& f);
+    struct Embeddings {  // block 0
+        Tensor table;    // [vocab, hidden], stays in the file's dtype
+    };
+    struct FinalNorm {  // the last block
+        Tensor weight;  // [hidden] f32
+    };
+    // Every weight of weight block `block`, declared once (nn/weight_visitor.h).
+    void declare(WeightVisitor& v, Embeddings& e, size_t block) const;
+    void declare(WeightVisitor& v, Layer& l, size_t block) const;
+    void declare(WeightVisitor& v, FinalNorm& n, size_t block) const;
+    // f(block struct, block name) for weight block i: the one list of blocks.
+    template <class Self, class F>
+    static void with_block(Self& self, size_t i, F&& f);
+    // Block `index`'s struct viewing `tensors` (a provider's acquire()) instead of the loaded weights.
     template <class Part>
-    static Part rebind(const Part& part, const std::vector<Tensor>& tensors);
+    Part rebind(const Part& part, const std::vector<Tensor>& tensors, size_t index) const;
 
     LlamaConfig config_;
+    std::string prefix_;  // "model." for LlamaForCausalLM checkpoints, else ""
     int64_t parameter_count_ = 0;
-    Tensor embed_tokens_;  // [vocab, hidden], stays in the file's dtype
+    Embeddings embed_tokens_;
     std::vector<Layer> layers_;
-    Tensor norm_;  // [hidden] f32
+    FinalNorm norm_;
 };
 
 // Reads a [B, L] attention mask of any numeric dtype into 0/1 values (row-major).

@@ -51,7 +51,7 @@ int run_info(const InfoOptions& o) {
         total += n;
     }
     size_t largest_block = 0;
-    for (const auto& b : model.weight_blocks()) largest_block = std::max(largest_block, b.bytes);
+    for (const auto& b : model.weight_blocks()) largest_block = std::max(largest_block, b.bytes());
 
     if (o.json) {
         Json j;
