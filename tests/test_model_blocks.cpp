@@ -20,6 +20,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "models/hunyuan_video_transformer.h"
 #include "models/hunyuan_video_vae.h"
 #include "support/fixtures.h"
 #include "text/clip_text_encoder.h"
@@ -181,6 +182,53 @@ TEST(ModelBlocks, FixturesExist) {
     EXPECT_FALSE(llama_dirs().empty()) << "no Llama model under " << test::fixtures_root();
     EXPECT_FALSE(clip_dirs().empty()) << "no CLIP model under " << test::fixtures_root();
     EXPECT_FALSE(vae_dirs().empty()) << "no VAE under " << test::fixtures_root();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Declarations: the names a model declares (nn/weight_visitor.h), block by block, are exactly the checkpoint's
+// tensors (less the ones the model ignores by design), each once, each with the checkpoint's shape.
+
+template <class Model>
+void check_declared_names(const Model& model, const fs::path& dir, const std::set<std::string>& ignored) {
+    const WeightStore store = WeightStore::open(dir.string());
+    std::set<std::string> declared;
+    for (size_t b = 0; b < model.weight_block_count(); ++b) {
+        const WeightBlock block = model.weight_block(b);
+        SCOPED_TRACE(block.name);
+        ASSERT_EQ(block.tensor_names.size(), block.tensors.size());
+        for (size_t i = 0; i < block.tensors.size(); ++i) {
+            const std::string& name = block.tensor_names[i];
+            EXPECT_TRUE(declared.insert(name).second) << name << " is declared twice";
+            ASSERT_TRUE(store.contains(name)) << name << " is declared but not in the checkpoint";
+            EXPECT_EQ(block.tensors[i].shape(), store.get(name).shape()) << name;
+        }
+    }
+    for (const std::string& name : store.names()) {
+        if (!ignored.count(name)) {
+            EXPECT_TRUE(declared.count(name)) << name << " is in the checkpoint, not declared";
+        }
+    }
+}
+
+TEST(ModelBlocks, DeclarationsNameEveryCheckpointTensorOnce) {
+    const auto transformers = model_dirs("_class_name", "HunyuanVideoTransformer3DModel");
+    EXPECT_FALSE(transformers.empty()) << "no transformer under " << test::fixtures_root();
+    for (const fs::path& dir : transformers) {
+        SCOPED_TRACE(dir.string());
+        check_declared_names(HunyuanVideoTransformer::load(dir.string()), dir, {});
+    }
+    for (const fs::path& dir : vae_dirs()) {
+        SCOPED_TRACE(dir.string());
+        check_declared_names(HunyuanVideoVAE::load(dir.string()), dir, {});
+    }
+    for (const fs::path& dir : llama_dirs()) {
+        SCOPED_TRACE(dir.string());
+        check_declared_names(LlamaTextEncoder::load(dir.string()), dir, {"lm_head.weight"});
+    }
+    for (const fs::path& dir : clip_dirs()) {
+        SCOPED_TRACE(dir.string());
+        check_declared_names(ClipTextEncoder::load(dir.string()), dir, {"text_model.embeddings.position_ids"});
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ struct Chain {
             Tensor w = Tensor::empty({D, D}, DType::F32), b = Tensor::empty({D}, DType::F32);
             for (int64_t k = 0; k < w.numel(); ++k) w.data<float>()[k] = dist(rng);
             for (int64_t k = 0; k < D; ++k) b.data<float>()[k] = dist(rng);
-            blocks.push_back({"block." + std::to_string(i), {dtype == DType::F32 ? w : w.to(dtype), b}});
+            blocks.push_back({"block." + std::to_string(i), {dtype == DType::F32 ? w : w.to(dtype), b}, {}});
         }
     }
     // Runs `steps` passes over the blocks on `be`; `weights(i)` gives block i's tensors. The result is on the host.
@@ -143,6 +143,72 @@ TEST(ResidencyManager, BitIdenticalUnderEveryBudget) {
     }
 }
 
+// A pass may skip blocks or acquire one twice when it says so first (begin_pass): the prefetch follows each
+// announced order, the results equal the same sequence on host weights, and switching orders between passes
+// (with copies in flight for the old one) neither stalls nor hands out the wrong block.
+TEST(ResidencyManager, FollowsTheAnnouncedPassOrder) {
+    const Chain chain(6, 64, DType::F32);
+    const size_t b = chain.block_bytes(), act = chain.activation_bytes();
+    const std::vector<std::vector<size_t>> passes = {
+        {0, 1, 2, 3, 4, 5}, {0, 2, 4, 4, 5}, {0, 2, 4, 4, 5}, {5, 0, 1}, {0, 1, 2, 3, 4, 5}, {3}, {0, 1, 2, 3, 4, 5}};
+    auto run = [&](Backend& be, auto&& weights, auto&& done, auto&& begin) {
+        Tensor x = to_device(be, Tensor::from_vector(std::vector<float>(size_t(4 * chain.D), 0.5f), {4, chain.D}), "x");
+        for (const auto& order : passes) {
+            begin(order);
+            for (size_t i : order) {
+                const std::vector<Tensor>& w = weights(i);
+                Tensor y = new_activation(be, {4, chain.D}, "chain activation");
+                be.linear(x, w[0], &w[1], y);
+                be.silu(y, y);
+                x = y;
+                done(i);
+            }
+        }
+        return to_host(be, x);
+    };
+    const Tensor expected = run(
+        cpu_backend(), [&](size_t i) -> const std::vector<Tensor>& { return chain.blocks[i].tensors; }, [](size_t) {},
+        [](const std::vector<size_t>&) {});
+    for (int prefetch : {0, 1, 2}) {
+        SCOPED_TRACE(::testing::Message() << "prefetch " << prefetch);
+        const size_t budget = size_t(prefetch + 2) * b + act;  // a ring and one resident block at most
+        SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+        ResidencyManager mgr(device, chain.blocks,
+                             {.budget_bytes = budget, .reserve_bytes = act, .prefetch = prefetch});
+        ASSERT_GE(mgr.plan().streamed_blocks(), 4);
+        std::vector<std::string> acquired_streamed;
+        const Tensor got = run(
+            device.backend(),
+            [&](size_t i) -> const std::vector<Tensor>& {
+                if (!mgr.plan().resident[i]) acquired_streamed.push_back(chain.blocks[i].name);
+                return mgr.acquire(i);
+            },
+            [&](size_t i) { mgr.release(i); }, [&](const std::vector<size_t>& order) { mgr.begin_pass(order); });
+        EXPECT_EQ(test::compare(got, expected).max_abs, 0.0);
+        EXPECT_LE(device.memory().peak_bytes(), budget);
+        // Every streamed block handed out was copied for it: the copies are a superset, in order.
+        const auto& log = mgr.copy_log();
+        size_t k = 0;
+        for (const std::string& name : acquired_streamed) {
+            while (k < log.size() && log[k] != name) ++k;
+            ASSERT_LT(k, log.size()) << name << " was handed out without a copy in order";
+            ++k;
+        }
+    }
+}
+
+TEST(ResidencyManagerDeathTest, AcquiringOutsideTheAnnouncedOrderIsABug) {
+    const Chain chain(4, 64, DType::F32);
+    const size_t b = chain.block_bytes();
+    SimulatedDevice device({.memory_budget = 2 * b, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+    ResidencyManager mgr(device, chain.blocks, {.budget_bytes = 2 * b, .prefetch = 1});
+    ASSERT_EQ(mgr.plan().streamed_blocks(), 4);
+    mgr.begin_pass({0, 2, 3});
+    (void)mgr.acquire(0);
+    mgr.release(0);
+    EXPECT_DEATH((void)mgr.acquire(1), "'block.1' acquired out of the pass's announced order");
+}
+
 TEST(ResidencyManager, DeviceBudgetIsEnforcedByTheAllocator) {
     const Chain chain(3, 64, DType::F32);
     // The plan fits 3 blocks, the device has room for 2: allocation fails with the device's own error.
@@ -226,5 +292,65 @@ TEST(ResidencyManager, TransformerBitIdenticalUnderBudgets) {
                     EXPECT_GT(mgr.plan().streamed_blocks(), 0);  // every budget here is below the total
                 }
             }
+    }
+}
+
+// A pass that skips blocks: the transformer states the shorter order to the residency manager, and the
+// streamed result is bit-identical to the same pass on the weights as loaded (and differs from the full
+// forward, so the blocks really were skipped). A forward cut short by an exception (here from its hook)
+// releases what it held, so the manager serves the next pass.
+TEST(ResidencyManager, TransformerPassesThatSkipBlocksStream) {
+    const auto dirs = test::find_fixture_dirs([](const std::filesystem::path& d) {
+        return test::model_config_names(d, "_class_name", "HunyuanVideoTransformer3DModel") &&
+               std::filesystem::exists(d / "inputs.safetensors");
+    });
+    ASSERT_FALSE(dirs.empty());
+    for (const auto& dir : dirs) {
+        SCOPED_TRACE(dir.string());
+        const auto model = HunyuanVideoTransformer::load((dir / "model").string());
+        const WeightStore in = WeightStore::open((dir / "inputs.safetensors").string());
+        TransformerInputs inputs{
+            in.get("hidden_states"),         in.get("timestep"),
+            in.get("encoder_hidden_states"), in.get("encoder_attention_mask"),
+            in.get("pooled_projections"),    in.contains("guidance") ? in.get("guidance") : Tensor()};
+        const size_t n = model.weight_block_count();
+        ASSERT_GE(n, 3u);
+        TransformerPass pass;
+        pass.skip = {1};                        // the first dual block (or single block when there is no dual one)
+        if (n > 4) pass.skip.push_back(n - 2);  // and the last single block
+        EXPECT_EQ(model.pass_order(pass).size(), n - pass.skip.size());
+        cpu_backend().set_gemm_precision(GemmPrecision::F32);
+        const Tensor full = model.forward(cpu_backend(), inputs);
+        const Tensor skipped = model.forward(cpu_backend(), inputs, {}, nullptr, pass);
+        EXPECT_GT(test::compare(skipped, full).max_abs, 0.0);
+
+        size_t largest = 0;
+        for (const auto& blk : model.weight_blocks()) largest = std::max(largest, device_block_bytes(blk));
+        VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});
+        NullBackend planner(space);
+        model.forward(planner, inputs);
+        const size_t budget = 2 * largest + space.peak_bytes();
+        SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+        ResidencyManager mgr(device, model.weight_blocks(),
+                             {.budget_bytes = budget, .reserve_bytes = space.peak_bytes(), .prefetch = 1});
+        ASSERT_GT(mgr.plan().streamed_blocks(), 0);
+        for (int call = 0; call < 2; ++call) {  // the skipping pass, then the full one, twice
+            const Tensor got = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr, pass));
+            EXPECT_EQ(test::compare(got, skipped).max_abs, 0.0) << "call " << call;
+            const Tensor all = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
+            EXPECT_EQ(test::compare(all, full).max_abs, 0.0) << "call " << call;
+        }
+        auto throwing = [](std::string_view name, const Tensor&) {
+            if (name == "x_embedder" || name == "norm_out") throw InputError("stop at " + std::string(name));
+        };
+        EXPECT_THROW(model.forward(device.backend(), inputs, throwing, &mgr), InputError);
+        const Tensor after = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
+        EXPECT_EQ(test::compare(after, full).max_abs, 0.0);
+
+        TransformerPass bad;
+        bad.skip = {0};
+        EXPECT_THROW(model.pass_order(bad), InputError);
+        bad.skip = {n - 1};
+        EXPECT_THROW(model.pass_order(bad), InputError);
     }
 }

@@ -173,8 +173,7 @@ void HunyuanVideoTransformer::bind(WeightBinder& binder) {
 WeightBlock HunyuanVideoTransformer::weight_block(size_t i) const {
     WeightBlock out;
     with_block(*this, i, [&](const auto& block, const std::string& name, const std::string& prefix) {
-        out.name = name;
-        out.tensors = block_tensors(block, [&](WeightVisitor& v, auto& b) { declare(v, b, prefix); });
+        out = declared_block(name, block, [&](WeightVisitor& v, auto& b) { declare(v, b, prefix); });
     });
     return out;
 }

@@ -406,9 +406,9 @@ Part HunyuanVideoVAE::rebind(const Part& part, const std::vector<Tensor>& tensor
 
 WeightBlock HunyuanVideoVAE::weight_block(size_t block) const {
     SR_ASSERT(block < weight_block_count(), "weight block {} of {}", block, weight_block_count());
-    auto declared = [&](WeightVisitor& v, auto& part) { declare(v, part); };
-    if (block == kEncoderBlock) return {"vae.encoder", block_tensors(encoder_, declared)};
-    return {"vae.decoder", block_tensors(decoder_, declared)};
+    auto declare_part = [&](WeightVisitor& v, auto& part) { declare(v, part); };
+    if (block == kEncoderBlock) return declared_block("vae.encoder", encoder_, declare_part);
+    return declared_block("vae.decoder", decoder_, declare_part);
 }
 
 std::vector<WeightBlock> HunyuanVideoVAE::weight_blocks() const {

@@ -28,6 +28,7 @@ namespace sr {
 struct WeightBlock {
     std::string name;
     std::vector<Tensor> tensors;  // host tensors (memory-mapped or owned), any dtype; undefined ones pass through
+    std::vector<std::string> tensor_names;  // the checkpoint name of each tensor (empty when not known)
     // Bytes of the defined tensors.
     size_t bytes() const {
         size_t n = 0;

@@ -19,6 +19,7 @@
 
 #include "io/weight_binder.h"
 #include "nn/linear.h"
+#include "nn/weight_blocks.h"
 
 namespace sr {
 
@@ -49,12 +50,16 @@ private:
     WeightBinder& binder_;
 };
 
-// Appends the declared tensors, in declaration order (undefined ones too: a member the declaration names but
-// the model left empty).
+// Appends the declared tensors and their names, in declaration order (undefined ones too: a member the
+// declaration names but the model left empty).
 class CollectTensors final : public WeightVisitor {
 public:
-    void tensor(const std::string&, Tensor& t, const Shape&, WeightKind) override { tensors.push_back(t); }
+    void tensor(const std::string& name, Tensor& t, const Shape&, WeightKind) override {
+        tensors.push_back(t);
+        names.push_back(name);
+    }
     std::vector<Tensor> tensors;
+    std::vector<std::string> names;
 };
 
 // Replaces each declared tensor by the next of `tensors` (a list CollectTensors made of the same block, or
@@ -90,13 +95,13 @@ Block rebind_block(const Block& block, const std::vector<Tensor>& tensors, Decla
     return out;
 }
 
-// The tensors of `block` in declaration order.
+// Weight block `name`: the tensors of `block` (and their names) in declaration order.
 template <class Block, class Declare>
-std::vector<Tensor> block_tensors(const Block& block, Declare&& declare) {
+WeightBlock declared_block(std::string name, const Block& block, Declare&& declare) {
     Block copy = block;  // tensors are handles: the copy views the same memory
     CollectTensors collect;
     declare(collect, copy);
-    return std::move(collect.tensors);
+    return {std::move(name), std::move(collect.tensors), std::move(collect.names)};
 }
 
 }  // namespace sr

@@ -124,8 +124,7 @@ Block ClipTextEncoder::rebind(const Block& block, const std::vector<Tensor>& ten
 WeightBlock ClipTextEncoder::weight_block(size_t i) const {
     WeightBlock out;
     with_block(*this, i, [&](const auto& part, const std::string& name) {
-        out.name = name;
-        out.tensors = block_tensors(part, [&](WeightVisitor& v, auto& b) { declare(v, b, i); });
+        out = declared_block(name, part, [&](WeightVisitor& v, auto& b) { declare(v, b, i); });
     });
     return out;
 }

@@ -137,8 +137,7 @@ Part LlamaTextEncoder::rebind(const Part& part, const std::vector<Tensor>& tenso
 WeightBlock LlamaTextEncoder::weight_block(size_t i) const {
     WeightBlock out;
     with_block(*this, i, [&](const auto& part, const std::string& name) {
-        out.name = name;
-        out.tensors = block_tensors(part, [&](WeightVisitor& v, auto& p) { declare(v, p, i); });
+        out = declared_block(name, part, [&](WeightVisitor& v, auto& p) { declare(v, p, i); });
     });
     return out;
 }

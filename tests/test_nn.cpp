@@ -1,0 +1,123 @@
+// The nn layer: Linear (its storage format and low-rank side path) and the weight declaration that binding,
+// listing and rebinding all walk. The models' declarations against real checkpoints are checked in
+// test_model_blocks.cpp (ModelBlocks.DeclarationsNameEveryCheckpointTensorOnce).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cpu/cpu_backend.h"
+#include "nn/linear.h"
+#include "nn/weight_visitor.h"
+
+using namespace sr;
+
+namespace {
+
+Tensor random_f32(const Shape& s, uint64_t seed) {
+    Tensor t = Tensor::empty(s, DType::F32);
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = n(rng);
+    return t;
+}
+
+double at(const Tensor& t, int64_t r, int64_t c) {
+    return double(t.data<float>()[r * t.dim(1) + c]);
+}
+
+// A block as a model would write it: a linear layer and a norm vector, declared once.
+struct ToyBlock {
+    Linear proj;
+    Tensor norm;
+};
+void declare(WeightVisitor& v, ToyBlock& b, const std::string& p) {
+    v.linear(p + ".proj", b.proj, 8, 6);
+    v.small_f32(p + ".norm.weight", b.norm, {6});
+}
+
+}  // namespace
+
+// y = x (W + up down)^T + b: the adapter's side path adds exactly what merging it into W would, within f32
+// GEMM rounding (K = 8 and rank 2 here: |error| <= ~10 u of the magnitude; 1e-5 is far above it).
+TEST(Linear, AppliesWeightBiasAndLowRankAdapters) {
+    Linear l;
+    l.weight = LinearWeight{WeightFormat::Dense, random_f32({6, 8}, 1), 6, 8};
+    l.bias = random_f32({6}, 2);
+    const Tensor x = random_f32({3, 5, 8}, 3);
+    const Tensor plain = l.apply(cpu_backend(), x);
+    l.adapters.push_back({random_f32({2, 8}, 4), random_f32({6, 2}, 5)});
+    const Tensor adapted = l.apply(cpu_backend(), x);
+    ASSERT_EQ(adapted.shape(), (Shape{3, 5, 6}));
+    const Tensor x2 = x.view({15, 8}), y0 = plain.view({15, 6}), y = adapted.view({15, 6});
+    const Tensor& W = l.weight.data;
+    const Tensor &down = l.adapters[0].down, &up = l.adapters[0].up;
+    double worst = 0, changed = 0;
+    for (int64_t r = 0; r < 15; ++r)
+        for (int64_t o = 0; o < 6; ++o) {
+            double want = at(l.bias.view({1, 6}), 0, o), want0 = want, mag = 0;
+            for (int64_t k = 0; k < 8; ++k) {
+                double merged = at(W, o, k);
+                for (int64_t q = 0; q < 2; ++q) merged += at(up, o, q) * at(down, q, k);
+                want += at(x2, r, k) * merged;
+                want0 += at(x2, r, k) * at(W, o, k);
+                mag += std::fabs(at(x2, r, k)) * (std::fabs(merged) + std::fabs(at(W, o, k)));
+            }
+            worst = std::max(worst, std::fabs(at(y, r, o) - want) / (mag + 1));
+            worst = std::max(worst, std::fabs(at(y0, r, o) - want0) / (mag + 1));
+            changed = std::max(changed, std::fabs(at(y, r, o) - at(y0, r, o)));
+        }
+    EXPECT_LT(worst, 1e-5);
+    EXPECT_GT(changed, 1e-3);  // the side path did something
+    EXPECT_EQ(l.bytes(), size_t(6 * 8 + 6 + 2 * 8 + 6 * 2) * sizeof(float));
+}
+
+// One declaration: binding makes the tensors, listing finds the same ones by name, rebinding swaps them.
+TEST(WeightVisitor, BindListAndRebindWalkTheSameDeclaration) {
+    WeightBinder binder = WeightBinder::random(7, DType::BF16);
+    ToyBlock block;
+    BindWeights bind(binder);
+    declare(bind, block, "blocks.0");
+    EXPECT_EQ(block.proj.weight.format, WeightFormat::Dense);
+    EXPECT_EQ(block.proj.weight.data.shape(), (Shape{6, 8}));
+    EXPECT_EQ(block.proj.weight.data.dtype(), DType::BF16);  // a matrix, stored as bound
+    EXPECT_EQ(block.proj.bias.dtype(), DType::F32);          // small vectors always f32
+    EXPECT_EQ(block.norm.shape(), (Shape{6}));
+    EXPECT_EQ(binder.parameter_count(), 6 * 8 + 6 + 6);
+
+    const WeightBlock listed =
+        declared_block("toy", block, [](WeightVisitor& v, ToyBlock& b) { declare(v, b, "blocks.0"); });
+    ASSERT_EQ(listed.tensors.size(), 3u);
+    EXPECT_EQ(listed.tensor_names,
+              (std::vector<std::string>{"blocks.0.proj.weight", "blocks.0.proj.bias", "blocks.0.norm.weight"}));
+    EXPECT_EQ(listed.tensors[0].raw_data(), block.proj.weight.data.raw_data());
+    EXPECT_EQ(listed.bytes(), size_t(6 * 8 * 2 + 6 * 4 + 6 * 4));
+
+    std::vector<Tensor> copies;
+    for (const Tensor& t : listed.tensors) copies.push_back(t.clone());
+    const ToyBlock moved = rebind_block(block, copies, [](WeightVisitor& v, ToyBlock& b) { declare(v, b, ""); });
+    EXPECT_EQ(moved.proj.weight.data.raw_data(), copies[0].raw_data());
+    EXPECT_EQ(moved.proj.bias.raw_data(), copies[1].raw_data());
+    EXPECT_EQ(moved.norm.raw_data(), copies[2].raw_data());
+    EXPECT_EQ(moved.proj.weight.in, 8);                              // what is not a tensor is kept
+    EXPECT_EQ(block.norm.raw_data(), listed.tensors[2].raw_data());  // the original is untouched
+
+    ListWeightNames names;
+    ToyBlock copy = block;
+    declare(names, copy, "blocks.0");
+    ASSERT_EQ(names.names.size(), 3u);
+    EXPECT_EQ(names.names[0], (std::pair<std::string, Shape>{"blocks.0.proj.weight", Shape{6, 8}}));
+    EXPECT_EQ(names.names[2], (std::pair<std::string, Shape>{"blocks.0.norm.weight", Shape{6}}));
+}
+
+TEST(WeightVisitorDeathTest, ARebindWithTheWrongTensorCountIsABug) {
+    WeightBinder binder = WeightBinder::random(7, DType::F32);
+    ToyBlock block;
+    BindWeights bind(binder);
+    declare(bind, block, "b");
+    auto decl = [](WeightVisitor& v, ToyBlock& b) { declare(v, b, ""); };
+    const std::vector<Tensor> two{block.proj.weight.data, block.proj.bias};
+    EXPECT_DEATH(rebind_block(block, two, decl), "fewer than the block declares");
+    const std::vector<Tensor> four{block.proj.weight.data, block.proj.bias, block.norm, block.norm};
+    EXPECT_DEATH(rebind_block(block, four, decl), "returned 4 tensors for a block that declares 3");
+}
