@@ -280,7 +280,8 @@ TEST(PromptEncoding, EncodeWithTruncationFlagsAndShapes) {
 
 TEST(PromptEncoding, LoadFromAPipelineFolder) {
     // A diffusers-layout folder assembled from the fixtures: the real tokenizers with the pipeline fixture's
-    // tiny encoders. Its Llama has 512 rows, so the real ids must be rejected with the id and the limit.
+    // encoders. Whether the real ids fit the encoders' tables is read from the fixture: ids past a table must
+    // be rejected with the id and the limit; ids within both tables must encode.
     const auto dirs = pipeline_fixtures();
     const fs::path llama_tok = tokenizer_dir("tokenizer.json"), clip_tok = tokenizer_dir("vocab.json");
     ASSERT_FALSE(dirs.empty() || llama_tok.empty() || clip_tok.empty());
@@ -296,10 +297,31 @@ TEST(PromptEncoding, LoadFromAPipelineFolder) {
     }
     fs::create_directory_symlink(fs::absolute(dirs[0] / "text_encoder"), root / "text_encoder");
     const PromptEncoder enc = PromptEncoder::load(root.string());
-    try {
-        enc.encode(cpu_backend(), {"a cat"});
-        ADD_FAILURE() << "Llama ids past the 512-row table were accepted";
-    } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("outside the vocabulary [0, 512)"), std::string::npos) << e.what();
+
+    const std::string prompt = "a cat";
+    const PromptTemplate tmpl;
+    const int64_t llama_vocab =
+        LlamaConfig::from_json(load_json_file((root / "text_encoder/config.json").string()), "").vocab_size;
+    const int64_t clip_vocab =
+        ClipTextConfig::from_json(load_json_file((root / "text_encoder_2/config.json").string()), "").vocab_size;
+    const TokenizedText llama_ids = tokenize_llama_prompt(BpeTokenizer::load(llama_tok.string()), tmpl, prompt);
+    const TokenizedText clip_ids =
+        ClipTokenizer::load(clip_tok.string()).encode_padded(prompt, size_t(tmpl.clip_max_length));
+    const int64_t llama_max = *std::max_element(llama_ids.ids.begin(), llama_ids.ids.end());
+    const int64_t clip_max = *std::max_element(clip_ids.ids.begin(), clip_ids.ids.end());
+    const int64_t limit = llama_max >= llama_vocab ? llama_vocab : clip_max >= clip_vocab ? clip_vocab : 0;
+    if (limit) {
+        try {
+            enc.encode(cpu_backend(), {prompt});
+            ADD_FAILURE() << "ids past a " << limit << "-row table were accepted";
+        } catch (const InputError& e) {
+            EXPECT_NE(std::string(e.what()).find(fmt::format("outside the vocabulary [0, {})", limit)),
+                      std::string::npos)
+                << e.what();
+        }
+    } else {
+        const PromptEmbeds out = enc.encode(cpu_backend(), {prompt});
+        EXPECT_EQ(out.prompt_embeds.dim(1), tmpl.max_sequence_length);
+        EXPECT_EQ(out.pooled_prompt_embeds.dim(0), 1);
     }
 }
