@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,14 @@
 namespace sr {
 
 enum class Task { T2V, I2V };
+const char* task_name(Task task);  // "t2v" | "i2v"
+
+// The stages of a job, in the order they run (image encoding for I2V only). The progress reports, the memory
+// plan and the memory report name them by this enum; stage_name gives the words printed for them.
+enum class Stage : uint8_t { Loading, TextEncoding, ImageEncoding, Denoising, Decoding };
+constexpr size_t kStages = 5;
+const char* stage_name(Stage stage);  // "loading", "text encoding", "image encoding", "denoising", "decoding"
+std::ostream& operator<<(std::ostream& out, Stage stage);  // stage_name (for test messages)
 
 // video_generate.py's default negative prompt.
 extern const char* const kSkyReelsNegativePrompt;
@@ -87,7 +96,7 @@ struct GenerationRequest {
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total.
-using ProgressCallback = std::function<void(std::string_view stage, int done, int total)>;
+using ProgressCallback = std::function<void(Stage stage, int done, int total)>;
 using PipelineHook = std::function<void(std::string_view name, const Tensor& value)>;
 // Decoded frames [1, 3, n, H, W] f32 (~[-1, 1], unclamped) starting at output frame `first_frame`; a view
 // valid only during the call.

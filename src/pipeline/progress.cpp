@@ -14,7 +14,7 @@ bool Progress::is_terminal(std::FILE* out) {
 }
 
 ProgressCallback Progress::callback() {
-    return [this](std::string_view stage, int done, int total) { update(stage, done, total); };
+    return [this](Stage stage, int done, int total) { update(stage, done, total); };
 }
 
 void Progress::close_stage() {
@@ -23,24 +23,24 @@ void Progress::close_stage() {
     stage_start_ = Clock::now();
 }
 
-void Progress::update(std::string_view stage, int done, int total) {
+void Progress::update(Stage stage, int done, int total) {
     const auto now = Clock::now();
-    if (stages_.empty() || stages_.back().name != stage) {
+    if (stages_.empty() || stages_.back().stage != stage) {
         close_stage();
-        stages_.push_back({std::string(stage), 0.0, 0});
+        stages_.push_back({stage, 0.0, 0});
         stage_start_ = now;
         last_done_ = 0;
     }
-    Stage& s = stages_.back();
+    StageTime& s = stages_.back();
     s.units = done;
     if (!live_) return;
     const double elapsed = std::chrono::duration<double>(now - stage_start_).count();
     const double per_unit = done > 0 ? elapsed / done : 0.0;
     const double eta = per_unit * double(total - done);
     const HostMemory m = read_host_memory();
-    std::fprintf(out_, "\r\033[K%s %d/%d", s.name.c_str(), done, total);
+    std::fprintf(out_, "\r\033[K%s %d/%d", stage_name(stage), done, total);
     if (done > 0)
-        std::fprintf(out_, " | %.2f s/%s | ETA %.1f s", per_unit, s.name == "denoising" ? "step" : "unit", eta);
+        std::fprintf(out_, " | %.2f s/%s | ETA %.1f s", per_unit, stage == Stage::Denoising ? "step" : "unit", eta);
     std::fprintf(out_, " | RSS %s (peak %s)", format_bytes(double(m.rss)).c_str(),
                  format_bytes(double(m.peak_rss)).c_str());
     if (device_)
@@ -57,10 +57,11 @@ std::string Progress::finish() {
     line_open_ = false;
     std::string text = "done:";
     double total = 0;
-    for (const Stage& s : stages_) {
-        text += fmt::format(" {} {:.2f} s{} |", s.name, s.seconds,
-                            s.name == "denoising" && s.units > 0 ? fmt::format(" ({:.2f} s/step)", s.seconds / s.units)
-                                                                 : std::string());
+    for (const StageTime& s : stages_) {
+        text += fmt::format(" {} {:.2f} s{} |", stage_name(s.stage), s.seconds,
+                            s.stage == Stage::Denoising && s.units > 0
+                                ? fmt::format(" ({:.2f} s/step)", s.seconds / s.units)
+                                : std::string());
         total += s.seconds;
     }
     const HostMemory m = read_host_memory();

@@ -27,23 +27,23 @@ public:
     ProgressCallback callback();
     // Also show this device's memory (in use and peak) on the line and in the summary.
     void show_device_memory(const Allocator* device_memory) { device_ = device_memory; }
-    void update(std::string_view stage, int done, int total);
+    void update(Stage stage, int done, int total);
     // Ends the current stage; prints the summary. Returns it (also when not printed).
     std::string finish();
 
-    struct Stage {
-        std::string name;
+    struct StageTime {
+        sr::Stage stage;
         double seconds = 0;
         int units = 0;
     };
-    const std::vector<Stage>& stages() const { return stages_; }
+    const std::vector<StageTime>& stages() const { return stages_; }
 
 private:
     using Clock = std::chrono::steady_clock;
     void close_stage();
     bool live_, summary_;
     std::FILE* out_;
-    std::vector<Stage> stages_;
+    std::vector<StageTime> stages_;
     Clock::time_point stage_start_, last_unit_;
     int last_done_ = 0;
     bool line_open_ = false;
