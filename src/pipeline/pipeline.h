@@ -31,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "backends/backend.h"
 #include "models/hunyuan_video_transformer.h"
@@ -95,7 +96,9 @@ struct GenerationRequest {
     Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
 };
 
-// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total.
+// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports
+// come from the calling thread between units of work (denoising steps, decoded chunks), never from inside a
+// kernel, so a callback may throw to stop the job: everything it holds unwinds (see pipeline/session.h).
 using ProgressCallback = std::function<void(Stage stage, int done, int total)>;
 using PipelineHook = std::function<void(std::string_view name, const Tensor& value)>;
 // Decoded frames [1, 3, n, H, W] f32 (~[-1, 1], unclamped) starting at output frame `first_frame`; a view
@@ -132,6 +135,9 @@ public:
     explicit SkyReelsPipeline(PipelineComponents components);
     // Loads every part; errors name the folder and file at fault. Tokenizer folders are optional.
     static SkyReelsPipeline load(const PipelineLoadOptions& options, const ProgressCallback& progress = {});
+    // The checkpoint files load(options) opens: every *.safetensors of the transformer, VAE and text encoder
+    // folders (what a load maps; the weights are read from them as they are used).
+    static std::vector<std::string> checkpoint_files(const PipelineLoadOptions& options);
 
     const PipelineComponents& components() const { return c_; }
     Task native_task() const;  // from the transformer's in_channels (16: T2V, 32: I2V)
@@ -154,8 +160,11 @@ public:
     Tensor generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress, const FrameSink& sink,
                     const PipelineHook& hook = {}, WeightPlacement* placement = nullptr) const;
 
-private:
+    // InputError naming what is wrong: params.validate(), the task against the transformer, the image and
+    // initial latents against the video size. generate() runs it first.
     void check_request(const GenerationRequest& req) const;
+
+private:
     PipelineComponents c_;
 };
 
