@@ -57,6 +57,21 @@ Tensor load_input_image(const std::string& path, const GenerationParams& p) {
 }
 #endif
 
+// Session::check without decoding the image (generate decodes it once, to use it).
+void check_settings(const Request& r) {
+    const GenerationParams& p = r.generation.params;
+    p.validate();
+    SR_THROW_IF(r.fps < 1 || r.fps > 240, "--fps {}: must be in 1..240", r.fps);
+    SR_THROW_IF(r.crf < 0 || r.crf > 51, "--crf {}: must be in 0..51", r.crf);
+    SR_THROW_IF(p.task == Task::T2V && !r.image_path.empty(), "--image is only used with --task i2v");
+    if (!r.output_path.empty()) {
+#ifndef SKYREELS_HAVE_MEDIA
+        SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
+#endif
+        check_writable(r.output_path);
+    }
+}
+
 std::string host_memory_report() {
     const HostMemory h = read_host_memory();
     return fmt::format("memory report: device cpu: peak RSS {} (now: anonymous {}, file-backed {})\n",
@@ -94,17 +109,8 @@ void Session::check(const SessionOptions& o) {
 }
 
 void Session::check(const Request& r) {
+    check_settings(r);
     const GenerationParams& p = r.generation.params;
-    p.validate();
-    SR_THROW_IF(r.fps < 1 || r.fps > 240, "--fps {}: must be in 1..240", r.fps);
-    SR_THROW_IF(r.crf < 0 || r.crf > 51, "--crf {}: must be in 0..51", r.crf);
-    SR_THROW_IF(p.task == Task::T2V && !r.image_path.empty(), "--image is only used with --task i2v");
-    if (!r.output_path.empty()) {
-#ifndef SKYREELS_HAVE_MEDIA
-        SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
-#endif
-        check_writable(r.output_path);
-    }
     if (p.task == Task::I2V && !r.image_path.empty()) {
 #ifdef SKYREELS_HAVE_MEDIA
         (void)load_input_image(r.image_path, p);  // a bad image fails here, before any model runs
@@ -196,18 +202,22 @@ std::optional<LogLevel> Session::level_for(const Request* request) const {
 }
 
 GenerationRequest Session::prepare(const Request& r) const {
-    check(r);
     GenerationRequest job = r.generation;
     const GenerationParams& p = job.params;
-    if (p.task == Task::I2V && !job.image.defined()) {
-        if (!r.image_path.empty()) {
+    const bool read_image = p.task == Task::I2V && !job.image.defined() && !r.image_path.empty();
+    if (read_image) {
+        check_settings(r);
 #ifdef SKYREELS_HAVE_MEDIA
-            job.image = load_input_image(r.image_path, p);
+        job.image = load_input_image(r.image_path, p);  // decoded once, here; InputError naming the file
+#else
+        check(r);  // says that this build reads no images
 #endif
-        } else {
-            SR_THROW_IF(!options_.demo, "--task i2v needs --image (a PNG or JPEG)");
-            job.image = demo_image(p.height, p.width);
-        }
+    } else {
+        check(r);
+    }
+    if (p.task == Task::I2V && !job.image.defined()) {
+        SR_THROW_IF(!options_.demo, "--task i2v needs --image (a PNG or JPEG)");
+        job.image = demo_image(p.height, p.width);
     }
     pipe_->check_request(job);
     return job;
