@@ -1,6 +1,5 @@
 #include "pipeline/pipeline.h"
 
-#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <ostream>
@@ -18,10 +17,6 @@ namespace sr {
 const char* const kSkyReelsNegativePrompt =
     "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
     "bad eyes, bad limbs, distortion";
-
-const char* task_name(Task task) {
-    return task == Task::I2V ? "i2v" : "t2v";
-}
 
 const char* stage_name(Stage stage) {
     switch (stage) {
@@ -125,10 +120,7 @@ Task SkyReelsPipeline::native_task() const {
     return c_.transformer->config().in_channels == 2 * c_.vae->config().latent_channels ? Task::I2V : Task::T2V;
 }
 
-namespace {
-
-// The HunyuanVideo folder of a load (text encoders, tokenizers, VAE, scheduler), checked.
-std::string resolve_base(const PipelineLoadOptions& o) {
+SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const ProgressCallback& progress) {
     std::error_code ec;
     SR_THROW_IF(o.model.empty(), "--model: no model folder given (or use --demo)");
     SR_THROW_IF(!fs::is_directory(o.model, ec), "--model {}: no such folder", o.model);
@@ -143,30 +135,7 @@ std::string resolve_base(const PipelineLoadOptions& o) {
     for (const char* sub : {"text_encoder", "text_encoder_2", "vae"})
         SR_THROW_IF(!fs::is_directory(b / sub, ec), "{}: missing {}/ (expected a HunyuanVideo pipeline folder)", base,
                     sub);
-    return base;
-}
 
-}  // namespace
-
-std::vector<std::string> SkyReelsPipeline::checkpoint_files(const PipelineLoadOptions& o) {
-    const fs::path b(resolve_base(o));
-    std::vector<std::string> files;
-    for (const fs::path& dir :
-         {fs::path(resolve_transformer_dir(o.model)), b / "vae", b / "text_encoder", b / "text_encoder_2"}) {
-        std::error_code ec;
-        std::vector<std::string> here;
-        for (const auto& e : fs::directory_iterator(dir, ec))
-            if (e.is_regular_file(ec) && e.path().extension() == ".safetensors") here.push_back(e.path().string());
-        std::sort(here.begin(), here.end());
-        files.insert(files.end(), here.begin(), here.end());
-    }
-    return files;
-}
-
-SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const ProgressCallback& progress) {
-    std::error_code ec;
-    const std::string base = resolve_base(o);
-    const fs::path b(base);
     const int total = 5;
     auto tick = [&](int done) {
         if (progress) progress(Stage::Loading, done, total);

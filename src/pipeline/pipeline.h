@@ -31,7 +31,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "backends/backend.h"
 #include "models/hunyuan_video_transformer.h"
@@ -42,7 +41,6 @@
 namespace sr {
 
 enum class Task { T2V, I2V };
-const char* task_name(Task task);  // "t2v" | "i2v"
 
 // The stages of a job, in the order they run (image encoding for I2V only). The progress reports, the memory
 // plan and the memory report name them by this enum; stage_name gives the words printed for them.
@@ -135,9 +133,6 @@ public:
     explicit SkyReelsPipeline(PipelineComponents components);
     // Loads every part; errors name the folder and file at fault. Tokenizer folders are optional.
     static SkyReelsPipeline load(const PipelineLoadOptions& options, const ProgressCallback& progress = {});
-    // The checkpoint files load(options) opens: every *.safetensors of the transformer, VAE and text encoder
-    // folders (what a load maps; the weights are read from them as they are used).
-    static std::vector<std::string> checkpoint_files(const PipelineLoadOptions& options);
 
     const PipelineComponents& components() const { return c_; }
     Task native_task() const;  // from the transformer's in_channels (16: T2V, 32: I2V)

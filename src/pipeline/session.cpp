@@ -72,6 +72,24 @@ void check_settings(const Request& r) {
     }
 }
 
+// The checkpoint files a successful SkyReelsPipeline::load(o) opened: every *.safetensors of the transformer,
+// VAE and text encoder folders it read from (the folders resolved as the load resolves them).
+std::vector<std::string> checkpoint_files(const PipelineLoadOptions& o) {
+    std::error_code ec;
+    const bool is_pipeline = fs::exists(fs::path(o.model) / "model_index.json", ec);
+    const fs::path base = !o.base.empty() ? fs::path(o.base) : is_pipeline ? fs::path(o.model) : fs::path();
+    std::vector<std::string> files;
+    for (const fs::path& dir :
+         {fs::path(resolve_transformer_dir(o.model)), base / "vae", base / "text_encoder", base / "text_encoder_2"}) {
+        std::vector<std::string> here;
+        for (const auto& e : fs::directory_iterator(dir, ec))
+            if (e.is_regular_file(ec) && e.path().extension() == ".safetensors") here.push_back(e.path().string());
+        std::sort(here.begin(), here.end());
+        files.insert(files.end(), here.begin(), here.end());
+    }
+    return files;
+}
+
 std::string host_memory_report() {
     const HostMemory h = read_host_memory();
     return fmt::format("memory report: device cpu: peak RSS {} (now: anonymous {}, file-backed {})\n",
@@ -170,7 +188,7 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
         on_progress = [&](Stage s, int done, int total) { load_progress(tracker.update(s, done, total)); };
     pipe_.emplace(SkyReelsPipeline::load(load, on_progress));
     ++stats_.pipeline_loads;
-    for (const std::string& f : SkyReelsPipeline::checkpoint_files(load)) {
+    for (const std::string& f : checkpoint_files(load)) {
         std::error_code ec;
         const auto size = fs::file_size(f, ec);
         if (ec) continue;  // the load opened it a moment ago; a file gone since counts nothing

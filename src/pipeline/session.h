@@ -95,7 +95,7 @@ struct JobResult {
 
 struct SessionStats {
     int pipeline_loads = 0;       // model folders loaded (a session loads once; the demo is built, not loaded)
-    size_t checkpoint_bytes = 0;  // bytes of the checkpoint files the loads opened
+    size_t checkpoint_bytes = 0;  // the checkpoint files the loads opened (mapped; read as the weights are used)
     std::vector<std::string> checkpoint_files;
     int jobs = 0, jobs_cancelled = 0;  // finished and cancelled jobs
 };
