@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
                 std::string row = fmt::format("{:<7} {:<8} {:<7}", offload_mode_name(k.offload), budget,
                                               host_memory_mode_name(k.host));
                 std::map<std::string, size_t> peaks;
-                for (const auto& s : plan.stages) peaks[s.name] = s.device_peak();
+                for (const auto& s : plan.stages) peaks[stage_name(s.name)] = s.device_peak();
                 for (const char* stage : {"text encoding", "image encoding", "denoising", "decoding"}) {
                     const auto it = peaks.find(stage);
                     row += fmt::format(" {:>12}", it == peaks.end() ? "-" : format_bytes(double(it->second)));

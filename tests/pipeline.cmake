@@ -24,3 +24,7 @@ endif()
 skyreels_test(test_host_memory LABELS "residency;hostmem" SOURCES test_host_memory.cpp
   ENVIRONMENT "OMP_WAIT_POLICY=passive;${hostmem_env}")
 target_link_libraries(test_host_memory PRIVATE skyreels_runtime)
+# The Session: jobs on models loaded once (two videos on the simulated device, cancellation, request checks,
+# progress events, scoped log level).
+skyreels_test(test_session LABELS "pipeline;session" SOURCES test_session.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_link_libraries(test_session PRIVATE skyreels_pipeline)

@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
+
+#include "core/error.h"
 
 namespace sr {
 namespace {
@@ -23,10 +26,32 @@ std::atomic<LogLevel>& level_ref() {
     return level;
 }
 
+thread_local const LogScope* t_scope = nullptr;
+
 }  // namespace
 
+LogScope::LogScope(LogLevel level) : level_(level), outer_(t_scope) {
+    t_scope = this;
+}
+
+LogScope::~LogScope() {
+    t_scope = outer_;
+}
+
 LogLevel log_level() {
+    if (t_scope) return t_scope->level_;
     return level_ref().load(std::memory_order_relaxed);
+}
+
+LogLevel parse_log_level(std::string_view text, std::string_view what) {
+    static constexpr std::pair<std::string_view, LogLevel> kNames[] = {{"debug", LogLevel::Debug},
+                                                                       {"info", LogLevel::Info},
+                                                                       {"warn", LogLevel::Warn},
+                                                                       {"error", LogLevel::Error},
+                                                                       {"quiet", LogLevel::Quiet}};
+    for (const auto& [name, level] : kNames)
+        if (text == name) return level;
+    SR_THROW("{} '{}': expected debug, info, warn, error or quiet", what, text);
 }
 void set_log_level(LogLevel level) {
     level_ref().store(level);

@@ -80,6 +80,18 @@ GenerationParams demo_params(Task task) {
     return p;
 }
 
+Tensor demo_image(int64_t height, int64_t width) {
+    Tensor im = Tensor::empty({3, height, width}, DType::F32);
+    float* x = im.data<float>();
+    for (int64_t y = 0; y < height; ++y)
+        for (int64_t w = 0; w < width; ++w) {
+            x[(0 * height + y) * width + w] = 2.0f * float(w) / float(width) - 1.0f;
+            x[(1 * height + y) * width + w] = 2.0f * float(y) / float(height) - 1.0f;
+            x[(2 * height + y) * width + w] = 0.2f;
+        }
+    return im;
+}
+
 SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransformerSize& size) {
     // Tokenizers: written to a private scratch folder, loaded, removed.
     std::error_code ec;

@@ -31,4 +31,7 @@ SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed = 0, const DemoTran
 // Small video settings that the demo model runs in seconds: 128x128, 17 frames, 6 steps, CFG 6.
 GenerationParams demo_params(Task task);
 
+// A colour gradient [3, height, width] in [-1, 1]: the demo's I2V input image when none is given.
+Tensor demo_image(int64_t height, int64_t width);
+
 }  // namespace sr

@@ -1,6 +1,7 @@
 #include "pipeline/device_run.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/memory_stats.h"
 
@@ -34,19 +35,19 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
             std::max(r.host_nonreclaimable_peak, anon - std::min(anon, options.host_baseline_anon));
     };
     // Stages are told apart by the progress reports (each stage starts with done == 0).
-    std::string stage;
+    std::optional<Stage> stage;
     auto close_stage = [&] {
-        if (!stage.empty()) r.stage_peaks.emplace_back(stage, mem.peak_bytes());
+        if (stage) r.stage_peaks.emplace_back(*stage, mem.peak_bytes());
         r.device_peak = std::max(r.device_peak, mem.peak_bytes());
     };
-    auto on_progress = [&](std::string_view name, int done, int total) {
+    auto on_progress = [&](Stage name, int done, int total) {
         if (name != stage) {
             close_stage();
-            stage = std::string(name);
+            stage = name;
             mem.reset_peak();
         }
         sample_host();
-        if (name == "denoising") r.steps = done;
+        if (name == Stage::Denoising) r.steps = done;
         if (progress) progress(name, done, total);
     };
     mem.reset_peak();
@@ -73,7 +74,7 @@ std::string DeviceRunReport::format(const MemoryOptions& options) const {
         size_t planned = 0;
         for (const auto& st : plan.stages)
             if (st.name == name) planned = st.device_peak();
-        s += fmt::format("  {:<16} {:>12} {:>12}\n", name, b(double(planned)), b(double(peak)));
+        s += fmt::format("  {:<16} {:>12} {:>12}\n", stage_name(name), b(double(planned)), b(double(peak)));
     }
     s += fmt::format("  {:<16} {:>12} {:>12}\n", "whole run", b(double(plan.device_peak())), b(double(device_peak)));
     s += fmt::format("  page-locked host memory: planned {}, measured {}\n", b(double(plan.pinned_bytes)),

@@ -27,7 +27,7 @@ struct DeviceRunOptions {
 struct DeviceRunReport {
     std::string device;
     MemoryPlan plan;
-    std::vector<std::pair<std::string, size_t>> stage_peaks;  // measured device peak per stage
+    std::vector<std::pair<Stage, size_t>> stage_peaks;  // measured device peak per stage
     size_t device_peak = 0;
     size_t pinned_peak = 0;  // page-locked bytes: residency managers (max at once) + the staging ring
     size_t bytes_moved = 0;  // host -> device over the whole run

@@ -172,7 +172,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     };
     // A stage's device peak: everything resident plus the stage's activation peak without offload; with it,
     // the worst of each model's turn (its weights plus its activations) and the time between models.
-    auto stage = [&](const char* name, const StageProbe::Peaks& act, std::initializer_list<PM> models) {
+    auto stage = [&](Stage name, const StageProbe::Peaks& act, std::initializer_list<PM> models) {
         if (options.offload == OffloadMode::None) return StagePlan{name, all_weights, act.overall()};
         StagePlan worst{name, 0, act.outside};
         for (PM m : models) {
@@ -186,15 +186,15 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         p.do_cfg() && !p.sequence_batch
             ? "; --sequence-batch runs the two guidance rows one after the other, with half the activations"
             : "";
-    plan.stages.push_back(stage("text encoding", text_act, {PM::Llama, PM::Clip}));
-    if (p.task == Task::I2V) plan.stages.push_back(stage("image encoding", image_act, {PM::VaeEncoder}));
+    plan.stages.push_back(stage(Stage::TextEncoding, text_act, {PM::Llama, PM::Clip}));
+    if (p.task == Task::I2V) plan.stages.push_back(stage(Stage::ImageEncoding, image_act, {PM::VaeEncoder}));
     try {
-        plan.stages.push_back(stage("denoising", denoise_act, {PM::Transformer}));
+        plan.stages.push_back(stage(Stage::Denoising, denoise_act, {PM::Transformer}));
     } catch (const OutOfMemoryError& e) {
         if (cfg_hint.empty()) throw;
         throw OutOfMemoryError(e.what() + cfg_hint);
     }
-    plan.stages.push_back(stage("decoding", decode_act, {PM::VaeDecoder}));
+    plan.stages.push_back(stage(Stage::Decoding, decode_act, {PM::VaeDecoder}));
     plan.pinned_weight_bytes = pinned;
     plan.staging_bytes = options.host_memory == HostMemoryMode::Pageable ? 0 : target.staging_bytes;
     plan.pinned_bytes = plan.pinned_weight_bytes + plan.staging_bytes;
@@ -205,12 +205,12 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
                 throw OutOfMemoryError(fmt::format(
                     "--vram-budget {}: {} needs {} of device memory ({} of weights with --offload {}, {} of "
                     "activations); short by {}{}{}",
-                    format_bytes(double(options.vram_budget)), s.name, format_bytes(double(s.device_peak())),
-                    format_bytes(double(s.weight_bytes)), offload_mode_name(options.offload),
-                    format_bytes(double(s.activation_bytes)),
+                    format_bytes(double(options.vram_budget)), stage_name(s.name),
+                    format_bytes(double(s.device_peak())), format_bytes(double(s.weight_bytes)),
+                    offload_mode_name(options.offload), format_bytes(double(s.activation_bytes)),
                     format_bytes(double(s.device_peak() - options.vram_budget)),
                     options.offload == OffloadMode::Block ? "" : " (--offload block streams weights within the budget)",
-                    s.name == "denoising" ? cfg_hint : ""));
+                    s.name == Stage::Denoising ? cfg_hint : ""));
     return plan;
 }
 
@@ -223,8 +223,8 @@ std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device
                     o.pinned_budget ? ", --pinned-budget " + b(o.pinned_budget) : "", o.prefetch);
     s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", "stage", "weights", "activations", "device peak");
     for (const auto& st : stages)
-        s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", st.name, b(st.weight_bytes), b(st.activation_bytes),
-                         b(st.device_peak()));
+        s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", stage_name(st.name), b(st.weight_bytes),
+                         b(st.activation_bytes), b(st.device_peak()));
     s += fmt::format("  peak device memory {}\n", b(device_peak()));
     if (streamed_blocks > 0)
         s += fmt::format("  denoising streams {} of {} transformer blocks: {} per step\n", streamed_blocks,

@@ -24,9 +24,9 @@ namespace sr {
 struct CudaAcceleratorOptions;
 
 struct StagePlan {
-    std::string name;             // "text encoding", "image encoding", "denoising", "decoding"
-    size_t weight_bytes = 0;      // weights on the device during the stage (resident + ring buffers)
-    size_t activation_bytes = 0;  // activation and workspace peak, including earlier stages' live outputs
+    Stage name = Stage::TextEncoding;  // text encoding, image encoding (I2V), denoising, decoding
+    size_t weight_bytes = 0;           // weights on the device during the stage (resident + ring buffers)
+    size_t activation_bytes = 0;       // activation and workspace peak, including earlier stages' live outputs
     size_t device_peak() const { return weight_bytes + activation_bytes; }
 };
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <ostream>
 #include <random>
 
 #include "core/error.h"
@@ -16,6 +17,26 @@ namespace sr {
 const char* const kSkyReelsNegativePrompt =
     "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
     "bad eyes, bad limbs, distortion";
+
+const char* stage_name(Stage stage) {
+    switch (stage) {
+        case Stage::Loading:
+            return "loading";
+        case Stage::TextEncoding:
+            return "text encoding";
+        case Stage::ImageEncoding:
+            return "image encoding";
+        case Stage::Denoising:
+            return "denoising";
+        case Stage::Decoding:
+            return "decoding";
+    }
+    return "?";
+}
+
+std::ostream& operator<<(std::ostream& out, Stage stage) {
+    return out << stage_name(stage);
+}
 
 void GenerationParams::validate() const {
     SR_THROW_IF(num_frames < 1 || num_frames > 100001 || (num_frames - 1) % 4 != 0,
@@ -117,7 +138,7 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
 
     const int total = 5;
     auto tick = [&](int done) {
-        if (progress) progress("loading", done, total);
+        if (progress) progress(Stage::Loading, done, total);
     };
     tick(0);
     PipelineComponents c;
@@ -288,7 +309,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     const Tensor image_batch = image_latents.defined() ? repeat_rows(image_latents, B) : Tensor();
     const Tensor guidance = filled(B, float(p.embedded_guidance_scale) * 1000.0f);
     emit(hook, "guidance", guidance);
-    if (progress) progress("denoising", 0, p.num_inference_steps);
+    if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
     for (int i = 0; i < p.num_inference_steps; ++i) {
@@ -334,7 +355,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         emit(hook, step + "noise_pred_cfg", velocity);
         scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
-        if (progress) progress("denoising", i + 1, p.num_inference_steps);
+        if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
     }
     emit(hook, "latents", latents);
     return latents;
@@ -346,13 +367,13 @@ void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETilin
     const float sf = float(c_.vae->config().scaling_factor);
     for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] /= sf;
     const int total = int((latents.dim(2) - 1) * c_.vae->config().temporal_compression_ratio + 1);
-    if (progress) progress("decoding", 0, total);
+    if (progress) progress(Stage::Decoding, 0, total);
     ModelScope use(placement, PipelineModel::VaeDecoder);
     c_.vae->decode_streaming(
         be, z, tiling,
         [&](const Tensor& frames, int64_t first) {
             sink(frames, first);
-            if (progress) progress("decoding", int(first + frames.dim(2)), total);
+            if (progress) progress(Stage::Decoding, int(first + frames.dim(2)), total);
         },
         use.weights());
 }
@@ -360,14 +381,14 @@ void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETilin
 Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress,
                                   const FrameSink& sink, const PipelineHook& hook, WeightPlacement* placement) const {
     check_request(req);
-    if (progress) progress("text encoding", 0, 1);
+    if (progress) progress(Stage::TextEncoding, 0, 1);
     const TextConditioning text = encode_text(be, req, hook, placement);
-    if (progress) progress("text encoding", 1, 1);
+    if (progress) progress(Stage::TextEncoding, 1, 1);
     Tensor image_latents;
     if (req.params.task == Task::I2V) {
-        if (progress) progress("image encoding", 0, 1);
+        if (progress) progress(Stage::ImageEncoding, 0, 1);
         image_latents = encode_image(be, req, hook, placement);
-        if (progress) progress("image encoding", 1, 1);
+        if (progress) progress(Stage::ImageEncoding, 1, 1);
     }
     const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement);
     if (sink) decode(be, latents, req.params.vae_tiling, sink, progress, placement);

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,13 @@
 namespace sr {
 
 enum class Task { T2V, I2V };
+
+// The stages of a job, in the order they run (image encoding for I2V only). The progress reports, the memory
+// plan and the memory report name them by this enum; stage_name gives the words printed for them.
+enum class Stage : uint8_t { Loading, TextEncoding, ImageEncoding, Denoising, Decoding };
+constexpr size_t kStages = 5;
+const char* stage_name(Stage stage);  // "loading", "text encoding", "image encoding", "denoising", "decoding"
+std::ostream& operator<<(std::ostream& out, Stage stage);  // stage_name (for test messages)
 
 // video_generate.py's default negative prompt.
 extern const char* const kSkyReelsNegativePrompt;
@@ -86,8 +94,10 @@ struct GenerationRequest {
     Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
 };
 
-// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total.
-using ProgressCallback = std::function<void(std::string_view stage, int done, int total)>;
+// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports
+// come from the calling thread between units of work (denoising steps, decoded chunks), never from inside a
+// kernel, so a callback may throw to stop the job: everything it holds unwinds (see pipeline/session.h).
+using ProgressCallback = std::function<void(Stage stage, int done, int total)>;
 using PipelineHook = std::function<void(std::string_view name, const Tensor& value)>;
 // Decoded frames [1, 3, n, H, W] f32 (~[-1, 1], unclamped) starting at output frame `first_frame`; a view
 // valid only during the call.
@@ -145,8 +155,11 @@ public:
     Tensor generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress, const FrameSink& sink,
                     const PipelineHook& hook = {}, WeightPlacement* placement = nullptr) const;
 
-private:
+    // InputError naming what is wrong: params.validate(), the task against the transformer, the image and
+    // initial latents against the video size. generate() runs it first.
     void check_request(const GenerationRequest& req) const;
+
+private:
     PipelineComponents c_;
 };
 

@@ -1,33 +1,21 @@
-// `skyreels generate`: prompt (or image) in, MP4 out. Accepts the flags of SkyReels-V1's video_generate.py
-// under their original spellings as aliases (--offload -> --offload model, --parameters_level -> --offload
-// block, --high_cpu_memory -> --host-memory pinned); the ones we do not implement yet are refused, not ignored.
-// Everything a user can get wrong is checked before any model is loaded, and the video is written to a
-// temporary name that only becomes the output when it is complete.
-#include <unistd.h>
-
-#include <algorithm>
+// `skyreels generate`: prompt (or image) in, MP4 out; a thin front end on sr::Session (pipeline/session.h).
+// Accepts the flags of SkyReels-V1's video_generate.py under their original spellings as aliases (--offload ->
+// --offload model, --parameters_level -> --offload block, --high_cpu_memory -> --host-memory pinned); the ones
+// we do not implement yet are refused, not ignored. Flags become SessionOptions and one Request per video;
+// everything a user can get wrong is checked before any model is loaded, the models are loaded once for all
+// --video-num videos, and each video is written to a temporary name that only becomes the output when it is
+// complete.
 #include <cstdio>
 #include <filesystem>
 #include <random>
 
-#include "backends/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/memory_stats.h"
-#include "core/virtual_allocator.h"
 #include "pipeline/demo_model.h"
-#include "pipeline/device_run.h"
-#include "pipeline/pipeline.h"
-#include "pipeline/progress.h"
-#include "runtime/simulated_device.h"
+#include "pipeline/session.h"
 #include "tools/skyreels/commands.h"
-#ifdef SKYREELS_HAVE_CUDA
-#include "runtime/cuda_accelerator.h"
-#endif
 #ifdef SKYREELS_HAVE_MEDIA
-#include "media/image.h"
 #include "media/partial_files.h"
-#include "media/video_writer.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -68,45 +56,6 @@ std::string output_path(const GenerateOptions& o, int index, uint64_t seed) {
     return (out.parent_path() / fmt::format("{}_{}{}", out.stem().string(), index, out.extension().string())).string();
 }
 
-void check_writable(const std::string& path) {
-    std::error_code ec;
-    const fs::path p(path);
-    const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    SR_THROW_IF(fs::is_directory(p, ec), "--out {}: is a folder, not a file name", path);
-    SR_THROW_IF(!fs::is_directory(dir, ec), "--out {}: folder {} does not exist", path, dir.string());
-    SR_THROW_IF(::access(dir.c_str(), W_OK) != 0, "--out {}: folder {} is not writable", path, dir.string());
-    const std::string ext = p.extension().string();
-    SR_THROW_IF(ext != ".mp4" && ext != ".mov" && ext != ".mkv", "--out {}: the name must end in .mp4, .mov or .mkv",
-                path);
-}
-
-// A colour gradient standing in for the demo's I2V input image when none is given.
-Tensor demo_image(int64_t height, int64_t width) {
-    Tensor im = Tensor::empty({3, height, width}, DType::F32);
-    float* x = im.data<float>();
-    for (int64_t y = 0; y < height; ++y)
-        for (int64_t w = 0; w < width; ++w) {
-            x[(0 * height + y) * width + w] = 2.0f * float(w) / float(width) - 1.0f;
-            x[(1 * height + y) * width + w] = 2.0f * float(y) / float(height) - 1.0f;
-            x[(2 * height + y) * width + w] = 0.2f;
-        }
-    return im;
-}
-
-bool is_cuda_device(const std::string& device) {
-    return device.rfind("cuda", 0) == 0;
-}
-
-// "cuda" -> 0, "cuda:N" -> N; InputError naming the flag otherwise.
-int cuda_device_index(const std::string& device) {
-    if (device == "cuda") return 0;
-    const std::string n = device.substr(std::min<size_t>(device.size(), 5));
-    const bool digits = device.rfind("cuda:", 0) == 0 && !n.empty() && n.size() <= 2 &&
-                        std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
-    SR_THROW_IF(!digits, "--device {}: expected cuda or cuda:N (N a device number)", device);
-    return std::stoi(n);
-}
-
 // --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on, checked against --device.
 MemoryOptions memory_options(const GenerateOptions& o) {
     MemoryOptions m;
@@ -128,10 +77,7 @@ MemoryOptions memory_options(const GenerateOptions& o) {
     if (!o.pinned_budget.empty()) m.pinned_budget = parse_bytes(o.pinned_budget, "--pinned-budget");
     SR_THROW_IF(o.given("--vram-budget") && m.vram_budget == 0, "--vram-budget {}: must be more than zero",
                 o.vram_budget);
-    SR_THROW_IF(o.prefetch < 0 || o.prefetch > 64, "--prefetch {}: must be in 0..64", o.prefetch);
     m.prefetch = o.prefetch;
-    SR_THROW_IF(o.device != "cpu" && o.device != "sim" && !is_cuda_device(o.device),
-                "--device {}: expected cpu, sim or cuda[:N]", o.device);
     if (o.device == "cpu") {
         // The CPU runs every model where it was loaded: there is no device memory to budget or stream into.
         for (const char* flag : {"--offload", "--vram-budget", "--host-memory", "--pinned-budget", "--prefetch",
@@ -139,39 +85,73 @@ MemoryOptions memory_options(const GenerateOptions& o) {
             SR_THROW_IF(o.given(flag),
                         "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
     }
-    if (is_cuda_device(o.device)) {
-        (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
-#ifdef SKYREELS_HAVE_CUDA
-        // A plan needs no GPU: --dry-run plans a CUDA run anywhere.
-        const std::string why = o.dry_run ? std::string() : cuda_unavailable_reason();
-        SR_THROW_IF(!why.empty(), "--device {}: no usable CUDA device: {}; use --device sim or cpu", o.device, why);
-#else
-        SR_THROW(
-            "--device {}: this build has no CUDA backend (configure with -DSKYREELS_CUDA=ON where nvcc is "
-            "installed); use --device sim or cpu",
-            o.device);
-#endif
-    }
     SR_THROW_IF(o.given("--pinned-budget") && m.host_memory != HostMemoryMode::Pinned,
                 "--pinned-budget needs --host-memory pinned");
-    SR_THROW_IF(o.sim_bandwidth_gbs <= 0 || o.sim_bandwidth_gbs > 10000,
-                "--sim-bandwidth {}: must be in (0, 10000] GB/s", o.sim_bandwidth_gbs);
     return m;
 }
 
-PipelineLoadOptions load_options(const GenerateOptions& o) {
-    PipelineLoadOptions l;
-    l.model = o.model;
-    l.base = o.base;
-    return l;
+// The flags that choose the models, the device and the memory settings; checked (Session::check).
+SessionOptions session_options(const GenerateOptions& o, Task task) {
+    SessionOptions s;
+    s.model = o.model;
+    s.base = o.base;
+    s.demo = o.demo;
+    s.demo_task = task;
+    s.device = o.device;
+    s.memory = memory_options(o);
+    s.sim_bandwidth_gbs = o.sim_bandwidth_gbs;
+    s.planning_only = o.dry_run;
+    // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
+    // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
+    if (!o.precision.empty()) {
+        SR_THROW_IF(o.precision != "f32" && o.precision != "bf16", "--precision {}: expected f32 or bf16", o.precision);
+        s.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
+    }
+    Session::check(s);
+    return s;
 }
 
-// --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU, whose
-// bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
-GemmPrecision gemm_precision(const GenerateOptions& o) {
-    const std::string p = o.precision.empty() ? (is_cuda_device(o.device) ? "bf16" : "f32") : o.precision;
-    SR_THROW_IF(p != "f32" && p != "bf16", "--precision {}: expected f32 or bf16", p);
-    return p == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
+// One request per video (seed + i, its own output file), checked (Session::check).
+std::vector<Request> requests(GenerateOptions& o, Task task) {
+    if (o.demo) {
+        // The demo model's small defaults, unless set on the command line.
+        const GenerationParams d = demo_params(task);
+        if (!o.given("--height")) o.height = d.height;
+        if (!o.given("--width")) o.width = d.width;
+        if (!o.given("--frames")) o.frames = d.num_frames;
+        if (!o.given("--steps")) o.steps = d.num_inference_steps;
+    }
+    SR_THROW_IF(o.video_num < 1 || o.video_num > 1000, "--video-num {}: must be in 1..1000", o.video_num);
+    SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
+    uint64_t seed = uint64_t(o.seed);
+    if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
+    std::vector<Request> out;
+    for (int i = 0; i < o.video_num; ++i) {
+        Request r;
+        GenerationParams& p = r.generation.params;
+        p.task = task;
+        p.height = o.height;
+        p.width = o.width;
+        p.num_frames = o.frames;
+        p.num_inference_steps = o.steps;
+        p.guidance_scale = o.guidance;
+        p.embedded_guidance_scale = o.embedded_guidance;
+        p.sequence_batch = o.sequence_batch;
+        p.seed = seed + uint64_t(i);
+        r.generation.prompt = o.prompt;
+        r.generation.negative_prompt = o.negative_prompt;
+        r.fps = o.fps;
+        r.crf = o.crf;
+        if (!o.png_dir.empty()) r.png_dir = o.video_num == 1 ? o.png_dir : fmt::format("{}/{}", o.png_dir, i);
+        if (!o.dry_run) r.output_path = output_path(o, i, p.seed);
+        // The image is the same for every video: decode it once here.
+        Request checked = r;
+        if (i == 0) checked.image_path = o.image;
+        Session::check(checked);
+        r.image_path = o.image;
+        out.push_back(std::move(r));
+    }
+    return out;
 }
 
 int run_generate(GenerateOptions& o) {
@@ -180,55 +160,18 @@ int run_generate(GenerateOptions& o) {
                                                     {o.compiler_transformer, "--compiler_transformer"},
                                                     {o.gpu_num != 1, "--gpu_num other than 1 (multi-GPU parallelism)"}};
     for (const auto& [set, what] : refused) SR_THROW_IF(set, "{} is not implemented yet in skyreels.cpp", what);
-
-    GenerationRequest req;
-    GenerationParams& p = req.params;
     SR_THROW_IF(o.task != "t2v" && o.task != "i2v", "--task {}: must be t2v or i2v", o.task);
-    p.task = o.task == "i2v" ? Task::I2V : Task::T2V;
-    if (o.demo) {
-        // The demo model's small defaults, unless set on the command line.
-        const GenerationParams d = demo_params(p.task);
-        if (!o.given("--height")) o.height = d.height;
-        if (!o.given("--width")) o.width = d.width;
-        if (!o.given("--frames")) o.frames = d.num_frames;
-        if (!o.given("--steps")) o.steps = d.num_inference_steps;
-    }
-    p.height = o.height;
-    p.width = o.width;
-    p.num_frames = o.frames;
-    p.num_inference_steps = o.steps;
-    p.guidance_scale = o.guidance;
-    p.embedded_guidance_scale = o.embedded_guidance;
-    p.sequence_batch = o.sequence_batch;
-    p.validate();
-    SR_THROW_IF(o.fps < 1 || o.fps > 240, "--fps {}: must be in 1..240", o.fps);
-    SR_THROW_IF(o.video_num < 1 || o.video_num > 1000, "--video-num {}: must be in 1..1000", o.video_num);
-    SR_THROW_IF(o.crf < 0 || o.crf > 51, "--crf {}: must be in 0..51", o.crf);
+    const Task task = o.task == "i2v" ? Task::I2V : Task::T2V;
+    const std::vector<Request> jobs = requests(o, task);
     SR_THROW_IF(!o.demo && o.model.empty(), "--model is required (a SkyReels-V1 folder), or --demo");
-    SR_THROW_IF(!o.demo && p.task == Task::I2V && o.image.empty(), "--task i2v needs --image (a PNG or JPEG)");
-    SR_THROW_IF(p.task == Task::T2V && !o.image.empty(), "--image is only used with --task i2v");
+    SR_THROW_IF(!o.demo && task == Task::I2V && o.image.empty(), "--task i2v needs --image (a PNG or JPEG)");
     if (o.prompt.rfind("FPS-24, ", 0) != 0)
         SR_LOG_WARN("the prompt does not start with \"FPS-24, \": SkyReels-V1 was trained with that prefix");
-    uint64_t seed = uint64_t(o.seed);
-    if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
-    SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
-    const MemoryOptions memory = memory_options(o);
-    const GemmPrecision precision = gemm_precision(o);
-    if (!o.dry_run)
-        for (int i = 0; i < o.video_num; ++i) check_writable(output_path(o, i, seed + uint64_t(i)));
+    const SessionOptions options = session_options(o, task);
 
-#ifndef SKYREELS_HAVE_MEDIA
-    SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
-#else
-    if (p.task == Task::I2V) {
-        if (!o.image.empty()) {
-            const Tensor rgb = load_image_rgb(o.image);  // InputError naming the file when unreadable
-            req.image = skyreels_resize_crop(rgb, p.height, p.width);
-        } else {
-            req.image = demo_image(p.height, p.width);
-        }
-    }
+#ifdef SKYREELS_HAVE_MEDIA
     remove_partial_files_on_signal();  // Ctrl-C leaves no half-written video behind
+#endif
     Progress progress(!o.quiet && Progress::is_terminal(), !o.quiet);
     if (o.demo && !o.quiet)
         std::fprintf(stderr,
@@ -236,88 +179,25 @@ int run_generate(GenerateOptions& o) {
                      "shows the whole path (tokenizers, text encoders, transformer with CFG, VAE, MP4) working.\n"
                      "          For real videos, point it at real weights: --model SkyReels-V1-Hunyuan-%s --base "
                      "HunyuanVideo (the folder with text_encoder/, tokenizer/, vae/, scheduler/).\n",
-                     p.task == Task::I2V ? "I2V" : "T2V");
-    const size_t baseline_anon = read_host_memory().anon;
+                     task == Task::I2V ? "I2V" : "T2V");
     // --dry-run binds every weight to address space only: the plan comes before any weight is read.
-    VirtualAllocator dry_run_space("dry-run weights");
-    PipelineLoadOptions load = load_options(o);
-    if (o.dry_run) load.planning_space = &dry_run_space;
-    const SkyReelsPipeline pipe =
-        o.demo ? make_demo_pipeline(p.task) : SkyReelsPipeline::load(load, progress.callback());
-    req.prompt = o.prompt;
-    req.negative_prompt = o.negative_prompt;
-    req.params.seed = seed;
-    std::unique_ptr<Accelerator> device;
-    if (o.device == "sim") {
-        SimulatedDeviceOptions so;
-        so.memory_budget = memory.vram_budget;
-        so.bandwidth_bytes_per_s = o.sim_bandwidth_gbs * 1e9;
-        so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
-        auto sim = std::make_unique<SimulatedDevice>(so);
-        sim->kernels().cpu().set_gemm_precision(precision);
-        device = std::move(sim);
-    }
-    // The device the plan is for: the accelerator's own figures, or the host.
-    PlanTarget target{0, Device::cpu(), 0};
-#ifdef SKYREELS_HAVE_CUDA
-    if (is_cuda_device(o.device)) {
-        const CudaAcceleratorOptions cuda_options{.device = cuda_device_index(o.device),
-                                                  .memory_budget = memory.vram_budget};
-        target = PlanTarget::of_cuda(cuda_options);  // a dry run plans without a GPU
-        if (!o.dry_run) {
-            auto cuda = std::make_unique<CudaAccelerator>(cuda_options);
-            cuda->cuda().set_gemm_precision(precision);
-            cuda->cuda().set_attention_precision(precision);
-            device = std::move(cuda);
-        }
-    }
-#endif
-    if (device) {
-        target = PlanTarget::of(*device);
-        progress.show_device_memory(&device->memory());
-    } else {
-        cpu_backend().set_gemm_precision(precision);
-    }
+    Session session(options, progress.listener());
+    progress.show_device_memory(session.device_memory());
     if (o.dry_run) {
-        const MemoryPlan plan = plan_memory(pipe, req, memory, target);
-        std::printf("%s", plan.format(memory, device ? device->name() : o.device).c_str());
+        const MemoryPlan plan = session.plan(jobs[0]);
+        std::printf("%s", plan.format(options.memory, session.device_name()).c_str());
         return 0;
     }
-    for (int i = 0; i < o.video_num; ++i) {
-        req.params.seed = seed + uint64_t(i);
-        const std::string path = output_path(o, i, req.params.seed);
-        VideoWriterOptions wo;
-        wo.fps = o.fps;
-        wo.crf = o.crf;
-        if (!o.png_dir.empty()) wo.png_dir = o.video_num == 1 ? o.png_dir : fmt::format("{}/{}", o.png_dir, i);
-        // Opened before the run so an unwritable path fails early; removed unless finish() completes.
-        VideoWriter writer(path, p.width, p.height, wo);
-        auto sink = [&](const Tensor& frames, int64_t) { writer.write(frames.select(0, 0)); };
-        if (device) {
-            DeviceRunReport report;
-            generate_on_device(
-                pipe, *device,
-                {.memory = memory, .device_memory_is_host = o.device == "sim", .host_baseline_anon = baseline_anon},
-                req, progress.callback(), sink, {}, &report);
-            if (o.memory_report) std::fprintf(stderr, "%s", report.format(memory).c_str());
-        } else {
-            pipe.generate(cpu_backend(), req, progress.callback(), sink);
-            if (o.memory_report) {
-                const HostMemory h = read_host_memory();
-                std::fprintf(stderr, "memory report: device cpu: peak RSS %s (now: anonymous %s, file-backed %s)\n",
-                             format_bytes(double(h.peak_rss)).c_str(), format_bytes(double(h.anon)).c_str(),
-                             format_bytes(double(h.file)).c_str());
-            }
-        }
-        writer.finish();
+    for (const Request& job : jobs) {
+        const JobResult r = session.generate(job, {.progress = progress.listener()});
+        if (o.memory_report) std::fprintf(stderr, "%s", r.memory_report.c_str());
         if (!o.quiet)
-            std::fprintf(stderr, "skyreels: wrote %s (%ld frames at %d fps)\n", path.c_str(),
-                         long(writer.frames_written()), o.fps);
-        std::printf("%s\n", path.c_str());
+            std::fprintf(stderr, "skyreels: wrote %s (%ld frames at %d fps)\n", r.output_path.c_str(),
+                         long(r.frames_written), job.fps);
+        std::printf("%s\n", r.output_path.c_str());
     }
     progress.finish();
     return 0;
-#endif
 }
 
 }  // namespace

@@ -1,0 +1,326 @@
+#include "pipeline/session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/memory_stats.h"
+#include "pipeline/demo_model.h"
+#include "runtime/simulated_device.h"
+#ifdef SKYREELS_HAVE_CUDA
+#include "runtime/cuda_accelerator.h"
+#endif
+#ifdef SKYREELS_HAVE_MEDIA
+#include "media/image.h"
+#include "media/video_writer.h"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace sr {
+
+namespace {
+
+// Thrown from the progress path when the cancel callback says so; caught in Session::generate only. Not an
+// sr::Error: no error handler on the way mistakes it for a failure or adds context to it.
+struct JobCancelled {};
+
+// "cuda" -> 0, "cuda:N" -> N; InputError naming the flag otherwise.
+int cuda_device_index(const std::string& device) {
+    if (device == "cuda") return 0;
+    const std::string n = device.substr(std::min<size_t>(device.size(), 5));
+    const bool digits = device.rfind("cuda:", 0) == 0 && !n.empty() && n.size() <= 2 &&
+                        std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+    SR_THROW_IF(!digits, "--device {}: expected cuda or cuda:N (N a device number)", device);
+    return std::stoi(n);
+}
+
+void check_writable(const std::string& path) {
+    std::error_code ec;
+    const fs::path p(path);
+    const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    SR_THROW_IF(fs::is_directory(p, ec), "--out {}: is a folder, not a file name", path);
+    SR_THROW_IF(!fs::is_directory(dir, ec), "--out {}: folder {} does not exist", path, dir.string());
+    SR_THROW_IF(::access(dir.c_str(), W_OK) != 0, "--out {}: folder {} is not writable", path, dir.string());
+    const std::string ext = p.extension().string();
+    SR_THROW_IF(ext != ".mp4" && ext != ".mov" && ext != ".mkv", "--out {}: the name must end in .mp4, .mov or .mkv",
+                path);
+}
+
+#ifdef SKYREELS_HAVE_MEDIA
+// The input image as the pipeline takes it: decoded (InputError naming the file) and resize-cropped.
+Tensor load_input_image(const std::string& path, const GenerationParams& p) {
+    return skyreels_resize_crop(load_image_rgb(path), p.height, p.width);
+}
+#endif
+
+// Session::check without decoding the image (generate decodes it once, to use it).
+void check_settings(const Request& r) {
+    const GenerationParams& p = r.generation.params;
+    p.validate();
+    SR_THROW_IF(r.fps < 1 || r.fps > 240, "--fps {}: must be in 1..240", r.fps);
+    SR_THROW_IF(r.crf < 0 || r.crf > 51, "--crf {}: must be in 0..51", r.crf);
+    SR_THROW_IF(p.task == Task::T2V && !r.image_path.empty(), "--image is only used with --task i2v");
+    if (!r.output_path.empty()) {
+#ifndef SKYREELS_HAVE_MEDIA
+        SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
+#endif
+        check_writable(r.output_path);
+    }
+}
+
+// The checkpoint files a successful SkyReelsPipeline::load(o) opened: every *.safetensors of the transformer,
+// VAE and text encoder folders it read from (the folders resolved as the load resolves them).
+std::vector<std::string> checkpoint_files(const PipelineLoadOptions& o) {
+    std::error_code ec;
+    const bool is_pipeline = fs::exists(fs::path(o.model) / "model_index.json", ec);
+    const fs::path base = !o.base.empty() ? fs::path(o.base) : is_pipeline ? fs::path(o.model) : fs::path();
+    std::vector<std::string> files;
+    for (const fs::path& dir :
+         {fs::path(resolve_transformer_dir(o.model)), base / "vae", base / "text_encoder", base / "text_encoder_2"}) {
+        std::vector<std::string> here;
+        for (const auto& e : fs::directory_iterator(dir, ec))
+            if (e.is_regular_file(ec) && e.path().extension() == ".safetensors") here.push_back(e.path().string());
+        std::sort(here.begin(), here.end());
+        files.insert(files.end(), here.begin(), here.end());
+    }
+    return files;
+}
+
+std::string host_memory_report() {
+    const HostMemory h = read_host_memory();
+    return fmt::format("memory report: device cpu: peak RSS {} (now: anonymous {}, file-backed {})\n",
+                       format_bytes(double(h.peak_rss)), format_bytes(double(h.anon)), format_bytes(double(h.file)));
+}
+
+}  // namespace
+
+bool is_cuda_device(const std::string& device) {
+    return device.rfind("cuda", 0) == 0;
+}
+
+void Session::check(const SessionOptions& o) {
+    SR_THROW_IF(o.device != "cpu" && o.device != "sim" && !is_cuda_device(o.device),
+                "--device {}: expected cpu, sim or cuda[:N]", o.device);
+    SR_THROW_IF(!o.demo && o.model.empty(), "--model is required (a SkyReels-V1 folder), or --demo");
+    SR_THROW_IF(o.memory.prefetch < 0 || o.memory.prefetch > 64, "--prefetch {}: must be in 0..64", o.memory.prefetch);
+    SR_THROW_IF(o.memory.pinned_budget && o.memory.host_memory != HostMemoryMode::Pinned,
+                "--pinned-budget needs --host-memory pinned");
+    SR_THROW_IF(!(o.sim_bandwidth_gbs > 0 && o.sim_bandwidth_gbs <= 10000),
+                "--sim-bandwidth {}: must be in (0, 10000] GB/s", o.sim_bandwidth_gbs);
+    if (is_cuda_device(o.device)) {
+        (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
+#ifdef SKYREELS_HAVE_CUDA
+        // A plan needs no GPU: a planning session plans a CUDA run anywhere.
+        const std::string why = o.planning_only ? std::string() : cuda_unavailable_reason();
+        SR_THROW_IF(!why.empty(), "--device {}: no usable CUDA device: {}; use --device sim or cpu", o.device, why);
+#else
+        SR_THROW(
+            "--device {}: this build has no CUDA backend (configure with -DSKYREELS_CUDA=ON where nvcc is "
+            "installed); use --device sim or cpu",
+            o.device);
+#endif
+    }
+}
+
+void Session::check(const Request& r) {
+    check_settings(r);
+    const GenerationParams& p = r.generation.params;
+    if (p.task == Task::I2V && !r.image_path.empty()) {
+#ifdef SKYREELS_HAVE_MEDIA
+        (void)load_input_image(r.image_path, p);  // a bad image fails here, before any model runs
+#else
+        SR_THROW("--image {}: this build has no image reader (skyreels_media was not built)", r.image_path);
+#endif
+    }
+}
+
+Session::Session(SessionOptions options, const ProgressListener& load_progress) : options_(std::move(options)) {
+    std::optional<LogScope> log;
+    if (options_.log_level) log.emplace(*options_.log_level);
+    check(options_);
+    const bool cuda = is_cuda_device(options_.device);
+    precision_ = options_.precision.value_or(cuda ? GemmPrecision::BF16 : GemmPrecision::F32);
+    cpu_.set_gemm_precision(precision_);
+    if (options_.device == "sim") {
+        SimulatedDeviceOptions so;
+        so.memory_budget = options_.memory.vram_budget;
+        so.bandwidth_bytes_per_s = options_.sim_bandwidth_gbs * 1e9;
+        so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
+        auto sim = std::make_unique<SimulatedDevice>(so);
+        sim->kernels().cpu().set_gemm_precision(precision_);
+        device_ = std::move(sim);
+    }
+#ifdef SKYREELS_HAVE_CUDA
+    if (cuda) {
+        const CudaAcceleratorOptions cuda_options{.device = cuda_device_index(options_.device),
+                                                  .memory_budget = options_.memory.vram_budget};
+        target_ = PlanTarget::of_cuda(cuda_options);  // planning needs no GPU
+        if (!options_.planning_only) {
+            auto dev = std::make_unique<CudaAccelerator>(cuda_options);
+            dev->cuda().set_gemm_precision(precision_);
+            dev->cuda().set_attention_precision(precision_);
+            device_ = std::move(dev);
+        }
+    }
+#endif
+    if (device_) target_ = PlanTarget::of(*device_);
+
+    host_baseline_anon_ = read_host_memory().anon;
+    if (options_.demo) {
+        pipe_.emplace(make_demo_pipeline(options_.demo_task, 0, options_.demo_transformer));
+        return;
+    }
+    PipelineLoadOptions load;
+    load.model = options_.model;
+    load.base = options_.base;
+    if (options_.planning_only) {
+        // Every weight checked against its file's header and bound to address space: none is read.
+        planning_space_ = std::make_unique<VirtualAllocator>("dry-run weights");
+        load.planning_space = planning_space_.get();
+    }
+    ProgressTracker tracker;
+    ProgressCallback on_progress;
+    if (load_progress)
+        on_progress = [&](Stage s, int done, int total) { load_progress(tracker.update(s, done, total)); };
+    pipe_.emplace(SkyReelsPipeline::load(load, on_progress));
+    ++stats_.pipeline_loads;
+    for (const std::string& f : checkpoint_files(load)) {
+        std::error_code ec;
+        const auto size = fs::file_size(f, ec);
+        if (ec) continue;  // the load opened it a moment ago; a file gone since counts nothing
+        stats_.checkpoint_bytes += size_t(size);
+        stats_.checkpoint_files.push_back(f);
+    }
+}
+
+Session::~Session() = default;
+
+std::string Session::device_name() const {
+    return device_ ? device_->name() : options_.device;
+}
+
+const Allocator* Session::device_memory() const {
+    return device_ ? &device_->memory() : nullptr;
+}
+
+GenerationParams Session::default_params(Task task) const {
+    if (options_.demo) return demo_params(task);
+    GenerationParams p;
+    p.task = task;
+    return p;
+}
+
+std::optional<LogLevel> Session::level_for(const Request* request) const {
+    if (request && request->log_level) return request->log_level;
+    return options_.log_level;
+}
+
+GenerationRequest Session::prepare(const Request& r) const {
+    GenerationRequest job = r.generation;
+    const GenerationParams& p = job.params;
+    const bool read_image = p.task == Task::I2V && !job.image.defined() && !r.image_path.empty();
+    if (read_image) {
+        check_settings(r);
+#ifdef SKYREELS_HAVE_MEDIA
+        job.image = load_input_image(r.image_path, p);  // decoded once, here; InputError naming the file
+#else
+        check(r);  // says that this build reads no images
+#endif
+    } else {
+        check(r);
+    }
+    if (p.task == Task::I2V && !job.image.defined()) {
+        SR_THROW_IF(!options_.demo, "--task i2v needs --image (a PNG or JPEG)");
+        job.image = demo_image(p.height, p.width);
+    }
+    pipe_->check_request(job);
+    return job;
+}
+
+JobResult Session::generate(const Request& request, const JobCallbacks& callbacks) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::optional<LogScope> log;
+    if (const auto level = level_for(&request)) log.emplace(*level);
+    SR_THROW_IF(options_.planning_only, "this session only plans (--dry-run): it has no weights to run");
+    const auto start = std::chrono::steady_clock::now();
+    const GenerationRequest job = prepare(request);  // every check before any work
+
+    JobResult result;
+    ProgressTracker tracker(device_memory());
+    const ProgressCallback on_progress = [&](Stage stage, int done, int total) {
+        if (callbacks.progress) callbacks.progress(tracker.update(stage, done, total));
+        if (callbacks.cancel && callbacks.cancel()) throw JobCancelled{};
+    };
+#ifdef SKYREELS_HAVE_MEDIA
+    // Opened before the run so an unwritable path fails early; its partial file goes unless finish() completes.
+    std::unique_ptr<VideoWriter> writer;
+    if (!request.output_path.empty())
+        writer = std::make_unique<VideoWriter>(request.output_path, job.params.width, job.params.height,
+                                               VideoWriterOptions{request.fps, request.crf, request.png_dir});
+    const FrameSink sink = [&](const Tensor& frames, int64_t first) {
+        if (writer) writer->write(frames.select(0, 0));
+        if (callbacks.frames) callbacks.frames(frames, first);
+    };
+#else
+    const FrameSink sink = [&](const Tensor& frames, int64_t first) {
+        if (callbacks.frames) callbacks.frames(frames, first);
+    };
+#endif
+    try {
+        if (device_) {
+            DeviceRunReport report;
+            result.latents = generate_on_device(*pipe_, *device_,
+                                                {.memory = options_.memory,
+                                                 .device_memory_is_host = options_.device == "sim",
+                                                 .host_baseline_anon = host_baseline_anon_},
+                                                job, on_progress, sink, callbacks.hook, &report);
+            result.memory_report = report.format(options_.memory);
+            result.device_report = std::move(report);
+        } else {
+            result.latents = pipe_->generate(cpu_, job, on_progress, sink, callbacks.hook);
+            result.memory_report = host_memory_report();
+        }
+#ifdef SKYREELS_HAVE_MEDIA
+        if (writer) {
+            writer->finish();
+            result.output_path = writer->path();
+            result.frames_written = writer->frames_written();
+        }
+#endif
+    } catch (const JobCancelled&) {
+        // Everything the job held has unwound (device memory, placed weights); the writer's partial file goes
+        // with it, so no file is left.
+#ifdef SKYREELS_HAVE_MEDIA
+        writer.reset();
+#endif
+        ++stats_.jobs_cancelled;
+        JobResult cancelled;
+        cancelled.status = JobStatus::Cancelled;
+        cancelled.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return cancelled;
+    }
+    ++stats_.jobs;
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+}
+
+MemoryPlan Session::plan(const Request& request) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::optional<LogScope> log;
+    if (const auto level = level_for(&request)) log.emplace(*level);
+    Request r = request;
+    r.output_path.clear();  // a plan writes nothing
+    check(r);
+    GenerationRequest job = r.generation;
+    // Pixel values do not change a plan: an I2V plan needs only the image's size, not the image.
+    if (job.params.task == Task::I2V && !job.image.defined())
+        job.image = Tensor::zeros({3, job.params.height, job.params.width}, DType::F32);
+    pipe_->check_request(job);
+    return plan_memory(*pipe_, job, options_.memory, target_);
+}
+
+}  // namespace sr

@@ -1,0 +1,151 @@
+// A Session owns what outlives one video: the device (the CPU, the simulated accelerator or a CUDA GPU), the
+// loaded models (loaded once; every job reuses them, their weights memory-mapped from the checkpoint), and
+// the settings every job runs with (precision, offload, budgets, host memory, log level). A job is one
+// Request with callbacks: Session::generate validates the request before any work, reports progress (stage,
+// step, ETA, memory) to a listener, stops between denoising steps and between decoded chunks when the cancel
+// callback says so (a cancelled job leaves no output file), writes the video under a temporary name that
+// becomes the output only when complete, and returns the memory report. The CLI (`skyreels generate`) and
+// the C API (include/skyreels.h) are front ends on it.
+//
+//   sr::Session session({.model = "SkyReels-V1-Hunyuan-T2V", .base = "HunyuanVideo", .device = "sim"});
+//   sr::Request req;
+//   req.generation.prompt = "FPS-24, A cat walks on the grass";
+//   req.generation.params = session.default_params(sr::Task::T2V);
+//   req.output_path = "cat.mp4";
+//   sr::JobResult r = session.generate(req, {.progress = [](const sr::ProgressEvent& e) { /* e.stage, e.done */ },
+//                                            .cancel = [&] { return stop_requested.load(); }});
+//   if (r.status == sr::JobStatus::Cancelled) { /* no cat.mp4 */ }
+//
+// One job runs at a time (generate and plan lock the session); the session is not copyable.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/log.h"
+#include "core/virtual_allocator.h"
+#include "pipeline/demo_model.h"
+#include "pipeline/device_run.h"
+#include "pipeline/progress.h"
+
+namespace sr {
+
+struct SessionOptions {
+    // The models: a SkyReels transformer folder and the HunyuanVideo folder (PipelineLoadOptions), or the
+    // built-in random-weight demo model for demo_task (pipeline/demo_model.h).
+    std::string model, base;
+    bool demo = false;
+    Task demo_task = Task::T2V;
+    DemoTransformerSize demo_transformer;  // larger: the transformer dominates memory, as at real size
+    // Where jobs run: "cpu", "sim" (a simulated accelerator on the CPU: budgets, streaming) or "cuda[:N]".
+    std::string device = "cpu";
+    // GEMMs with bf16 weights (and attention on CUDA); nullopt: f32 on cpu and sim, bf16 on cuda.
+    std::optional<GemmPrecision> precision;
+    // Offload mode, device budget (also the simulated device's memory), host memory mode, prefetch. The cpu
+    // device runs every model where it was loaded and ignores them.
+    MemoryOptions memory;
+    double sim_bandwidth_gbs = 25.0;  // "sim": host-to-device GB/s from pinned memory (pageable: half)
+    // Bind every weight to address space only (no weight is read, no GPU is needed): plan() works,
+    // generate() is refused. What `generate --dry-run` uses.
+    bool planning_only = false;
+    // The log level of the load and of every job on the thread that runs them (a Request may override it);
+    // nullopt: the process's (core/log.h).
+    std::optional<LogLevel> log_level;
+};
+
+struct Request {
+    // Prompt, negative prompt, task, size, frames, steps, guidance, seed, sequence batch, VAE tiling, and
+    // optional precomputed inputs (token ids for models without tokenizers, latents, an image tensor).
+    GenerationRequest generation;
+    // I2V: the input image, a PNG or JPEG, resize-cropped to the video size as SkyReels does (or give
+    // generation.image). A demo session without either uses a colour gradient.
+    std::string image_path;
+    // The video (.mp4, .mov or .mkv); written as "<path>.partial" and renamed when complete. "": no file
+    // (the frames still go to JobCallbacks::frames).
+    std::string output_path;
+    int fps = 24, crf = 18;
+    std::string png_dir;                // also every frame as PNG here
+    std::optional<LogLevel> log_level;  // overrides the session's for this job
+};
+
+enum class JobStatus { Ok, Cancelled };
+
+struct JobCallbacks {
+    ProgressListener progress = {};     // every progress report of the job, from the thread that runs it
+    std::function<bool()> cancel = {};  // polled after each report: true stops the job there
+    FrameSink frames = {};              // decoded frames [1, 3, n, H, W] as they come (valid during the call)
+    PipelineHook hook = {};             // named intermediates (pipeline.h)
+};
+
+struct JobResult {
+    JobStatus status = JobStatus::Ok;
+    std::string output_path;  // the file written ("" when none, or cancelled)
+    int64_t frames_written = 0;
+    Tensor latents;  // the final latents [1, 16, T, h, w] (undefined when cancelled)
+    // On an accelerator: the memory plan and what was measured (pipeline/device_run.h).
+    std::optional<DeviceRunReport> device_report;
+    std::string memory_report;  // the report as `--memory-report` prints it (device, or host memory on the cpu)
+    double seconds = 0;
+};
+
+struct SessionStats {
+    int pipeline_loads = 0;       // model folders loaded (a session loads once; the demo is built, not loaded)
+    size_t checkpoint_bytes = 0;  // the checkpoint files the loads opened (mapped; read as the weights are used)
+    std::vector<std::string> checkpoint_files;
+    int jobs = 0, jobs_cancelled = 0;  // finished and cancelled jobs
+};
+
+class Session {
+public:
+    // Checks the options, makes the device and loads the models (Stage::Loading events to `load_progress`).
+    // InputError naming the option or file at fault.
+    explicit Session(SessionOptions options, const ProgressListener& load_progress = {});
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // What can be checked without loading anything; InputError naming the option, flag or file. The
+    // constructor and generate() run them; front ends may call them first to fail before a load.
+    static void check(const SessionOptions& options);
+    static void check(const Request& request);
+
+    // Runs one job. InputError (nothing written) for a bad request; JobStatus::Cancelled when `cancel` said so.
+    JobResult generate(const Request& request, const JobCallbacks& callbacks = {});
+    // The memory plan of `request` on this session's device, made without running it (pipeline/memory_plan.h).
+    MemoryPlan plan(const Request& request);
+
+    // The video settings a request starts from: the demo's small ones for a demo session, else the reference's.
+    GenerationParams default_params(Task task) const;
+    Task task() const { return pipe_->native_task(); }
+    const SkyReelsPipeline& pipeline() const { return *pipe_; }
+    const SessionOptions& options() const { return options_; }
+    const SessionStats& stats() const { return stats_; }
+    std::string device_name() const;
+    // The accelerator's memory (nullptr on the cpu device or when planning only for cuda).
+    const Allocator* device_memory() const;
+
+private:
+    GenerationRequest prepare(const Request& request) const;
+    std::optional<LogLevel> level_for(const Request* request) const;
+
+    SessionOptions options_;
+    GemmPrecision precision_ = GemmPrecision::F32;
+    SessionStats stats_;
+    size_t host_baseline_anon_ = 0;
+    CpuBackend cpu_;  // the cpu device's backend, with this session's precision
+    std::unique_ptr<Accelerator> device_;
+    PlanTarget target_{0, Device::cpu(), 0};
+    std::unique_ptr<VirtualAllocator> planning_space_;  // planning_only: where the weights are "bound"
+    std::optional<SkyReelsPipeline> pipe_;
+    std::mutex mutex_;
+};
+
+// --device's values: "cuda" or "cuda:N".
+bool is_cuda_device(const std::string& device);
+
+}  // namespace sr

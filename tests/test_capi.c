@@ -1,0 +1,171 @@
+/* The C API (include/skyreels.h) driven from C, end to end on the demo model: a text-to-video job to a file
+ * with every progress report checked, a bad request refused with the input code and a message naming the
+ * value, a job cancelled from its progress that leaves no file, and the models reused between jobs. Compiled
+ * as C11; run by ctest (label capi), also under ASan with leak checks. Exit status 0 when every check holds.
+ */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "skyreels.h"
+
+static int g_failures = 0;
+
+#define CHECK(cond, ...)                                                             \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fprintf(stderr, "\n");                                                   \
+            ++g_failures;                                                            \
+        }                                                                            \
+    } while (0)
+
+static long file_size(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* What the callbacks saw. */
+typedef struct {
+    int events;
+    int last_stage;
+    int denoise_done, denoise_total; /* the last denoising report */
+    int saw_decoding;
+    int stages_in_order;
+    int eta_after_first_step; /* an ETA was given once a step was done */
+    int cancel_at_step;       /* > 0: cancel once denoising reaches this step */
+    int cancel_in_decoding;   /* cancel at the first decoding report */
+} Watch;
+
+static void on_progress(const skyreels_progress* p, void* user) {
+    Watch* w = (Watch*)user;
+    ++w->events;
+    if (p->stage < w->last_stage) w->stages_in_order = 0;
+    w->last_stage = p->stage;
+    if (p->stage == SKYREELS_STAGE_DENOISING) {
+        w->denoise_done = p->done;
+        w->denoise_total = p->total;
+        if (p->done > 0 && p->eta_seconds >= 0) w->eta_after_first_step = 1;
+    }
+    if (p->stage == SKYREELS_STAGE_DECODING) w->saw_decoding = 1;
+    if (!p->stage_name || !*p->stage_name) w->stages_in_order = 0;
+}
+
+static bool should_cancel(void* user) {
+    const Watch* w = (const Watch*)user;
+    if (w->cancel_at_step > 0 && w->last_stage == SKYREELS_STAGE_DENOISING && w->denoise_done >= w->cancel_at_step)
+        return true;
+    return w->cancel_in_decoding && w->saw_decoding;
+}
+
+static Watch watch(void) {
+    Watch w;
+    memset(&w, 0, sizeof w);
+    w.stages_in_order = 1;
+    return w;
+}
+
+int main(void) {
+    const char* version = skyreels_version();
+    CHECK(version && *version, "empty version");
+
+    char dir[] = "/tmp/skyreels_capi_XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    char video[256], cancelled[256], bad[256];
+    snprintf(video, sizeof video, "%s/t2v.mp4", dir);
+    snprintf(cancelled, sizeof cancelled, "%s/cancelled.mp4", dir);
+    snprintf(bad, sizeof bad, "%s/bad.mp4", dir);
+
+    /* A context that cannot be made says why, with no context to ask. */
+    skyreels_context_params cp = skyreels_context_default_params();
+    cp.device = "gpu";
+    cp.demo = true;
+    CHECK(skyreels_context_new(&cp) == NULL, "a context on device 'gpu'");
+    CHECK(strstr(skyreels_last_error(NULL), "gpu") != NULL, "error: %s", skyreels_last_error(NULL));
+
+    cp = skyreels_context_default_params();
+    cp.demo = true;
+    cp.log_level = SKYREELS_LOG_ERROR;
+    skyreels_context* ctx = skyreels_context_new(&cp);
+    if (!ctx) {
+        fprintf(stderr, "skyreels_context_new: %s\n", skyreels_last_error(NULL));
+        return 1;
+    }
+
+    /* Text to video, small. */
+    skyreels_request req = skyreels_request_default();
+    req.prompt = "FPS-24, a lighthouse at dusk";
+    req.height = 32;
+    req.width = 48;
+    req.frames = 5;
+    req.steps = 3;
+    req.output_path = video;
+    Watch w = watch();
+    int rc = skyreels_generate(ctx, &req, on_progress, should_cancel, &w);
+    CHECK(rc == SKYREELS_OK, "rc %d: %s", rc, skyreels_last_error(ctx));
+    CHECK(file_size(video) > 0, "no video at %s", video);
+    CHECK(w.denoise_done == 3 && w.denoise_total == 3, "denoising reached %d/%d", w.denoise_done, w.denoise_total);
+    CHECK(w.saw_decoding && w.stages_in_order, "stages out of order or no decoding");
+    CHECK(w.eta_after_first_step, "no ETA once a step was done");
+    CHECK(strcmp(skyreels_last_error(ctx), "") == 0, "an error after success: %s", skyreels_last_error(ctx));
+
+    /* A bad request: frames not 4k+1. Refused before any work, naming the value; no file. */
+    req.frames = 10;
+    req.output_path = bad;
+    w = watch();
+    rc = skyreels_generate(ctx, &req, on_progress, NULL, &w);
+    CHECK(rc == SKYREELS_ERROR_INPUT, "rc %d", rc);
+    CHECK(strstr(skyreels_last_error(ctx), "frames") != NULL && strstr(skyreels_last_error(ctx), "10") != NULL,
+          "error: %s", skyreels_last_error(ctx));
+    CHECK(w.events == 0, "%d progress reports for a refused request", w.events);
+    CHECK(file_size(bad) < 0, "a refused request left %s", bad);
+
+    /* Cancelled after the first denoising step: the cancelled code, no file, no partial file. */
+    req.frames = 5;
+    req.output_path = cancelled;
+    w = watch();
+    w.cancel_at_step = 1;
+    rc = skyreels_generate(ctx, &req, on_progress, should_cancel, &w);
+    CHECK(rc == SKYREELS_CANCELLED, "rc %d: %s", rc, skyreels_last_error(ctx));
+    CHECK(w.denoise_done == 1, "the job went on to step %d", w.denoise_done);
+    CHECK(file_size(cancelled) < 0, "a cancelled job left %s", cancelled);
+    char partial[300];
+    snprintf(partial, sizeof partial, "%s.partial", cancelled);
+    CHECK(file_size(partial) < 0, "a cancelled job left %s", partial);
+
+    /* Cancelled while decoding: still no file. */
+    w = watch();
+    w.cancel_in_decoding = 1;
+    rc = skyreels_generate(ctx, &req, on_progress, should_cancel, &w);
+    CHECK(rc == SKYREELS_CANCELLED, "rc %d: %s", rc, skyreels_last_error(ctx));
+    CHECK(w.denoise_done == 3 && w.saw_decoding, "cancelled before decoding");
+    CHECK(file_size(cancelled) < 0 && file_size(partial) < 0, "a job cancelled while decoding left a file");
+
+    /* The context is still good after a cancel: the same job again, to completion. */
+    w = watch();
+    rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+    CHECK(rc == SKYREELS_OK, "rc %d after a cancel: %s", rc, skyreels_last_error(ctx));
+    CHECK(file_size(cancelled) > 0, "no video after a cancel");
+
+    /* A NULL request is refused, not a crash. */
+    CHECK(skyreels_generate(ctx, NULL, NULL, NULL, NULL) == SKYREELS_ERROR_INPUT, "NULL request");
+
+    skyreels_context_free(ctx);
+    skyreels_context_free(NULL);
+    remove(video);
+    remove(cancelled);
+    rmdir(dir);
+    if (g_failures)
+        fprintf(stderr, "%d check(s) failed\n", g_failures);
+    else
+        printf("test_capi: all checks passed (skyreels %s)\n", version);
+    return g_failures ? 1 : 0;
+}
