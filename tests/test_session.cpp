@@ -12,6 +12,7 @@
 #include "io/json.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/session.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
 
 namespace fs = std::filesystem;
@@ -224,6 +225,25 @@ TEST(Session, TwoStreamedVideosPlanAndMoveTheSame) {
     EXPECT_GT(first.plan.streamed_bytes_per_step, 0u);
     EXPECT_EQ(first.streamed_bytes_per_step, double(first.plan.streamed_bytes_per_step));
     EXPECT_EQ(session.stats().pipeline_loads, 0) << "the demo model is built, not loaded";
+}
+
+// With every model resident (--offload none) the placement outlives the job: the first video uploads the
+// weights, the second finds them on the device and moves nothing, and both videos are the same.
+TEST(Session, ResidentWeightsStayOnTheDeviceBetweenVideos) {
+    SessionOptions o = demo_options("sim");
+    o.memory.offload = OffloadMode::None;
+    Session session(o);
+    std::vector<JobResult> results;
+    for (int i = 0; i < 2; ++i) {
+        Request r = demo_request();
+        r.output_path.clear();
+        results.push_back(session.generate(r));
+        ASSERT_EQ(results.back().status, JobStatus::Ok);
+    }
+    EXPECT_GT(results[0].device_report->bytes_moved, 0u);
+    EXPECT_EQ(results[1].device_report->bytes_moved, 0u) << "the weights were uploaded again";
+    EXPECT_EQ(test::compare(results[1].latents, results[0].latents).max_abs, 0.0);
+    EXPECT_GT(session.device_memory()->in_use_bytes(), 0u) << "nothing stayed resident";
 }
 
 // Cancelled after the first denoising step, on the cpu and on the simulated device: the job stops there,

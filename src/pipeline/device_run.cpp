@@ -21,7 +21,15 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
     SR_THROW_IF(options.memory.vram_budget && mem.budget_bytes() != options.memory.vram_budget,
                 "the device's memory budget ({}) differs from --vram-budget ({})",
                 format_bytes(double(mem.budget_bytes())), format_bytes(double(options.memory.vram_budget)));
-    DevicePlacement placement(device, pipe.components(), options.memory, r.plan.reserves);
+    std::unique_ptr<DevicePlacement> local_placement;
+    std::unique_ptr<DevicePlacement>& kept = options.kept_placement ? *options.kept_placement : local_placement;
+    const MemoryOptions& m = options.memory;
+    if (kept && !(kept->reserves() == r.plan.reserves && kept->options().offload == m.offload &&
+                  kept->options().vram_budget == m.vram_budget && kept->options().host_memory == m.host_memory &&
+                  kept->options().pinned_budget == m.pinned_budget && kept->options().prefetch == m.prefetch))
+        kept.reset();  // made for another plan: its models leave the device first
+    if (!kept) kept = std::make_unique<DevicePlacement>(device, pipe.components(), m, r.plan.reserves);
+    DevicePlacement& placement = *kept;
     const CopyEngineStats copies_before = device.stats();
 
     auto sample_host = [&] {
@@ -58,7 +66,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
     const CopyEngineStats copies = device.stats();
     r.copy_seconds = copies.busy_seconds - copies_before.busy_seconds;
     r.exposed_seconds = copies.wait_seconds - copies_before.wait_seconds;
-    const PlacementStats ps = placement.finish();
+    const PlacementStats ps = options.kept_placement ? placement.take_job_stats() : placement.finish();
     r.bytes_moved = ps.bytes_moved;
     r.streamed_bytes_per_step = r.steps ? double(ps.transformer_streamed_bytes) / r.steps : 0;
     r.pinned_peak = device.pinned_memory().peak_bytes();  // the allocator's own count: managers + staging ring

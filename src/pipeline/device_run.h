@@ -9,6 +9,7 @@
 //   fmt::print("{}", report.format());
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,10 @@ struct DeviceRunOptions {
     // The simulated device's memory is host memory: take it out of the host figures (it stands for VRAM).
     bool device_memory_is_host = false;
     size_t host_baseline_anon = 0;  // anonymous memory before the models were loaded (read_host_memory().anon)
+    // Where a placement kept across jobs lives (a Session's): reused when it was made for this job's memory
+    // options and planned reserves, so resident weights are not uploaded again; replaced otherwise. nullptr:
+    // a placement for this job alone, every model taken off the device at its end.
+    std::unique_ptr<DevicePlacement>* kept_placement = nullptr;
 };
 
 struct DeviceRunReport {

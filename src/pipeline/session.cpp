@@ -276,7 +276,8 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
             result.latents = generate_on_device(*pipe_, *device_,
                                                 {.memory = options_.memory,
                                                  .device_memory_is_host = options_.device == "sim",
-                                                 .host_baseline_anon = host_baseline_anon_},
+                                                 .host_baseline_anon = host_baseline_anon_,
+                                                 .kept_placement = &placement_},
                                                 job, on_progress, sink, callbacks.hook, &report);
             result.memory_report = report.format(options_.memory);
             result.device_report = std::move(report);

@@ -142,6 +142,9 @@ private:
     PlanTarget target_{0, Device::cpu(), 0};
     std::unique_ptr<VirtualAllocator> planning_space_;  // planning_only: where the weights are "bound"
     std::optional<SkyReelsPipeline> pipe_;
+    // The models' placement on the device, kept from job to job (after pipe_ and device_, so it goes first):
+    // with --offload none the weights are uploaded once, not once per video.
+    std::unique_ptr<DevicePlacement> placement_;
     std::mutex mutex_;
 };
 

@@ -1,5 +1,7 @@
 #include "pipeline/weight_placement.h"
 
+#include <utility>
+
 namespace sr {
 
 const char* pipeline_model_name(PipelineModel m) {
@@ -140,9 +142,24 @@ BlockWeightProvider* DevicePlacement::enter(PipelineModel model) {
     return placed_[m].get();
 }
 
+PlacementStats DevicePlacement::take_job_stats() {
+    for (size_t m = 0; m < kPipelineModels; ++m) count(m);
+    return std::exchange(stats_, PlacementStats{});
+}
+
 PlacementStats DevicePlacement::finish() {
     for (size_t m = 0; m < kPipelineModels; ++m) retire(PipelineModel(m));
-    return stats_;
+    return std::exchange(stats_, PlacementStats{});
+}
+
+void DevicePlacement::count(size_t m) {
+    if (!placed_[m]) return;
+    const ResidencyStats s = placed_[m]->manager().stats();
+    PlacementStats& seen = counted_[m];
+    stats_.bytes_moved += s.bytes_moved - seen.bytes_moved;
+    if (PipelineModel(m) == PipelineModel::Transformer)
+        stats_.transformer_streamed_bytes += s.streamed_bytes - seen.transformer_streamed_bytes;
+    seen = {s.bytes_moved, s.streamed_bytes};
 }
 
 void DevicePlacement::leave(PipelineModel model) {
@@ -152,9 +169,8 @@ void DevicePlacement::leave(PipelineModel model) {
 void DevicePlacement::retire(PipelineModel model) {
     auto& p = placed_[size_t(model)];
     if (!p) return;
-    const ResidencyStats s = p->manager().stats();
-    stats_.bytes_moved += s.bytes_moved;
-    if (model == PipelineModel::Transformer) stats_.transformer_streamed_bytes += s.streamed_bytes;
+    count(size_t(model));
+    counted_[size_t(model)] = {};
     p.reset();  // its device memory goes back to the budget
 }
 

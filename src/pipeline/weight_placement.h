@@ -94,19 +94,27 @@ public:
     ~DevicePlacement() override;
     BlockWeightProvider* enter(PipelineModel model) override;
     void leave(PipelineModel model) override;
-    // Takes every model off the device and returns the totals.
+    // The totals since the last call (or construction), the models staying where they are: with
+    // OffloadMode::None they stay resident for the next job (a Session's), so its weights move once.
+    PlacementStats take_job_stats();
+    // Takes every model off the device and returns the totals since the last take_job_stats().
     PlacementStats finish();
+    const MemoryOptions& options() const { return options_; }
+    const std::array<size_t, kPipelineModels>& reserves() const { return reserves_; }
 
 private:
     class Placed;
     std::unique_ptr<Placed> place(PipelineModel model, bool whole) const;
     void retire(PipelineModel model);
+    // Adds what model m's manager did since it was last counted.
+    void count(size_t m);
 
     Accelerator& device_;
     const PipelineComponents& components_;
     MemoryOptions options_;
     std::array<size_t, kPipelineModels> reserves_;
     std::array<std::unique_ptr<Placed>, kPipelineModels> placed_;
+    std::array<PlacementStats, kPipelineModels> counted_{};  // per placed model: its manager's totals so far
     PlacementStats stats_;
 };
 
