@@ -688,7 +688,12 @@ void write_gguf(const std::string& path, const GgufMetadata& metadata,
             out.write(static_cast<const char*>(d.raw_data()), std::streamsize(d.nbytes()));
             at += d.nbytes();
         }
-        SR_THROW_IF(!out, "{}: write failed", tmp);
+        if (!out) {
+            out.close();
+            std::error_code ec;
+            fs::remove(tmp, ec);  // never leave half a file behind
+            SR_THROW("{}: write failed (disk full?)", tmp);
+        }
     }
     std::error_code ec;
     fs::rename(tmp, path, ec);
