@@ -32,6 +32,14 @@
 #define SR_HOST_DEVICE
 #endif
 
+// The output of a dequantization never overlaps its block; saying so lets the compiler keep the block's bytes
+// in registers across the stores (uint8_t may alias anything) and vectorize.
+#if defined(__GNUC__) || defined(__CUDACC__)
+#define SR_RESTRICT __restrict__
+#else
+#define SR_RESTRICT
+#endif
+
 namespace sr::qblock {
 
 constexpr int kQK = 32;     // elements per block of the legacy types (Q4_0 ... Q8_0)
@@ -249,25 +257,22 @@ SR_HOST_DEVICE inline float dequantize_one(const BlockQ6_K& b, int i) {
 // ---------------------------------------------------------------------------------------------------------
 // Dequantize a whole block into y[0 .. kElems), in ggml's element order.
 
-SR_HOST_DEVICE inline void dequantize(const BlockQ8_0& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ8_0& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d);
     for (int j = 0; j < kQK; ++j) y[j] = float(b.qs[j]) * d;
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ4_0& b, float* y) {
+// (Loops that each store one contiguous run vectorize; interleaving y[j] and y[j + 16] does not.)
+SR_HOST_DEVICE inline void dequantize(const BlockQ4_0& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d);
-    for (int j = 0; j < kQK / 2; ++j) {
-        y[j] = float((b.qs[j] & 0xf) - 8) * d;
-        y[j + 16] = float((b.qs[j] >> 4) - 8) * d;
-    }
+    for (int j = 0; j < kQK / 2; ++j) y[j] = float((b.qs[j] & 0xf) - 8) * d;
+    for (int j = 0; j < kQK / 2; ++j) y[j + 16] = float((b.qs[j] >> 4) - 8) * d;
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ4_1& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ4_1& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d), m = load_half(b.m);
-    for (int j = 0; j < kQK / 2; ++j) {
-        y[j] = float(b.qs[j] & 0xf) * d + m;
-        y[j + 16] = float(b.qs[j] >> 4) * d + m;
-    }
+    for (int j = 0; j < kQK / 2; ++j) y[j] = float(b.qs[j] & 0xf) * d + m;
+    for (int j = 0; j < kQK / 2; ++j) y[j + 16] = float(b.qs[j] >> 4) * d + m;
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ5_0& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ5_0& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d);
     const uint32_t qh = load_u32(b.qh);
     for (int j = 0; j < kQK / 2; ++j) {
@@ -277,7 +282,7 @@ SR_HOST_DEVICE inline void dequantize(const BlockQ5_0& b, float* y) {
         y[j + 16] = float(q1 - 16) * d;
     }
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ5_1& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ5_1& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d), m = load_half(b.m);
     const uint32_t qh = load_u32(b.qh);
     for (int j = 0; j < kQK / 2; ++j) {
@@ -287,7 +292,7 @@ SR_HOST_DEVICE inline void dequantize(const BlockQ5_1& b, float* y) {
         y[j + 16] = float(q1) * d + m;
     }
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ3_K& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ3_K& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d_all = load_half(b.d);
     for (int half = 0; half < 2; ++half) {
         const uint8_t* q = b.qs + half * 32;
@@ -303,7 +308,7 @@ SR_HOST_DEVICE inline void dequantize(const BlockQ3_K& b, float* y) {
         }
     }
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ4_K& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ4_K& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d), dmin = load_half(b.dmin);
     for (int pair = 0; pair < 4; ++pair) {
         const uint8_t* q = b.qs + pair * 32;
@@ -317,7 +322,7 @@ SR_HOST_DEVICE inline void dequantize(const BlockQ4_K& b, float* y) {
         y += 64;
     }
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ5_K& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ5_K& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d), dmin = load_half(b.dmin);
     for (int pair = 0; pair < 4; ++pair) {
         const uint8_t* q = b.qs + pair * 32;
@@ -332,24 +337,20 @@ SR_HOST_DEVICE inline void dequantize(const BlockQ5_K& b, float* y) {
         y += 64;
     }
 }
-SR_HOST_DEVICE inline void dequantize(const BlockQ6_K& b, float* y) {
+SR_HOST_DEVICE inline void dequantize(const BlockQ6_K& SR_RESTRICT b, float* SR_RESTRICT y) {
     const float d = load_half(b.d);
     for (int half = 0; half < 2; ++half) {
-        const uint8_t* ql = b.ql + half * 64;
-        const uint8_t* qh = b.qh + half * 32;
-        const int8_t* sc = b.scales + half * 8;
-        for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = ((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * float(sc[is]) * float(q1);
-            y[l + 32] = d * float(sc[is + 2]) * float(q2);
-            y[l + 64] = d * float(sc[is + 4]) * float(q3);
-            y[l + 96] = d * float(sc[is + 6]) * float(q4);
+        for (int part = 0; part < 4; ++part) {  // 32 values: low nibbles of ql[0..32) or ql[32..64), then high
+            const uint8_t* ql = b.ql + half * 64 + 32 * (part & 1);
+            const uint8_t* qh = b.qh + half * 32;
+            const int low_shift = part < 2 ? 0 : 4, high_shift = 2 * part;
+            for (int g = 0; g < 2; ++g) {
+                const float dl = d * float(b.scales[half * 8 + g + 2 * part]);
+                for (int l = 16 * g; l < 16 * g + 16; ++l)
+                    y[l] = dl * float((((ql[l] >> low_shift) & 0xf) | (((qh[l] >> high_shift) & 3) << 4)) - 32);
+            }
+            y += 32;
         }
-        y += 128;
     }
 }
 
