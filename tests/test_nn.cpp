@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backends/cpu/cpu_backend.h"
+#include "core/float8_weight_only.h"
+#include "io/safetensors.h"
 #include "nn/linear.h"
 #include "nn/weight_visitor.h"
 
@@ -42,7 +45,8 @@ void declare(WeightVisitor& v, ToyBlock& b, const std::string& p) {
 // GEMM rounding (K = 8 and rank 2 here: |error| <= ~10 u of the magnitude; 1e-5 is far above it).
 TEST(Linear, AppliesWeightBiasAndLowRankAdapters) {
     Linear l;
-    l.weight = LinearWeight{WeightFormat::Dense, random_f32({6, 8}, 1), 6, 8};
+    l.weight.data = random_f32({6, 8}, 1);
+    l.weight.out = 6, l.weight.in = 8;
     l.bias = random_f32({6}, 2);
     const Tensor x = random_f32({3, 5, 8}, 3);
     const Tensor plain = l.apply(cpu_backend(), x);
@@ -120,4 +124,53 @@ TEST(WeightVisitorDeathTest, ARebindWithTheWrongTensorCountIsABug) {
     EXPECT_DEATH(rebind_block(block, two, decl), "fewer than the block declares");
     const std::vector<Tensor> four{block.proj.weight.data, block.proj.bias, block.norm, block.norm};
     EXPECT_DEATH(rebind_block(block, four, decl), "returned 4 tensors for a block that declares 3");
+}
+
+// SkyReels' --quant against torchao 0.7.0 itself (tests/data/fp8, made by scripts/fixtures/make_fp8_fixture.py):
+// the codes and per-row scales bit for bit, an all-zero row (scale clamped to eps), one huge value, values
+// that underflow e4m3; and a layer bound with LinearQuant::Float8WeightOnly computes what torchao's layer
+// computes. torchao's forward runs in bf16 (its output rounded to bf16, relative error up to 2^-8, and bf16
+// partial sums): we run the same products in f32, so we allow 2^-7 of |y| plus 2^-7 of the magnitude
+// sum |x||w| / sqrt(K) for the bf16 accumulation.
+TEST(Float8WeightOnly, MatchesTorchaoBitForBit) {
+    const WeightStore ref =
+        WeightStore::open(std::string(SKYREELS_SOURCE_DIR) + "/tests/data/fp8/torchao_float8_weight_only.safetensors");
+    int cases = 0;
+    for (const std::string& name : ref.names()) {
+        if (!name.ends_with(".weight")) continue;
+        const std::string c = name.substr(0, name.size() - 7);
+        SCOPED_TRACE(c);
+        const Tensor w = ref.get(name), codes = ref.get(c + ".codes"), scale = ref.get(c + ".scale");
+        const int64_t N = w.dim(0), K = w.dim(1);
+        std::vector<uint8_t> got_codes(size_t(N * K));
+        std::vector<uint16_t> got_scales(static_cast<size_t>(N));
+        quantize_float8_weight_only(w.raw_data(), w.dtype(), N, K, got_codes.data(), got_scales.data());
+        int64_t code_mismatches = 0, scale_mismatches = 0;
+        for (int64_t i = 0; i < N * K; ++i) code_mismatches += got_codes[size_t(i)] != codes.data<uint8_t>()[i];
+        for (int64_t r = 0; r < N; ++r) scale_mismatches += got_scales[size_t(r)] != scale.data<uint16_t>()[r];
+        EXPECT_EQ(code_mismatches, 0);
+        EXPECT_EQ(scale_mismatches, 0);
+
+        WeightBinder binder(ref);
+        BindWeights bind(binder, LinearQuant::Float8WeightOnly);
+        Linear l;
+        bind.linear(c, l, K, N, false);
+        ASSERT_EQ(l.weight.format, WeightFormat::F8);
+        EXPECT_EQ(std::memcmp(l.weight.data.raw_data(), codes.raw_data(), size_t(N * K)), 0);
+        EXPECT_EQ(l.weight.scale.dtype(), DType::BF16);
+        const Tensor x = ref.get(c + ".x").to(DType::F32), want = ref.get(c + ".y").to(DType::F32);
+        const Tensor y = l.apply(cpu_backend(), x);
+        const Tensor wf = w.to(DType::F32);
+        double worst = 0;
+        for (int64_t m = 0; m < x.dim(0); ++m)
+            for (int64_t n = 0; n < N; ++n) {
+                double mag = 0;
+                for (int64_t k = 0; k < K; ++k) mag += std::fabs(at(x, m, k) * at(wf, n, k));
+                const double tol = 0x1p-7 * (std::fabs(at(want, m, n)) + mag / std::sqrt(double(K))) + 1e-30;
+                worst = std::max(worst, std::fabs(at(y, m, n) - at(want, m, n)) / tol);
+            }
+        EXPECT_LE(worst, 1.0);
+        ++cases;
+    }
+    EXPECT_GT(cases, 0);
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backends/profiling_backend.h"
+#include "core/dequantize.h"
 #include "support/op_harness.h"
 
 namespace {
@@ -80,6 +81,96 @@ SR_OP_PARITY(OpParity, Linear, LinearOp) {
                             "GFLOP/s", [&] { be().linear(xd, wd, &bd, y); });
             }
         }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// quant_linear: the same products with the weight stored quantized. The reference multiplies the weight as
+// core/dequantize.h decodes it (exact f32 values), so this checks the backend's blocked GEMM path and its
+// decoding against the host's; the decoding itself is checked bit for bit against ggml in test_quant.
+
+struct QuantWeight {
+    std::string name;
+    Tensor data, scale;              // stored form (scale: FP8 only, may be undefined)
+    std::optional<QuantType> block;  // nullopt: FP8
+    Tensor dequantized;              // [N, K] f32, what the stored form means
+};
+
+std::vector<QuantWeight> quantized_forms(const Tensor& w, std::mt19937_64& rng) {
+    const int64_t N = w.dim(0), K = w.dim(1);
+    std::vector<QuantWeight> forms;
+    auto finish = [&](QuantWeight q) {
+        const Tensor scale = q.scale;
+        const QuantizedRows rows{q.data.raw_data(),
+                                 q.block,
+                                 N,
+                                 K,
+                                 scale.defined() ? scale.raw_data() : nullptr,
+                                 scale.defined() ? scale.dtype() : DType::F32,
+                                 scale.defined() ? scale.numel() : 0};
+        q.dequantized = Tensor::empty({N, K}, DType::F32);
+        dequantize_rows(rows, 0, N, q.dequantized.data<float>());
+        forms.push_back(std::move(q));
+    };
+    // FP8 e4m3: a plain cast, one f32 scale for the tensor (ComfyUI), one bf16 scale per row (torchao).
+    const Tensor codes = w.to(DType::F8_E4M3);
+    finish({"f8", codes, Tensor(), std::nullopt, Tensor()});
+    finish({"f8 scale f32[1]", codes, Tensor::from_vector({0.75f}, {1}), std::nullopt, Tensor()});
+    finish({"f8 scale bf16[N]", codes, randn({N}, rng, 1.0, 0.3).to(DType::BF16), std::nullopt, Tensor()});
+    // Every GGUF block type, quantized with ggml's reference rules.
+    for (int t = 0; t < kQuantTypeCount; ++t) {
+        const QuantType type = QuantType(t);
+        const size_t row_bytes = quant_row_bytes(type, K);
+        Tensor rows = Tensor::empty({N, int64_t(row_bytes)}, DType::Bool);
+        for (int64_t r = 0; r < N; ++r)
+            quantize_row(type, w.data<float>() + r * K, static_cast<uint8_t*>(rows.raw_data()) + size_t(r) * row_bytes,
+                         K);
+        finish({std::string(quant_info(type).name), rows, Tensor(), type, Tensor()});
+    }
+    return forms;
+}
+
+SR_OP_PARITY(OpParity, QuantLinear, QuantLinearOp) {
+    struct Case {
+        std::vector<int64_t> x_shape;  // [..., K], K a multiple of 256 (the K types' block)
+        int64_t N;
+    };
+    const std::vector<Case> cases = {
+        {{1, 256}, 1},     {{3, 256}, 17},
+        {{2, 9, 512}, 33}, {{5, 4096}, 600},  // several row blocks of dequantized weights
+        {{129, 768}, 513},                    // largest: timed
+    };
+    std::mt19937_64 rng(2);
+    // f32 arithmetic: the dense analysis (gemm_rtol). BF16: activations and the dequantized weights are both
+    // rounded to bf16, twice the per-term error of the dense bf16-weight case, so twice its bound.
+    const double rtol =
+        GetParam().precision == GemmPrecision::BF16 ? 2.0 * gemm_rtol(DType::BF16) : gemm_rtol(DType::F32);
+    for (const Case& c : cases) {
+        const int64_t K = c.x_shape.back(), N = c.N;
+        const Tensor x = randn(Shape(c.x_shape), rng);
+        const Tensor w = randn({N, K}, rng, 0.0, 1.0 / std::sqrt(double(K)));
+        const Tensor b = randn({N}, rng);
+        std::vector<int64_t> y_shape = c.x_shape;
+        y_shape.back() = N;
+        const Tensor xd = up(x), bd = up(b);
+        const std::vector<double> xn = row_norms(ref::to_array(x), K);
+        for (const QuantWeight& q : quantized_forms(w, rng)) {
+            SCOPED_TRACE(::testing::Message() << q.name << " x " << shape_str(x) << " N " << N);
+            const Tensor wd = up(q.data), sd = q.scale.defined() ? up(q.scale) : Tensor();
+            const std::vector<double> wn = row_norms(ref::to_array(q.dequantized), K);
+            Tensor y = out(Shape(y_shape));
+            be().quant_linear(xd, wd, q.block, K, sd.defined() ? &sd : nullptr, &bd, y);
+            const ref::Array want = ref::linear(x, q.dequantized, &b);
+            const ref::Array bias = ref::to_array(b);
+            EXPECT_TRUE(all_close(got(y), want, [&](int64_t i) {
+                const double dot_scale = xn[size_t(i / N)] * wn[size_t(i % N)] / std::sqrt(double(K));
+                return rtol * (dot_scale + std::fabs(bias[i % N]) + std::fabs(want[i]));
+            }));
+            if (&c == &cases.back())
+                time_op(fmt::format("quant_linear {}", q.name), fmt::format("x[{},{}] w[{},{}]", c.x_shape[0], K, N, K),
+                        2.0 * c.x_shape[0] * N * K, "GFLOP/s",
+                        [&] { be().quant_linear(xd, wd, q.block, K, sd.defined() ? &sd : nullptr, &bd, y); });
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------

@@ -60,6 +60,14 @@ struct Chain {
     size_t activation_bytes() const { return 3 * size_t(4 * D) * sizeof(float); }
 };
 
+// A transformer fixture's forward() arguments.
+TransformerInputs fixture_inputs(const std::filesystem::path& dir) {
+    const WeightStore in = WeightStore::open((dir / "inputs.safetensors").string());
+    return {in.get("hidden_states"),         in.get("timestep"),
+            in.get("encoder_hidden_states"), in.get("encoder_attention_mask"),
+            in.get("pooled_projections"),    in.contains("guidance") ? in.get("guidance") : Tensor()};
+}
+
 std::vector<std::pair<std::string, size_t>> sizes(const std::vector<WeightBlock>& blocks) {
     std::vector<std::pair<std::string, size_t>> out;
     for (const auto& b : blocks) out.emplace_back(b.name, device_block_bytes(b));
@@ -251,19 +259,12 @@ TEST(ResidencyManager, PrefetchHidesCopiesBehindCompute) {
 // and 2, two forward calls in a row (the second reuses resident blocks and re-streams the others): the
 // output is bit-identical to the forward on the weights as loaded.
 TEST(ResidencyManager, TransformerBitIdenticalUnderBudgets) {
-    const auto dirs = test::find_fixture_dirs([](const std::filesystem::path& d) {
-        return test::model_config_names(d, "_class_name", "HunyuanVideoTransformer3DModel") &&
-               std::filesystem::exists(d / "inputs.safetensors");
-    });
+    const auto dirs = test::find_fixture_dirs(test::is_transformer_fixture);
     ASSERT_FALSE(dirs.empty());
     for (const auto& dir : dirs) {
         SCOPED_TRACE(dir.string());
         const auto model = HunyuanVideoTransformer::load((dir / "model").string());
-        const WeightStore in = WeightStore::open((dir / "inputs.safetensors").string());
-        TransformerInputs inputs{
-            in.get("hidden_states"),         in.get("timestep"),
-            in.get("encoder_hidden_states"), in.get("encoder_attention_mask"),
-            in.get("pooled_projections"),    in.contains("guidance") ? in.get("guidance") : Tensor()};
+        const TransformerInputs inputs = fixture_inputs(dir);
         cpu_backend().set_gemm_precision(GemmPrecision::F32);
         const Tensor expected = model.forward(cpu_backend(), inputs);
         const auto specs = model.weight_blocks();
@@ -300,19 +301,13 @@ TEST(ResidencyManager, TransformerBitIdenticalUnderBudgets) {
 // forward, so the blocks really were skipped). A forward cut short by an exception (here from its hook)
 // releases what it held, so the manager serves the next pass.
 TEST(ResidencyManager, TransformerPassesThatSkipBlocksStream) {
-    const auto dirs = test::find_fixture_dirs([](const std::filesystem::path& d) {
-        return test::model_config_names(d, "_class_name", "HunyuanVideoTransformer3DModel") &&
-               std::filesystem::exists(d / "inputs.safetensors");
-    });
+    const auto dirs = test::find_fixture_dirs(test::is_transformer_fixture);
     ASSERT_FALSE(dirs.empty());
+    int streamed_folders = 0;
     for (const auto& dir : dirs) {
         SCOPED_TRACE(dir.string());
         const auto model = HunyuanVideoTransformer::load((dir / "model").string());
-        const WeightStore in = WeightStore::open((dir / "inputs.safetensors").string());
-        TransformerInputs inputs{
-            in.get("hidden_states"),         in.get("timestep"),
-            in.get("encoder_hidden_states"), in.get("encoder_attention_mask"),
-            in.get("pooled_projections"),    in.contains("guidance") ? in.get("guidance") : Tensor()};
+        const TransformerInputs inputs = fixture_inputs(dir);
         const size_t n = model.weight_block_count();
         ASSERT_GE(n, 3u);
         TransformerPass pass;
@@ -324,8 +319,13 @@ TEST(ResidencyManager, TransformerPassesThatSkipBlocksStream) {
         const Tensor skipped = model.forward(cpu_backend(), inputs, {}, nullptr, pass);
         EXPECT_GT(test::compare(skipped, full).max_abs, 0.0);
 
-        size_t largest = 0;
-        for (const auto& blk : model.weight_blocks()) largest = std::max(largest, device_block_bytes(blk));
+        size_t largest = 0, total = 0;
+        for (const auto& blk : model.weight_blocks())
+            largest = std::max(largest, device_block_bytes(blk)), total += device_block_bytes(blk);
+        // A two-buffer ring of the largest block must be smaller than the model for anything to stream (with
+        // quantized blocks and dense embedders it may not be).
+        if (2 * largest >= total) continue;
+        ++streamed_folders;
         VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});
         NullBackend planner(space);
         model.forward(planner, inputs);
@@ -353,4 +353,5 @@ TEST(ResidencyManager, TransformerPassesThatSkipBlocksStream) {
         bad.skip = {n - 1};
         EXPECT_THROW(model.pass_order(bad), InputError);
     }
+    EXPECT_GT(streamed_folders, 0) << "no fixture model large enough to stream";
 }

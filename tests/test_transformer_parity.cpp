@@ -1,6 +1,7 @@
 // Parity of the HunyuanVideo transformer with the diffusers reference, on every fixture folder found by
-// content (model/config.json with _class_name HunyuanVideoTransformer3DModel, plus inputs.safetensors and
-// output.safetensors), and the model's load-time and input errors.
+// content (inputs.safetensors, output.safetensors and a model/ holding a transformer in any layout the engine
+// reads: a diffusers folder, or one safetensors / GGUF file in diffusers or original names, quantized or not),
+// and the model's load-time and input errors.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -20,9 +21,15 @@ using namespace sr;
 namespace {
 
 std::vector<fs::path> transformer_fixtures() {
+    return test::find_fixture_dirs(test::is_transformer_fixture);
+}
+
+// The ones in the diffusers folder layout (config.json beside sharded or single safetensors), which the load
+// error tests rewrite.
+std::vector<fs::path> diffusers_fixtures() {
     return test::find_fixture_dirs([](const fs::path& d) {
-        return test::model_config_names(d, "_class_name", "HunyuanVideoTransformer3DModel") &&
-               fs::exists(d / "inputs.safetensors") && fs::exists(d / "output.safetensors");
+        return test::is_transformer_fixture(d) &&
+               test::model_config_names(d, "_class_name", "HunyuanVideoTransformer3DModel");
     });
 }
 
@@ -168,7 +175,7 @@ std::string load_error(const fs::path& dir) {
 }  // namespace
 
 TEST(TransformerLoad, MissingTensorIsNamed) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path dir = rewrite_model(fixtures[0] / "model", "missing", [](auto& t) {
         std::erase_if(t, [](const auto& p) { return p.first == "transformer_blocks.0.attn.to_k.weight"; });
@@ -178,7 +185,7 @@ TEST(TransformerLoad, MissingTensorIsNamed) {
 }
 
 TEST(TransformerLoad, MisshapenTensorIsNamed) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path dir = rewrite_model(fixtures[0] / "model", "misshapen", [](auto& t) {
         for (auto& [n, v] : t)
@@ -189,7 +196,7 @@ TEST(TransformerLoad, MisshapenTensorIsNamed) {
 }
 
 TEST(TransformerLoad, WrongDtypeIsNamed) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path dir = rewrite_model(fixtures[0] / "model", "wrongdtype", [](auto& t) {
         for (auto& [n, v] : t)
@@ -200,7 +207,7 @@ TEST(TransformerLoad, WrongDtypeIsNamed) {
 }
 
 TEST(TransformerLoad, ExtraTensorIsReported) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path dir = rewrite_model(fixtures[0] / "model", "extra", [](auto& t) {
         t.emplace_back("lora_unexpected.weight", Tensor::zeros({2, 2}, DType::F32));
@@ -211,7 +218,7 @@ TEST(TransformerLoad, ExtraTensorIsReported) {
 }
 
 TEST(TransformerLoad, BadConfigValueIsNamed) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path dir = test::scratch_dir("badconfig");
     Json cfg = load_json_file((fixtures[0] / "model" / "config.json").string());
@@ -269,7 +276,7 @@ TEST(TransformerCost, RealModelAt544x960x97MatchesDesignEstimate) {
 // The released SkyReels folders hold the transformer at their root; a diffusers pipeline folder holds it
 // in transformer/. Both load unchanged.
 TEST(TransformerLoad, PipelineFolderWithTransformerSubfolder) {
-    const auto fixtures = transformer_fixtures();
+    const auto fixtures = diffusers_fixtures();
     ASSERT_FALSE(fixtures.empty());
     const fs::path root = test::scratch_dir("pipeline_layout");
     fs::create_directories(root / "transformer");
@@ -283,7 +290,7 @@ TEST(TransformerLoad, PipelineFolderWithTransformerSubfolder) {
 // Weights stay in the memory-mapped files: loading copies only the small f32 vectors (biases, norm
 // weights), never the matrices, so owned host memory grows by far less than the checkpoint's size.
 TEST(TransformerLoad, WeightsStayMemoryMapped) {
-    for (const fs::path& dir : transformer_fixtures()) {
+    for (const fs::path& dir : diffusers_fixtures()) {
         SCOPED_TRACE(dir.string());
         const WeightStore store = WeightStore::open((dir / "model").string());
         size_t checkpoint_bytes = 0, vector_bytes = 0;
@@ -299,6 +306,27 @@ TEST(TransformerLoad, WeightsStayMemoryMapped) {
                                        << " byte checkpoint";
         EXPECT_LT(grown, checkpoint_bytes / 4);
     }
+}
+
+// Single checkpoint files (original names, FP8, GGUF blocks) stay mapped too: quantized matrices are bound as
+// their stored bytes and fused q,k,v rows as views. What load may copy: norms and biases widened to f32, the
+// final layer's swapped halves (2 x width^2 values) and tensors of other kinds dequantized at load; a quarter
+// of the file bounds all of it for these models, where a dequantized copy of the blocks would be several
+// times the file.
+TEST(TransformerLoad, SingleFileAndQuantizedWeightsStayMapped) {
+    int checked = 0;
+    for (const fs::path& dir : transformer_fixtures()) {
+        if (!test::single_checkpoint_model(dir)) continue;
+        SCOPED_TRACE(dir.string());
+        size_t file_bytes = 0;
+        for (const auto& e : fs::directory_iterator(dir / "model")) file_bytes += size_t(e.file_size());
+        const size_t before = host_allocator().in_use_bytes();
+        const auto model = HunyuanVideoTransformer::load((dir / "model").string());
+        const size_t grown = host_allocator().in_use_bytes() - before;
+        EXPECT_LT(grown, file_bytes / 4) << "load copied " << grown << " bytes of a " << file_bytes << " byte file";
+        ++checked;
+    }
+    EXPECT_GT(checked, 0) << "no single-file transformer fixture";
 }
 
 // A model made up by WeightBinder::random runs end to end and is deterministic for a seed.

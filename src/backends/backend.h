@@ -48,6 +48,10 @@ public:
     void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
         run(LinearOp{x, weight, bias, y});
     }
+    void quant_linear(const Tensor& x, const Tensor& weight, std::optional<QuantType> block, int64_t K,
+                      const Tensor* scale, const Tensor* bias, Tensor& y) {
+        run(QuantLinearOp{x, weight, block, K, scale, bias, y});
+    }
     void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
                    float scale) {
         run(AttentionOp{q, k, v, out, mask, scale});

@@ -17,6 +17,29 @@ LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bi
     return {K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1), N, K};
 }
 
+LinearShape check_quant_linear(const QuantLinearOp& op) {
+    const Tensor &x = op.x, &w = op.weight, &y = op.y;
+    const int64_t K = op.K;
+    SR_ASSERT(w.rank() == 2 && w.is_contiguous() && K > 0, "quant_linear weight {} for K={}", w.describe(), K);
+    const int64_t N = w.dim(0);
+    if (op.block) {
+        SR_ASSERT(w.dtype() == DType::Bool && quant_row_fits(*op.block, K) &&
+                      size_t(w.dim(1)) == quant_row_bytes(*op.block, K) && !op.scale,
+                  "quant_linear {} rows {} for K={}", quant_info(*op.block).name, w.describe(), K);
+    } else {
+        SR_ASSERT(w.dtype() == DType::F8_E4M3 && w.dim(1) == K, "quant_linear FP8 weight {} for K={}", w.describe(), K);
+        SR_ASSERT(!op.scale || (dtype_is_float(op.scale->dtype()) && op.scale->is_contiguous() &&
+                                (op.scale->numel() == 1 || op.scale->numel() == N)),
+                  "quant_linear scale {} for {} rows", op.scale ? op.scale->describe() : "", N);
+    }
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
+                  x.dim(-1) == K && y.dim(-1) == N && x.numel() / K == y.numel() / std::max<int64_t>(N, 1),
+              "quant_linear {} x W[{},{}]^T -> {}", x.describe(), N, K, y.describe());
+    SR_ASSERT(!op.bias || op.bias->numel() == N, "quant_linear bias {} for N={}", op.bias ? op.bias->describe() : "",
+              N);
+    return {x.numel() / K, N, K};
+}
+
 void check_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, std::array<int64_t, 3> stride,
                   std::array<int64_t, 3> padding, const Tensor& y) {
     SR_ASSERT(x.rank() == 5 && w.rank() == 5 && y.rank() == 5, "conv3d on {} * {} -> {}", x.describe(), w.describe(),

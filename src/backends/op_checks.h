@@ -16,6 +16,9 @@ struct LinearShape {
 // x [..., K] and y [..., N] contiguous f32 with as many rows, weight contiguous [N, K] f32/bf16/f16 (no fp8),
 // bias N values.
 LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y);
+// The same for a quantized weight: contiguous FP8 codes [N, K] with an optional float scale of 1 or N values,
+// or contiguous block rows [N, quant_row_bytes(block, K)] (Bool) without a scale.
+LinearShape check_quant_linear(const QuantLinearOp& op);
 
 // x [B,C,F,H,W] and y [B,O,F',H',W'] contiguous f32, weight [O,C,kt,kh,kw] of a float dtype, the output size
 // that stride and padding give, bias O values.

@@ -19,10 +19,12 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <string_view>
 #include <variant>
 #include <vector>
 
+#include "core/quant.h"
 #include "core/tensor.h"
 
 namespace sr {
@@ -91,6 +93,26 @@ struct LinearOp {
     Tensor& y;
     auto tensors() const {
         return std::array<OpTensorArg, 4>{{{"x", &x}, {"weight", &weight}, {"bias", bias}, {"y", &y}}};
+    }
+    double flops() const { return 2.0 * double(x.numel()) * double(weight.dim(0)); }
+};
+
+// y[..., N] = x[..., K] @ W^T (+ bias[N]) with W [N, K] stored quantized (core/dequantize.h): FP8 e4m3
+// codes [N, K] times `scale` (one value or one per row, the product rounded to the scale's dtype; no scale:
+// 1), or, with `block`, N rows of that block type [N, quant_row_bytes(block, K)] (Bool bytes). A backend
+// dequantizes a block of rows at a time into its GEMM's input precision, never the whole matrix.
+struct QuantLinearOp {
+    static constexpr std::string_view kName = "quant_linear";
+    const Tensor& x;
+    const Tensor& weight;
+    std::optional<QuantType> block;
+    int64_t K;
+    const Tensor* scale;
+    const Tensor* bias;
+    Tensor& y;
+    auto tensors() const {
+        return std::array<OpTensorArg, 5>{
+            {{"x", &x}, {"weight", &weight}, {"scale", scale}, {"bias", bias}, {"y", &y}}};
     }
     double flops() const { return 2.0 * double(x.numel()) * double(weight.dim(0)); }
 };
@@ -293,10 +315,10 @@ using MulOp = InPlaceBinaryOp<"mul">;
 // them all (SR_DECLARE_OP_KERNELS).
 // clang-format off
 #define SR_OPS(FIRST, NEXT)                                                                                      \
-    FIRST(LinearOp) NEXT(AttentionOp) NEXT(LayerNormOp) NEXT(RmsNormOp) NEXT(RopeInterleavedOp) NEXT(GeluTanhOp) \
-    NEXT(SiluOp) NEXT(ModulateOp) NEXT(GatedResidualOp) NEXT(AddOp) NEXT(PatchEmbed3dOp) NEXT(TimestepEmbeddingOp) \
-    NEXT(CopyOp) NEXT(Conv3dOp) NEXT(Pad3dReplicateOp) NEXT(GroupNormOp) NEXT(UpsampleNearest3dOp) NEXT(EmbeddingOp) \
-    NEXT(RopeHalfOp) NEXT(QuickGeluOp) NEXT(MulOp)
+    FIRST(LinearOp) NEXT(QuantLinearOp) NEXT(AttentionOp) NEXT(LayerNormOp) NEXT(RmsNormOp)                     \
+    NEXT(RopeInterleavedOp) NEXT(GeluTanhOp) NEXT(SiluOp) NEXT(ModulateOp) NEXT(GatedResidualOp) NEXT(AddOp)      \
+    NEXT(PatchEmbed3dOp) NEXT(TimestepEmbeddingOp) NEXT(CopyOp) NEXT(Conv3dOp) NEXT(Pad3dReplicateOp)             \
+    NEXT(GroupNormOp) NEXT(UpsampleNearest3dOp) NEXT(EmbeddingOp) NEXT(RopeHalfOp) NEXT(QuickGeluOp) NEXT(MulOp)
 // clang-format on
 #define SR_OP_ALTERNATIVE_FIRST(Op) Op
 #define SR_OP_ALTERNATIVE_NEXT(Op) , Op

@@ -700,4 +700,41 @@ void write_gguf(const std::string& path, const GgufMetadata& metadata,
     SR_THROW_IF(ec, "{}: cannot rename into place: {}", path, ec.message());
 }
 
+GgufStore GgufStore::open(const std::string& path) {
+    GgufStore s;
+    s.file_ = GgufFile::open(path);
+    return s;
+}
+
+const GgufTensorInfo& GgufStore::entry(std::string_view name) const {
+    const GgufTensorInfo* e = file_->find(name);
+    SR_THROW_IF(!e, "{}: missing tensor '{}'", source(), name);
+    return *e;
+}
+
+TensorInfo GgufStore::info(std::string_view name) const {
+    const GgufTensorInfo& e = entry(name);
+    return {e.shape, e.dtype, e.quant, false};
+}
+
+StoredTensor GgufStore::stored(std::string_view name) const {
+    const GgufTensorInfo& e = entry(name);
+    used_.insert(std::string(name));
+    GgufTensor t = file_->tensor(e);
+    return {{t.shape, t.data.dtype(), t.quant, false}, std::move(t.data), Tensor()};
+}
+
+std::vector<std::string> GgufStore::names() const {
+    std::vector<std::string> out;
+    for (const GgufTensorInfo& e : file_->tensors()) out.push_back(e.name);
+    return out;
+}
+
+std::vector<std::string> GgufStore::unused_names() const {
+    std::vector<std::string> out;
+    for (const GgufTensorInfo& e : file_->tensors())
+        if (!used_.count(e.name)) out.push_back(e.name);
+    return out;
+}
+
 }  // namespace sr

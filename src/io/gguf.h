@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -32,6 +33,7 @@
 
 #include "core/quant.h"
 #include "core/tensor.h"
+#include "io/tensor_source.h"
 
 namespace sr {
 
@@ -170,6 +172,25 @@ private:
     std::shared_ptr<MappedFile> file_;
     GgufHeader header_;
     std::map<std::string, size_t, std::less<>> by_name_;
+};
+
+// A GGUF file as a TensorSource (io/tensor_source.h): block types stay quantized (their rows' bytes), dense
+// types are views of the mapping.
+class GgufStore final : public TensorSource {
+public:
+    static GgufStore open(const std::string& path);
+    const GgufFile& file() const { return *file_; }
+    const std::string& source() const override { return file_->path(); }
+    bool contains(std::string_view name) const override { return file_->find(name) != nullptr; }
+    TensorInfo info(std::string_view name) const override;
+    StoredTensor stored(std::string_view name) const override;
+    std::vector<std::string> names() const override;
+    std::vector<std::string> unused_names() const override;
+
+private:
+    const GgufTensorInfo& entry(std::string_view name) const;
+    std::shared_ptr<GgufFile> file_;
+    mutable std::set<std::string, std::less<>> used_;
 };
 
 // The values of `t` as a new f32 tensor of its logical shape: dense types converted, block types dequantized.

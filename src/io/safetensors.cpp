@@ -266,6 +266,34 @@ Tensor WeightStore::get(std::string_view name) const {
     return files_[it->second.file]->tensor(*it->second.entry);
 }
 
+std::string WeightStore::scale_name(std::string_view name) const {
+    if (entry(name).dtype != DType::F8_E4M3 || !name.ends_with(".weight")) return {};
+    const std::string base(name.substr(0, name.size() - 7));
+    for (const char* suffix : {".scale_weight", ".weight_scale"})
+        if (contains(base + suffix)) return base + suffix;
+    return {};
+}
+
+TensorInfo WeightStore::info(std::string_view name) const {
+    const SafetensorsEntry& e = entry(name);
+    return {e.shape, e.dtype, std::nullopt, !scale_name(name).empty()};
+}
+
+StoredTensor WeightStore::stored(std::string_view name) const {
+    StoredTensor t{info(name), get(name), Tensor()};
+    if (t.info.scaled) {
+        const std::string s = scale_name(name);
+        t.scale = get(s);
+        const int64_t rows = t.info.shape.rank()
+                                 ? t.info.shape.numel() / std::max<int64_t>(t.info.shape[t.info.shape.rank() - 1], 1)
+                                 : 1;
+        SR_THROW_IF(!dtype_is_float(t.scale.dtype()) || (t.scale.numel() != 1 && t.scale.numel() != rows),
+                    "{}: scale '{}' of FP8 tensor '{}' is {}; expected one float or one per row ({})", source_, s, name,
+                    t.scale.describe(), rows);
+    }
+    return t;
+}
+
 std::optional<Tensor> WeightStore::get_optional(std::string_view name) const {
     if (!contains(name)) return std::nullopt;
     return get(name);
@@ -280,7 +308,7 @@ std::vector<std::string> WeightStore::names() const {
 std::vector<std::string> WeightStore::unused_names() const {
     std::vector<std::string> out;
     for (const auto& [k, v] : index_)
-        if (!used_.count(k)) out.push_back(k);
+        if (!used_.count(k) && k != "scaled_fp8") out.push_back(k);  // ComfyUI's format marker
     return out;
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/tensor_source.h"
 
 namespace sr {
 
@@ -79,8 +80,10 @@ private:
     std::map<std::string, size_t, std::less<>> by_name_;
 };
 
-// All tensors of a checkpoint, across shards, by name.
-class WeightStore {
+// All tensors of a checkpoint, across shards, by name. As a TensorSource, an F8_E4M3 weight "<x>.weight"
+// with a "<x>.scale_weight" or "<x>.weight_scale" beside it is ComfyUI's scaled FP8: stored() returns the
+// codes with that scale (and the scale counts as used).
+class WeightStore final : public TensorSource {
 public:
     // `path`: a .safetensors file, a .safetensors.index.json, or a folder holding either (the folder's
     // index wins; otherwise all its .safetensors files are opened, and a name found twice is an error).
@@ -88,20 +91,24 @@ public:
     // Several tensor files read as one (e.g. fixtures' inputs.safetensors).
     static WeightStore open_files(const std::vector<std::string>& files);
 
-    bool contains(std::string_view name) const;
+    bool contains(std::string_view name) const override;
+    TensorInfo info(std::string_view name) const override;
+    StoredTensor stored(std::string_view name) const override;
     // The tensor, or InputError naming it and the checkpoint.
     Tensor get(std::string_view name) const;
     std::optional<Tensor> get_optional(std::string_view name) const;
     const SafetensorsEntry& entry(std::string_view name) const;
-    std::vector<std::string> names() const;
+    std::vector<std::string> names() const override;
     // Names never fetched with get(): extra tensors the model did not expect.
-    std::vector<std::string> unused_names() const;
-    const std::string& source() const { return source_; }
+    std::vector<std::string> unused_names() const override;
+    const std::string& source() const override { return source_; }
     // Total bytes of tensor data per dtype.
     std::map<DType, size_t> bytes_by_dtype() const;
     size_t file_count() const { return files_.size(); }
 
 private:
+    // The scale tensor of scaled FP8 weight `name`, or "" when it has none.
+    std::string scale_name(std::string_view name) const;
     struct Location {
         size_t file = 0;
         const SafetensorsEntry* entry = nullptr;

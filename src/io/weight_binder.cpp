@@ -4,7 +4,7 @@
 
 namespace sr {
 
-WeightBinder::WeightBinder(const WeightStore& store, std::optional<DType> storage_dtype, Allocator* planning_space)
+WeightBinder::WeightBinder(const TensorSource& store, std::optional<DType> storage_dtype, Allocator* planning_space)
     : store_(&store), planning_space_(planning_space), storage_dtype_(storage_dtype) {}
 
 WeightBinder WeightBinder::shapes_only(DType stored, Allocator& planning_space) {
@@ -56,18 +56,18 @@ Tensor WeightBinder::make_up(const std::string& name, const Shape& expected, DTy
     return t;
 }
 
-Tensor WeightBinder::fetch(const std::string& name, const Shape& expected) {
-    const WeightStore& store = *store_;
+TensorInfo WeightBinder::check(const std::string& name, const Shape& expected) {
+    const TensorSource& store = *store_;
     SR_THROW_IF(!store.contains(name), "{}: missing tensor '{}' (expected shape {})", store.source(), name,
                 expected.str());
-    const SafetensorsEntry& e = store.entry(name);
-    SR_THROW_IF(!(e.shape == expected), "{}: tensor '{}' has shape {} but the config implies {}", store.source(), name,
-                e.shape.str(), expected.str());
-    SR_THROW_IF(!dtype_is_float(e.dtype) || e.dtype == DType::F8_E4M3,
-                "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16", store.source(), name,
-                dtype_safetensors_name(e.dtype));
+    const TensorInfo info = store.info(name);
+    SR_THROW_IF(!(info.shape == expected), "{}: tensor '{}' has shape {} but the config implies {}", store.source(),
+                name, info.shape.str(), expected.str());
+    SR_THROW_IF(!info.block && !dtype_is_float(info.dtype),
+                "{}: tensor '{}' has dtype {}; expected F32, BF16, F16, F8_E4M3 or a GGUF block type", store.source(),
+                name, dtype_safetensors_name(info.dtype));
     parameters_ += expected.numel();
-    return store.get(name);
+    return info;
 }
 
 Tensor WeightBinder::planned(const Shape& shape, DType dtype, DType stored, const std::string& name) {
@@ -85,29 +85,60 @@ Tensor WeightBinder::tensor(const std::string& name, const Shape& expected) {
             parameters_ += expected.numel();
             return planned(expected, *storage_dtype_, *storage_dtype_, name);
         }
-        const DType stored = fetch(name, expected).dtype();
-        return planned(expected, storage_dtype_.value_or(stored), stored, name);
+        const TensorInfo info = check(name, expected);
+        const bool as_stored = !info.block && info.dtype != DType::F8_E4M3 && !info.scaled;
+        const DType stored = as_stored ? info.dtype : DType::F32;
+        return planned(expected, storage_dtype_.value_or(stored), as_stored ? stored : DType::Bool, name);
     }
     if (!store_) {
         parameters_ += expected.numel();
         return make_up(name, expected, storage_dtype_.value_or(DType::F32));
     }
-    Tensor t = fetch(name, expected);
-    if (storage_dtype_ && t.dtype() != *storage_dtype_) return t.to(*storage_dtype_);
-    return t;
+    check(name, expected);
+    const StoredTensor st = store_->stored(name);
+    if (st.info.block || st.info.dtype == DType::F8_E4M3) {
+        const Tensor f = dequantize_to_f32(st);
+        return storage_dtype_ && *storage_dtype_ != DType::F32 ? f.to(*storage_dtype_) : f;
+    }
+    if (storage_dtype_ && st.data.dtype() != *storage_dtype_) return st.data.to(*storage_dtype_);
+    return st.data;
 }
 
 Tensor WeightBinder::small_f32(const std::string& name, const Shape& expected) {
     if (planning_space_) {
         if (!store_) parameters_ += expected.numel();
-        return planned(expected, DType::F32, store_ ? fetch(name, expected).dtype() : *storage_dtype_, name);
+        const DType stored = store_ ? check(name, expected).dtype : *storage_dtype_;
+        return planned(expected, DType::F32, stored, name);
     }
     if (!store_) {
         parameters_ += expected.numel();
         return make_up(name, expected, DType::F32);
     }
-    Tensor t = fetch(name, expected);
-    return t.dtype() == DType::F32 ? t : t.to(DType::F32);
+    check(name, expected);
+    const StoredTensor st = store_->stored(name);
+    if (st.data.dtype() == DType::F32 && !st.info.block && !st.info.scaled) return st.data;
+    return dequantize_to_f32(st);
+}
+
+Tensor WeightBinder::owned(const Shape& shape, DType dtype, const std::string& name) {
+    return Tensor::empty(shape, dtype, planning_space_ ? *planning_space_ : host_allocator(), name);
+}
+
+StoredTensor WeightBinder::matrix(const std::string& name, const Shape& expected) {
+    auto quantized = [](const TensorInfo& i) { return i.block || i.dtype == DType::F8_E4M3; };
+    if (!store_ || !store_->contains(name) || !quantized(store_->info(name))) {
+        const Tensor t = tensor(name, expected);  // checks (a missing tensor is named there), counts, converts
+        return {{expected, t.dtype(), std::nullopt, false}, t, Tensor()};
+    }
+    const TensorInfo info = check(name, expected);
+    if (!planning_space_) return store_->stored(name);
+    // A plan holds a quantized matrix's stored bytes, as a view of the file.
+    const int64_t cols = expected[expected.rank() - 1], rows = expected.numel() / std::max<int64_t>(cols, 1);
+    StoredTensor st{info, Tensor(), Tensor()};
+    st.data = info.block ? planned({rows, int64_t(quant_row_bytes(*info.block, cols))}, DType::Bool, DType::Bool, name)
+                         : planned(expected, DType::F8_E4M3, DType::F8_E4M3, name);
+    if (info.scaled) st.scale = planned({rows}, DType::F32, DType::F32, name + " scale");
+    return st;
 }
 
 }  // namespace sr

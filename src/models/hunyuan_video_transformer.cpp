@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "core/log.h"
+#include "models/hunyuan_video_checkpoint.h"
 #include "models/hunyuan_video_rope.h"
 
 namespace sr {
@@ -31,28 +32,26 @@ std::string resolve_transformer_dir(const std::string& path) {
 }
 
 HunyuanVideoTransformer HunyuanVideoTransformer::load(const std::string& path, const TransformerLoadOptions& options) {
-    const std::string dir = resolve_transformer_dir(path);
-    const std::string config_path = (fs::path(dir) / "config.json").string();
-    const Json j = load_json_file(config_path);
-    const std::string cls = json_string_or(j, "_class_name", "", config_path);
-    SR_THROW_IF(!cls.empty() && cls != "HunyuanVideoTransformer3DModel",
-                "{}: _class_name is '{}', not HunyuanVideoTransformer3DModel", config_path, cls);
-    const HunyuanVideoConfig config = HunyuanVideoConfig::from_json(j, config_path);
-    const WeightStore store = WeightStore::open(dir);
-    return HunyuanVideoTransformer(config, store, options);
+    const TransformerCheckpoint ckpt = open_transformer_checkpoint(path);
+    if (ckpt.layout != "diffusers" || ckpt.config_inferred)
+        SR_LOG_INFO("{}: {} layout{}", ckpt.source->source(), ckpt.layout,
+                    ckpt.config_inferred ? ", config inferred from the tensor shapes" : "");
+    WeightBinder binder(*ckpt.source, options.weight_dtype, options.planning_space);
+    return HunyuanVideoTransformer(ckpt.config, binder, options.quant);
 }
 
-HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
+HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const TensorSource& store,
                                                  const TransformerLoadOptions& options)
     : config_(config) {
     WeightBinder binder(store, options.weight_dtype, options.planning_space);
-    *this = HunyuanVideoTransformer(config, binder);
+    *this = HunyuanVideoTransformer(config, binder, options.quant);
 }
 
-HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder)
+HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder,
+                                                 LinearQuant quant)
     : config_(config) {
     config_.validate(binder.source());
-    bind(binder);
+    bind(binder, quant);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
     for (const auto& name : unused_)
@@ -161,10 +160,10 @@ void HunyuanVideoTransformer::with_block(Self& self, size_t i, F&& f) {
     f(self.head_, std::string("output_head"), std::string());
 }
 
-void HunyuanVideoTransformer::bind(WeightBinder& binder) {
+void HunyuanVideoTransformer::bind(WeightBinder& binder, LinearQuant quant) {
     dual_blocks_.resize(size_t(config_.num_layers));
     single_blocks_.resize(size_t(config_.num_single_layers));
-    BindWeights bind(binder);
+    BindWeights bind(binder, quant);
     for (size_t i = 0; i < weight_block_count(); ++i)
         with_block(*this, i,
                    [&](auto& block, const std::string&, const std::string& prefix) { declare(bind, block, prefix); });

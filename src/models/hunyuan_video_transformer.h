@@ -47,18 +47,22 @@ struct TransformerLoadOptions {
     std::optional<DType> weight_dtype;
     // Memory planning: bind every weight to this address space (core/virtual_allocator.h) and read none.
     Allocator* planning_space = nullptr;
+    // Quantize the dense linear weights at load (LinearQuant::Float8WeightOnly: SkyReels' --quant).
+    LinearQuant quant = LinearQuant::None;
 };
 
 class HunyuanVideoTransformer {
 public:
-    // `path`: a transformer folder (config.json + safetensors, sharded or not), or a diffusers pipeline folder
-    // with a transformer/ subfolder. Throws InputError naming the file, tensor or field at fault.
+    // `path`: a transformer folder (config.json + safetensors, sharded or not), a diffusers pipeline folder
+    // with a transformer/ subfolder, or one checkpoint file in any layout models/hunyuan_video_checkpoint.h
+    // reads (original HunyuanVideo names, FP8, GGUF). Throws InputError naming the file, tensor or field.
     static HunyuanVideoTransformer load(const std::string& path, const TransformerLoadOptions& options = {});
-    // Binds the weights of `store` for `config`.
-    HunyuanVideoTransformer(const HunyuanVideoConfig& config, const WeightStore& store,
+    // Binds the weights of `store` (under diffusers' names) for `config`.
+    HunyuanVideoTransformer(const HunyuanVideoConfig& config, const TensorSource& store,
                             const TransformerLoadOptions& options = {});
     // Binds whatever `binder` provides (a checkpoint, or made-up weights: WeightBinder::random).
-    HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder);
+    HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder,
+                            LinearQuant quant = LinearQuant::None);
     // A model with made-up weights in `dtype`, for benchmarks and the demo.
     static HunyuanVideoTransformer random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed = 0);
 
@@ -131,7 +135,7 @@ private:
     template <class Block>
     Block rebind(const Block& block, const std::vector<Tensor>& tensors) const;
 
-    void bind(WeightBinder& binder);
+    void bind(WeightBinder& binder, LinearQuant quant);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
     Tensor silu(Backend& be, const Tensor& x) const;
     // `text`: the text embeddings on the host, contiguous f32 (the masked mean is taken there).

@@ -6,6 +6,10 @@ const char* weight_format_name(WeightFormat format) {
     switch (format) {
         case WeightFormat::Dense:
             return "dense";
+        case WeightFormat::F8:
+            return "f8";
+        case WeightFormat::Block:
+            return "block";
     }
     return "?";
 }
@@ -15,8 +19,26 @@ void matmul(Backend& be, const Tensor& x, const LinearWeight& w, const Tensor* b
         case WeightFormat::Dense:
             be.linear(x, w.data, bias, y);
             return;
+        case WeightFormat::F8:
+            be.quant_linear(x, w.data, std::nullopt, w.in, w.scale.defined() ? &w.scale : nullptr, bias, y);
+            return;
+        case WeightFormat::Block:
+            be.quant_linear(x, w.data, w.block, w.in, nullptr, bias, y);
+            return;
     }
     SR_ASSERT(false, "weight format {} has no matmul", int(w.format));
+}
+
+std::string LinearWeight::storage_name() const {
+    switch (format) {
+        case WeightFormat::Dense:
+            return std::string(dtype_name(data.dtype()));
+        case WeightFormat::F8:
+            return scale.defined() ? "f8_e4m3 (scaled)" : "f8_e4m3";
+        case WeightFormat::Block:
+            return std::string(quant_info(block).name);
+    }
+    return "?";
 }
 
 size_t Linear::bytes() const {

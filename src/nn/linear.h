@@ -9,21 +9,32 @@
 // Formats (WeightFormat):
 //   Dense   the checkpoint's float matrix [out, in] (f32/bf16/f16, zero-copy from the mmap or converted at
 //           load), multiplied by the backend's linear op.
-// A format is: an enumerator, the tensors it stores (for_each_tensor: they travel with the weight block to
-// the device), and a case in matmul().
+//   F8      FP8 e4m3 codes [out, in] with an optional scale (one, or one per row: ComfyUI's scaled FP8,
+//           torchao's float8_weight_only), the backend's quant_linear op.
+//   Block   a GGUF block type's rows [out, row bytes] (core/quant.h), the backend's quant_linear op.
+// Quantized weights stay quantized in host memory, in the streaming ring and on the device: quant_linear
+// dequantizes a block of rows at a time inside the GEMM path. A format is: an enumerator, the tensors it
+// stores (for_each_tensor: they travel with the weight block to the device), and a case in matmul().
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "backends/backend.h"
+#include "core/quant.h"
 #include "core/tensor.h"
 
 namespace sr {
 
-enum class WeightFormat : uint8_t { Dense };
+enum class WeightFormat : uint8_t { Dense, F8, Block };
 const char* weight_format_name(WeightFormat format);
+
+// Quantization applied to linear layers at load. Float8WeightOnly: SkyReels' --quant, torchao 0.7.0's
+// float8_weight_only (core/float8_weight_only.h): e4m3 codes with one bf16 scale per output row, for the
+// dense weights of every linear layer (weights stored quantized already are left as they are).
+enum class LinearQuant : uint8_t { None, Float8WeightOnly };
 
 // What a tensor of a layer is, for the binder: a matrix stored as the checkpoint holds it (or in the load's
 // storage dtype), or a small vector (norm weights, biases) that is kept in f32 whatever the file holds.
@@ -32,14 +43,19 @@ enum class WeightKind : uint8_t { Matrix, SmallF32 };
 // A weight matrix in its storage format: logically [out, in].
 struct LinearWeight {
     WeightFormat format = WeightFormat::Dense;
-    Tensor data;  // Dense: [out, in]
+    Tensor data;   // Dense: [out, in] float; F8: [out, in] codes; Block: [out, quant_row_bytes(block, in)] bytes
+    Tensor scale;  // F8: [1] or [out], any float dtype, or undefined (scale 1)
+    QuantType block = QuantType::Q8_0;  // Block only
     int64_t out = 0, in = 0;
 
-    size_t bytes() const { return data.defined() ? data.nbytes() : 0; }
+    size_t bytes() const { return (data.defined() ? data.nbytes() : 0) + (scale.defined() ? scale.nbytes() : 0); }
+    // What the storage is called in reports: "bf16", "f8_e4m3", "Q4_K".
+    std::string storage_name() const;
     // f(suffix, tensor, kind) for every tensor the format stores, in a fixed order (suffix ".weight", ...).
     template <class F>
     void for_each_tensor(F&& f) {
         f(std::string_view(".weight"), data, WeightKind::Matrix);
+        if (scale.defined()) f(std::string_view(".weight_scale"), scale, WeightKind::Matrix);
     }
 };
 

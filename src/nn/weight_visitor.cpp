@@ -1,5 +1,7 @@
 #include "nn/weight_visitor.h"
 
+#include "core/float8_weight_only.h"
+
 namespace sr {
 
 void WeightVisitor::linear(const std::string& name, Linear& l, int64_t, int64_t, bool) {
@@ -14,7 +16,29 @@ void BindWeights::tensor(const std::string& name, Tensor& t, const Shape& shape,
 
 void BindWeights::linear(const std::string& name, Linear& l, int64_t in, int64_t out, bool has_bias) {
     l = Linear{};
-    l.weight = LinearWeight{WeightFormat::Dense, binder_.tensor(name + ".weight", {out, in}), out, in};
+    StoredTensor st = binder_.matrix(name + ".weight", {out, in});
+    LinearWeight& w = l.weight;
+    w.out = out, w.in = in;
+    w.data = std::move(st.data);
+    if (st.info.block) {
+        w.format = WeightFormat::Block;
+        w.block = *st.info.block;
+    } else if (w.data.dtype() == DType::F8_E4M3) {
+        w.format = WeightFormat::F8;
+        w.scale = std::move(st.scale);
+    }
+    if (quant_ == LinearQuant::Float8WeightOnly && w.format == WeightFormat::Dense) {
+        Tensor codes = binder_.owned({out, in}, DType::F8_E4M3, name + ".weight (fp8)");
+        Tensor scales = binder_.owned({out}, DType::BF16, name + ".weight scale");
+        if (!binder_.planning()) {
+            const Tensor dense = w.data.contiguous();
+            quantize_float8_weight_only(dense.raw_data(), dense.dtype(), out, in, codes.data<uint8_t>(),
+                                        scales.data<uint16_t>());
+        }
+        w.format = WeightFormat::F8;
+        w.data = std::move(codes);
+        w.scale = std::move(scales);
+    }
     if (has_bias) l.bias = binder_.small_f32(name + ".bias", {out});
 }
 

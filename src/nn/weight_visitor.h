@@ -39,15 +39,18 @@ public:
 };
 
 // Binds every declared tensor from `binder` (io/weight_binder.h): matrices as the binder stores them, small
-// vectors in f32, linear layers in their storage format.
+// vectors in f32, linear layers in their storage format (or quantized at load, as asked).
 class BindWeights final : public WeightVisitor {
 public:
-    explicit BindWeights(WeightBinder& binder) : binder_(binder) {}
+    // `quant`: quantize dense linear weights at load (LinearQuant::Float8WeightOnly: SkyReels' --quant).
+    explicit BindWeights(WeightBinder& binder, LinearQuant quant = LinearQuant::None)
+        : binder_(binder), quant_(quant) {}
     void tensor(const std::string& name, Tensor& t, const Shape& shape, WeightKind kind) override;
     void linear(const std::string& name, Linear& l, int64_t in, int64_t out, bool has_bias = true) override;
 
 private:
     WeightBinder& binder_;
+    LinearQuant quant_;
 };
 
 // Appends the declared tensors and their names, in declaration order (undefined ones too: a member the

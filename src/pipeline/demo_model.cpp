@@ -92,7 +92,7 @@ Tensor demo_image(int64_t height, int64_t width) {
     return im;
 }
 
-SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransformerSize& size) {
+SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransformerSize& size, LinearQuant quant) {
     // Tokenizers: written to a private scratch folder, loaded, removed.
     std::error_code ec;
     const fs::path dir = fs::temp_directory_path(ec) / ("skyreels-demo-" + std::to_string(::getpid()));
@@ -129,7 +129,7 @@ SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransfor
     llama.max_position_embeddings = 2048;
     llama.validate("demo Llama");
     WeightBinder llama_weights = WeightBinder::random(seed + 1, DType::F32);
-    c.llama = std::make_shared<const LlamaTextEncoder>(llama, llama_weights);
+    c.llama = std::make_shared<const LlamaTextEncoder>(llama, llama_weights, "", quant);
 
     ClipTextConfig clip;
     clip.vocab_size = clip_vocab;
@@ -163,8 +163,8 @@ SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransfor
     const int64_t rope_t = size.head_dim / 8 * 2;
     dit.rope_axes_dim = {rope_t, (size.head_dim - rope_t) / 2, (size.head_dim - rope_t) / 2};
     dit.validate("demo transformer");
-    c.transformer =
-        std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoTransformer::random(dit, DType::F32, seed + 4));
+    WeightBinder transformer_weights = WeightBinder::random(seed + 4, DType::F32);
+    c.transformer = std::make_shared<const HunyuanVideoTransformer>(dit, transformer_weights, quant);
     return SkyReelsPipeline(std::move(c));
 }
 

@@ -25,8 +25,10 @@ struct DemoTransformerSize {
     int64_t dual_blocks = 1, single_blocks = 1;
 };
 
-// The demo model for `task` (T2V: 16 transformer input channels, I2V: 32), weights seeded by `seed`.
-SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed = 0, const DemoTransformerSize& size = {});
+// The demo model for `task` (T2V: 16 transformer input channels, I2V: 32), weights seeded by `seed`;
+// `quant` as PipelineLoadOptions::quant.
+SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed = 0, const DemoTransformerSize& size = {},
+                                    LinearQuant quant = LinearQuant::None);
 
 // Small video settings that the demo model runs in seconds: 128x128, 17 frames, 6 steps, CFG 6.
 GenerationParams demo_params(Task task);

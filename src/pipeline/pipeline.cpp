@@ -142,16 +142,17 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
     };
     tick(0);
     PipelineComponents c;
-    SR_WITH_CONTEXT("loading the transformer from " + o.model,
-                    c.transformer = share(HunyuanVideoTransformer::load(
-                        o.model, {.weight_dtype = o.transformer_dtype, .planning_space = o.planning_space})));
+    SR_WITH_CONTEXT(
+        "loading the transformer from " + o.model,
+        c.transformer = share(HunyuanVideoTransformer::load(
+            o.model, {.weight_dtype = o.transformer_dtype, .planning_space = o.planning_space, .quant = o.quant})));
     tick(1);
     SR_WITH_CONTEXT("loading the VAE from " + (b / "vae").string(),
                     c.vae = share(HunyuanVideoVAE::load((b / "vae").string(), o.planning_space)));
     tick(2);
-    SR_WITH_CONTEXT(
-        "loading the Llama text encoder from " + (b / "text_encoder").string(),
-        c.llama = share(LlamaTextEncoder::load((b / "text_encoder").string(), o.text_encoder_dtype, o.planning_space)));
+    SR_WITH_CONTEXT("loading the Llama text encoder from " + (b / "text_encoder").string(),
+                    c.llama = share(LlamaTextEncoder::load((b / "text_encoder").string(), o.text_encoder_dtype,
+                                                           o.planning_space, o.quant)));
     tick(3);
     SR_WITH_CONTEXT(
         "loading the CLIP text encoder from " + (b / "text_encoder_2").string(),

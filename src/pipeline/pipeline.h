@@ -108,6 +108,8 @@ struct PipelineLoadOptions {
     std::string base;   // the HunyuanVideo folder (text encoders, tokenizers, VAE, scheduler); "" = model
     std::optional<DType> transformer_dtype;  // nullopt: as stored (zero-copy mmap)
     std::optional<DType> text_encoder_dtype;
+    // SkyReels' --quant: the transformer's and the Llama text encoder's linear weights in FP8 at load.
+    LinearQuant quant = LinearQuant::None;
     // Memory planning (--dry-run): every weight is checked against its file's header and bound to this
     // address space (core/virtual_allocator.h); no weight is read.
     Allocator* planning_space = nullptr;

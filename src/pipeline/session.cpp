@@ -171,12 +171,13 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
 
     host_baseline_anon_ = read_host_memory().anon;
     if (options_.demo) {
-        pipe_.emplace(make_demo_pipeline(options_.demo_task, 0, options_.demo_transformer));
+        pipe_.emplace(make_demo_pipeline(options_.demo_task, 0, options_.demo_transformer, options_.quant));
         return;
     }
     PipelineLoadOptions load;
     load.model = options_.model;
     load.base = options_.base;
+    load.quant = options_.quant;
     if (options_.planning_only) {
         // Every weight checked against its file's header and bound to address space: none is read.
         planning_space_ = std::make_unique<VirtualAllocator>("dry-run weights");

@@ -42,6 +42,8 @@ struct SessionOptions {
     bool demo = false;
     Task demo_task = Task::T2V;
     DemoTransformerSize demo_transformer;  // larger: the transformer dominates memory, as at real size
+    // SkyReels' --quant: the transformer's and the Llama encoder's linear weights in FP8 (torchao's rule).
+    LinearQuant quant = LinearQuant::None;
     // Where jobs run: "cpu", "sim" (a simulated accelerator on the CPU: budgets, streaming) or "cuda[:N]".
     std::string device = "cpu";
     // GEMMs with bf16 weights (and attention on CUDA); nullopt: f32 on cpu and sim, bf16 on cuda.

@@ -64,7 +64,7 @@ void LlamaConfig::validate(std::string_view src) const {
 }
 
 LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<DType> weight_dtype,
-                                        Allocator* planning_space) {
+                                        Allocator* planning_space, LinearQuant quant) {
     std::error_code ec;
     SR_THROW_IF(!fs::is_directory(path, ec), "{}: not a folder (expected a Llama text_encoder folder)", path);
     const std::string config_path = (fs::path(path) / "config.json").string();
@@ -77,17 +77,18 @@ LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<D
     // LlamaForCausalLM checkpoints prefix every name with "model." (and add an unused lm_head).
     const std::string prefix = store.contains("model.embed_tokens.weight") ? "model." : "";
     WeightBinder binder(store, weight_dtype, planning_space);
-    LlamaTextEncoder enc(config, binder, prefix);
+    LlamaTextEncoder enc(config, binder, prefix, quant);
     for (const auto& name : binder.unused())
         if (name != "lm_head.weight") SR_LOG_WARN("{}: tensor '{}' is not used by the text encoder", path, name);
     return enc;
 }
 
-LlamaTextEncoder::LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix)
+LlamaTextEncoder::LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix,
+                                   LinearQuant quant)
     : config_(config), prefix_(prefix) {
     config_.validate(binder.source());
     layers_.resize(size_t(config_.num_hidden_layers));
-    BindWeights bind(binder);
+    BindWeights bind(binder, quant);
     for (size_t i = 0; i < weight_block_count(); ++i)
         with_block(*this, i, [&](auto& part, const std::string&) { declare(bind, part, i); });
     parameter_count_ = binder.parameter_count();

@@ -50,10 +50,13 @@ public:
     // without the "model." prefix of LlamaForCausalLM). `weight_dtype`: convert weights at load (nullopt: keep
     // the file's, zero-copy).
     // `planning_space`: bind every weight to this address space and read none (memory planning).
+    // `quant`: quantize the layers' linear weights at load (LinearQuant::Float8WeightOnly: SkyReels' --quant,
+    // which quantizes the text encoder too; embed_tokens and the norms stay as they are).
     static LlamaTextEncoder load(const std::string& path, std::optional<DType> weight_dtype = std::nullopt,
-                                 Allocator* planning_space = nullptr);
+                                 Allocator* planning_space = nullptr, LinearQuant quant = LinearQuant::None);
     // Binds `<prefix>embed_tokens.weight`, `<prefix>layers.N....`, `<prefix>norm.weight` from `binder`.
-    LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix = "");
+    LlamaTextEncoder(const LlamaConfig& config, WeightBinder& binder, const std::string& prefix = "",
+                     LinearQuant quant = LinearQuant::None);
 
     const LlamaConfig& config() const { return config_; }
     int64_t parameter_count() const { return parameter_count_; }

@@ -18,19 +18,44 @@ fs::path fixtures_root() {
     return fs::path(SKYREELS_SOURCE_DIR_SUPPORT) / ".." / "shared" / "fixtures";
 }
 
+fs::path own_fixtures_root() {
+    return fs::path(SKYREELS_SOURCE_DIR_SUPPORT) / "tests" / "fixtures";
+}
+
 std::vector<fs::path> find_fixture_dirs(const std::function<bool(const fs::path&)>& accept) {
     std::vector<fs::path> out;
     std::error_code ec;
-    const fs::path root = fixtures_root();
-    if (!fs::is_directory(root, ec)) return out;
-    if (accept(root)) out.push_back(root);
-    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink, ec);
-         it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        if (ec) break;
-        if (it->is_directory(ec) && accept(it->path())) out.push_back(it->path());
+    for (const fs::path& root : {fixtures_root(), own_fixtures_root()}) {
+        if (!fs::is_directory(root, ec)) continue;
+        if (accept(root)) out.push_back(root);
+        for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink, ec);
+             it != fs::recursive_directory_iterator(); it.increment(ec)) {
+            if (ec) break;
+            if (it->is_directory(ec) && accept(it->path())) out.push_back(it->path());
+        }
     }
     std::sort(out.begin(), out.end());
     return out;
+}
+
+bool single_checkpoint_model(const fs::path& dir) {
+    const fs::path model = dir / "model";
+    std::error_code ec;
+    if (!fs::is_directory(model, ec) || fs::exists(model / "config.json", ec)) return false;
+    int files = 0, checkpoints = 0;
+    for (const auto& e : fs::directory_iterator(model, ec)) {
+        if (!e.is_regular_file(ec)) continue;
+        ++files;
+        const std::string ext = e.path().extension().string();
+        checkpoints += ext == ".safetensors" || ext == ".gguf";
+    }
+    return files == 1 && checkpoints == 1;
+}
+
+bool is_transformer_fixture(const fs::path& dir) {
+    std::error_code ec;
+    return fs::exists(dir / "inputs.safetensors", ec) && fs::exists(dir / "output.safetensors", ec) &&
+           (model_config_names(dir, "_class_name", "HunyuanVideoTransformer3DModel") || single_checkpoint_model(dir));
 }
 
 bool model_config_names(const fs::path& dir, const std::string& key, const std::string& name) {

@@ -15,11 +15,22 @@ namespace sr::test {
 // The fixtures root: $SKYREELS_FIXTURES when set, else <source>/../shared/fixtures.
 std::filesystem::path fixtures_root();
 
-// Every folder under the root (recursively, sorted) for which `accept` returns true.
+// The fixtures this repository makes itself (tests/fixtures: see scripts/fixtures/), searched as well.
+std::filesystem::path own_fixtures_root();
+
+// Every folder under the roots (recursively, sorted) for which `accept` returns true.
 std::vector<std::filesystem::path> find_fixture_dirs(const std::function<bool(const std::filesystem::path&)>& accept);
 
 // True when dir/model/config.json exists and its "_class_name" (or "model_type") equals `name`.
 bool model_config_names(const std::filesystem::path& dir, const std::string& key, const std::string& name);
+
+// dir/model holds exactly one checkpoint file (.safetensors or .gguf) and no config.json: a transformer in one
+// of the single-file layouts.
+bool single_checkpoint_model(const std::filesystem::path& dir);
+
+// A transformer parity folder: inputs.safetensors, output.safetensors and a model/ holding a transformer in
+// any supported layout (a diffusers folder with its config, or one checkpoint file).
+bool is_transformer_fixture(const std::filesystem::path& dir);
 
 // A scratch folder for one test, emptied on creation.
 std::filesystem::path scratch_dir(const std::string& name);

@@ -33,7 +33,8 @@ struct GenerateOptions {
     double guidance = 6.0, embedded_guidance = 1.0;
     int64_t seed = 42;
     bool sequence_batch = false, demo = false, quiet = false;
-    bool quant = false, high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
+    bool high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
+    std::string quant;  // "" (not given), "fp8" (also the bare --quant, as SkyReels spells it) or "none"
     // Memory: where the models run and how their weights get there.
     std::string device = "cpu", offload, host_memory, vram_budget, pinned_budget, precision;
     int prefetch = 1;
@@ -101,6 +102,9 @@ SessionOptions session_options(const GenerateOptions& o, Task task) {
     s.memory = memory_options(o);
     s.sim_bandwidth_gbs = o.sim_bandwidth_gbs;
     s.planning_only = o.dry_run;
+    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;  // SkyReels' bare --quant
+    SR_THROW_IF(!quant.empty() && quant != "fp8" && quant != "none", "--quant {}: expected fp8 or none", quant);
+    if (quant == "fp8") s.quant = LinearQuant::Float8WeightOnly;
     // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
     // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
     if (!o.precision.empty()) {
@@ -156,8 +160,7 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
 
 int run_generate(GenerateOptions& o) {
     // Flags of video_generate.py that select machinery we do not have yet: refuse rather than ignore.
-    const std::pair<bool, const char*> refused[] = {{o.quant, "--quant (FP8 weight quantization)"},
-                                                    {o.compiler_transformer, "--compiler_transformer"},
+    const std::pair<bool, const char*> refused[] = {{o.compiler_transformer, "--compiler_transformer"},
                                                     {o.gpu_num != 1, "--gpu_num other than 1 (multi-GPU parallelism)"}};
     for (const auto& [set, what] : refused) SR_THROW_IF(set, "{} is not implemented yet in skyreels.cpp", what);
     SR_THROW_IF(o.task != "t2v" && o.task != "i2v", "--task {}: must be t2v or i2v", o.task);
@@ -234,7 +237,10 @@ Command add_generate_command(CLI::App& app) {
                   "Run the CFG rows one after the other (same result, half the activation memory)");
     cmd->add_flag("--demo", o->demo, "Run a tiny built-in random-weight model (no files needed)");
     cmd->add_flag("--quiet,-q", o->quiet, "No progress line and no summary");
-    cmd->add_flag("--quant", o->quant, "(not implemented yet: refused)");
+    cmd->add_option("--quant", o->quant,
+                    "fp8 (also bare --quant, as SkyReels): the transformer's and the text encoder's linear weights in "
+                    "FP8 e4m3 with a scale per row, as SkyReels' --quant (torchao float8_weight_only); none: as stored")
+        ->expected(0, 1);
     cmd->add_option("--device", o->device,
                     "cpu, sim (a simulated accelerator on the CPU: budgets, streaming) or cuda[:N]")
         ->capture_default_str();

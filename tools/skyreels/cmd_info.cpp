@@ -5,6 +5,7 @@
 
 #include "core/allocator.h"
 #include "core/error.h"
+#include "models/hunyuan_video_checkpoint.h"
 #include "models/hunyuan_video_transformer.h"
 #include "tools/skyreels/commands.h"
 
@@ -43,11 +44,14 @@ int run_info(const InfoOptions& o) {
     const HunyuanVideoConfig& c = model.config();
     const ForwardShape shape = latent_shape(o, c);
     const ForwardCost cost = estimate_forward_cost(c, shape);
-    const WeightStore store = WeightStore::open(resolve_transformer_dir(o.model));
+    // The checkpoint's bytes by storage type, as stored (quantized tensors count their quantized bytes).
+    const TransformerCheckpoint ckpt = open_transformer_checkpoint(o.model);
     std::map<std::string, size_t> bytes;
     size_t total = 0;
-    for (const auto& [dt, n] : store.bytes_by_dtype()) {
-        bytes[std::string(dtype_safetensors_name(dt))] = n;
+    for (const std::string& name : ckpt.source->names()) {
+        const TensorInfo info = ckpt.source->info(name);
+        const size_t n = stored_bytes(info);
+        bytes[info.type_name()] += n;
         total += n;
     }
     size_t largest_block = 0;
@@ -56,6 +60,8 @@ int run_info(const InfoOptions& o) {
     if (o.json) {
         Json j;
         j["model"] = o.model;
+        j["layout"] = ckpt.layout;
+        j["config_inferred"] = ckpt.config_inferred;
         j["config"] = c.to_json();
         j["parameters"] = model.parameter_count();
         j["bytes_by_dtype"] = bytes;
@@ -75,7 +81,8 @@ int run_info(const InfoOptions& o) {
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
-    std::printf("model      %s\n", resolve_transformer_dir(o.model).c_str());
+    std::printf("model      %s (%s layout%s)\n", ckpt.source->source().c_str(), ckpt.layout.c_str(),
+                ckpt.config_inferred ? ", config inferred from the tensor shapes" : "");
     std::printf("class      HunyuanVideoTransformer3DModel (%s)\n", c.in_channels == 16 ? "text-to-video"
                                                                     : c.in_channels == 32
                                                                         ? "image-to-video: noise + image latents"
@@ -86,7 +93,7 @@ int run_info(const InfoOptions& o) {
                 long(c.num_attention_heads), long(c.attention_head_dim), long(c.mlp_dim()));
     std::printf("parameters %s (%ld)\n", si(double(model.parameter_count()), "").c_str(),
                 long(model.parameter_count()));
-    std::printf("weights    %s in %zu file(s):", format_bytes(double(total)).c_str(), store.file_count());
+    std::printf("weights    %s:", format_bytes(double(total)).c_str());
     for (const auto& [dt, n] : bytes) std::printf(" %s %s", dt.c_str(), format_bytes(double(n)).c_str());
     std::printf("\n           largest block %s (the unit a streamed run moves at once)\n",
                 format_bytes(double(largest_block)).c_str());
@@ -109,7 +116,9 @@ Command add_info_command(CLI::App& app) {
     auto o = std::make_shared<InfoOptions>();
     CLI::App* cmd =
         app.add_subcommand("info", "Inspect a transformer checkpoint: config, parameters, bytes, forward cost");
-    cmd->add_option("model", o->model, "Transformer folder (or a diffusers pipeline folder with transformer/)")
+    cmd->add_option("model", o->model,
+                    "Transformer folder, diffusers pipeline folder, or one checkpoint file (safetensors in "
+                    "diffusers or original HunyuanVideo names, FP8, GGUF)")
         ->required();
     cmd->add_option("--frames", o->frames, "Video frames for the cost estimate (4k+1)")->capture_default_str();
     cmd->add_option("--height", o->height, "Video height in pixels")->capture_default_str();

@@ -6,6 +6,7 @@
 
 #include "backends/cpu/torch_math.h"
 #include "backends/op_checks.h"
+#include "core/dequantize.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -51,6 +52,50 @@ void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* d
         std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
 }
 
+// n floats (rows of `width`) rounded to bf16, in parallel over rows.
+std::vector<uint16_t> to_bf16(const float* src, int64_t n, int64_t width) {
+    std::vector<uint16_t> out(static_cast<size_t>(n));
+    const int64_t rows = n / std::max<int64_t>(width, 1);
+    parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+            convert_elements(src + r0 * width, DType::F32, out.data() + r0 * width, DType::BF16,
+                             size_t((r1 - r0) * width));
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)));
+    return out;
+}
+
+// y[M, N] = x[M, K] W^T, W produced a block of rows at a time as f32 by rows_to_f32(n0, nb, dst), so that
+// no more than kWidenScratchFloats of it exist at once. BF16 precision rounds x and each block to bf16 and
+// multiplies in bf16 (f32 accumulation).
+template <class RowsToF32>
+void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, float* yd, GemmPrecision precision,
+                        RowsToF32&& rows_to_f32) {
+    const int64_t block = std::min(std::max<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16), N);
+    std::vector<float> scratch(size_t(std::min(block, N) * K));
+    const std::vector<uint16_t> xb = precision == GemmPrecision::BF16 ? to_bf16(xd, M * K, K) : std::vector<uint16_t>();
+    for (int64_t n0 = 0; n0 < N; n0 += block) {
+        const int64_t nb = std::min(block, N - n0);
+        rows_to_f32(n0, nb, scratch.data());
+        if (precision == GemmPrecision::BF16) {
+            const std::vector<uint16_t> wb = to_bf16(scratch.data(), nb * K, K);
+            gemm(M, nb, K, xb.data(), K, wb.data(), K, true, DType::BF16, yd + n0, N, false);
+        } else {
+            gemm(M, nb, K, xd, K, scratch.data(), K, true, DType::F32, yd + n0, N, false);
+        }
+    }
+}
+
+// y[M, N] += bias[N] (any float dtype).
+void add_bias(float* yd, int64_t M, int64_t N, const Tensor* bias) {
+    if (!bias) return;
+    std::vector<float> b(static_cast<size_t>(N));
+    Tensor bt = Tensor::wrap(b.data(), {N}, DType::F32, Device::cpu(), nullptr);
+    bt.copy_from(bias->view({N}));
+    add_bias_rows(yd, M, N, N, b.data());
+}
+
 }  // namespace
 
 void CpuBackend::exec(const LinearOp& op) {
@@ -63,31 +108,33 @@ void CpuBackend::exec(const LinearOp& op) {
     if (weight.dtype() == DType::F32) {
         gemm(M, N, K, xd, K, weight.raw_data(), K, true, DType::F32, yd, N, false);
     } else if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
-        std::vector<uint16_t> xb(size_t(M * K));
-        parallel_for(
-            M,
-            [&](int64_t r0, int64_t r1) {
-                convert_elements(xd + r0 * K, DType::F32, xb.data() + r0 * K, DType::BF16, size_t((r1 - r0) * K));
-            },
-            std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+        const std::vector<uint16_t> xb = to_bf16(xd, M * K, K);
         gemm(M, N, K, xb.data(), K, weight.raw_data(), K, true, DType::BF16, yd, N, false);
     } else {
         SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
         // Widen a block of weight rows (output columns) at a time and multiply it.
-        const int64_t block = std::min(std::max<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16), N);
-        std::vector<float> scratch(size_t(std::min(block, N) * K));
-        for (int64_t n0 = 0; n0 < N; n0 += block) {
-            const int64_t nb = std::min(block, N - n0);
-            widen_rows(weight, n0, nb, K, scratch.data());
-            gemm(M, nb, K, xd, K, scratch.data(), K, true, DType::F32, yd + n0, N, false);
-        }
+        gemm_by_row_blocks(M, N, K, xd, yd, GemmPrecision::F32,
+                           [&](int64_t n0, int64_t nb, float* dst) { widen_rows(weight, n0, nb, K, dst); });
     }
-    if (bias) {
-        std::vector<float> b(static_cast<size_t>(N));
-        Tensor bt = Tensor::wrap(b.data(), {N}, DType::F32, Device::cpu(), nullptr);
-        bt.copy_from(bias->view({N}));
-        add_bias_rows(yd, M, N, N, b.data());
-    }
+    add_bias(yd, M, N, bias);
+}
+
+void CpuBackend::exec(const QuantLinearOp& op) {
+    const LinearShape s = check_quant_linear(op);
+    const Tensor* scale = op.scale;
+    const QuantizedRows w{op.weight.raw_data(),
+                          op.block,
+                          s.N,
+                          s.K,
+                          scale ? scale->raw_data() : nullptr,
+                          scale ? scale->dtype() : DType::F32,
+                          scale ? scale->numel() : 0};
+    gemm_by_row_blocks(
+        s.M, s.N, s.K, op.x.data<float>(), op.y.data<float>(), gemm_precision_,
+        [&](int64_t n0, int64_t nb, float* dst) {
+            parallel_for(nb, [&](int64_t r0, int64_t r1) { dequantize_rows(w, n0 + r0, r1 - r0, dst + r0 * s.K); });
+        });
+    add_bias(op.y.data<float>(), s.M, s.N, op.bias);
 }
 
 void CpuBackend::exec(const PatchEmbed3dOp& op) {

@@ -219,6 +219,61 @@ void CudaBackend::linear_f32(const float* xd, int64_t M, const Tensor& weight, c
     }
 }
 
+// The block types' numbering, which the kernel switch in dequantize.cu follows.
+static_assert(int(QuantType::Q8_0) == 0 && int(QuantType::Q5_1) == 4 && int(QuantType::Q3_K) == 5 &&
+              int(QuantType::Q6_K) == 8);
+
+void CudaBackend::exec(const QuantLinearOp& op) {
+    for_each_tensor_arg(op, [&](const OpTensorArg& a) {
+        if (a.tensor) check_here(*a.tensor, "quant_linear argument");
+    });
+    const LinearShape s = check_quant_linear(op);
+    const int64_t M = s.M, N = s.N, K = s.K;
+    if (M == 0 || N == 0) return;
+    const Tensor b32 = op.bias ? f32_vector(*op.bias, N, "quant_linear bias (f32)") : Tensor();
+    const float* bp = op.bias ? b32.data<float>() : nullptr;
+    const cuda::QuantizedRowsArgs w{op.weight.raw_data(),
+                                    op.block ? int(*op.block) : -1,
+                                    K,
+                                    op.scale ? op.scale->raw_data() : nullptr,
+                                    op.scale ? ktype(op.scale->dtype()) : cuda::KType::F32,
+                                    op.scale ? op.scale->numel() : 0};
+    // A block of weight rows dequantized at a time into the GEMM's input type: bf16 (activations rounded to
+    // bf16, as the CPU's BF16 path) or f32.
+    const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
+    const DType wt = bf16 ? DType::BF16 : DType::F32;
+    const int64_t nb = chunk_rows(N, K * int64_t(dtype_size(wt)));
+    Tensor wd = Tensor::empty({nb, K}, wt, memory_, "quant_linear weights (dequantized)");
+    Tensor xb;
+    if (bf16) {
+        xb = Tensor::empty({M, K}, DType::BF16, memory_, "quant_linear input (bf16)");
+        make_current();
+        cuda::convert(op.x.data<float>(), cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, M * K, stream_);
+        SR_CUDA_CHECK_LAUNCH();
+    }
+    float* yd = op.y.data<float>();
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t rows = std::min(nb, N - n0);
+        make_current();
+        cuda::dequantize_rows(w, n0, rows, wd.raw_data(), ktype(wt), stream_);
+        SR_CUDA_CHECK_LAUNCH();
+        if (!bf16) {
+            matmul(M, rows, K, op.x.data<float>(), wd.raw_data(), DType::F32, yd + n0, DType::F32, N,
+                   bp ? bp + n0 : nullptr);
+            continue;
+        }
+        if (try_matmul(M, rows, K, xb.raw_data(), wd.raw_data(), DType::BF16, yd + n0, DType::F32, N,
+                       bp ? bp + n0 : nullptr))
+            continue;
+        // No bf16 algorithm for this shape: the block in f32 arithmetic (the dequantized weights widened back).
+        Tensor wf = Tensor::empty({rows, K}, DType::F32, memory_, "quant_linear weights (f32)");
+        cuda::convert(wd.raw_data(), cuda::KType::BF16, wf.raw_data(), cuda::KType::F32, rows * K, stream_);
+        SR_CUDA_CHECK_LAUNCH();
+        matmul(M, rows, K, op.x.data<float>(), wf.raw_data(), DType::F32, yd + n0, DType::F32, N,
+               bp ? bp + n0 : nullptr);
+    }
+}
+
 void CudaBackend::exec(const PatchEmbed3dOp& op) {
     const auto& [x, weight, bias, y] = op;
     check_here(x, "patch_embed_3d input");

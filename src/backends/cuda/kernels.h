@@ -19,6 +19,22 @@ enum class KType : int { F32 = 0, BF16 = 1, F16 = 2, F8_E4M3 = 3, I32 = 4, I64 =
 
 constexpr int kMaxRank = 8;
 
+// ---- dequantize.cu ----
+// A quantized weight matrix on the device (see core/dequantize.h): FP8 e4m3 codes [rows, cols] times a scale
+// (one value or one per row; the product rounded to the scale's type), or block_type >= 0: rows of that
+// sr::QuantType's blocks.
+struct QuantizedRowsArgs {
+    const void* data;
+    int block_type;  // -1: FP8 codes
+    int64_t cols;
+    const void* scale;  // FP8 only; nullptr: 1
+    KType scale_type;
+    int64_t scale_count;
+};
+// Rows [row0, row0 + rows) -> rows x cols values of dst_type (F32 or BF16) at dst.
+void dequantize_rows(const QuantizedRowsArgs& args, int64_t row0, int64_t rows, void* dst, KType dst_type,
+                     cudaStream_t stream);
+
 // ---- elementwise.cu ----
 enum class UnaryOp : int { GeluTanh, Silu, QuickGelu };
 void unary(UnaryOp op, const float* x, float* y, int64_t n, cudaStream_t stream);
