@@ -149,3 +149,24 @@ TEST(CliInfo, WrongShapeForNamedTensor) {
     write_safetensors((dir / "diffusion_pytorch_model.safetensors").string(), tensors);
     expect_error("info " + dir.string(), "'x_embedder.proj.weight' has shape [1,2]");
 }
+
+TEST(CliConvert, WritesAGgufThatInfoReads) {
+    const fs::path out = test::scratch_dir("cli_convert") / "m.gguf";
+    const Result r = run_cli("convert " + t2v_model().string() + " --out " + out.string() + " --type q8_0 -q");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const Result info = run_cli("info " + out.string() + " --frames 9 --height 64 --width 96");
+    EXPECT_EQ(info.exit_code, 0) << info.output;
+    EXPECT_NE(info.output.find("Q8_0"), std::string::npos) << info.output;
+    EXPECT_NE(info.output.find("original layout"), std::string::npos) << info.output;
+}
+
+TEST(CliConvert, BadArgumentsAreNamed) {
+    const fs::path dir = test::scratch_dir("cli_convert_bad");
+    expect_error("convert " + t2v_model().string() + " --out " + (dir / "m.gguf").string() + " --type q2_k",
+                 "--type q2_k");
+    expect_error("convert " + t2v_model().string() + " --out " + (dir / "m.bin").string(), "must end in .gguf");
+    expect_error("convert " + t2v_model().string() + " --out " + (dir / "m.gguf").string() + " --type fp8",
+                 ".safetensors file");
+    expect_error("convert /nonexistent/model --out " + (dir / "m.gguf").string(), "/nonexistent/model");
+    EXPECT_TRUE(fs::is_empty(dir));
+}

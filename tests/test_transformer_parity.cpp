@@ -329,6 +329,66 @@ TEST(TransformerLoad, SingleFileAndQuantizedWeightsStayMapped) {
     EXPECT_GT(checked, 0) << "no single-file transformer fixture";
 }
 
+// Single files that are not what they seem: each an InputError naming the file and what is wrong.
+TEST(TransformerLoad, HostileSingleFilesAreNamed) {
+    const auto originals = test::find_fixture_dirs([](const fs::path& d) {
+        if (!test::single_checkpoint_model(d)) return false;
+        for (const auto& e : fs::directory_iterator(d / "model"))
+            if (e.path().extension() == ".safetensors") return true;
+        return false;
+    });
+    ASSERT_FALSE(originals.empty()) << "no single-file safetensors transformer fixture";
+    fs::path src;
+    for (const auto& e : fs::directory_iterator(originals[0] / "model")) src = e.path();
+    const WeightStore store = WeightStore::open(src.string());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& n : store.names()) tensors.emplace_back(n, store.get(n));
+    const fs::path dir = test::scratch_dir("hostile_single");
+    auto write = [&](const std::string& name, std::vector<std::pair<std::string, Tensor>> t) {
+        const fs::path f = dir / name;
+        write_safetensors(f.string(), t);
+        return f;
+    };
+    auto error_of = [](const fs::path& p) { return load_error(p); };
+
+    // Both layouts' names in one file.
+    auto mixed = tensors;
+    mixed.emplace_back("transformer_blocks.0.attn.to_q.weight", Tensor::zeros({2, 2}, DType::F32));
+    std::string err = error_of(write("mixed.safetensors", mixed));
+    EXPECT_NE(err.find("mixes HunyuanVideo's original tensor names"), std::string::npos) << err;
+    // Names that match no transformer.
+    err = error_of(write("other.safetensors", {{"encoder.conv.weight", Tensor::zeros({2, 2}, DType::F32)}}));
+    EXPECT_NE(err.find("not a HunyuanVideo transformer"), std::string::npos) << err;
+    // A tensor missing: named in diffusers' terms, with the file.
+    auto missing = tensors;
+    std::erase_if(missing,
+                  [](const auto& p) { return p.first.find("txt_in.c_embedder.linear_2.weight") != std::string::npos; });
+    const fs::path missing_file = write("missing.safetensors", missing);
+    err = error_of(missing_file);
+    EXPECT_NE(err.find(missing_file.string()), std::string::npos) << err;
+    EXPECT_NE(err.find("context_embedder.time_text_embed.text_embedder.linear_2.weight"), std::string::npos) << err;
+    // A fused q,k,v weight with rows that do not split by three.
+    auto odd = tensors;
+    for (auto& [n, t] : odd)
+        if (n.find("double_blocks.0.img_attn_qkv.weight") != std::string::npos)
+            t = Tensor::zeros({t.dim(0) + 1, t.dim(1)}, t.dtype());
+    err = error_of(write("odd.safetensors", odd));
+    EXPECT_NE(err.find("'double_blocks.0.img_attn_qkv.weight' has"), std::string::npos) << err;
+    EXPECT_NE(err.find("not three equal q, k, v parts"), std::string::npos) << err;
+    // A folder with two checkpoints and no config: ambiguous, both named.
+    const fs::path two = dir / "two";
+    fs::create_directories(two);
+    fs::copy_file(src, two / "a.safetensors");
+    fs::copy_file(src, two / "b.safetensors");
+    err = error_of(two);
+    EXPECT_NE(err.find("a.safetensors"), std::string::npos) << err;
+    EXPECT_NE(err.find("b.safetensors"), std::string::npos) << err;
+    // Not a checkpoint at all.
+    std::ofstream(dir / "junk.safetensors") << "not a checkpoint";
+    err = error_of(dir / "junk.safetensors");
+    EXPECT_NE(err.find("neither a safetensors nor a GGUF file"), std::string::npos) << err;
+}
+
 // A model made up by WeightBinder::random runs end to end and is deterministic for a seed.
 TEST(TransformerRandom, DeterministicForSeed) {
     HunyuanVideoConfig c;

@@ -730,6 +730,12 @@ std::vector<std::string> GgufStore::names() const {
     return out;
 }
 
+std::optional<std::string> GgufStore::metadata(std::string_view key) const {
+    const GgufValue* v = file_->find_metadata(key);
+    if (!v || !v->as_string()) return std::nullopt;
+    return std::string(*v->as_string());
+}
+
 std::vector<std::string> GgufStore::unused_names() const {
     std::vector<std::string> out;
     for (const GgufTensorInfo& e : file_->tensors())

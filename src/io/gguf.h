@@ -186,6 +186,7 @@ public:
     StoredTensor stored(std::string_view name) const override;
     std::vector<std::string> names() const override;
     std::vector<std::string> unused_names() const override;
+    std::optional<std::string> metadata(std::string_view key) const override;
 
 private:
     const GgufTensorInfo& entry(std::string_view name) const;

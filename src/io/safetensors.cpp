@@ -266,6 +266,14 @@ Tensor WeightStore::get(std::string_view name) const {
     return files_[it->second.file]->tensor(*it->second.entry);
 }
 
+std::optional<std::string> WeightStore::metadata(std::string_view key) const {
+    if (files_.empty()) return std::nullopt;
+    const auto& m = files_[0]->header().metadata;
+    const auto it = m.find(std::string(key));
+    if (it == m.end()) return std::nullopt;
+    return it->second;
+}
+
 std::string WeightStore::scale_name(std::string_view name) const {
     if (entry(name).dtype != DType::F8_E4M3 || !name.ends_with(".weight")) return {};
     const std::string base(name.substr(0, name.size() - 7));

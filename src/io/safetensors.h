@@ -102,6 +102,8 @@ public:
     // Names never fetched with get(): extra tensors the model did not expect.
     std::vector<std::string> unused_names() const override;
     const std::string& source() const override { return source_; }
+    // From the first file's __metadata__.
+    std::optional<std::string> metadata(std::string_view key) const override;
     // Total bytes of tensor data per dtype.
     std::map<DType, size_t> bytes_by_dtype() const;
     size_t file_count() const { return files_.size(); }

@@ -59,6 +59,11 @@ public:
     virtual std::vector<std::string> names() const = 0;
     // Names never fetched: extra tensors the model did not expect.
     virtual std::vector<std::string> unused_names() const = 0;
+    // A string the file carries beside its tensors (safetensors' __metadata__, a GGUF string key), if any.
+    virtual std::optional<std::string> metadata(std::string_view key) const {
+        (void)key;
+        return std::nullopt;
+    }
 };
 
 }  // namespace sr

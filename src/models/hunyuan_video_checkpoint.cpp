@@ -65,6 +65,109 @@ StoredTensor take_rows(StoredTensor t, const RowRef& ref, const std::string& sou
     return t;
 }
 
+// One original tensor of `rows` rows -> the diffusers tensor(s) it holds, with their rows: the plain renames in
+// the reference script's order, then its special handlers.
+std::vector<std::pair<std::string, RowRef>> original_to_diffusers(const std::string& original, int64_t rows,
+                                                                  int64_t D) {
+    std::vector<std::pair<std::string, RowRef>> out;
+    auto add = [&](std::string name, RowRef ref) { out.emplace_back(std::move(name), std::move(ref)); };
+    static const std::pair<const char*, const char*> kRenames[] = {
+        {"img_in", "x_embedder"},
+        {"time_in.mlp.0", "time_text_embed.timestep_embedder.linear_1"},
+        {"time_in.mlp.2", "time_text_embed.timestep_embedder.linear_2"},
+        {"guidance_in.mlp.0", "time_text_embed.guidance_embedder.linear_1"},
+        {"guidance_in.mlp.2", "time_text_embed.guidance_embedder.linear_2"},
+        {"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"},
+        {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
+        {"double_blocks", "transformer_blocks"},
+        {"img_attn_q_norm", "attn.norm_q"},
+        {"img_attn_k_norm", "attn.norm_k"},
+        {"img_attn_proj", "attn.to_out.0"},
+        {"txt_attn_q_norm", "attn.norm_added_q"},
+        {"txt_attn_k_norm", "attn.norm_added_k"},
+        {"txt_attn_proj", "attn.to_add_out"},
+        {"img_mod.linear", "norm1.linear"},
+        {"img_norm1", "norm1.norm"},
+        {"img_norm2", "norm2"},
+        {"img_mlp", "ff"},
+        {"txt_mod.linear", "norm1_context.linear"},
+        {"txt_norm1", "norm1.norm"},
+        {"txt_norm2", "norm2_context"},
+        {"txt_mlp", "ff_context"},
+        {"self_attn_proj", "attn.to_out.0"},
+        {"modulation.linear", "norm.linear"},
+        {"pre_norm", "norm.norm"},
+        {"final_layer.norm_final", "norm_out.norm"},
+        {"final_layer.linear", "proj_out"},
+        {"fc1", "net.0.proj"},
+        {"fc2", "net.2"},
+        {"input_embedder", "proj_in"},
+    };
+    std::string key = original;
+    for (const auto& [from, to] : kRenames) replace_all(key, from, to);
+    const int64_t third = rows / 3;
+    const bool fused_qkv = key.find("qkv") != std::string::npos;
+    SR_THROW_IF(fused_qkv && rows % 3 != 0, "'{}' has {} rows, not three equal q, k, v parts", original, rows);
+    auto thirds = [&](std::string_view fused, const char* q, const char* k, const char* v) {
+        std::string base = key;
+        for (auto [part, i] : {std::pair{q, 0}, std::pair{k, 1}, std::pair{v, 2}}) {
+            std::string name = base;
+            replace_all(name, fused, part);
+            add(name, {original, i * third, third});
+        }
+    };
+    if (key.find("txt_in") != std::string::npos) {
+        auto refiner_name = [](std::string k) {
+            replace_all(k, "individual_token_refiner.blocks", "token_refiner.refiner_blocks");
+            replace_all(k, "adaLN_modulation.1", "norm_out.linear");
+            replace_all(k, "txt_in", "context_embedder");
+            replace_all(k, "t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1");
+            replace_all(k, "t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2");
+            replace_all(k, "c_embedder", "time_text_embed.text_embedder");
+            replace_all(k, "mlp", "ff");
+            return k;
+        };
+        if (key.find("self_attn_qkv") != std::string::npos) {
+            for (auto [part, i] : {std::pair{"attn.to_q", 0}, std::pair{"attn.to_k", 1}, std::pair{"attn.to_v", 2}}) {
+                std::string name = key;
+                replace_all(name, "self_attn_qkv", part);
+                add(refiner_name(name), {original, i * third, third});
+            }
+        } else {
+            add(refiner_name(key), {original});
+        }
+    } else if (key.find("img_attn_qkv") != std::string::npos) {
+        thirds("img_attn_qkv", "attn.to_q", "attn.to_k", "attn.to_v");
+    } else if (key.find("txt_attn_qkv") != std::string::npos) {
+        thirds("txt_attn_qkv", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj");
+    } else if (key.find("single_blocks") != std::string::npos) {
+        std::string base = key;
+        replace_all(base, "single_blocks", "single_transformer_blocks");
+        for (const char* suffix : {".linear1.weight", ".linear1.bias"}) {
+            if (!base.ends_with(suffix)) continue;
+            const std::string stem = base.substr(0, base.size() - std::strlen(suffix));
+            const std::string kind = std::strcmp(suffix, ".linear1.weight") == 0 ? "weight" : "bias";
+            SR_THROW_IF(rows <= 3 * D, "'{}' has {} rows; a width of {} needs more than {}", original, rows, D, 3 * D);
+            add(stem + ".attn.to_q." + kind, {original, 0, D});
+            add(stem + ".attn.to_k." + kind, {original, D, D});
+            add(stem + ".attn.to_v." + kind, {original, 2 * D, D});
+            add(stem + ".proj_mlp." + kind, {original, 3 * D, rows - 3 * D});
+            return out;
+        }
+        replace_all(base, "linear2", "proj_out");
+        replace_all(base, "q_norm", "attn.norm_q");
+        replace_all(base, "k_norm", "attn.norm_k");
+        add(base, {original});
+    } else if (key.find("final_layer.adaLN_modulation.1") != std::string::npos) {
+        std::string name = key;
+        replace_all(name, "final_layer.adaLN_modulation.1", "norm_out.linear");
+        add(name, {original, 0, -1, true});
+    } else {
+        add(key, {original});
+    }
+    return out;
+}
+
 // A source whose names are another's with a prefix removed ("model.diffusion_model.", "diffusion_model.").
 class PrefixStripped final : public TensorSource {
 public:
@@ -76,6 +179,7 @@ public:
     StoredTensor stored(std::string_view name) const override { return inner_->stored(prefix_ + std::string(name)); }
     std::vector<std::string> names() const override { return strip(inner_->names()); }
     std::vector<std::string> unused_names() const override { return strip(inner_->unused_names()); }
+    std::optional<std::string> metadata(std::string_view key) const override { return inner_->metadata(key); }
 
 private:
     std::vector<std::string> strip(std::vector<std::string> names) const {
@@ -91,7 +195,11 @@ private:
 class OriginalLayout final : public TensorSource {
 public:
     OriginalLayout(std::unique_ptr<TensorSource> inner, int64_t hidden) : inner_(std::move(inner)) {
-        for (const std::string& name : inner_->names()) map_original(name, hidden);
+        for (const std::string& name : inner_->names()) {
+            std::vector<std::pair<std::string, RowRef>> parts;
+            SR_WITH_CONTEXT(inner_->source(), parts = original_to_diffusers(name, inner_->info(name).shape[0], hidden));
+            for (auto& [diffusers, ref] : parts) add(std::move(diffusers), std::move(ref));
+        }
     }
     const std::string& source() const override { return inner_->source(); }
     bool contains(std::string_view name) const override { return map_.find(name) != map_.end(); }
@@ -111,6 +219,7 @@ public:
         return out;
     }
     std::vector<std::string> unused_names() const override { return inner_->unused_names(); }
+    std::optional<std::string> metadata(std::string_view key) const override { return inner_->metadata(key); }
 
 private:
     const RowRef& find(std::string_view name) const {
@@ -124,106 +233,6 @@ private:
         SR_THROW_IF(!inserted, "{}: tensors '{}' and '{}' both map to '{}'", source(), it->second.original, original,
                     it->first);
     }
-    // One original tensor -> the diffusers tensor(s) it holds: the plain renames in the reference script's
-    // order, then its special handlers.
-    void map_original(const std::string& original, int64_t D) {
-        static const std::pair<const char*, const char*> kRenames[] = {
-            {"img_in", "x_embedder"},
-            {"time_in.mlp.0", "time_text_embed.timestep_embedder.linear_1"},
-            {"time_in.mlp.2", "time_text_embed.timestep_embedder.linear_2"},
-            {"guidance_in.mlp.0", "time_text_embed.guidance_embedder.linear_1"},
-            {"guidance_in.mlp.2", "time_text_embed.guidance_embedder.linear_2"},
-            {"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"},
-            {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
-            {"double_blocks", "transformer_blocks"},
-            {"img_attn_q_norm", "attn.norm_q"},
-            {"img_attn_k_norm", "attn.norm_k"},
-            {"img_attn_proj", "attn.to_out.0"},
-            {"txt_attn_q_norm", "attn.norm_added_q"},
-            {"txt_attn_k_norm", "attn.norm_added_k"},
-            {"txt_attn_proj", "attn.to_add_out"},
-            {"img_mod.linear", "norm1.linear"},
-            {"img_norm1", "norm1.norm"},
-            {"img_norm2", "norm2"},
-            {"img_mlp", "ff"},
-            {"txt_mod.linear", "norm1_context.linear"},
-            {"txt_norm1", "norm1.norm"},
-            {"txt_norm2", "norm2_context"},
-            {"txt_mlp", "ff_context"},
-            {"self_attn_proj", "attn.to_out.0"},
-            {"modulation.linear", "norm.linear"},
-            {"pre_norm", "norm.norm"},
-            {"final_layer.norm_final", "norm_out.norm"},
-            {"final_layer.linear", "proj_out"},
-            {"fc1", "net.0.proj"},
-            {"fc2", "net.2"},
-            {"input_embedder", "proj_in"},
-        };
-        std::string key = original;
-        for (const auto& [from, to] : kRenames) replace_all(key, from, to);
-        const int64_t third = inner_->info(original).shape[0] / 3;
-        auto thirds = [&](std::string_view fused, const char* q, const char* k, const char* v) {
-            std::string base = key;
-            for (auto [part, i] : {std::pair{q, 0}, std::pair{k, 1}, std::pair{v, 2}}) {
-                std::string name = base;
-                replace_all(name, fused, part);
-                add(name, {original, i * third, third});
-            }
-        };
-        if (key.find("txt_in") != std::string::npos) {
-            auto refiner_name = [](std::string k) {
-                replace_all(k, "individual_token_refiner.blocks", "token_refiner.refiner_blocks");
-                replace_all(k, "adaLN_modulation.1", "norm_out.linear");
-                replace_all(k, "txt_in", "context_embedder");
-                replace_all(k, "t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1");
-                replace_all(k, "t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2");
-                replace_all(k, "c_embedder", "time_text_embed.text_embedder");
-                replace_all(k, "mlp", "ff");
-                return k;
-            };
-            if (key.find("self_attn_qkv") != std::string::npos) {
-                for (auto [part, i] :
-                     {std::pair{"attn.to_q", 0}, std::pair{"attn.to_k", 1}, std::pair{"attn.to_v", 2}}) {
-                    std::string name = key;
-                    replace_all(name, "self_attn_qkv", part);
-                    add(refiner_name(name), {original, i * third, third});
-                }
-            } else {
-                add(refiner_name(key), {original});
-            }
-        } else if (key.find("img_attn_qkv") != std::string::npos) {
-            thirds("img_attn_qkv", "attn.to_q", "attn.to_k", "attn.to_v");
-        } else if (key.find("txt_attn_qkv") != std::string::npos) {
-            thirds("txt_attn_qkv", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj");
-        } else if (key.find("single_blocks") != std::string::npos) {
-            std::string base = key;
-            replace_all(base, "single_blocks", "single_transformer_blocks");
-            for (const char* suffix : {".linear1.weight", ".linear1.bias"}) {
-                if (!base.ends_with(suffix)) continue;
-                const std::string stem = base.substr(0, base.size() - std::strlen(suffix));
-                const std::string kind = std::strcmp(suffix, ".linear1.weight") == 0 ? "weight" : "bias";
-                const int64_t rows = inner_->info(original).shape[0];
-                SR_THROW_IF(rows <= 3 * D, "{}: '{}' has {} rows; a width of {} needs more than {}", source(), original,
-                            rows, D, 3 * D);
-                add(stem + ".attn.to_q." + kind, {original, 0, D});
-                add(stem + ".attn.to_k." + kind, {original, D, D});
-                add(stem + ".attn.to_v." + kind, {original, 2 * D, D});
-                add(stem + ".proj_mlp." + kind, {original, 3 * D, rows - 3 * D});
-                return;
-            }
-            replace_all(base, "linear2", "proj_out");
-            replace_all(base, "q_norm", "attn.norm_q");
-            replace_all(base, "k_norm", "attn.norm_k");
-            add(base, {original});
-        } else if (key.find("final_layer.adaLN_modulation.1") != std::string::npos) {
-            std::string name = key;
-            replace_all(name, "final_layer.adaLN_modulation.1", "norm_out.linear");
-            add(name, {original, 0, -1, true});
-        } else {
-            add(key, {original});
-        }
-    }
-
     std::unique_ptr<TensorSource> inner_;
     std::map<std::string, RowRef, std::less<>> map_;
 };
@@ -281,6 +290,56 @@ std::optional<HunyuanVideoConfig> config_beside(const fs::path& file) {
 
 std::unique_ptr<TensorSource> original_hunyuan_layout(std::unique_ptr<TensorSource> original, int64_t hidden) {
     return std::make_unique<OriginalLayout>(std::move(original), hidden);
+}
+
+std::vector<OriginalTensorRecipe> original_hunyuan_recipes(const HunyuanVideoConfig& c) {
+    std::vector<std::string> names;
+    auto linear = [&](const std::string& p) { names.push_back(p + ".weight"), names.push_back(p + ".bias"); };
+    linear("img_in.proj");
+    linear("time_in.mlp.0"), linear("time_in.mlp.2");
+    linear("vector_in.in_layer"), linear("vector_in.out_layer");
+    if (c.guidance_embeds) linear("guidance_in.mlp.0"), linear("guidance_in.mlp.2");
+    linear("txt_in.input_embedder");
+    linear("txt_in.t_embedder.mlp.0"), linear("txt_in.t_embedder.mlp.2");
+    linear("txt_in.c_embedder.linear_1"), linear("txt_in.c_embedder.linear_2");
+    for (int64_t i = 0; i < c.num_refiner_layers; ++i) {
+        const std::string p = fmt::format("txt_in.individual_token_refiner.blocks.{}.", i);
+        linear(p + "norm1");
+        linear(p + "self_attn_qkv");
+        linear(p + "self_attn_proj");
+        linear(p + "norm2");
+        linear(p + "mlp.fc1"), linear(p + "mlp.fc2");
+        linear(p + "adaLN_modulation.1");
+    }
+    for (int64_t i = 0; i < c.num_layers; ++i)
+        for (const char* stream : {"img", "txt"}) {
+            const std::string p = fmt::format("double_blocks.{}.{}_", i, stream);
+            linear(p + "mod.linear");
+            linear(p + "attn_qkv");
+            names.push_back(p + "attn_q_norm.weight"), names.push_back(p + "attn_k_norm.weight");
+            linear(p + "attn_proj");
+            linear(p + "mlp.fc1"), linear(p + "mlp.fc2");
+        }
+    for (int64_t i = 0; i < c.num_single_layers; ++i) {
+        const std::string p = fmt::format("single_blocks.{}.", i);
+        linear(p + "linear1"), linear(p + "linear2");
+        names.push_back(p + "q_norm.weight"), names.push_back(p + "k_norm.weight");
+        linear(p + "modulation.linear");
+    }
+    linear("final_layer.linear");
+    linear("final_layer.adaLN_modulation.1");
+
+    std::vector<OriginalTensorRecipe> out;
+    const int64_t D = c.inner_dim();
+    for (const std::string& name : names) {
+        OriginalTensorRecipe r{name, {}, false};
+        for (const auto& [diffusers, ref] : original_to_diffusers(name, 3 * D + c.mlp_dim(), D)) {
+            r.parts.push_back(diffusers);
+            r.swap_halves = ref.swap_halves;
+        }
+        out.push_back(std::move(r));
+    }
+    return out;
 }
 
 HunyuanVideoConfig infer_transformer_config(const TensorSource& s) {
@@ -396,6 +455,12 @@ TransformerCheckpoint open_transformer_checkpoint(const std::string& path) {
     }
     if (auto config = config_beside(file)) {
         ckpt.config = *config;
+    } else if (auto text = source->metadata(kTransformerConfigKey)) {
+        // The config `skyreels convert` wrote into the file (a diffusers config.json's fields).
+        Json j;
+        SR_WITH_CONTEXT(file.string() + ": metadata " + std::string(kTransformerConfigKey),
+                        j = parse_json(*text, kTransformerConfigKey));
+        ckpt.config = HunyuanVideoConfig::from_json(j, file.string() + " (" + kTransformerConfigKey + ")");
     } else {
         ckpt.config = infer_transformer_config(*source);
         ckpt.config_inferred = true;

@@ -6,7 +6,8 @@
 //     "model.diffusion_model." / "diffusion_model." prefix, any mix of BF16, F16, F32 and F8_E4M3 (plain or
 //     ComfyUI's scaled FP8);
 //   - a GGUF file (general.architecture "hyvid": city96's and Kijai's HunyuanVideo / SkyReels-V1 GGUFs).
-// Single files carry no config: a config.json beside the file wins, otherwise it is inferred from the tensor
+// Single files carry no config: a config.json beside the file wins, then a config the file carries in its
+// metadata (kTransformerConfigKey: `skyreels convert` writes it), otherwise it is inferred from the tensor
 // shapes with the released model's constants (head dim from the q-norm length, RoPE axes 16/56/56, theta 256).
 //
 // The original names map onto diffusers' as diffusers' scripts/convert_hunyuan_video_to_diffusers.py does:
@@ -20,11 +21,15 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/tensor_source.h"
 #include "models/hunyuan_video_config.h"
 
 namespace sr {
+
+// The metadata key (safetensors __metadata__, GGUF string) holding a diffusers config.json's text.
+inline constexpr const char* kTransformerConfigKey = "skyreels.transformer_config";
 
 struct TransformerCheckpoint {
     std::unique_ptr<TensorSource> source;  // tensors under diffusers' names
@@ -45,5 +50,16 @@ HunyuanVideoConfig infer_transformer_config(const TensorSource& source);
 // The original HunyuanVideo layout (names already without a "diffusion_model." prefix) under diffusers'
 // names. `hidden` is the model width (the fused rows' split).
 std::unique_ptr<TensorSource> original_hunyuan_layout(std::unique_ptr<TensorSource> original, int64_t hidden);
+
+// One tensor of the original HunyuanVideo layout as the diffusers tensors it is made of: their rows
+// concatenated in order (fused q,k,v; the single blocks' linear1), or one tensor with its two halves swapped
+// (final_layer.adaLN_modulation.1). The inverse of original_hunyuan_layout(), for writing that layout.
+struct OriginalTensorRecipe {
+    std::string name;
+    std::vector<std::string> parts;
+    bool swap_halves = false;
+};
+// Every original-layout tensor of a transformer with this config, in the order HunyuanVideo lists them.
+std::vector<OriginalTensorRecipe> original_hunyuan_recipes(const HunyuanVideoConfig& config);
 
 }  // namespace sr

@@ -51,6 +51,7 @@ int run_info(const InfoOptions& o) {
     for (const std::string& name : ckpt.source->names()) {
         const TensorInfo info = ckpt.source->info(name);
         const size_t n = stored_bytes(info);
+        if (n == 0) continue;  // markers (ComfyUI's empty scaled_fp8)
         bytes[info.type_name()] += n;
         total += n;
     }

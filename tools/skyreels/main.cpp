@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "skyreels 0.1.0");
     // Each add_*_command registers one subcommand and returns what runs it.
     std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
-    for (auto add : {sr::cli::add_info_command, sr::cli::add_tokenize_command, sr::cli::add_generate_command}) {
+    for (auto add : {sr::cli::add_info_command, sr::cli::add_tokenize_command, sr::cli::add_generate_command,
+                     sr::cli::add_convert_command}) {
         sr::cli::Command run = add(app);
         commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
     }
