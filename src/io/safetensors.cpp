@@ -316,7 +316,9 @@ std::vector<std::string> WeightStore::names() const {
 std::vector<std::string> WeightStore::unused_names() const {
     std::vector<std::string> out;
     for (const auto& [k, v] : index_)
-        if (!used_.count(k) && k != "scaled_fp8") out.push_back(k);  // ComfyUI's format marker
+        // ComfyUI's scaled FP8 carries a format marker and, per layer, an activation scale for FP8 matmuls,
+        // which weight-only dequantization does not use.
+        if (!used_.count(k) && k != "scaled_fp8" && !k.ends_with(".scale_input")) out.push_back(k);
     return out;
 }
 

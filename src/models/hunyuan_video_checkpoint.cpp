@@ -196,6 +196,9 @@ class OriginalLayout final : public TensorSource {
 public:
     OriginalLayout(std::unique_ptr<TensorSource> inner, int64_t hidden) : inner_(std::move(inner)) {
         for (const std::string& name : inner_->names()) {
+            // Scaled FP8's companions travel with their weight (WeightStore::stored), not as tensors of their own.
+            if (name.ends_with(".scale_weight") || name.ends_with(".weight_scale") || name.ends_with(".scale_input"))
+                continue;
             std::vector<std::pair<std::string, RowRef>> parts;
             SR_WITH_CONTEXT(inner_->source(), parts = original_to_diffusers(name, inner_->info(name).shape[0], hidden));
             for (auto& [diffusers, ref] : parts) add(std::move(diffusers), std::move(ref));
@@ -333,7 +336,10 @@ std::vector<OriginalTensorRecipe> original_hunyuan_recipes(const HunyuanVideoCon
     const int64_t D = c.inner_dim();
     for (const std::string& name : names) {
         OriginalTensorRecipe r{name, {}, false};
-        for (const auto& [diffusers, ref] : original_to_diffusers(name, 3 * D + c.mlp_dim(), D)) {
+        // Only the parts' names matter here; their rows come from the tensors. The fused single-block rows
+        // (linear1) hold q, k, v and the MLP; other fused rows q, k, v.
+        const int64_t rows = name.find("linear1") != std::string::npos ? 3 * D + c.mlp_dim() : 3 * D;
+        for (const auto& [diffusers, ref] : original_to_diffusers(name, rows, D)) {
             r.parts.push_back(diffusers);
             r.swap_halves = ref.swap_halves;
         }
