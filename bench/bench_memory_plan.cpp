@@ -6,6 +6,11 @@
 // budget implies, and the host memory that cannot be reclaimed.
 //
 //   build/bench/bench_memory_plan [--task t2v|i2v] [--height 544 --width 960 --frames 97] [--device cuda|sim]
+//                                 [--format bf16|fp8|Q8_0|Q6_K|Q5_K|Q4_K|Q4_0] [--budgets 24,16,12,8]
+//
+// --format: how the transformer is stored. bf16 as released; fp8 as SkyReels' --quant (torchao's
+// float8_weight_only on the transformer's and the Llama encoder's linear layers, made at load); a GGUF block
+// type as `skyreels convert` writes it (models/hunyuan_video_convert.h: planned_conversion).
 //
 // One JSON object per (offload mode, budget, host memory mode) on stdout; a table on stderr. A budget that
 // cannot hold a stage prints the plan's own refusal (which stage, how much is missing).
@@ -14,6 +19,7 @@
 
 #include "core/virtual_allocator.h"
 #include "io/json.h"
+#include "models/hunyuan_video_convert.h"
 #include "pipeline/memory_plan.h"
 #include "runtime/simulated_device.h"
 #ifdef SKYREELS_HAVE_CUDA
@@ -27,12 +33,16 @@ int main(int argc, char** argv) {
     std::string task = "t2v", device = "cuda";
     int64_t height = 544, width = 960, frames = 97;
     bool sequence_batch = false;
+    std::string format = "bf16";
+    std::vector<int> budgets = {24, 16, 12, 8};
     app.add_option("--task", task, "t2v or i2v")->capture_default_str();
     app.add_option("--height", height)->capture_default_str();
     app.add_option("--width", width)->capture_default_str();
     app.add_option("--frames", frames)->capture_default_str();
     app.add_option("--device", device, "cuda (its scratch bound and staging ring) or sim")->capture_default_str();
     app.add_flag("--sequence-batch", sequence_batch, "one CFG row at a time (half the activations)");
+    app.add_option("--format", format, "bf16, fp8 (--quant) or a GGUF block type")->capture_default_str();
+    app.add_option("--budgets", budgets, "--offload block budgets in GiB")->delimiter(',');
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -42,16 +52,24 @@ int main(int argc, char** argv) {
         PipelineComponents c;
         HunyuanVideoConfig dit;
         if (task == "i2v") dit.in_channels = 32;  // SkyReels-V1-Hunyuan-I2V: the image latents concatenated
-        WeightBinder bt = WeightBinder::shapes_only(DType::BF16, weights);
-        c.transformer = std::make_shared<const HunyuanVideoTransformer>(dit, bt);
+        const bool quant_fp8 = format == "fp8";
+        const LinearQuant quant = quant_fp8 ? LinearQuant::Float8WeightOnly : LinearQuant::None;
+        const std::optional<QuantType> block = quant_type_from_name(format);
+        SR_THROW_IF(!quant_fp8 && format != "bf16" && !block, "--format {}: bf16, fp8 or a GGUF block type", format);
+        ConvertOptions converted;
+        converted.block_type = block;
+        const std::unique_ptr<TensorSource> planned = planned_conversion(dit, converted);
+        WeightBinder bt =
+            block ? WeightBinder(*planned, std::nullopt, &weights) : WeightBinder::shapes_only(DType::BF16, weights);
+        c.transformer = std::make_shared<const HunyuanVideoTransformer>(dit, bt, quant);
         WeightBinder bv = WeightBinder::shapes_only(DType::BF16, weights);
         c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAEConfig{}, bv);
         WeightBinder bl = WeightBinder::shapes_only(DType::BF16, weights);
-        c.llama = std::make_shared<const LlamaTextEncoder>(LlamaConfig{}, bl);
+        c.llama = std::make_shared<const LlamaTextEncoder>(LlamaConfig{}, bl, "", quant);
         WeightBinder bc = WeightBinder::shapes_only(DType::BF16, weights);
         c.clip = std::make_shared<const ClipTextEncoder>(ClipTextConfig{}, bc);
         std::fprintf(stderr,
-                     "parameters: transformer %.2f B, Llama %.2f B, CLIP %.0f M, VAE %.0f M (bf16: %.1f GiB in all)\n",
+                     "parameters: transformer %.2f B, Llama %.2f B, CLIP %.0f M, VAE %.0f M (%.1f GiB in all)\n",
                      double(bt.parameter_count()) * 1e-9, double(bl.parameter_count()) * 1e-9,
                      double(bc.parameter_count()) * 1e-6, double(bv.parameter_count()) * 1e-6,
                      double(weights.in_use_bytes()) / double(1ull << 30));
@@ -83,7 +101,7 @@ int main(int argc, char** argv) {
         };
         std::vector<Case> cases = {{OffloadMode::None, 0, HostMemoryMode::Mmap},
                                    {OffloadMode::Model, 0, HostMemoryMode::Mmap}};
-        for (size_t gib : {24, 16, 12, 8})
+        for (int gib : budgets)
             for (HostMemoryMode host : {HostMemoryMode::Mmap, HostMemoryMode::Pinned})
                 cases.push_back({OffloadMode::Block, size_t(gib) << 30, host});
         std::fprintf(stderr, "%-6s %-8s %-7s %12s %12s %12s %12s %10s %12s %14s\n", "offload", "budget", "host", "text",
@@ -93,6 +111,7 @@ int main(int argc, char** argv) {
             Json j{{"task", task},
                    {"shape", fmt::format("{}x{}x{}", height, width, frames)},
                    {"device", device},
+                   {"format", format},
                    {"sequence_batch", sequence_batch},
                    {"offload", offload_mode_name(k.offload)},
                    {"vram_budget", k.budget},

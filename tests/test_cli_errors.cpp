@@ -170,3 +170,14 @@ TEST(CliConvert, BadArgumentsAreNamed) {
     expect_error("convert /nonexistent/model --out " + (dir / "m.gguf").string(), "/nonexistent/model");
     EXPECT_TRUE(fs::is_empty(dir));
 }
+
+// A hostile GGUF through the command line: a clear error naming the file, exit 1.
+TEST(CliConvert, TruncatedGgufIsNamedWithExitOne) {
+    const fs::path dir = test::scratch_dir("cli_gguf_truncated");
+    const fs::path gguf = dir / "m.gguf";
+    ASSERT_EQ(run_cli("convert " + t2v_model().string() + " --out " + gguf.string() + " --type q8_0 -q").exit_code, 0);
+    fs::resize_file(gguf, fs::file_size(gguf) / 2);
+    expect_error("info " + gguf.string(), gguf.string());
+    fs::resize_file(gguf, 20);
+    expect_error("info " + gguf.string(), gguf.string());
+}

@@ -8,9 +8,11 @@
 #include <filesystem>
 
 #include "core/parallel.h"
+#include "core/virtual_allocator.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "models/hunyuan_video_checkpoint.h"
+#include "models/hunyuan_video_transformer.h"
 
 namespace sr {
 
@@ -75,16 +77,6 @@ Tensor gather(const TensorSource& src, const OriginalTensorRecipe& r) {
     return out;
 }
 
-enum class Kind { F32, BF16, Block };
-
-// city96's rules: what a tensor of this name and shape is written as.
-Kind kind_of(const std::string& name, const Shape& shape) {
-    if (shape.rank() != 2 || shape.numel() <= 1024) return Kind::F32;  // 1-D, tiny, and the 5-D patch embedding
-    const bool block_weight =
-        (starts_with(name, "double_blocks.") || starts_with(name, "single_blocks.")) && name.ends_with(".weight");
-    return block_weight ? Kind::Block : Kind::BF16;
-}
-
 GgufTensor quantized(const Tensor& values, QuantType type) {
     const int64_t cols = values.dim(-1), rows = values.numel() / cols;
     const size_t row_bytes = quant_row_bytes(type, cols);
@@ -98,6 +90,79 @@ GgufTensor quantized(const Tensor& values, QuantType type) {
 }
 
 }  // namespace
+
+std::string ConvertedType::name() const {
+    if (block) return std::string(quant_info(*block).name);
+    return dtype == DType::F8_E4M3 ? "F8_E4M3 (scaled)" : std::string(dtype_safetensors_name(dtype));
+}
+
+ConvertedType converted_type(const std::string& name, const Shape& shape, const ConvertOptions& o) {
+    // city96's rules: 1-D, tiny, and the 5-D patch embedding F32; the blocks' 2-D weights quantized; the rest
+    // BF16.
+    if (shape.rank() != 2 || shape.numel() <= 1024) return {std::nullopt, DType::F32};
+    const bool block_weight =
+        (starts_with(name, "double_blocks.") || starts_with(name, "single_blocks.")) && name.ends_with(".weight");
+    if (!block_weight) return {std::nullopt, DType::BF16};
+    if (o.format == ConvertFormat::ScaledFp8) return {std::nullopt, DType::F8_E4M3};
+    std::optional<QuantType> q = o.block_type;
+    if (q && o.qkv_one_higher &&
+        (name.find("attn_qkv") != std::string::npos || name.find("linear1") != std::string::npos))
+        q = one_higher(*q);
+    if (q && !quant_row_fits(*q, shape[1]))
+        q = quant_row_fits(QuantType::Q8_0, shape[1]) ? std::optional(QuantType::Q8_0) : std::nullopt;
+    return {q, DType::BF16};
+}
+
+namespace {
+
+// The converted file's tensors under diffusers' names, shapes and storage only.
+class PlannedConversion final : public TensorSource {
+public:
+    explicit PlannedConversion(std::map<std::string, TensorInfo, std::less<>> infos) : infos_(std::move(infos)) {}
+    const std::string& source() const override { return source_; }
+    bool contains(std::string_view name) const override { return infos_.find(name) != infos_.end(); }
+    TensorInfo info(std::string_view name) const override {
+        const auto it = infos_.find(name);
+        SR_THROW_IF(it == infos_.end(), "{}: missing tensor '{}'", source_, name);
+        return it->second;
+    }
+    StoredTensor stored(std::string_view name) const override {
+        throw Error(fmt::format("{}: '{}' has no data (a plan binds shapes only)", source_, name));
+    }
+    std::vector<std::string> names() const override {
+        std::vector<std::string> out;
+        for (const auto& [k, v] : infos_) out.push_back(k);
+        return out;
+    }
+    std::vector<std::string> unused_names() const override { return {}; }
+
+private:
+    std::map<std::string, TensorInfo, std::less<>> infos_;
+    std::string source_ = "planned conversion";
+};
+
+}  // namespace
+
+std::unique_ptr<TensorSource> planned_conversion(const HunyuanVideoConfig& config, const ConvertOptions& o) {
+    // The diffusers names and shapes, from the model's own declaration bound to address space.
+    VirtualAllocator space("conversion shapes");
+    WeightBinder binder = WeightBinder::shapes_only(DType::BF16, space);
+    const HunyuanVideoTransformer model(config, binder);
+    std::map<std::string, Shape> shapes;
+    for (size_t b = 0; b < model.weight_block_count(); ++b) {
+        const WeightBlock block = model.weight_block(b);
+        for (size_t i = 0; i < block.tensors.size(); ++i) shapes[block.tensor_names[i]] = block.tensors[i].shape();
+    }
+    std::map<std::string, TensorInfo, std::less<>> infos;
+    for (const OriginalTensorRecipe& r : original_hunyuan_recipes(config)) {
+        Shape shape = shapes.at(r.parts[0]);
+        for (size_t i = 1; i < r.parts.size(); ++i) shape[0] += shapes.at(r.parts[i])[0];
+        const ConvertedType t = converted_type(r.name, shape, o);
+        for (const std::string& p : r.parts)
+            infos[p] = {shapes.at(p), t.block ? DType::Bool : t.dtype, t.block, t.dtype == DType::F8_E4M3};
+    }
+    return std::make_unique<PlannedConversion>(std::move(infos));
+}
 
 ConvertReport convert_transformer(const std::string& model, const ConvertOptions& o, const ConvertProgress& progress) {
     SR_THROW_IF(o.output.empty(), "convert: no output file given");
@@ -119,27 +184,14 @@ ConvertReport convert_transformer(const std::string& model, const ConvertOptions
     for (const OriginalTensorRecipe& r : recipes) {
         for (const std::string& p : r.parts) report.bytes_in += stored_bytes(src.info(p));
         const Tensor values = gather(src, r);
-        const Kind kind = kind_of(r.name, values.shape());
-        std::string type;
+        const ConvertedType t = converted_type(r.name, values.shape(), o);
+        const std::string type = t.name();
         if (o.format == ConvertFormat::Gguf) {
-            GgufTensor t;
-            std::optional<QuantType> q = kind == Kind::Block ? o.block_type : std::nullopt;
-            if (q && o.qkv_one_higher &&
-                (r.name.find("attn_qkv") != std::string::npos || r.name.find("linear1") != std::string::npos))
-                q = one_higher(*q);
-            if (q && !quant_row_fits(*q, values.dim(-1)))
-                q = quant_row_fits(QuantType::Q8_0, values.dim(-1)) ? std::optional(QuantType::Q8_0) : std::nullopt;
-            if (q) {
-                t = quantized(values, *q);
-                type = std::string(quant_info(*q).name);
-            } else {
-                const DType dt = kind == Kind::F32 ? DType::F32 : DType::BF16;
-                t = {values.to(dt), std::nullopt, values.shape()};
-                type = std::string(dtype_safetensors_name(dt));
-            }
-            report.bytes_out += t.data.nbytes();
-            gguf.emplace_back(r.name, std::move(t));
-        } else if (kind == Kind::Block) {
+            GgufTensor g =
+                t.block ? quantized(values, *t.block) : GgufTensor{values.to(t.dtype), std::nullopt, values.shape()};
+            report.bytes_out += g.data.nbytes();
+            gguf.emplace_back(r.name, std::move(g));
+        } else if (t.dtype == DType::F8_E4M3) {
             // ComfyUI's scaled FP8: one f32 scale per tensor, amax / 448 (e4m3's largest value), codes rounded
             // to nearest even; a forward uses code * scale.
             float amax = 0;
@@ -151,12 +203,9 @@ ConvertReport convert_transformer(const std::string& model, const ConvertOptions
             safetensors.emplace_back(r.name, scaled.to(DType::F8_E4M3));
             safetensors.emplace_back(base + ".scale_weight", Tensor::from_vector({scale}, {1}));
             report.bytes_out += size_t(values.numel()) + 4;
-            type = "F8_E4M3 (scaled)";
         } else {
-            const DType dt = kind == Kind::F32 ? DType::F32 : DType::BF16;
-            safetensors.emplace_back(r.name, values.to(dt));
+            safetensors.emplace_back(r.name, values.to(t.dtype));
             report.bytes_out += safetensors.back().second.nbytes();
-            type = std::string(dtype_safetensors_name(dt));
         }
         ++report.by_type[type];
         ++report.tensors;

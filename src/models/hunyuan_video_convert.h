@@ -19,10 +19,13 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "core/quant.h"
+#include "io/tensor_source.h"
+#include "models/hunyuan_video_config.h"
 
 namespace sr {
 
@@ -40,6 +43,21 @@ struct ConvertReport {
     size_t bytes_in = 0, bytes_out = 0;  // stored bytes read, tensor bytes written
     std::map<std::string, int> by_type;  // tensors written per storage type ("Q4_K", "BF16", ...)
 };
+
+// The storage one tensor of the original layout gets in a conversion: a block type, or a dtype (F32, BF16,
+// or F8_E4M3 for scaled FP8).
+struct ConvertedType {
+    std::optional<QuantType> block;
+    DType dtype = DType::F32;
+    std::string name() const;
+};
+ConvertedType converted_type(const std::string& original_name, const Shape& shape, const ConvertOptions& options);
+
+// What a load of the conversion of a transformer with `config` would bind, without the file: every tensor
+// under diffusers' names with the shape and storage the converted file would give it, and no data (for
+// memory plans: a planning WeightBinder reads only info()). A bf16 checkpoint is ConvertFormat::Gguf without
+// a block type.
+std::unique_ptr<TensorSource> planned_conversion(const HunyuanVideoConfig& config, const ConvertOptions& options);
 
 // Progress: (tensors done, tensors in all).
 using ConvertProgress = std::function<void(int done, int total)>;
