@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
                      double(bt.parameter_count()) * 1e-9, double(bl.parameter_count()) * 1e-9,
                      double(bc.parameter_count()) * 1e-6, double(bv.parameter_count()) * 1e-6,
                      double(weights.in_use_bytes()) / double(1ull << 30));
+        size_t transformer_bytes = 0;
+        for (const WeightBlock& b : c.transformer->weight_blocks()) transformer_bytes += b.bytes();
+        std::fprintf(stderr, "transformer weights (%s): %s\n", format.c_str(),
+                     format_bytes(double(transformer_bytes)).c_str());
         const SkyReelsPipeline pipe(std::move(c));
 
         GenerationRequest req;
@@ -112,6 +116,7 @@ int main(int argc, char** argv) {
                    {"shape", fmt::format("{}x{}x{}", height, width, frames)},
                    {"device", device},
                    {"format", format},
+                   {"transformer_weight_bytes", transformer_bytes},
                    {"sequence_batch", sequence_batch},
                    {"offload", offload_mode_name(k.offload)},
                    {"vram_budget", k.budget},

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cpu/cpu_backend.h"
+#include "core/dequantize.h"
 #include "core/float8_weight_only.h"
 #include "io/safetensors.h"
 #include "nn/linear.h"
@@ -124,6 +125,27 @@ TEST(WeightVisitorDeathTest, ARebindWithTheWrongTensorCountIsABug) {
     EXPECT_DEATH(rebind_block(block, two, decl), "fewer than the block declares");
     const std::vector<Tensor> four{block.proj.weight.data, block.proj.bias, block.norm, block.norm};
     EXPECT_DEATH(rebind_block(block, four, decl), "returned 4 tensors for a block that declares 3");
+}
+
+// The FP8 row decoder (core/dequantize.h) against the scalar reference for every e4m3 code, with and without
+// a scale.
+TEST(Float8WeightOnly, RowDecoderMatchesTheScalarReferenceOnEveryCode) {
+    std::vector<uint8_t> codes(256);
+    for (int i = 0; i < 256; ++i) codes[size_t(i)] = uint8_t(i);
+    std::vector<float> got(256);
+    dequantize_rows({codes.data(), std::nullopt, 1, 256}, 0, 1, got.data());
+    const uint16_t scale = f32_to_bf16(0.375f);
+    std::vector<float> scaled(256);
+    dequantize_rows({codes.data(), std::nullopt, 1, 256, &scale, DType::BF16, 1}, 0, 1, scaled.data());
+    for (int i = 0; i < 256; ++i) {
+        const float want = f8e4m3_to_f32(uint8_t(i));
+        if (std::isnan(want)) {
+            EXPECT_TRUE(std::isnan(got[size_t(i)]) && std::isnan(scaled[size_t(i)])) << i;
+            continue;
+        }
+        EXPECT_EQ(f32_to_bits(got[size_t(i)]), f32_to_bits(want)) << "code " << i;
+        EXPECT_EQ(f32_to_bits(scaled[size_t(i)]), f32_to_bits(bf16_to_f32(f32_to_bf16(want * 0.375f)))) << "code " << i;
+    }
 }
 
 // SkyReels' --quant against torchao 0.7.0 itself (tests/data/fp8, made by scripts/fixtures/make_fp8_fixture.py):
