@@ -1,10 +1,8 @@
-// Fuzz target: image files (the I2V conditioning image comes from users) through decode_image_rgb, the
-// PNG/JPEG reader behind load_image_rgb, and its EXIF orientation parser. A rejected input must be an sr::InputError;
-// an accepted one must give [3,H,W] within the size limits and values in [0,1], and small ones also go through
-// skyreels_resize_crop.
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
+// Fuzz target: image files (the I2V conditioning image comes from users) through decode_image, the format
+// sniffing and the libpng / libjpeg-turbo decoders behind load_image, and its EXIF orientation parser. A
+// rejected input must be an sr::InputError; an accepted one must be within the size limits with the right
+// number of bytes, and small ones also go through skyreels_resize_crop. Seeds: small PNGs and JPEGs of every
+// kind written here, plus the real files of tests/data/image_seeds (cameras' JPEGs, every PNG colour type).
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,19 +19,17 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
     // The EXIF parser sees every input, decodable or not (its reads are bounds-checked; it never throws).
     const int orientation = sr::exif_orientation(data, size);
     if (orientation < 1 || orientation > 8) throw std::logic_error("EXIF orientation " + std::to_string(orientation));
-    sr::Tensor img;
+    sr::Image8 img;
     try {
-        img = sr::decode_image_rgb(data, size, "fuzz");
+        img = sr::decode_image(data, size, "fuzz");
     } catch (const sr::InputError&) {
         return std::nullopt;
     }
-    if (img.rank() != 3 || img.dim(0) != 3 || img.dim(1) < 1 || img.dim(2) < 1 || img.dim(1) > sr::kMaxImageSide ||
-        img.dim(2) > sr::kMaxImageSide)
-        throw std::logic_error("accepted image has shape " + img.describe());
-    const float* p = img.data<float>();
-    for (int64_t i = 0; i < img.numel(); ++i)
-        if (!(p[i] >= 0.0f && p[i] <= 1.0f)) throw std::logic_error("decoded value outside [0,1]");
-    if (img.dim(1) * img.dim(2) <= 4096) {
+    if (img.width < 1 || img.height < 1 || img.width > sr::kMaxImageSide || img.height > sr::kMaxImageSide ||
+        img.width * img.height > sr::kMaxImagePixels || img.rgb.size() != size_t(img.width * img.height * 3))
+        throw std::logic_error("accepted image of " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+                               " with " + std::to_string(img.rgb.size()) + " bytes");
+    if (img.width * img.height <= 4096) {
         // A very thin image may crop to nothing at this aspect ratio (PIL would fail too): an InputError.
         try {
             const sr::Tensor out = sr::skyreels_resize_crop(img, 16, 24);
@@ -42,27 +38,27 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
         }
     }
     uint64_t sig = sr::fuzz::kMixStart;
-    sig = sr::fuzz::mix(sig, uint64_t(img.dim(1) % 64) * 64 + uint64_t(img.dim(2) % 64));
+    sig = sr::fuzz::mix(sig, uint64_t(img.height % 64) * 64 + uint64_t(img.width % 64));
+    sig = sr::fuzz::mix(sig, uint64_t(data[0]));  // PNG and JPEG results are told apart
     return sig;
 }
 
-// Small valid PNGs (grey-looking, colourful, 1x1) written by save_png, and a JPEG header stub.
+// Small valid PNGs (grey-looking, colourful, 1x1) written by encode_png, and PNG/JPEG files with EXIF blocks.
+// The real-file seeds (every JPEG and PNG kind) come from the corpus folder ctest passes.
 std::vector<std::string> seeds() {
     std::vector<std::string> out;
-    const auto path = std::filesystem::temp_directory_path() / "skyreels_fuzz_image_seed.png";
     const int64_t sizes[][2] = {{1, 1}, {3, 5}, {16, 9}};
     for (const auto& hw : sizes) {
-        sr::Tensor t = sr::Tensor::empty({3, hw[0], hw[1]}, sr::DType::F32);
-        float* p = t.data<float>();
-        for (int64_t i = 0; i < t.numel(); ++i) p[i] = float((i * 37) % 256) / 255.0f;
-        sr::save_png(path.string(), t);
-        std::ifstream f(path, std::ios::binary);
-        out.emplace_back(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+        sr::Image8 img;
+        img.height = hw[0], img.width = hw[1];
+        img.rgb.resize(size_t(hw[0] * hw[1] * 3));
+        for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = uint8_t((i * 37) % 256);
+        const std::vector<uint8_t> png = sr::encode_png(img);
+        out.emplace_back(png.begin(), png.end());
     }
-    std::filesystem::remove(path);
     out.push_back(std::string("\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9", 22));
     // EXIF: a TIFF block with IFD0's Orientation (6, big-endian), in a JPEG APP1 segment and a PNG eXIf chunk
-    // (after the first seed's IHDR; stb_image does not check chunk CRCs, so the PNG still decodes).
+    // (after the first seed's IHDR; its CRC is wrong, which libpng reports as a benign ancillary-chunk error).
     const std::string tiff(
         "MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
         "\x00\x00\x00\x00",

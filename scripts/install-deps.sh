@@ -13,7 +13,7 @@ packages=(
   libicu-dev             # CLIP tokenizer's Unicode cleanup (categories, NFC, lower-casing)
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264/MP4 video output
   ffmpeg                 # ffprobe, which the media tests check the videos with
-  libstb-dev             # PNG/JPEG reading, PNG writing
+  libjpeg62-turbo-dev libpng-dev  # the I2V image (JPEG, PNG) as Pillow reads it; PNG frames
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   clang-format git       # the style test
 )

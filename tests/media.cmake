@@ -1,3 +1,5 @@
-# Media tests (video writer checked with ffprobe, image reader, resize-crop).
-skyreels_test(test_media LABELS "media;bad-input" SOURCES test_media.cpp)
-target_link_libraries(test_media PRIVATE skyreels_media)
+# Media tests (video writer checked with ffprobe, image reader against the reference's fixtures, resize-crop).
+# libjpeg writes the JPEGs some tests need.
+pkg_check_modules(JPEG_FOR_TESTS REQUIRED IMPORTED_TARGET libjpeg)
+skyreels_test(test_media LABELS "media;bad-input" SOURCES test_media.cpp test_image_fixtures.cpp)
+target_link_libraries(test_media PRIVATE skyreels_media PkgConfig::JPEG_FOR_TESTS)

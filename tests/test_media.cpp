@@ -1,8 +1,15 @@
 // Media layer: the H.264/MP4 writer (checked with ffprobe), PNG/JPEG reading, PNG writing and SkyReels-V1's
 // conditioning-image crop and resize.
 #include <gtest/gtest.h>
-#include <stb/stb_image_write.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdio>  // before jpeglib.h, which needs FILE and size_t
 
 #include <cmath>
 #include <cstdio>
@@ -14,7 +21,10 @@
 #include "core/error.h"
 #include "media/exif_orientation.h"
 #include "media/image.h"
+#include "media/png_frames.h"
 #include "media/video_writer.h"
+
+#include <jpeglib.h>  // NOLINT(llvm-include-order): after <cstdio>
 
 namespace fs = std::filesystem;
 
@@ -94,6 +104,29 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 std::string read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// An RGB JPEG written by libjpeg at `quality` (4:2:0), for tests that need one.
+void write_jpeg(const std::string& path, int w, int h, const std::vector<uint8_t>& rgb, int quality) {
+    FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr) << path;
+    jpeg_compress_struct cinfo{};
+    jpeg_error_mgr err{};
+    cinfo.err = jpeg_std_error(&err);
+    jpeg_create_compress(&cinfo);
+    jpeg_stdio_dest(&cinfo, f);
+    cinfo.image_width = JDIMENSION(w), cinfo.image_height = JDIMENSION(h);
+    cinfo.input_components = 3, cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        JSAMPROW row = const_cast<JSAMPROW>(&rgb[size_t(cinfo.next_scanline) * size_t(w) * 3]);
+        jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    std::fclose(f);
 }
 
 TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
@@ -207,6 +240,171 @@ TEST_F(MediaTest, BadImageFilesAreInputErrorsNamingTheFile) {
     expect_input_error([&] { sr::load_image_rgb(file("huge.png")); }, file("huge.png"));
 }
 
+// --png-dir: the set appears only when the video is finished, exactly the frames of this run; a non-empty
+// folder is refused (an earlier, longer run's frames are never mixed in); an unfinished run (error, Ctrl-C
+// unwinding, a full disk) leaves neither the folder nor its temporary.
+TEST_F(MediaTest, PngFramesAppearWholeOrNotAtAll) {
+    const std::string pngs = file("frames");
+    {
+        sr::VideoWriter writer(file("a.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs});
+        writer.write(test_frames(3, 16, 16));
+        EXPECT_FALSE(fs::exists(pngs)) << "the folder must not exist before finish()";
+        writer.finish();
+    }
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(pngs)) n += e.path().extension() == ".png";
+    EXPECT_EQ(n, 3);
+    expect_input_error([&] { sr::VideoWriter w(file("b.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs}); },
+                       "is not empty");
+    {  // destroyed unfinished, as when an error or a cancellation unwinds the run
+        sr::VideoWriter writer(file("c.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("other")});
+        writer.write(test_frames(2, 16, 16));
+    }
+    fs::create_directories(file("empty"));
+    {
+        sr::VideoWriter writer(file("d.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("empty")});
+        writer.write(test_frames(1, 16, 16));
+        writer.finish();
+    }
+    EXPECT_TRUE(fs::exists(file("empty") + "/frame_00000.png"));
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"a.mp4", "d.mp4", "empty", "frames"})) << "leftovers";
+}
+
+// A full disk while writing PNG frames (simulated with RLIMIT_FSIZE: writes past it fail with EFBIG) is an
+// error naming the frame, not an exit 0 with empty or truncated PNGs; nothing is left behind.
+TEST_F(MediaTest, PngFramesOnAFullDiskFailAndLeaveNothing) {
+    struct rlimit old {};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = old;
+    small.rlim_cur = 600;  // bytes per file: the first noisy 64x64 frame does not fit
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    std::string error;
+    try {
+        sr::Image8 noisy;
+        noisy.width = noisy.height = 64;
+        noisy.rgb.resize(64 * 64 * 3);
+        for (size_t i = 0; i < noisy.rgb.size(); ++i) noisy.rgb[i] = uint8_t((i * 2654435761u) >> 13);
+        sr::PngFrameSet set(file("full"));
+        set.write(0, noisy);
+        set.commit();
+    } catch (const sr::InputError& e) {
+        error = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    EXPECT_NE(error.find("frame_00000.png"), std::string::npos) << error;
+    EXPECT_NE(error.find("cannot write"), std::string::npos) << error;
+    EXPECT_TRUE(fs::is_empty(dir_)) << "a failed set leaves nothing";
+}
+
+// Only PNG and JPEG reach a decoder, told by their magic bytes: the formats whose decoders crashed, looped or
+// read uninitialised memory in the hostile-input probe (Softimage PIC, Radiance HDR, and header-only PNM /
+// TGA / BMP / GIF / PSD files) are refused by name before any decoder runs.
+TEST_F(MediaTest, OnlyPngAndJpegAreDecodedOtherFormatsAreNamed) {
+    const std::vector<std::pair<std::string, std::string>> files = {
+        {std::string("\x53\x80\xf6\x34PICT\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+                     "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x00",
+                     92),
+         "Softimage PIC"},
+        {"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 16384 +X 16384\n\x02\x02", "Radiance HDR"},
+        {"P6\n16384 16384\n255\n", "PNM"},
+        {"GIF89a\x00\x40\x00\x40\x00\x00\x00", "GIF"},
+        {"BM\x36\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00", "BMP"},
+        {"8BPS\x00\x01", "PSD"},
+        {std::string("RIFF\x10\0\0\0WEBPVP8 ", 16), "WebP"},
+        {std::string("II*\0\x08\0\0\0", 8), "TIFF"},
+        {std::string("\0\0\x02\0\0\0\0\0\0\0\0\0\x00\x40\x00\x40\x18\x00", 18), "TGA"},
+    };
+    for (const auto& [bytes, format] : files) {
+        write_bytes(file("x.img"), bytes);
+        expect_input_error([&] { sr::load_image(file("x.img")); }, "a " + format + " file; only PNG and JPEG");
+        expect_input_error([&] { sr::load_image(file("x.img")); }, file("x.img"));
+    }
+}
+
+// A JPEG cut anywhere (inside the headers, inside the scan, just before EOI) is a clear error, never an image
+// padded with invented grey; JPEGs missing their Huffman tables or with a damaged table either decode as
+// Pillow's libjpeg would or are refused (the probe's stb crash read uninitialised memory here: ASan checks).
+TEST_F(MediaTest, TruncatedAndDamagedJpegsAreErrors) {
+    std::vector<uint8_t> rgb(size_t(40 * 24 * 3));
+    for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 7 % 251);
+    write_jpeg(file("good.jpg"), 40, 24, rgb, 90);
+    const std::string jpeg = read_bytes(file("good.jpg"));
+    const sr::Image8 good = sr::load_image(file("good.jpg"));
+    ASSERT_EQ(good.width, 40);
+    const size_t sos = jpeg.find("\xff\xda");
+    ASSERT_NE(sos, std::string::npos);
+    for (size_t cut : {size_t(3), size_t(20), sos - 10, sos + 4, sos + 40, jpeg.size() - 40, jpeg.size() - 2}) {
+        SCOPED_TRACE(cut);
+        write_bytes(file("cut.jpg"), jpeg.substr(0, cut));
+        expect_input_error([&] { sr::load_image(file("cut.jpg")); }, file("cut.jpg"));
+    }
+    // Every DHT segment removed, then each table's class byte damaged: no crash, and an error or an image.
+    std::string no_dht = jpeg;
+    for (size_t at; (at = no_dht.find("\xff\xc4")) != std::string::npos && at < sos;)
+        no_dht.erase(at, 2 + (size_t(uint8_t(no_dht[at + 2])) << 8 | uint8_t(no_dht[at + 3])));
+    std::string bad_dht = jpeg;
+    for (size_t at = 0; (at = bad_dht.find("\xff\xc4", at)) != std::string::npos; at += 2) bad_dht[at + 4] = '\x13';
+    for (const std::string& bytes : {no_dht, bad_dht}) {
+        write_bytes(file("dht.jpg"), bytes);
+        try {
+            const sr::Image8 img = sr::load_image(file("dht.jpg"));
+            EXPECT_EQ(img.rgb.size(), good.rgb.size());
+        } catch (const sr::InputError& e) {
+            EXPECT_NE(std::string(e.what()).find(file("dht.jpg")), std::string::npos) << e.what();
+        }
+    }
+}
+
+// Decompression bombs: a few bytes claiming a huge image are refused from the header, before any pixel memory
+// is taken (the probe's 30-byte files cost 5.5 GB and 12-18 s), and quickly.
+TEST_F(MediaTest, ImagesLargerThanTheLimitsAreRefusedFromTheirHeader) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sr::Image8 small;
+    small.width = 4, small.height = 3;
+    small.rgb.assign(36, 100);
+    const std::vector<uint8_t> png_bytes = sr::encode_png(small);
+    const std::string png(png_bytes.begin(), png_bytes.end());
+    auto be32 = [](uint32_t v) {
+        return std::string{char(v >> 24), char(v >> 16 & 0xff), char(v >> 8 & 0xff), char(v & 0xff)};
+    };
+    // Each side within kMaxImageSide but more pixels than kMaxImagePixels; and one side past the limit.
+    const int64_t side = sr::kMaxImageSide;
+    ASSERT_GT(side * side, sr::kMaxImagePixels);
+    for (const auto& [w, h] : {std::pair<int64_t, int64_t>{side, side}, {side + 1, 1}, {1, side + 1}}) {
+        std::string huge = png;
+        huge.replace(16, 8, be32(uint32_t(w)) + be32(uint32_t(h)));
+        write_bytes(file("huge.png"), huge);
+        expect_input_error([&] { sr::load_image(file("huge.png")); }, "outside the limits");
+    }
+    // A JPEG whose frame header claims 65000 x 65000.
+    std::vector<uint8_t> rgb(size_t(8 * 8 * 3), 77);
+    write_jpeg(file("small.jpg"), 8, 8, rgb, 90);
+    std::string jpeg = read_bytes(file("small.jpg"));
+    const size_t sof = jpeg.find("\xff\xc0");
+    ASSERT_NE(sof, std::string::npos);
+    jpeg[sof + 5] = char(0xfd), jpeg[sof + 6] = char(0xe8), jpeg[sof + 7] = char(0xfd), jpeg[sof + 8] = char(0xe8);
+    write_bytes(file("huge.jpg"), jpeg);
+    expect_input_error([&] { sr::load_image(file("huge.jpg")); }, "outside the limits");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(seconds, 2.0) << "refusing from the header must not decode anything";
+}
+
+// A FIFO (or a folder, or a symlink loop) named as the image is refused without blocking: the file is opened
+// without waiting for a writer and must be a regular file.
+TEST_F(MediaTest, AFifoOrAFolderAsTheImageIsRefusedWithoutBlocking) {
+    ASSERT_EQ(::mkfifo(file("pipe.png").c_str(), 0600), 0);
+    expect_input_error([&] { sr::load_image(file("pipe.png")); }, "not a regular file");
+    expect_input_error([&] { sr::load_image(dir_.string()); }, "not a regular file");
+    fs::create_symlink(file("loop_b"), file("loop_a"));
+    fs::create_symlink(file("loop_a"), file("loop_b"));
+    expect_input_error([&] { sr::load_image(file("loop_a")); }, file("loop_a"));
+}
+
 // An EXIF block holding only IFD0's Orientation tag, as a TIFF in either byte order.
 std::string exif_tiff(int orientation, bool little_endian) {
     auto u16 = [&](uint32_t v) {
@@ -287,21 +485,23 @@ TEST_F(MediaTest, JpegExifOrientationAndBrokenExifBlocks) {
     const sr::Tensor img =
         image_of(16, 24, [](int64_t c, int64_t y, int64_t x) { return float((y * 24 + x) * 3 % 256 + c) / 258.0f; });
     sr::save_png(file("src.png"), img);
-    // A JPEG of it: stb_image_write at quality 100.
+    // A JPEG of it at quality 100.
     std::vector<uint8_t> rgb(size_t(16 * 24 * 3));
     for (int64_t y = 0; y < 16; ++y)
         for (int64_t x = 0; x < 24; ++x)
             for (int64_t c = 0; c < 3; ++c)
                 rgb[size_t((y * 24 + x) * 3 + c)] = uint8_t(img.item_as_float((c * 16 + y) * 24 + x) * 255.0f);
-    ASSERT_TRUE(stbi_write_jpg(file("plain.jpg").c_str(), 24, 16, 3, rgb.data(), 100));
+    write_jpeg(file("plain.jpg"), 24, 16, rgb, 100);
     const std::string jpeg = read_bytes(file("plain.jpg"));
     const sr::Tensor plain = sr::load_image_rgb(file("plain.jpg"));
     write_bytes(file("o6.jpg"), jpeg_with_exif(jpeg, exif_tiff(6, false)));
-    const sr::Tensor turned = sr::load_image_rgb(file("o6.jpg"));
-    const sr::Tensor want = sr::apply_exif_orientation(plain, 6);
-    ASSERT_EQ(turned.shape(), (sr::Shape{3, 24, 16}));
-    ASSERT_EQ(want.shape(), turned.shape());
-    for (int64_t i = 0; i < want.numel(); ++i) ASSERT_EQ(turned.item_as_float(i), want.item_as_float(i)) << i;
+    const sr::Image8 turned = sr::load_image(file("o6.jpg"));
+    const sr::Image8 want = sr::apply_exif_orientation(sr::load_image(file("plain.jpg")), 6);
+    ASSERT_EQ(turned.width, 16);
+    ASSERT_EQ(turned.height, 24);
+    ASSERT_EQ(want.width, turned.width);
+    ASSERT_EQ(want.height, turned.height);
+    ASSERT_EQ(want.rgb, turned.rgb);
 
     std::string truncated = exif_tiff(6, true);
     truncated.resize(12);  // the entry is cut off

@@ -93,19 +93,15 @@ int exif_orientation(const uint8_t* data, size_t size) {
     return 1;
 }
 
-Tensor apply_exif_orientation(const Tensor& rgb, int o) {
-    if (o < 2 || o > 8) return rgb;
-    SR_ASSERT(rgb.rank() == 3 && rgb.dim(0) == 3 && rgb.dtype() == DType::F32, "EXIF orientation of {}",
-              rgb.describe());
-    const Tensor in = rgb.contiguous();
-    const int64_t H = in.dim(1), W = in.dim(2);
+Image8 apply_exif_orientation(Image8 img, int o) {
+    if (o < 2 || o > 8) return img;
+    const int64_t H = img.height, W = img.width;
     const bool swaps = o >= 5;  // transpose, rotations by 90 and transverse exchange height and width
-    const int64_t oh = swaps ? W : H, ow = swaps ? H : W;
-    Tensor out = Tensor::empty({3, oh, ow}, DType::F32);
-    const float* s = in.data<float>();
-    float* d = out.data<float>();
-    for (int64_t y = 0; y < oh; ++y)
-        for (int64_t x = 0; x < ow; ++x) {
+    Image8 out;
+    out.height = swaps ? W : H, out.width = swaps ? H : W;
+    out.rgb.resize(img.rgb.size());
+    for (int64_t y = 0; y < out.height; ++y)
+        for (int64_t x = 0; x < out.width; ++x) {
             int64_t sy = y, sx = x;  // the source pixel of output (y, x), PIL's Image.transpose methods
             switch (o) {
                 case 2:
@@ -130,7 +126,7 @@ Tensor apply_exif_orientation(const Tensor& rgb, int o) {
                     sy = x, sx = W - 1 - y;
                     break;  // ROTATE_90 (90 counter-clockwise)
             }
-            for (int64_t c = 0; c < 3; ++c) d[(c * oh + y) * ow + x] = s[(c * H + sy) * W + sx];
+            std::memcpy(&out.rgb[size_t((y * out.width + x) * 3)], &img.rgb[size_t((sy * W + sx) * 3)], 3);
         }
     return out;
 }

@@ -3,13 +3,13 @@
 // before anything else. Without this a rotated JPEG would condition the video sideways, silently.
 //
 //   const int o = sr::exif_orientation(bytes, size);        // 1..8 (1: as stored)
-//   rgb = sr::apply_exif_orientation(rgb, o);               // f32 [3,H,W] -> upright
+//   img = sr::apply_exif_orientation(std::move(img), o);    // 8-bit RGB -> upright
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#include "core/tensor.h"
+#include "media/image.h"
 
 namespace sr {
 
@@ -18,9 +18,9 @@ namespace sr {
 // rather than failing the image, and so do we). Every read is bounds-checked: any bytes are safe input.
 int exif_orientation(const uint8_t* data, size_t size);
 
-// f32 [3,H,W] turned as PIL's exif_transpose turns it: 2 mirror left-right, 3 rotate 180, 4 mirror
+// An image turned as PIL's exif_transpose turns it: 2 mirror left-right, 3 rotate 180, 4 mirror
 // top-bottom, 5 transpose, 6 rotate 90 clockwise, 7 transverse (mirror over the anti-diagonal), 8 rotate 90
 // counter-clockwise; 1 (or anything else) returns the image as it is.
-Tensor apply_exif_orientation(const Tensor& rgb, int orientation);
+Image8 apply_exif_orientation(Image8 image, int orientation);
 
 }  // namespace sr

@@ -1,16 +1,19 @@
 #include "media/image.h"
 
-#include <stb/stb_image.h>
-#include <stb/stb_image_write.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
-#include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
 #include "media/exif_orientation.h"
+#include "media/image_codecs.h"
+#include "media/pil_resample.h"
 
 namespace sr {
 namespace {
@@ -43,169 +46,138 @@ std::vector<uint8_t> to_interleaved_u8(const Tensor& rgb) {
     return out;
 }
 
-// ---- Pillow's resampling (src/libImaging/Resample.c, Pillow 7-11), reproduced for 8-bit RGB ----------------
-// Pillow resizes a uint8 image in two separable passes (horizontal first, only the rows the vertical pass
-// needs), with double-precision filter weights normalized per output pixel, converted to fixed point with
-// 22 fractional bits, and rounded and clipped to uint8 between the passes. Doing the same integer arithmetic
-// gives the same bytes; the only platform dependence is libm's sin() in the weights.
-constexpr int kPrecisionBits = 32 - 8 - 2;
-
-double sinc(double x) {
-    if (x == 0.0) return 1.0;
-    x *= M_PI;
-    return std::sin(x) / x;
-}
-
-double lanczos3(double x) {
-    return (-3.0 <= x && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
-}
-
-struct Coeffs {
-    int ksize = 0;
-    std::vector<int> bounds;     // per output pixel: first input pixel, number of input pixels
-    std::vector<int32_t> fixed;  // per output pixel: ksize weights in fixed point
-};
-
-Coeffs precompute_lanczos(int in_size, float in0, float in1, int out_size) {
-    constexpr double kSupport = 3.0;
-    double scale = double(in1 - in0) / out_size;
-    const double filterscale = scale < 1.0 ? 1.0 : scale;
-    const double support = kSupport * filterscale;
-    Coeffs c;
-    c.ksize = int(std::ceil(support)) * 2 + 1;
-    c.bounds.resize(size_t(out_size) * 2);
-    c.fixed.assign(size_t(out_size) * size_t(c.ksize), 0);
-    std::vector<double> k(size_t(c.ksize));
-    for (int xx = 0; xx < out_size; ++xx) {
-        const double center = in0 + (xx + 0.5) * scale;
-        const double ss = 1.0 / filterscale;
-        int xmin = int(center - support + 0.5);
-        if (xmin < 0) xmin = 0;
-        int xmax = int(center + support + 0.5);
-        if (xmax > in_size) xmax = in_size;
-        xmax -= xmin;
-        double ww = 0.0;
-        std::fill(k.begin(), k.end(), 0.0);
-        for (int x = 0; x < xmax; ++x) {
-            const double w = lanczos3((x + xmin - center + 0.5) * ss);
-            k[size_t(x)] = w;
-            ww += w;
-        }
-        for (int x = 0; x < xmax; ++x)
-            if (ww != 0.0) k[size_t(x)] /= ww;
-        for (int x = 0; x < c.ksize; ++x) {
-            const double v = k[size_t(x)] * (1 << kPrecisionBits);
-            c.fixed[size_t(xx) * size_t(c.ksize) + size_t(x)] = int32_t(v < 0 ? -0.5 + v : 0.5 + v);
-        }
-        c.bounds[size_t(xx) * 2] = xmin;
-        c.bounds[size_t(xx) * 2 + 1] = xmax;
-    }
-    return c;
-}
-
-uint8_t clip8(int64_t v) {
-    if (v >= (int64_t(1) << kPrecisionBits << 8)) return 255;
-    if (v <= 0) return 0;
-    return uint8_t(v >> kPrecisionBits);
-}
-
-// Interleaved RGB8 image.
-struct Rgb8 {
-    int w = 0, h = 0;
-    std::vector<uint8_t> px;
-    uint8_t* at(int x, int y) { return &px[(size_t(y) * size_t(w) + size_t(x)) * 3]; }
-    const uint8_t* at(int x, int y) const { return &px[(size_t(y) * size_t(w) + size_t(x)) * 3]; }
-};
-
-// PIL's Image.resize((out_w, out_h), Image.LANCZOS) with the default box (the whole image).
-Rgb8 pil_resize_lanczos(const Rgb8& in, int out_w, int out_h) {
-    const bool need_h = out_w != in.w;
-    const bool need_v = out_h != in.h;
-    Coeffs horiz = precompute_lanczos(in.w, 0.0f, float(in.w), out_w);
-    Coeffs vert = precompute_lanczos(in.h, 0.0f, float(in.h), out_h);
-    const int y_first = vert.bounds[0];
-    const int y_last = vert.bounds[size_t(out_h) * 2 - 2] + vert.bounds[size_t(out_h) * 2 - 1];
-
-    Rgb8 cur = in;
-    if (need_h) {
-        for (int i = 0; i < out_h; ++i) vert.bounds[size_t(i) * 2] -= y_first;
-        Rgb8 tmp{out_w, y_last - y_first, {}};
-        tmp.px.resize(size_t(tmp.w) * size_t(tmp.h) * 3);
-        for (int yy = 0; yy < tmp.h; ++yy)
-            for (int xx = 0; xx < out_w; ++xx) {
-                const int xmin = horiz.bounds[size_t(xx) * 2], xn = horiz.bounds[size_t(xx) * 2 + 1];
-                const int32_t* k = &horiz.fixed[size_t(xx) * size_t(horiz.ksize)];
-                for (int c = 0; c < 3; ++c) {
-                    int64_t ss = int64_t(1) << (kPrecisionBits - 1);
-                    for (int x = 0; x < xn; ++x) ss += int64_t(in.at(x + xmin, yy + y_first)[c]) * k[x];
-                    tmp.at(xx, yy)[c] = clip8(ss);
-                }
-            }
-        cur = std::move(tmp);
-    }
-    if (need_v) {
-        Rgb8 out{out_w, out_h, {}};
-        out.px.resize(size_t(out_w) * size_t(out_h) * 3);
-        for (int yy = 0; yy < out_h; ++yy) {
-            const int ymin = vert.bounds[size_t(yy) * 2], yn = vert.bounds[size_t(yy) * 2 + 1];
-            const int32_t* k = &vert.fixed[size_t(yy) * size_t(vert.ksize)];
-            for (int xx = 0; xx < out_w; ++xx)
-                for (int c = 0; c < 3; ++c) {
-                    int64_t ss = int64_t(1) << (kPrecisionBits - 1);
-                    for (int y = 0; y < yn; ++y) ss += int64_t(cur.at(xx, y + ymin)[c]) * k[y];
-                    out.at(xx, yy)[c] = clip8(ss);
-                }
-        }
-        cur = std::move(out);
-    }
-    return cur;
-}
-
 // Python's round() on the half-integers and integers that resizecrop's box holds: half to even.
 int64_t round_half_even(double v) {
     return int64_t(std::nearbyint(v));
 }
 
+// Writes `bytes` to `path` with checked calls (a full disk is an error, not a short file); on failure the
+// file is removed.
+void write_file_checked(const std::string& path, const std::vector<uint8_t>& bytes) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    SR_THROW_IF(fd < 0, "cannot create the file: {}", std::strerror(errno));
+    size_t done = 0;
+    int error = 0;
+    while (done < bytes.size() && error == 0) {
+        const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            error = w < 0 ? errno : ENOSPC;
+        else
+            done += size_t(w);
+    }
+    if (::close(fd) != 0 && error == 0) error = errno;
+    if (error != 0) {
+        ::unlink(path.c_str());
+        SR_THROW("cannot write the file: {}", std::strerror(error));
+    }
+}
+
 }  // namespace
 
-Tensor decode_image_rgb(const uint8_t* data, size_t size, const std::string& name) {
+void detail::check_image_size(int64_t width, int64_t height, const std::string& name) {
+    SR_THROW_IF(
+        width < 1 || height < 1 || width > kMaxImageSide || height > kMaxImageSide || width * height > kMaxImagePixels,
+        "image '{}': {}x{} (width x height) is outside the limits (each side 1..{}, at most {} pixels)", name, width,
+        height, kMaxImageSide, kMaxImagePixels);
+}
+
+std::string sniff_image_format(const uint8_t* d, size_t n) {
+    auto starts = [&](const char* magic, size_t len, size_t at = 0) {
+        return n >= at + len && std::memcmp(d + at, magic, len) == 0;
+    };
+    if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
+    if (starts("\xff\xd8\xff", 3)) return "JPEG";
+    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
+    if (starts("BM", 2)) return "BMP";
+    if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "WebP";
+    if (starts("II*\0", 4) || starts("MM\0*", 4)) return "TIFF";
+    if (starts("#?RADIANCE", 10) || starts("#?RGBE", 6)) return "Radiance HDR";
+    if (starts("\x53\x80\xf6\x34", 4)) return "Softimage PIC";
+    if (starts("8BPS", 4)) return "PSD";
+    if (starts("ftyp", 4, 4)) return "HEIF/AVIF";
+    if (starts("qoif", 4)) return "QOI";
+    if (starts("\0\0\0\x0cjP  ", 8) || starts("\xff\x4f\xff\x51", 4)) return "JPEG 2000";
+    if (starts("\xff\x0a", 2)) return "JPEG XL";
+    if (n >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7') return "PNM";
+    if (n >= 3 && d[0] == 0 && (d[2] == 2 || d[2] == 10) && d[1] <= 1) return "TGA";
+    return "";
+}
+
+Image8 decode_image(const uint8_t* data, size_t size, const std::string& name) {
     SR_THROW_IF(size == 0, "image '{}': empty file", name);
     SR_THROW_IF(int64_t(size) > kMaxImageFileBytes, "image '{}': {} bytes, more than the limit of {}", name, size,
                 kMaxImageFileBytes);
-    int w = 0, h = 0, comp = 0;
-    if (!stbi_info_from_memory(data, int(size), &w, &h, &comp))
-        SR_THROW("image '{}': not a readable PNG or JPEG ({})", name, stbi_failure_reason());
-    SR_THROW_IF(w < 1 || h < 1 || w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels,
-                "image '{}': size {}x{} outside the limits (each side 1..{}, at most {} pixels)", name, w, h,
-                kMaxImageSide, kMaxImagePixels);
-    int w2 = 0, h2 = 0;
-    uint8_t* px = stbi_load_from_memory(data, int(size), &w2, &h2, &comp, 3);
-    if (!px) SR_THROW("image '{}': corrupt or truncated ({})", name, stbi_failure_reason());
-    std::unique_ptr<uint8_t, void (*)(void*)> guard(px, stbi_image_free);
-    SR_ASSERT(w2 == w && h2 == h, "stb_image decoded {}x{} after announcing {}x{}", w2, h2, w, h);
+    // The format from the magic bytes, before any decoder sees the data: only the two decoders we trust run.
+    const std::string format = sniff_image_format(data, size);
+    Image8 img;
+    if (format == "PNG") {
+        img = detail::decode_png(data, size, name);
+    } else if (format == "JPEG") {
+        img = detail::decode_jpeg(data, size, name);
+    } else if (format.empty()) {
+        SR_THROW("image '{}': not a PNG or JPEG file (unrecognised content)", name);
+    } else {
+        SR_THROW("image '{}': a {} file; only PNG and JPEG images are read (convert it first)", name, format);
+    }
+    // Upright, as diffusers' load_image makes it (PIL.ImageOps.exif_transpose).
+    return apply_exif_orientation(std::move(img), exif_orientation(data, size));
+}
 
-    Tensor out = Tensor::empty({3, h, w}, DType::F32, host_allocator(), "image " + name);  // [3,H,W]
+Image8 load_image(const std::string& path) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused as not a regular file below.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    SR_THROW_IF(fd < 0, "image '{}': cannot open the file: {}", path, std::strerror(errno));
+    struct FdCloser {
+        int fd;
+        ~FdCloser() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    SR_THROW_IF(::fstat(fd, &st) != 0, "image '{}': cannot stat the file: {}", path, std::strerror(errno));
+    SR_THROW_IF(!S_ISREG(st.st_mode), "image '{}': not a regular file", path);
+    SR_THROW_IF(st.st_size > kMaxImageFileBytes, "image '{}': {} bytes, more than the limit of {}", path,
+                int64_t(st.st_size), kMaxImageFileBytes);
+    std::vector<uint8_t> bytes(size_t(st.st_size));
+    size_t got = 0;
+    while (got < bytes.size()) {
+        const ssize_t r = ::read(fd, bytes.data() + got, bytes.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        SR_THROW_IF(r < 0, "image '{}': read error: {}", path, std::strerror(errno));
+        if (r == 0) break;  // shrank while we read: decode what is there (a truncated image is an error)
+        got += size_t(r);
+    }
+    bytes.resize(got);
+    return decode_image(bytes.data(), bytes.size(), path);
+}
+
+Tensor image_to_tensor(const Image8& image) {
+    Tensor out = Tensor::empty({3, image.height, image.width}, DType::F32, host_allocator(), "image");  // [3,H,W]
     float* dst = out.data<float>();
-    const int64_t plane = int64_t(w) * h;
+    const int64_t plane = image.width * image.height;
     // Same float32 values as diffusers' np.array(image).astype(np.float32) / 255.0.
     for (int64_t i = 0; i < plane; ++i)
-        for (int c = 0; c < 3; ++c) dst[c * plane + i] = float(px[i * 3 + c]) / 255.0f;
-    // Upright, as diffusers' load_image makes it (PIL.ImageOps.exif_transpose).
-    return apply_exif_orientation(out, exif_orientation(data, size));
+        for (int c = 0; c < 3; ++c) dst[c * plane + i] = float(image.rgb[size_t(i * 3 + c)]) / 255.0f;
+    return out;
 }
 
 Tensor load_image_rgb(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    SR_THROW_IF(!f, "image '{}': cannot open the file", path);
-    const std::streamoff end = f.tellg();
-    SR_THROW_IF(end < 0, "image '{}': cannot read the file (not a regular file?)", path);
-    SR_THROW_IF(end > kMaxImageFileBytes, "image '{}': {} bytes, more than the limit of {}", path, int64_t(end),
-                kMaxImageFileBytes);
-    std::vector<uint8_t> bytes(static_cast<size_t>(end));
-    f.seekg(0);
-    if (end > 0) f.read(reinterpret_cast<char*>(bytes.data()), end);
-    SR_THROW_IF(!f, "image '{}': read error", path);
-    return decode_image_rgb(bytes.data(), bytes.size(), path);
+    return image_to_tensor(load_image(path));
+}
+
+Tensor decode_image_rgb(const uint8_t* data, size_t size, const std::string& name) {
+    return image_to_tensor(decode_image(data, size, name));
+}
+
+Image8 image_from_tensor(const Tensor& rgb) {
+    const Tensor t = as_rgb_f32(rgb, "image");
+    Image8 img;
+    img.height = t.dim(1), img.width = t.dim(2);
+    img.rgb = to_interleaved_u8(t);
+    return img;
+}
+
+std::vector<uint8_t> encode_png(const Image8& image) {
+    return detail::encode_png_rgb8(image);
 }
 
 void save_png(const std::string& path, const Tensor& rgb) {
@@ -213,10 +185,12 @@ void save_png(const std::string& path, const Tensor& rgb) {
         const Tensor t = as_rgb_f32(rgb, "save_png");
         SR_THROW_IF(t.dim(1) > kMaxImageSide || t.dim(2) > kMaxImageSide, "image {} larger than {} per side",
                     t.describe(), kMaxImageSide);
-        const std::vector<uint8_t> bytes = to_interleaved_u8(t);
-        const int w = int(t.dim(2)), h = int(t.dim(1));
-        SR_THROW_IF(!stbi_write_png(path.c_str(), w, h, 3, bytes.data(), w * 3), "cannot write the file");
+        write_file_checked(path, encode_png(image_from_tensor(t)));
     });
+}
+
+void save_png(const std::string& path, const Image8& image) {
+    SR_WITH_CONTEXT("writing PNG '" + path + "'", { write_file_checked(path, encode_png(image)); });
 }
 
 // SkyReels-V1 I2V conditioning image, step by step (refs: SkyReels-V1 skyreelsinfer/pipelines/
@@ -231,18 +205,16 @@ void save_png(const std::string& path, const Tensor& rgb) {
 //  2. video_processor.preprocess(image, height, width): the target becomes (height - height % 8,
 //     width - width % 8), the crop is stretched to exactly that with PIL Image.resize(..., LANCZOS)
 //     (antialiased 3-lobe Lanczos on the uint8 image), then np.float32(x) / 255 and 2 * x - 1 -> [-1, 1].
-// Pillow's Lanczos is reproduced integer for integer (see pil_resize_lanczos), so for a PNG input the result
-// matches the reference bit for bit (checked against Pillow 9.4.0 on upscales, downscales and odd crops). What is not
-// matched: (a) JPEG decoding: PIL uses libjpeg-turbo, load_image_rgb uses stb_image, whose IDCT and chroma upsampling
-// differ by a few levels of 255; (b) EXIF orientation (step 0) is not applied; (c) 16-bit PNGs are reduced to 8 bits by
-// stb (PIL may differ).
-Tensor skyreels_resize_crop(const Tensor& rgb, int64_t height, int64_t width) {
-    const Tensor t = as_rgb_f32(rgb, "skyreels_resize_crop");
+// Pillow's decoders' settings and its Lanczos are reproduced integer for integer (media/png_codec.cpp,
+// media/jpeg_decoder.cpp, media/pil_resample.h), so the result equals the reference's byte for byte; the
+// fixture test (tests/test_image_fixtures.cpp) checks that on every case it finds.
+Tensor skyreels_resize_crop(const Image8& image, int64_t height, int64_t width) {
     SR_THROW_IF(height < 8 || width < 8 || height > kMaxImageSide || width > kMaxImageSide,
                 "skyreels_resize_crop: target {}x{} (height x width) outside 8..{}", height, width, kMaxImageSide);
-    SR_THROW_IF(t.dim(1) > kMaxImageSide || t.dim(2) > kMaxImageSide, "skyreels_resize_crop: image {} too large",
-                t.describe());
-    const int64_t w = t.dim(2), h = t.dim(1);
+    SR_THROW_IF(image.width < 1 || image.height < 1 || image.width > kMaxImageSide || image.height > kMaxImageSide,
+                "skyreels_resize_crop: image {}x{} (width x height) outside 1..{} per side", image.width, image.height,
+                kMaxImageSide);
+    const int64_t w = image.width, h = image.height;
     const int64_t th = height, tw = width;
 
     // Step 1 (Python true division on ints: exact products, one correctly rounded division).
@@ -256,27 +228,36 @@ Tensor skyreels_resize_crop(const Tensor& rgb, int64_t height, int64_t width) {
     }
     const int64_t x0 = round_half_even(double(w - new_w) / 2), y0 = round_half_even(double(h - new_h) / 2);
     const int64_t x1 = round_half_even(double(w + new_w) / 2), y1 = round_half_even(double(h + new_h) / 2);
-    SR_THROW_IF(x1 <= x0 || y1 <= y0, "skyreels_resize_crop: image {} crops to nothing for {}x{}", t.describe(), height,
+    SR_THROW_IF(x1 <= x0 || y1 <= y0, "skyreels_resize_crop: a {}x{} image crops to nothing for {}x{}", w, h, height,
                 width);
 
-    // The crop, requantized to the uint8 PIL image the reference holds; PIL fills outside the image with 0.
-    const std::vector<uint8_t> full = to_interleaved_u8(t);
-    Rgb8 crop{int(x1 - x0), int(y1 - y0), {}};
-    crop.px.assign(size_t(crop.w) * size_t(crop.h) * 3, 0);
-    for (int64_t y = y0; y < y1; ++y)
-        for (int64_t x = x0; x < x1; ++x)
-            if (x >= 0 && x < w && y >= 0 && y < h)
-                std::copy_n(&full[size_t((y * w + x) * 3)], 3, crop.at(int(x - x0), int(y - y0)));
+    // The crop (8-bit, as PIL holds it); PIL fills what lies outside the image with 0.
+    Image8 crop;
+    crop.width = x1 - x0, crop.height = y1 - y0;
+    crop.rgb.assign(size_t(crop.width * crop.height * 3), 0);
+    for (int64_t y = std::max<int64_t>(y0, 0); y < std::min(y1, h); ++y) {
+        const int64_t xa = std::max<int64_t>(x0, 0), xb = std::min(x1, w);
+        if (xb > xa)
+            std::copy_n(&image.rgb[size_t((y * w + xa) * 3)], size_t((xb - xa) * 3),
+                        &crop.rgb[size_t(((y - y0) * crop.width + (xa - x0)) * 3)]);
+    }
 
     // Step 2.
-    const int out_h = int(height - height % 8), out_w = int(width - width % 8);
-    const Rgb8 resized = pil_resize_lanczos(crop, out_w, out_h);
+    const int64_t out_h = height - height % 8, out_w = width - width % 8;
+    const Image8 resized = pil_resize_lanczos(crop, out_w, out_h);
     Tensor out = Tensor::empty({3, out_h, out_w}, DType::F32, host_allocator(), "conditioning image");
     float* dst = out.data<float>();
-    const int64_t plane = int64_t(out_h) * out_w;
+    const int64_t plane = out_h * out_w;
     for (int64_t i = 0; i < plane; ++i)
-        for (int c = 0; c < 3; ++c) dst[c * plane + i] = 2.0f * (float(resized.px[size_t(i * 3 + c)]) / 255.0f) - 1.0f;
+        for (int c = 0; c < 3; ++c) dst[c * plane + i] = 2.0f * (float(resized.rgb[size_t(i * 3 + c)]) / 255.0f) - 1.0f;
     return out;
+}
+
+Tensor skyreels_resize_crop(const Tensor& rgb, int64_t height, int64_t width) {
+    const Tensor t = as_rgb_f32(rgb, "skyreels_resize_crop");
+    SR_THROW_IF(t.dim(1) > kMaxImageSide || t.dim(2) > kMaxImageSide, "skyreels_resize_crop: image {} too large",
+                t.describe());
+    return skyreels_resize_crop(image_from_tensor(t), height, width);
 }
 
 }  // namespace sr

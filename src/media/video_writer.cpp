@@ -17,6 +17,7 @@ extern "C" {
 #include "core/error.h"
 #include "core/log.h"
 #include "media/image.h"
+#include "media/png_frames.h"
 
 namespace sr {
 namespace {
@@ -53,6 +54,8 @@ namespace sr {
 
 struct VideoWriter::Impl {
     std::string path, partial_path;
+    std::unique_ptr<PngFrameSet> pngs;  // --png-dir
+    Image8 frame8;
     int64_t width = 0, height = 0;
     VideoWriterOptions options;
     AVFormatContext* format = nullptr;
@@ -167,11 +170,7 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
                     height);
         SR_THROW_IF(options.fps < 1 || options.fps > 1000, "fps {} outside 1..1000", options.fps);
         SR_THROW_IF(options.crf < 0 || options.crf > 51, "crf {} outside 0..51", options.crf);
-        if (!options.png_dir.empty()) {
-            std::error_code ec;
-            std::filesystem::create_directories(options.png_dir, ec);
-            SR_THROW_IF(ec, "cannot create the PNG directory '{}': {}", options.png_dir, ec.message());
-        }
+        if (!options.png_dir.empty()) m.pngs = std::make_unique<PngFrameSet>(options.png_dir);
         try {
             m.open();
         } catch (...) {
@@ -217,13 +216,11 @@ void VideoWriter::write(const Tensor& frames) {
                                                : v >= 1.0f ? 255
                                                            : uint8_t(std::nearbyint(v * 255.0f));  // NaN -> 0
                 }
-            if (!m.options.png_dir.empty()) {
-                // [3,H,W] in [0,1] from the bytes already rounded, so the PNG holds exactly the video's input.
-                Tensor png = Tensor::empty({3, m.height, m.width}, DType::F32);
-                float* p = png.data<float>();
-                for (int64_t i = 0; i < plane; ++i)
-                    for (int c = 0; c < 3; ++c) p[c * plane + i] = float(m.rgb[size_t(i * 3 + c)]) / 255.0f;
-                save_png(fmt::format("{}/frame_{:05d}.png", m.options.png_dir, m.n_frames), png);
+            if (m.pngs) {
+                // The bytes already rounded for the encoder, so the PNG holds exactly the video's input.
+                m.frame8.width = m.width, m.frame8.height = m.height;
+                m.frame8.rgb.assign(m.rgb.begin(), m.rgb.end());
+                m.pngs->write(m.n_frames, m.frame8);
             }
             SR_AV_CHECK(av_frame_make_writable(m.frame));
             const uint8_t* src_planes[1] = {m.rgb.data()};
@@ -249,6 +246,7 @@ void VideoWriter::finish() {
         std::filesystem::rename(m.partial_path, m.path, ec);
         SR_THROW_IF(ec, "cannot rename '{}' to the target: {}", m.partial_path, ec.message());
         unregister_partial_file(m.partial_path);
+        if (m.pngs) m.pngs->commit();
         m.finished = true;
     });
 }

@@ -22,8 +22,9 @@ namespace sr {
 struct VideoWriterOptions {
     int fps = 24;
     int crf = 18;  // x264 constant rate factor, 0 (lossless) .. 51
-    // When set, every frame is also written there as frame_00000.png, frame_00001.png, ... (directory
-    // created if missing).
+    // When set, every frame is also written there as frame_00000.png, frame_00001.png, ...: into a temporary
+    // folder beside it, moved into place by finish() (media/png_frames.h). The folder must not exist or be
+    // empty.
     std::string png_dir;
 };
 

@@ -53,7 +53,7 @@ void check_writable(const std::string& path) {
 #ifdef SKYREELS_HAVE_MEDIA
 // The input image as the pipeline takes it: decoded (InputError naming the file) and resize-cropped.
 Tensor load_input_image(const std::string& path, const GenerationParams& p) {
-    return skyreels_resize_crop(load_image_rgb(path), p.height, p.width);
+    return skyreels_resize_crop(load_image(path), p.height, p.width);
 }
 #endif
 
