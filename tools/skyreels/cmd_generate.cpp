@@ -231,7 +231,9 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--video-num,--video_num", o->video_num, "Videos to generate")->capture_default_str();
     cmd->add_option("--out", o->out, "Output file (.mp4); default skyreels.mp4");
     cmd->add_option("--outdir", o->outdir, "Output folder, with SkyReels' file naming (instead of --out)");
-    cmd->add_option("--png-dir", o->png_dir, "Also write every frame as PNG into this folder");
+    cmd->add_option("--png-dir", o->png_dir,
+                    "Also write every frame as PNG into this folder (must be new or empty: a non-empty folder is "
+                    "refused; the frames appear there only when the video is finished)");
     cmd->add_option("--crf", o->crf, "x264 quality (0 lossless .. 51)")->capture_default_str();
     cmd->add_flag("--sequence-batch,--sequence_batch", o->sequence_batch,
                   "Run the CFG rows one after the other (same result, half the activation memory)");
