@@ -132,7 +132,7 @@ void write_jpeg(const std::string& path, int w, int h, const std::vector<uint8_t
 TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
     const std::string path = file("clip.mp4");
     {
-        sr::VideoWriter writer(path, 64, 48, {.fps = 24, .crf = 18, .png_dir = ""});
+        sr::VideoWriter writer(path, 64, 48, {.fps = 24, .crf = 18, .png_dir = "", .metadata = {}});
         const sr::Tensor all = test_frames(24, 48, 64);
         writer.write(all.slice(1, 0, 10));  // a strided view, as a VAE tile would be
         EXPECT_FALSE(fs::exists(path)) << "the target must not exist before finish()";
@@ -158,7 +158,7 @@ TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
 TEST_F(MediaTest, Writes97FramesWithPngCopies) {
     const std::string path = file("clip97.mp4");
     const std::string pngs = file("frames");
-    sr::VideoWriter writer(path, 32, 16, {.fps = 24, .crf = 23, .png_dir = pngs});
+    sr::VideoWriter writer(path, 32, 16, {.fps = 24, .crf = 23, .png_dir = pngs, .metadata = {}});
     for (int64_t start = 0; start < 97; start += 40) {
         const int64_t n = std::min<int64_t>(40, 97 - start);
         writer.write(test_frames(n, 16, 32, start));
@@ -196,8 +196,9 @@ TEST_F(MediaTest, BadVideoInputsAreInputErrors) {
     expect_input_error([&] { sr::VideoWriter w("/nonexistent_dir_sr/out.mp4", 16, 16); },
                        "/nonexistent_dir_sr/out.mp4");
     expect_input_error([&] { sr::VideoWriter w(file("odd.mp4"), 17, 16); }, "even");
-    expect_input_error([&] { sr::VideoWriter w(file("fps.mp4"), 16, 16, {.fps = 0, .crf = 18, .png_dir = ""}); },
-                       "fps");
+    expect_input_error(
+        [&] { sr::VideoWriter w(file("fps.mp4"), 16, 16, {.fps = 0, .crf = 18, .png_dir = "", .metadata = {}}); },
+        "fps");
     expect_input_error([&] { sr::VideoWriter w(file("ext.unknownext"), 16, 16); }, "ext.unknownext");
     sr::VideoWriter writer(file("shape.mp4"), 16, 16);
     expect_input_error([&] { writer.write(test_frames(2, 16, 18)); }, "[3,F,16,16]");
@@ -246,7 +247,7 @@ TEST_F(MediaTest, BadImageFilesAreInputErrorsNamingTheFile) {
 TEST_F(MediaTest, PngFramesAppearWholeOrNotAtAll) {
     const std::string pngs = file("frames");
     {
-        sr::VideoWriter writer(file("a.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs});
+        sr::VideoWriter writer(file("a.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs, .metadata = {}});
         writer.write(test_frames(3, 16, 16));
         EXPECT_FALSE(fs::exists(pngs)) << "the folder must not exist before finish()";
         writer.finish();
@@ -254,15 +255,16 @@ TEST_F(MediaTest, PngFramesAppearWholeOrNotAtAll) {
     int n = 0;
     for (const auto& e : fs::directory_iterator(pngs)) n += e.path().extension() == ".png";
     EXPECT_EQ(n, 3);
-    expect_input_error([&] { sr::VideoWriter w(file("b.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs}); },
-                       "is not empty");
+    expect_input_error(
+        [&] { sr::VideoWriter w(file("b.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = pngs, .metadata = {}}); },
+        "is not empty");
     {  // destroyed unfinished, as when an error or a cancellation unwinds the run
-        sr::VideoWriter writer(file("c.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("other")});
+        sr::VideoWriter writer(file("c.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("other"), .metadata = {}});
         writer.write(test_frames(2, 16, 16));
     }
     fs::create_directories(file("empty"));
     {
-        sr::VideoWriter writer(file("d.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("empty")});
+        sr::VideoWriter writer(file("d.mp4"), 16, 16, {.fps = 24, .crf = 23, .png_dir = file("empty"), .metadata = {}});
         writer.write(test_frames(1, 16, 16));
         writer.finish();
     }
@@ -306,9 +308,7 @@ TEST_F(MediaTest, PngFramesOnAFullDiskFailAndLeaveNothing) {
 // TGA / BMP / GIF / PSD files) are refused by name before any decoder runs.
 TEST_F(MediaTest, OnlyPngAndJpegAreDecodedOtherFormatsAreNamed) {
     const std::vector<std::pair<std::string, std::string>> files = {
-        {std::string("\x53\x80\xf6\x34PICT\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
-                     "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x00",
-                     92),
+        {std::string("\x53\x80\xf6\x34PICT", 8) + std::string(80, '\0') + std::string("\x00\x40\x00\x40", 4),
          "Softimage PIC"},
         {"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 16384 +X 16384\n\x02\x02", "Radiance HDR"},
         {"P6\n16384 16384\n255\n", "PNM"},

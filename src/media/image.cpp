@@ -176,8 +176,8 @@ Image8 image_from_tensor(const Tensor& rgb) {
     return img;
 }
 
-std::vector<uint8_t> encode_png(const Image8& image) {
-    return detail::encode_png_rgb8(image);
+std::vector<uint8_t> encode_png(const Image8& image, const PngText& text) {
+    return detail::encode_png_rgb8(image, text);
 }
 
 void save_png(const std::string& path, const Tensor& rgb) {
@@ -189,8 +189,8 @@ void save_png(const std::string& path, const Tensor& rgb) {
     });
 }
 
-void save_png(const std::string& path, const Image8& image) {
-    SR_WITH_CONTEXT("writing PNG '" + path + "'", { write_file_checked(path, encode_png(image)); });
+void save_png(const std::string& path, const Image8& image, const PngText& text) {
+    SR_WITH_CONTEXT("writing PNG '" + path + "'", { write_file_checked(path, encode_png(image, text)); });
 }
 
 // SkyReels-V1 I2V conditioning image, step by step (refs: SkyReels-V1 skyreelsinfer/pipelines/

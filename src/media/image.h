@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -55,9 +56,11 @@ Image8 image_from_tensor(const Tensor& rgb);
 // Writes f32 [3,H,W] (values clamped to [0,1], scaled by 255 and rounded half to even) as an 8-bit RGB PNG:
 // encoded in memory, written with checked calls. An unwritable path or a failed write (a full disk) is an
 // InputError naming it. encode_png gives the file's bytes.
-std::vector<uint8_t> encode_png(const Image8& image);
+// `text`: key/value pairs written as iTXt chunks (UTF-8), e.g. the prompt and seed that made a frame.
+using PngText = std::vector<std::pair<std::string, std::string>>;
+std::vector<uint8_t> encode_png(const Image8& image, const PngText& text = {});
 void save_png(const std::string& path, const Tensor& rgb);
-void save_png(const std::string& path, const Image8& image);
+void save_png(const std::string& path, const Image8& image, const PngText& text = {});
 
 // SkyReels-V1's preparation of the I2V conditioning image (see image.cpp for the steps and the reference
 // code they reproduce): a centre crop to the target's aspect ratio, PIL's LANCZOS resize to (height -

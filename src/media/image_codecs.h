@@ -18,6 +18,6 @@ void check_image_size(int64_t width, int64_t height, const std::string& name);
 Image8 decode_png(const uint8_t* data, size_t size, const std::string& name);   // libpng
 Image8 decode_jpeg(const uint8_t* data, size_t size, const std::string& name);  // libjpeg-turbo
 
-std::vector<uint8_t> encode_png_rgb8(const Image8& image);  // libpng, to memory
+std::vector<uint8_t> encode_png_rgb8(const Image8& image, const PngText& text);  // libpng, to memory
 
 }  // namespace sr::detail

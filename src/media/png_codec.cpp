@@ -175,34 +175,57 @@ void flush_nothing(png_structp) {}
 
 }  // namespace
 
-std::vector<uint8_t> encode_png_rgb8(const Image8& image) {
+namespace {
+
+// The libpng write, alone in its frame: setjmp's frame must hold no C++ object a longjmp would skip.
+bool write_png(png_structp png, png_infop info, PngWriteState* st, const Image8& image, png_text* chunks, int n_chunks,
+               png_bytepp rows) {
+    if (setjmp(png_jmpbuf(png))) return false;
+    png_set_write_fn(png, st, write_to_memory, flush_nothing);
+    png_set_IHDR(png, info, png_uint_32(image.width), png_uint_32(image.height), 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(png, 3);  // frames are many and large: fast, still much smaller than raw
+    if (n_chunks > 0) png_set_text(png, info, chunks, n_chunks);
+    png_set_rows(png, info, rows);
+    png_write_png(png, info, PNG_TRANSFORM_IDENTITY, nullptr);
+    return true;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_png_rgb8(const Image8& image, const PngText& text) {
     SR_ASSERT(image.width >= 1 && image.height >= 1 && image.rgb.size() == size_t(image.width * image.height * 3),
               "encode_png: {}x{} image with {} bytes", image.width, image.height, image.rgb.size());
     std::vector<uint8_t> bytes;
-    // The worst case (stored deflate blocks, a filter byte per row, 12 bytes per 8 KiB IDAT chunk), so
-    // write_to_memory does not reallocate inside libpng.
-    bytes.reserve(image.rgb.size() + size_t(image.height) + image.rgb.size() / 64 + 4096);
+    // The worst case (stored deflate blocks, a filter byte per row, 12 bytes per 8 KiB IDAT chunk) plus the
+    // text, so write_to_memory does not reallocate inside libpng.
+    size_t text_bytes = 0;
+    for (const auto& kv : text) text_bytes += kv.first.size() + kv.second.size() + 32;
+    bytes.reserve(image.rgb.size() + size_t(image.height) + image.rgb.size() / 64 + text_bytes + 4096);
     std::vector<png_bytep> rows(size_t(image.height));
     for (int64_t y = 0; y < image.height; ++y)
         rows[size_t(y)] = const_cast<png_bytep>(&image.rgb[size_t(y * image.width * 3)]);
+    // tEXt chunks for ASCII values, iTXt (UTF-8) for the others (a CJK prompt); keys are 1..79 Latin-1
+    // characters (PNG spec), cut to that.
+    std::vector<std::string> keys;
+    for (const auto& kv : text) keys.push_back(kv.first.substr(0, 79));
+    std::vector<png_text> chunks(text.size());
+    for (size_t i = 0; i < text.size(); ++i) {
+        const std::string& v = text[i].second;
+        const bool ascii = std::all_of(v.begin(), v.end(), [](char c) { return (unsigned char)c < 0x80; });
+        chunks[i].compression = ascii ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
+        chunks[i].key = const_cast<char*>(keys[i].c_str());
+        chunks[i].text = const_cast<char*>(v.c_str());
+        (ascii ? chunks[i].text_length : chunks[i].itxt_length) = v.size();
+    }
     PngWriteState st;
     st.out = &bytes;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st.error, on_png_error, on_png_warning);
     SR_THROW_IF(!png, "libpng could not start");
     png_infop info = png_create_info_struct(png);
-    volatile bool failed = !info;  // volatile: read after a longjmp
-    if (!failed && setjmp(png_jmpbuf(png))) {
-        failed = true;
-    } else if (!failed) {
-        png_set_write_fn(png, &st, write_to_memory, flush_nothing);
-        png_set_IHDR(png, info, png_uint_32(image.width), png_uint_32(image.height), 8, PNG_COLOR_TYPE_RGB,
-                     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-        png_set_compression_level(png, 3);  // frames are many and large: fast, still much smaller than raw
-        png_set_rows(png, info, rows.data());
-        png_write_png(png, info, PNG_TRANSFORM_IDENTITY, nullptr);
-    }
+    const bool ok = info && write_png(png, info, &st, image, chunks.data(), int(chunks.size()), rows.data());
     png_destroy_write_struct(&png, info ? &info : nullptr);
-    SR_THROW_IF(failed, "encoding a PNG failed ({})", st.error.message);
+    SR_THROW_IF(!ok, "encoding a PNG failed ({})", st.error.message);
     return bytes;
 }
 

@@ -16,7 +16,8 @@ namespace sr {
 
 namespace fs = std::filesystem;
 
-PngFrameSet::PngFrameSet(std::string dir) : dir_(std::move(dir)) {
+PngFrameSet::PngFrameSet(std::string dir, std::vector<std::pair<std::string, std::string>> text)
+    : dir_(std::move(dir)), text_(std::move(text)) {
     SR_THROW_IF(dir_.empty(), "PNG folder: empty path");
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     std::error_code ec;
@@ -51,7 +52,7 @@ PngFrameSet::~PngFrameSet() {
 void PngFrameSet::write(int64_t index, const Image8& frame) {
     SR_THROW_IF(committed_, "PNG folder '{}': write after commit", dir_);
     const std::string name = fmt::format("frame_{:05d}.png", index);
-    SR_WITH_CONTEXT("PNG folder '" + dir_ + "', " + name, { save_png(temp_ + "/" + name, frame); });
+    SR_WITH_CONTEXT("PNG folder '" + dir_ + "', " + name, { save_png(temp_ + "/" + name, frame, text_); });
 }
 
 void PngFrameSet::commit() {

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "media/image.h"
 
@@ -17,7 +19,9 @@ namespace sr {
 
 class PngFrameSet {
 public:
-    explicit PngFrameSet(std::string dir);
+    // `text`: tEXt chunks every frame carries (key, value; Latin-1 keys of 1..79 characters; values UTF-8 are
+    // written as iTXt).
+    explicit PngFrameSet(std::string dir, std::vector<std::pair<std::string, std::string>> text = {});
     ~PngFrameSet();
     PngFrameSet(const PngFrameSet&) = delete;
     PngFrameSet& operator=(const PngFrameSet&) = delete;
@@ -30,6 +34,7 @@ public:
 
 private:
     std::string dir_, temp_;
+    std::vector<std::pair<std::string, std::string>> text_;
     bool committed_ = false;
 };
 

@@ -9,7 +9,9 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+#include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <vector>
@@ -110,7 +112,16 @@ void VideoWriter::Impl::open() {
     const int err = avio_open(&format->pb, partial_path.c_str(), AVIO_FLAG_WRITE);
     SR_THROW_IF(err < 0, "cannot write '{}': {}", partial_path, av_error_text(err));
     file_open = created_file = true;
-    SR_AV_CHECK(avformat_write_header(format, nullptr));
+    for (const auto& [key, value] : options.metadata)
+        SR_AV_CHECK(av_dict_set(&format->metadata, key.c_str(), value.c_str(), 0));
+    // MP4/MOV: the index (moov) goes before the frames (mdat) when the trailer is written, so a browser plays
+    // the video while it downloads; other containers do not know the option and leave it in `muxer_options`.
+    AVDictionary* muxer_options = nullptr;
+    if (std::strcmp(container->name, "mp4") == 0 || std::strcmp(container->name, "mov") == 0)
+        SR_AV_CHECK(av_dict_set(&muxer_options, "movflags", "+faststart", 0));
+    const int header = avformat_write_header(format, &muxer_options);
+    av_dict_free(&muxer_options);
+    SR_AV_CHECK(header);
 
     frame = SR_AV_CHECK_PTR(av_frame_alloc());
     frame->format = AV_PIX_FMT_YUV420P;
@@ -170,7 +181,13 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
                     height);
         SR_THROW_IF(options.fps < 1 || options.fps > 1000, "fps {} outside 1..1000", options.fps);
         SR_THROW_IF(options.crf < 0 || options.crf > 51, "crf {} outside 0..51", options.crf);
-        if (!options.png_dir.empty()) m.pngs = std::make_unique<PngFrameSet>(options.png_dir);
+        if (!options.png_dir.empty()) {
+            // PNG's registered keywords are capitalised ("Comment", "Description", "Software").
+            auto text = options.metadata;
+            for (auto& kv : text)
+                if (!kv.first.empty()) kv.first[0] = char(std::toupper(static_cast<unsigned char>(kv.first[0])));
+            m.pngs = std::make_unique<PngFrameSet>(options.png_dir, std::move(text));
+        }
         try {
             m.open();
         } catch (...) {
@@ -249,6 +266,10 @@ void VideoWriter::finish() {
         if (m.pngs) m.pngs->commit();
         m.finished = true;
     });
+}
+
+std::string ffmpeg_version() {
+    return av_version_info();
 }
 
 int64_t VideoWriter::frames_written() const {

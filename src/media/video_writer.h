@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -26,7 +28,13 @@ struct VideoWriterOptions {
     // folder beside it, moved into place by finish() (media/png_frames.h). The folder must not exist or be
     // empty.
     std::string png_dir;
+    // Written into the container's metadata (MP4: "comment", "description", ...) and each PNG's tEXt chunks:
+    // what made the video (prompt, seed, steps, model, engine version), so it can be reproduced.
+    std::vector<std::pair<std::string, std::string>> metadata;
 };
+
+// The FFmpeg libraries' version (av_version_info), for --version.
+std::string ffmpeg_version();
 
 class VideoWriter {
 public:

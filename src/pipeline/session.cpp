@@ -6,8 +6,10 @@
 #include <chrono>
 #include <filesystem>
 
+#include "core/build_info.h"
 #include "core/error.h"
 #include "core/memory_stats.h"
+#include "io/json.h"
 #include "pipeline/demo_model.h"
 #include "runtime/simulated_device.h"
 #ifdef SKYREELS_HAVE_CUDA
@@ -242,6 +244,29 @@ GenerationRequest Session::prepare(const Request& r) const {
     return job;
 }
 
+std::vector<std::pair<std::string, std::string>> Session::video_metadata(const GenerationRequest& job) const {
+    const GenerationParams& p = job.params;
+    Json made;
+    made["prompt"] = job.prompt;
+    made["negative_prompt"] = job.negative_prompt;
+    made["seed"] = p.seed;
+    made["steps"] = p.num_inference_steps;
+    made["guidance_scale"] = p.guidance_scale;
+    made["embedded_guidance_scale"] = p.embedded_guidance_scale;
+    made["height"] = p.height;
+    made["width"] = p.width;
+    made["frames"] = p.num_frames;
+    made["task"] = p.task == Task::I2V ? "i2v" : "t2v";
+    made["model"] = options_.demo ? "built-in demo model (random weights)" : options_.model;
+    if (!options_.demo) made["base"] = options_.base;
+    made["quant"] = options_.quant == LinearQuant::Float8WeightOnly ? "fp8" : "none";
+    const std::string engine = fmt::format("skyreels.cpp {}", build::kVersion);
+    made["engine"] = engine;
+    // "comment" holds everything as JSON (ffprobe -show_entries format_tags=comment reads it back);
+    // "description" the prompt alone, which players show.
+    return {{"comment", made.dump()}, {"description", job.prompt}, {"software", engine}};
+}
+
 JobResult Session::generate(const Request& request, const JobCallbacks& callbacks) {
     std::lock_guard<std::mutex> lock(mutex_);
     std::optional<LogScope> log;
@@ -260,8 +285,10 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     // Opened before the run so an unwritable path fails early; its partial file goes unless finish() completes.
     std::unique_ptr<VideoWriter> writer;
     if (!request.output_path.empty())
-        writer = std::make_unique<VideoWriter>(request.output_path, job.params.width, job.params.height,
-                                               VideoWriterOptions{request.fps, request.crf, request.png_dir});
+        writer = std::make_unique<VideoWriter>(
+            request.output_path, job.params.width, job.params.height,
+            VideoWriterOptions{
+                .fps = request.fps, .crf = request.crf, .png_dir = request.png_dir, .metadata = video_metadata(job)});
     const FrameSink sink = [&](const Tensor& frames, int64_t first) {
         if (writer) writer->write(frames.select(0, 0));
         if (callbacks.frames) callbacks.frames(frames, first);

@@ -133,6 +133,8 @@ public:
 
 private:
     GenerationRequest prepare(const Request& request) const;
+    // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
+    std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;
     std::optional<LogLevel> level_for(const Request* request) const;
 
     SessionOptions options_;

@@ -229,7 +229,7 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Seed (-1: random); video i uses seed + i")->capture_default_str();
     cmd->add_option("--fps", o->fps, "Frames per second of the MP4")->capture_default_str();
     cmd->add_option("--video-num,--video_num", o->video_num, "Videos to generate")->capture_default_str();
-    cmd->add_option("--out", o->out, "Output file (.mp4); default skyreels.mp4");
+    cmd->add_option("--out,-o", o->out, "Output file (.mp4); default skyreels.mp4");
     cmd->add_option("--outdir", o->outdir, "Output folder, with SkyReels' file naming (instead of --out)");
     cmd->add_option("--png-dir", o->png_dir,
                     "Also write every frame as PNG into this folder (must be new or empty: a non-empty folder is "

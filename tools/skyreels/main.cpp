@@ -6,9 +6,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "tools/skyreels/commands.h"
+#include "tools/skyreels/suggest.h"
 
 namespace {
 
@@ -26,12 +32,76 @@ void prefer_passive_openmp_for_sim(char** argv) {
     execv("/proc/self/exe", argv);  // on failure, run on as we are: only the timing suffers
 }
 
+// Every spelling of every option of `cmd` ("--height", "-o", ...), for "did you mean".
+std::vector<std::string> option_names(const CLI::App& cmd) {
+    std::vector<std::string> names;
+    for (const CLI::Option* opt : cmd.get_options()) {
+        for (const std::string& l : opt->get_lnames()) names.push_back("--" + l);
+        for (const std::string& s : opt->get_snames()) names.push_back("-" + s);
+    }
+    return names;
+}
+
+// A command-line parse error in our words: what was wrong, with the nearest option or command when the user
+// probably mistyped one, and where the help is.
+std::string describe_parse_error(const CLI::App& app, const CLI::ParseError& e) {
+    const CLI::App* cmd = &app;
+    for (const CLI::App* sub : app.get_subcommands({}))
+        if (sub->parsed()) cmd = sub;
+    const std::string where = cmd == &app ? "skyreels" : "skyreels " + cmd->get_name();
+    std::string msg;
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+        bool after_unknown_option = false;
+        for (const std::string& arg : cmd->remaining()) {
+            const bool is_option = arg.size() > 1 && arg[0] == '-';
+            if (!is_option && after_unknown_option) {  // the unknown option's value
+                after_unknown_option = false;
+                continue;
+            }
+            after_unknown_option = is_option && arg.find('=') == std::string::npos;
+            if (!msg.empty()) msg += "; ";
+            if (is_option) {
+                const std::string flag = arg.substr(0, arg.find('='));
+                msg += fmt::format("unknown option '{}' for '{}'", flag, where);
+                const std::string near = sr::cli::closest_name(flag, option_names(*cmd));
+                if (!near.empty()) msg += fmt::format(" (did you mean '{}'?)", near);
+            } else {
+                msg += fmt::format("unexpected argument '{}' for '{}' (a value with no option before it?)", arg, where);
+            }
+        }
+    }
+    if (msg.empty() && cmd == &app && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+        std::vector<std::string> names;
+        for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+        msg = fmt::format("a command is required: {}", fmt::join(names, ", "));
+    }
+    if (msg.empty()) msg = e.what();
+    return fmt::format("{}\n       run '{} --help' for the options", msg, where);
+}
+
+// The first argument names the command: an unknown one is named, with the closest command.
+std::string unknown_command(const CLI::App& app, int argc, char** argv) {
+    if (argc < 2 || argv[1][0] == '-') return "";
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+        if (sub->get_name() == argv[1]) return "";
+        names.push_back(sub->get_name());
+    }
+    std::string msg = fmt::format("unknown command '{}'", argv[1]);
+    const std::string near = sr::cli::closest_name(argv[1], names);
+    if (!near.empty()) msg += fmt::format(" (did you mean '{}'?)", near);
+    return msg + fmt::format("; the commands are: {}", fmt::join(names, ", "));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     prefer_passive_openmp_for_sim(argv);
     CLI::App app{"skyreels: SkyReels-V1 / HunyuanVideo video generation in one native binary"};
     app.require_subcommand(1);
+    // A repeated option takes its last value, as argparse (SkyReels' video_generate.py) and sd-cli do, so a
+    // script's defaults can be overridden by appending flags. Subcommands inherit this when created.
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.set_version_flag("--version", "skyreels 0.1.0");
     // Each add_*_command registers one subcommand and returns what runs it.
     std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
@@ -40,10 +110,22 @@ int main(int argc, char** argv) {
         sr::cli::Command run = add(app);
         commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
     }
+    if (const std::string bad = unknown_command(app, argc, argv); !bad.empty()) {
+        std::fprintf(stderr, "skyreels: error: %s\n", bad.c_str());
+        return 1;
+    }
     try {
         app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
+    } catch (const CLI::CallForHelp& e) {
         return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        // Exit code 1 like every other input error (README: exit codes), with our prefix.
+        std::fprintf(stderr, "skyreels: error: %s\n", describe_parse_error(app, e).c_str());
+        return 1;
     }
     try {
         for (auto& [sub, run] : commands)
