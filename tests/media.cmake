@@ -1,3 +1,7 @@
 # Media tests (video writer checked with ffprobe, image reader, resize-crop).
 skyreels_test(test_media LABELS "media;bad-input" SOURCES test_media.cpp)
 target_link_libraries(test_media PRIVATE skyreels_media)
+# Faults from outside a run: FIFOs and symlink loops as inputs, planted symlinks and concurrent writers at the
+# output, SIGHUP, SIGBUS from a checkpoint cut short while mapped, SIGINT ignored at start.
+skyreels_test(test_faults LABELS "fault;media" SOURCES test_faults.cpp)
+target_link_libraries(test_faults PRIVATE skyreels_media)
