@@ -5,6 +5,7 @@
 //   fuzz_json --runs 200000                 # a fixed number of executions instead of a time limit
 //   fuzz_json --seconds 0 crash-fuzz_json-* # replay inputs only (e.g. a saved finding)
 //   fuzz_json --write-seeds corpus/ --write-dict json.dict   # starting points for the libFuzzer build
+//   fuzz_tokenizer --timeout 5 corpus/fuzz_tokenizer/         # an input running past 5 s is a finding
 //
 // Mutations: bit flips, byte sets/inserts/deletes, truncation, edge-case numbers (18446744073709551615, -1,
 // 1e308, ...) spliced over the numbers in the JSON, dictionary tokens, duplicated chunks and duplicated JSON
@@ -15,13 +16,16 @@
 //
 // A finding is anything but sr::InputError escaping the target. It is printed, saved under
 // --artifact-prefix, and makes the exit status 1. A crash or sanitizer report ends the process; the input
-// that caused it is saved first (crash-<target>-current).
+// that caused it is saved first (crash-<target>-current). So does a hang: an input still running after
+// --timeout seconds (default 10; 0: no limit) is saved as timeout-<target>-current by a watchdog thread,
+// which then ends the process with status 1.
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -36,6 +40,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <typeinfo>
 #include <vector>
 
@@ -60,6 +65,7 @@ struct Options {
     double seconds = 10;
     uint64_t runs = 0;  // 0: until the time is up
     uint64_t seed = 1;
+    double timeout = 10;  // seconds one input may run; 0: no limit
     size_t max_len = 1 << 16;
     std::string artifact_prefix = "./";
     std::string write_seeds;
@@ -71,10 +77,18 @@ struct Options {
 const char* volatile g_current_data = nullptr;
 volatile size_t g_current_size = 0;
 char g_crash_path[4096] = "crash-current";
+char g_timeout_path[4096] = "timeout-current";
+// When the input being run started (steady clock, ns); 0 between inputs. Read by the watchdog thread.
+std::atomic<int64_t> g_run_started_ns{0};
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 
 // Async-signal-safe: only open/write/close.
-void save_current_input() {
-    const int fd = ::open(g_crash_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+void save_current_input_to(const char* path) {
+    const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
         size_t done = 0;
         while (done < g_current_size) {
@@ -86,8 +100,33 @@ void save_current_input() {
     }
     const char msg[] = "\nfuzz: the input being run was saved to ";
     [[maybe_unused]] ssize_t r = ::write(2, msg, sizeof(msg) - 1);
-    r = ::write(2, g_crash_path, std::strlen(g_crash_path));
+    r = ::write(2, path, std::strlen(path));
     r = ::write(2, "\n", 1);
+}
+
+void save_current_input() {
+    save_current_input_to(g_crash_path);
+}
+
+// A hang is a finding too (the HDR decoder looped for ever, the tokenizer took a minute): a thread that wakes
+// a few times a second ends the process when one input has run for longer than `seconds`.
+void start_watchdog(double seconds, const char* target) {
+    if (seconds <= 0) return;
+    std::thread([seconds, target] {
+        const auto limit_ns = int64_t(seconds * 1e9);
+        const auto nap = std::chrono::milliseconds(std::clamp<int64_t>(int64_t(seconds * 250), 10, 250));
+        for (;;) {
+            std::this_thread::sleep_for(nap);
+            const int64_t started = g_run_started_ns.load();
+            if (started == 0 || now_ns() - started < limit_ns) continue;
+            std::fprintf(stderr,
+                         "%s: FAILURE: an input ran for more than the --timeout of %g s (a hang or a "
+                         "quadratic path)\n",
+                         target, seconds);
+            save_current_input_to(g_timeout_path);
+            std::_Exit(1);
+        }
+    }).detach();
 }
 
 extern "C" void on_fatal_signal(int sig) {
@@ -108,7 +147,8 @@ void install_crash_handlers() {
 [[noreturn]] void usage(const char* argv0, const std::string& problem) {
     if (!problem.empty()) std::fprintf(stderr, "%s: %s\n", argv0, problem.c_str());
     std::fprintf(stderr,
-                 "usage: %s [--seconds N] [--runs N] [--seed S] [--max-len BYTES] [--artifact-prefix P]\n"
+                 "usage: %s [--seconds N] [--runs N] [--seed S] [--timeout SECONDS] [--max-len BYTES]\n"
+                 "          [--artifact-prefix P]\n"
                  "          [--write-seeds DIR] [--write-dict FILE] [corpus files or folders...]\n",
                  argv0);
     std::exit(2);
@@ -145,6 +185,8 @@ Options parse_args(int argc, char** argv) {
             o.runs = count(i);
         else if (a == "--seed")
             o.seed = count(i);
+        else if (a == "--timeout")
+            o.timeout = seconds(i);
         else if (a == "--max-len")
             o.max_len = size_t(std::clamp<uint64_t>(count(i), 16, uint64_t(1) << 30));
         else if (a == "--artifact-prefix")
@@ -420,7 +462,13 @@ std::optional<uint64_t> run_input(const sr::fuzz::Target& t, const Options& o, c
     g_current_size = input.size();
     ++stats.executions;
     std::string problem;
+    // Marks the input as running for the watchdog, also when the target throws.
+    struct Running {
+        Running() { g_run_started_ns.store(now_ns()); }
+        ~Running() { g_run_started_ns.store(0); }
+    };
     try {
+        const Running running;
         const auto signature = t.run(reinterpret_cast<const uint8_t*>(input.data()), input.size());
         ++(signature ? stats.accepted : stats.rejected);
         return signature;
@@ -486,7 +534,9 @@ int main(int argc, char** argv) {
         return 0;
     }
     std::snprintf(g_crash_path, sizeof g_crash_path, "%scrash-%s-current", o.artifact_prefix.c_str(), t.name);
+    std::snprintf(g_timeout_path, sizeof g_timeout_path, "%stimeout-%s-current", o.artifact_prefix.c_str(), t.name);
     install_crash_handlers();
+    start_watchdog(o.timeout, t.name);
 
     std::vector<std::string> pool = t.seeds();
     for (auto& c : load_corpus(o.corpus, argv[0])) pool.push_back(std::move(c));

@@ -78,7 +78,8 @@ typedef struct skyreels_context_params {
     const char* offload;       /* "none" (default), "model" or "block" (accelerators only) */
     const char* vram_budget;   /* device memory for weights and activations, e.g. "12G"; NULL: unlimited */
     const char* host_memory;   /* "mmap" (default), "pinned" or "pageable" */
-    const char* pinned_budget; /* with host_memory "pinned": at most this much page-locked; NULL: no limit */
+    const char* pinned_budget; /* with host_memory "pinned": at most this much page-locked, the staging ring
+                                  included ("0" is refused); NULL: no limit */
     int prefetch;              /* streamed blocks copied ahead of compute (default 1) */
     double sim_bandwidth_gbs;  /* "sim": host-to-device GB/s (default 25) */
     int log_level;             /* enum skyreels_log_level, for the load and the jobs on the calling thread */

@@ -1,6 +1,7 @@
 // `skyreels info` on bad checkpoints: every case exits non-zero with a message naming the culprit, and
 // never crashes (a crash would exit with a signal, which these tests tell apart from exit code 1).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -180,4 +181,52 @@ TEST(CliConvert, TruncatedGgufIsNamedWithExitOne) {
     expect_error("info " + gguf.string(), gguf.string());
     fs::resize_file(gguf, 20);
     expect_error("info " + gguf.string(), gguf.string());
+}
+
+// Issue 24, item 16: sizes past generate's limits used to overflow int64 in the cost estimate.
+TEST(CliInfo, SizesPastTheGenerateLimitsAreRejected) {
+    expect_error("info " + t2v_model().string() + " --frames 4000000001", "--frames 4000000001");
+    expect_error("info " + t2v_model().string() + " --height 1600000000", "--height 1600000000");
+    expect_error("info " + t2v_model().string() + " --width 1600000000", "--width 1600000000");
+}
+
+// Items 5 and 15: a FIFO as a shard is refused at once (it used to block for ever), a symlink loop is a clear
+// error with exit 1 (it used to be an internal error, exit 3).
+TEST(CliInfo, FifoShardAndSymlinkLoopAreClearErrors) {
+    const fs::path dir = copy_model("cli_fifo");
+    const std::string shard = first_shard(dir);
+    fs::remove(shard);
+    ASSERT_EQ(mkfifo(shard.c_str(), 0600), 0);
+    expect_error("info " + dir.string(), "FIFO");
+    const fs::path loops = test::scratch_dir("cli_loop");
+    fs::create_symlink(loops / "b.safetensors", loops / "a.safetensors");
+    fs::create_symlink(loops / "a.safetensors", loops / "b.safetensors");
+    expect_error("info " + (loops / "a.safetensors").string(), "a.safetensors");
+    fs::create_directory_symlink(loops / "d2", loops / "d1");
+    fs::create_directory_symlink(loops / "d1", loops / "d2");
+    expect_error("info " + (loops / "d1").string(), "d1");
+}
+
+// Item 17: a checkpoint with a flood of unexpected tensors whose names carry terminal escapes: one warning,
+// the count and the first few names, escaped.
+TEST(CliInfo, UnusedTensorFloodIsOneEscapedWarning) {
+    const fs::path src = t2v_model();
+    const fs::path dir = test::scratch_dir("cli_unused_flood");
+    fs::copy_file(src / "config.json", dir / "config.json");
+    const WeightStore store = WeightStore::open(src.string());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& n : store.names()) tensors.emplace_back(n, store.get(n));
+    const int n_extra = 300;
+    for (int i = 0; i < n_extra; ++i)
+        tensors.emplace_back("junk\x1b[2J\x1b]0;owned\x07\n[info] fake line " + std::to_string(i),
+                             Tensor::zeros({1}, DType::F32));
+    write_safetensors((dir / "diffusion_pytorch_model.safetensors").string(), tensors);
+    const Result r = run_cli("info " + dir.string() + " --frames 9 --height 64 --width 96");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(std::to_string(n_extra) + " unexpected tensors"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << "a raw escape reached the terminal";
+    EXPECT_EQ(r.output.find("\n[info] fake line"), std::string::npos) << "a name forged a log line";
+    size_t warnings = 0;
+    for (size_t at = r.output.find("[warn]"); at != std::string::npos; at = r.output.find("[warn]", at + 1)) ++warnings;
+    EXPECT_EQ(warnings, 1u) << r.output;
 }

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <string>
 
+#include "core/allocator.h"
 #include "io/json.h"
 #include "support/fixtures.h"
 #ifdef SKYREELS_HAVE_MEDIA
@@ -31,8 +33,8 @@ struct Result {
     std::string output;  // stdout and stderr
 };
 
-Result run(const std::string& args) {
-    const std::string cmd = std::string(SKYREELS_BINARY_DIR) + "/skyreels " + args + " 2>&1";
+Result run_command(const std::string& command) {
+    const std::string cmd = command + " 2>&1";
     Result r;
     FILE* p = popen(cmd.c_str(), "r");
     if (!p) return r;
@@ -42,6 +44,15 @@ Result run(const std::string& args) {
     const int status = pclose(p);
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return r;
+}
+
+Result run(const std::string& args) {
+    return run_command(std::string(SKYREELS_BINARY_DIR) + "/skyreels " + args);
+}
+
+// `env` ("NAME=value ...") set for this one command.
+Result run_with_env(const std::string& env, const std::string& args) {
+    return run_command(env + " " + std::string(SKYREELS_BINARY_DIR) + "/skyreels " + args);
 }
 
 bool have_ffprobe() {
@@ -161,10 +172,35 @@ TEST(GenerateCli, DryRunAndSimulatedDevice) {
     }
 }
 
+// Issue 24, item 3: a plan used to allocate the real noise and RoPE tables on the host (14 GB and 120 s at
+// 1001x4096x4096). Now host tensors are address space only and host arithmetic is skipped: the planned host
+// tensors are far more than the process ever holds, and a plan that does not fit is printed with its
+// shortfalls (and exit 1).
+TEST(GenerateCli, DryRunAllocatesNoHostTensorsAndPrintsPlansThatDoNotFit) {
+    const Result r = run("generate --demo --quiet --dry-run --frames 401 --height 2048 --width 2048");
+    ASSERT_EQ(r.code, 0) << r.output;
+    rusage usage{};
+    ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &usage), 0);
+    const double max_rss = double(usage.ru_maxrss) * 1024.0;  // bytes, the largest child so far
+    const size_t at = r.output.find("host tensors ");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    std::string figure = r.output.substr(at + 13, r.output.find(')', at) - at - 13);  // "2.76 GiB"
+    std::erase(figure, ' ');
+    const double planned = double(sr::parse_bytes(figure, "planned host tensors"));
+    EXPECT_GT(planned, 4 * max_rss) << "planned " << figure << ", yet the plan itself held " << max_rss << " bytes";
+
+    const Result tight =
+        run("generate --demo --quiet --dry-run --device sim --offload block --vram-budget 1M --frames 5 --height 32 "
+            "--width 32");
+    EXPECT_EQ(tight.code, 1) << tight.output;
+    for (const char* piece : {"memory plan", "peak device memory", "does not fit:", "short by"})
+        EXPECT_NE(tight.output.find(piece), std::string::npos) << piece << ": " << tight.output;
+}
+
 // Ctrl-C in the middle of a run: the process dies by SIGINT and leaves neither the video nor its partial file.
 TEST(GenerateCli, InterruptLeavesNoPartialFile) {
     const fs::path dir = sr::test::scratch_dir("generate_sigint");
-    const std::string out = (dir / "interrupted.mp4").string(), partial = out + ".partial";
+    const std::string out = (dir / "interrupted.mp4").string();
     const std::string bin = std::string(SKYREELS_BINARY_DIR) + "/skyreels";
     const pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -177,9 +213,15 @@ TEST(GenerateCli, InterruptLeavesNoPartialFile) {
               static_cast<char*>(nullptr));
         _exit(127);
     }
+    // The run's temporary: "interrupted.mp4.XXXXXX.partial", a name of its own.
+    auto partial_exists = [&] {
+        for (const auto& e : fs::directory_iterator(dir))
+            if (e.path().extension() == ".partial") return true;
+        return false;
+    };
     bool seen = false;
     for (int i = 0; i < 3000 && !seen; ++i) {
-        seen = fs::exists(partial);
+        seen = partial_exists();
         if (!seen) usleep(10000);
     }
     kill(pid, SIGINT);
@@ -187,8 +229,33 @@ TEST(GenerateCli, InterruptLeavesNoPartialFile) {
     waitpid(pid, &status, 0);
     ASSERT_TRUE(seen) << "the partial file never appeared";
     EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "status " << status;
-    EXPECT_FALSE(fs::exists(partial));
+    EXPECT_FALSE(partial_exists());
     EXPECT_FALSE(fs::exists(out));
+}
+
+// Issue 24, item 8: OMP_NUM_THREADS=100000 crashed inside OpenMP/oneDNN; it is clamped with a warning.
+TEST(GenerateCli, HugeThreadCountIsClamped) {
+    const fs::path out = sr::test::scratch_dir("generate_omp") / "omp.mp4";
+    const Result r = run_with_env(
+        "OMP_NUM_THREADS=100000",
+        "generate --demo --quiet --frames 5 --height 32 --width 32 --steps 1 --out '" + out.string() + "'");
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("OMP_NUM_THREADS"), std::string::npos) << r.output;
+    EXPECT_TRUE(fs::exists(out));
+}
+
+// Items 11 and 15: the demo writes no scratch files (its tokenizers are built in memory), so neither an
+// unwritable TMPDIR nor another user's symlinks in it matter.
+TEST(GenerateCli, DemoWritesNoScratchFiles) {
+    const fs::path dir = sr::test::scratch_dir("generate_tmpdir"), tmp = dir / "tmp";
+    fs::create_directories(tmp);
+    const std::string args =
+        "generate --demo --quiet --frames 5 --height 32 --width 32 --steps 1 --out '" + (dir / "d.mp4").string() + "'";
+    Result r = run_with_env("TMPDIR='" + tmp.string() + "'", args);
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_TRUE(fs::is_empty(tmp)) << "the demo left files in TMPDIR";
+    r = run_with_env("TMPDIR=/nonexistent/skyreels", args);
+    EXPECT_EQ(r.code, 0) << r.output;
 }
 
 // --device cuda: on a machine with a usable GPU, a real demo video; anywhere else a clear error that says
@@ -283,6 +350,18 @@ TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
         {"prefetch out of range", "--demo --device sim --prefetch 99 --frames 5" + small, "--prefetch"},
         {"bad cuda device", "--demo --device cuda:x --frames 5" + small, "--device cuda:x"},
         {"unknown precision", "--demo --precision fp8 --frames 5" + small, "--precision fp8"},
+        // Issue 24: values that used to hang, pass or be clamped.
+        {"unrealistic sim bandwidth", "--demo --device sim --sim-bandwidth 1e-300 --frames 5" + small,
+         "--sim-bandwidth"},
+        {"infinite sim bandwidth", "--demo --device sim --sim-bandwidth inf --frames 5" + small, "--sim-bandwidth"},
+        {"seed past INT64_MAX", "--demo --seed 9223372036854775808 --frames 5" + small, "--seed 9223372036854775808"},
+        {"seed past UINT64_MAX", "--demo --seed 99999999999999999999 --frames 5" + small, "--seed"},
+        {"zero pinned budget", "--demo --device sim --host-memory pinned --pinned-budget 0 --frames 5" + small,
+         "--pinned-budget 0"},
+        {"pinned budget below the staging ring",
+         "--demo --device sim --offload block --host-memory pinned --pinned-budget 1M --dry-run --frames 5" + small,
+         "staging ring"},
+        {"frames past the limit", "--demo --frames 100005" + small, "--frames 100005"},
     };
     for (const Case& c : cases) {
         const Result r = run("generate --quiet " + c.args + out);

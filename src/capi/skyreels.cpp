@@ -65,7 +65,11 @@ sr::SessionOptions session_options(const skyreels_context_params& p) {
         SR_THROW_IF(o.memory.vram_budget == 0, "vram_budget {}: must be more than zero", p.vram_budget);
     }
     if (given(p.host_memory)) o.memory.host_memory = sr::parse_host_memory_mode(p.host_memory, "host_memory");
-    if (given(p.pinned_budget)) o.memory.pinned_budget = sr::parse_bytes(p.pinned_budget, "pinned_budget");
+    if (given(p.pinned_budget)) {
+        o.memory.pinned_budget = sr::parse_bytes(p.pinned_budget, "pinned_budget");
+        SR_THROW_IF(o.memory.pinned_budget == 0, "pinned_budget {}: must be more than zero (leave it out for no limit)",
+                    p.pinned_budget);
+    }
     o.memory.prefetch = p.prefetch;
     o.sim_bandwidth_gbs = p.sim_bandwidth_gbs;
     o.log_level = log_level(p.log_level, "log_level");

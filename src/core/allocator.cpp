@@ -85,9 +85,25 @@ void HostAllocator::raw_deallocate(void* ptr, size_t bytes) {
         std::free(ptr);
 }
 
-HostAllocator& host_allocator() {
+namespace {
+thread_local Allocator* t_planning_space = nullptr;
+}  // namespace
+
+Allocator& host_allocator() {
     static HostAllocator allocator("host", 0);
-    return allocator;
+    return t_planning_space ? *t_planning_space : allocator;
+}
+
+HostPlanningScope::HostPlanningScope(Allocator& space) : outer_(t_planning_space) {
+    t_planning_space = &space;
+}
+
+HostPlanningScope::~HostPlanningScope() {
+    t_planning_space = outer_;
+}
+
+bool host_values_skipped() {
+    return t_planning_space != nullptr;
 }
 
 std::string format_bytes(double bytes) {

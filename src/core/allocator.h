@@ -82,8 +82,27 @@ enum class PageMapping { Lazy, NoReserve, Populate };
 void* map_pages(size_t bytes, PageMapping how);
 void unmap_pages(void* ptr, size_t bytes);
 
-// The process-wide host allocator used when none is given (unlimited budget, peak tracked).
-HostAllocator& host_allocator();
+// The process-wide host allocator used when none is given (unlimited budget, peak tracked); while a
+// HostPlanningScope lives on the calling thread, that scope's allocator instead.
+Allocator& host_allocator();
+
+// Memory planning (pipeline/memory_plan.h) runs the real control flow on a backend that computes nothing.
+// While a HostPlanningScope lives on a thread, host tensors made there come from `space` (address space
+// only: core/virtual_allocator.h), and the host loops whose values steer no size (noise, RoPE tables, tile
+// blending, CFG and scheduler arithmetic) skip their arithmetic: they ask host_values_skipped(). A plan then
+// takes the same time and touches the same little memory at any video size. Small host values that the
+// control flow does read (token masks) are still computed. Scopes nest; OpenMP workers are not affected.
+class HostPlanningScope {
+public:
+    explicit HostPlanningScope(Allocator& space);
+    ~HostPlanningScope();
+    HostPlanningScope(const HostPlanningScope&) = delete;
+    HostPlanningScope& operator=(const HostPlanningScope&) = delete;
+
+private:
+    Allocator* outer_;
+};
+bool host_values_skipped();
 
 // "1.50 GiB", "512 B": for reports and error messages.
 std::string format_bytes(double bytes);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace sr {
 namespace {
@@ -59,7 +60,9 @@ void set_log_level(LogLevel level) {
 
 void log_message(LogLevel level, std::string_view message) {
     static const char* names[] = {"debug", "info", "warn", "error", ""};
-    std::fprintf(stderr, "[%s] %.*s\n", names[int(level)], int(message.size()), message.data());
+    // Messages carry names read from files: control characters are escaped (core/files.h).
+    const std::string safe = terminal_safe(message);
+    std::fprintf(stderr, "[%s] %s\n", names[int(level)], safe.c_str());
 }
 
 }  // namespace sr

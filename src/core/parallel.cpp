@@ -7,7 +7,28 @@
 #include <mutex>
 #include <thread>
 
+#include "core/log.h"
+
 namespace sr {
+
+namespace {
+
+// OMP_NUM_THREADS=100000 makes libgomp and oneDNN start that many threads at the first parallel region and
+// crash (stacks, the kernel's thread limit) instead of failing cleanly: more than a few threads per hardware
+// thread only slows a run down, so clamp with a warning. This runs during static initialization, after
+// libgomp has read the environment and before any parallel region.
+int clamp_threads() {
+    const int hardware = int(std::max(1u, std::thread::hardware_concurrency()));
+    const int limit = std::max(8, 4 * hardware), asked = omp_get_max_threads();
+    if (asked <= limit) return asked;
+    omp_set_num_threads(limit);
+    SR_LOG_WARN("OMP_NUM_THREADS asks for {} threads, more than 4 per hardware thread ({}): using {}", asked, hardware,
+                limit);
+    return limit;
+}
+[[maybe_unused]] const int g_clamped_threads = clamp_threads();
+
+}  // namespace
 
 int n_threads() {
     return std::max(1, omp_get_max_threads());

@@ -3,13 +3,38 @@
 namespace sr {
 
 // MAP_NORESERVE: no commit charge, so a plan for a 13B model in f32 does not need 52 GB of swap. Pages that
-// host-side loops touch (RoPE tables, masks) become real and go back at unmap.
+// host-side loops touch (masks) become real; they stay with a cached mapping until it is unmapped.
 void* VirtualAllocator::raw_allocate(size_t bytes) {
+    {
+        // A plan at a large video size makes hundreds of thousands of allocations of a few recurring sizes (a
+        // VAE tile's activations, a chunk of the MLP): reuse freed mappings instead of a mmap/munmap pair each.
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = free_.find(bytes);
+        if (it != free_.end() && !it->second.empty()) {
+            void* p = it->second.back();
+            it->second.pop_back();
+            --n_free_;
+            return p;
+        }
+    }
     return map_pages(bytes, PageMapping::NoReserve);
 }
 
 void VirtualAllocator::raw_deallocate(void* ptr, size_t bytes) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (n_free_ < kMaxCachedMappings) {
+            free_[bytes].push_back(ptr);
+            ++n_free_;
+            return;
+        }
+    }
     unmap_pages(ptr, bytes);
+}
+
+VirtualAllocator::~VirtualAllocator() {
+    for (auto& [bytes, ptrs] : free_)
+        for (void* p : ptrs) unmap_pages(p, bytes);
 }
 
 }  // namespace sr

@@ -9,6 +9,10 @@
 //   space.peak_bytes();                  // the activations' peak, to the byte
 #pragma once
 
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
 #include "core/allocator.h"
 
 namespace sr {
@@ -18,6 +22,7 @@ public:
     // `device`: the device whose memory this space plans (tensors are tagged with it).
     explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0, Device device = Device::cpu())
         : Allocator(std::move(name), budget_bytes), device_(device) {}
+    ~VirtualAllocator() override;
     Device device() const override { return device_; }
 
 protected:
@@ -25,7 +30,11 @@ protected:
     void raw_deallocate(void* ptr, size_t bytes) override;
 
 private:
+    static constexpr size_t kMaxCachedMappings = 1024;  // freed mappings kept for reuse, by size
     Device device_;
+    std::mutex mutex_;
+    std::unordered_map<size_t, std::vector<void*>> free_;
+    size_t n_free_ = 0;
 };
 
 }  // namespace sr

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/files.h"
 #include "core/log.h"
 #include "io/safetensors.h"
 
@@ -195,15 +196,15 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
     GgufTensorInfo t;
     const std::string what = fmt::format("tensor #{} name", index);
     t.name = std::string(c.string(what, kMaxGgufNameBytes));
-    const std::string where = fmt::format("{}: tensor '{}'", c.source(), t.name);
-    const uint32_t n_dims = c.u32(fmt::format("tensor '{}' rank", t.name));
+    const std::string where = fmt::format("{}: tensor '{}'", c.source(), printable(t.name));
+    const uint32_t n_dims = c.u32(fmt::format("tensor '{}' rank", printable(t.name)));
     SR_THROW_IF(n_dims == 0, "{}: has 0 dimensions (a GGUF tensor has 1 to {})", where, kMaxGgufDims);
     SR_THROW_IF(n_dims > uint32_t(kMaxGgufDims), "{}: has {} dimensions, more than the {} supported", where, n_dims,
                 kMaxGgufDims);
     int64_t ne[kMaxGgufDims] = {};
     uint64_t numel = 1, extent = 1;
     for (uint32_t i = 0; i < n_dims; ++i) {
-        const uint64_t d = c.u64(fmt::format("tensor '{}' dimension {}", t.name, i));
+        const uint64_t d = c.u64(fmt::format("tensor '{}' dimension {}", printable(t.name), i));
         SR_THROW_IF(d > uint64_t(INT64_MAX), "{}: dimension {} is {}, over the limit {}", where, i, d, INT64_MAX);
         // Both the element count and the product of the non-zero dimensions must fit an int64 (strides are
         // products of the outer dimensions even when another one is 0).
@@ -215,7 +216,7 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
         ne[i] = int64_t(d);
     }
     for (int i = int(n_dims) - 1; i >= 0; --i) t.shape.push_back(ne[i]);  // outermost first
-    t.ggml_type = c.u32(fmt::format("tensor '{}' type", t.name));
+    t.ggml_type = c.u32(fmt::format("tensor '{}' type", printable(t.name)));
     t.quant = quant_type_from_ggml(t.ggml_type);
     if (t.quant) {
         const QuantInfo& q = quant_info(*t.quant);
@@ -241,7 +242,7 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
         SR_THROW_IF(__builtin_mul_overflow(numel, uint64_t(dtype_size(t.dtype)), &t.bytes), "{}: byte size overflows",
                     where);
     }
-    t.offset = c.u64(fmt::format("tensor '{}' offset", t.name));
+    t.offset = c.u64(fmt::format("tensor '{}' offset", printable(t.name)));
     return t;
 }
 
@@ -426,7 +427,7 @@ GgufHeader parse_gguf(const uint8_t* data, size_t size, std::string_view source)
     std::map<std::string, size_t, std::less<>> keys;
     for (uint64_t i = 0; i < n_kv; ++i) {
         std::string key(c.string(fmt::format("key #{}", i), kMaxGgufNameBytes));
-        const std::string where = fmt::format("key '{}'", key);
+        const std::string where = fmt::format("key '{}'", printable(key));
         const uint32_t type = c.u32(where + " type");
         SR_THROW_IF(!valid_type(type), "{}: {}: unknown value type {}", source, where, type);
         GgufValue v = read_value(c, GgufType(type), where);
@@ -450,11 +451,11 @@ GgufHeader parse_gguf(const uint8_t* data, size_t size, std::string_view source)
         h.tensors.push_back(read_tensor_info(c, i));
         const GgufTensorInfo& t = h.tensors.back();
         SR_THROW_IF(t.offset % h.alignment != 0, "{}: tensor '{}': offset {} is not a multiple of the alignment {}",
-                    source, t.name, t.offset, h.alignment);
+                    source, printable(t.name), t.offset, h.alignment);
     }
     for (size_t i = 0; i < h.tensors.size(); ++i)
         SR_THROW_IF(!names.emplace(h.tensors[i].name, i).second, "{}: tensor '{}' appears twice", source,
-                    h.tensors[i].name);
+                    printable(h.tensors[i].name));
 
     // The data section starts at the next multiple of the alignment (a file without tensor data may end first).
     const uint64_t end = c.pos();
@@ -465,8 +466,8 @@ GgufHeader parse_gguf(const uint8_t* data, size_t size, std::string_view source)
         SR_THROW_IF(t.offset > available || t.bytes > available - t.offset,
                     "{}: tensor '{}': data [{}, {}) runs past the end of the data section ({} bytes from file offset "
                     "{}; truncated?)",
-                    source, t.name, t.offset, uint64_t(t.offset + std::min(t.bytes, UINT64_MAX - t.offset)), available,
-                    h.data_offset);
+                    source, printable(t.name), t.offset, uint64_t(t.offset + std::min(t.bytes, UINT64_MAX - t.offset)),
+                    available, h.data_offset);
         if (t.bytes > 0) by_offset.push_back(&t);
     }
     std::sort(by_offset.begin(), by_offset.end(),
@@ -475,7 +476,7 @@ GgufHeader parse_gguf(const uint8_t* data, size_t size, std::string_view source)
         const GgufTensorInfo& a = *by_offset[i - 1];
         const GgufTensorInfo& b = *by_offset[i];
         SR_THROW_IF(b.offset < a.offset + a.bytes, "{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap", source,
-                    a.name, a.offset, a.offset + a.bytes, b.name, b.offset, b.offset + b.bytes);
+                    printable(a.name), a.offset, a.offset + a.bytes, printable(b.name), b.offset, b.offset + b.bytes);
     }
     return h;
 }

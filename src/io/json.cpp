@@ -1,10 +1,12 @@
 #include "io/json.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace sr {
 
@@ -45,21 +47,7 @@ Json parse_json(std::string_view text, std::string_view source) {
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
-    std::error_code ec;
-    SR_THROW_IF(!std::filesystem::exists(path, ec), "{}: cannot open file: no such file", path);
-    SR_THROW_IF(!std::filesystem::is_regular_file(path, ec), "{}: cannot open file: not a regular file", path);
-    std::ifstream in(path, std::ios::binary);
-    SR_THROW_IF(!in, "{}: cannot open file", path);
-    in.seekg(0, std::ios::end);
-    const auto size = in.tellg();
-    SR_THROW_IF(size < 0, "{}: cannot read file", path);
-    SR_THROW_IF(size_t(size) > max_bytes, "{}: file is {} bytes, more than the {} accepted", path, size_t(size),
-                max_bytes);
-    in.seekg(0);
-    std::string text(size_t(size), '\0');
-    in.read(text.data(), size);
-    SR_THROW_IF(!in, "{}: read failed", path);
-    return text;
+    return read_regular_file(path, max_bytes);  // no FIFO or device, errors named, the size checked first
 }
 
 Json load_json_file(const std::string& path) {
@@ -89,7 +77,9 @@ int64_t json_int_or(const Json& j, std::string_view key, int64_t fallback, std::
 double json_number(const Json& j, std::string_view key, std::string_view source) {
     const Json& v = json_require(j, key, source);
     SR_THROW_IF(!v.is_number(), "{}: '{}' must be a number, got {}", source, key, v.dump());
-    return v.get<double>();
+    const double d = v.get<double>();
+    SR_THROW_IF(!std::isfinite(d), "{}: '{}' must be a finite number, got {}", source, key, v.dump());
+    return d;
 }
 
 double json_number_or(const Json& j, std::string_view key, double fallback, std::string_view source) {

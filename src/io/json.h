@@ -34,6 +34,8 @@ std::string json_string(const Json& j, std::string_view key, std::string_view so
 std::string json_string_or(const Json& j, std::string_view key, std::string fallback, std::string_view source);
 std::vector<int64_t> json_int_array(const Json& j, std::string_view key, std::string_view source);
 
+// The file's text (at most max_bytes): InputError naming the file when it is missing, not a regular file (a
+// FIFO is refused without blocking), unreadable or larger.
 std::string read_text_file(const std::string& path, size_t max_bytes);
 
 }  // namespace sr

@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/files.h"
 #include "core/log.h"
+#include "core/mapped_files.h"
 #include "io/json.h"
 
 namespace sr {
@@ -19,31 +21,27 @@ namespace sr {
 namespace fs = std::filesystem;
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    SR_THROW_IF(fd < 0, "{}: cannot open: {}", path, std::strerror(errno));
+    // A FIFO or device is refused without blocking; a symlink loop or a missing file is named.
+    const FileHandle fd = open_regular_file(path);
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
-        SR_THROW("{}: not a regular file", path);
-    }
+    SR_THROW_IF(::fstat(fd.get(), &st) != 0, "{}: cannot stat: {}", path, std::strerror(errno));
     std::shared_ptr<MappedFile> f(new MappedFile());
     f->path_ = path;
     f->size_ = size_t(st.st_size);
     if (f->size_ > 0) {
-        void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            const int err = errno;
-            ::close(fd);
-            SR_THROW("{}: mmap of {} bytes failed: {}", path, f->size_, std::strerror(err));
-        }
+        void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd.get(), 0);
+        SR_THROW_IF(p == MAP_FAILED, "{}: mmap of {} bytes failed: {}", path, f->size_, std::strerror(errno));
         f->data_ = static_cast<const uint8_t*>(p);
+        register_mapped_file(path, f->data_, f->size_);
     }
-    ::close(fd);
     return f;
 }
 
 MappedFile::~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    if (data_) {
+        unregister_mapped_file(data_);
+        ::munmap(const_cast<uint8_t*>(data_), size_);
+    }
 }
 
 namespace {
@@ -55,8 +53,9 @@ bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 SafetensorsEntry parse_entry(const std::string& name, const Json& v, size_t data_size, std::string_view source) {
     SafetensorsEntry e;
     e.name = name;
-    SR_THROW_IF(!v.is_object(), "{}: tensor '{}': header entry is not an object", source, name);
-    const std::string where = fmt::format("{}: tensor '{}'", source, name);
+    // Names come from the file: printed with control characters escaped.
+    SR_THROW_IF(!v.is_object(), "{}: tensor '{}': header entry is not an object", source, printable(name));
+    const std::string where = fmt::format("{}: tensor '{}'", source, printable(name));
     const std::string dtype = json_string(v, "dtype", where);
     auto dt = dtype_from_safetensors_name(dtype);
     SR_THROW_IF(!dt, "{}: unsupported dtype '{}' (supported: F32, BF16, F16, F8_E4M3, I32, I64, BOOL)", where, dtype);
@@ -126,8 +125,8 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
     for (size_t i = 1; i < h.entries.size(); ++i) {
         const auto& a = h.entries[i - 1];
         const auto& b = h.entries[i];
-        SR_THROW_IF(b.data_begin < a.data_end, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", source, a.name,
-                    a.data_begin, a.data_end, b.name, b.data_begin, b.data_end);
+        SR_THROW_IF(b.data_begin < a.data_end, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", source,
+                    printable(a.name), a.data_begin, a.data_end, printable(b.name), b.data_begin, b.data_end);
     }
     return h;
 }
@@ -177,7 +176,7 @@ WeightStore WeightStore::open_files(const std::vector<std::string>& files) {
         store.files_.push_back(f);
         for (const auto& e : f->header().entries) {
             auto [it, inserted] = store.index_.emplace(e.name, Location{idx, &e});
-            SR_THROW_IF(!inserted, "tensor '{}' appears in both {} and {}", e.name,
+            SR_THROW_IF(!inserted, "tensor '{}' appears in both {} and {}", printable(e.name),
                         store.files_[it->second.file]->path(), path);
         }
     }
@@ -223,29 +222,39 @@ WeightStore WeightStore::open(const std::string& path) {
     WeightStore store;
     store.source_ = index_path;
     for (auto it = map.begin(); it != map.end(); ++it) {
-        SR_THROW_IF(!it.value().is_string(), "{}: weight_map['{}'] is not a file name", index_path, it.key());
+        SR_THROW_IF(!it.value().is_string(), "{}: weight_map['{}'] is not a file name", index_path,
+                    printable(it.key()));
         const std::string shard = it.value().get<std::string>();
         SR_THROW_IF(shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
                         shard == "." || shard == "..",
-                    "{}: weight_map['{}'] = '{}' is not a file name in the checkpoint folder", index_path, it.key(),
-                    shard);
+                    "{}: weight_map['{}'] = '{}' is not a file name in the checkpoint folder", index_path,
+                    printable(it.key()), printable(shard));
         if (!shard_index.count(shard)) {
             const std::string shard_path = (dir / shard).string();
             SR_THROW_IF(!fs::exists(shard_path, ec), "{}: shard '{}' (holding '{}') is missing", index_path, shard,
-                        it.key());
+                        printable(it.key()));
             shard_index[shard] = store.files_.size();
             store.files_.push_back(SafetensorsFile::open(shard_path));
         }
         const size_t fi = shard_index[shard];
         const SafetensorsEntry* e = store.files_[fi]->find(it.key());
-        SR_THROW_IF(!e, "{}: tensor '{}' is mapped to shard '{}', which does not hold it", index_path, it.key(), shard);
+        SR_THROW_IF(!e, "{}: tensor '{}' is mapped to shard '{}', which does not hold it", index_path,
+                    printable(it.key()), shard);
         store.index_.emplace(it.key(), Location{fi, e});
     }
+    // One warning for all the tensors the index leaves out (a hostile shard may hold millions).
+    std::vector<std::string> unlisted;
     for (size_t fi = 0; fi < store.files_.size(); ++fi)
         for (const auto& e : store.files_[fi]->header().entries)
-            if (!store.index_.count(e.name))
-                SR_LOG_WARN("{}: shard {} holds '{}', which the index does not list; it is ignored", index_path,
-                            store.files_[fi]->path(), e.name);
+            if (!store.index_.count(e.name)) unlisted.push_back(e.name);
+    if (!unlisted.empty()) {
+        std::string list;
+        for (size_t i = 0; i < std::min<size_t>(unlisted.size(), 5); ++i)
+            list += fmt::format("{}'{}'", i ? ", " : "", printable(unlisted[i]));
+        if (unlisted.size() > 5) list += fmt::format(" and {} more", unlisted.size() - 5);
+        SR_LOG_WARN("{}: the shards hold {} tensor(s) that the index does not list, ignored: {}", index_path,
+                    unlisted.size(), list);
+    }
     return store;
 }
 

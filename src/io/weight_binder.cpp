@@ -1,5 +1,9 @@
 #include "io/weight_binder.h"
 
+#include <algorithm>
+
+#include "core/files.h"
+#include "core/log.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -139,6 +143,20 @@ StoredTensor WeightBinder::matrix(const std::string& name, const Shape& expected
                          : planned(expected, DType::F8_E4M3, DType::F8_E4M3, name);
     if (info.scaled) st.scale = planned({rows}, DType::F32, DType::F32, name + " scale");
     return st;
+}
+
+std::string unused_tensors_message(const std::vector<std::string>& names, std::string_view source,
+                                   std::string_view model) {
+    std::string list;
+    for (size_t i = 0; i < std::min(names.size(), kShownUnusedTensors); ++i)
+        list += fmt::format("{}'{}'", i ? ", " : "", printable(names[i]));
+    if (names.size() > kShownUnusedTensors) list += fmt::format(" and {} more", names.size() - kShownUnusedTensors);
+    return fmt::format("{}: {} unexpected tensor{} not used by {}: {}", source, names.size(),
+                       names.size() == 1 ? " is" : "s are", model, list);
+}
+
+void warn_unused_tensors(const std::vector<std::string>& names, std::string_view source, std::string_view model) {
+    if (!names.empty()) SR_LOG_WARN("{}", unused_tensors_message(names, source, model));
 }
 
 }  // namespace sr

@@ -7,7 +7,7 @@
 //
 //   sr::WeightBinder bind(store);
 //   layer.weight = bind.tensor("proj_out.weight", {out, in});
-//   for (auto& name : bind.unused()) SR_LOG_WARN("unexpected tensor {}", name);
+//   warn_unused_tensors(bind.unused(), bind.source(), "the VAE");   // one summarised warning
 #pragma once
 
 #include <optional>
@@ -68,5 +68,14 @@ private:
     int64_t parameters_ = 0;
     std::vector<std::pair<std::string, Tensor>> generated_;
 };
+
+// One warning for the tensors a model did not use: "<source>: N tensor(s) not used by <model>: 'a', 'b', ...
+// and K more" (the first kShownUnusedTensors names, control characters escaped), not one line per tensor:
+// a hostile file with a million extra names must not flood the terminal. The text is what
+// unused_tensors_message returns; nothing is logged when `names` is empty.
+inline constexpr size_t kShownUnusedTensors = 5;
+std::string unused_tensors_message(const std::vector<std::string>& names, std::string_view source,
+                                   std::string_view model);
+void warn_unused_tensors(const std::vector<std::string>& names, std::string_view source, std::string_view model);
 
 }  // namespace sr

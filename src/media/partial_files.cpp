@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "core/mapped_files.h"
+
 namespace sr {
 
 namespace {
@@ -16,11 +18,48 @@ constexpr size_t kSlots = 16, kPathBytes = 4096;
 std::array<std::array<char, kPathBytes>, kSlots> g_paths;
 std::array<std::atomic<int>, kSlots> g_state;  // 0 free, 1 being written, 2 registered
 
-void on_signal(int sig) {
+void remove_registered() {
     for (size_t i = 0; i < kSlots; ++i)
         if (g_state[i].load() == 2) unlink(g_paths[i].data());
+}
+
+void say(const char* text) {
+    [[maybe_unused]] const ssize_t n = write(STDERR_FILENO, text, std::strlen(text));
+}
+
+void die_by(int sig) {
     signal(sig, SIG_DFL);  // then die as the signal says (exit status, core dumps, the shell's "^C")
     raise(sig);
+}
+
+void on_signal(int sig) {
+    remove_registered();
+    die_by(sig);
+}
+
+// A read of a memory-mapped page whose file was cut short. Only async-signal-safe calls: write, unlink.
+void on_bus_error(int sig, siginfo_t* info, void*) {
+    remove_registered();
+    const char* file = info ? mapped_file_at(info->si_addr) : nullptr;
+    if (file) {
+        say("skyreels: error: ");
+        say(file);
+        say(" changed while it was being read (truncated or rewritten by another program?)\n");
+    } else {
+        say("skyreels: error: bus error (SIGBUS): a memory-mapped file changed while it was being read?\n");
+    }
+    die_by(sig);
+}
+
+// Installs `handler` for `sig` unless the signal was ignored when we started (nohup, `cmd &` in a script):
+// whoever ignored it meant the process to run on through it.
+void install_unless_ignored(int sig, void (*handler)(int)) {
+    struct sigaction old {};
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) return;
+    struct sigaction sa {};
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
 }
 
 }  // namespace
@@ -43,11 +82,12 @@ void unregister_partial_file(const std::string& path) {
 }
 
 void remove_partial_files_on_signal() {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) install_unless_ignored(sig, on_signal);
     struct sigaction sa {};
-    sa.sa_handler = on_signal;
+    sa.sa_sigaction = on_bus_error;
+    sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGBUS, &sa, nullptr);
 }
 
 }  // namespace sr

@@ -1,11 +1,15 @@
-// Files being written that must not outlive an interrupted run (a video's "<name>.partial"). On SIGINT or
-// SIGTERM the handler unlinks every registered file and then dies by the same signal, so Ctrl-C never
-// leaves something that looks like a half-finished output; errors and normal exits are handled by the
-// writers themselves (VideoWriter removes its partial file when destroyed unfinished).
+// Files being written that must not outlive an interrupted run (a video's "<name>.XXXXXX.partial"). On
+// SIGINT, SIGTERM or SIGHUP the handler unlinks every registered file and then dies by the same signal, so
+// Ctrl-C (or a closed terminal) never leaves something that looks like a half-finished output; errors and
+// normal exits are handled by the writers themselves (VideoWriter removes its partial file when destroyed
+// unfinished). SIGBUS, which a memory-mapped checkpoint raises when it is truncated or rewritten while a run
+// reads it, is handled the same way, and the message names the file (core/mapped_files.h) instead of the
+// shell's bare "Bus error". A signal that was ignored when the process started (SIGINT and SIGHUP under
+// nohup or in a background job) stays ignored.
 //
 //   sr::remove_partial_files_on_signal();        // once, in main()
-//   sr::register_partial_file(path + ".partial");
-//   ... rename(partial, path); sr::unregister_partial_file(path + ".partial");
+//   sr::register_partial_file(tmp.path());
+//   ... rename(tmp, path); sr::unregister_partial_file(tmp.path());
 #pragma once
 
 #include <string>

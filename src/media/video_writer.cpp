@@ -9,7 +9,10 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +20,7 @@ extern "C" {
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "media/image.h"
 #include "media/png_frames.h"
@@ -32,6 +36,35 @@ std::string av_error_text(int err) {
 
 [[noreturn]] void av_fail(const char* call, int err, const char* file, int line) {
     throw VendorError(fmt::format("{} failed ({}) at {}:{}", call, av_error_text(err), file, line));
+}
+
+// FFmpeg writes through these into our own descriptor (a file we created exclusively), not through a path it
+// would open itself (which follows symlinks and truncates whatever is there).
+#if LIBAVFORMAT_VERSION_MAJOR >= 61
+int write_to_fd(void* opaque, const uint8_t* buf, int size) {
+#else
+int write_to_fd(void* opaque, uint8_t* buf, int size) {
+#endif
+    const int fd = *static_cast<const int*>(opaque);
+    int done = 0;
+    while (done < size) {
+        const ssize_t n = ::write(fd, buf + done, size_t(size - done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return AVERROR(n < 0 ? errno : EIO);
+        done += int(n);
+    }
+    return done;
+}
+
+int64_t seek_fd(void* opaque, int64_t offset, int whence) {
+    const int fd = *static_cast<const int*>(opaque);
+    if (whence & AVSEEK_SIZE) {
+        const off_t here = ::lseek(fd, 0, SEEK_CUR), end = ::lseek(fd, 0, SEEK_END);
+        ::lseek(fd, here, SEEK_SET);
+        return end < 0 ? AVERROR(errno) : int64_t(end);
+    }
+    const off_t at = ::lseek(fd, off_t(offset), whence & ~AVSEEK_FORCE);
+    return at < 0 ? AVERROR(errno) : int64_t(at);
 }
 
 }  // namespace
@@ -58,6 +91,8 @@ struct VideoWriter::Impl {
     std::string path, partial_path;
     std::unique_ptr<PngFrameSet> pngs;  // --png-dir
     Image8 frame8;
+    TemporaryFile partial;  // "<path>.XXXXXX.partial", ours alone; removed on destruction unless committed
+    int fd = -1;            // partial's descriptor, which the AVIO callbacks write to
     int64_t width = 0, height = 0;
     VideoWriterOptions options;
     AVFormatContext* format = nullptr;
@@ -69,8 +104,7 @@ struct VideoWriter::Impl {
     std::vector<uint8_t> rgb;  // one packed RGB24 frame
     int64_t n_frames = 0;
     bool finished = false;
-    bool file_open = false;     // format->pb is open
-    bool created_file = false;  // the partial file exists because we made it
+    bool file_open = false;  // format->pb is our AVIOContext
 
     void open();
     void encode(AVFrame* f);  // nullptr flushes
@@ -108,10 +142,24 @@ void VideoWriter::Impl::open() {
     stream->time_base = encoder->time_base;
     stream->avg_frame_rate = encoder->framerate;
 
-    register_partial_file(partial_path);  // before it exists: Ctrl-C from here on removes it
-    const int err = avio_open(&format->pb, partial_path.c_str(), AVIO_FLAG_WRITE);
-    SR_THROW_IF(err < 0, "cannot write '{}': {}", partial_path, av_error_text(err));
-    file_open = created_file = true;
+    // A name of our own in the target's folder, created with O_EXCL | O_NOFOLLOW: two runs writing the same
+    // --out never share it, and a symlink planted there is never followed.
+    partial = create_temporary_file(path, ".partial");
+    partial_path = partial.path();
+    register_partial_file(partial_path);  // Ctrl-C from here on removes it
+    fd = partial.fd();
+    constexpr int kBufferBytes = 1 << 16;
+    auto* buffer = static_cast<unsigned char*>(SR_AV_CHECK_PTR(av_malloc(kBufferBytes)));
+    format->pb = avio_alloc_context(buffer, kBufferBytes, 1, &fd, nullptr, write_to_fd, seek_fd);
+    if (!format->pb) {
+        av_free(buffer);
+        av_fail("avio_alloc_context", AVERROR(ENOMEM), __FILE__, __LINE__);
+    }
+    format->flags |= AVFMT_FLAG_CUSTOM_IO;
+    file_open = true;
+    // The muxer's faststart pass reopens the file by its url to move the index: name our temporary there.
+    av_freep(&format->url);
+    format->url = static_cast<char*>(SR_AV_CHECK_PTR(av_strdup(partial_path.c_str())));
     for (const auto& [key, value] : options.metadata)
         SR_AV_CHECK(av_dict_set(&format->metadata, key.c_str(), value.c_str(), 0));
     // MP4/MOV: the index (moov) goes before the frames (mdat) when the trailer is written, so a browser plays
@@ -159,7 +207,10 @@ void VideoWriter::Impl::release() {
     av_frame_free(&frame);
     av_packet_free(&packet);
     avcodec_free_context(&encoder);
-    if (format && file_open) avio_closep(&format->pb);
+    if (format && file_open) {
+        av_freep(&format->pb->buffer);
+        avio_context_free(&format->pb);
+    }
     file_open = false;
     avformat_free_context(format);
     format = nullptr;
@@ -169,7 +220,6 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
     : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     m.path = path;
-    m.partial_path = path + ".partial";
     m.width = width;
     m.height = height;
     m.options = options;
@@ -192,9 +242,8 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
             m.open();
         } catch (...) {
             m.release();
-            std::error_code ec;
-            if (m.created_file) std::filesystem::remove(m.partial_path, ec);
             unregister_partial_file(m.partial_path);
+            m.partial.remove();
             throw;
         }
     });
@@ -202,13 +251,10 @@ VideoWriter::VideoWriter(const std::string& path, int64_t width, int64_t height,
 
 VideoWriter::~VideoWriter() {
     if (!impl_) return;
-    const bool remove_partial = !impl_->finished && impl_->created_file;
     impl_->release();
-    if (remove_partial) {
-        std::error_code ec;
-        std::filesystem::remove(impl_->partial_path, ec);
+    if (!impl_->finished && !impl_->partial.path().empty())
         SR_LOG_DEBUG("video '{}': not finished, removed '{}'", impl_->path, impl_->partial_path);
-    }
+    impl_->partial.remove();  // no-op once committed
     unregister_partial_file(impl_->partial_path);
 }
 
@@ -257,11 +303,14 @@ void VideoWriter::finish() {
         SR_THROW_IF(m.n_frames == 0, "no frames were written");
         m.encode(nullptr);
         SR_AV_CHECK(av_write_trailer(m.format));
-        SR_AV_CHECK(avio_closep(&m.format->pb));
+        avio_flush(m.format->pb);
+        // A failed write (a full disk) is sticky in the context: check it before the file becomes the output.
+        SR_THROW_IF(m.format->pb->error < 0, "cannot write '{}': {}", m.partial_path,
+                    av_error_text(m.format->pb->error));
+        av_freep(&m.format->pb->buffer);
+        avio_context_free(&m.format->pb);
         m.file_open = false;
-        std::error_code ec;
-        std::filesystem::rename(m.partial_path, m.path, ec);
-        SR_THROW_IF(ec, "cannot rename '{}' to the target: {}", m.partial_path, ec.message());
+        m.partial.commit(m.path);
         unregister_partial_file(m.partial_path);
         if (m.pngs) m.pngs->commit();
         m.finished = true;

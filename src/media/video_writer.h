@@ -5,10 +5,12 @@
 //   writer.write(frames_41_to_96);
 //   writer.finish();                // out.mp4 appears only now
 //
-// The file is written as "<path>.partial" and renamed to `path` by finish(); a writer destroyed without
-// finish() (an error, an interrupted run) deletes the partial file, so nothing that looks like a finished
-// video is ever left behind. Bad sizes, options, tensors and unwritable paths are sr::InputError; failures
-// inside FFmpeg are sr::VendorError naming the call.
+// The file is written under a temporary name of its own, "<path>.XXXXXX.partial" (created exclusively with
+// O_EXCL | O_NOFOLLOW in the target's folder: two runs with the same output never share it, and a symlink
+// planted there is never followed), and renamed to `path` by finish(); a writer destroyed without finish()
+// (an error, an interrupted run) deletes it, so nothing that looks like a finished video is ever left behind. Bad
+// sizes, options, tensors and unwritable paths are sr::InputError; failures inside FFmpeg are sr::VendorError naming
+// the call.
 #pragma once
 
 #include <cstdint>

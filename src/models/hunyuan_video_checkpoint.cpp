@@ -3,12 +3,14 @@
 //      transformer_hunyuan_video.py (the config fields), ComfyUI comfy/ops.py (scaled FP8, io/safetensors.cpp)
 #include "models/hunyuan_video_checkpoint.h"
 
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
+#include "core/files.h"
 #include "core/log.h"
 #include "io/gguf.h"
 #include "io/json.h"
@@ -246,9 +248,9 @@ private:
 enum class FileKind { None, Safetensors, Gguf };
 
 FileKind sniff(const fs::path& file) {
-    std::ifstream f(file, std::ios::binary);
+    const FileHandle f = open_regular_file(file.string());  // a FIFO or device is refused, not waited on
     unsigned char head[9] = {};
-    if (!f.read(reinterpret_cast<char*>(head), 9)) return FileKind::None;
+    if (::pread(f.get(), head, 9, 0) != 9) return FileKind::None;
     if (std::memcmp(head, "GGUF", 4) == 0) return FileKind::Gguf;
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = n << 8 | head[i];

@@ -49,12 +49,18 @@ void HunyuanVideoConfig::validate(const std::string& source) const {
                 qk_norm);
     positive("text_embed_dim", text_embed_dim, 65536);
     positive("pooled_projection_dim", pooled_projection_dim, 65536);
-    SR_THROW_IF(!(rope_theta > 0), "{}: rope_theta = {} must be positive", source, rope_theta);
+    // theta^(-2i/d) must fall with i: theta above 1 (the released 256); 1e-320 or inf would give NaN tables.
+    SR_THROW_IF(!(rope_theta > 1 && rope_theta <= 1e12), "{}: rope_theta = {} is out of range (1, 1e12]", source,
+                rope_theta);
     SR_THROW_IF(rope_axes_dim.size() != 3, "{}: rope_axes_dim must have 3 entries (t, h, w), got {}", source,
                 rope_axes_dim.size());
     int64_t sum = 0;
-    for (int64_t d : rope_axes_dim) {
-        SR_THROW_IF(d <= 0 || d % 2 != 0, "{}: rope_axes_dim entries must be positive and even, got {}", source, d);
+    // Each entry on its own: entries near INT64_MAX would wrap the sum around to attention_head_dim.
+    for (size_t i = 0; i < rope_axes_dim.size(); ++i) {
+        const int64_t d = rope_axes_dim[i];
+        SR_THROW_IF(d <= 0 || d > attention_head_dim || d % 2 != 0,
+                    "{}: rope_axes_dim[{}] = {} must be positive, even and at most attention_head_dim ({})", source, i,
+                    d, attention_head_dim);
         sum += d;
     }
     SR_THROW_IF(sum != attention_head_dim, "{}: rope_axes_dim sums to {} but attention_head_dim is {}", source, sum,

@@ -54,8 +54,7 @@ HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& confi
     bind(binder, quant);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
-    for (const auto& name : unused_)
-        SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the model", binder.source(), name);
+    warn_unused_tensors(unused_, binder.source(), "the transformer");
 }
 
 HunyuanVideoTransformer HunyuanVideoTransformer::random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed) {

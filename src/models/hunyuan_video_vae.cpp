@@ -66,6 +66,9 @@ void HunyuanVideoVAEConfig::validate(std::string_view source) const {
                 source);
     SR_THROW_IF(block_out_channels.empty(), "{}: block_out_channels is empty", source);
     SR_THROW_IF(layers_per_block < 1, "{}: layers_per_block {} < 1", source, layers_per_block);
+    // Latents are divided by it before decoding: 0, a negative or a denormal value would give a black or NaN video.
+    SR_THROW_IF(!(scaling_factor >= 1e-6 && scaling_factor <= 1e6), "{}: scaling_factor {} is out of range [1e-6, 1e6]",
+                source, scaling_factor);
     SR_THROW_IF(act_fn != "silu" && act_fn != "swish", "{}: act_fn '{}' is not supported (silu only)", source, act_fn);
     for (int64_t ch : block_out_channels)
         SR_THROW_IF(ch < 1 || norm_num_groups < 1 || ch % norm_num_groups != 0,
@@ -122,8 +125,7 @@ HunyuanVideoVAE::HunyuanVideoVAE(const HunyuanVideoVAEConfig& config, WeightBind
     bind(binder);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
-    for (const auto& name : unused_)
-        SR_LOG_WARN("{}: unexpected tensor '{}' is not used by the VAE", binder.source(), name);
+    warn_unused_tensors(unused_, binder.source(), "the VAE");
 }
 
 HunyuanVideoVAE HunyuanVideoVAE::random(const HunyuanVideoVAEConfig& config, DType dtype, uint64_t seed) {
@@ -485,6 +487,7 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
                                     z.dim(3) * r, z.dim(4) * r},
                                    DType::F32, host_allocator(), "VAE decoded video");
         temporal_tiled_decode(be, dec, zf, tiling, [&](const Tensor& frames, int64_t first) {
+            if (host_values_skipped()) return;
             Tensor dst = out.slice(2, first, first + frames.dim(2));
             dst.copy_from(frames);
         });

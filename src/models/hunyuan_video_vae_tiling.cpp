@@ -25,7 +25,7 @@ namespace {
 // b[.., y, ..] = a[.., n_a - e + y, ..] * (1 - y/e) + b[.., y, ..] * (y/e) along `axis`, y < e,
 // e = min(a.dim(axis), b.dim(axis), extent), in place on b. Host f32 tensors of equal shape off `axis`.
 void blend(const Tensor& a, Tensor& b, int axis, int64_t extent) {
-    const int64_t e = std::min({a.dim(axis), b.dim(axis), extent});
+    const int64_t e = host_values_skipped() ? 0 : std::min({a.dim(axis), b.dim(axis), extent});
     for (int64_t y = 0; y < e; ++y) {
         // The reference multiplies f32 tensors by Python floats: each weight is rounded to f32 once.
         const float wb = float(double(y) / double(e)), wa = float(1.0 - double(y) / double(e));
@@ -51,9 +51,15 @@ void blend(const Tensor& a, Tensor& b, int axis, int64_t extent) {
 void place(const Tensor& tile, int64_t crop_h, int64_t crop_w, Tensor& out, int64_t y0, int64_t x0) {
     const int64_t h = std::min({crop_h, tile.dim(3), out.dim(3) - y0});
     const int64_t w = std::min({crop_w, tile.dim(4), out.dim(4) - x0});
-    if (h <= 0 || w <= 0) return;
+    if (h <= 0 || w <= 0 || host_values_skipped()) return;
     Tensor dst = out.slice(3, y0, y0 + h).slice(4, x0, x0 + w);
     dst.copy_from(tile.slice(3, 0, h).slice(4, 0, w));
+}
+
+// t.contiguous(), but only the allocation when a plan skips host values (core/allocator.h).
+Tensor packed(const Tensor& t) {
+    if (t.is_contiguous() || !host_values_skipped()) return t.contiguous();
+    return Tensor::empty(t.shape(), t.dtype(), host_allocator(), "VAE tile");
 }
 
 }  // namespace
@@ -149,7 +155,7 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
         int64_t x0 = 0, row_h = 0;
         for (int64_t j = 0; j < w; j += lat_stride_w) {
             const Tensor tile_z =
-                z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)).contiguous();
+                packed(z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)));
             Tensor tile = to_host(be, run_decoder(be, dec, tile_z, {}));  // [B, out, F, 8th, 8tw]
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
@@ -177,10 +183,10 @@ void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, con
     int64_t emitted = 0;
     for (int64_t i = 0; i < T; i += lat_stride_f) {
         // lat_min_f + 1 latents per tile; the last tiles may hold a single latent (one frame, then dropped).
-        const Tensor tile_z = z.slice(2, i, std::min(i + lat_min_f + 1, T)).contiguous();
+        const Tensor tile_z = packed(z.slice(2, i, std::min(i + lat_min_f + 1, T)));
         Tensor tile = spatial ? tiled_decode(be, dec, tile_z, t) : to_host(be, run_decoder(be, dec, tile_z, {}));
         if (i > 0) {
-            tile = tile.slice(2, 1, tile.dim(2)).contiguous();  // the overlap latent's frame
+            tile = packed(tile.slice(2, 1, tile.dim(2)));  // the overlap latent's frame
             blend(prev, tile, 2, blend_f);
         }
         // This tile's crop is final now (only earlier tiles blend into it): hand it over at once.

@@ -1,14 +1,7 @@
 #include "pipeline/demo_model.h"
 
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
-
 #include "core/error.h"
 #include "io/json.h"
-
-namespace fs = std::filesystem;
 
 namespace sr {
 
@@ -18,15 +11,8 @@ namespace {
 constexpr const char* kLlamaSpecials[] = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                                           "<|finetune_right_pad_id|>"};
 
-void write_text(const fs::path& path, const std::string& text) {
-    std::ofstream f(path, std::ios::binary);
-    f << text;
-    SR_THROW_IF(!f, "{}: cannot write the demo tokenizer", path.string());
-}
-
 // tokenizer.json of a byte-level BPE without merges: every byte is one token (id = byte), specials after.
-void write_llama_tokenizer(const fs::path& dir) {
-    fs::create_directories(dir);
+BpeTokenizer make_llama_tokenizer() {
     Json vocab = Json::object();
     const auto& alphabet = byte_level_alphabet();
     for (int b = 0; b < 256; ++b) vocab[alphabet[size_t(b)]] = b;
@@ -45,14 +31,13 @@ void write_llama_tokenizer(const fs::path& dir) {
         {"special_tokens",
          {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {256}}, {"tokens", {"<|begin_of_text|>"}}}}}}};
     j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}, {"ignore_merges", true}};
-    write_text(dir / "tokenizer.json", j.dump());
-    write_text(dir / "tokenizer_config.json", Json{{"pad_token", "<|finetune_right_pad_id|>"}}.dump());
+    return BpeTokenizer::from_json(j, Json{{"pad_token", "<|finetune_right_pad_id|>"}}, "demo tokenizer.json",
+                                   "demo tokenizer_config.json");
 }
 
 // vocab.json + merges.txt of a CLIP tokenizer: byte characters, their "</w>" forms, one merge, bos, eos
 // (eos last: CLIP's legacy pooling takes the position of the largest id).
-int64_t write_clip_tokenizer(const fs::path& dir) {
-    fs::create_directories(dir);
+ClipTokenizer make_clip_tokenizer() {
     Json vocab = Json::object();
     const auto& alphabet = byte_level_alphabet();
     int id = 0;
@@ -61,9 +46,7 @@ int64_t write_clip_tokenizer(const fs::path& dir) {
     vocab["er</w>"] = id++;
     vocab["<|startoftext|>"] = id++;
     vocab["<|endoftext|>"] = id++;
-    write_text(dir / "vocab.json", vocab.dump());
-    write_text(dir / "merges.txt", "#version: 0.2\ne r</w>\n");
-    return id;
+    return ClipTokenizer::from_json(vocab, "#version: 0.2\ne r</w>\n", "demo vocab.json", "demo merges.txt");
 }
 
 }  // namespace
@@ -93,22 +76,11 @@ Tensor demo_image(int64_t height, int64_t width) {
 }
 
 SkyReelsPipeline make_demo_pipeline(Task task, uint64_t seed, const DemoTransformerSize& size, LinearQuant quant) {
-    // Tokenizers: written to a private scratch folder, loaded, removed.
-    std::error_code ec;
-    const fs::path dir = fs::temp_directory_path(ec) / ("skyreels-demo-" + std::to_string(::getpid()));
+    // Tokenizers: built in memory (no scratch files that another user could race or redirect).
     PipelineComponents c;
-    int64_t clip_vocab = 0;
-    try {
-        fs::remove_all(dir, ec);
-        write_llama_tokenizer(dir / "tokenizer");
-        clip_vocab = write_clip_tokenizer(dir / "tokenizer_2");
-        c.llama_tokenizer = std::make_shared<const BpeTokenizer>(BpeTokenizer::load((dir / "tokenizer").string()));
-        c.clip_tokenizer = std::make_shared<const ClipTokenizer>(ClipTokenizer::load((dir / "tokenizer_2").string()));
-    } catch (...) {
-        fs::remove_all(dir, ec);
-        throw;
-    }
-    fs::remove_all(dir, ec);
+    c.llama_tokenizer = std::make_shared<const BpeTokenizer>(make_llama_tokenizer());
+    c.clip_tokenizer = std::make_shared<const ClipTokenizer>(make_clip_tokenizer());
+    const int64_t clip_vocab = c.clip_tokenizer->vocab_size();
 
     // The template's system part is cropped away: crop_start = its token count (95 for the real Llama-3
     // tokenizer; more here, one token per byte).

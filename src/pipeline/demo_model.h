@@ -5,8 +5,8 @@
 //
 // The tokenizers are generated in code: a byte-level BPE with the 256 byte tokens and the Llama-3 special
 // tokens the prompt template uses (no merges), and a CLIP vocabulary of the byte characters, their
-// end-of-word forms, one merge and <|startoftext|> / <|endoftext|>. They are written to a scratch folder
-// only long enough for the ordinary loaders to read them.
+// end-of-word forms, one merge and <|startoftext|> / <|endoftext|>. They are built in memory: no scratch
+// files, so nothing another user of the machine could race or redirect through a symlink.
 //
 //   sr::SkyReelsPipeline pipe = sr::make_demo_pipeline(sr::Task::T2V);
 //   sr::GenerationRequest req;  req.params = sr::demo_params(sr::Task::T2V);

@@ -6,14 +6,15 @@ namespace sr {
 
 FlowMatchSchedulerConfig FlowMatchSchedulerConfig::from_json(const Json& j, const std::string& source) {
     FlowMatchSchedulerConfig c;
-    auto flag = [&](const char* key) { return j.contains(key) && j[key].is_boolean() && j[key].get<bool>(); };
     SR_THROW_IF(!j.is_object(), "{}: scheduler config is not a JSON object", source);
+    // Typed reads: a string where a boolean belongs, or 1e30 where an integer does, is an error naming the key.
+    auto flag = [&](const char* key) { return json_bool_or(j, key, false, source); };
     if (j.contains("_class_name"))
         SR_THROW_IF(j["_class_name"] != "FlowMatchEulerDiscreteScheduler",
                     "{}: _class_name {}: only FlowMatchEulerDiscreteScheduler is supported", source,
                     j["_class_name"].dump());
-    if (j.contains("num_train_timesteps")) c.num_train_timesteps = j["num_train_timesteps"].get<int64_t>();
-    if (j.contains("shift")) c.shift = j["shift"].get<double>();
+    c.num_train_timesteps = json_int_or(j, "num_train_timesteps", c.num_train_timesteps, source);
+    c.shift = json_number_or(j, "shift", c.shift, source);
     SR_THROW_IF(c.num_train_timesteps < 1 || c.num_train_timesteps > 1000000,
                 "{}: num_train_timesteps {} out of range 1..1000000", source, c.num_train_timesteps);
     SR_THROW_IF(!(c.shift > 0.0 && c.shift < 1000.0), "{}: shift {} out of range (0, 1000)", source, c.shift);

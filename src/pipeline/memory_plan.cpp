@@ -37,12 +37,15 @@ public:
         spaces_.push_back(std::make_unique<VirtualAllocator>("plan", 0, device_));
         NullBackend be(*spaces_.back());
         peaks_ = Peaks{};
-        const size_t host_before = host_allocator().in_use_bytes();
-        host_allocator().reset_peak();
-        stage(be, static_cast<WeightPlacement*>(this));
+        const size_t host_before = host_space_.in_use_bytes();
+        host_space_.reset_peak();
+        {
+            // Host tensors in address space only, host arithmetic skipped: seconds and little memory at any size.
+            HostPlanningScope host(host_space_);
+            stage(be, static_cast<WeightPlacement*>(this));
+        }
         peaks_.outside = std::max(peaks_.outside, now());
-        host_peak_ =
-            std::max(host_peak_, host_allocator().peak_bytes() - std::min(host_before, host_allocator().peak_bytes()));
+        host_peak_ = std::max(host_peak_, host_space_.peak_bytes() - std::min(host_before, host_space_.peak_bytes()));
         return peaks_;
     }
     size_t host_peak() const { return host_peak_; }
@@ -60,6 +63,7 @@ public:
 private:
     size_t now() const { return carried_ + spaces_.back()->peak_bytes(); }
     Device device_;
+    VirtualAllocator host_space_{"plan host tensors"};  // outlives every tensor a stage hands to the next
     std::vector<std::unique_ptr<VirtualAllocator>> spaces_;
     size_t carried_ = 0;
     Peaks peaks_;
@@ -94,7 +98,7 @@ PlanTarget PlanTarget::of_cuda(const CudaAcceleratorOptions& options) {
 #endif
 
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       const PlanTarget& target) {
+                       const PlanTarget& target, bool require_fit) {
     const PipelineComponents& c = pipe.components();
     const GenerationParams& p = req.params;
     p.validate();
@@ -157,12 +161,27 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     auto model_weights = [&](PM m) -> size_t {
         const size_t i = size_t(m);
         if (options.offload != OffloadMode::Block) return plan.model_bytes[i];
-        const ResidencyOptions o = residency_options(options, plan.reserves[i]);
+        ResidencyOptions o = residency_options(options, plan.reserves[i]);
+        o.staging_bytes = target.staging_bytes;  // counted against --pinned-budget
         const auto sizes = sizes_of(blocks[i]);
         ResidencyPlan rp;
-        SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),
-                                    format_bytes(double(options.vram_budget))),
-                        rp = plan_residency(sizes, o));
+        try {
+            SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),
+                                        format_bytes(double(options.vram_budget))),
+                            rp = plan_residency(sizes, o));
+        } catch (const OutOfMemoryError& e) {
+            if (require_fit) throw;
+            // Not even streaming fits: plan the least it needs (every block streamed) and say so.
+            plan.shortfalls.push_back(e.what());
+            o.budget_bytes = 0;
+            rp = plan_residency(sizes, o);
+            size_t largest = 0, all = 0;
+            for (const auto& [name, bytes] : sizes) largest = std::max(largest, bytes), all += bytes;
+            const size_t slots = std::min<size_t>(size_t(options.prefetch) + 1, sizes.size());
+            rp.resident.assign(sizes.size(), false);
+            rp.resident_bytes = 0, rp.slot_bytes = largest, rp.slots = int(slots);
+            rp.streamed_bytes_per_pass = all;
+        }
         pinned = std::max(pinned, planned_pinned_bytes(sizes, rp, o));  // one model placed at a time
         if (m == PM::Transformer) {
             plan.streamed_bytes_per_step = rp.streamed_bytes_per_pass * size_t(plan.transformer_passes_per_step);
@@ -202,7 +221,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     if (options.vram_budget)
         for (const auto& s : plan.stages)
             if (s.device_peak() > options.vram_budget)
-                throw OutOfMemoryError(fmt::format(
+                plan.shortfalls.push_back(fmt::format(
                     "--vram-budget {}: {} needs {} of device memory ({} of weights with --offload {}, {} of "
                     "activations); short by {}{}{}",
                     format_bytes(double(options.vram_budget)), stage_name(s.name),
@@ -211,6 +230,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
                     format_bytes(double(s.device_peak() - options.vram_budget)),
                     options.offload == OffloadMode::Block ? "" : " (--offload block streams weights within the budget)",
                     s.name == Stage::Denoising ? cfg_hint : ""));
+    if (require_fit && !plan.fits()) throw OutOfMemoryError(plan.shortfalls.front());
     return plan;
 }
 
@@ -234,6 +254,7 @@ std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device
     s += fmt::format(
         "  non-reclaimable host memory above the baseline: {} (pinned {}, owned weights {}, host tensors {})\n",
         b(host_nonreclaimable()), b(pinned_bytes), b(owned_weight_bytes), b(host_tensor_bytes));
+    for (const std::string& why : shortfalls) s += "  does not fit: " + why + "\n";
     return s;
 }
 

@@ -42,6 +42,10 @@ struct MemoryPlan {
     size_t pinned_bytes = 0;              // both
     size_t owned_weight_bytes = 0;  // weights in owned host memory (dtype-converted or made up), not the page cache
     size_t host_tensor_bytes = 0;   // peak of host-side tensors (latents, text embeddings, CFG, ...)
+    // What does not fit the budget, one line each (empty: the plan fits). Only plan_memory(..., require_fit =
+    // false) returns a plan with shortfalls; format() prints them under "does not fit".
+    std::vector<std::string> shortfalls;
+    bool fits() const { return shortfalls.empty(); }
 
     size_t device_peak() const;
     // Host memory the kernel cannot reclaim under pressure (mapped file pages can be), above the process's
@@ -65,8 +69,10 @@ struct PlanTarget {
 #endif
 };
 
-// Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget.
+// Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget;
+// with require_fit = false, returns the plan with its shortfalls listed instead (--dry-run prints a plan that
+// does not fit too: what each stage would need is the point of asking).
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       const PlanTarget& target = {});
+                       const PlanTarget& target = {}, bool require_fit = true);
 
 }  // namespace sr

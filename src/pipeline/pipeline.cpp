@@ -39,13 +39,14 @@ std::ostream& operator<<(std::ostream& out, Stage stage) {
 }
 
 void GenerationParams::validate() const {
-    SR_THROW_IF(num_frames < 1 || num_frames > 100001 || (num_frames - 1) % 4 != 0,
-                "--frames {}: must be 4k+1 (e.g. 9, 33, 97): the causal VAE maps 4 frames to one latent frame",
-                num_frames);
+    SR_THROW_IF(num_frames < 1 || num_frames > kMaxVideoFrames || (num_frames - 1) % 4 != 0,
+                "--frames {}: must be 4k+1 (e.g. 9, 33, 97) up to {}: the causal VAE maps 4 frames to one latent frame",
+                num_frames, kMaxVideoFrames);
     // 8x VAE downsampling, then the transformer's 2x2 patches.
-    SR_THROW_IF(height < 16 || height > 16384 || height % 16 != 0, "--height {}: must be a positive multiple of 16",
-                height);
-    SR_THROW_IF(width < 16 || width > 16384 || width % 16 != 0, "--width {}: must be a positive multiple of 16", width);
+    SR_THROW_IF(height < 16 || height > kMaxVideoSide || height % 16 != 0,
+                "--height {}: must be a positive multiple of 16 up to {}", height, kMaxVideoSide);
+    SR_THROW_IF(width < 16 || width > kMaxVideoSide || width % 16 != 0,
+                "--width {}: must be a positive multiple of 16 up to {}", width, kMaxVideoSide);
     SR_THROW_IF(num_inference_steps < 1 || num_inference_steps > 10000, "--steps {}: must be in 1..10000",
                 num_inference_steps);
     SR_THROW_IF(!std::isfinite(guidance_scale) || guidance_scale < 0.0 || guidance_scale > 100.0,
@@ -60,6 +61,7 @@ Tensor gaussian_noise(const Shape& shape, uint64_t seed) {
     // Box-Muller on std::mt19937_64 (whose output the standard fixes), not std::normal_distribution (whose
     // algorithm differs between standard libraries): the same seed gives the same video everywhere.
     Tensor out = Tensor::empty(shape, DType::F32, host_allocator(), "noise");
+    if (host_values_skipped()) return out;  // a plan: only the size matters
     float* o = out.data<float>();
     std::mt19937_64 rng(seed);
     constexpr double kTwoPi = 6.283185307179586;
@@ -83,6 +85,7 @@ Tensor repeat_rows(const Tensor& x, int64_t times) {
     Shape s = x.shape();
     s[0] *= times;
     Tensor out = Tensor::empty(s, DType::F32, host_allocator(), "CFG batch");
+    if (host_values_skipped()) return out;
     for (int64_t r = 0; r < times; ++r) {
         Tensor dst = out.slice(0, r * x.dim(0), (r + 1) * x.dim(0));
         dst.copy_from(x);
@@ -95,10 +98,23 @@ Tensor cat_channels(const Tensor& a, const Tensor& b) {
     Shape s = a.shape();
     s[1] = a.dim(1) + b.dim(1);
     Tensor out = Tensor::empty(s, DType::F32, host_allocator(), "I2V transformer input");
+    if (host_values_skipped()) return out;
     Tensor lo = out.slice(1, 0, a.dim(1)), hi = out.slice(1, a.dim(1), s[1]);
     lo.copy_from(a);
     hi.copy_from(b);
     return out;
+}
+
+// NaN/Inf weights, or config values that slipped past validation, show up as non-finite activations and
+// end as a black video with exit 0. Each stage's host output is checked once (one pass, cheap next to the
+// model that made it), so the error names the stage and the model behind it.
+void check_finite(const Tensor& t, std::string_view what, std::string_view culprit) {
+    if (host_values_skipped() || !t.defined() || t.dtype() != DType::F32) return;
+    const Tensor c = t.contiguous();
+    const float* p = c.data<float>();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c.numel(); ++i) bad += !std::isfinite(p[i]);
+    SR_THROW_IF(bad > 0, "{} hold {} non-finite values (NaN or Inf) of {}: {}", what, bad, c.numel(), culprit);
 }
 
 void emit(const PipelineHook& hook, std::string_view name, const Tensor& t) {
@@ -254,6 +270,8 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
                 "text conditioning {} / {} / {}: expected {} row(s) ({})", out.prompt_embeds.describe(),
                 out.prompt_attention_mask.describe(), out.pooled_prompt_embeds.describe(), B,
                 cfg ? "[negative, positive]" : "[positive]");
+    check_finite(out.prompt_embeds, "the Llama text embeddings", "NaN/Inf weights in the text encoder?");
+    check_finite(out.pooled_prompt_embeds, "the CLIP text embeddings", "NaN/Inf weights in the CLIP text encoder?");
     emit(hook, "prompt_embeds", out.prompt_embeds);
     emit(hook, "prompt_attention_mask", out.prompt_attention_mask);
     emit(hook, "pooled_prompt_embeds", out.pooled_prompt_embeds);
@@ -285,12 +303,13 @@ Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req,
     const Tensor mean = dist.mean.contiguous(), std = dist.std.contiguous();
     const float sf = float(c_.vae->config().scaling_factor);
     const int64_t C = s[1], per_frame = s[3] * s[4], T = s[2];
-    for (int64_t c = 0; c < C; ++c)
+    for (int64_t c = 0; c < (host_values_skipped() ? 0 : C); ++c)
         for (int64_t i = 0; i < per_frame; ++i) {
             const int64_t src = c * per_frame + i;  // [1, C, 1, h, w]
             latents.data<float>()[c * T * per_frame + i] =
                 (mean.data<float>()[src] + std.data<float>()[src] * eps.data<float>()[src]) * sf;
         }
+    check_finite(latents, "the image latents", "NaN/Inf weights in the VAE encoder, or a bad scaling_factor?");
     emit(hook, "image_latents", latents);
     return latents;
 }
@@ -341,12 +360,14 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
                 input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
             output = to_host(be, c_.transformer->forward(be, in, {}, use.weights()));
         }
+        check_finite(output, fmt::format("the transformer's output at step {}", i),
+                     "NaN/Inf weights in the transformer, or config values out of range?");
         emit(hook, step + "transformer_output", output);
         Tensor velocity = output;
         if (cfg) {
             // noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond), in float32.
             velocity = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "CFG velocity");
-            const int64_t n = latents.numel();
+            const int64_t n = host_values_skipped() ? 0 : latents.numel();
             const float g = float(p.guidance_scale);
             const float* u = output.data<float>();
             const float* c = u + n;
@@ -354,7 +375,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             for (int64_t k = 0; k < n; ++k) v[k] = u[k] + g * (c[k] - u[k]);
         }
         emit(hook, step + "noise_pred_cfg", velocity);
-        scheduler.step(velocity, i, latents);
+        if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
     }
@@ -364,15 +385,20 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
 
 void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
                               const ProgressCallback& progress, WeightPlacement* placement) const {
-    Tensor z = latents.contiguous().clone();
-    const float sf = float(c_.vae->config().scaling_factor);
-    for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] /= sf;
+    Tensor z = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "latents / scaling_factor");
+    if (!host_values_skipped()) {
+        z.copy_from(latents);
+        const float sf = float(c_.vae->config().scaling_factor);
+        for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] /= sf;
+    }
     const int total = int((latents.dim(2) - 1) * c_.vae->config().temporal_compression_ratio + 1);
     if (progress) progress(Stage::Decoding, 0, total);
     ModelScope use(placement, PipelineModel::VaeDecoder);
     c_.vae->decode_streaming(
         be, z, tiling,
         [&](const Tensor& frames, int64_t first) {
+            check_finite(frames, fmt::format("the decoded frames from frame {}", first),
+                         "NaN/Inf weights in the VAE decoder, or a bad scaling_factor?");
             sink(frames, first);
             if (progress) progress(Stage::Decoding, int(first + frames.dim(2)), total);
         },

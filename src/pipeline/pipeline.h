@@ -52,6 +52,9 @@ std::ostream& operator<<(std::ostream& out, Stage stage);  // stage_name (for te
 // video_generate.py's default negative prompt.
 extern const char* const kSkyReelsNegativePrompt;
 
+// The largest video a request may ask for (`skyreels info` checks its sizes against the same limits).
+inline constexpr int64_t kMaxVideoFrames = 100001, kMaxVideoSide = 16384;
+
 struct GenerationParams {
     Task task = Task::T2V;
     int64_t height = 544, width = 960, num_frames = 97;

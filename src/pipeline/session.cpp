@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "core/build_info.h"
@@ -111,8 +112,9 @@ void Session::check(const SessionOptions& o) {
     SR_THROW_IF(o.memory.prefetch < 0 || o.memory.prefetch > 64, "--prefetch {}: must be in 0..64", o.memory.prefetch);
     SR_THROW_IF(o.memory.pinned_budget && o.memory.host_memory != HostMemoryMode::Pinned,
                 "--pinned-budget needs --host-memory pinned");
-    SR_THROW_IF(!(o.sim_bandwidth_gbs > 0 && o.sim_bandwidth_gbs <= 10000),
-                "--sim-bandwidth {}: must be in (0, 10000] GB/s", o.sim_bandwidth_gbs);
+    // Finite and realistic: 1e-300 GB/s would make every simulated copy sleep for ever.
+    SR_THROW_IF(!(std::isfinite(o.sim_bandwidth_gbs) && o.sim_bandwidth_gbs >= 0.1 && o.sim_bandwidth_gbs <= 10000),
+                "--sim-bandwidth {}: must be in [0.1, 10000] GB/s", o.sim_bandwidth_gbs);
     if (is_cuda_device(o.device)) {
         (void)cuda_device_index(o.device);  // the syntax, before anything is loaded
 #ifdef SKYREELS_HAVE_CUDA
@@ -349,7 +351,7 @@ MemoryPlan Session::plan(const Request& request) {
     if (job.params.task == Task::I2V && !job.image.defined())
         job.image = Tensor::zeros({3, job.params.height, job.params.width}, DType::F32);
     pipe_->check_request(job);
-    return plan_memory(*pipe_, job, options_.memory, target_);
+    return plan_memory(*pipe_, job, options_.memory, target_, /*require_fit=*/false);
 }
 
 }  // namespace sr

@@ -67,8 +67,8 @@ struct Request {
     // I2V: the input image, a PNG or JPEG, resize-cropped to the video size as SkyReels does (or give
     // generation.image). A demo session without either uses a colour gradient.
     std::string image_path;
-    // The video (.mp4, .mov or .mkv); written as "<path>.partial" and renamed when complete. "": no file
-    // (the frames still go to JobCallbacks::frames).
+    // The video (.mp4, .mov or .mkv); written as "<path>.XXXXXX.partial" (unique, created exclusively)
+    // and renamed when complete. "": no file (the frames still go to JobCallbacks::frames).
     std::string output_path;
     int fps = 24, crf = 18;
     std::string png_dir;                // also every frame as PNG here
@@ -119,6 +119,7 @@ public:
     // Runs one job. InputError (nothing written) for a bad request; JobStatus::Cancelled when `cancel` said so.
     JobResult generate(const Request& request, const JobCallbacks& callbacks = {});
     // The memory plan of `request` on this session's device, made without running it (pipeline/memory_plan.h).
+    // A plan that does not fit the budget is returned too, its shortfalls listed (MemoryPlan::fits()).
     MemoryPlan plan(const Request& request);
 
     // The video settings a request starts from: the demo's small ones for a demo session, else the reference's.

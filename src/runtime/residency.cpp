@@ -138,11 +138,15 @@ std::vector<bool> pinned_blocks(const std::vector<std::pair<std::string, size_t>
                                 const ResidencyOptions& options) {
     std::vector<bool> pinned(blocks.size(), false);
     if (options.host_memory != HostMemoryMode::Pinned) return pinned;
-    size_t bytes = 0;  // streamed blocks in execution order, each while it fits the pinned budget
+    const size_t budget = options.pinned_budget_bytes;
+    // The staging ring is page-locked too: what the budget promises bounds both.
+    SR_THROW_IF(budget && budget < options.staging_bytes,
+                "--pinned-budget {}: the device's pinned staging ring alone takes {}", format_bytes(double(budget)),
+                format_bytes(double(options.staging_bytes)));
+    size_t bytes = options.staging_bytes;  // streamed blocks in execution order, each while it fits the budget
     for (size_t i = 0; i < blocks.size(); ++i) {
         if (plan.resident[i]) continue;
-        if (options.pinned_budget_bytes == 0 || bytes + blocks[i].second <= options.pinned_budget_bytes)
-            pinned[i] = true, bytes += blocks[i].second;
+        if (budget == 0 || bytes + blocks[i].second <= budget) pinned[i] = true, bytes += blocks[i].second;
     }
     return pinned;
 }
@@ -185,7 +189,9 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlock>
                                                 device_.memory(), blocks_[i].name);
             resident_ticket_[i] = upload(i, static_cast<char*>(resident_memory_[i].raw_data()), resident_views_[i], 0);
         }
-        pin_blocks(pinned_blocks(sizes, plan_, options));
+        ResidencyOptions pinning = options;
+        pinning.staging_bytes = device_.staging_bytes();  // the ring counts against the pinned budget
+        pin_blocks(pinned_blocks(sizes, plan_, pinning));
         for (int s = 0; s < plan_.slots; ++s) {
             Slot slot;
             slot.memory =

@@ -50,7 +50,8 @@ struct ResidencyOptions {
     size_t reserve_bytes = 0;  // activations and workspace, planned inside the same budget
     int prefetch = 1;          // streamed blocks in flight while one computes (ring of prefetch + 1 buffers)
     HostMemoryMode host_memory = HostMemoryMode::Mmap;
-    size_t pinned_budget_bytes = 0;  // Pinned mode: page-locked bytes for streamed blocks; 0 = all of them
+    size_t pinned_budget_bytes = 0;  // Pinned mode: page-locked bytes in all (staging ring included); 0 = no limit
+    size_t staging_bytes = 0;        // the device's pinned staging ring: counts against pinned_budget_bytes
 };
 
 struct ResidencyPlan {
@@ -70,7 +71,8 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
                              const ResidencyOptions& options);
 
 // The streamed blocks a manager with this plan packs into page-locked memory (Pinned mode: in execution
-// order, each while it fits the pinned budget), and their bytes.
+// order, each while it fits the pinned budget less the staging ring), and their bytes. A pinned budget
+// smaller than the staging ring is an InputError.
 std::vector<bool> pinned_blocks(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,
                                 const ResidencyOptions& options);
 size_t planned_pinned_bytes(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyPlan& plan,

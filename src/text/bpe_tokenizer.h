@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace sr {
 
 // The result of a padded, truncated call.
@@ -56,6 +58,10 @@ public:
     // `path`: a tokenizer.json, or a folder holding tokenizer.json (and optionally tokenizer_config.json,
     // which names the pad token). Throws InputError naming the file and the field at fault.
     static BpeTokenizer load(const std::string& path);
+    // The same from parsed JSON: `tokenizer` is tokenizer.json, `config` tokenizer_config.json (null when
+    // there is none); the sources name them in errors.
+    static BpeTokenizer from_json(const nlohmann::json& tokenizer, const nlohmann::json& config,
+                                  const std::string& source, const std::string& config_source);
     BpeTokenizer(BpeTokenizer&&) noexcept;
     BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
     ~BpeTokenizer();

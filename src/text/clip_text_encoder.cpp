@@ -44,6 +44,8 @@ void ClipTextConfig::validate(std::string_view src) const {
                 num_hidden_layers);
     SR_THROW_IF(!in(max_position_embeddings, 1, 1 << 16), "{}: max_position_embeddings {} is out of range", src,
                 max_position_embeddings);
+    SR_THROW_IF(!(layer_norm_eps > 0 && layer_norm_eps < 1), "{}: layer_norm_eps {} is out of range (0, 1)", src,
+                layer_norm_eps);
     SR_THROW_IF(hidden_act != "quick_gelu", "{}: hidden_act '{}' is not supported (expected quick_gelu)", src,
                 hidden_act);
 }
@@ -61,9 +63,9 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& path, std::optional<DTy
     const WeightStore store = WeightStore::open(path);
     WeightBinder binder(store, weight_dtype, planning_space);
     ClipTextEncoder enc(config, binder);
-    for (const auto& name : binder.unused())
-        if (name != "text_model.embeddings.position_ids")  // a buffer some checkpoints carry
-            SR_LOG_WARN("{}: tensor '{}' is not used by the CLIP text encoder", path, name);
+    std::vector<std::string> unused = binder.unused();
+    std::erase(unused, "text_model.embeddings.position_ids");  // a buffer some checkpoints carry
+    warn_unused_tensors(unused, path, "the CLIP text encoder");
     return enc;
 }
 

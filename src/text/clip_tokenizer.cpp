@@ -8,10 +8,12 @@
 #include <unicode/ustring.h>
 #include <unicode/utf8.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "io/json.h"
 
 namespace sr {
@@ -168,17 +170,26 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
     const std::string merges_path = (fs::path(dir) / "merges.txt").string();
     SR_THROW_IF(!fs::exists(vocab_path, ec), "{}: missing vocabulary file vocab.json", dir);
     SR_THROW_IF(!fs::exists(merges_path, ec), "{}: missing merges file merges.txt", dir);
-
-    ClipTokenizer t;
-    t.source_ = dir;
     const Json vocab = parse_json(read_text_file(vocab_path, 64u << 20), vocab_path);
+    const std::string merges = read_text_file(merges_path, 64u << 20);
+    ClipTokenizer t = from_json(vocab, merges, vocab_path, merges_path);
+    t.source_ = dir;
+    return t;
+}
+
+ClipTokenizer ClipTokenizer::from_json(const Json& vocab, std::string_view merges, const std::string& vocab_path,
+                                       const std::string& merges_path) {
+    ClipTokenizer t;
+    t.source_ = vocab_path;
     SR_THROW_IF(!vocab.is_object() || vocab.empty(), "{}: expected a non-empty object of token -> id", vocab_path);
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-        SR_THROW_IF(!it.value().is_number_integer(), "{}: token '{}' has a non-integer id", vocab_path, it.key());
+        SR_THROW_IF(!it.value().is_number_integer(), "{}: token '{}' has a non-integer id", vocab_path,
+                    printable(it.key()));
         const int64_t id = it.value().get<int64_t>();
         SR_THROW_IF(id < 0 || id >= (int64_t(1) << 24), "{}: token '{}' has id {} outside [0, 2^24)", vocab_path,
-                    it.key(), id);
+                    printable(it.key()), id);
         t.vocab_[it.key()] = int32_t(id);
+        t.max_id_ = std::max(t.max_id_, int32_t(id));
     }
     auto special = [&](const char* name) {
         auto it = t.vocab_.find(name);
@@ -188,19 +199,18 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
     t.bos_id_ = special(kBos);
     t.eos_id_ = special(kEos);
 
-    const std::string merges = read_text_file(merges_path, 64u << 20);
     size_t pos = merges.find('\n');  // line 0 is the "#version" header, skipped as the reference does
     int32_t rank = 0;
     while (pos != std::string::npos && pos < merges.size() && size_t(rank) < kMaxMerges) {
         const size_t begin = pos + 1;
         size_t end = merges.find('\n', begin);
         if (end == std::string::npos) end = merges.size();
-        std::string line = merges.substr(begin, end - begin);
+        std::string line(merges.substr(begin, end - begin));
         if (!line.empty() && line.back() == '\r') line.pop_back();
         pos = end == merges.size() ? std::string::npos : end;
         if (line.empty()) continue;  // the reference strip()s the file; a blank line inside is tolerated
         SR_THROW_IF(line.find(' ') == std::string::npos, "{}: merge line {} ('{}') is not 'left right'", merges_path,
-                    rank + 2, line);
+                    rank + 2, printable(line));
         t.merge_rank_.emplace(line, rank++);
     }
     SR_THROW_IF(rank == 0, "{}: no merges", merges_path);

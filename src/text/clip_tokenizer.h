@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "text/bpe_tokenizer.h"
 
 namespace sr {
@@ -25,6 +27,9 @@ class ClipTokenizer {
 public:
     // `dir`: a folder with vocab.json and merges.txt. Throws InputError naming the file at fault.
     static ClipTokenizer load(const std::string& dir);
+    // The same from vocab.json (parsed) and merges.txt (text); the paths name them in errors.
+    static ClipTokenizer from_json(const nlohmann::json& vocab, std::string_view merges, const std::string& vocab_path,
+                                   const std::string& merges_path);
     ClipTokenizer(ClipTokenizer&&) noexcept;
     ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
     ~ClipTokenizer();
@@ -41,6 +46,8 @@ public:
     int32_t bos_id() const { return bos_id_; }
     int32_t eos_id() const { return eos_id_; }
     int32_t pad_id() const { return eos_id_; }
+    // One more than the largest id: the size an embedding table needs.
+    int64_t vocab_size() const { return max_id_ + 1; }
 
 private:
     ClipTokenizer() = default;
@@ -51,7 +58,7 @@ private:
     std::unordered_map<std::string, int32_t> vocab_;
     std::unordered_map<std::string, int32_t> merge_rank_;  // "left right" -> rank
     std::unique_ptr<Pcre2Regex> split_;
-    int32_t bos_id_ = 0, eos_id_ = 0;
+    int32_t bos_id_ = 0, eos_id_ = 0, max_id_ = -1;
 };
 
 }  // namespace sr

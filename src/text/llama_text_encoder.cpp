@@ -57,8 +57,10 @@ void LlamaConfig::validate(std::string_view src) const {
                 num_attention_heads, num_key_value_heads);
     SR_THROW_IF(!in(head_dim, 2, 1024) || head_dim % 2 != 0, "{}: head_dim {} must be even and in [2, 1024]", src,
                 head_dim);
-    SR_THROW_IF(!(rope_theta > 0) || !(rms_norm_eps > 0), "{}: rope_theta {} and rms_norm_eps {} must be positive", src,
-                rope_theta, rms_norm_eps);
+    SR_THROW_IF(!(rope_theta > 1 && rope_theta <= 1e12), "{}: rope_theta {} is out of range (1, 1e12]", src,
+                rope_theta);
+    SR_THROW_IF(!(rms_norm_eps > 0 && rms_norm_eps < 1), "{}: rms_norm_eps {} is out of range (0, 1)", src,
+                rms_norm_eps);
     SR_THROW_IF(hidden_act != "silu", "{}: hidden_act '{}' is not supported (expected silu)", src, hidden_act);
     SR_THROW_IF(attention_bias || mlp_bias, "{}: attention_bias / mlp_bias are not supported", src);
 }
@@ -78,8 +80,9 @@ LlamaTextEncoder LlamaTextEncoder::load(const std::string& path, std::optional<D
     const std::string prefix = store.contains("model.embed_tokens.weight") ? "model." : "";
     WeightBinder binder(store, weight_dtype, planning_space);
     LlamaTextEncoder enc(config, binder, prefix, quant);
-    for (const auto& name : binder.unused())
-        if (name != "lm_head.weight") SR_LOG_WARN("{}: tensor '{}' is not used by the text encoder", path, name);
+    std::vector<std::string> unused = binder.unused();
+    std::erase(unused, "lm_head.weight");  // LlamaForCausalLM's head: not part of the encoder
+    warn_unused_tensors(unused, path, "the Llama text encoder");
     return enc;
 }
 

@@ -5,6 +5,7 @@
 // everything a user can get wrong is checked before any model is loaded, the models are loaded once for all
 // --video-num videos, and each video is written to a temporary name that only becomes the output when it is
 // complete.
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -14,9 +15,6 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/session.h"
 #include "tools/skyreels/commands.h"
-#ifdef SKYREELS_HAVE_MEDIA
-#include "media/partial_files.h"
-#endif
 
 namespace fs = std::filesystem;
 
@@ -31,7 +29,7 @@ struct GenerateOptions {
     int64_t height = 544, width = 960, frames = 97;
     int steps = 30, fps = 24, video_num = 1, crf = 18, gpu_num = 1;
     double guidance = 6.0, embedded_guidance = 1.0;
-    int64_t seed = 42;
+    std::string seed = "42";  // parsed here: CLI11 clamps integers past INT64_MAX instead of refusing them
     bool sequence_batch = false, demo = false, quiet = false;
     bool high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
     std::string quant;  // "" (not given), "fp8" (also the bare --quant, as SkyReels spells it) or "none"
@@ -78,6 +76,12 @@ MemoryOptions memory_options(const GenerateOptions& o) {
     if (!o.pinned_budget.empty()) m.pinned_budget = parse_bytes(o.pinned_budget, "--pinned-budget");
     SR_THROW_IF(o.given("--vram-budget") && m.vram_budget == 0, "--vram-budget {}: must be more than zero",
                 o.vram_budget);
+    // 0 is refused rather than read as "no limit" (leave the flag out for that) or "no page-locked memory" (the
+    // staging ring needs some; --host-memory mmap or pageable pin no weights).
+    SR_THROW_IF(o.given("--pinned-budget") && m.pinned_budget == 0,
+                "--pinned-budget {}: must be more than zero (leave it out for no limit; --host-memory mmap pins only "
+                "the staging ring)",
+                o.pinned_budget);
     m.prefetch = o.prefetch;
     if (o.device == "cpu") {
         // The CPU runs every model where it was loaded: there is no device memory to budget or stream into.
@@ -126,9 +130,12 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
         if (!o.given("--steps")) o.steps = d.num_inference_steps;
     }
     SR_THROW_IF(o.video_num < 1 || o.video_num > 1000, "--video-num {}: must be in 1..1000", o.video_num);
-    SR_THROW_IF(o.seed < -1, "--seed {}: must be >= 0 (or -1 for a random seed)", o.seed);
-    uint64_t seed = uint64_t(o.seed);
-    if (o.seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
+    int64_t given_seed = 0;
+    const auto [end, err] = std::from_chars(o.seed.data(), o.seed.data() + o.seed.size(), given_seed);
+    SR_THROW_IF(err != std::errc() || end != o.seed.data() + o.seed.size() || given_seed < -1,
+                "--seed {}: must be an integer in 0..9223372036854775807 (or -1 for a random seed)", o.seed);
+    uint64_t seed = uint64_t(given_seed);
+    if (given_seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
     std::vector<Request> out;
     for (int i = 0; i < o.video_num; ++i) {
         Request r;
@@ -172,9 +179,6 @@ int run_generate(GenerateOptions& o) {
         SR_LOG_WARN("the prompt does not start with \"FPS-24, \": SkyReels-V1 was trained with that prefix");
     const SessionOptions options = session_options(o, task);
 
-#ifdef SKYREELS_HAVE_MEDIA
-    remove_partial_files_on_signal();  // Ctrl-C leaves no half-written video behind
-#endif
     Progress progress(!o.quiet && Progress::is_terminal(), !o.quiet);
     if (o.demo && !o.quiet)
         std::fprintf(stderr,
@@ -189,6 +193,8 @@ int run_generate(GenerateOptions& o) {
     if (o.dry_run) {
         const MemoryPlan plan = session.plan(jobs[0]);
         std::printf("%s", plan.format(options.memory, session.device_name()).c_str());
+        // The plan is printed either way; one that does not fit is still an error (exit 1) for scripts.
+        if (!plan.fits()) throw OutOfMemoryError(plan.shortfalls.front());
         return 0;
     }
     for (const Request& job : jobs) {
@@ -258,7 +264,9 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option(
         "--host-memory", o->host_memory,
         "Where streamed weights wait: pinned, pageable or mmap (page cache + a small pinned ring; default)");
-    cmd->add_option("--pinned-budget", o->pinned_budget, "With --host-memory pinned: at most this much page-locked");
+    cmd->add_option(
+        "--pinned-budget", o->pinned_budget,
+        "With --host-memory pinned: at most this much page-locked, the staging ring included (more than 0)");
     cmd->add_option("--prefetch", o->prefetch, "Streamed blocks copied ahead of compute")->capture_default_str();
     cmd->add_option("--sim-bandwidth", o->sim_bandwidth_gbs, "--device sim: host-to-device GB/s from pinned memory")
         ->capture_default_str();

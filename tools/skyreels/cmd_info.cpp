@@ -5,8 +5,10 @@
 
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "models/hunyuan_video_checkpoint.h"
 #include "models/hunyuan_video_transformer.h"
+#include "pipeline/pipeline.h"
 #include "tools/skyreels/commands.h"
 
 namespace sr::cli {
@@ -21,12 +23,14 @@ struct InfoOptions {
 
 // Pixel-space video shape -> latent shape, as the pipeline maps it (causal VAE: 4x time, 8x space).
 ForwardShape latent_shape(const InfoOptions& o, const HunyuanVideoConfig& cfg) {
-    SR_THROW_IF(o.frames < 1 || (o.frames - 1) % 4 != 0, "--frames {}: must be 4k+1 (e.g. 97, 129)", o.frames);
+    // The limits generate applies (pipeline.h): past them the token and FLOP counts would overflow int64.
+    SR_THROW_IF(o.frames < 1 || o.frames > kMaxVideoFrames || (o.frames - 1) % 4 != 0,
+                "--frames {}: must be 4k+1 (e.g. 97, 129) up to {}", o.frames, kMaxVideoFrames);
     const int64_t spatial = 8 * cfg.patch_size;
-    SR_THROW_IF(o.height < spatial || o.height % spatial != 0, "--height {}: must be a positive multiple of {}",
-                o.height, spatial);
-    SR_THROW_IF(o.width < spatial || o.width % spatial != 0, "--width {}: must be a positive multiple of {}", o.width,
-                spatial);
+    SR_THROW_IF(o.height < spatial || o.height > kMaxVideoSide || o.height % spatial != 0,
+                "--height {}: must be a positive multiple of {} up to {}", o.height, spatial, kMaxVideoSide);
+    SR_THROW_IF(o.width < spatial || o.width > kMaxVideoSide || o.width % spatial != 0,
+                "--width {}: must be a positive multiple of {} up to {}", o.width, spatial, kMaxVideoSide);
     SR_THROW_IF(o.text_tokens < 1 || o.text_tokens > 4096, "--text-tokens {}: must be in 1..4096", o.text_tokens);
     SR_THROW_IF(o.batch < 1 || o.batch > 64, "--batch {}: must be in 1..64", o.batch);
     return {o.batch, (o.frames - 1) / 4 + 1, o.height / 8, o.width / 8, o.text_tokens};
@@ -99,8 +103,8 @@ int run_info(const InfoOptions& o) {
     std::printf("\n           largest block %s (the unit a streamed run moves at once)\n",
                 format_bytes(double(largest_block)).c_str());
     if (!model.unused_tensors().empty())
-        std::printf("unused     %zu tensor(s) not used by the model (first: %s)\n", model.unused_tensors().size(),
-                    model.unused_tensors()[0].c_str());
+        std::printf("unused     %zu tensor(s) not used by the model (first: '%s')\n", model.unused_tensors().size(),
+                    printable(model.unused_tensors()[0]).c_str());  // a name from the file: escaped
     std::printf("forward    %ldx%ldx%ld video (latent %ldx%ldx%ld), batch %ld, %ld text tokens -> %ld video tokens\n",
                 long(o.width), long(o.height), long(o.frames), long(shape.frames), long(shape.height),
                 long(shape.width), long(o.batch), long(o.text_tokens), long(cost.video_tokens));

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -13,8 +14,12 @@
 #include <fmt/ranges.h>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "tools/skyreels/commands.h"
 #include "tools/skyreels/suggest.h"
+#ifdef SKYREELS_HAVE_MEDIA
+#include "media/partial_files.h"
+#endif
 
 namespace {
 
@@ -97,6 +102,11 @@ std::string unknown_command(const CLI::App& app, int argc, char** argv) {
 
 int main(int argc, char** argv) {
     prefer_passive_openmp_for_sim(argv);
+#ifdef SKYREELS_HAVE_MEDIA
+    // Ctrl-C, SIGTERM and SIGHUP leave no half-written video behind; a checkpoint cut short under a running
+    // command (SIGBUS) is named.
+    sr::remove_partial_files_on_signal();
+#endif
     CLI::App app{"skyreels: SkyReels-V1 / HunyuanVideo video generation in one native binary"};
     app.require_subcommand(1);
     // A repeated option takes its last value, as argparse (SkyReels' video_generate.py) and sd-cli do, so a
@@ -131,16 +141,21 @@ int main(int argc, char** argv) {
         for (auto& [sub, run] : commands)
             if (sub->parsed()) return run();
     } catch (const sr::InputError& e) {
-        std::fprintf(stderr, "skyreels: error: %s\n", e.what());
+        // Messages carry names read from files: escaped, so a hostile name cannot drive the terminal.
+        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
         return 1;
     } catch (const sr::Error& e) {
-        std::fprintf(stderr, "skyreels: error: %s\n", e.what());
+        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
         return 2;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "skyreels: error: out of host memory\n");
         return 2;
+    } catch (const std::filesystem::filesystem_error& e) {
+        // A file system call the checks did not foresee (a symlink loop, a vanished folder): the user's input.
+        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
+        return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "skyreels: internal error: %s\n", e.what());
+        std::fprintf(stderr, "skyreels: internal error: %s\n", sr::terminal_safe(e.what()).c_str());
         return 3;
     }
     return 0;
