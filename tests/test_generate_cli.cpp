@@ -150,9 +150,9 @@ TEST(GenerateCli, DryRunAndSimulatedDevice) {
          {"memory plan", "text encoding", "denoising", "decoding", "peak device memory", "non-reclaimable host memory"})
         EXPECT_NE(r.output.find(piece), std::string::npos) << piece << ": " << r.output;
     EXPECT_FALSE(fs::exists(dir / "never.mp4"));
-    // SkyReels' spellings: --parameters_level = --offload block, --high_cpu_memory = --host-memory pinned.
+    // SkyReels' spellings: --offload --parameters_level = --offload block, --high_cpu_memory = --host-memory pinned.
     r =
-        run("generate --demo --quiet --device sim --parameters_level --high_cpu_memory --vram-budget 64M "
+        run("generate --demo --quiet --device sim --offload --parameters_level --high_cpu_memory --vram-budget 64M "
             "--memory-report" +
             small + " --png-dir '" + (dir / "sim_png").string() + "' --out '" + (dir / "sim.mp4").string() + "'");
     ASSERT_EQ(r.code, 0) << r.output;

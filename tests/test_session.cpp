@@ -299,7 +299,9 @@ TEST(Session, CancelWhileDecodingLeavesNoFile) {
                               .cancel =
                                   [&] {
                                       const bool mid = last.stage == Stage::Decoding && last.done > 0;
-                                      if (mid && media()) partial_seen = fs::exists(req.output_path + ".partial");
+                                      if (mid && media())  // the writer's temporary, cancelled.mp4.XXXXXX.partial
+                                          for (const auto& e : fs::directory_iterator(dir))
+                                              partial_seen |= e.path().extension() == ".partial";
                                       return mid;
                                   }};
         const JobResult r = session.generate(req, cb);

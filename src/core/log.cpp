@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include "core/error.h"
@@ -28,6 +29,13 @@ std::atomic<LogLevel>& level_ref() {
 }
 
 thread_local const LogScope* t_scope = nullptr;
+
+// The innermost LogSinkScope (any thread's): where log lines go instead of stderr.
+std::mutex& sink_mutex() {
+    static std::mutex m;
+    return m;
+}
+const LogSinkScope* g_sink = nullptr;
 
 }  // namespace
 
@@ -61,8 +69,23 @@ void set_log_level(LogLevel level) {
 void log_message(LogLevel level, std::string_view message) {
     static const char* names[] = {"debug", "info", "warn", "error", ""};
     // Messages carry names read from files: control characters are escaped (core/files.h).
-    const std::string safe = terminal_safe(message);
-    std::fprintf(stderr, "[%s] %s\n", names[int(level)], safe.c_str());
+    const std::string line = fmt::format("[{}] {}\n", names[int(level)], terminal_safe(message));
+    std::lock_guard<std::mutex> lock(sink_mutex());
+    if (g_sink)
+        g_sink->sink_(level, line);
+    else
+        std::fputs(line.c_str(), stderr);
+}
+
+LogSinkScope::LogSinkScope(LogSink sink) : sink_(std::move(sink)) {
+    std::lock_guard<std::mutex> lock(sink_mutex());
+    outer_ = g_sink;
+    g_sink = this;
+}
+
+LogSinkScope::~LogSinkScope() {
+    std::lock_guard<std::mutex> lock(sink_mutex());
+    g_sink = outer_;
 }
 
 }  // namespace sr

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <string_view>
 
 namespace sr {
@@ -34,6 +35,23 @@ private:
     LogLevel level_;
     const LogScope* outer_;
     friend LogLevel log_level();
+};
+
+// Where log lines go while it lives, for every thread (default: stderr): a front end that draws a live
+// progress line installs one that clears the line, prints the message and redraws, so warnings never glue onto
+// it. The sink gets the whole line ("[warn] ...\n"); calls are serialised. Scopes nest.
+using LogSink = std::function<void(LogLevel level, std::string_view line)>;
+class LogSinkScope {
+public:
+    explicit LogSinkScope(LogSink sink);
+    ~LogSinkScope();
+    LogSinkScope(const LogSinkScope&) = delete;
+    LogSinkScope& operator=(const LogSinkScope&) = delete;
+
+private:
+    LogSink sink_;
+    const LogSinkScope* outer_ = nullptr;
+    friend void log_message(LogLevel level, std::string_view message);
 };
 
 }  // namespace sr

@@ -234,13 +234,15 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     return plan;
 }
 
-std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device) const {
+std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device,
+                               const std::string& budget_note) const {
     auto b = [](size_t n) { return format_bytes(double(n)); };
     std::string s =
         fmt::format("memory plan: device {}, --offload {}, --vram-budget {}, --host-memory {}{}, --prefetch {}\n",
                     device, offload_mode_name(o.offload), o.vram_budget ? b(o.vram_budget) : "unlimited",
                     host_memory_mode_name(o.host_memory),
                     o.pinned_budget ? ", --pinned-budget " + b(o.pinned_budget) : "", o.prefetch);
+    if (!budget_note.empty()) s += fmt::format("  --vram-budget {}\n", budget_note);
     s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", "stage", "weights", "activations", "device peak");
     for (const auto& st : stages)
         s += fmt::format("  {:<16} {:>12} {:>12} {:>12}\n", stage_name(st.name), b(st.weight_bytes),

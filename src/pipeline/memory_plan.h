@@ -51,7 +51,10 @@ struct MemoryPlan {
     // Host memory the kernel cannot reclaim under pressure (mapped file pages can be), above the process's
     // baseline (code, libraries).
     size_t host_nonreclaimable() const { return pinned_bytes + owned_weight_bytes + host_tensor_bytes; }
-    std::string format(const MemoryOptions& options, const std::string& device) const;
+    // `budget_note`: where the budget came from when it was not given (Session::budget_note), printed under
+    // the header.
+    std::string format(const MemoryOptions& options, const std::string& device,
+                       const std::string& budget_note = {}) const;
 };
 
 // The device a plan is for. `staging_bytes`: its pinned staging ring (allocated when weights are staged).

@@ -139,11 +139,13 @@ Task SkyReelsPipeline::native_task() const {
 SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const ProgressCallback& progress) {
     std::error_code ec;
     SR_THROW_IF(o.model.empty(), "--model: no model folder given (or use --demo)");
-    SR_THROW_IF(!fs::is_directory(o.model, ec), "--model {}: no such folder", o.model);
-    const bool is_pipeline = fs::exists(fs::path(o.model) / "model_index.json", ec);
+    // A folder (a transformer or a whole diffusers pipeline) or one checkpoint file (ComfyUI's single files,
+    // GGUF): models/hunyuan_video_checkpoint.h reads them by content.
+    SR_THROW_IF(!fs::exists(o.model, ec), "--model {}: no such folder or file", o.model);
+    const bool is_pipeline = fs::is_directory(o.model, ec) && fs::exists(fs::path(o.model) / "model_index.json", ec);
     const std::string base = !o.base.empty() ? o.base : is_pipeline ? o.model : std::string();
     SR_THROW_IF(base.empty(),
-                "--model {} is a transformer folder: --base must name the HunyuanVideo folder with text_encoder/, "
+                "--model {} is a transformer: --base must name the HunyuanVideo folder with text_encoder/, "
                 "text_encoder_2/, tokenizer/, tokenizer_2/, vae/ and scheduler/",
                 o.model);
     SR_THROW_IF(!fs::is_directory(base, ec), "--base {}: no such folder", base);
@@ -178,6 +180,18 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
         c.llama_tokenizer = share(BpeTokenizer::load((b / "tokenizer").string()));
     if (fs::is_directory(b / "tokenizer_2", ec))
         c.clip_tokenizer = share(ClipTokenizer::load((b / "tokenizer_2").string()));
+    // A tokenizer that can produce ids past the encoder's embedding table would index out of it at the first
+    // prompt: refuse the pair now, with both sizes.
+    if (c.llama_tokenizer)
+        SR_THROW_IF(int64_t(c.llama_tokenizer->vocab_size()) > c.llama->config().vocab_size,
+                    "{}: the tokenizer has {} tokens but the Llama text encoder's vocabulary has {} (mismatched "
+                    "tokenizer/ and text_encoder/)",
+                    (b / "tokenizer").string(), c.llama_tokenizer->vocab_size(), c.llama->config().vocab_size);
+    if (c.clip_tokenizer)
+        SR_THROW_IF(c.clip_tokenizer->vocab_size() > c.clip->config().vocab_size,
+                    "{}: the tokenizer has {} tokens but the CLIP text encoder's vocabulary has {} (mismatched "
+                    "tokenizer_2/ and text_encoder_2/)",
+                    (b / "tokenizer_2").string(), c.clip_tokenizer->vocab_size(), c.clip->config().vocab_size);
     const fs::path sched = b / "scheduler" / "scheduler_config.json";
     if (fs::exists(sched, ec)) c.scheduler = FlowMatchSchedulerConfig::from_json(load_json_file(sched.string()), sched);
     tick(5);

@@ -16,10 +16,12 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/log.h"
 #include "pipeline/pipeline.h"
 
 namespace sr {
@@ -50,19 +52,39 @@ private:
     std::optional<Stage> stage_;
 };
 
+// The progress display of a front end. On a terminal (Live) one line is redrawn in place, cut to the
+// terminal's width; elsewhere (Plain: logs, nohup, Slurm) a plain line is printed when a stage starts or ends
+// and every few seconds between; Quiet prints nothing. Messages go through print() (and log lines through
+// log_sink()), which clear the live line first and redraw it after, so nothing is ever glued onto it.
+//
+//   sr::Progress progress(sr::Progress::mode_for(stderr, quiet));
+//   sr::LogSinkScope logs(progress.log_sink());
+//   progress.set_videos(2); progress.start_video(1);
+//   ... session.generate(req, {.progress = progress.listener()});
+//   progress.print("wrote a.mp4\n");
+//   progress.finish();   // "done: text encoding 0.10 s | denoising 2.30 s (0.38 s/step) | ... | peak RSS 412 MiB"
 class Progress {
 public:
-    // live: redraw a progress line; summary: print the summary at finish().
-    Progress(bool live, bool summary, std::FILE* out = stderr);
-    // live when `out` is a terminal and not quiet.
+    enum class Mode { Quiet, Live, Plain };
+    explicit Progress(Mode mode, std::FILE* out = stderr, double plain_interval_seconds = 5.0);
+    // Live on a terminal, Plain elsewhere, Quiet when asked.
+    static Mode mode_for(std::FILE* out, bool quiet);
     static bool is_terminal(std::FILE* out = stderr);
 
     ProgressListener listener();
     void update(const ProgressEvent& event);
+    // Videos in this run and the one starting (1-based): shown as "video i/N", and the overall ETA counts the
+    // videos still to come at the time the finished ones took.
+    void set_videos(int total) { videos_ = total; }
+    void start_video(int index);
+    // Prints `text` (whole lines) above the progress line, never onto it.
+    void print(const std::string& text);
+    LogSink log_sink();
     // Also name this device's memory in use in the summary (the line takes it from the events).
     void show_device_memory(const Allocator* device_memory) { device_ = device_memory; }
-    // Ends the current stage; prints the summary. Returns it (also when not printed).
+    // Ends the current stage; prints the summary unless Quiet. Returns it.
     std::string finish();
+    size_t peak_rss() const;
 
     struct StageTime {
         Stage stage;
@@ -71,15 +93,31 @@ public:
     };
     const std::vector<StageTime>& stages() const { return stages_; }
 
+    // The text of the progress line for `e` (tests check it), cut to `width` columns when width > 0.
+    std::string line_for(const ProgressEvent& e, int width) const;
+
 private:
     using Clock = std::chrono::steady_clock;
     void close_stage();
-    bool live_, summary_;
+    void draw_locked();
+    void clear_locked();
+    int terminal_width() const;
+    Mode mode_;
     std::FILE* out_;
+    double plain_interval_;
     std::vector<StageTime> stages_;
-    Clock::time_point stage_start_;
+    Clock::time_point stage_start_, last_plain_{};
+    std::optional<ProgressEvent> last_;
     bool line_open_ = false;
     const Allocator* device_ = nullptr;
+    int videos_ = 1, video_ = 1;
+    Clock::time_point video_start_ = Clock::now();
+    double finished_videos_seconds_ = 0;  // the videos done so far, for the overall ETA
+    int finished_videos_ = 0;
+    mutable std::mutex mutex_;
 };
+
+// What a stage counts: "models", "prompts", "images", "steps", "frames".
+const char* stage_unit(Stage stage);
 
 }  // namespace sr

@@ -12,6 +12,7 @@
 #include "core/memory_stats.h"
 #include "io/json.h"
 #include "pipeline/demo_model.h"
+#include "runtime/gpu_probe.h"
 #include "runtime/simulated_device.h"
 #ifdef SKYREELS_HAVE_CUDA
 #include "runtime/cuda_accelerator.h"
@@ -149,9 +150,11 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
     const bool cuda = is_cuda_device(options_.device);
     precision_ = options_.precision.value_or(cuda ? GemmPrecision::BF16 : GemmPrecision::F32);
     cpu_.set_gemm_precision(precision_);
+    memory_ = options_.memory;
+    choose_default_budget();
     if (options_.device == "sim") {
         SimulatedDeviceOptions so;
-        so.memory_budget = options_.memory.vram_budget;
+        so.memory_budget = memory_.vram_budget;
         so.bandwidth_bytes_per_s = options_.sim_bandwidth_gbs * 1e9;
         so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
         auto sim = std::make_unique<SimulatedDevice>(so);
@@ -161,7 +164,7 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
 #ifdef SKYREELS_HAVE_CUDA
     if (cuda) {
         const CudaAcceleratorOptions cuda_options{.device = cuda_device_index(options_.device),
-                                                  .memory_budget = options_.memory.vram_budget};
+                                                  .memory_budget = memory_.vram_budget};
         target_ = PlanTarget::of_cuda(cuda_options);  // planning needs no GPU
         if (!options_.planning_only) {
             auto dev = std::make_unique<CudaAccelerator>(cuda_options);
@@ -304,12 +307,12 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         if (device_) {
             DeviceRunReport report;
             result.latents = generate_on_device(*pipe_, *device_,
-                                                {.memory = options_.memory,
+                                                {.memory = memory_for(job),
                                                  .device_memory_is_host = options_.device == "sim",
                                                  .host_baseline_anon = host_baseline_anon_,
                                                  .kept_placement = &placement_},
                                                 job, on_progress, sink, callbacks.hook, &report);
-            result.memory_report = report.format(options_.memory);
+            result.memory_report = report.format(memory_);
             result.device_report = std::move(report);
         } else {
             result.latents = pipe_->generate(cpu_, job, on_progress, sink, callbacks.hook);
@@ -339,10 +342,7 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     return result;
 }
 
-MemoryPlan Session::plan(const Request& request) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::optional<LogScope> log;
-    if (const auto level = level_for(&request)) log.emplace(*level);
+GenerationRequest Session::plannable(const Request& request) const {
     Request r = request;
     r.output_path.clear();  // a plan writes nothing
     check(r);
@@ -351,7 +351,80 @@ MemoryPlan Session::plan(const Request& request) {
     if (job.params.task == Task::I2V && !job.image.defined())
         job.image = Tensor::zeros({3, job.params.height, job.params.width}, DType::F32);
     pipe_->check_request(job);
-    return plan_memory(*pipe_, job, options_.memory, target_, /*require_fit=*/false);
+    return job;
+}
+
+MemoryPlan Session::plan(const Request& request) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::optional<LogScope> log;
+    if (const auto level = level_for(&request)) log.emplace(*level);
+    const GenerationRequest job = plannable(request);
+    return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);
+}
+
+void Session::choose_default_budget() {
+    if (memory_.vram_budget != 0 || !(options_.device == "sim" || is_cuda_device(options_.device))) return;
+    if (options_.device == "sim") {
+        memory_.vram_budget = default_device_budget(options_.sim_memory_bytes, options_.sim_memory_bytes);
+        budget_note_ = fmt::format("default: the simulated device's {} ({}); --sim-memory sets its size",
+                                   format_bytes(double(options_.sim_memory_bytes)), default_budget_rule());
+        return;
+    }
+    const GpuProbe probe = probe_gpus();
+    const int index = cuda_device_index(options_.device);
+    for (const GpuInfo& g : probe.gpus)
+        if (g.index == index && g.free_bytes > 0) {
+            memory_.vram_budget = default_device_budget(g.total_bytes, g.free_bytes);
+            budget_note_ = fmt::format("default: {} has {} free of {}; {}", g.name, format_bytes(double(g.free_bytes)),
+                                       format_bytes(double(g.total_bytes)), default_budget_rule());
+            return;
+        }
+    budget_note_ = "unlimited: no GPU to ask for its free memory here (" + probe.why_none + "); give --vram-budget";
+}
+
+MemoryOptions Session::memory_for(const GenerationRequest& job) {
+    if (!options_.offload_auto) return memory_;
+    // The cheapest mode in transfers that fits: everything resident, then one model at a time, then streaming.
+    for (OffloadMode mode : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
+        MemoryOptions m = memory_;
+        m.offload = mode;
+        if (plan_memory(*pipe_, job, m, target_, /*require_fit=*/false).fits()) {
+            memory_.offload = mode;
+            return m;
+        }
+    }
+    memory_.offload = OffloadMode::Block;  // nothing fits: the plan or the run says by how much
+    return memory_;
+}
+
+std::string Session::smallest_budgets(const Request& request) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const GenerationRequest job = plannable(request);
+    std::string out = "smallest --vram-budget that fits this job:\n";
+    size_t model_peak = 0;
+    for (OffloadMode mode : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
+        MemoryOptions m = memory_;
+        m.offload = mode;
+        m.vram_budget = 0;  // unlimited: what the mode needs
+        const size_t peak = plan_memory(*pipe_, job, m, target_, false).device_peak();
+        size_t need = peak;
+        if (mode == OffloadMode::Model) model_peak = peak;
+        if (mode == OffloadMode::Block) {
+            // Streaming needs less the smaller the budget lets it keep: search the smallest budget that fits,
+            // to 1 MiB, between nothing and what offloading whole models needs.
+            size_t lo = 0, hi = std::max(model_peak, peak);
+            while (hi - lo > (size_t(1) << 20)) {
+                m.vram_budget = lo + (hi - lo) / 2;
+                if (plan_memory(*pipe_, job, m, target_, false).fits())
+                    hi = m.vram_budget;
+                else
+                    lo = m.vram_budget;
+            }
+            need = hi;
+        }
+        out += fmt::format("  --offload {:<6} {}\n", offload_mode_name(mode), format_bytes(double(need)));
+    }
+    return out;
 }
 
 }  // namespace sr

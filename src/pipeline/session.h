@@ -52,6 +52,10 @@ struct SessionOptions {
     // device runs every model where it was loaded and ignores them.
     MemoryOptions memory;
     double sim_bandwidth_gbs = 25.0;  // "sim": host-to-device GB/s from pinned memory (pageable: half)
+    // "sim": the simulated device's memory, from which the default budget is taken as from a GPU's free memory.
+    size_t sim_memory_bytes = size_t(24) << 30;
+    // --offload auto: per job, the first of none, model and block (the cheapest in transfers) whose plan fits.
+    bool offload_auto = false;
     // Bind every weight to address space only (no weight is read, no GPU is needed): plan() works,
     // generate() is refused. What `generate --dry-run` uses.
     bool planning_only = false;
@@ -131,9 +135,21 @@ public:
     std::string device_name() const;
     // The accelerator's memory (nullptr on the cpu device or when planning only for cuda).
     const Allocator* device_memory() const;
+    // The memory settings jobs run with: the options', with the budget filled in when none was given (the
+    // device's free memory less a margin: runtime/gpu_probe.h; the simulated device's configured size) and, for
+    // --offload auto, the mode the last plan or job chose.
+    const MemoryOptions& memory_options() const { return memory_; }
+    // Where the budget came from, for the plan's header: "" when given, else the default's rule and figures.
+    const std::string& budget_note() const { return budget_note_; }
+    // The smallest --vram-budget that fits `request` under each offload mode, as lines for --dry-run.
+    std::string smallest_budgets(const Request& request);
 
 private:
     GenerationRequest prepare(const Request& request) const;
+    GenerationRequest plannable(const Request& request) const;  // checked, with a stand-in image for I2V
+    // The memory options for `job`: memory_ with --offload auto resolved by planning each mode.
+    MemoryOptions memory_for(const GenerationRequest& job);
+    void choose_default_budget();
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
     std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;
     std::optional<LogLevel> level_for(const Request* request) const;
@@ -142,6 +158,8 @@ private:
     GemmPrecision precision_ = GemmPrecision::F32;
     SessionStats stats_;
     size_t host_baseline_anon_ = 0;
+    MemoryOptions memory_;
+    std::string budget_note_;
     CpuBackend cpu_;  // the cpu device's backend, with this session's precision
     std::unique_ptr<Accelerator> device_;
     PlanTarget target_{0, Device::cpu(), 0};

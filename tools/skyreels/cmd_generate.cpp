@@ -1,20 +1,29 @@
 // `skyreels generate`: prompt (or image) in, MP4 out; a thin front end on sr::Session (pipeline/session.h).
-// Accepts the flags of SkyReels-V1's video_generate.py under their original spellings as aliases (--offload ->
-// --offload model, --parameters_level -> --offload block, --high_cpu_memory -> --host-memory pinned); the ones
-// we do not implement yet are refused, not ignored. Flags become SessionOptions and one Request per video;
-// everything a user can get wrong is checked before any model is loaded, the models are loaded once for all
-// --video-num videos, and each video is written to a temporary name that only becomes the output when it is
-// complete.
+// Accepts the flags of SkyReels-V1's video_generate.py under their original spellings, with their meaning
+// (bare --offload -> --offload model, refined by --parameters_level to --offload block; --high_cpu_memory ->
+// --host-memory pinned; --quant -> fp8); the ones we do not implement yet are refused, not ignored. Every
+// conflict between flags is reported at once, and everything a user can get wrong (flags, prompts, images,
+// output paths) is checked before any model is loaded; the models are loaded once for all videos, and each
+// video is written to a temporary name that only becomes the output when it is complete.
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <random>
 
+#include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/parallel.h"
+#include "io/hf_cache.h"
+#include "io/json.h"
+#include "models/hunyuan_video_checkpoint.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/session.h"
+#include "runtime/gpu_probe.h"
+#include "text/bpe_tokenizer.h"
 #include "tools/skyreels/commands.h"
+#include "tools/skyreels/output_names.h"
+#include "tools/skyreels/prompt_file.h"
 
 namespace fs = std::filesystem;
 
@@ -22,19 +31,23 @@ namespace sr::cli {
 
 namespace {
 
+// The HunyuanVideo folder SkyReels' pipelines take their text encoders, tokenizers and VAE from.
+constexpr const char* kDefaultBaseRepo = "hunyuanvideo-community/HunyuanVideo";
+
 struct GenerateOptions {
-    std::string model, base, task = "t2v", image, out, outdir, png_dir;
+    std::string model, base, task, image, out, outdir, png_dir, prompt_file;
     std::string prompt = "FPS-24, A 3D model of a 1800s victorian house.";
     std::string negative_prompt = kSkyReelsNegativePrompt;
     int64_t height = 544, width = 960, frames = 97;
-    int steps = 30, fps = 24, video_num = 1, crf = 18, gpu_num = 1;
+    int steps = 30, fps = 24, video_num = 1, crf = 18, gpu_num = 1, threads = 0;
     double guidance = 6.0, embedded_guidance = 1.0;
     std::string seed = "42";  // parsed here: CLI11 clamps integers past INT64_MAX instead of refusing them
-    bool sequence_batch = false, demo = false, quiet = false;
+    bool sequence_batch = false, demo = false, quiet = false, json = false, no_overwrite = false;
     bool high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
     std::string quant;  // "" (not given), "fp8" (also the bare --quant, as SkyReels spells it) or "none"
     // Memory: where the models run and how their weights get there.
-    std::string device = "cpu", offload, host_memory, vram_budget, pinned_budget, precision;
+    std::string demo_size = "small";
+    std::string device = "auto", offload, host_memory, vram_budget, pinned_budget, precision, sim_memory = "24G";
     int prefetch = 1;
     double sim_bandwidth_gbs = 25.0;
     bool dry_run = false, memory_report = false;
@@ -42,35 +55,85 @@ struct GenerateOptions {
     bool given(const char* name) const { return cmd->count(name) > 0; }
 };
 
-// The output file of video `index`: --out (with _<index> before the extension when several), or SkyReels'
-// naming under --outdir: "<prompt[:100] without '/'>_<seed>_<index>.mp4".
-std::string output_path(const GenerateOptions& o, int index, uint64_t seed) {
-    if (!o.outdir.empty()) {
-        std::string stem = o.prompt.substr(0, 100);
-        std::erase(stem, '/');
-        return (fs::path(o.outdir) / fmt::format("{}_{}_{}.mp4", stem, seed, index)).string();
-    }
-    const fs::path out = o.out.empty() ? fs::path("skyreels.mp4") : fs::path(o.out);
-    if (o.video_num == 1) return out.string();
-    return (out.parent_path() / fmt::format("{}_{}{}", out.stem().string(), index, out.extension().string())).string();
+// "auto": cuda when a usable GPU is present, else the cpu, with a line saying what that means.
+std::string choose_device(const GenerateOptions& o) {
+    if (o.device != "auto") return o.device;
+    if (o.dry_run) return o.given("--vram-budget") || o.given("--offload") || o.parameters_level ? "cuda" : "cpu";
+    const GpuProbe gpus = probe_gpus();
+    for (const GpuInfo& g : gpus.gpus)
+        if (g.usable) return fmt::format("cuda:{}", g.index);
+    const bool memory_flags = o.given("--offload") || o.given("--vram-budget") || o.parameters_level;
+    if (!o.quiet && !o.demo && !memory_flags)
+        std::fprintf(stderr,
+                     "skyreels: no usable GPU (%s): running on the CPU, where a 13B model takes hours per video. "
+                     "--device cpu says so explicitly; skyreels devices shows what was found.\n",
+                     gpus.why_none.c_str());
+    return "cpu";
 }
 
-// --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on, checked against --device.
-MemoryOptions memory_options(const GenerateOptions& o) {
+// Every conflict and bad value among the flags, all at once (a user fixing a SkyReels command line should not
+// need one run per mistake). Values the Session checks again (sizes, frames) are left to it.
+std::vector<std::string> flag_problems(const GenerateOptions& o, const std::string& device) {
+    std::vector<std::string> p;
+    auto need = [&](bool ok, std::string message) {
+        if (!ok) p.push_back(std::move(message));
+    };
+    need(o.task.empty() || o.task == "t2v" || o.task == "i2v", fmt::format("--task {}: must be t2v or i2v", o.task));
+    need(!(o.demo && o.given("--model")), "--demo runs the built-in model: give --demo or --model, not both");
+    need(!(o.demo && o.given("--base")), "--demo runs the built-in model: it takes no --base");
+    need(o.demo_size == "small" || o.demo_size == "large",
+         fmt::format("--demo-size {}: expected small or large", o.demo_size));
+    need(o.demo || !o.given("--demo-size"), "--demo-size goes with --demo");
+    need(!o.compiler_transformer, "--compiler_transformer is not implemented yet in skyreels.cpp");
+    need(o.gpu_num == 1, fmt::format("--gpu_num {}: only 1 is implemented yet (multi-GPU parallelism)", o.gpu_num));
+    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;
+    need(quant.empty() || quant == "fp8" || quant == "none", fmt::format("--quant {}: expected fp8 or none", quant));
+    need(o.precision.empty() || o.precision == "f32" || o.precision == "bf16",
+         fmt::format("--precision {}: expected f32 or bf16", o.precision));
+    if (o.parameters_level && o.given("--offload") && !o.offload.empty())
+        need(o.offload == "block" || o.offload == "auto",
+             fmt::format("--parameters_level refines --offload to block, not --offload {}", o.offload));
+    if (o.high_cpu_memory)
+        need(o.host_memory.empty() || o.host_memory == "pinned",
+             fmt::format("--high_cpu_memory means --host-memory pinned, not {}", o.host_memory));
+    if (device == "cpu")
+        for (const char* flag : {"--offload", "--vram-budget", "--host-memory", "--pinned-budget", "--prefetch",
+                                 "--parameters_level", "--high_cpu_memory"})
+            need(!o.given(flag), fmt::format("{} needs an accelerator: {}add --device sim (simulated, on the CPU) or "
+                                             "--device cuda",
+                                             flag, o.device == "auto" ? "no usable GPU was found here; " : ""));
+    const bool pinned = o.host_memory == "pinned" || o.high_cpu_memory;
+    need(!o.given("--pinned-budget") || pinned, "--pinned-budget needs --host-memory pinned");
+    need(o.video_num >= 1 && o.video_num <= 1000, fmt::format("--video-num {}: must be in 1..1000", o.video_num));
+    need(o.threads >= 0 && o.threads <= 4096,
+         fmt::format("--threads {}: must be in 1..4096 (0: all cores)", o.threads));
+    need(!(o.given("--prompt") && o.given("--prompt-file")), "--prompt and --prompt-file: give one of them");
+    if (o.crf == 0 && !o.quiet)
+        SR_LOG_WARN(
+            "--crf 0 writes lossless H.264 (the High 4:4:4 Predictive profile), which browsers, QuickTime and most "
+            "phones do not play; --crf 1..17 looks the same and plays everywhere");
+    return p;
+}
+
+void throw_problems(const std::vector<std::string>& problems) {
+    std::vector<std::string> real;
+    for (const auto& s : problems)
+        if (!s.empty()) real.push_back(s);
+    if (real.empty()) return;
+    if (real.size() == 1) SR_THROW("{}", real[0]);
+    SR_THROW("{} problems with the flags:\n  {}", real.size(), fmt::join(real, "\n  "));
+}
+
+// --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on (flag_problems checked them).
+MemoryOptions memory_options(const GenerateOptions& o, bool& offload_auto) {
     MemoryOptions m;
     std::string offload = o.offload;
-    if (o.given("--offload") && offload.empty()) offload = "model";  // SkyReels' bare --offload
-    if (o.parameters_level) {
-        SR_THROW_IF(!offload.empty() && offload != "block",
-                    "--parameters_level means --offload block, not --offload {}", offload);
-        offload = "block";
-    }
-    if (!offload.empty()) m.offload = parse_offload_mode(offload, "--offload");
-    std::string host = o.host_memory;
-    if (o.high_cpu_memory) {
-        SR_THROW_IF(!host.empty() && host != "pinned", "--high_cpu_memory means --host-memory pinned, not {}", host);
-        host = "pinned";
-    }
+    if (o.given("--offload") && offload.empty()) offload = o.parameters_level ? "block" : "model";  // SkyReels
+    if (!o.given("--offload") && o.parameters_level)
+        SR_LOG_WARN("--parameters_level acts only together with --offload (as in SkyReels): ignored");
+    offload_auto = offload == "auto";
+    if (!offload.empty() && !offload_auto) m.offload = parse_offload_mode(offload, "--offload");
+    const std::string host = o.high_cpu_memory ? "pinned" : o.host_memory;
     if (!host.empty()) m.host_memory = parse_host_memory_mode(host, "--host-memory");
     if (!o.vram_budget.empty()) m.vram_budget = parse_bytes(o.vram_budget, "--vram-budget");
     if (!o.pinned_budget.empty()) m.pinned_budget = parse_bytes(o.pinned_budget, "--pinned-budget");
@@ -83,43 +146,54 @@ MemoryOptions memory_options(const GenerateOptions& o) {
                 "the staging ring)",
                 o.pinned_budget);
     m.prefetch = o.prefetch;
-    if (o.device == "cpu") {
-        // The CPU runs every model where it was loaded: there is no device memory to budget or stream into.
-        for (const char* flag : {"--offload", "--vram-budget", "--host-memory", "--pinned-budget", "--prefetch",
-                                 "--parameters_level", "--high_cpu_memory"})
-            SR_THROW_IF(o.given(flag),
-                        "{} needs an accelerator: add --device sim (simulated, on the CPU) or --device cuda", flag);
-    }
-    SR_THROW_IF(o.given("--pinned-budget") && m.host_memory != HostMemoryMode::Pinned,
-                "--pinned-budget needs --host-memory pinned");
     return m;
 }
 
-// The flags that choose the models, the device and the memory settings; checked (Session::check).
-SessionOptions session_options(const GenerateOptions& o, Task task) {
-    SessionOptions s;
-    s.model = o.model;
-    s.base = o.base;
-    s.demo = o.demo;
-    s.demo_task = task;
-    s.device = o.device;
-    s.memory = memory_options(o);
-    s.sim_bandwidth_gbs = o.sim_bandwidth_gbs;
-    s.planning_only = o.dry_run;
-    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;  // SkyReels' bare --quant
-    SR_THROW_IF(!quant.empty() && quant != "fp8" && quant != "none", "--quant {}: expected fp8 or none", quant);
-    if (quant == "fp8") s.quant = LinearQuant::Float8WeightOnly;
-    // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
-    // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
-    if (!o.precision.empty()) {
-        SR_THROW_IF(o.precision != "f32" && o.precision != "bf16", "--precision {}: expected f32 or bf16", o.precision);
-        s.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
+// --model and --base as folders on disk: Hugging Face repository names resolve to the local cache; without
+// --base, a transformer takes its text encoders, tokenizers and VAE from the cached HunyuanVideo.
+void resolve_models(GenerateOptions& o) {
+    if (o.demo) return;
+    SR_THROW_IF(o.model.empty(), "--model is required (a SkyReels-V1 folder, file or Hugging Face name), or --demo");
+    o.model = resolve_model_path(o.model, "--model");
+    std::error_code ec;
+    const bool pipeline_folder = fs::exists(fs::path(o.model) / "model_index.json", ec);
+    if (!o.base.empty()) {
+        o.base = resolve_model_path(o.base, "--base");
+    } else if (!pipeline_folder && fs::exists(o.model, ec)) {
+        const auto cached = hf_cached_snapshot(kDefaultBaseRepo);
+        SR_THROW_IF(!cached,
+                    "--model {} is a transformer: give --base (the HunyuanVideo folder with text_encoder/, "
+                    "text_encoder_2/, tokenizer/, tokenizer_2/, vae/, scheduler/), or put {} in the Hugging Face "
+                    "cache ({}):\n    huggingface-cli download {}",
+                    o.model, kDefaultBaseRepo, hf_hub_cache_dir(), kDefaultBaseRepo);
+        o.base = *cached;
     }
-    Session::check(s);
-    return s;
 }
 
-// One request per video (seed + i, its own output file), checked (Session::check).
+// The task: --task, or i2v when --image is given and the transformer takes image latents (32 channels).
+Task choose_task(const GenerateOptions& o) {
+    if (!o.task.empty()) return o.task == "i2v" ? Task::I2V : Task::T2V;
+    if (o.image.empty()) return Task::T2V;
+    if (o.demo) return Task::I2V;
+    const TransformerCheckpoint ckpt = open_transformer_checkpoint(o.model);
+    SR_THROW_IF(ckpt.config.in_channels != 32,
+                "--image needs an image-to-video model: {} has {} input channels (text-to-video); use "
+                "SkyReels-V1-Hunyuan-I2V, or drop --image",
+                o.model, ckpt.config.in_channels);
+    return Task::I2V;
+}
+
+uint64_t parse_seed(const std::string& text) {
+    int64_t v = 0;
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), v);
+    SR_THROW_IF(err != std::errc() || end != text.data() + text.size() || v < -1,
+                "--seed {}: must be an integer in 0..9223372036854775807 (or -1 for a random seed)", text);
+    // -1: a random seed in SkyReels' range, printed and recorded so the video can be made again.
+    return v == -1 ? uint64_t(std::random_device{}() % 4294967294u) : uint64_t(v);
+}
+
+// One Request per video: per prompt (the --prompt, or each line of --prompt-file), --video-num videos with
+// seeds seed, seed + 1, ...; each checked (Session::check), prompts checked for UTF-8 first.
 std::vector<Request> requests(GenerateOptions& o, Task task) {
     if (o.demo) {
         // The demo model's small defaults, unless set on the command line.
@@ -129,83 +203,175 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
         if (!o.given("--frames")) o.frames = d.num_frames;
         if (!o.given("--steps")) o.steps = d.num_inference_steps;
     }
-    SR_THROW_IF(o.video_num < 1 || o.video_num > 1000, "--video-num {}: must be in 1..1000", o.video_num);
-    int64_t given_seed = 0;
-    const auto [end, err] = std::from_chars(o.seed.data(), o.seed.data() + o.seed.size(), given_seed);
-    SR_THROW_IF(err != std::errc() || end != o.seed.data() + o.seed.size() || given_seed < -1,
-                "--seed {}: must be an integer in 0..9223372036854775807 (or -1 for a random seed)", o.seed);
-    uint64_t seed = uint64_t(given_seed);
-    if (given_seed == -1) seed = std::random_device{}() & 0xffffffffu;  // as video_generate.py: a random seed
+    std::vector<PromptLine> lines;
+    if (!o.prompt_file.empty()) {
+        lines = read_prompt_file(o.prompt_file);
+    } else {
+        PromptLine one;
+        one.prompt = o.prompt;
+        lines.push_back(one);
+    }
+    const uint64_t first_seed = parse_seed(o.seed);
+    if (!o.outdir.empty() && !o.dry_run) {  // as SkyReels' os.makedirs(out_dir, exist_ok=True)
+        std::error_code ec;
+        fs::create_directories(o.outdir, ec);
+        SR_THROW_IF(ec, "--outdir {}: cannot create the folder: {}", o.outdir, ec.message());
+    }
     std::vector<Request> out;
-    for (int i = 0; i < o.video_num; ++i) {
-        Request r;
-        GenerationParams& p = r.generation.params;
-        p.task = task;
-        p.height = o.height;
-        p.width = o.width;
-        p.num_frames = o.frames;
-        p.num_inference_steps = o.steps;
-        p.guidance_scale = o.guidance;
-        p.embedded_guidance_scale = o.embedded_guidance;
-        p.sequence_batch = o.sequence_batch;
-        p.seed = seed + uint64_t(i);
-        r.generation.prompt = o.prompt;
-        r.generation.negative_prompt = o.negative_prompt;
-        r.fps = o.fps;
-        r.crf = o.crf;
-        if (!o.png_dir.empty()) r.png_dir = o.video_num == 1 ? o.png_dir : fmt::format("{}/{}", o.png_dir, i);
-        if (!o.dry_run) r.output_path = output_path(o, i, p.seed);
-        // The image is the same for every video: decode it once here.
-        Request checked = r;
-        if (i == 0) checked.image_path = o.image;
-        Session::check(checked);
-        r.image_path = o.image;
-        out.push_back(std::move(r));
+    for (const PromptLine& line : lines) {
+        const std::string where =
+            o.prompt_file.empty() ? std::string() : fmt::format("--prompt-file {}, line {}", o.prompt_file, line.line);
+        SR_WITH_CONTEXT(where, {
+            check_utf8(line.prompt, "--prompt");
+            check_utf8(line.negative_prompt.value_or(o.negative_prompt), "--negative-prompt");
+        });
+        if (line.prompt.rfind("FPS-24, ", 0) != 0)
+            SR_LOG_WARN("the prompt does not start with \"FPS-24, \": SkyReels-V1 was trained with that prefix");
+        const uint64_t seed = line.seed ? uint64_t(*line.seed) : first_seed;
+        for (int i = 0; i < o.video_num; ++i) {
+            Request r;
+            GenerationParams& p = r.generation.params;
+            p.task = task;
+            p.height = line.height.value_or(o.height);
+            p.width = line.width.value_or(o.width);
+            p.num_frames = line.frames.value_or(o.frames);
+            p.num_inference_steps = int(line.steps.value_or(o.steps));
+            p.guidance_scale = line.guidance.value_or(o.guidance);
+            p.embedded_guidance_scale = o.embedded_guidance;
+            p.sequence_batch = o.sequence_batch;
+            p.seed = seed + uint64_t(i);
+            r.generation.prompt = line.prompt;
+            r.generation.negative_prompt = line.negative_prompt.value_or(o.negative_prompt);
+            r.fps = o.fps;
+            r.crf = o.crf;
+            const size_t n = out.size();
+            const bool many = lines.size() * size_t(o.video_num) > 1;
+            if (!o.png_dir.empty()) r.png_dir = many ? fmt::format("{}/{}", o.png_dir, n) : o.png_dir;
+            if (!o.dry_run) {
+                if (line.out) {
+                    r.output_path = with_video_extension(*line.out);
+                } else if (!o.outdir.empty()) {
+                    r.output_path = outdir_file(o.outdir, line.prompt, p.seed, i);
+                } else {
+                    const fs::path base = with_video_extension(o.out.empty() ? "skyreels.mp4" : o.out);
+                    r.output_path = !many ? base.string()
+                                          : (base.parent_path() /
+                                             fmt::format("{}_{}{}", base.stem().string(), n, base.extension().string()))
+                                                .string();
+                }
+                std::error_code ec;
+                SR_THROW_IF(o.no_overwrite && fs::exists(r.output_path, ec), "{} exists and --no-overwrite was given",
+                            r.output_path);
+            }
+            const std::string image = line.image.value_or(o.image);
+            SR_THROW_IF(task == Task::T2V && !image.empty(),
+                        "--image is only used by an image-to-video model (--task i2v)");
+            Request checked = r;
+            if (out.empty() || line.image) checked.image_path = image;  // the same image is decoded once
+            SR_WITH_CONTEXT(where, Session::check(checked));
+            r.image_path = image;
+            out.push_back(std::move(r));
+        }
     }
     return out;
 }
 
-int run_generate(GenerateOptions& o) {
-    // Flags of video_generate.py that select machinery we do not have yet: refuse rather than ignore.
-    const std::pair<bool, const char*> refused[] = {{o.compiler_transformer, "--compiler_transformer"},
-                                                    {o.gpu_num != 1, "--gpu_num other than 1 (multi-GPU parallelism)"}};
-    for (const auto& [set, what] : refused) SR_THROW_IF(set, "{} is not implemented yet in skyreels.cpp", what);
-    SR_THROW_IF(o.task != "t2v" && o.task != "i2v", "--task {}: must be t2v or i2v", o.task);
-    const Task task = o.task == "i2v" ? Task::I2V : Task::T2V;
-    const std::vector<Request> jobs = requests(o, task);
-    SR_THROW_IF(!o.demo && o.model.empty(), "--model is required (a SkyReels-V1 folder), or --demo");
-    SR_THROW_IF(!o.demo && task == Task::I2V && o.image.empty(), "--task i2v needs --image (a PNG or JPEG)");
-    if (o.prompt.rfind("FPS-24, ", 0) != 0)
-        SR_LOG_WARN("the prompt does not start with \"FPS-24, \": SkyReels-V1 was trained with that prefix");
-    const SessionOptions options = session_options(o, task);
+// The lines that say what is about to run, before the load.
+void print_header(const GenerateOptions& o, const SessionOptions& s, const std::vector<Request>& jobs) {
+    const GenerationParams& p = jobs[0].generation.params;
+    std::fprintf(stderr, "skyreels %s: %s on %s, %s, quant %s\n", build::kVersion,
+                 p.task == Task::I2V ? "image-to-video" : "text-to-video", s.device.c_str(),
+                 s.precision                ? (*s.precision == GemmPrecision::BF16 ? "bf16" : "f32")
+                 : is_cuda_device(s.device) ? "bf16"
+                                            : "f32",
+                 s.quant == LinearQuant::Float8WeightOnly ? "fp8" : "none");
+    if (o.demo)
+        std::fprintf(stderr, "  model: the built-in demo (random weights: the video is noise)\n");
+    else
+        std::fprintf(stderr, "  model: %s\n  base:  %s\n", s.model.c_str(),
+                     s.base.empty() ? s.model.c_str() : s.base.c_str());
+    std::fprintf(stderr, "  %ldx%ld (width x height), %ld frames at %d fps, %d steps, guidance %g, embedded %g\n",
+                 long(p.width), long(p.height), long(p.num_frames), jobs[0].fps, p.num_inference_steps,
+                 p.guidance_scale, p.embedded_guidance_scale);
+    std::fprintf(stderr, "  %zu video%s, seed %llu%s\n", jobs.size(), jobs.size() == 1 ? "" : "s",
+                 static_cast<unsigned long long>(p.seed), jobs.size() > 1 ? " (video i: seed + i)" : "");
+}
 
-    Progress progress(!o.quiet && Progress::is_terminal(), !o.quiet);
-    if (o.demo && !o.quiet)
-        std::fprintf(stderr,
-                     "skyreels: --demo runs a tiny model with RANDOM weights: the video is noise, not a picture. It "
-                     "shows the whole path (tokenizers, text encoders, transformer with CFG, VAE, MP4) working.\n"
-                     "          For real videos, point it at real weights: --model SkyReels-V1-Hunyuan-%s --base "
-                     "HunyuanVideo (the folder with text_encoder/, tokenizer/, vae/, scheduler/).\n",
-                     task == Task::I2V ? "I2V" : "T2V");
+int run_generate(GenerateOptions& o) {
+    const std::string device = choose_device(o);
+    throw_problems(flag_problems(o, device));
+    if (o.threads > 0) set_n_threads(o.threads);
+    resolve_models(o);
+    const Task task = choose_task(o);
+    const std::vector<Request> jobs = requests(o, task);
+
+    SessionOptions options;
+    options.model = o.model;
+    options.base = o.base;
+    options.demo = o.demo;
+    options.demo_task = task;
+    // "large": a transformer of 73 MiB, larger than the VAE's decoding peak, so that a budget between the two
+    // makes the denoising stream weights every step (what --offload block does at real size).
+    if (o.demo_size == "large")
+        options.demo_transformer = {.heads = 6, .head_dim = 64, .dual_blocks = 2, .single_blocks = 4};
+    options.device = device;
+    options.memory = memory_options(o, options.offload_auto);
+    options.sim_bandwidth_gbs = o.sim_bandwidth_gbs;
+    options.sim_memory_bytes = parse_bytes(o.sim_memory, "--sim-memory");
+    options.planning_only = o.dry_run;
+    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;  // SkyReels' bare --quant
+    if (quant == "fp8") options.quant = LinearQuant::Float8WeightOnly;
+    // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
+    // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
+    if (!o.precision.empty()) options.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
+    Session::check(options);
+
+    if (!o.quiet) print_header(o, options, jobs);
+    Progress progress(Progress::mode_for(stderr, o.quiet));
+    const LogSinkScope log_sink(progress.log_sink());  // warnings go above the progress line, never onto it
+    progress.set_videos(int(jobs.size()));
     // --dry-run binds every weight to address space only: the plan comes before any weight is read.
     Session session(options, progress.listener());
     progress.show_device_memory(session.device_memory());
     if (o.dry_run) {
         const MemoryPlan plan = session.plan(jobs[0]);
-        std::printf("%s", plan.format(options.memory, session.device_name()).c_str());
+        std::printf("%s", plan.format(session.memory_options(), session.device_name(), session.budget_note()).c_str());
+        if (session.device_memory() || is_cuda_device(options.device) || options.device == "sim")
+            std::printf("%s", session.smallest_budgets(jobs[0]).c_str());
         // The plan is printed either way; one that does not fit is still an error (exit 1) for scripts.
         if (!plan.fits()) throw OutOfMemoryError(plan.shortfalls.front());
         return 0;
     }
-    for (const Request& job : jobs) {
+    Json summary;
+    summary["engine"] = fmt::format("skyreels.cpp {}", build::kVersion);
+    summary["device"] = session.device_name();
+    summary["videos"] = Json::array();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        const Request& job = jobs[i];
+        progress.start_video(int(i) + 1);
         const JobResult r = session.generate(job, {.progress = progress.listener()});
-        if (o.memory_report) std::fprintf(stderr, "%s", r.memory_report.c_str());
+        if (o.memory_report) progress.print(r.memory_report);
         if (!o.quiet)
-            std::fprintf(stderr, "skyreels: wrote %s (%ld frames at %d fps)\n", r.output_path.c_str(),
-                         long(r.frames_written), job.fps);
-        std::printf("%s\n", r.output_path.c_str());
+            progress.print(fmt::format("skyreels: wrote {} ({} frames at {} fps, seed {}, {:.1f} s)\n", r.output_path,
+                                       r.frames_written, job.fps, job.generation.params.seed, r.seconds));
+        if (!o.json) std::printf("%s\n", r.output_path.c_str());
+        Json v;
+        v["file"] = r.output_path;
+        v["seed"] = job.generation.params.seed;
+        v["prompt"] = job.generation.prompt;
+        v["frames"] = r.frames_written;
+        v["seconds"] = r.seconds;
+        if (r.device_report) v["device_peak_bytes"] = r.device_report->device_peak;
+        summary["videos"].push_back(v);
     }
-    progress.finish();
+    const std::string done = progress.finish();
+    if (o.json) {
+        Json stages = Json::object();
+        for (const Progress::StageTime& s : progress.stages()) stages[stage_name(s.stage)] = s.seconds;
+        summary["stage_seconds"] = stages;
+        summary["peak_rss_bytes"] = progress.peak_rss();
+        std::printf("%s\n", summary.dump(2).c_str());
+    }
     return 0;
 }
 
@@ -217,14 +383,21 @@ Command add_generate_command(CLI::App& app) {
         app.add_subcommand("generate", "Generate a video from a prompt (t2v) or a prompt and an image (i2v)");
     o->cmd = cmd;
     cmd->add_option("--model,--model_id", o->model,
-                    "SkyReels-V1 transformer folder, or a full diffusers pipeline folder (model_index.json)");
-    cmd->add_option("--base", o->base, "HunyuanVideo folder: text encoders, tokenizers, VAE, scheduler");
-    cmd->add_option("--task,--task_type", o->task, "t2v or i2v")->capture_default_str();
+                    "SkyReels-V1 transformer: a folder, one checkpoint file (safetensors, GGUF), a diffusers "
+                    "pipeline folder, or a Hugging Face name found in the local cache "
+                    "(Skywork/SkyReels-V1-Hunyuan-T2V; never downloaded)");
+    cmd->add_option("--base", o->base,
+                    "HunyuanVideo folder (text encoders, tokenizers, VAE, scheduler); default: "
+                    "hunyuanvideo-community/HunyuanVideo from the Hugging Face cache");
+    cmd->add_option("--task,--task_type", o->task, "t2v or i2v (default: i2v when --image is given to an I2V model)");
     cmd->add_option("--image", o->image, "Input image for i2v (PNG or JPEG)");
     cmd->add_option("--prompt", o->prompt, "Prompt (SkyReels expects the \"FPS-24, \" prefix)")->capture_default_str();
+    cmd->add_option("--prompt-file", o->prompt_file,
+                    "One video per line (the prompt, or JSON with prompt, negative_prompt, seed, height, width, "
+                    "frames, steps, guidance, image, out), on models loaded once");
     cmd->add_option("--negative-prompt,--negative_prompt", o->negative_prompt, "Negative prompt (SkyReels' default)");
-    cmd->add_option("--height", o->height, "Height in pixels (multiple of 16)")->capture_default_str();
-    cmd->add_option("--width", o->width, "Width in pixels (multiple of 16)")->capture_default_str();
+    cmd->add_option("--height", o->height, "Height in pixels (multiple of 16, 16..16384)")->capture_default_str();
+    cmd->add_option("--width", o->width, "Width in pixels (multiple of 16, 16..16384)")->capture_default_str();
     cmd->add_option("--frames,--num_frames", o->frames, "Frames (4k+1)")->capture_default_str();
     cmd->add_option("--steps,--num_inference_steps", o->steps, "Denoising steps")->capture_default_str();
     cmd->add_option("--guidance,--guidance_scale", o->guidance, "True CFG scale (> 1: with the negative prompt)")
@@ -232,35 +405,52 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--embedded-guidance,--embedded_guidance_scale", o->embedded_guidance,
                     "Embedded guidance scale (the transformer's guidance input / 1000)")
         ->capture_default_str();
-    cmd->add_option("--seed", o->seed, "Seed (-1: random); video i uses seed + i")->capture_default_str();
+    cmd->add_option("--seed", o->seed,
+                    "Seed (-1: random, printed and recorded in the video); video i uses seed + i (SkyReels reuses "
+                    "one seed, so its --video_num videos are the same video)")
+        ->capture_default_str();
     cmd->add_option("--fps", o->fps, "Frames per second of the MP4")->capture_default_str();
-    cmd->add_option("--video-num,--video_num", o->video_num, "Videos to generate")->capture_default_str();
-    cmd->add_option("--out,-o", o->out, "Output file (.mp4); default skyreels.mp4");
-    cmd->add_option("--outdir", o->outdir, "Output folder, with SkyReels' file naming (instead of --out)");
+    cmd->add_option("--video-num,--video_num", o->video_num, "Videos per prompt (SkyReels' default is 2; ours 1)")
+        ->capture_default_str();
+    cmd->add_option("--out,-o", o->out, "Output file (.mp4 added when there is no extension); default skyreels.mp4");
+    cmd->add_option("--outdir", o->outdir,
+                    "Output folder (created), files named as SkyReels names them: <first 100 characters of the "
+                    "prompt>_<seed>_<i>.mp4 (SkyReels writes to results/<outdir>)");
+    cmd->add_flag("--no-overwrite", o->no_overwrite, "Refuse to replace an existing output file");
     cmd->add_option("--png-dir", o->png_dir,
                     "Also write every frame as PNG into this folder (must be new or empty: a non-empty folder is "
                     "refused; the frames appear there only when the video is finished)");
-    cmd->add_option("--crf", o->crf, "x264 quality (0 lossless .. 51)")->capture_default_str();
+    cmd->add_option("--crf", o->crf, "x264 quality (0 lossless, which few players decode .. 51)")
+        ->capture_default_str();
     cmd->add_flag("--sequence-batch,--sequence_batch", o->sequence_batch,
                   "Run the CFG rows one after the other (same result, half the activation memory)");
     cmd->add_flag("--demo", o->demo, "Run a tiny built-in random-weight model (no files needed)");
-    cmd->add_flag("--quiet,-q", o->quiet, "No progress line and no summary");
+    cmd->add_option("--demo-size", o->demo_size,
+                    "small, or large: a 73 MiB transformer, so that --offload block under a small --vram-budget "
+                    "streams weights every step")
+        ->capture_default_str();
+    cmd->add_flag("--quiet,-q", o->quiet, "No header, progress or summary (errors still)");
+    cmd->add_flag("--json", o->json, "Print a JSON summary on stdout (files, seeds, timings, peaks)");
+    cmd->add_option("--threads", o->threads, "CPU threads (0: all cores, or OMP_NUM_THREADS)")->capture_default_str();
     cmd->add_option("--quant", o->quant,
                     "fp8 (also bare --quant, as SkyReels): the transformer's and the text encoder's linear weights in "
                     "FP8 e4m3 with a scale per row, as SkyReels' --quant (torchao float8_weight_only); none: as stored")
         ->expected(0, 1);
     cmd->add_option("--device", o->device,
-                    "cpu, sim (a simulated accelerator on the CPU: budgets, streaming) or cuda[:N]")
+                    "auto (cuda when a usable GPU is present, else cpu), cpu, sim (a simulated accelerator on the "
+                    "CPU: budgets, streaming) or cuda[:N]")
         ->capture_default_str();
     cmd->add_option("--precision", o->precision,
                     "f32 or bf16: arithmetic of GEMMs with bf16 weights (and attention on CUDA); default f32 on "
                     "cpu/sim, bf16 on cuda");
     cmd->add_option("--offload", o->offload,
                     "none: every model on the device; model: only the one in use (bare --offload, as SkyReels); "
-                    "block: also stream weights in blocks within --vram-budget")
+                    "block: also stream weights in blocks within --vram-budget (bare --offload with "
+                    "--parameters_level); auto: the cheapest that fits")
         ->expected(0, 1);
     cmd->add_option("--vram-budget", o->vram_budget,
-                    "Device memory for weights and activations, e.g. 12G (hard limit)");
+                    "Device memory for weights and activations, e.g. 12G (hard limit); default: the device's free "
+                    "memory less a margin (see the plan's header)");
     cmd->add_option(
         "--host-memory", o->host_memory,
         "Where streamed weights wait: pinned, pageable or mmap (page cache + a small pinned ring; default)");
@@ -270,10 +460,15 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--prefetch", o->prefetch, "Streamed blocks copied ahead of compute")->capture_default_str();
     cmd->add_option("--sim-bandwidth", o->sim_bandwidth_gbs, "--device sim: host-to-device GB/s from pinned memory")
         ->capture_default_str();
-    cmd->add_flag("--dry-run", o->dry_run, "Print the memory plan (device peak per stage, host memory) and stop");
+    cmd->add_option("--sim-memory", o->sim_memory, "--device sim: the simulated device's memory")
+        ->capture_default_str();
+    cmd->add_flag("--dry-run", o->dry_run,
+                  "Print the memory plan (device peak per stage, host memory) and the smallest --vram-budget for "
+                  "each --offload mode, and stop");
     cmd->add_flag("--memory-report", o->memory_report, "Print measured memory and copy figures after each video");
     cmd->add_flag("--high_cpu_memory", o->high_cpu_memory, "SkyReels' spelling of --host-memory pinned");
-    cmd->add_flag("--parameters_level", o->parameters_level, "SkyReels' spelling of --offload block");
+    cmd->add_flag("--parameters_level", o->parameters_level,
+                  "SkyReels: with --offload, stream parameters in blocks (= --offload block)");
     cmd->add_flag("--compiler_transformer", o->compiler_transformer, "(not implemented yet: refused)");
     cmd->add_option("--gpu_num", o->gpu_num, "(only 1 is implemented)");
     cmd->get_option("--out")->excludes(cmd->get_option("--outdir"));
