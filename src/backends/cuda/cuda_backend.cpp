@@ -87,8 +87,7 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
 CudaBackend::~CudaBackend() {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
-    gemm_.reset();  // its workspace goes back to memory_, recording an event on stream_
-    cudaStreamSynchronize(stream_);
+    gemm_.reset();
     cudaStreamDestroy(stream_);
     cudaGetLastError();
 }

@@ -64,8 +64,8 @@ public:
     // cuBLASLt's workspace: 32 MiB, what its documentation recommends for Hopper (4 MiB suffices before it).
     static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
     // The largest scratch of any one op (conv3d's weights widened to f32, at most 27 MiB for the VAE, are
-    // below it), plus cuBLASLt's workspace, which stays allocated once made, plus a little for per-call
-    // vectors (biases widened to f32). Attention's scratch is a bound while one head fits in it:
+    // below it), plus cuBLASLt's workspace (per GEMM call, at most this), plus a little for per-call vectors
+    // (biases widened to f32). Attention's scratch is a bound while one head fits in it:
     // 3 x L x 128 x 2 bytes, L <= 349,000 tokens. A constant, so a plan for CUDA needs no GPU (--dry-run).
     static constexpr size_t kWorkspaceBytes =
         (kGemmScratchBytes > kAttentionScratchBytes ? kGemmScratchBytes : kAttentionScratchBytes) +
@@ -108,7 +108,7 @@ private:
     int device_;
     cudaStream_t stream_;
     CudaCachingAllocator memory_;  // after stream_: records its free events there
-    std::unique_ptr<Gemm> gemm_;   // after memory_: its workspace returns there
+    std::unique_ptr<Gemm> gemm_;   // cuBLASLt handle and plans (their workspaces are per-call scratch)
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
     GemmPrecision attention_precision_ = GemmPrecision::F32;
 };
