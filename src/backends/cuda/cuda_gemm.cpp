@@ -261,38 +261,45 @@ void CudaBackend::exec(const QuantLinearOp& op) {
                                     op.scale ? ktype(op.scale->dtype()) : cuda::KType::F32,
                                     op.scale ? op.scale->numel() : 0};
     // A block of weight rows dequantized at a time into the GEMM's input type: bf16 (activations rounded to
-    // bf16, as the CPU's BF16 path) or f32.
+    // bf16, as the CPU's BF16 path) or f32. In bf16 the activations are rounded a block of rows at a time too,
+    // so no scratch passes kGemmScratchBytes; the weights are then dequantized once per row block (a pass over
+    // N x K elements, small next to the M x N x K GEMM it feeds).
     const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
     const DType wt = bf16 ? DType::BF16 : DType::F32;
     const int64_t nb = chunk_rows(N, K * int64_t(dtype_size(wt)));
+    const int64_t mc = bf16 ? chunk_rows(M, K * 2) : M;
     Tensor wd = Tensor::empty({nb, K}, wt, memory_, "quant_linear weights (dequantized)");
-    Tensor xb;
-    if (bf16) {
-        xb = Tensor::empty({M, K}, DType::BF16, memory_, "quant_linear input (bf16)");
-        make_current();
-        cuda::convert(op.x.data<float>(), cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, M * K, stream_);
-        SR_CUDA_CHECK_LAUNCH();
-    }
+    Tensor xb = bf16 ? Tensor::empty({mc, K}, DType::BF16, memory_, "quant_linear input (bf16)") : Tensor();
+    Tensor wf;  // the bf16 fallback's widened block, made when first needed
     float* yd = op.y.data<float>();
-    for (int64_t n0 = 0; n0 < N; n0 += nb) {
-        const int64_t rows = std::min(nb, N - n0);
-        make_current();
-        cuda::dequantize_rows(w, n0, rows, wd.raw_data(), ktype(wt), stream_);
-        SR_CUDA_CHECK_LAUNCH();
-        if (!bf16) {
-            matmul(M, rows, K, op.x.data<float>(), wd.raw_data(), DType::F32, yd + n0, DType::F32, N,
-                   bp ? bp + n0 : nullptr);
-            continue;
+    const float* xd = op.x.data<float>();
+    for (int64_t m0 = 0; m0 < M; m0 += mc) {
+        const int64_t m_rows = std::min(mc, M - m0);
+        if (bf16) {
+            make_current();
+            cuda::convert(xd + m0 * K, cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, m_rows * K, stream_);
+            SR_CUDA_CHECK_LAUNCH();
         }
-        if (try_matmul(M, rows, K, xb.raw_data(), wd.raw_data(), DType::BF16, yd + n0, DType::F32, N,
-                       bp ? bp + n0 : nullptr))
-            continue;
-        // No bf16 algorithm for this shape: the block in f32 arithmetic (the dequantized weights widened back).
-        Tensor wf = Tensor::empty({rows, K}, DType::F32, memory_, "quant_linear weights (f32)");
-        cuda::convert(wd.raw_data(), cuda::KType::BF16, wf.raw_data(), cuda::KType::F32, rows * K, stream_);
-        SR_CUDA_CHECK_LAUNCH();
-        matmul(M, rows, K, op.x.data<float>(), wf.raw_data(), DType::F32, yd + n0, DType::F32, N,
-               bp ? bp + n0 : nullptr);
+        for (int64_t n0 = 0; n0 < N; n0 += nb) {
+            const int64_t rows = std::min(nb, N - n0);
+            float* y_block = yd + m0 * N + n0;
+            const float* b_block = bp ? bp + n0 : nullptr;
+            make_current();
+            cuda::dequantize_rows(w, n0, rows, wd.raw_data(), ktype(wt), stream_);
+            SR_CUDA_CHECK_LAUNCH();
+            if (!bf16) {
+                matmul(m_rows, rows, K, xd + m0 * K, wd.raw_data(), DType::F32, y_block, DType::F32, N, b_block);
+                continue;
+            }
+            if (try_matmul(m_rows, rows, K, xb.raw_data(), wd.raw_data(), DType::BF16, y_block, DType::F32, N, b_block))
+                continue;
+            // No bf16 algorithm for this shape: the block in f32 arithmetic (the dequantized weights widened
+            // back, multiplied with the f32 activations).
+            if (!wf.defined()) wf = Tensor::empty({nb, K}, DType::F32, memory_, "quant_linear weights (f32)");
+            cuda::convert(wd.raw_data(), cuda::KType::BF16, wf.raw_data(), cuda::KType::F32, rows * K, stream_);
+            SR_CUDA_CHECK_LAUNCH();
+            matmul(m_rows, rows, K, xd + m0 * K, wf.raw_data(), DType::F32, y_block, DType::F32, N, b_block);
+        }
     }
 }
 
