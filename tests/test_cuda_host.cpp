@@ -7,7 +7,10 @@
 
 #include <set>
 
+#include "backends/cuda/block_cache.h"
 #include "backends/cuda/gemm_plan.h"
+#include "core/allocator.h"
+#include "core/error.h"
 
 namespace {
 
@@ -74,6 +77,120 @@ TEST(CudaGemmPlan, ScratchChunksStayInsideTheBound) {
     }
     EXPECT_EQ(scratch_chunk_rows(10, 4, scratch), 10);  // fewer rows than a block
     EXPECT_EQ(scratch_chunk_rows(0, 4, scratch), 0);
+}
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+void* fake(uintptr_t address) {
+    return reinterpret_cast<void*>(address);
+}
+
+TEST(CudaBlockCache, SizesAndSlack) {
+    EXPECT_EQ(BlockCache::round_size(0), 512u);
+    EXPECT_EQ(BlockCache::round_size(513), 1024u);
+    EXPECT_EQ(BlockCache::round_size(kMiB), kMiB);
+    EXPECT_EQ(BlockCache::round_size(kMiB + 1), 2 * kMiB);
+    EXPECT_EQ(BlockCache::round_size(5 * kMiB + 7), 6 * kMiB);
+    EXPECT_EQ(BlockCache::max_slack(8 * kMiB), kMiB);
+    EXPECT_EQ(BlockCache::max_slack(1024 * kMiB), 8 * kMiB);  // capped: 1/8 would be 128 MiB
+}
+
+TEST(CudaBlockCache, ReuseIsBestFitWithinTheSlack) {
+    BlockCache c;
+    c.add_live({fake(0x100000), 16 * kMiB, 16 * kMiB, nullptr});
+    c.add_live({fake(0x2000000), 18 * kMiB, 18 * kMiB, nullptr});
+    c.add_live({fake(0x4000000), 40 * kMiB, 40 * kMiB, nullptr});
+    EXPECT_EQ(c.live_bytes(), 74 * kMiB);
+    c.put_cached(c.remove_live(fake(0x100000)));
+    c.put_cached(c.remove_live(fake(0x2000000)));
+    c.put_cached(c.remove_live(fake(0x4000000)));
+    EXPECT_EQ(c.live_bytes(), 0u);
+    EXPECT_EQ(c.cached_bytes(), 74 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
+    // 17 MiB asked (18 MiB rounded): the 18 MiB block, not the 40 MiB one.
+    auto b = c.take_cached(BlockCache::round_size(17 * kMiB), 17 * kMiB);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(b->size, 18 * kMiB);
+    EXPECT_EQ(b->requested, 17 * kMiB);
+    EXPECT_EQ(c.live_bytes(), 18 * kMiB);  // block bytes, not the 17 asked for
+    // 30 MiB: 40 MiB is 10 MiB more, beyond the slack (30/8 = 3.75 MiB): a miss.
+    EXPECT_FALSE(c.take_cached(30 * kMiB, 30 * kMiB).has_value());
+    // 36 MiB: 40 is within 4.5 MiB: reused.
+    EXPECT_TRUE(c.take_cached(36 * kMiB, 36 * kMiB).has_value());
+    EXPECT_EQ(c.cached_bytes(), 16 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
+    // An interior pointer finds its block; one past the end does not.
+    ASSERT_NE(c.live_containing(fake(0x2000000 + 5 * kMiB)), nullptr);
+    EXPECT_EQ(c.live_containing(fake(0x2000000 + 5 * kMiB))->size, 18 * kMiB);
+    EXPECT_EQ(c.live_containing(fake(0x2000000 + 18 * kMiB)), nullptr);
+    EXPECT_EQ(c.live_containing(fake(0x100000)), nullptr);  // cached, not live
+}
+
+TEST(CudaBlockCache, AMissFreesOnlyWhatIsNeeded) {
+    BlockCache c;
+    const size_t sizes[] = {2, 4, 8, 32};  // MiB, all cached
+    uintptr_t addr = 0x10000000;
+    for (size_t s : sizes) {
+        c.add_live({fake(addr), s * kMiB, s * kMiB, nullptr});
+        c.put_cached(c.remove_live(fake(addr)));
+        addr += 0x4000000;
+    }
+    c.add_live({fake(addr), 10 * kMiB, 10 * kMiB, nullptr});  // one live block
+    EXPECT_EQ(c.reserved_bytes(), 56 * kMiB);
+    // No budget: nothing is freed.
+    EXPECT_TRUE(c.make_room(100 * kMiB, 0).empty());
+    // Fits already: nothing.
+    EXPECT_TRUE(c.make_room(6 * kMiB, 64 * kMiB).empty());
+    // 64 MiB budget, 12 MiB new: short by 4 MiB: the 4 MiB block alone (the smallest that covers it).
+    auto freed = c.make_room(12 * kMiB, 64 * kMiB);
+    ASSERT_EQ(freed.size(), 1u);
+    EXPECT_EQ(freed[0].size, 4 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 52 * kMiB);
+    EXPECT_LE(c.reserved_bytes() + 12 * kMiB, 64 * kMiB);
+    // 50 MiB new: short by 38 MiB, no single block covers it: largest first (32, then 8).
+    freed = c.make_room(50 * kMiB, 64 * kMiB);
+    ASSERT_EQ(freed.size(), 2u);
+    EXPECT_EQ(freed[0].size, 32 * kMiB);
+    EXPECT_EQ(freed[1].size, 8 * kMiB);
+    EXPECT_EQ(c.cached_bytes(), 2 * kMiB);  // the 2 MiB block stays cached
+    EXPECT_LE(c.reserved_bytes() + 50 * kMiB, 64 * kMiB);
+    EXPECT_EQ(c.take_all_cached().size(), 1u);
+    EXPECT_EQ(c.reserved_bytes(), 10 * kMiB);
+    EXPECT_EQ(c.live_bytes(), 10 * kMiB);
+}
+
+// An allocator that serves requests with 1 KiB blocks, as the CUDA allocator serves them with its rounded
+// blocks: the base class must count the blocks' bytes, against the budget, and give them back.
+class RoundingAllocator final : public Allocator {
+public:
+    explicit RoundingAllocator(size_t budget) : Allocator("rounding", budget) {}
+    Device device() const override { return Device::cpu(); }
+
+protected:
+    void* raw_allocate(size_t bytes) override {
+        const size_t block = (bytes + 1023) / 1024 * 1024;
+        if (!charge_extra(block - bytes)) return nullptr;
+        return ::operator new(block);
+    }
+    void raw_deallocate(void* p, size_t bytes) override {
+        uncharge_extra((bytes + 1023) / 1024 * 1024 - bytes);
+        ::operator delete(p);
+    }
+};
+
+TEST(CudaBlockCache, BudgetCountsBlockBytes) {
+    RoundingAllocator a(4096);
+    void* p = a.allocate(1, "one byte");
+    EXPECT_EQ(a.in_use_bytes(), 1024u);
+    void* q = a.allocate(2049, "three blocks");
+    EXPECT_EQ(a.in_use_bytes(), 4096u);
+    EXPECT_EQ(a.peak_bytes(), 4096u);
+    // One more byte fits a request count (2050 + 1) but not a block count.
+    EXPECT_THROW(a.allocate(1, "past the budget"), OutOfMemoryError);
+    EXPECT_EQ(a.in_use_bytes(), 4096u);
+    a.deallocate(q, 2049);
+    a.deallocate(p, 1);
+    EXPECT_EQ(a.in_use_bytes(), 0u);
 }
 
 }  // namespace

@@ -51,6 +51,11 @@ public:
 protected:
     virtual void* raw_allocate(size_t bytes) = 0;  // nullptr on failure
     virtual void raw_deallocate(void* ptr, size_t bytes) = 0;
+    // For allocators that serve a request with a larger block (rounding, a reused cached block): raw_allocate
+    // charges the block's bytes beyond the request to the budget and the in-use count (false, nothing counted,
+    // when that would pass the budget), and raw_deallocate gives them back.
+    bool charge_extra(size_t extra);
+    void uncharge_extra(size_t extra);
 
 private:
     std::string name_;
