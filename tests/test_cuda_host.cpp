@@ -11,6 +11,7 @@
 #include "backends/cuda/gemm_plan.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/virtual_allocator.h"
 
 namespace {
 
@@ -191,6 +192,21 @@ TEST(CudaBlockCache, BudgetCountsBlockBytes) {
     a.deallocate(q, 2049);
     a.deallocate(p, 1);
     EXPECT_EQ(a.in_use_bytes(), 0u);
+}
+
+TEST(CudaBlockCache, PlansChargeTheDevicesRounding) {
+    // A memory plan for a CUDA device runs on a VirtualAllocator charged as the caching allocator charges.
+    VirtualAllocator plan("plan", 0, Device{DeviceType::CUDA, 0}, &BlockCache::round_size);
+    EXPECT_EQ(plan.block_bytes(kMiB + 1), 2 * kMiB);
+    void* p = plan.allocate(kMiB + 1, "activation");
+    void* q = plan.allocate(100, "small");
+    EXPECT_EQ(plan.in_use_bytes(), 2 * kMiB + 512);
+    plan.deallocate(q, 100);
+    plan.deallocate(p, kMiB + 1);
+    EXPECT_EQ(plan.in_use_bytes(), 0u);
+    EXPECT_EQ(plan.peak_bytes(), 2 * kMiB + 512);
+    VirtualAllocator plain("plan");  // the simulated device: no rounding
+    EXPECT_EQ(plain.block_bytes(kMiB + 1), kMiB + 1);
 }
 
 }  // namespace

@@ -37,6 +37,9 @@ public:
     Allocator& operator=(const Allocator&) = delete;
 
     virtual Device device() const = 0;
+    // The bytes a request of `bytes` holds (and is charged) when served by a new block: more than `bytes` where
+    // the allocator rounds (the CUDA caching allocator's blocks). Plans size their buffers with it.
+    virtual size_t block_bytes(size_t bytes) const { return bytes; }
     // Throws OutOfMemoryError when the budget would be exceeded. `what` names the request in that error.
     void* allocate(size_t bytes, std::string_view what);
     void deallocate(void* ptr, size_t bytes);

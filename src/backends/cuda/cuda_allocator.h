@@ -37,6 +37,7 @@ public:
     ~CudaCachingAllocator() override;
 
     Device device() const override { return {DeviceType::CUDA, device_}; }
+    size_t block_bytes(size_t bytes) const override { return round_size(bytes); }
 
     // The block size a request of `bytes` is served with (when no cached block is reused).
     static size_t round_size(size_t bytes) { return BlockCache::round_size(bytes); }
