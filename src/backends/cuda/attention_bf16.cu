@@ -250,9 +250,14 @@ __global__ void __launch_bounds__(kWarpsB * 32) attention_bf16_kernel(AttentionB
         float* orow = out + row[r] * a.o_sl;
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
-            const int c = n * 8 + 2 * tig;
-            orow[c] = o[n][2 * r] * inv[r];
-            orow[c + 1] = o[n][2 * r + 1] * inv[r];
+            const int c = n * 8 + 2 * tig;  // even: one 8-byte store where the output layout allows it
+            const float x0 = o[n][2 * r] * inv[r], x1 = o[n][2 * r + 1] * inv[r];
+            if (a.out_pairs) {
+                *reinterpret_cast<float2*>(orow + c) = make_float2(x0, x1);
+            } else {
+                orow[c] = x0;
+                orow[c + 1] = x1;
+            }
         }
     }
 }
@@ -281,11 +286,12 @@ void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, 
     to_bf16_heads_kernel<<<grid_for(n_groups), kThreads, 0, stream>>>(src, s_sh, s_sl, dst, L, D, n_groups);
 }
 
-void attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {
-    if (a.Lq <= 0 || a.H <= 0) return;
-    cudaFuncSetAttribute(attention_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+cudaError_t attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {
+    if (a.Lq <= 0 || a.H <= 0) return cudaSuccess;
+    if (const cudaError_t e = opt_in_shared_memory<attention_bf16_kernel>(kSmemBytes); e != cudaSuccess) return e;
     const dim3 grid(unsigned((a.Lq + kRows - 1) / kRows), unsigned(a.H));
     attention_bf16_kernel<<<grid, kWarpsB * 32, kSmemBytes, stream>>>(a);
+    return cudaSuccess;
 }
 
 }  // namespace sr::cuda

@@ -51,6 +51,9 @@ void CudaBackend::exec(const AttentionOp& op) {
     const auto* kd = static_cast<const float*>(k.raw_data());
     const auto* vd = static_cast<const float*>(v.raw_data());
     auto* od = static_cast<float*>(out.raw_data());
+    // Two floats per store where every output row start is 8-byte aligned (batch, head and token strides even).
+    const bool out_pairs = reinterpret_cast<uintptr_t>(od) % 8 == 0 && out.stride(0) % 2 == 0 &&
+                           out.stride(1) % 2 == 0 && out.stride(2) % 2 == 0;
 
     for (int64_t b = 0; b < B; ++b) {
         cuda::AttentionMaskArgs m;
@@ -84,7 +87,7 @@ void CudaBackend::exec(const AttentionOp& op) {
             a.D = D;
             a.scale = scale;
             a.mask = m;
-            cuda::attention_f32(a, stream_);
+            SR_CUDA_CHECK(cuda::attention_f32(a, stream_));
             SR_CUDA_CHECK_LAUNCH();
             continue;
         }
@@ -112,7 +115,8 @@ void CudaBackend::exec(const AttentionOp& op) {
             a.Lk = Lk;
             a.scale = scale;
             a.mask = m;
-            cuda::attention_bf16(a, stream_);
+            a.out_pairs = out_pairs;
+            SR_CUDA_CHECK(cuda::attention_bf16(a, stream_));
             SR_CUDA_CHECK_LAUNCH();
         }
     }

@@ -129,7 +129,9 @@ struct AttentionF32Args {
     float scale;
     AttentionMaskArgs mask;
 };
-void attention_f32(const AttentionF32Args& args, cudaStream_t stream);
+// Returns the error of the launch's preparation (the shared-memory opt-in); the launch itself is checked with
+// cudaGetLastError() as for every kernel.
+cudaError_t attention_f32(const AttentionF32Args& args, cudaStream_t stream);
 
 // bf16 tensor-core attention (attention_bf16.cu), head dim 128: q/k/v are first rounded to bf16 into contiguous
 // [H, L, 128] buffers (to_bf16_heads), then the fused kernel writes f32 out [H, Lq, 128] (strided).
@@ -146,7 +148,8 @@ struct AttentionBf16Args {
     int64_t H, Lq, Lk;
     float scale;
     AttentionMaskArgs mask;
+    bool out_pairs = false;  // out, o_sh and o_sl allow 8-byte stores of two floats (set by the caller)
 };
-void attention_bf16(const AttentionBf16Args& args, cudaStream_t stream);
+cudaError_t attention_bf16(const AttentionBf16Args& args, cudaStream_t stream);
 
 }  // namespace sr::cuda
