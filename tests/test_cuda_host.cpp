@@ -9,6 +9,7 @@
 
 #include "backends/cuda/block_cache.h"
 #include "backends/cuda/gemm_plan.h"
+#include "backends/cuda/staging_ring.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/virtual_allocator.h"
@@ -207,6 +208,61 @@ TEST(CudaBlockCache, PlansChargeTheDevicesRounding) {
     EXPECT_EQ(plan.peak_bytes(), 2 * kMiB + 512);
     VirtualAllocator plain("plan");  // the simulated device: no rounding
     EXPECT_EQ(plain.block_bytes(kMiB + 1), kMiB + 1);
+}
+
+struct Chunk {
+    size_t offset, length;
+    int slot;
+    bool wait;
+};
+
+std::vector<Chunk> chunks_of(StagingRing& ring, size_t bytes) {
+    std::vector<Chunk> out;
+    ring.for_each_chunk(bytes, [&](size_t off, size_t len, int slot, bool wait) {
+        out.push_back({off, len, slot, wait});
+    });
+    return out;
+}
+
+TEST(CudaStagingRing, SlotsCycleAcrossCopies) {
+    StagingRing ring(2, 100);
+    // Three small copies: slots 0, 1, 0 — the second does not wait for the first's DMA; only the third reuses
+    // a slot (and must wait for it).
+    auto a = chunks_of(ring, 10), b = chunks_of(ring, 10), c = chunks_of(ring, 10);
+    ASSERT_EQ(a.size(), 1u);
+    EXPECT_EQ(a[0].slot, 0);
+    EXPECT_FALSE(a[0].wait);
+    EXPECT_EQ(b[0].slot, 1);
+    EXPECT_FALSE(b[0].wait);
+    EXPECT_EQ(c[0].slot, 0);
+    EXPECT_TRUE(c[0].wait);
+    // A copy of 250 bytes starts where the ring is (slot 1): chunks 100, 100, 50 in slots 1, 0, 1.
+    auto d = chunks_of(ring, 250);
+    ASSERT_EQ(d.size(), 3u);
+    EXPECT_EQ(d[0].slot, 1);
+    EXPECT_EQ(d[1].slot, 0);
+    EXPECT_EQ(d[2].slot, 1);
+    EXPECT_EQ(d[2].offset, 200u);
+    EXPECT_EQ(d[2].length, 50u);
+    size_t total = 0;
+    for (const Chunk& ch : d) total += ch.length;
+    EXPECT_EQ(total, 250u);
+    EXPECT_EQ(ring.cursor(), 0);
+    EXPECT_TRUE(chunks_of(ring, 0).empty());  // nothing to copy: the cursor stays
+    EXPECT_EQ(ring.cursor(), 0);
+}
+
+TEST(CudaStagingRing, ThreeSlotsAndExactMultiples) {
+    StagingRing ring(3, 64);
+    auto a = chunks_of(ring, 128);  // exactly two chunks
+    ASSERT_EQ(a.size(), 2u);
+    EXPECT_EQ(a[1].length, 64u);
+    auto b = chunks_of(ring, 64);
+    EXPECT_EQ(b[0].slot, 2);
+    EXPECT_FALSE(b[0].wait);  // the third slot is fresh
+    auto c = chunks_of(ring, 1);
+    EXPECT_EQ(c[0].slot, 0);
+    EXPECT_TRUE(c[0].wait);
 }
 
 }  // namespace

@@ -71,7 +71,12 @@ public:
         (kGemmScratchBytes > kAttentionScratchBytes ? kGemmScratchBytes : kAttentionScratchBytes) +
         kCublasWorkspaceBytes + (size_t(4) << 20);
     size_t workspace_bytes() const override { return kWorkspaceBytes; }
-    // A contiguous copy of `host` on this device (waits until the host memory has been read).
+    // Host-to-device copies (upload, copy from a host tensor) go through a pinned bounce ring of this many bytes
+    // (allocated at the first such copy), so they never wait for the compute stream: the host memcpys into a
+    // free slot and the DMA is queued on the compute stream, ordered by an event per slot.
+    static constexpr size_t kBounceSlotBytes = size_t(4) << 20;
+    static constexpr int kBounceSlots = 2;
+    // A contiguous copy of `host` on this device (returns once the host memory has been read).
     Tensor upload(const Tensor& host);
     // A contiguous host copy of `t` (any strides; waits for the queued work).
     Tensor download(const Tensor& t);
@@ -95,7 +100,8 @@ public:
     // Makes this backend's device current on the calling thread.
     void make_current() const;
 
-    struct Gemm;  // cuBLASLt handle, cached plans and workspace (cuda_gemm.cpp)
+    struct Gemm;    // cuBLASLt handle, cached plans and workspace (cuda_gemm.cpp)
+    struct Bounce;  // the pinned bounce ring for host-to-device copies (cuda_backend.cpp)
 
 private:
     // matmul() that returns false instead of throwing when cuBLASLt has no algorithm for the shape.
@@ -104,11 +110,14 @@ private:
     // linear() in f32 arithmetic: f32 x, weights of any float dtype widened a block of rows at a time.
     void linear_f32(const float* x, int64_t M, const Tensor& weight, const float* bias, float* y);
     void rope(Tensor& x, const Tensor& cos, const Tensor& sin, bool interleaved, const char* op);
+    // `bytes` from host memory to device memory, queued on the compute stream through the bounce ring.
+    void upload_bytes(void* dst, const void* src, size_t bytes);
 
     int device_;
     cudaStream_t stream_;
     CudaCachingAllocator memory_;  // after stream_: records its free events there
     std::unique_ptr<Gemm> gemm_;   // cuBLASLt handle and plans (their workspaces are per-call scratch)
+    std::unique_ptr<Bounce> bounce_;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
     GemmPrecision attention_precision_ = GemmPrecision::F32;
 };
