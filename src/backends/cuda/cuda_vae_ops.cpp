@@ -30,6 +30,8 @@ void CudaBackend::exec(const Conv3dOp& op) {
     SR_ASSERT(weight.is_contiguous(), "conv3d weight {}", weight.describe());
     check_conv3d(x, weight, bias, stride, padding, y);
     if (y.numel() == 0) return;
+    SR_ASSERT(weight.numel() / weight.dim(0) < (int64_t(1) << 31), "conv3d: a reduction of {} elements",
+              weight.numel() / weight.dim(0));
     // Weights widened to f32 once per call (a pass over the weights, small next to the convolution's FLOPs).
     Tensor w32 = weight;
     if (weight.dtype() != DType::F32) {

@@ -95,7 +95,8 @@ void rope(float* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, in
 
 // ---- conv3d.cu ----
 // y [B,O,Fo,Ho,Wo] = conv(x [B,C,F,H,W], w [O,C,kt,kh,kw]) + bias[O], all f32 contiguous (weights widened by
-// the caller), stride and symmetric zero padding per axis (t, h, w).
+// the caller), stride and symmetric zero padding per axis (t, h, w). C * kt * kh * kw must be below 2^31 (the
+// caller checks): the reduction index is 32-bit.
 struct Conv3dShape {
     int64_t B, C, F, H, W;
     int64_t O, kt, kh, kw;
