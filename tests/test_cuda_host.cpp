@@ -5,10 +5,14 @@
 // GPU code calls exactly these functions, so a failure here is a failure there.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <random>
 #include <set>
 
 #include "backends/cuda/block_cache.h"
+#include "backends/cuda/cudnn_plan.h"
 #include "backends/cuda/gemm_plan.h"
+#include "backends/cuda/index_math.h"
 #include "backends/cuda/staging_ring.h"
 #include "core/allocator.h"
 #include "core/error.h"
@@ -263,6 +267,205 @@ TEST(CudaStagingRing, ThreeSlotsAndExactMultiples) {
     auto c = chunks_of(ring, 1);
     EXPECT_EQ(c[0].slot, 0);
     EXPECT_TRUE(c[0].wait);
+}
+
+TEST(CudaIndexMath, FastDivmodIsExact) {
+    using cuda::FastDivmod;
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<uint32_t> any(0, uint32_t(cuda::kMaxIndex32));
+    auto check = [&](uint32_t d) {
+        const FastDivmod f(d);
+        const uint32_t edges[] = {0,
+                                  1,
+                                  d - 1,
+                                  d,
+                                  d + 1,
+                                  2 * d - 1,
+                                  uint32_t(cuda::kMaxIndex32),
+                                  uint32_t(cuda::kMaxIndex32) - 1,
+                                  uint32_t(cuda::kMaxIndex32) / d * d};
+        for (uint32_t n : edges) {
+            if (n > uint32_t(cuda::kMaxIndex32)) continue;
+            uint32_t q, r;
+            f.divmod(n, q, r);
+            ASSERT_EQ(q, n / d) << n << " / " << d;
+            ASSERT_EQ(r, n % d) << n << " % " << d;
+        }
+        for (int t = 0; t < 200; ++t) {
+            const uint32_t n = any(rng);
+            ASSERT_EQ(f.div(n), n / d) << n << " / " << d;
+        }
+    };
+    for (uint32_t d = 1; d <= 4096; ++d) check(d);
+    // The model's divisors (51,456 tokens, 24 heads, 64 pairs, 3072 wide, 27-element windows) and large ones.
+    for (uint32_t d : {51456u, 24u * 51456u, 3072u, 27u, 1u << 30, (1u << 31) - 1, 1000003u, 65536u * 3u}) check(d);
+}
+
+TEST(CudaIndexMath, StridedOffsetsMatchTheDirectDecomposition) {
+    // The strided copy's 32-bit offsets against 64-bit division, for permuted and sliced views up to rank 8.
+    std::mt19937 rng(3);
+    for (int trial = 0; trial < 200; ++trial) {
+        const int rank = 1 + int(rng() % 8);
+        cuda::StridedIndex32<8> ix;
+        ix.rank = rank;
+        int64_t shape[8], sa[8], sb[8], n = 1;
+        for (int d = 0; d < rank; ++d) {
+            shape[d] = 1 + int64_t(rng() % 7);
+            sa[d] = int64_t(rng() % 5000);
+            sb[d] = int64_t(rng() % 5000);
+            n *= shape[d];
+            ix.dims[d] = cuda::FastDivmod(uint32_t(shape[d]));
+            ix.a_stride[d] = sa[d];
+            ix.b_stride[d] = sb[d];
+        }
+        for (int64_t i = 0; i < n; i += 1 + n / 97) {
+            int64_t rem = i, ea = 0, eb = 0;
+            for (int d = rank - 1; d >= 0; --d) {
+                ea += (rem % shape[d]) * sa[d];
+                eb += (rem % shape[d]) * sb[d];
+                rem /= shape[d];
+            }
+            int64_t a, b;
+            ix.offsets(uint32_t(i), a, b);
+            ASSERT_EQ(a, ea) << "trial " << trial << " i " << i;
+            ASSERT_EQ(b, eb) << "trial " << trial << " i " << i;
+        }
+    }
+}
+
+TEST(CudaIndexMath, ConvWindowDecomposition) {
+    // conv3d's gather: k -> (c, a, i, j) by three 32-bit divmods equals the 64-bit formula it replaced.
+    for (const auto& [C, kt, kh, kw] : {std::array<uint32_t, 4>{512, 3, 3, 3}, std::array<uint32_t, 4>{16, 1, 1, 1},
+                                        std::array<uint32_t, 4>{3, 2, 3, 4}}) {
+        const cuda::FastDivmod window(kt * kh * kw), khw(kh * kw), by_kw(kw);
+        for (uint32_t k = 0; k < C * kt * kh * kw; ++k) {
+            uint32_t c, r, a, rhw, i, j;
+            window.divmod(k, c, r);
+            khw.divmod(r, a, rhw);
+            by_kw.divmod(rhw, i, j);
+            const int64_t k64 = k, win = kt * kh * kw;
+            ASSERT_EQ(c, uint32_t(k64 / win));
+            ASSERT_EQ(a, uint32_t((k64 % win) / (kh * kw)));
+            ASSERT_EQ(i, uint32_t(((k64 % win) / kw) % kh));
+            ASSERT_EQ(j, uint32_t((k64 % win) % kw));
+        }
+    }
+    EXPECT_TRUE(cuda::fits_32(cuda::kMaxIndex32));
+    EXPECT_FALSE(cuda::fits_32(cuda::kMaxIndex32 + 1));
+    EXPECT_FALSE(cuda::fits_32(-1));
+}
+
+TEST(CudaCudnnPlan, AttentionDispatch) {
+    AttentionCase c;
+    c.bf16 = true;
+    c.head_dim = 128;
+    c.cudnn_usable = true;
+    // The joint attention in bf16: cuDNN by default, the kernel when switched off or unusable.
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, c), AttentionPath::CudnnSdpa);
+    EXPECT_EQ(choose_attention_path(CudaImpl::Kernel, c), AttentionPath::Bf16Kernel);
+    AttentionCase no_cudnn = c;
+    no_cudnn.cudnn_usable = false;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, no_cudnn), AttentionPath::Bf16Kernel);
+    // Masks the SDPA call is not given: the kernels.
+    AttentionCase dense = c;
+    dense.dense_mask = true;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, dense), AttentionPath::Bf16Kernel);
+    AttentionCase causal = c;
+    causal.causal = true;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, causal), AttentionPath::Bf16Kernel);
+    // f32 precision is the parity path whatever the switch says.
+    AttentionCase f32 = c;
+    f32.bf16 = false;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, f32), AttentionPath::F32Kernel);
+    // Head dims: CLIP's 64 goes to cuDNN (multiple of 8, <= 128); the VAE's 512 and odd ones to the f32 kernel.
+    AttentionCase d64 = c;
+    d64.head_dim = 64;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, d64), AttentionPath::CudnnSdpa);
+    EXPECT_EQ(choose_attention_path(CudaImpl::Kernel, d64), AttentionPath::F32Kernel);
+    AttentionCase d512 = c;
+    d512.head_dim = 512;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, d512), AttentionPath::F32Kernel);
+    AttentionCase d100 = c;
+    d100.head_dim = 100;
+    EXPECT_EQ(choose_attention_path(CudaImpl::Cudnn, d100), AttentionPath::F32Kernel);
+
+    CudaImpl impl = CudaImpl::Kernel;
+    EXPECT_TRUE(parse_cuda_impl("cudnn", impl));
+    EXPECT_EQ(impl, CudaImpl::Cudnn);
+    EXPECT_TRUE(parse_cuda_impl("kernel", impl));
+    EXPECT_EQ(impl, CudaImpl::Kernel);
+    EXPECT_FALSE(parse_cuda_impl("CUDNN", impl));
+    EXPECT_FALSE(parse_cuda_impl("", impl));
+    EXPECT_STREQ(cuda_impl_name(CudaImpl::Cudnn), "cudnn");
+}
+
+TEST(CudaCudnnPlan, HeadsPerGroupKeepTheScratchBound) {
+    const int64_t scratch = int64_t(256) << 20, L = 51456, D = 128;
+    // The kernel: q, k, v copies (3 x L x D x 2 bytes = 37.7 MiB a head): 6 heads. cuDNN adds its output: 5.
+    const int64_t kernel = attention_heads_per_group(24, L, L, D, scratch, false);
+    const int64_t cudnn = attention_heads_per_group(24, L, L, D, scratch, true);
+    EXPECT_EQ(kernel, 6);
+    EXPECT_EQ(cudnn, 5);
+    EXPECT_LE(cudnn * 4 * L * D * 2, scratch);
+    EXPECT_LE(kernel * 3 * L * D * 2, scratch);
+    // Short sequences: every head at once; enormous ones: still one head.
+    EXPECT_EQ(attention_heads_per_group(24, 256, 256, 128, scratch, true), 24);
+    EXPECT_EQ(attention_heads_per_group(24, 10000000, 10000000, 128, scratch, true), 1);
+}
+
+TEST(CudaCudnnPlan, SdpaShapesAndStrides) {
+    // 5 heads, 51,456 queries, 51,356 valid keys in buffers cut to them, head dim 128: BHSD, contiguous.
+    const SdpaPlanKey key{5, 51456, 51356, 51356, 128};
+    const SdpaShapes s = sdpa_shapes(key);
+    EXPECT_EQ(s.q.dims, (std::array<int64_t, 4>{1, 5, 51456, 128}));
+    EXPECT_EQ(s.q.strides, (std::array<int64_t, 4>{5 * 51456 * 128, 51456 * 128, 128, 1}));
+    EXPECT_EQ(s.o.dims, s.q.dims);
+    EXPECT_EQ(s.o.strides, s.q.strides);
+    EXPECT_EQ(s.k.dims, (std::array<int64_t, 4>{1, 5, 51356, 128}));
+    EXPECT_EQ(s.k.strides, (std::array<int64_t, 4>{5 * 51356 * 128, 51356 * 128, 128, 1}));
+    EXPECT_EQ(s.v.dims, s.k.dims);
+    // Keys in a buffer with more rows per head than are valid: the head stride follows the buffer.
+    const SdpaShapes cut = sdpa_shapes({2, 10, 7, 12, 64});
+    EXPECT_EQ(cut.k.dims, (std::array<int64_t, 4>{1, 2, 7, 64}));
+    EXPECT_EQ(cut.k.strides, (std::array<int64_t, 4>{2 * 12 * 64, 12 * 64, 64, 1}));
+    // Every element a descriptor addresses lies inside its buffer.
+    for (const SdpaTensorLayout* l : {&s.q, &s.k, &s.v, &s.o, &cut.k}) {
+        int64_t last = 0;
+        for (int i = 0; i < 4; ++i) last += (l->dims[size_t(i)] - 1) * l->strides[size_t(i)];
+        EXPECT_LT(last, l->strides[0] * l->dims[0]);
+    }
+    // Plan keys tell shapes apart (the two CFG rows' text lengths give two plans).
+    EXPECT_NE(SdpaPlanKey({5, 100, 90, 90, 128}), SdpaPlanKey({5, 100, 80, 80, 128}));
+    EXPECT_EQ(SdpaPlanKey({5, 100, 90, 90, 128}), SdpaPlanKey({5, 100, 90, 90, 128}));
+}
+
+TEST(CudaCudnnPlan, ConvDispatchAndDescriptors) {
+    EXPECT_EQ(choose_conv_path(CudaImpl::Cudnn, true, true), ConvPath::Cudnn);
+    EXPECT_EQ(choose_conv_path(CudaImpl::Kernel, true, true), ConvPath::Kernel);
+    EXPECT_EQ(choose_conv_path(CudaImpl::Cudnn, false, true), ConvPath::Kernel);  // f32: the parity kernel
+    EXPECT_EQ(choose_conv_path(CudaImpl::Cudnn, true, false), ConvPath::Kernel);
+
+    // A decoder conv after the causal pad: [1, 512, 6, 70, 122], 3x3x3, no padding -> [1, 512, 4, 68, 120].
+    Conv3dGeometry g{1, 512, 6, 70, 122, 512, 3, 3, 3, {1, 1, 1}, {0, 0, 0}};
+    CudnnConvDims d;
+    ASSERT_TRUE(cudnn_conv_dims(g, d));
+    EXPECT_EQ(d.x_dims, (std::array<int, 5>{1, 512, 6, 70, 122}));
+    EXPECT_EQ(d.x_strides, (std::array<int, 5>{512 * 6 * 70 * 122, 6 * 70 * 122, 70 * 122, 122, 1}));
+    EXPECT_EQ(d.w_dims, (std::array<int, 5>{512, 512, 3, 3, 3}));
+    EXPECT_EQ(d.y_dims, (std::array<int, 5>{1, 512, 4, 68, 120}));
+    EXPECT_EQ(d.y_strides, (std::array<int, 5>{512 * 4 * 68 * 120, 4 * 68 * 120, 68 * 120, 120, 1}));
+    EXPECT_EQ(d.dilation, (std::array<int, 3>{1, 1, 1}));
+    // The encoder's downsampling: stride 2 in space with padding 1 (as the CPU op's formula).
+    Conv3dGeometry down{1, 128, 5, 64, 64, 128, 3, 3, 3, {1, 2, 2}, {0, 1, 1}};
+    ASSERT_TRUE(cudnn_conv_dims(down, d));
+    EXPECT_EQ(d.y_dims, (std::array<int, 5>{1, 128, 3, 32, 32}));
+    EXPECT_EQ(d.stride, (std::array<int, 3>{1, 2, 2}));
+    EXPECT_EQ(d.pad, (std::array<int, 3>{0, 1, 1}));
+    // Shapes cuDNN's int descriptors cannot hold, and empty outputs, are refused (the kernel runs them).
+    Conv3dGeometry huge{1, 512, 100, 600, 600, 512, 3, 3, 3, {1, 1, 1}, {1, 1, 1}};  // 1.8e10 elements
+    EXPECT_FALSE(cudnn_conv_dims(huge, d));
+    Conv3dGeometry empty{1, 4, 2, 8, 8, 4, 3, 3, 3, {1, 1, 1}, {0, 0, 0}};  // 2 frames < 3-frame kernel
+    EXPECT_FALSE(cudnn_conv_dims(empty, d));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -91,12 +92,20 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
     : device_(options.device),
       stream_(create_stream(options.device)),
       memory_(fmt::format("cuda:{}", options.device), options.memory_budget, options.device, stream_),
-      gemm_(std::make_unique<Gemm>(*this)) {}
+      gemm_(std::make_unique<Gemm>(*this)),
+      cudnn_(make_cudnn()) {
+    if (const char* env = std::getenv("SKYREELS_CUDA_ATTENTION"); env && *env)
+        SR_THROW_IF(!parse_cuda_impl(env, attention_impl_), "SKYREELS_CUDA_ATTENTION='{}': expected cudnn or kernel",
+                    env);
+    if (const char* env = std::getenv("SKYREELS_CUDA_CONV"); env && *env)
+        SR_THROW_IF(!parse_cuda_impl(env, conv_impl_), "SKYREELS_CUDA_CONV='{}': expected cudnn or kernel", env);
+}
 
 CudaBackend::~CudaBackend() {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     gemm_.reset();
+    cudnn_.reset();
     if (bounce_) {
         for (cudaEvent_t e : bounce_->events)
             if (e) cudaEventDestroy(e);
