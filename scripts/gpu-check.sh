@@ -177,6 +177,10 @@ summarize() {
       sed -nE 's/^((cuda_f32|cuda_bf16|cudnn) .*)/\1/p' "$log" | sort -u >>"$results"
       grep -B2 -A12 ': Failure$' "$log" | head -120 >>"$results"
       if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        # gtest prints its summary only at the end: list what finished before the timeout from the per-test lines.
+        echo "  finished before the timeout: $(grep -cE '^\[       OK \]' "$log") passed," \
+          "$(grep -cE '^\[  FAILED  \] [A-Za-z]' "$log") failed, $(grep -cE '^\[  SKIPPED \] [A-Za-z]' "$log") skipped" >>"$results"
+        grep -E '^\[  FAILED  \] [A-Za-z]' "$log" | sed 's/^/  /' >>"$results"
         echo "  running at the timeout: $(grep -E '^\[ RUN +\]' "$log" | tail -1)" >>"$results"
       fi
       ;;
