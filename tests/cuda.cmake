@@ -5,6 +5,11 @@ if(NOT SKYREELS_HAVE_CUDA)
   return()
 endif()
 
+# The built kernels' resources (no GPU needed): no register spills, shared memory within each architecture's limit.
+add_test(NAME kernel_resources COMMAND ${CMAKE_COMMAND} -DREPORT_DIR=${CMAKE_BINARY_DIR}/kernel_resources
+                                       -P ${CMAKE_SOURCE_DIR}/cmake/check_kernel_resources.cmake)
+set_tests_properties(kernel_resources PROPERTIES LABELS "kernels;cuda")
+
 # CUDA against the CPU backend op by op, in f32 and bf16 (tolerances next to each check).
 skyreels_test(test_cuda_ops LABELS "cuda;ops" SOURCES test_cuda_ops.cpp)
 # The caching allocator, pinned memory and the accelerator's copy engine (ordering, staging, statistics).

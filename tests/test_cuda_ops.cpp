@@ -114,6 +114,8 @@ protected:
     void reset_precision() {
         gpu_->set_gemm_precision(GemmPrecision::F32);
         gpu_->set_attention_precision(GemmPrecision::F32);
+        gpu_->set_attention_impl(CudaImpl::Cudnn);
+        gpu_->set_conv_impl(CudaImpl::Cudnn);
         cpu_backend().set_gemm_precision(GemmPrecision::F32);
     }
     CudaBackend& gpu() { return *gpu_; }
@@ -297,6 +299,7 @@ TEST_F(CudaVsCpu, AttentionBf16TensorCores) {
     // sigma relative, and v's and p's roundings add ~2^-9. We allow 4 (sigma + 2^-9): 1.4e-2 for unit q and k
     // at D = 128. A wrong fragment layout or a skipped tile gives errors of order 1.
     gpu().set_attention_precision(GemmPrecision::BF16);
+    gpu().set_attention_impl(CudaImpl::Kernel);  // the custom kernel; cuDNN: AttentionCudnnSdpa
     std::mt19937_64 rng(5);
     for (const AttnCase& c : kAttentionCases) {
         SCOPED_TRACE(c.name);
@@ -313,16 +316,51 @@ TEST_F(CudaVsCpu, AttentionBf16TensorCores) {
     }
 }
 
+TEST_F(CudaVsCpu, AttentionCudnnSdpa) {
+    // cuDNN's fused SDPA (the default bf16 attention) on every case: the same bf16 budget as the kernel (its
+    // operands are the same bf16 roundings; it keeps scores and statistics in f32 too). Cases it does not take
+    // (masks, head dims) go to the kernels, and are held to their budgets. The joint attention's shape must
+    // really run on cuDNN: a plan that fails to build falls back silently in production, so it is counted here.
+    gpu().set_attention_precision(GemmPrecision::BF16);
+    gpu().set_attention_impl(CudaImpl::Cudnn);
+    std::printf("%s\n", gpu().cudnn_status().c_str());
+    std::mt19937_64 rng(7);
+    for (const AttnCase& c : kAttentionCases) {
+        SCOPED_TRACE(c.name);
+        const AttentionPath path = gpu().attention_path(c.D, c.dense, c.causal);
+        const auto failed_before = gpu().cudnn_plan_counts().second;
+        const AttnRun r = run_attention(gpu(), c, rng);
+        if (path == AttentionPath::F32Kernel) {
+            const double tol = 2 * max_abs(r.v) * (8 * kU * score_bound(r, c.D) + 1e-6);
+            EXPECT_TRUE(close(r.got, r.want, [&](int64_t) { return tol; })) << "tol " << tol;
+            continue;
+        }
+        const double bound = max_abs(r.v) * (2 * 0x1p-8 * score_bound(r, c.D) + 0x1p-8);
+        EXPECT_TRUE(close(r.got, r.want, [&](int64_t) { return bound; })) << attention_path_name(path);
+        EXPECT_LE(relative_l2(r.got, r.want), bf16_attention_rel_l2(c)) << attention_path_name(path);
+        if (path == AttentionPath::CudnnSdpa) {
+            EXPECT_EQ(gpu().cudnn_plan_counts().second, failed_before) << gpu().cudnn_status();
+        }
+    }
+    const AttnCase joint{"joint attention", 1, 2, 300, 300, 128, {200}};
+    EXPECT_EQ(gpu().attention_path(joint.D, false, false), AttentionPath::CudnnSdpa) << gpu().cudnn_status();
+    EXPECT_GT(gpu().cudnn_plan_counts().first, 0u) << gpu().cudnn_status();
+}
+
 TEST_F(CudaVsCpu, AttentionBf16LongSequence) {
     // 4,096 video + 256 text tokens with padded text, 2 heads: 68 key tiles per query block, the online
-    // softmax's long run. Tolerance as above.
+    // softmax's long run, on cuDNN and on the kernel. Tolerance as above.
     gpu().set_attention_precision(GemmPrecision::BF16);
-    std::mt19937_64 rng(6);
-    const AttnCase c{"4096 + 256 tokens", 1, 2, 4352, 4352, 128, {4096 + 100}};
-    const AttnRun r = run_attention(gpu(), c, rng);
-    const double bound = max_abs(r.v) * (2 * 0x1p-8 * score_bound(r, c.D) + 0x1p-8);
-    EXPECT_TRUE(close(r.got, r.want, [&](int64_t) { return bound; }));
-    EXPECT_LE(relative_l2(r.got, r.want), bf16_attention_rel_l2(c));
+    for (const CudaImpl impl : {CudaImpl::Cudnn, CudaImpl::Kernel}) {
+        SCOPED_TRACE(cuda_impl_name(impl));
+        gpu().set_attention_impl(impl);
+        std::mt19937_64 rng(6);
+        const AttnCase c{"4096 + 256 tokens", 1, 2, 4352, 4352, 128, {4096 + 100}};
+        const AttnRun r = run_attention(gpu(), c, rng);
+        const double bound = max_abs(r.v) * (2 * 0x1p-8 * score_bound(r, c.D) + 0x1p-8);
+        EXPECT_TRUE(close(r.got, r.want, [&](int64_t) { return bound; }));
+        EXPECT_LE(relative_l2(r.got, r.want), bf16_attention_rel_l2(c));
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -516,6 +554,46 @@ TEST_F(CudaVsCpu, Conv3dAtDecoderShape) {
         const double abs_sum = 60.0;
         EXPECT_TRUE(close(down(y), want, [&](int64_t) { return 16 * kU * std::sqrt(1728.0) * abs_sum + 1e-6; }))
             << dtype_name(wt);
+    }
+}
+
+TEST_F(CudaVsCpu, Conv3dCudnn) {
+    // bf16 precision sends conv3d to cudnnConvolutionForward with tensor-op math: TF32 products (x and w each
+    // rounded to 10 mantissa bits, relative error <= 2^-11 each) summed in f32. Per output the error is at most
+    // 2 * 2^-11 of the sum of |products| (60, as above) plus f32 summation; random signs make it ~sqrt(K) times
+    // smaller, but the bound is kept worst-case-free of that: 2 * 2^-11 * 60 = 0.06 would be loose, so the check
+    // is the relative l2 error against 4 sigma of random roundings: 4 * 2^-11 / sqrt(3) * sqrt(2) = 1.6e-3. A
+    // wrong layout or padding gives errors of order 1. Strided (the encoder's downsampling) and padded shapes too.
+    gpu().set_gemm_precision(GemmPrecision::BF16);
+    std::mt19937_64 rng(13);
+    struct Case {
+        Shape x;
+        int64_t O, k;
+        std::array<int64_t, 3> stride, pad;
+    };
+    for (const Case& c :
+         {Case{{1, 64, 8, 36, 42}, 64, 3, {1, 1, 1}, {0, 0, 0}}, Case{{1, 32, 5, 20, 18}, 16, 3, {1, 2, 2}, {0, 1, 1}},
+          Case{{2, 16, 3, 9, 11}, 8, 1, {1, 1, 1}, {0, 0, 0}}}) {
+        SCOPED_TRACE(c.x[1]);
+        const Tensor x = randn(c.x, rng);
+        const Tensor w = randn({c.O, c.x[1], c.k, c.k, c.k}, rng, 0.0, 0.05), b = randn({c.O}, rng);
+        Shape ys = {c.x[0], c.O, 0, 0, 0};
+        for (int a = 0; a < 3; ++a)
+            ys[size_t(2 + a)] = (c.x[size_t(2 + a)] + 2 * c.pad[size_t(a)] - c.k) / c.stride[size_t(a)] + 1;
+        Tensor want = Tensor::empty(ys, DType::F32);
+        cpu().conv3d(x, w, &b, c.stride, c.pad, want);
+        gpu().set_conv_impl(CudaImpl::Cudnn);
+        EXPECT_EQ(gpu().conv_path(), ConvPath::Cudnn) << gpu().cudnn_status();
+        Tensor y = gpu_out(want.shape());
+        const Tensor wd = up(w), bd = up(b);
+        gpu().conv3d(up(x), wd, &bd, c.stride, c.pad, y);
+        EXPECT_LE(relative_l2(down(y), want), 1.6e-3);
+        // The switch: the kernel computes the same shape in f32.
+        gpu().set_conv_impl(CudaImpl::Kernel);
+        EXPECT_EQ(gpu().conv_path(), ConvPath::Kernel);
+        Tensor yk = gpu_out(want.shape());
+        gpu().conv3d(up(x), wd, &bd, c.stride, c.pad, yk);
+        EXPECT_LE(relative_l2(down(yk), want), 1e-5);
     }
 }
 

@@ -80,6 +80,28 @@ TEST(CudaAllocator, ReusesFreedBlocks) {
     EXPECT_EQ(mem.reserved_bytes(), 0u);
 }
 
+TEST(CudaAllocator, CountsBlockBytesAndFreesOnlyWhatIsNeeded) {
+    SKIP_WITHOUT_CUDA();
+    CudaBackend be(CudaBackendOptions{0, 64u << 20});
+    CudaCachingAllocator& mem = be.memory();
+    void* a = mem.allocate((3u << 20) + 1, "a");  // a 4 MiB block
+    EXPECT_EQ(mem.in_use_bytes(), 4u << 20);
+    void* b = mem.allocate(40u << 20, "b");
+    void* c = mem.allocate(8u << 20, "c");
+    mem.deallocate(a, (3u << 20) + 1);
+    mem.deallocate(b, 40u << 20);
+    mem.deallocate(c, 8u << 20);
+    EXPECT_EQ(mem.in_use_bytes(), 0u);
+    EXPECT_EQ(mem.cached_bytes(), 52u << 20);
+    // 20 MiB new: 52 + 20 passes 64 by 8: the 8 MiB block alone goes back to the driver.
+    void* d = mem.allocate(20u << 20, "d");
+    EXPECT_EQ(mem.cached_bytes(), 44u << 20);
+    EXPECT_LE(mem.reserved_bytes(), 64u << 20);
+    mem.deallocate(d, 20u << 20);
+    mem.release_cached();
+    EXPECT_EQ(mem.reserved_bytes(), 0u);
+}
+
 TEST(CudaAllocator, NoDeviceAllocationInSteadyState) {
     // A transformer-block-like sequence of ops with scratch (GEMMs with widened weights, bf16 attention,
     // norms): after the first step, repeating it must be served from the cache alone.

@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
     app.add_option("--reps", reps, "timed calls per measurement (median reported)")->check(CLI::PositiveNumber);
     app.add_flag("--no-gemm", skip_gemm, "skip the GEMMs");
     app.add_flag("--no-attention", skip_attention, "skip attention");
+    std::string impl_text = "all";
+    app.add_option("--attention-impl", impl_text, "bf16 attention through cudnn, kernel, or all (both, one row each)")
+        ->check(CLI::IsMember({"cudnn", "kernel", "all"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     const std::string why = cuda_unavailable_reason();
@@ -147,13 +151,20 @@ int main(int argc, char** argv) {
             const double flops = 4.0 * double(tokens) * double(tokens) * double(H) * double(D);
             const float scale = 0.08838834764831845f;  // 1/sqrt(128)
             const std::string shape = fmt::format("B1 H{} L{} D{}", H, tokens, D);
-            report("attention", shape, "f32 io, bf16 mma",
-                   time_calls(be, reps, [&] { be.attention(q, k, v, o, AttentionMask{}, scale); }), flops);
-            // The joint attention's padded text: 156 of 256 text keys valid (FLOPs counted for all keys).
-            AttentionMask padded;
-            padded.kv_len = {tokens - 100};
-            report("attention", shape + " kv_len-100", "f32 io, bf16 mma",
-                   time_calls(be, reps, [&] { be.attention(q, k, v, o, padded, scale); }), flops);
+            for (const CudaImpl impl : {CudaImpl::Cudnn, CudaImpl::Kernel}) {
+                if (impl_text != "all" && impl_text != cuda_impl_name(impl)) continue;
+                be.set_attention_impl(impl);
+                // The path that really runs (cuDNN falls back to the kernel where it cannot build a plan).
+                const std::string path = attention_path_name(be.attention_path(D, false, false));
+                if (impl == CudaImpl::Cudnn) std::fprintf(stderr, "%s\n", be.cudnn_status().c_str());
+                report("attention", shape, "f32 io, bf16 " + path,
+                       time_calls(be, reps, [&] { be.attention(q, k, v, o, AttentionMask{}, scale); }), flops);
+                // The joint attention's padded text: 156 of 256 text keys valid (FLOPs counted for all keys).
+                AttentionMask padded;
+                padded.kv_len = {tokens - 100};
+                report("attention", shape + " kv_len-100", "f32 io, bf16 " + path,
+                       time_calls(be, reps, [&] { be.attention(q, k, v, o, padded, scale); }), flops);
+            }
         }
         be.synchronize();
     } catch (const std::exception& e) {

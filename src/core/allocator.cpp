@@ -34,16 +34,41 @@ void* Allocator::allocate(size_t bytes, std::string_view what) {
                                            name_, what.empty() ? "allocation" : what, format_bytes(double(bytes)),
                                            format_bytes(double(now - bytes)), format_bytes(double(budget_))));
     }
-    void* p = raw_allocate(bytes);
+    void* p = nullptr;
+    try {
+        p = raw_allocate(bytes);
+    } catch (...) {
+        in_use_.fetch_sub(bytes);
+        throw;
+    }
     if (!p) {
         in_use_.fetch_sub(bytes);
-        throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} for {}", name_, format_bytes(double(bytes)),
-                                           what.empty() ? "allocation" : what));
+        throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} for {} ({} in use, budget {})", name_,
+                                           format_bytes(double(bytes)), what.empty() ? "allocation" : what,
+                                           format_bytes(double(in_use_.load())),
+                                           budget_ ? format_bytes(double(budget_)) : std::string("unlimited")));
     }
     size_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
     }
     return p;
+}
+
+bool Allocator::charge_extra(size_t extra) {
+    if (extra == 0) return true;
+    const size_t now = in_use_.fetch_add(extra) + extra;
+    if (budget_ != 0 && now > budget_) {
+        in_use_.fetch_sub(extra);
+        return false;
+    }
+    size_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    return true;
+}
+
+void Allocator::uncharge_extra(size_t extra) {
+    in_use_.fetch_sub(extra);
 }
 
 void Allocator::deallocate(void* ptr, size_t bytes) {

@@ -37,6 +37,9 @@ public:
     Allocator& operator=(const Allocator&) = delete;
 
     virtual Device device() const = 0;
+    // The bytes a request of `bytes` holds (and is charged) when served by a new block: more than `bytes` where
+    // the allocator rounds (the CUDA caching allocator's blocks). Plans size their buffers with it.
+    virtual size_t block_bytes(size_t bytes) const { return bytes; }
     // Throws OutOfMemoryError when the budget would be exceeded. `what` names the request in that error.
     void* allocate(size_t bytes, std::string_view what);
     void deallocate(void* ptr, size_t bytes);
@@ -51,6 +54,11 @@ public:
 protected:
     virtual void* raw_allocate(size_t bytes) = 0;  // nullptr on failure
     virtual void raw_deallocate(void* ptr, size_t bytes) = 0;
+    // For allocators that serve a request with a larger block (rounding, a reused cached block): raw_allocate
+    // charges the block's bytes beyond the request to the budget and the in-use count (false, nothing counted,
+    // when that would pass the budget), and raw_deallocate gives them back.
+    bool charge_extra(size_t extra);
+    void uncharge_extra(size_t extra);
 
 private:
     std::string name_;

@@ -19,11 +19,15 @@ namespace sr {
 
 class VirtualAllocator final : public Allocator {
 public:
-    // `device`: the device whose memory this space plans (tensors are tagged with it).
-    explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0, Device device = Device::cpu())
-        : Allocator(std::move(name), budget_bytes), device_(device) {}
+    // `device`: the device whose memory this space plans (tensors are tagged with it). `block_bytes`: that
+    // device's allocator's rounding (Allocator::block_bytes), charged as the real allocator charges it; null:
+    // none.
+    explicit VirtualAllocator(std::string name = "virtual", size_t budget_bytes = 0, Device device = Device::cpu(),
+                              size_t (*block_bytes)(size_t) = nullptr)
+        : Allocator(std::move(name), budget_bytes), device_(device), block_bytes_(block_bytes) {}
     ~VirtualAllocator() override;
     Device device() const override { return device_; }
+    size_t block_bytes(size_t bytes) const override { return block_bytes_ ? block_bytes_(bytes) : bytes; }
 
 protected:
     void* raw_allocate(size_t bytes) override;
@@ -32,6 +36,7 @@ protected:
 private:
     static constexpr size_t kMaxCachedMappings = 1024;  // freed mappings kept for reuse, by size
     Device device_;
+    size_t (*block_bytes_)(size_t);
     std::mutex mutex_;
     std::unordered_map<size_t, std::vector<void*>> free_;
     size_t n_free_ = 0;

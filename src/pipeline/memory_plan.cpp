@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backends/cuda/block_cache.h"
 #include "backends/null_backend.h"
 #include "core/virtual_allocator.h"
 #ifdef SKYREELS_HAVE_CUDA
@@ -24,7 +25,7 @@ namespace {
 // still alive count too: they stay allocated on the device in a real run.
 class StageProbe final : public WeightPlacement {
 public:
-    explicit StageProbe(Device device) : device_(device) {}
+    StageProbe(Device device, size_t (*block_bytes)(size_t)) : device_(device), block_bytes_(block_bytes) {}
     struct Peaks {
         std::array<size_t, kPipelineModels> model{};  // per model used in the stage
         size_t outside = 0;                           // outside every model scope
@@ -34,7 +35,7 @@ public:
     Peaks run(F&& stage) {
         carried_ = 0;
         for (const auto& s : spaces_) carried_ += s->in_use_bytes();
-        spaces_.push_back(std::make_unique<VirtualAllocator>("plan", 0, device_));
+        spaces_.push_back(std::make_unique<VirtualAllocator>("plan", 0, device_, block_bytes_));
         NullBackend be(*spaces_.back());
         peaks_ = Peaks{};
         const size_t host_before = host_space_.in_use_bytes();
@@ -63,6 +64,7 @@ public:
 private:
     size_t now() const { return carried_ + spaces_.back()->peak_bytes(); }
     Device device_;
+    size_t (*block_bytes_)(size_t);
     VirtualAllocator host_space_{"plan host tensors"};  // outlives every tensor a stage hands to the next
     std::vector<std::unique_ptr<VirtualAllocator>> spaces_;
     size_t carried_ = 0;
@@ -78,22 +80,28 @@ size_t owned_bytes(const ModelBlocks& mb) {
     return n;
 }
 
-std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb) {
+std::vector<std::pair<std::string, size_t>> sizes_of(const ModelBlocks& mb, size_t (*block_bytes)(size_t)) {
     std::vector<std::pair<std::string, size_t>> v;
-    for (const auto& s : mb.blocks) v.emplace_back(s.name, device_block_bytes(s));
+    for (const auto& s : mb.blocks) {
+        const size_t bytes = device_block_bytes(s);
+        v.emplace_back(s.name, block_bytes ? block_bytes(bytes) : bytes);
+    }
     return v;
 }
 
 }  // namespace
 
 PlanTarget PlanTarget::of(Accelerator& accelerator) {
-    return {accelerator.staging_bytes(), accelerator.memory().device(), accelerator.backend().workspace_bytes()};
+    // The CUDA caching allocator rounds every block (block_cache.h); the simulated device's arena does not.
+    const Device d = accelerator.memory().device();
+    return {accelerator.staging_bytes(), d, accelerator.backend().workspace_bytes(),
+            d.type == DeviceType::CUDA ? &BlockCache::round_size : nullptr};
 }
 
 #ifdef SKYREELS_HAVE_CUDA
 PlanTarget PlanTarget::of_cuda(const CudaAcceleratorOptions& options) {
     return {CudaAccelerator::staging_bytes(options), Device{DeviceType::CUDA, options.device},
-            CudaBackend::kWorkspaceBytes};
+            CudaBackend::kWorkspaceBytes, &BlockCache::round_size};
 }
 #endif
 
@@ -117,7 +125,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         tok.clip_ids = Tensor::zeros({B, t.clip_max_length}, DType::I64);
         planned.tokens = tok;
     }
-    StageProbe probe(target.device);
+    StageProbe probe(target.device, target.block_bytes);
     TextConditioning text;
     auto text_act = probe.run([&](Backend& be, WeightPlacement* wp) { text = pipe.encode_text(be, planned, {}, wp); });
     Tensor image_latents;
@@ -163,7 +171,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         if (options.offload != OffloadMode::Block) return plan.model_bytes[i];
         ResidencyOptions o = residency_options(options, plan.reserves[i]);
         o.staging_bytes = target.staging_bytes;  // counted against --pinned-budget
-        const auto sizes = sizes_of(blocks[i]);
+        const auto sizes = sizes_of(blocks[i], target.block_bytes);
         ResidencyPlan rp;
         try {
             SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),

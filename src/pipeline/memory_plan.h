@@ -65,6 +65,9 @@ struct PlanTarget {
     size_t staging_bytes = 0;
     Device device = Device{DeviceType::Simulated, 0};
     size_t workspace_bytes = 0;
+    // The device allocator's rounding of each allocation (Allocator::block_bytes; null: none), applied to every
+    // planned activation and weight block as the real allocator charges them.
+    size_t (*block_bytes)(size_t) = nullptr;
     static PlanTarget of(Accelerator& accelerator);
 #ifdef SKYREELS_HAVE_CUDA
     // A CUDA device with these options, without touching a GPU (--dry-run plans a CUDA run anywhere).

@@ -12,7 +12,8 @@ namespace sr {
 CudaAccelerator::CudaAccelerator(const CudaAcceleratorOptions& options)
     : options_(options),
       pinned_(fmt::format("cuda:{} pinned host", options.device)),
-      backend_(CudaBackendOptions{options.device, options.memory_budget}) {
+      backend_(CudaBackendOptions{options.device, options.memory_budget}),
+      ring_(options.staging_chunks, options.staging_chunk_bytes) {
     SR_THROW_IF(options.staging_chunk_bytes == 0 || options.staging_chunks < 2,
                 "staging ring needs at least two chunks of nonzero size (got {} x {})", options.staging_chunks,
                 options.staging_chunk_bytes);
@@ -92,7 +93,6 @@ uint64_t CudaAccelerator::copy_async(void* dst, const void* src, size_t bytes, C
     check_worker_error_locked();
     if (path == CopyPath::Staged && !staging_) {
         staging_ = static_cast<char*>(pinned_.allocate(staging_bytes(), "pinned staging ring"));
-        slot_used_.assign(size_t(options_.staging_chunks), false);
         for (int i = 0; i < options_.staging_chunks; ++i) slot_events_.push_back(take_event_locked(false));
     }
     const uint64_t ticket = next_ticket_++;
@@ -142,20 +142,16 @@ void CudaAccelerator::issue(const Job& job) {
     if (job.path != CopyPath::Staged) {
         SR_CUDA_CHECK(cudaMemcpyAsync(job.dst, job.src, job.bytes, cudaMemcpyHostToDevice, copy_stream_));
     } else {
-        const size_t chunk = options_.staging_chunk_bytes;
-        const size_t n_slots = size_t(options_.staging_chunks);
-        for (size_t off = 0, k = 0; off < job.bytes; off += chunk, ++k) {
-            const size_t len = std::min(chunk, job.bytes - off);
-            const size_t slot = k % n_slots;
-            char* buf = staging_ + slot * chunk;
-            // The slot's previous transfer must have left it before the CPU overwrites it.
-            if (slot_used_[slot]) SR_CUDA_CHECK(cudaEventSynchronize(slot_events_[slot]));
+        ring_.for_each_chunk(job.bytes, [&](size_t off, size_t len, int slot, bool wait) {
+            char* buf = staging_ + size_t(slot) * ring_.slot_bytes();
+            // The slot's previous transfer (of this copy or an earlier one) must have left it before the CPU
+            // overwrites it.
+            if (wait) SR_CUDA_CHECK(cudaEventSynchronize(slot_events_[size_t(slot)]));
             std::memcpy(buf, static_cast<const char*>(job.src) + off, len);
             SR_CUDA_CHECK(
                 cudaMemcpyAsync(static_cast<char*>(job.dst) + off, buf, len, cudaMemcpyHostToDevice, copy_stream_));
-            SR_CUDA_CHECK(cudaEventRecord(slot_events_[slot], copy_stream_));
-            slot_used_[slot] = true;
-        }
+            SR_CUDA_CHECK(cudaEventRecord(slot_events_[size_t(slot)], copy_stream_));
+        });
     }
     SR_CUDA_CHECK(cudaEventRecord(end, copy_stream_));
     {

@@ -7,8 +7,9 @@
 // A copy engine thread issues every copy (keeping submission order across paths): Pinned and Pageable are
 // one cudaMemcpyAsync each (pageable memory makes the driver stage it, blocking the thread, not the caller);
 // Staged goes through a ring of pinned chunks (default 2 x 32 MiB): the thread memcpys the next chunk of the
-// source (e.g. mmap'd safetensors pages) into a free slot while the previous slot transfers, and reuses a
-// slot once the event recorded after its transfer has completed.
+// source (e.g. mmap'd safetensors pages) into the next slot while the previous slot transfers, and reuses a
+// slot once the event recorded after its transfer has completed. The ring's cursor runs on across copies
+// (backends/cuda/staging_ring.h), so consecutive small copies overlap each other's DMA too.
 //
 //   sr::CudaAccelerator dev({.memory_budget = 12ull << 30});
 //   uint64_t t = dev.copy_async(dst, src, bytes, sr::CopyPath::Staged);   // returns at once
@@ -32,6 +33,7 @@
 
 #include "backends/cuda/cuda_allocator.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/staging_ring.h"
 #include "runtime/accelerator.h"
 
 namespace sr {
@@ -94,7 +96,7 @@ private:
 
     char* staging_ = nullptr;  // staging_chunks x staging_chunk_bytes of pinned memory
     std::vector<cudaEvent_t> slot_events_;
-    std::vector<bool> slot_used_;
+    StagingRing ring_;  // slot cursor, kept across copies (only the copy thread touches it after construction)
 
     std::mutex mutex_;
     std::condition_variable queued_, submitted_cv_;

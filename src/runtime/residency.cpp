@@ -170,7 +170,10 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlock>
             if (t.defined() && !t.is_contiguous()) t = t.contiguous();
     std::vector<std::pair<std::string, size_t>> sizes;
     for (const auto& b : blocks_)
-        sizes.emplace_back(b.name, device_block_bytes(b)), block_bytes_.push_back(sizes.back().second);
+        // The device allocator's rounding counted (a CUDA block is rounded to 2 MiB): the plan holds what the
+        // budget will be charged.
+        block_bytes_.push_back(device_block_bytes(b)),
+            sizes.emplace_back(b.name, device_.memory().block_bytes(block_bytes_.back()));
     plan_ = plan_residency(sizes, options);
     const CopyPath default_path =
         options.host_memory == HostMemoryMode::Pageable ? CopyPath::Pageable : CopyPath::Staged;

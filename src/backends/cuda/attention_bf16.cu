@@ -12,6 +12,10 @@
 // 256 bytes, XOR-swizzled in 16-byte chunks (chunk ^ row % 8) so that ldmatrix's eight row reads land in
 // eight different bank groups.
 //
+// Masking is applied only to boundary tiles (the last valid keys, the causal diagonal, the last query rows, any
+// tile under a dense mask), and the softmax scale is folded into the exponent's FMA (the kernel needs scale > 0:
+// the running maxima are kept in raw score units).
+//
 // Numerics: q, k, v are rounded to bf16 (a relative error of at most 2^-9 each); scores, softmax statistics
 // and the accumulator are f32; the probabilities are rounded to bf16 for the P V product while the row sum
 // uses their f32 values (as FlashAttention does). tests/test_cuda_ops.cpp derives the tolerance from that.
@@ -173,28 +177,41 @@ __global__ void __launch_bounds__(kWarpsB * 32) attention_bf16_kernel(AttentionB
                 mma_bf16(s[2 * nb + 1], qf[kk], b2, b3);
             }
 
-        // Masks, scale, and the tile's row maxima. Element (n, e) is row g + 8 (e >= 2), key n*8 + 2 tig + e%2.
+        // Masks and the tile's row maxima, on the raw scores (the scale is folded into the exponent below).
+        // Element (n, e) is row g + 8 (e >= 2), key n*8 + 2 tig + e%2. Only a boundary tile (the last valid
+        // keys, a causal diagonal, the last query rows, or any tile under a dense mask) is masked element by
+        // element; for the others every key is valid for both of this thread's rows.
         const int64_t j0 = int64_t(t) * kRows;
+        const bool interior = !mask.dense && j0 + kRows <= row_end[0] && j0 + kRows <= row_end[1] && row[1] < a.Lq;
         float mx[2] = {-INFINITY, -INFINITY};
+        if (interior) {
 #pragma unroll
-        for (int n = 0; n < 8; ++n)
+            for (int n = 0; n < 8; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e >> 1;
-                const int64_t key = j0 + n * 8 + 2 * tig + (e & 1);
-                const bool ok = key < row_end[r] && row[r] < a.Lq && dense_allows(mask, row[r], key);
-                s[n][e] = ok ? s[n][e] * scale_log2 : -INFINITY;
-                mx[r] = fmaxf(mx[r], s[n][e]);
-            }
+                for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+        } else {
+#pragma unroll
+            for (int n = 0; n < 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e >> 1;
+                    const int64_t key = j0 + n * 8 + 2 * tig + (e & 1);
+                    const bool ok = key < row_end[r] && row[r] < a.Lq && dense_allows(mask, row[r], key);
+                    s[n][e] = ok ? s[n][e] : -INFINITY;
+                    mx[r] = fmaxf(mx[r], s[n][e]);
+                }
+        }
         float corr[2], m_use[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             // The four threads of a quad hold the same two rows.
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            // Running maxima are in raw score units (the scale is positive, so the maximum is the same key).
             const float m_new = fmaxf(m_run[r], mx[r]);
-            m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // no valid key yet: exp2(-inf - 0) = 0 everywhere
-            corr[r] = exp2f(m_run[r] - m_use[r]);
+            // No valid key yet: exp2(-inf * c - 0) = 0 everywhere.
+            m_use[r] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
+            corr[r] = m_new == m_run[r] ? 1.0f : exp2f(fmaf(m_run[r], scale_log2, -m_use[r]));
             m_run[r] = m_new;
         }
         float sum[2] = {0.0f, 0.0f};
@@ -202,7 +219,8 @@ __global__ void __launch_bounds__(kWarpsB * 32) attention_bf16_kernel(AttentionB
         for (int n = 0; n < 8; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
+                // exp((s - m) scale) = exp2(s scale log2(e) - m scale log2(e)): one FMA and the exp2.
+                s[n][e] = exp2f(fmaf(s[n][e], scale_log2, -m_use[e >> 1]));
                 sum[e >> 1] += s[n][e];
             }
 #pragma unroll
@@ -250,9 +268,14 @@ __global__ void __launch_bounds__(kWarpsB * 32) attention_bf16_kernel(AttentionB
         float* orow = out + row[r] * a.o_sl;
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
-            const int c = n * 8 + 2 * tig;
-            orow[c] = o[n][2 * r] * inv[r];
-            orow[c + 1] = o[n][2 * r + 1] * inv[r];
+            const int c = n * 8 + 2 * tig;  // even: one 8-byte store where the output layout allows it
+            const float x0 = o[n][2 * r] * inv[r], x1 = o[n][2 * r + 1] * inv[r];
+            if (a.out_pairs) {
+                *reinterpret_cast<float2*>(orow + c) = make_float2(x0, x1);
+            } else {
+                orow[c] = x0;
+                orow[c + 1] = x1;
+            }
         }
     }
 }
@@ -281,11 +304,12 @@ void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, 
     to_bf16_heads_kernel<<<grid_for(n_groups), kThreads, 0, stream>>>(src, s_sh, s_sl, dst, L, D, n_groups);
 }
 
-void attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {
-    if (a.Lq <= 0 || a.H <= 0) return;
-    cudaFuncSetAttribute(attention_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+cudaError_t attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {
+    if (a.Lq <= 0 || a.H <= 0) return cudaSuccess;
+    if (const cudaError_t e = opt_in_shared_memory<attention_bf16_kernel>(kSmemBytes); e != cudaSuccess) return e;
     const dim3 grid(unsigned((a.Lq + kRows - 1) / kRows), unsigned(a.H));
     attention_bf16_kernel<<<grid, kWarpsB * 32, kSmemBytes, stream>>>(a);
+    return cudaSuccess;
 }
 
 }  // namespace sr::cuda

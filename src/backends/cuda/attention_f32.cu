@@ -159,32 +159,34 @@ __global__ void __launch_bounds__(kWarps * 32) attention_f32_kernel(AttentionF32
 }
 
 template <int NT, int R>
-void launch(const AttentionF32Args& a, cudaStream_t stream) {
+constexpr size_t shared_bytes(int D) {
+    return sizeof(float) * size_t(kWarps * R * D + kTile * (D + 1) + kWarps * R * kTile);
+}
+
+template <int NT, int R>
+cudaError_t launch(const AttentionF32Args& a, cudaStream_t stream) {
     constexpr int RB = kWarps * R;
-    const int D = int(a.D);
-    const size_t bytes = sizeof(float) * size_t(RB * D + kTile * (D + 1) + RB * kTile);
+    const size_t bytes = shared_bytes<NT, R>(int(a.D));
     // Above the default 48 KB a kernel must opt in to its dynamic shared memory (up to 99 KB on sm_89,
-    // 163 KB on sm_80, 227 KB on sm_90; the largest here is 83 KB).
-    if (bytes > 48 * 1024)
-        cudaFuncSetAttribute(attention_f32_kernel<NT, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    // 163 KB on sm_80, 227 KB on sm_90; the largest here is 83 KB), once, for the largest D it serves.
+    constexpr size_t most = shared_bytes<NT, R>(32 * NT);
+    if (most > 48 * 1024)
+        if (const cudaError_t e = opt_in_shared_memory<attention_f32_kernel<NT, R>>(int(most)); e != cudaSuccess)
+            return e;
     const dim3 grid(unsigned((a.Lq + RB - 1) / RB), unsigned(a.H));
     attention_f32_kernel<NT, R><<<grid, kWarps * 32, bytes, stream>>>(a);
+    return cudaSuccess;
 }
 
 }  // namespace
 
-void attention_f32(const AttentionF32Args& a, cudaStream_t stream) {
-    if (a.Lq <= 0 || a.H <= 0 || a.D <= 0) return;
-    if (a.D <= 32)
-        launch<1, 8>(a, stream);
-    else if (a.D <= 64)
-        launch<2, 8>(a, stream);
-    else if (a.D <= 128)
-        launch<4, 8>(a, stream);
-    else if (a.D <= 256)
-        launch<8, 4>(a, stream);
-    else
-        launch<16, 2>(a, stream);
+cudaError_t attention_f32(const AttentionF32Args& a, cudaStream_t stream) {
+    if (a.Lq <= 0 || a.H <= 0 || a.D <= 0) return cudaSuccess;
+    if (a.D <= 32) return launch<1, 8>(a, stream);
+    if (a.D <= 64) return launch<2, 8>(a, stream);
+    if (a.D <= 128) return launch<4, 8>(a, stream);
+    if (a.D <= 256) return launch<8, 4>(a, stream);
+    return launch<16, 2>(a, stream);
 }
 
 }  // namespace sr::cuda

@@ -11,6 +11,7 @@
 // tensor-core variant or cuDNN is the next step if the VAE dominates a profiled run.
 #include <cuda_runtime.h>
 
+#include "backends/cuda/index_math.h"
 #include "backends/cuda/kernel_util.cuh"
 
 namespace sr::cuda {
@@ -19,18 +20,24 @@ namespace {
 
 constexpr int kBM = 64, kBN = 64, kBK = 16, kConvThreads = 256;
 
+// The divisions of the k-loop's gather in 32 bits (k = (c, a, i, j) over C x kt x kh x kw: K is at most a few
+// thousand), and of output positions when there are fewer than 2^31 of them (out32).
+struct Conv3dIndex {
+    FastDivmod window, khw, kw, s_out;
+    bool out32;
+};
+
 __global__ void __launch_bounds__(kConvThreads)
     conv3d_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                  float* __restrict__ y, Conv3dShape s) {
+                  float* __restrict__ y, Conv3dShape s, Conv3dIndex ix) {
     __shared__ __align__(16) float As[kBK][kBM];  // weights, k-major
     __shared__ __align__(16) float Bs[kBK][kBN];  // gathered input columns
 
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;  // this thread's 4 x 4 outputs: m = ty*4.., n = tx*4..
     const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
-    const int64_t K = s.C * s.kt * s.kh * s.kw;
+    const int K = int(s.C * s.kt * s.kh * s.kw);  // the host checks that it fits
     const int64_t S_out = s.Fo * s.Ho * s.Wo, N = s.B * S_out;
-    const int window = int(s.kt * s.kh * s.kw), khw = int(s.kh * s.kw);
 
     // The output position whose column this thread gathers (fixed for the whole k loop).
     const int gather_n = tid % kBN, gather_k = tid / kBN;  // k rows gather_k + 4e, e < 4
@@ -50,19 +57,24 @@ __global__ void __launch_bounds__(kConvThreads)
     const int load_m = tid % kBM, load_k = tid / kBM;
 
     float a_reg[4], b_reg[4];
-    auto load_slice = [&](int64_t k0) {
+    auto load_slice = [&](int k0) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const int64_t k = k0 + load_k + 4 * e, m = m0 + load_m;
+            const int k = k0 + load_k + 4 * e;
+            const int64_t m = m0 + load_m;
             a_reg[e] = (k < K && m < s.O) ? w[m * K + k] : 0.0f;
         }
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const int64_t k = k0 + gather_k + 4 * e;
+            const int k = k0 + gather_k + 4 * e;
             float v = 0.0f;
             if (p_valid && k < K) {
-                const int c = int(k / window), r = int(k % window);
-                const int64_t fi = fi0 + r / khw, hi = hi0 + (r / int(s.kw)) % int(s.kh), wi = wi0 + r % int(s.kw);
+                // k = ((c * kt + a) * kh + i) * kw + j: three 32-bit divmods instead of 64-bit division.
+                uint32_t c, r, a, rhw, i, j;
+                ix.window.divmod(uint32_t(k), c, r);
+                ix.khw.divmod(r, a, rhw);
+                ix.kw.divmod(rhw, i, j);
+                const int64_t fi = fi0 + a, hi = hi0 + i, wi = wi0 + j;
                 if (fi >= 0 && fi < s.F && hi >= 0 && hi < s.H && wi >= 0 && wi < s.W)
                     v = xb[((int64_t(c) * s.F + fi) * s.H + hi) * s.W + wi];
             }
@@ -81,7 +93,7 @@ __global__ void __launch_bounds__(kConvThreads)
     load_slice(0);
     store_slice();
     __syncthreads();
-    for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    for (int k0 = 0; k0 < K; k0 += kBK) {
         const bool more = k0 + kBK < K;
         if (more) load_slice(k0 + kBK);  // global loads in flight during the multiply below
 #pragma unroll
@@ -110,7 +122,16 @@ __global__ void __launch_bounds__(kConvThreads)
         for (int j = 0; j < 4; ++j) {
             const int64_t n = n0 + tx * 4 + j;
             if (n >= N) continue;
-            const int64_t b = n / S_out, r = n % S_out;
+            int64_t b, r;
+            if (ix.out32) {
+                uint32_t b32, r32;
+                ix.s_out.divmod(uint32_t(n), b32, r32);
+                b = b32;
+                r = r32;
+            } else {
+                b = n / S_out;
+                r = n % S_out;
+            }
             y[(b * s.O + m) * S_out + r] = acc[i][j] + bv;
         }
     }
@@ -121,8 +142,11 @@ __global__ void __launch_bounds__(kConvThreads)
 void conv3d(const float* x, const float* w, const float* bias, float* y, const Conv3dShape& s, cudaStream_t stream) {
     const int64_t N = s.B * s.Fo * s.Ho * s.Wo;
     if (N <= 0 || s.O <= 0) return;
+    const int64_t S_out = s.Fo * s.Ho * s.Wo;
+    Conv3dIndex ix{FastDivmod(uint32_t(s.kt * s.kh * s.kw)), FastDivmod(uint32_t(s.kh * s.kw)),
+                   FastDivmod(uint32_t(s.kw)), FastDivmod(uint32_t(fits_32(S_out) ? S_out : 1)), fits_32(N + kBN)};
     const dim3 grid(unsigned((N + kBN - 1) / kBN), unsigned((s.O + kBM - 1) / kBM));
-    conv3d_kernel<<<grid, kConvThreads, 0, stream>>>(x, w, bias, y, s);
+    conv3d_kernel<<<grid, kConvThreads, 0, stream>>>(x, w, bias, y, s, ix);
 }
 
 }  // namespace sr::cuda

@@ -3,6 +3,7 @@
 // conversions are the bit-exact ones of kernel_util.cuh.
 #include <cuda_runtime.h>
 
+#include "backends/cuda/index_math.h"
 #include "backends/cuda/kernel_util.cuh"
 
 namespace sr::cuda {
@@ -68,6 +69,20 @@ __global__ void strided_copy_kernel(const char* src, KType st, int s_bytes, char
     }
 }
 
+// The same with 32-bit FastDivmod index math, for copies of fewer than 2^31 elements.
+__global__ void strided_copy32_kernel(const char* src, KType st, int s_bytes, char* dst, KType dt, int d_bytes,
+                                      StridedIndex32<kMaxRank> ix, uint32_t n) {
+    const bool same = st == dt;
+    for (uint32_t i = uint32_t(global_thread()); i < n; i += uint32_t(grid_threads())) {
+        int64_t soff, doff;
+        ix.offsets(i, soff, doff);
+        if (same)
+            copy_element(src + soff * s_bytes, dst + doff * d_bytes, s_bytes);
+        else
+            store_float(dst + doff * d_bytes, dt, 0, load_float(src + soff * s_bytes, st, 0));
+    }
+}
+
 __global__ void embedding_kernel(const void* ids, KType id_type, int64_t ids_sb, int64_t ids_sl, const void* table,
                                  KType table_type, float* y, int64_t rows, int64_t L, int64_t D) {
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -87,6 +102,36 @@ __global__ void pad3d_replicate_kernel(const float* __restrict__ x, float* __res
         const int64_t hi = min(max(h - h0, int64_t(0)), H - 1);
         const int64_t wi = min(max(w - w0, int64_t(0)), W - 1);
         y[i] = x[((bc * F + fi) * H + hi) * W + wi];
+    }
+}
+
+// 32-bit variants of the two below: (bc, f, h, w) of an output index by FastDivmod.
+struct Grid3d32 {
+    FastDivmod Wo, Ho, Fo;
+};
+
+__global__ void pad3d_replicate32_kernel(const float* __restrict__ x, float* __restrict__ y, int F, int H, int W,
+                                         Grid3d32 g, int f0, int h0, int w0, uint32_t n) {
+    for (uint32_t i = uint32_t(global_thread()); i < n; i += uint32_t(grid_threads())) {
+        uint32_t rest, w, h, f, bc;
+        g.Wo.divmod(i, rest, w);
+        g.Ho.divmod(rest, rest, h);
+        g.Fo.divmod(rest, bc, f);
+        const int fi = min(max(int(f) - f0, 0), F - 1);
+        const int hi = min(max(int(h) - h0, 0), H - 1);
+        const int wi = min(max(int(w) - w0, 0), W - 1);
+        y[i] = x[((int64_t(bc) * F + fi) * H + hi) * W + wi];
+    }
+}
+
+__global__ void upsample_nearest3d32_kernel(const float* __restrict__ x, float* __restrict__ y, int F, int H, int W,
+                                            Grid3d32 g, FastDivmod sf, FastDivmod sh, FastDivmod sw, uint32_t n) {
+    for (uint32_t i = uint32_t(global_thread()); i < n; i += uint32_t(grid_threads())) {
+        uint32_t rest, w, h, f, bc;
+        g.Wo.divmod(i, rest, w);
+        g.Ho.divmod(rest, rest, h);
+        g.Fo.divmod(rest, bc, f);
+        y[i] = x[((int64_t(bc) * F + sf.div(f)) * H + sh.div(h)) * W + sw.div(w)];
     }
 }
 
@@ -118,6 +163,26 @@ __global__ void patchify_kernel(PatchifyArgs a, float* __restrict__ cols, int64_
     }
 }
 
+// 32-bit index math for patchify: every divisor of the decomposition below.
+struct PatchifyIndex32 {
+    FastDivmod P, N, HpWp, Wp, pw, ph, pt;
+};
+
+__global__ void patchify32_kernel(PatchifyArgs a, PatchifyIndex32 ix, float* __restrict__ cols, uint32_t n) {
+    for (uint32_t i = uint32_t(global_thread()); i < n; i += uint32_t(grid_threads())) {
+        uint32_t row, p, b, tok, f, hw, h, w, rest, kw, kh, kt, c;
+        ix.P.divmod(i, row, p);
+        ix.N.divmod(row, b, tok);
+        ix.HpWp.divmod(tok, f, hw);
+        ix.Wp.divmod(hw, h, w);
+        ix.pw.divmod(p, rest, kw);  // columns in the weight's (c, t, h, w) order
+        ix.ph.divmod(rest, rest, kh);
+        ix.pt.divmod(rest, c, kt);
+        cols[i] = a.x[b * a.sx[0] + c * a.sx[1] + (int64_t(f) * a.pt + kt) * a.sx[2] +
+                      (int64_t(h) * a.ph + kh) * a.sx[3] + (int64_t(w) * a.pw + kw) * a.sx[4]];
+    }
+}
+
 unsigned row_blocks(int64_t rows) {
     return unsigned(rows < (int64_t(1) << 20) ? rows : (int64_t(1) << 20));
 }
@@ -138,6 +203,19 @@ void strided_copy(const void* src, KType src_type, void* dst, KType dst_type, co
     int64_t n = 1;
     for (int d = 0; d < layout.rank; ++d) n *= layout.shape[d];
     if (n <= 0) return;
+    if (fits_32(n)) {
+        StridedIndex32<kMaxRank> ix;
+        ix.rank = layout.rank;
+        for (int d = 0; d < layout.rank; ++d) {
+            ix.dims[d] = FastDivmod(uint32_t(layout.shape[d]));
+            ix.a_stride[d] = layout.src_stride[d];
+            ix.b_stride[d] = layout.dst_stride[d];
+        }
+        strided_copy32_kernel<<<grid_for(n), kThreads, 0, stream>>>(static_cast<const char*>(src), src_type,
+                                                                    type_bytes(src_type), static_cast<char*>(dst),
+                                                                    dst_type, type_bytes(dst_type), ix, uint32_t(n));
+        return;
+    }
     strided_copy_kernel<<<grid_for(n), kThreads, 0, stream>>>(static_cast<const char*>(src), src_type,
                                                               type_bytes(src_type), static_cast<char*>(dst), dst_type,
                                                               type_bytes(dst_type), layout, n);
@@ -155,6 +233,12 @@ void pad3d_replicate(const float* x, float* y, int64_t BC, int64_t F, int64_t H,
     const int64_t Fo = F + pads[0] + pads[1], Ho = H + pads[2] + pads[3], Wo = W + pads[4] + pads[5];
     const int64_t n = BC * Fo * Ho * Wo;
     if (n <= 0) return;
+    if (fits_32(n) && fits_32(BC * F * H * W)) {
+        const Grid3d32 g{FastDivmod(uint32_t(Wo)), FastDivmod(uint32_t(Ho)), FastDivmod(uint32_t(Fo))};
+        pad3d_replicate32_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, int(F), int(H), int(W), g, int(pads[0]),
+                                                                       int(pads[2]), int(pads[4]), uint32_t(n));
+        return;
+    }
     pad3d_replicate_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, F, H, W, Fo, Ho, Wo, pads[0], pads[2], pads[4],
                                                                  n);
 }
@@ -163,6 +247,13 @@ void upsample_nearest3d(const float* x, float* y, int64_t BC, int64_t F, int64_t
                         int64_t sw, cudaStream_t stream) {
     const int64_t n = BC * F * sf * H * sh * W * sw;
     if (n <= 0) return;
+    if (fits_32(n)) {
+        const Grid3d32 g{FastDivmod(uint32_t(W * sw)), FastDivmod(uint32_t(H * sh)), FastDivmod(uint32_t(F * sf))};
+        upsample_nearest3d32_kernel<<<grid_for(n), kThreads, 0, stream>>>(
+            x, y, int(F), int(H), int(W), g, FastDivmod(uint32_t(sf)), FastDivmod(uint32_t(sh)),
+            FastDivmod(uint32_t(sw)), uint32_t(n));
+        return;
+    }
     upsample_nearest3d_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, F, H, W, sf, sh, sw, n);
 }
 
@@ -181,6 +272,14 @@ void patchify(const float* x, const int64_t x_stride[5], int64_t B, int64_t C, i
     a.P = C * pt * ph * pw;
     const int64_t n = B * a.N * a.P;
     if (n <= 0) return;
+    if (fits_32(n)) {
+        const PatchifyIndex32 ix{FastDivmod(uint32_t(a.P)),         FastDivmod(uint32_t(a.N)),
+                                 FastDivmod(uint32_t(a.Hp * a.Wp)), FastDivmod(uint32_t(a.Wp)),
+                                 FastDivmod(uint32_t(pw)),          FastDivmod(uint32_t(ph)),
+                                 FastDivmod(uint32_t(pt))};
+        patchify32_kernel<<<grid_for(n), kThreads, 0, stream>>>(a, ix, cols, uint32_t(n));
+        return;
+    }
     patchify_kernel<<<grid_for(n), kThreads, 0, stream>>>(a, cols, n);
 }
 

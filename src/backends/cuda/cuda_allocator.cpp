@@ -4,14 +4,6 @@
 
 namespace sr {
 
-namespace {
-
-constexpr size_t kSmallLimit = size_t(1) << 20;  // 1 MiB
-constexpr size_t kSmallQuantum = 512;
-constexpr size_t kLargeQuantum = size_t(2) << 20;  // 2 MiB
-
-}  // namespace
-
 CudaCachingAllocator::CudaCachingAllocator(std::string name, size_t budget_bytes, int device,
                                            cudaStream_t compute_stream)
     : Allocator(std::move(name), budget_bytes), device_(device), stream_(compute_stream) {}
@@ -21,27 +13,21 @@ CudaCachingAllocator::~CudaCachingAllocator() {
     // outlive their allocator, a bug of the caller) are left alone rather than freed under them.
     std::lock_guard<std::mutex> lock(mutex_);
     cudaSetDevice(device_);
-    for (auto& [size, block] : free_) {
-        cudaFree(block.ptr);
-        if (block.freed) cudaEventDestroy(block.freed);
+    for (const BlockCache::Block& b : cache_.take_all_cached()) {
+        cudaFree(b.ptr);
+        if (b.event) cudaEventDestroy(static_cast<cudaEvent_t>(b.event));
     }
     for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cudaGetLastError();
 }
 
-size_t CudaCachingAllocator::round_size(size_t bytes) {
-    if (bytes == 0) bytes = 1;
-    const size_t q = bytes <= kSmallLimit ? kSmallQuantum : kLargeQuantum;
-    return (bytes + q - 1) / q * q;
-}
-
 size_t CudaCachingAllocator::reserved_bytes() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return reserved_;
+    return cache_.reserved_bytes();
 }
 size_t CudaCachingAllocator::cached_bytes() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return cached_;
+    return cache_.cached_bytes();
 }
 uint64_t CudaCachingAllocator::device_allocations() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -54,20 +40,17 @@ uint64_t CudaCachingAllocator::cache_hits() const {
 
 void CudaCachingAllocator::release_cached() {
     std::lock_guard<std::mutex> lock(mutex_);
-    release_cached_locked();
+    free_blocks_locked(cache_.take_all_cached());
 }
 
-void CudaCachingAllocator::release_cached_locked() {
-    if (free_.empty()) return;
+void CudaCachingAllocator::free_blocks_locked(const std::vector<BlockCache::Block>& blocks) {
+    if (blocks.empty()) return;
     cudaSetDevice(device_);
-    for (auto& [size, block] : free_) {
+    for (const BlockCache::Block& b : blocks) {
         // cudaFree waits for the device, so work still reading the block (queued before its free) finishes first.
-        cudaFree(block.ptr);
-        reserved_ -= block.size;
-        if (block.freed) spare_events_.push_back(block.freed);
+        cudaFree(b.ptr);
+        if (b.event) spare_events_.push_back(static_cast<cudaEvent_t>(b.event));
     }
-    free_.clear();
-    cached_ = 0;
     cudaGetLastError();
 }
 
@@ -87,57 +70,60 @@ cudaEvent_t CudaCachingAllocator::take_event_locked() {
 
 void* CudaCachingAllocator::raw_allocate(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
+    // The base class has charged `bytes`; the block's bytes beyond them are charged here, so in_use_bytes() is
+    // real device memory. A cached block within the slack is reused when its extra bytes fit the budget.
     const size_t size = round_size(bytes);
-    // Best fit among cached blocks, accepting up to 1/8 more than asked so that sizes differing by a little
-    // (e.g. the last tile of a VAE decode) still reuse the cache.
-    auto it = free_.lower_bound(size);
-    if (it != free_.end() && it->first <= size + size / 8) {
-        Block block = it->second;
-        free_.erase(it);
-        cached_ -= block.size;
-        ++hits_;
-        live_[reinterpret_cast<uintptr_t>(block.ptr)] = block;
-        return block.ptr;
+    if (auto b = cache_.take_cached(size, bytes)) {
+        if (charge_extra(b->size - bytes)) {
+            ++hits_;
+            return b->ptr;
+        }
+        cache_.put_cached(cache_.remove_live(b->ptr));  // its slack does not fit: a fresh block below
     }
-    if (budget_bytes() != 0 && reserved_ + size > budget_bytes()) release_cached_locked();
+    if (!charge_extra(size - bytes)) return nullptr;  // the rounding alone passes the budget
+    free_blocks_locked(cache_.make_room(size, budget_bytes()));
     cudaSetDevice(device_);
     void* p = nullptr;
     if (cudaMalloc(&p, size) != cudaSuccess) {
-        cudaGetLastError();  // out of memory is not sticky: clear it, drop the cache, try once more
-        release_cached_locked();
+        cudaGetLastError();  // out of memory is not sticky: clear it, drop the whole cache, try once more
+        free_blocks_locked(cache_.take_all_cached());
         if (cudaMalloc(&p, size) != cudaSuccess) {
             cudaGetLastError();
+            uncharge_extra(size - bytes);
             return nullptr;  // the base class throws OutOfMemoryError naming the request
         }
     }
-    reserved_ += size;
     ++mallocs_;
-    live_[reinterpret_cast<uintptr_t>(p)] = Block{p, size, nullptr};
+    cache_.add_live(BlockCache::Block{p, size, bytes, nullptr});
     return p;
 }
 
 void CudaCachingAllocator::raw_deallocate(void* ptr, size_t) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = live_.find(reinterpret_cast<uintptr_t>(ptr));
-    SR_ASSERT(it != live_.end(), "{}: free of {} which it did not allocate", name(), ptr);
-    Block block = it->second;
-    live_.erase(it);
-    if (!block.freed) block.freed = take_event_locked();
-    if (block.freed && cudaEventRecord(block.freed, stream_) != cudaSuccess) cudaGetLastError();
-    cached_ += block.size;
-    free_.emplace(block.size, block);
+    BlockCache::Block b = cache_.remove_live(ptr);
+    uncharge_extra(b.size - b.requested);
+    auto event = static_cast<cudaEvent_t>(b.event);
+    if (!event) event = take_event_locked();
+    if (event && cudaEventRecord(event, stream_) != cudaSuccess) {
+        cudaGetLastError();
+        spare_events_.push_back(event);
+        event = nullptr;
+    }
+    if (!event) {
+        // No event to order other streams after the compute work that used the block: wait for that work here
+        // instead (rare: event creation failed), so order_before_use_on never has to guess.
+        if (cudaStreamSynchronize(stream_) != cudaSuccess) cudaGetLastError();
+    }
+    b.event = event;
+    cache_.put_cached(b);
 }
 
 void CudaCachingAllocator::order_before_use_on(const void* ptr, cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto addr = reinterpret_cast<uintptr_t>(ptr);
-    auto it = live_.upper_bound(addr);
-    if (it == live_.begin()) return;
-    --it;
-    const Block& block = it->second;
-    if (addr >= it->first + block.size || !block.freed) return;
+    const BlockCache::Block* b = cache_.live_containing(ptr);
+    if (!b || !b->event) return;
     // Waiting on an event that already completed costs nothing on the device.
-    SR_CUDA_CHECK(cudaStreamWaitEvent(stream, block.freed, 0));
+    SR_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(b->event), 0));
 }
 
 void* CudaPinnedAllocator::raw_allocate(size_t bytes) {

@@ -2,16 +2,18 @@
 //
 // CudaCachingAllocator keeps freed device blocks in size-bucketed free lists and hands them out again, so a
 // step loop whose shapes repeat calls cudaMalloc only in its first step (cudaMalloc and cudaFree cost
-// milliseconds and cudaFree synchronizes the device). The byte budget is the base class's: a request that
-// would take the bytes in use past it throws OutOfMemoryError. The memory actually held (reserved_bytes) is
-// the bytes in use plus rounding (at most 2 MiB per block above 1 MiB, 511 bytes below) plus cached free
-// blocks; the cache is released whenever a new cudaMalloc would take reserved past the budget, or when
-// cudaMalloc fails.
+// milliseconds and cudaFree synchronizes the device). The byte budget is the base class's, counted in real
+// block bytes (block_cache.h): a request is charged the whole block that serves it (rounded to 512 bytes up to
+// 1 MiB and to 2 MiB above, or a reused cached block at most 1/8 and at most 8 MiB larger), so in_use_bytes()
+// is what live tensors hold on the device and a request that would take it past the budget throws
+// OutOfMemoryError. Cached free blocks come on top (reserved_bytes); when a new block would take reserved past
+// the budget, only enough cached blocks to make room are freed; when cudaMalloc itself fails, the whole cache is.
 //
 // Blocks are stream-ordered on the compute stream: a block freed while kernels queued on that stream still
 // use it may be handed out at once to work queued later on the same stream. Another stream (the copy stream)
 // must first call order_before_use_on(ptr, stream), which makes it wait for the compute work queued before
-// the block's last free (an event recorded at every free).
+// the block's last free (an event recorded at every free; should no event be available, the free waits for
+// the compute stream instead, so the ordering is never lost).
 //
 //   sr::CudaCachingAllocator mem("cuda:0", 12ull << 30, 0, compute_stream);
 //   void* p = mem.allocate(bytes, "activations");  mem.deallocate(p, bytes);   // back to the cache
@@ -21,10 +23,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <map>
 #include <mutex>
 #include <vector>
 
+#include "backends/cuda/block_cache.h"
 #include "core/allocator.h"
 
 namespace sr {
@@ -35,9 +37,10 @@ public:
     ~CudaCachingAllocator() override;
 
     Device device() const override { return {DeviceType::CUDA, device_}; }
+    size_t block_bytes(size_t bytes) const override { return round_size(bytes); }
 
-    // The block size a request of `bytes` is served with.
-    static size_t round_size(size_t bytes);
+    // The block size a request of `bytes` is served with (when no cached block is reused).
+    static size_t round_size(size_t bytes) { return BlockCache::round_size(bytes); }
 
     size_t reserved_bytes() const;  // held from the driver: live blocks and the cache
     size_t cached_bytes() const;    // free blocks kept for reuse
@@ -55,21 +58,15 @@ protected:
     void raw_deallocate(void* ptr, size_t bytes) override;
 
 private:
-    struct Block {
-        void* ptr = nullptr;
-        size_t size = 0;
-        cudaEvent_t freed = nullptr;  // recorded on the compute stream at the block's last free
-    };
-    void release_cached_locked();
+    // Blocks' `event`: a cudaEvent_t recorded on the compute stream at the block's last free (null when fresh).
+    void free_blocks_locked(const std::vector<BlockCache::Block>& blocks);
     cudaEvent_t take_event_locked();
 
     int device_;
     cudaStream_t stream_;
     mutable std::mutex mutex_;
-    std::multimap<size_t, Block> free_;  // by block size
-    std::map<uintptr_t, Block> live_;    // by address
+    BlockCache cache_;
     std::vector<cudaEvent_t> spare_events_;
-    size_t reserved_ = 0, cached_ = 0;
     uint64_t mallocs_ = 0, hits_ = 0;
 };
 

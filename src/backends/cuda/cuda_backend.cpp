@@ -5,12 +5,15 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_gemm.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/staging_ring.h"
 
 namespace sr {
 
@@ -78,17 +81,36 @@ cuda::StridedLayout coalesce(const Tensor& src, const Tensor& dst) {
 
 static_assert(implements_every_op<CudaBackend>(), "every op has a CUDA kernel");
 
+struct CudaBackend::Bounce {
+    std::mutex mutex;
+    char* buffer = nullptr;  // kBounceSlots x kBounceSlotBytes, page-locked
+    cudaEvent_t events[kBounceSlots] = {};
+    StagingRing ring{kBounceSlots, kBounceSlotBytes};
+};
+
 CudaBackend::CudaBackend(const CudaBackendOptions& options)
     : device_(options.device),
       stream_(create_stream(options.device)),
       memory_(fmt::format("cuda:{}", options.device), options.memory_budget, options.device, stream_),
-      gemm_(std::make_unique<Gemm>(*this)) {}
+      gemm_(std::make_unique<Gemm>(*this)),
+      cudnn_(make_cudnn()) {
+    if (const char* env = std::getenv("SKYREELS_CUDA_ATTENTION"); env && *env)
+        SR_THROW_IF(!parse_cuda_impl(env, attention_impl_), "SKYREELS_CUDA_ATTENTION='{}': expected cudnn or kernel",
+                    env);
+    if (const char* env = std::getenv("SKYREELS_CUDA_CONV"); env && *env)
+        SR_THROW_IF(!parse_cuda_impl(env, conv_impl_), "SKYREELS_CUDA_CONV='{}': expected cudnn or kernel", env);
+}
 
 CudaBackend::~CudaBackend() {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
-    gemm_.reset();  // its workspace goes back to memory_, recording an event on stream_
-    cudaStreamSynchronize(stream_);
+    gemm_.reset();
+    cudnn_.reset();
+    if (bounce_) {
+        for (cudaEvent_t e : bounce_->events)
+            if (e) cudaEventDestroy(e);
+        if (bounce_->buffer) cudaFreeHost(bounce_->buffer);
+    }
     cudaStreamDestroy(stream_);
     cudaGetLastError();
 }
@@ -110,6 +132,27 @@ void CudaBackend::check_here(const Tensor& t, const char* what) const {
 void CudaBackend::synchronize() {
     make_current();
     SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::upload_bytes(void* dst, const void* src, size_t bytes) {
+    if (!bounce_) bounce_ = std::make_unique<Bounce>();
+    Bounce& b = *bounce_;
+    std::lock_guard<std::mutex> lock(b.mutex);
+    if (!b.buffer) {
+        void* p = nullptr;
+        SR_CUDA_CHECK(cudaHostAlloc(&p, kBounceSlotBytes * kBounceSlots, cudaHostAllocPortable));
+        b.buffer = static_cast<char*>(p);
+        for (cudaEvent_t& e : b.events) SR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    b.ring.for_each_chunk(bytes, [&](size_t off, size_t len, int slot, bool wait) {
+        char* staged = b.buffer + size_t(slot) * kBounceSlotBytes;
+        // Only the slot's previous DMA is waited for (a small copy: none while the other slot is free), never
+        // the compute stream as a whole.
+        if (wait) SR_CUDA_CHECK(cudaEventSynchronize(b.events[slot]));
+        std::memcpy(staged, static_cast<const char*>(src) + off, len);
+        SR_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, staged, len, cudaMemcpyHostToDevice, stream_));
+        SR_CUDA_CHECK(cudaEventRecord(b.events[slot], stream_));
+    });
 }
 
 Tensor CudaBackend::upload(const Tensor& host) {
@@ -149,12 +192,9 @@ void CudaBackend::exec(const CopyOp& op) {
     if (!src_here) {
         // Host -> device: bytes as they are (contiguous, same dtype), then convert/scatter on the device.
         if (src.is_contiguous() && dst.is_contiguous() && src.dtype() == dst.dtype()) {
-            SR_CUDA_CHECK(
-                cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(), cudaMemcpyHostToDevice, stream_));
-            // From pageable memory the call returns once the bytes are staged, but the caller may free `src` at
-            // once and a later kernel must see the data: wait (upload is not a hot path; the accelerator's
-            // copy engine is).
-            SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+            // Through the pinned bounce ring: the caller may free `src` as soon as this returns (its bytes are in
+            // the ring), and kernels queued later on the compute stream see the data.
+            upload_bytes(dst.raw_data(), src.raw_data(), src.nbytes());
             return;
         }
         const Tensor packed = src.contiguous();

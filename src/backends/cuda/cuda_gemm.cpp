@@ -31,16 +31,8 @@ cudaDataType_t cuda_type(DType t) {
     return t == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
 }
 
-int alignment_of(const void* p) {
-    const auto a = reinterpret_cast<uintptr_t>(p);
-    int al = 256;
-    while (al > 1 && a % uintptr_t(al) != 0) al >>= 1;
-    return al;
-}
-
 int64_t chunk_rows(int64_t total, int64_t bytes_per_row) {
-    const int64_t rows = std::max<int64_t>(64, kScratchBytes / std::max<int64_t>(bytes_per_row, 1) / 64 * 64);
-    return std::min(rows, total);
+    return scratch_chunk_rows(total, bytes_per_row, kScratchBytes);
 }
 
 cuda::KType ktype(DType t) {
@@ -63,33 +55,48 @@ CudaBackend::Gemm::~Gemm() {
     cublasLtDestroy(handle);
 }
 
-CudaBackend::Gemm::Plan* CudaBackend::Gemm::plan(const Key& key) {
+CudaBackend::Gemm::Plan* CudaBackend::Gemm::plan(const Key& key, const float* bias) {
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
     if (unsupported.count(key)) return nullptr;
-    const auto [M, N, K, ldy, ab, yt, bias, align_x, align_w, align_y] = key;
-    const cudaDataType_t ab_type = cuda_type(DType(ab)), y_type = cuda_type(DType(yt));
+    const GemmShape& sh = key.shape;
+    const int64_t M = sh.M, N = sh.N, K = sh.K;
+    const cudaDataType_t ab_type = cuda_type(DType(sh.ab_type)), y_type = cuda_type(DType(sh.y_type));
     Plan p;
-    SR_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (bias) {
-        const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-        SR_CUBLAS_CHECK(
-            cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    }
-    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab_type, uint64_t(K), uint64_t(N), K));  // weights
-    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab_type, uint64_t(K), uint64_t(M), K));  // activations
-    SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, y_type, uint64_t(N), uint64_t(M), ldy));
-
+    auto destroy = [&p] {
+        if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+        if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+        if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+        if (p.op) cublasLtMatmulDescDestroy(p.op);
+    };
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
     cublasLtMatmulPreference_t pref = nullptr;
-    SR_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    try {
+        SR_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+        SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+        if (key.bias) {
+            const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+            SR_CUBLAS_CHECK(
+                cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+            // The heuristic takes the bias vector's alignment from this pointer: the real one, never null.
+            SR_CUBLAS_CHECK(
+                cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        }
+        SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab_type, uint64_t(K), uint64_t(N), K));  // weights
+        SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab_type, uint64_t(K), uint64_t(M), K));  // activations
+        SR_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, y_type, uint64_t(N), uint64_t(M), sh.ldy));
+        SR_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    } catch (...) {
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        destroy();
+        throw;
+    }
     const uint64_t ws = kWorkspaceBytes;
-    const uint32_t al_a = uint32_t(align_w), al_b = uint32_t(align_x), al_d = uint32_t(align_y);
+    const uint32_t al_a = uint32_t(key.align_w), al_b = uint32_t(key.align_x), al_d = uint32_t(key.align_y);
     cublasLtMatmulHeuristicResult_t result{};
     int n_results = 0;
-    cublasStatus_t status =
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
     if (status == CUBLAS_STATUS_SUCCESS)
         status =
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a));
@@ -105,25 +112,35 @@ CudaBackend::Gemm::Plan* CudaBackend::Gemm::plan(const Key& key) {
     if (status == CUBLAS_STATUS_SUCCESS)
         status = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
+    // Any failure of the query (NOT_SUPPORTED for operands no kernel takes, e.g. bf16 rows that are not 16-byte
+    // aligned; INVALID_VALUE for an attribute this cuBLASLt version rejects; a per-result error) means "no plan":
+    // the caller falls back to f32 arithmetic or names the shape, instead of failing inside the heuristic.
+    if (status == CUBLAS_STATUS_SUCCESS && n_results > 0 && result.state != CUBLAS_STATUS_SUCCESS)
+        status = result.state;
     if (status != CUBLAS_STATUS_SUCCESS || n_results == 0) {
-        cublasLtMatrixLayoutDestroy(p.a);
-        cublasLtMatrixLayoutDestroy(p.b);
-        cublasLtMatrixLayoutDestroy(p.d);
-        cublasLtMatmulDescDestroy(p.op);
-        if (status != CUBLAS_STATUS_NOT_SUPPORTED) SR_CUBLAS_CHECK(status);
-        // E.g. bf16 operands whose rows are not 16-byte aligned (K odd): no tensor-core kernel takes them.
-        unsupported[key] = true;
+        destroy();
+        unsupported[key] = int(status);
         return nullptr;
     }
     p.algo = result.algo;
+    p.workspace = std::min<size_t>(result.workspaceSize, kWorkspaceBytes);
     return &plans.emplace(key, p).first->second;
 }
 
 void CudaBackend::matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y,
                          DType y_type, int64_t ldy, const float* bias) {
-    if (!try_matmul(M, N, K, x, w, ab_type, y, y_type, ldy, bias))
-        throw VendorError(fmt::format("cuBLASLt has no algorithm for y[{},{}] = x[{},{}] w[{},{}]^T ({} operands)", M,
-                                      N, M, K, N, K, dtype_name(ab_type)));
+    if (try_matmul(M, N, K, x, w, ab_type, y, y_type, ldy, bias)) return;
+    const Gemm::Key key = gemm_plan_key({M, N, K, ldy, int(ab_type), int(y_type)}, x, w, y, bias);
+    int status = 0;
+    {
+        std::lock_guard<std::mutex> lock(gemm_->mutex);
+        if (auto it = gemm_->unsupported.find(key); it != gemm_->unsupported.end()) status = it->second;
+    }
+    throw VendorError(
+        fmt::format("cuBLASLt has no algorithm for y[{},{}] = x[{},{}] w[{},{}]^T ({} operands, "
+                    "alignment x {} w {} y {} bias {}): heuristic status {}",
+                    M, N, M, K, N, K, dtype_name(ab_type), key.align_x, key.align_w, key.align_y, key.align_bias,
+                    cublasLtGetStatusName(cublasStatus_t(status))));
 }
 
 bool CudaBackend::try_matmul(int64_t M, int64_t N, int64_t K, const void* x, const void* w, DType ab_type, void* y,
@@ -137,17 +154,18 @@ bool CudaBackend::try_matmul(int64_t M, int64_t N, int64_t K, const void* x, con
     make_current();
     Gemm& g = *gemm_;
     std::lock_guard<std::mutex> lock(g.mutex);  // the plan's bias pointer is set per call
-    if (!g.workspace.defined())
-        g.workspace = Tensor::empty({int64_t(Gemm::kWorkspaceBytes)}, DType::Bool, memory_, "cuBLASLt workspace");
-    const Gemm::Key key{
-        M, N, K, ldy, int(ab_type), int(y_type), bias != nullptr, alignment_of(x), alignment_of(w), alignment_of(y)};
-    Gemm::Plan* p = g.plan(key);
+    const Gemm::Key key = gemm_plan_key({M, N, K, ldy, int(ab_type), int(y_type)}, x, w, y, bias);
+    Gemm::Plan* p = g.plan(key, bias);
     if (!p) return false;
     if (bias)
         SR_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    // Per-call workspace inside the budget (released when this returns; stream-ordered reuse makes the next
+    // GEMM's request a cache hit), sized for the chosen algorithm: often nothing at all.
+    Tensor workspace =
+        p->workspace ? Tensor::empty({int64_t(p->workspace)}, DType::Bool, memory_, "cuBLASLt workspace") : Tensor();
     const float alpha = 1.0f, beta = 0.0f;
     SR_CUBLAS_CHECK(cublasLtMatmul(g.handle, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->d, y, p->d, &p->algo,
-                                   g.workspace.raw_data(), Gemm::kWorkspaceBytes, stream_));
+                                   workspace.defined() ? workspace.raw_data() : nullptr, p->workspace, stream_));
     return true;
 }
 
@@ -182,16 +200,20 @@ void CudaBackend::exec(const LinearOp& op) {
             if (try_matmul(rows, N, K, xb.raw_data(), weight.raw_data(), DType::BF16, yd + m0 * N, DType::F32, N, bp))
                 continue;
             // No bf16 algorithm for this shape (rows not 16-byte aligned): the same products in f32 arithmetic
-            // (bf16 x bf16 products are exact in f32), from the bf16-rounded activations widened back.
-            Tensor xr = Tensor::empty({M - m0, K}, DType::F32, memory_, "linear input (bf16-rounded)");
-            for (int64_t r0 = m0; r0 < M; r0 += mc) {
-                const int64_t n_rows = std::min(mc, M - r0);
-                cuda::convert(xd + r0 * K, cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, n_rows * K, stream_);
-                cuda::convert(xb.raw_data(), cuda::KType::BF16, xr.data<float>() + (r0 - m0) * K, cuda::KType::F32,
-                              n_rows * K, stream_);
+            // (bf16 x bf16 products are exact in f32), from the bf16-rounded activations widened back, a block of
+            // rows at a time so the scratch stays within kGemmScratchBytes per buffer. xb is no longer needed.
+            xb = Tensor();
+            const int64_t mr = chunk_rows(M - m0, K * 4);
+            Tensor xr = Tensor::empty({mr, K}, DType::F32, memory_, "linear input (bf16-rounded)");
+            Tensor xr16 = Tensor::empty({mr, K}, DType::BF16, memory_, "linear input (bf16)");
+            for (int64_t r0 = m0; r0 < M; r0 += mr) {
+                const int64_t n_rows = std::min(mr, M - r0);
+                cuda::convert(xd + r0 * K, cuda::KType::F32, xr16.raw_data(), cuda::KType::BF16, n_rows * K, stream_);
+                cuda::convert(xr16.raw_data(), cuda::KType::BF16, xr.data<float>(), cuda::KType::F32, n_rows * K,
+                              stream_);
                 SR_CUDA_CHECK_LAUNCH();
+                linear_f32(xr.data<float>(), n_rows, weight, bp, yd + r0 * N);
             }
-            linear_f32(xr.data<float>(), M - m0, weight, bp, yd + m0 * N);
             break;
         }
     } else {
@@ -239,38 +261,45 @@ void CudaBackend::exec(const QuantLinearOp& op) {
                                     op.scale ? ktype(op.scale->dtype()) : cuda::KType::F32,
                                     op.scale ? op.scale->numel() : 0};
     // A block of weight rows dequantized at a time into the GEMM's input type: bf16 (activations rounded to
-    // bf16, as the CPU's BF16 path) or f32.
+    // bf16, as the CPU's BF16 path) or f32. In bf16 the activations are rounded a block of rows at a time too,
+    // so no scratch passes kGemmScratchBytes; the weights are then dequantized once per row block (a pass over
+    // N x K elements, small next to the M x N x K GEMM it feeds).
     const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
     const DType wt = bf16 ? DType::BF16 : DType::F32;
     const int64_t nb = chunk_rows(N, K * int64_t(dtype_size(wt)));
+    const int64_t mc = bf16 ? chunk_rows(M, K * 2) : M;
     Tensor wd = Tensor::empty({nb, K}, wt, memory_, "quant_linear weights (dequantized)");
-    Tensor xb;
-    if (bf16) {
-        xb = Tensor::empty({M, K}, DType::BF16, memory_, "quant_linear input (bf16)");
-        make_current();
-        cuda::convert(op.x.data<float>(), cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, M * K, stream_);
-        SR_CUDA_CHECK_LAUNCH();
-    }
+    Tensor xb = bf16 ? Tensor::empty({mc, K}, DType::BF16, memory_, "quant_linear input (bf16)") : Tensor();
+    Tensor wf;  // the bf16 fallback's widened block, made when first needed
     float* yd = op.y.data<float>();
-    for (int64_t n0 = 0; n0 < N; n0 += nb) {
-        const int64_t rows = std::min(nb, N - n0);
-        make_current();
-        cuda::dequantize_rows(w, n0, rows, wd.raw_data(), ktype(wt), stream_);
-        SR_CUDA_CHECK_LAUNCH();
-        if (!bf16) {
-            matmul(M, rows, K, op.x.data<float>(), wd.raw_data(), DType::F32, yd + n0, DType::F32, N,
-                   bp ? bp + n0 : nullptr);
-            continue;
+    const float* xd = op.x.data<float>();
+    for (int64_t m0 = 0; m0 < M; m0 += mc) {
+        const int64_t m_rows = std::min(mc, M - m0);
+        if (bf16) {
+            make_current();
+            cuda::convert(xd + m0 * K, cuda::KType::F32, xb.raw_data(), cuda::KType::BF16, m_rows * K, stream_);
+            SR_CUDA_CHECK_LAUNCH();
         }
-        if (try_matmul(M, rows, K, xb.raw_data(), wd.raw_data(), DType::BF16, yd + n0, DType::F32, N,
-                       bp ? bp + n0 : nullptr))
-            continue;
-        // No bf16 algorithm for this shape: the block in f32 arithmetic (the dequantized weights widened back).
-        Tensor wf = Tensor::empty({rows, K}, DType::F32, memory_, "quant_linear weights (f32)");
-        cuda::convert(wd.raw_data(), cuda::KType::BF16, wf.raw_data(), cuda::KType::F32, rows * K, stream_);
-        SR_CUDA_CHECK_LAUNCH();
-        matmul(M, rows, K, op.x.data<float>(), wf.raw_data(), DType::F32, yd + n0, DType::F32, N,
-               bp ? bp + n0 : nullptr);
+        for (int64_t n0 = 0; n0 < N; n0 += nb) {
+            const int64_t rows = std::min(nb, N - n0);
+            float* y_block = yd + m0 * N + n0;
+            const float* b_block = bp ? bp + n0 : nullptr;
+            make_current();
+            cuda::dequantize_rows(w, n0, rows, wd.raw_data(), ktype(wt), stream_);
+            SR_CUDA_CHECK_LAUNCH();
+            if (!bf16) {
+                matmul(m_rows, rows, K, xd + m0 * K, wd.raw_data(), DType::F32, y_block, DType::F32, N, b_block);
+                continue;
+            }
+            if (try_matmul(m_rows, rows, K, xb.raw_data(), wd.raw_data(), DType::BF16, y_block, DType::F32, N, b_block))
+                continue;
+            // No bf16 algorithm for this shape: the block in f32 arithmetic (the dequantized weights widened
+            // back, multiplied with the f32 activations).
+            if (!wf.defined()) wf = Tensor::empty({nb, K}, DType::F32, memory_, "quant_linear weights (f32)");
+            cuda::convert(wd.raw_data(), cuda::KType::BF16, wf.raw_data(), cuda::KType::F32, rows * K, stream_);
+            SR_CUDA_CHECK_LAUNCH();
+            matmul(m_rows, rows, K, xd + m0 * K, wf.raw_data(), DType::F32, y_block, DType::F32, N, b_block);
+        }
     }
 }
 

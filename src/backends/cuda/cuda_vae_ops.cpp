@@ -23,6 +23,11 @@ void check_5d(const CudaBackend& be, const Tensor& x, const Tensor& y, const cha
 
 }  // namespace
 
+ConvPath CudaBackend::conv_path() {
+    const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
+    return choose_conv_path(conv_impl_, bf16, bf16 && conv_impl_ == CudaImpl::Cudnn && cudnn_usable());
+}
+
 void CudaBackend::exec(const Conv3dOp& op) {
     const auto& [x, weight, bias, stride, padding, y] = op;
     check_5d(*this, x, y, "conv3d");
@@ -30,6 +35,8 @@ void CudaBackend::exec(const Conv3dOp& op) {
     SR_ASSERT(weight.is_contiguous(), "conv3d weight {}", weight.describe());
     check_conv3d(x, weight, bias, stride, padding, y);
     if (y.numel() == 0) return;
+    SR_ASSERT(weight.numel() / weight.dim(0) < (int64_t(1) << 31), "conv3d: a reduction of {} elements",
+              weight.numel() / weight.dim(0));
     // Weights widened to f32 once per call (a pass over the weights, small next to the convolution's FLOPs).
     Tensor w32 = weight;
     if (weight.dtype() != DType::F32) {
@@ -37,6 +44,26 @@ void CudaBackend::exec(const Conv3dOp& op) {
         copy(weight, w32);
     }
     const Tensor b32 = bias ? f32_vector(*bias, weight.dim(0), "conv3d bias (f32)") : Tensor();
+    if (conv_path() == ConvPath::Cudnn) {
+        Conv3dGeometry g;
+        g.B = x.dim(0);
+        g.C = x.dim(1);
+        g.F = x.dim(2);
+        g.H = x.dim(3);
+        g.W = x.dim(4);
+        g.O = weight.dim(0);
+        g.kt = weight.dim(2);
+        g.kh = weight.dim(3);
+        g.kw = weight.dim(4);
+        g.stride = {stride[0], stride[1], stride[2]};
+        g.pad = {padding[0], padding[1], padding[2]};
+        CudnnConvDims dims;
+        if (cudnn_conv_dims(g, dims) && dims.y_dims[2] == y.dim(2) && dims.y_dims[3] == y.dim(3) &&
+            dims.y_dims[4] == y.dim(4) &&
+            cudnn_conv3d(dims, x.data<float>(), w32.data<float>(), b32.defined() ? b32.data<float>() : nullptr,
+                         y.data<float>()))
+            return;
+    }
     cuda::Conv3dShape s{};
     s.B = x.dim(0);
     s.C = x.dim(1);

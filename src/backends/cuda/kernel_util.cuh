@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
@@ -25,6 +26,21 @@ __device__ __forceinline__ int64_t global_thread() {
 }
 __device__ __forceinline__ int64_t grid_threads() {
     return int64_t(gridDim.x) * blockDim.x;
+}
+
+// Opts `Kernel` in to `bytes` of dynamic shared memory on the current device: a kernel must do so above the
+// default 48 KB. The attribute persists, so it is set once per device (devices 0-63; others every time) and a
+// failure is returned, never dropped: the caller checks it before launching.
+template <auto Kernel>
+cudaError_t opt_in_shared_memory(int bytes) {
+    static std::atomic<uint64_t> done{0};
+    int device = 0;
+    if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+    const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+    if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+    const cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess && bit) done.fetch_or(bit, std::memory_order_release);
+    return e;
 }
 
 // ---- scalar conversions (see core/dtype.cpp for the reference versions) ----

@@ -95,7 +95,8 @@ void rope(float* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, in
 
 // ---- conv3d.cu ----
 // y [B,O,Fo,Ho,Wo] = conv(x [B,C,F,H,W], w [O,C,kt,kh,kw]) + bias[O], all f32 contiguous (weights widened by
-// the caller), stride and symmetric zero padding per axis (t, h, w).
+// the caller), stride and symmetric zero padding per axis (t, h, w). C * kt * kh * kw must be below 2^31 (the
+// caller checks): the reduction index is 32-bit.
 struct Conv3dShape {
     int64_t B, C, F, H, W;
     int64_t O, kt, kh, kw;
@@ -129,7 +130,9 @@ struct AttentionF32Args {
     float scale;
     AttentionMaskArgs mask;
 };
-void attention_f32(const AttentionF32Args& args, cudaStream_t stream);
+// Returns the error of the launch's preparation (the shared-memory opt-in); the launch itself is checked with
+// cudaGetLastError() as for every kernel.
+cudaError_t attention_f32(const AttentionF32Args& args, cudaStream_t stream);
 
 // bf16 tensor-core attention (attention_bf16.cu), head dim 128: q/k/v are first rounded to bf16 into contiguous
 // [H, L, 128] buffers (to_bf16_heads), then the fused kernel writes f32 out [H, Lq, 128] (strided).
@@ -146,7 +149,8 @@ struct AttentionBf16Args {
     int64_t H, Lq, Lk;
     float scale;
     AttentionMaskArgs mask;
+    bool out_pairs = false;  // out, o_sh and o_sl allow 8-byte stores of two floats (set by the caller)
 };
-void attention_bf16(const AttentionBf16Args& args, cudaStream_t stream);
+cudaError_t attention_bf16(const AttentionBf16Args& args, cudaStream_t stream);
 
 }  // namespace sr::cuda

@@ -1,4 +1,5 @@
-// Normalizations: layer norm and RMS norm over the last dimension (one block per row), and group norm over
+// Normalizations: layer norm and RMS norm over the last dimension (one block per row; one warp per row for RMS
+// norm's short rows, the QK norm's heads), and group norm over
 // [B, C, S] (partial sums per channel chunk, then per group). Statistics accumulate in double as on the CPU
 // backend (norms.cpp, vae_ops.cpp): rows are up to 4096 wide and VAE groups hold up to ~10^8 elements, where
 // f32 sums would drift from the reference; the outputs are then formed in f32 the same way the CPU does.
@@ -52,6 +53,30 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, float* __restrict__
         for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
         const float inv = float(1.0 / sqrt(block_sum(ss, red) / double(D) + double(eps)));
         for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+            const float v = xr[i] * inv;
+            yr[i] = w ? v * load_float(w, wt, i) : v;
+        }
+    }
+}
+
+// Rows of up to kWarpRowMaxD (the QK norm's 128-wide heads: B x L x H rows of 128): one warp per row, eight
+// rows per block, the sum of squares reduced with shuffles alone (no shared memory, no barrier, no idle
+// threads; a 256-thread block per 128-element row left half its threads idle and paid two barriers).
+constexpr int64_t kWarpRowMaxD = 512;
+constexpr int kRowsPerWarpBlock = kThreads / 32;
+
+__global__ void rms_norm_warp_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int D,
+                                     const void* w, KType wt, float eps) {
+    const int lane = threadIdx.x & 31;
+    const int64_t first = int64_t(blockIdx.x) * kRowsPerWarpBlock + (threadIdx.x >> 5);
+    const int64_t stride = int64_t(gridDim.x) * kRowsPerWarpBlock;
+    for (int64_t r = first; r < rows; r += stride) {  // uniform per warp: the shuffles see all 32 lanes
+        const float* xr = x + r * D;
+        float* yr = y + r * D;
+        double ss = 0;
+        for (int i = lane; i < D; i += 32) ss += double(xr[i]) * double(xr[i]);
+        const float inv = float(1.0 / sqrt(warp_sum(ss) / double(D) + double(eps)));
+        for (int i = lane; i < D; i += 32) {
             const float v = xr[i] * inv;
             yr[i] = w ? v * load_float(w, wt, i) : v;
         }
@@ -112,6 +137,11 @@ void layer_norm(const float* x, float* y, int64_t rows, int64_t D, const void* w
 void rms_norm(const float* x, float* y, int64_t rows, int64_t D, const void* weight, KType weight_type, float eps,
               cudaStream_t stream) {
     if (rows <= 0 || D <= 0) return;
+    if (D <= kWarpRowMaxD) {
+        const int64_t blocks = (rows + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock;
+        rms_norm_warp_kernel<<<row_blocks(blocks), kThreads, 0, stream>>>(x, y, rows, int(D), weight, weight_type, eps);
+        return;
+    }
     rms_norm_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(x, y, rows, D, weight, weight_type, eps);
 }
 
