@@ -18,7 +18,7 @@
 # that was running), and the steps after it still run. The limits of a part add up to less than 8 minutes.
 #
 # Dependencies: the GPU machine cannot reach apt, so scripts/install-deps.sh is not run. The build needs the
-# Debian packages install-deps.sh lists (oneDNN, fmt, CLI11, nlohmann-json, PCRE2, ICU, FFmpeg, stb, GTest):
+# Debian packages install-deps.sh lists (oneDNN, fmt, CLI11, nlohmann-json, PCRE2, ICU, FFmpeg, libjpeg-turbo, libpng, GTest):
 # where they are missing, carry a bundle made on a Debian 12 machine that has them (`--bundle-deps` writes
 # .gpu-deps/deps.tar.xz; list /.gpu-deps/ in .git/info/exclude and name it in the device tool's `carry`).
 # This script unpacks it under /tmp and points CMake, pkg-config and the loader at it; without it, configure
@@ -57,7 +57,7 @@ if [ -z "$mode" ] && [ $dry = 0 ] && [ $part = 0 ]; then
 fi
 
 dev_packages=(libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libicu-dev libavcodec-dev
-              libavformat-dev libavutil-dev libswscale-dev libstb-dev libgtest-dev libbenchmark-dev)
+              libavformat-dev libavutil-dev libswscale-dev libjpeg62-turbo-dev libpng-dev libgtest-dev libbenchmark-dev)
 
 if [ "$mode" = fixtures ]; then
   src=${SKYREELS_FIXTURES:-$root/../shared/fixtures}
