@@ -33,3 +33,8 @@ target_link_libraries(test_session PRIVATE skyreels_pipeline)
 # with control characters, floods of unused tensors.
 skyreels_test(test_hostile_input LABELS "bad-input;text;pipeline" SOURCES test_hostile_input.cpp)
 target_link_libraries(test_hostile_input PRIVATE skyreels_pipeline)
+# The command line as a SkyReels or sd-cli user meets it (issue-style checks of every flag convention), run on
+# the real binary, some under a pseudo-terminal (forkpty: libutil).
+skyreels_test(test_cli_ux LABELS "cli" SOURCES test_cli_ux.cpp)
+target_link_libraries(test_cli_ux PRIVATE util)
+add_dependencies(test_cli_ux skyreels)

@@ -126,8 +126,8 @@ TEST(Faults, VideoWriterIgnoresAPlantedSymlinkAndConcurrentWriters) {
     const int64_t h = 32, w = 48;
     {
         // Two runs writing the same --out at once: each has its own temporary; the last to finish wins whole.
-        VideoWriter first(out.string(), w, h, {.fps = 8, .crf = 30, .png_dir = ""});
-        VideoWriter second(out.string(), w, h, {.fps = 8, .crf = 30, .png_dir = ""});
+        VideoWriter first(out.string(), w, h, {.fps = 8, .crf = 30, .png_dir = "", .metadata = {}});
+        VideoWriter second(out.string(), w, h, {.fps = 8, .crf = 30, .png_dir = "", .metadata = {}});
         first.write(grey_frames(3, h, w));
         second.write(grey_frames(5, h, w));
         first.write(grey_frames(3, h, w));

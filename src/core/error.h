@@ -22,7 +22,9 @@ public:
     const char* what() const noexcept override { return message_.c_str(); }
     const std::string& message() const { return message_; }
     // Prepends "context: " to the message; the caller rethrows with `throw;`.
-    virtual void add_context(const std::string& context) { message_ = context + ": " + message_; }
+    virtual void add_context(const std::string& context) {
+        if (!context.empty()) message_ = context + ": " + message_;
+    }
 
 private:
     std::string message_;

@@ -18,13 +18,56 @@ constexpr size_t kSlots = 16, kPathBytes = 4096;
 std::array<std::array<char, kPathBytes>, kSlots> g_paths;
 std::array<std::atomic<int>, kSlots> g_state;  // 0 free, 1 being written, 2 registered
 
-void remove_registered() {
-    for (size_t i = 0; i < kSlots; ++i)
-        if (g_state[i].load() == 2) unlink(g_paths[i].data());
-}
+// The PNG frame folder being written (one at a time): its frames are frame_00000.png .. frame_<n-1>.png.
+std::array<char, kPathBytes> g_frames_dir;
+std::atomic<int> g_frames_state{0};  // 0 none, 1 being written, 2 registered
+std::atomic<long> g_frames_written{0};
 
 void say(const char* text) {
     [[maybe_unused]] const ssize_t n = write(STDERR_FILENO, text, std::strlen(text));
+}
+
+// "<dir>/frame_NNNNN.png" into `out` without allocating (a signal handler may not).
+void frame_path(char* out, size_t cap, const char* dir, long index) {
+    size_t n = 0;
+    for (const char* p = dir; *p && n + 1 < cap; ++p) out[n++] = *p;
+    const char* name = "/frame_";
+    for (const char* p = name; *p && n + 1 < cap; ++p) out[n++] = *p;
+    char digits[24];
+    int d = 0;
+    do {
+        digits[d++] = char('0' + index % 10);
+        index /= 10;
+    } while (index > 0 || d < 5);
+    while (d > 0 && n + 1 < cap) out[n++] = digits[--d];
+    for (const char* p = ".png"; *p && n + 1 < cap; ++p) out[n++] = *p;
+    out[n] = '\0';
+}
+
+// Removes what a run was writing and says so (async-signal-safe: write, unlink, rmdir).
+void remove_registered() {
+    bool any = false;
+    for (size_t i = 0; i < kSlots; ++i)
+        if (g_state[i].load() == 2 && unlink(g_paths[i].data()) == 0) {
+            say("skyreels: removed the unfinished ");
+            say(g_paths[i].data());
+            say("\n");
+            any = true;
+        }
+    if (g_frames_state.load() == 2) {
+        static char path[kPathBytes + 32];
+        for (long i = 0; i < g_frames_written.load(); ++i) {
+            frame_path(path, sizeof(path), g_frames_dir.data(), i);
+            unlink(path);
+        }
+        if (rmdir(g_frames_dir.data()) == 0) {
+            say("skyreels: removed the unfinished PNG folder ");
+            say(g_frames_dir.data());
+            say("\n");
+            any = true;
+        }
+    }
+    if (!any) say("skyreels: nothing unfinished to remove\n");
 }
 
 void die_by(int sig) {
@@ -33,6 +76,9 @@ void die_by(int sig) {
 }
 
 void on_signal(int sig) {
+    say(sig == SIGINT   ? "\nskyreels: interrupted (Ctrl-C): stopping\n"
+        : sig == SIGHUP ? "\nskyreels: the terminal closed (SIGHUP): stopping\n"
+                        : "\nskyreels: terminated (SIGTERM): stopping\n");
     remove_registered();
     die_by(sig);
 }
@@ -79,6 +125,23 @@ bool register_partial_file(const std::string& path) {
 void unregister_partial_file(const std::string& path) {
     for (size_t i = 0; i < kSlots; ++i)
         if (g_state[i].load() == 2 && path == g_paths[i].data()) g_state[i].store(0);
+}
+
+bool register_partial_frames(const std::string& dir) {
+    int expected = 0;
+    if (dir.size() >= kPathBytes || !g_frames_state.compare_exchange_strong(expected, 1)) return false;
+    std::memcpy(g_frames_dir.data(), dir.c_str(), dir.size() + 1);
+    g_frames_written.store(0);
+    g_frames_state.store(2);
+    return true;
+}
+
+void partial_frames_written(long count) {
+    g_frames_written.store(count);
+}
+
+void unregister_partial_frames() {
+    g_frames_state.store(0);
 }
 
 void remove_partial_files_on_signal() {

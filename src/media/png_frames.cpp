@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <stdlib.h>  // mkdtemp
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "media/partial_files.h"
 
 namespace sr {
 
@@ -40,9 +42,11 @@ PngFrameSet::PngFrameSet(std::string dir, std::vector<std::pair<std::string, std
     SR_THROW_IF(::mkdtemp(buf.data()) == nullptr, "cannot create a folder beside the PNG folder '{}': {}", dir_,
                 std::strerror(errno));
     temp_ = buf.data();
+    registered_ = register_partial_frames(temp_);  // Ctrl-C removes the frames written so far
 }
 
 PngFrameSet::~PngFrameSet() {
+    if (registered_) unregister_partial_frames();
     if (committed_ || temp_.empty()) return;
     std::error_code ec;
     fs::remove_all(temp_, ec);
@@ -52,6 +56,8 @@ PngFrameSet::~PngFrameSet() {
 void PngFrameSet::write(int64_t index, const Image8& frame) {
     SR_THROW_IF(committed_, "PNG folder '{}': write after commit", dir_);
     const std::string name = fmt::format("frame_{:05d}.png", index);
+    written_ = std::max(written_, index + 1);
+    if (registered_) partial_frames_written(long(written_));  // before the file exists: a signal removes it too
     SR_WITH_CONTEXT("PNG folder '" + dir_ + "', " + name, { save_png(temp_ + "/" + name, frame, text_); });
 }
 
@@ -62,6 +68,8 @@ void PngFrameSet::commit() {
     fs::rename(temp_, dir_, ec);
     SR_THROW_IF(ec, "cannot move the PNG frames from '{}' to '{}': {}", temp_, dir_, ec.message());
     committed_ = true;
+    if (registered_) unregister_partial_frames();
+    registered_ = false;
 }
 
 }  // namespace sr

@@ -35,7 +35,8 @@ public:
 private:
     std::string dir_, temp_;
     std::vector<std::pair<std::string, std::string>> text_;
-    bool committed_ = false;
+    bool committed_ = false, registered_ = false;
+    int64_t written_ = 0;
 };
 
 }  // namespace sr

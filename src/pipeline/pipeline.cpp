@@ -246,9 +246,14 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
                 const TokenizedText lt = tokenize_llama_prompt(*c_.llama_tokenizer, t, prompts[size_t(i)]);
                 const TokenizedText ct =
                     c_.clip_tokenizer->encode_padded(prompts[size_t(i)], size_t(t.clip_max_length));
+                const char* which = cfg && i == 0 ? "negative prompt" : "prompt";
                 if (lt.truncated)
-                    SR_LOG_WARN("the {} is longer than {} Llama tokens and was truncated",
-                                cfg && i == 0 ? "negative prompt" : "prompt", t.max_sequence_length);
+                    SR_LOG_WARN("the {} is longer than {} Llama tokens and was truncated", which,
+                                t.max_sequence_length);
+                // CLIP's 77 tokens run out long before Llama's: its pooled embedding sees only the start.
+                if (ct.truncated)
+                    SR_LOG_WARN("the {} is longer than CLIP's {} tokens: CLIP sees only its beginning (truncated)",
+                                which, t.clip_max_length);
                 for (int64_t j = 0; j < L; ++j) {
                     tok.llama_ids.data<int64_t>()[i * L + j] = lt.ids[size_t(j)];
                     tok.llama_mask.data<int64_t>()[i * L + j] = lt.attention_mask[size_t(j)];

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -49,7 +50,8 @@ void check_writable(const std::string& path) {
     SR_THROW_IF(fs::is_directory(p, ec), "--out {}: is a folder, not a file name", path);
     SR_THROW_IF(!fs::is_directory(dir, ec), "--out {}: folder {} does not exist", path, dir.string());
     SR_THROW_IF(::access(dir.c_str(), W_OK) != 0, "--out {}: folder {} is not writable", path, dir.string());
-    const std::string ext = p.extension().string();
+    std::string ext = p.extension().string();
+    for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));  // .MP4 from a camera's habits
     SR_THROW_IF(ext != ".mp4" && ext != ".mov" && ext != ".mkv", "--out {}: the name must end in .mp4, .mov or .mkv",
                 path);
 }

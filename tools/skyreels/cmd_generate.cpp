@@ -300,6 +300,8 @@ void print_header(const GenerateOptions& o, const SessionOptions& s, const std::
 int run_generate(GenerateOptions& o) {
     const std::string device = choose_device(o);
     throw_problems(flag_problems(o, device));
+    check_utf8(o.prompt, "--prompt");  // before anything is loaded (--prompt-file lines: in requests())
+    check_utf8(o.negative_prompt, "--negative-prompt");
     if (o.threads > 0) set_n_threads(o.threads);
     resolve_models(o);
     const Task task = choose_task(o);
@@ -346,6 +348,7 @@ int run_generate(GenerateOptions& o) {
     summary["engine"] = fmt::format("skyreels.cpp {}", build::kVersion);
     summary["device"] = session.device_name();
     summary["videos"] = Json::array();
+    std::vector<std::string> written;
     for (size_t i = 0; i < jobs.size(); ++i) {
         const Request& job = jobs[i];
         progress.start_video(int(i) + 1);
@@ -354,7 +357,7 @@ int run_generate(GenerateOptions& o) {
         if (!o.quiet)
             progress.print(fmt::format("skyreels: wrote {} ({} frames at {} fps, seed {}, {:.1f} s)\n", r.output_path,
                                        r.frames_written, job.fps, job.generation.params.seed, r.seconds));
-        if (!o.json) std::printf("%s\n", r.output_path.c_str());
+        written.push_back(r.output_path);
         Json v;
         v["file"] = r.output_path;
         v["seed"] = job.generation.params.seed;
@@ -365,6 +368,9 @@ int run_generate(GenerateOptions& o) {
         summary["videos"].push_back(v);
     }
     const std::string done = progress.finish();
+    // The files on stdout for scripts, once the progress line is gone (stdout may be the same terminal).
+    if (!o.json)
+        for (const std::string& f : written) std::printf("%s\n", f.c_str());
     if (o.json) {
         Json stages = Json::object();
         for (const Progress::StageTime& s : progress.stages()) stages[stage_name(s.stage)] = s.seconds;

@@ -16,5 +16,6 @@ Command add_info_command(CLI::App& app);
 Command add_tokenize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_convert_command(CLI::App& app);
+Command add_devices_command(CLI::App& app);
 
 }  // namespace sr::cli

@@ -13,12 +13,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/build_info.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "tools/skyreels/commands.h"
 #include "tools/skyreels/suggest.h"
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/partial_files.h"
+#include "media/video_writer.h"
 #endif
 
 namespace {
@@ -35,6 +37,21 @@ void prefer_passive_openmp_for_sim(char** argv) {
     if (!sim) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
     execv("/proc/self/exe", argv);  // on failure, run on as we are: only the timing suffers
+}
+
+// --version: the version and what this build can do.
+std::string version_text() {
+    std::string cuda = sr::build::kCuda ? fmt::format("CUDA backend, archs {} (nvcc {})", sr::build::kCudaArchitectures,
+                                                      sr::build::kCudaToolkit)
+                                        : std::string("no CUDA backend");
+    std::string ffmpeg = "no video output";
+#ifdef SKYREELS_HAVE_MEDIA
+    ffmpeg = "FFmpeg " + sr::ffmpeg_version();
+#endif
+    return fmt::format(
+        "skyreels {}\n  build: {}, {}{}{}\n  {}\n  {}\n  log level: SKYREELS_LOG=debug|info|warn|error|quiet",
+        sr::build::kVersion, sr::build::kBuildType, sr::build::kCompiler, sr::build::kNative ? ", -march=native" : "",
+        sr::build::kSanitized ? ", ASan+UBSan" : "", cuda, ffmpeg);
 }
 
 // Every spelling of every option of `cmd` ("--height", "-o", ...), for "did you mean".
@@ -112,11 +129,11 @@ int main(int argc, char** argv) {
     // A repeated option takes its last value, as argparse (SkyReels' video_generate.py) and sd-cli do, so a
     // script's defaults can be overridden by appending flags. Subcommands inherit this when created.
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    app.set_version_flag("--version", "skyreels 0.1.0");
+    app.set_version_flag("--version", version_text());
     // Each add_*_command registers one subcommand and returns what runs it.
     std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
     for (auto add : {sr::cli::add_info_command, sr::cli::add_tokenize_command, sr::cli::add_generate_command,
-                     sr::cli::add_convert_command}) {
+                     sr::cli::add_convert_command, sr::cli::add_devices_command}) {
         sr::cli::Command run = add(app);
         commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
     }

@@ -2,10 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace sr::cli {
 namespace {
+
+// 100 CJK characters are 300 bytes, past the 255 bytes a file name may have on Linux and macOS: the stem keeps
+// room for "_<seed>_<i>.mp4" and the writer's ".XXXXXX.partial" suffix.
+constexpr size_t kMaxStemBytes = 200;
 
 // Length of the UTF-8 sequence starting at s[i] when it is valid (1..4), else 0.
 size_t utf8_sequence(const std::string& s, size_t i) {
@@ -25,6 +30,7 @@ std::string prompt_file_stem(const std::string& prompt) {
     size_t chars = 0;
     for (size_t i = 0; i < prompt.size() && chars < 100;) {
         const size_t n = utf8_sequence(prompt, i);
+        if (out.size() + std::max<size_t>(n, 1) > kMaxStemBytes) break;  // file systems allow 255 bytes a name
         ++chars;  // Python counts code points; an invalid byte counts as one (it was one surrogate-escaped char)
         if (n == 0) {
             out += '_';

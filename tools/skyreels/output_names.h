@@ -7,10 +7,10 @@
 namespace sr::cli {
 
 // The first 100 characters (Unicode code points, as Python's prompt[:100] counts them; never cut inside a
-// UTF-8 sequence) of `prompt`, with '/' removed as SkyReels does and the characters that common filesystems
-// refuse or that break shells and listings (\ : * ? " < > | and control characters such as newlines)
-// replaced by '_'; leading and trailing spaces and dots trimmed; "video" when nothing is left. Invalid
-// UTF-8 bytes become '_'.
+// UTF-8 sequence, and at most 200 bytes, so that the file name fits the 255 bytes file systems allow) of `prompt`, with
+// '/' removed as SkyReels does and the characters that common filesystems refuse or that break shells and listings (\ :
+// * ? " < > | and control characters such as newlines) replaced by '_'; leading and trailing spaces and dots trimmed;
+// "video" when nothing is left. Invalid UTF-8 bytes become '_'.
 std::string prompt_file_stem(const std::string& prompt);
 
 // SkyReels' --outdir file: "<stem>_<seed>_<index>.mp4" in `outdir`.
