@@ -15,6 +15,7 @@
 #include "media/exif_orientation.h"
 #include "media/image.h"
 #include "media/video_writer.h"
+#include "support/fixtures.h"
 
 namespace fs = std::filesystem;
 
@@ -103,14 +104,14 @@ TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
         const sr::Tensor all = test_frames(24, 48, 64);
         writer.write(all.slice(1, 0, 10));  // a strided view, as a VAE tile would be
         EXPECT_FALSE(fs::exists(path)) << "the target must not exist before finish()";
-        EXPECT_TRUE(fs::exists(path + ".partial"));
+        EXPECT_TRUE(sr::test::partial_file_exists(path));
         writer.write(all.slice(1, 10, 24));
         EXPECT_EQ(writer.frames_written(), 24);
         EXPECT_FALSE(fs::exists(path));
         writer.finish();
     }
     EXPECT_TRUE(fs::exists(path));
-    EXPECT_FALSE(fs::exists(path + ".partial"));
+    EXPECT_FALSE(sr::test::partial_file_exists(path));
     auto p = probe(path);
     EXPECT_EQ(p["codec_name"], "h264");
     EXPECT_EQ(p["pix_fmt"], "yuv420p");
@@ -152,10 +153,10 @@ TEST_F(MediaTest, UnfinishedWriterLeavesNoFile) {
     {
         sr::VideoWriter writer(path, 16, 16);
         writer.write(test_frames(5, 16, 16));
-        EXPECT_TRUE(fs::exists(path + ".partial"));
+        EXPECT_TRUE(sr::test::partial_file_exists(path));
     }
     EXPECT_FALSE(fs::exists(path));
-    EXPECT_FALSE(fs::exists(path + ".partial"));
+    EXPECT_FALSE(sr::test::partial_file_exists(path));
     EXPECT_TRUE(fs::is_empty(dir_));
 }
 

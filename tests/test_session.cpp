@@ -299,7 +299,7 @@ TEST(Session, CancelWhileDecodingLeavesNoFile) {
                               .cancel =
                                   [&] {
                                       const bool mid = last.stage == Stage::Decoding && last.done > 0;
-                                      if (mid && media()) partial_seen = fs::exists(req.output_path + ".partial");
+                                      if (mid && media()) partial_seen = test::partial_file_exists(req.output_path);
                                       return mid;
                                   }};
         const JobResult r = session.generate(req, cb);
