@@ -18,6 +18,7 @@
 #include "models/hunyuan_video_vae.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/flow_match_scheduler.h"
+#include "runtime/residency.h"
 #include "support/fixtures.h"
 #include "text/bpe_tokenizer.h"
 
@@ -201,4 +202,20 @@ TEST(HostileNames, UnusedTensorsAreSummarised) {
     EXPECT_EQ(m.find('\x1b'), std::string::npos) << "raw escape in: " << m;
     EXPECT_EQ(m.find(".5'"), std::string::npos) << "more than " << kShownUnusedTensors << " names listed: " << m;
     EXPECT_LT(m.size(), 600u) << m;
+}
+
+// Item 16: the pinned budget bounds all page-locked memory, the device's staging ring included.
+TEST(HostileConfig, PinnedBudgetCountsTheStagingRing) {
+    const std::vector<std::pair<std::string, size_t>> blocks = {{"a", 1000}, {"b", 1000}, {"c", 1000}};
+    ResidencyPlan plan;
+    plan.resident.assign(blocks.size(), false);
+    ResidencyOptions o;
+    o.host_memory = HostMemoryMode::Pinned;
+    o.staging_bytes = 500;
+    o.pinned_budget_bytes = o.staging_bytes + blocks[0].second + blocks[1].second / 2;  // room for one block
+    EXPECT_EQ(planned_pinned_bytes(blocks, plan, o), blocks[0].second);
+    o.pinned_budget_bytes = 0;  // no limit: every streamed block
+    EXPECT_EQ(planned_pinned_bytes(blocks, plan, o), 3000u);
+    o.pinned_budget_bytes = o.staging_bytes / 2;
+    EXPECT_NE(error_of([&] { planned_pinned_bytes(blocks, plan, o); }).find("staging ring"), std::string::npos);
 }

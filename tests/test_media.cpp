@@ -23,6 +23,7 @@
 #include "media/image.h"
 #include "media/png_frames.h"
 #include "media/video_writer.h"
+#include "support/fixtures.h"
 
 #include <jpeglib.h>  // NOLINT(llvm-include-order): after <cstdio>
 
@@ -129,16 +130,6 @@ void write_jpeg(const std::string& path, int w, int h, const std::vector<uint8_t
     std::fclose(f);
 }
 
-// The files in `dir` named "<stem>.XXXXXX.partial": a writer's temporary (unique per run).
-int partial_files(const fs::path& dir, const std::string& stem) {
-    int n = 0;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        const std::string name = e.path().filename().string();
-        n += name.rfind(stem + ".", 0) == 0 && name.size() > 8 && name.substr(name.size() - 8) == ".partial";
-    }
-    return n;
-}
-
 TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
     const std::string path = file("clip.mp4");
     {
@@ -146,14 +137,14 @@ TEST_F(MediaTest, Writes24FramesIn2CallsAsOneSecondOfH264) {
         const sr::Tensor all = test_frames(24, 48, 64);
         writer.write(all.slice(1, 0, 10));  // a strided view, as a VAE tile would be
         EXPECT_FALSE(fs::exists(path)) << "the target must not exist before finish()";
-        EXPECT_EQ(partial_files(dir_, "clip.mp4"), 1);
+        EXPECT_TRUE(sr::test::partial_file_exists(path));
         writer.write(all.slice(1, 10, 24));
         EXPECT_EQ(writer.frames_written(), 24);
         EXPECT_FALSE(fs::exists(path));
         writer.finish();
     }
     EXPECT_TRUE(fs::exists(path));
-    EXPECT_EQ(partial_files(dir_, "clip.mp4"), 0);
+    EXPECT_FALSE(sr::test::partial_file_exists(path));
     auto p = probe(path);
     EXPECT_EQ(p["codec_name"], "h264");
     EXPECT_EQ(p["pix_fmt"], "yuv420p");
@@ -195,10 +186,10 @@ TEST_F(MediaTest, UnfinishedWriterLeavesNoFile) {
     {
         sr::VideoWriter writer(path, 16, 16);
         writer.write(test_frames(5, 16, 16));
-        EXPECT_EQ(partial_files(dir_, "never.mp4"), 1);
+        EXPECT_TRUE(sr::test::partial_file_exists(path));
     }
     EXPECT_FALSE(fs::exists(path));
-    EXPECT_EQ(partial_files(dir_, "never.mp4"), 0);
+    EXPECT_FALSE(sr::test::partial_file_exists(path));
     EXPECT_TRUE(fs::is_empty(dir_));
 }
 

@@ -70,6 +70,16 @@ bool model_config_names(const fs::path& dir, const std::string& key, const std::
     }
 }
 
+bool partial_file_exists(const fs::path& target) {
+    const std::string prefix = target.filename().string() + ".";
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(target.parent_path(), ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind(prefix, 0) == 0 && e.path().extension() == ".partial") return true;
+    }
+    return false;
+}
+
 fs::path scratch_dir(const std::string& name) {
     const fs::path dir = fs::temp_directory_path() / ("skyreels_test_" + std::to_string(::getpid()) + "_" + name);
     fs::remove_all(dir);

@@ -35,4 +35,7 @@ bool is_transformer_fixture(const std::filesystem::path& dir);
 // A scratch folder for one test, emptied on creation.
 std::filesystem::path scratch_dir(const std::string& name);
 
+// Whether a writer's temporary for `target` exists: "<target>.XXXXXX.partial" in its folder (core/files.h).
+bool partial_file_exists(const std::filesystem::path& target);
+
 }  // namespace sr::test
