@@ -471,3 +471,31 @@ TEST(CliUx, TheReadmesCommandsThatNeedNoWeightsRun) {
 }
 
 }  // namespace
+
+namespace {
+
+// Item 7 (continued): a tokenizer whose ids go past its text encoder's embedding table is refused when the
+// models load, naming both sizes (the fixtures' real Llama-3 and CLIP tokenizers beside the tiny encoders).
+TEST(CliUx, ATokenizerLargerThanItsEncodersVocabularyIsRefusedAtLoad) {
+    const auto pipelines = sr::test::find_fixture_dirs([](const fs::path& d) {
+        return fs::exists(d / "model_index.json") && fs::exists(d / "params.json") &&
+               fs::exists(d / "transformer" / "config.json");
+    });
+    const auto tokenizers = sr::test::find_fixture_dirs(
+        [](const fs::path& d) { return fs::exists(d / "llama3_goldens.json") && fs::is_directory(d / "llama3"); });
+    if (pipelines.empty() || tokenizers.empty()) GTEST_SKIP() << "no pipeline or tokenizer fixture";
+    const fs::path model = sr::test::scratch_dir("cli_ux_vocab") / "pipeline";
+    fs::create_directories(model);
+    for (const char* part : {"model_index.json", "transformer", "vae", "text_encoder", "text_encoder_2", "scheduler"})
+        if (fs::exists(pipelines[0] / part)) fs::create_symlink(pipelines[0] / part, model / part);
+    fs::create_symlink(tokenizers[0] / "llama3", model / "tokenizer");
+    const sr::Json enc = sr::load_json_file((pipelines[0] / "text_encoder" / "config.json").string());
+    const int64_t vocab = enc["vocab_size"].get<int64_t>();
+    const Result r = run("generate --model '" + model.string() + "' --dry-run" + kSmall);
+    EXPECT_EQ(r.code, 1) << r.all();
+    EXPECT_NE(r.err.find("but the Llama text encoder's vocabulary has " + std::to_string(vocab)), std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("the tokenizer has "), std::string::npos) << r.err;
+}
+
+}  // namespace

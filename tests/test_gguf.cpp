@@ -280,7 +280,7 @@ std::vector<std::pair<std::string, GgufTensor>> every_tensor_type() {
 void expect_round_trip(const std::string& path, const sr::GgufMetadata& metadata,
                        const std::vector<std::pair<std::string, GgufTensor>>& tensors, uint64_t alignment) {
     sr::write_gguf(path, metadata, tensors);
-    EXPECT_FALSE(fs::exists(path + ".tmp"));
+    EXPECT_FALSE(sr::test::partial_file_exists(path));
     const auto f = sr::GgufFile::open(path);
     EXPECT_EQ(f->header().alignment, alignment);
     ASSERT_EQ(f->metadata().size(), metadata.size());

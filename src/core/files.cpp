@@ -208,4 +208,16 @@ std::string terminal_safe(std::string_view message) {
     return escape_controls(message, std::string_view::npos, false);
 }
 
+void write_all(int fd, const void* data, size_t n, const std::string& what) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+        const ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        SR_THROW_IF(w < 0, "{}: cannot write: {}", what, std::strerror(errno));
+        SR_THROW_IF(w == 0, "{}: cannot write: no space left", what);
+        p += w;
+        n -= size_t(w);
+    }
+}
+
 }  // namespace sr

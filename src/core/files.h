@@ -80,6 +80,10 @@ private:
 // Throws InputError naming the target's folder when it cannot be created (missing, not writable, ...).
 TemporaryFile create_temporary_file(const std::string& target, std::string_view suffix);
 
+// Writes all `n` bytes to `fd`, retrying short writes and EINTR; a failure (a full disk, EFBIG) is an
+// InputError naming `what` and the system's reason.
+void write_all(int fd, const void* data, size_t n, const std::string& what);
+
 // A printable rendering of a name read from a file (a tensor name, a merges line, a JSON key): control
 // characters, DEL and invalid UTF-8 bytes become \n, \t, \xNN escapes, and backslashes are doubled, so a
 // hostile name can neither rewrite the terminal nor forge log lines. At most `max_chars` bytes are kept

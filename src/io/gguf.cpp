@@ -667,38 +667,29 @@ void write_gguf(const std::string& path, const GgufMetadata& metadata,
         offset += data.back().nbytes();
     }
 
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        SR_THROW_IF(!out, "{}: cannot write", tmp);
-        const auto pad = [&](uint64_t written) {
-            const uint64_t n = (alignment - written % alignment) % alignment;
-            static const char zeros[4096] = {};
-            for (uint64_t left = n; left > 0;) {
-                const uint64_t k = std::min<uint64_t>(left, sizeof zeros);
-                out.write(zeros, std::streamsize(k));
-                left -= k;
-            }
-            return written + n;
-        };
-        out.write(header.data(), std::streamsize(header.size()));
-        pad(header.size());
-        uint64_t at = 0;
-        for (const Tensor& d : data) {
-            at = pad(at);
-            out.write(static_cast<const char*>(d.raw_data()), std::streamsize(d.nbytes()));
-            at += d.nbytes();
+    // A temporary of our own beside the target (O_EXCL | O_NOFOLLOW: never a planted symlink, never shared
+    // with another run), every write checked (a full disk is an error), renamed into place when complete; on
+    // an error the temporary is removed, so no half file is left.
+    TemporaryFile tmp = create_temporary_file(path, ".partial");
+    const auto pad = [&](uint64_t written) {
+        const uint64_t n = (alignment - written % alignment) % alignment;
+        static const char zeros[4096] = {};
+        for (uint64_t left = n; left > 0;) {
+            const uint64_t k = std::min<uint64_t>(left, sizeof zeros);
+            write_all(tmp.fd(), zeros, size_t(k), tmp.path());
+            left -= k;
         }
-        if (!out) {
-            out.close();
-            std::error_code ec;
-            fs::remove(tmp, ec);  // never leave half a file behind
-            SR_THROW("{}: write failed (disk full?)", tmp);
-        }
+        return written + n;
+    };
+    write_all(tmp.fd(), header.data(), header.size(), tmp.path());
+    pad(header.size());
+    uint64_t at = 0;
+    for (const Tensor& d : data) {
+        at = pad(at);
+        write_all(tmp.fd(), d.raw_data(), d.nbytes(), tmp.path());
+        at += d.nbytes();
     }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    SR_THROW_IF(ec, "{}: cannot rename into place: {}", path, ec.message());
+    tmp.commit(path);
 }
 
 GgufStore GgufStore::open(const std::string& path) {

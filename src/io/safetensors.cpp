@@ -353,21 +353,16 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     }
     std::string text = header.dump();
     while ((text.size() + 8) % 8 != 0) text.push_back(' ');  // keep the data section 8-byte aligned
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        SR_THROW_IF(!out, "{}: cannot write", tmp);
-        uint64_t n = text.size();
-        uint8_t len[8];
-        for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
-        out.write(reinterpret_cast<const char*>(len), 8);
-        out.write(text.data(), std::streamsize(text.size()));
-        for (const auto& c : contiguous) out.write(static_cast<const char*>(c.raw_data()), std::streamsize(c.nbytes()));
-        SR_THROW_IF(!out, "{}: write failed", tmp);
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    SR_THROW_IF(ec, "{}: cannot rename into place: {}", path, ec.message());
+    // A temporary of our own beside the target (O_EXCL | O_NOFOLLOW: never a planted symlink, never shared
+    // with another run), every write checked, renamed into place only when complete.
+    TemporaryFile tmp = create_temporary_file(path, ".partial");
+    uint64_t n = text.size();
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
+    write_all(tmp.fd(), len, 8, tmp.path());
+    write_all(tmp.fd(), text.data(), text.size(), tmp.path());
+    for (const auto& c : contiguous) write_all(tmp.fd(), c.raw_data(), c.nbytes(), tmp.path());
+    tmp.commit(path);
 }
 
 }  // namespace sr
