@@ -25,7 +25,9 @@ build_and_test() {
   ctest --test-dir "$dir" --output-on-failure --timeout 600
 }
 
-build_and_test build
+# The fuzz targets run 3 s each here; under the sanitizers, where a finding is far more likely to be caught,
+# their full default time.
+build_and_test build -DSKYREELS_FUZZ_SECONDS=3
 if [ $sanitize -eq 1 ]; then
   # The sanitizer build skips the benchmarks and -march=native code paths stay the same.
   ASAN_OPTIONS=detect_leaks=1 build_and_test build-asan -DSKYREELS_SANITIZE=ON -DSKYREELS_BENCH=OFF -DSKYREELS_CUDA=OFF
