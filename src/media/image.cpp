@@ -1,7 +1,6 @@
 #include "media/image.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "media/exif_orientation.h"
 #include "media/image_codecs.h"
 #include "media/pil_resample.h"
@@ -51,25 +51,17 @@ int64_t round_half_even(double v) {
     return int64_t(std::nearbyint(v));
 }
 
-// Writes `bytes` to `path` with checked calls (a full disk is an error, not a short file); on failure the
-// file is removed.
+// Writes `bytes` to `path` with checked calls (core/files.h write_all: a full disk is an error, not a short
+// file); on failure the file is removed.
 void write_file_checked(const std::string& path, const std::vector<uint8_t>& bytes) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     SR_THROW_IF(fd < 0, "cannot create the file: {}", std::strerror(errno));
-    size_t done = 0;
-    int error = 0;
-    while (done < bytes.size() && error == 0) {
-        const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0)
-            error = w < 0 ? errno : ENOSPC;
-        else
-            done += size_t(w);
-    }
-    if (::close(fd) != 0 && error == 0) error = errno;
-    if (error != 0) {
+    const FileHandle file(fd);
+    try {
+        write_all(file.get(), bytes.data(), bytes.size(), path);
+    } catch (...) {
         ::unlink(path.c_str());
-        SR_THROW("cannot write the file: {}", std::strerror(error));
+        throw;
     }
 }
 
@@ -125,29 +117,10 @@ Image8 decode_image(const uint8_t* data, size_t size, const std::string& name) {
 }
 
 Image8 load_image(const std::string& path) {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused as not a regular file below.
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    SR_THROW_IF(fd < 0, "image '{}': cannot open the file: {}", path, std::strerror(errno));
-    struct FdCloser {
-        int fd;
-        ~FdCloser() { ::close(fd); }
-    } closer{fd};
-    struct stat st {};
-    SR_THROW_IF(::fstat(fd, &st) != 0, "image '{}': cannot stat the file: {}", path, std::strerror(errno));
-    SR_THROW_IF(!S_ISREG(st.st_mode), "image '{}': not a regular file", path);
-    SR_THROW_IF(st.st_size > kMaxImageFileBytes, "image '{}': {} bytes, more than the limit of {}", path,
-                int64_t(st.st_size), kMaxImageFileBytes);
-    std::vector<uint8_t> bytes(size_t(st.st_size));
-    size_t got = 0;
-    while (got < bytes.size()) {
-        const ssize_t r = ::read(fd, bytes.data() + got, bytes.size() - got);
-        if (r < 0 && errno == EINTR) continue;
-        SR_THROW_IF(r < 0, "image '{}': read error: {}", path, std::strerror(errno));
-        if (r == 0) break;  // shrank while we read: decode what is there (a truncated image is an error)
-        got += size_t(r);
-    }
-    bytes.resize(got);
-    return decode_image(bytes.data(), bytes.size(), path);
+    // core/files.h: a FIFO is refused as not a regular file without waiting for a writer; the size is checked
+    // before anything is read.
+    const std::string bytes = read_regular_file(path, size_t(kMaxImageFileBytes));
+    return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
 }
 
 Tensor image_to_tensor(const Image8& image) {

@@ -71,6 +71,11 @@ std::string choose_device(const GenerateOptions& o) {
     return "cpu";
 }
 
+// --quant as given: SkyReels' bare --quant means fp8; "" when absent.
+std::string quant_value(const GenerateOptions& o) {
+    return o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;
+}
+
 // Every conflict and bad value among the flags, all at once (a user fixing a SkyReels command line should not
 // need one run per mistake). Values the Session checks again (sizes, frames) are left to it.
 std::vector<std::string> flag_problems(const GenerateOptions& o, const std::string& device) {
@@ -86,7 +91,7 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
     need(o.demo || !o.given("--demo-size"), "--demo-size goes with --demo");
     need(!o.compiler_transformer, "--compiler_transformer is not implemented yet in skyreels.cpp");
     need(o.gpu_num == 1, fmt::format("--gpu_num {}: only 1 is implemented yet (multi-GPU parallelism)", o.gpu_num));
-    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;
+    const std::string quant = quant_value(o);
     need(quant.empty() || quant == "fp8" || quant == "none", fmt::format("--quant {}: expected fp8 or none", quant));
     need(o.precision.empty() || o.precision == "f32" || o.precision == "bf16",
          fmt::format("--precision {}: expected f32 or bf16", o.precision));
@@ -108,20 +113,13 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
     need(o.threads >= 0 && o.threads <= 4096,
          fmt::format("--threads {}: must be in 1..4096 (0: all cores)", o.threads));
     need(!(o.given("--prompt") && o.given("--prompt-file")), "--prompt and --prompt-file: give one of them");
-    if (o.crf == 0 && !o.quiet)
-        SR_LOG_WARN(
-            "--crf 0 writes lossless H.264 (the High 4:4:4 Predictive profile), which browsers, QuickTime and most "
-            "phones do not play; --crf 1..17 looks the same and plays everywhere");
     return p;
 }
 
 void throw_problems(const std::vector<std::string>& problems) {
-    std::vector<std::string> real;
-    for (const auto& s : problems)
-        if (!s.empty()) real.push_back(s);
-    if (real.empty()) return;
-    if (real.size() == 1) SR_THROW("{}", real[0]);
-    SR_THROW("{} problems with the flags:\n  {}", real.size(), fmt::join(real, "\n  "));
+    if (problems.empty()) return;
+    if (problems.size() == 1) SR_THROW("{}", problems[0]);
+    SR_THROW("{} problems with the flags:\n  {}", problems.size(), fmt::join(problems, "\n  "));
 }
 
 // --offload/--vram-budget/--host-memory/... with SkyReels' spellings mapped on (flag_problems checked them).
@@ -300,6 +298,10 @@ void print_header(const GenerateOptions& o, const SessionOptions& s, const std::
 int run_generate(GenerateOptions& o) {
     const std::string device = choose_device(o);
     throw_problems(flag_problems(o, device));
+    if (o.crf == 0 && !o.quiet)
+        SR_LOG_WARN(
+            "--crf 0 writes lossless H.264 (the High 4:4:4 Predictive profile), which browsers, QuickTime and most "
+            "phones do not play; --crf 1..17 looks the same and plays everywhere");
     check_utf8(o.prompt, "--prompt");  // before anything is loaded (--prompt-file lines: in requests())
     check_utf8(o.negative_prompt, "--negative-prompt");
     if (o.threads > 0) set_n_threads(o.threads);
@@ -321,8 +323,7 @@ int run_generate(GenerateOptions& o) {
     options.sim_bandwidth_gbs = o.sim_bandwidth_gbs;
     options.sim_memory_bytes = parse_bytes(o.sim_memory, "--sim-memory");
     options.planning_only = o.dry_run;
-    const std::string quant = o.given("--quant") && o.quant.empty() ? "fp8" : o.quant;  // SkyReels' bare --quant
-    if (quant == "fp8") options.quant = LinearQuant::Float8WeightOnly;
+    if (quant_value(o) == "fp8") options.quant = LinearQuant::Float8WeightOnly;
     // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
     // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
     if (!o.precision.empty()) options.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
