@@ -332,6 +332,17 @@ TEST(CliUx, FlagsBehaveAsArgparseAndSdCliUsersExpect) {
     EXPECT_NE(r.err.find("16384"), std::string::npos) << r.err;
     r = run("generate --demo --model x" + kSmall);
     EXPECT_NE(r.err.find("give --demo or --model, not both"), std::string::npos) << r.err;
+    // The new flags' bad values are named.
+    for (const auto& [args, piece] : std::vector<std::pair<std::string, std::string>>{
+             {"--demo --demo-size huge", "--demo-size huge: expected small or large"},
+             {"--model x --demo-size large", "--demo-size goes with --demo"},
+             {"--demo --device sim --sim-memory 12Q", "--sim-memory"},
+             {"--demo --offload fast --device sim", "--offload"},
+             {"--demo --prompt a --prompt-file b", "give one of them"}}) {
+        r = run("generate " + args + " --dry-run" + kSmall);
+        EXPECT_EQ(r.code, 1) << args << ": " << r.all();
+        EXPECT_NE(r.err.find(piece), std::string::npos) << args << ": " << r.err;
+    }
     const fs::path dir = sr::test::scratch_dir("cli_ux_flags");
     std::ofstream(dir / "model.ckpt") << "\x80\x02PK pickled torch checkpoint";
     r = run("generate --model '" + (dir / "model.ckpt").string() + "' --base '" + dir.string() + "'" + kSmall);
