@@ -167,6 +167,25 @@ TEST(DevicePipeline, ImageToVideoOnTheDeviceIsBitIdentical) {
     }
 }
 
+// A plan meets each VAE tile shape once (pipeline/memory_plan.h: the largest videos have tens of millions of
+// tiles of a handful of shapes); the repeats are counted from that one run. Here 64x64 frames in tiles of 16
+// every 8 (7x7 tiles, most of one shape) and 17 frames in temporal tiles of 8 every 4: the planned decoding
+// peak is still exactly what the device measures, with the weights resident and streamed.
+TEST(DevicePipeline, PlanOfManyRepeatedVaeTilesIsExact) {
+    Scenario s = make_scenario(Task::T2V, {.heads = 2, .head_dim = 32, .dual_blocks = 1, .single_blocks = 1}, 64, 17, 1);
+    VAETiling& t = s.req.params.vae_tiling;
+    t.tile_sample_min_height = t.tile_sample_min_width = 16;
+    t.tile_sample_stride_height = t.tile_sample_stride_width = 8;
+    t.tile_sample_min_num_frames = 8;
+    t.tile_sample_stride_num_frames = 4;
+    for (OffloadMode offload : {OffloadMode::None, OffloadMode::Block}) {
+        MemoryOptions o{.offload = offload};
+        Tensor latents;
+        const DeviceRunReport r = run_on_sim(s, o, &latents);
+        expect_plan_matches(r, std::string("repeated tiles, ") + offload_mode_name(offload));
+    }
+}
+
 // The host/device boundary. The simulated device's memory may not be touched by host code (a stray host
 // read or write, or a host tensor handed to a kernel, aborts the run naming the tensor), so this run proves
 // that every model uploads its inputs, tables and masks and hands back what the host reads. Small VAE tiles

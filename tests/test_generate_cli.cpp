@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include "support/fixtures.h"
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/image.h"
+#include "pipeline/pipeline.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -195,6 +197,26 @@ TEST(GenerateCli, DryRunAllocatesNoHostTensorsAndPrintsPlansThatDoNotFit) {
     EXPECT_EQ(tight.code, 1) << tight.output;
     for (const char* piece : {"memory plan", "peak device memory", "does not fit:", "short by"})
         EXPECT_NE(tight.output.find(piece), std::string::npos) << piece << ": " << tight.output;
+}
+
+// Issue 24, item 3 at the extreme: the largest size a request may ask for (pipeline.h's limits) plans in
+// seconds, fitting or not. A plan at that size meets millions of MLP chunks and tens of millions of VAE tiles
+// of a handful of shapes, each planned once, and asks for tens of TiB, handed out as addresses that map
+// nothing (core/virtual_allocator.h).
+TEST(GenerateCli, DryRunAtTheLargestAllowedSizeTakesSeconds) {
+    const std::string size = " --frames " + std::to_string(sr::kMaxVideoFrames) + " --height " +
+                             std::to_string(sr::kMaxVideoSide) + " --width " + std::to_string(sr::kMaxVideoSide);
+    const auto t0 = std::chrono::steady_clock::now();
+    const Result fits = run("generate --demo --quiet --dry-run" + size);
+    const Result tight = run("generate --demo --quiet --dry-run --device sim --offload block --vram-budget 8G" + size);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(fits.code, 0) << fits.output;
+    EXPECT_NE(fits.output.find("peak device memory"), std::string::npos) << fits.output;
+    EXPECT_NE(fits.output.find("TiB"), std::string::npos) << fits.output;
+    EXPECT_EQ(tight.code, 1) << tight.output;
+    EXPECT_NE(tight.output.find("does not fit:"), std::string::npos) << tight.output;
+    // 0.2 s each on the 2-core CI machine; the bound leaves room for the sanitizers' slowdown.
+    EXPECT_LT(seconds, 20.0);
 }
 
 // Ctrl-C in the middle of a run: the process dies by SIGINT and leaves neither the video nor its partial file.

@@ -54,6 +54,12 @@ void* Allocator::allocate(size_t bytes, std::string_view what) {
     return p;
 }
 
+void Allocator::note_peak(size_t bytes) {
+    size_t peak = peak_.load();
+    while (bytes > peak && !peak_.compare_exchange_weak(peak, bytes)) {
+    }
+}
+
 bool Allocator::charge_extra(size_t extra) {
     if (extra == 0) return true;
     const size_t now = in_use_.fetch_add(extra) + extra;

@@ -50,6 +50,9 @@ public:
     size_t in_use_bytes() const { return in_use_.load(); }
     size_t peak_bytes() const { return peak_.load(); }
     void reset_peak() { peak_.store(in_use_.load()); }
+    // Raises the peak to `bytes` (if below): where a plan counts a run it knows the peak of instead of
+    // repeating it.
+    void note_peak(size_t bytes);
 
 protected:
     virtual void* raw_allocate(size_t bytes) = 0;  // nullptr on failure

@@ -9,6 +9,7 @@
 //   space.peak_bytes();                  // the activations' peak, to the byte
 #pragma once
 
+#include <cstdint>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -33,6 +34,9 @@ protected:
     void* raw_allocate(size_t bytes) override;
     void raw_deallocate(void* ptr, size_t bytes) override;
 
+    // Requests at least this large get an address that maps nothing (see raw_allocate).
+    static constexpr size_t kUnmappedFromBytes = size_t{1} << 40;  // 1 TiB
+
 private:
     static constexpr size_t kMaxCachedMappings = 1024;  // freed mappings kept for reuse, by size
     Device device_;
@@ -40,6 +44,7 @@ private:
     std::mutex mutex_;
     std::unordered_map<size_t, std::vector<void*>> free_;
     size_t n_free_ = 0;
+    uintptr_t next_unmapped_ = 0;  // offset of the next unmapped address in its range
 };
 
 }  // namespace sr

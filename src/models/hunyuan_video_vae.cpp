@@ -494,8 +494,10 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
         return out;
     }
     if (tiling.use_tiling &&
-        (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r))
-        return tiled_decode(be, dec, zf, tiling);
+        (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r)) {
+        PlannedTileShapes planned;
+        return tiled_decode(be, dec, zf, tiling, planned);
+    }
     return to_host(be, run_decoder(be, dec, zf, hook));
 }
 
@@ -512,8 +514,10 @@ void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VA
     // the spatial test compares the width with the STRIDE width (not the min width).
     if (t.use_framewise_decoding && z.dim(2) > t.tile_sample_min_num_frames / config_.temporal_compression_ratio)
         return temporal_tiled_decode(be, dec, z, t, sink);
-    if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r))
-        return sink(tiled_decode(be, dec, z, t), 0);
+    if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r)) {
+        PlannedTileShapes planned;
+        return sink(tiled_decode(be, dec, z, t, planned), 0);
+    }
     sink(to_host(be, run_decoder(be, dec, z, {})), 0);
 }
 

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -213,7 +214,15 @@ private:
                           const VAEIntermediateHook& hook) const;
     Tensor tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
     Tensor temporal_tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
-    Tensor tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t) const;
+    // Memory planning (host_values_skipped()): what each tile shape already run produced and cost, so that a
+    // repeated shape is not run again (hunyuan_video_vae_tiling.cpp, planned_run).
+    struct PlannedRun {
+        Shape shape;        // of the result
+        size_t peak_delta;  // the device's peak during the run, above what was in use before it
+    };
+    using PlannedTileShapes = std::map<std::string, PlannedRun>;
+    Tensor tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
+                        PlannedTileShapes& planned) const;
     void temporal_tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
                                const VAEFrameSink& sink) const;
     void check_latents(const Tensor& z) const;

@@ -62,6 +62,27 @@ Tensor packed(const Tensor& t) {
     return Tensor::empty(t.shape(), t.dtype(), host_allocator(), "VAE tile");
 }
 
+// run() (a tile's decode, brought to the host), except in a plan (host_values_skipped()) when a run with the
+// same `key` came before: then the device's peak is raised by what that run added to it, and only the result
+// is made, where run() makes it (on the device, then brought to the host: on the CPU the same memory). At the
+// largest video sizes a plan meets tens of millions of tiles of a handful of shapes.
+template <class Planned, class Run>
+Tensor planned_run(Backend& be, Planned& planned, const std::string& key, Run&& run) {
+    if (!host_values_skipped()) return run();
+    Allocator& device = be.allocator();
+    const size_t before = device.in_use_bytes();
+    if (auto it = planned.find(key); it != planned.end()) {
+        device.note_peak(before + it->second.peak_delta);
+        return to_host(be, new_activation(be, it->second.shape, "VAE tile"));
+    }
+    const size_t outer_peak = device.peak_bytes();
+    device.reset_peak();
+    Tensor out = run();
+    planned.emplace(key, typename Planned::mapped_type{out.shape(), device.peak_bytes() - before});
+    device.note_peak(outer_peak);
+    return out;
+}
+
 }  // namespace
 
 Tensor HunyuanVideoVAE::encode_moments(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t,
@@ -139,7 +160,8 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Encoder& enc, c
     return out;
 }
 
-Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t) const {
+Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
+                                     PlannedTileShapes& planned) const {
     const int64_t r = config_.spatial_compression_ratio, h = z.dim(3), w = z.dim(4);
     const int64_t lat_min_h = t.tile_sample_min_height / r, lat_min_w = t.tile_sample_min_width / r;
     const int64_t lat_stride_h = t.tile_sample_stride_height / r, lat_stride_w = t.tile_sample_stride_width / r;
@@ -156,7 +178,9 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
         for (int64_t j = 0; j < w; j += lat_stride_w) {
             const Tensor tile_z =
                 packed(z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)));
-            Tensor tile = to_host(be, run_decoder(be, dec, tile_z, {}));  // [B, out, F, 8th, 8tw]
+            Tensor tile = planned_run(be, planned, tile_z.shape().str(), [&] {
+                return to_host(be, run_decoder(be, dec, tile_z, {}));  // [B, out, F, 8th, 8tw]
+            });
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
             place(tile, t.tile_sample_stride_height, t.tile_sample_stride_width, out, y0, x0);
@@ -181,10 +205,16 @@ void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, con
         t.use_tiling && (z.dim(4) > t.tile_sample_min_width / r || z.dim(3) > t.tile_sample_min_height / r);
     Tensor prev;
     int64_t emitted = 0;
+    PlannedTileShapes planned_spatial, planned_temporal;
     for (int64_t i = 0; i < T; i += lat_stride_f) {
         // lat_min_f + 1 latents per tile; the last tiles may hold a single latent (one frame, then dropped).
         const Tensor tile_z = packed(z.slice(2, i, std::min(i + lat_min_f + 1, T)));
-        Tensor tile = spatial ? tiled_decode(be, dec, tile_z, t) : to_host(be, run_decoder(be, dec, tile_z, {}));
+        // A plan's host peak also depends on the previous tile held meanwhile: part of the key.
+        const std::string key = tile_z.shape().str() + (prev.defined() ? " after " + prev.shape().str() : "");
+        Tensor tile = planned_run(be, planned_temporal, key, [&] {
+            return spatial ? tiled_decode(be, dec, tile_z, t, planned_spatial)
+                           : to_host(be, run_decoder(be, dec, tile_z, {}));
+        });
         if (i > 0) {
             tile = packed(tile.slice(2, 1, tile.dim(2)));  // the overlap latent's frame
             blend(prev, tile, 2, blend_f);
