@@ -172,7 +172,8 @@ TEST(DevicePipeline, ImageToVideoOnTheDeviceIsBitIdentical) {
 // every 8 (7x7 tiles, most of one shape) and 17 frames in temporal tiles of 8 every 4: the planned decoding
 // peak is still exactly what the device measures, with the weights resident and streamed.
 TEST(DevicePipeline, PlanOfManyRepeatedVaeTilesIsExact) {
-    Scenario s = make_scenario(Task::T2V, {.heads = 2, .head_dim = 32, .dual_blocks = 1, .single_blocks = 1}, 64, 17, 1);
+    Scenario s =
+        make_scenario(Task::T2V, {.heads = 2, .head_dim = 32, .dual_blocks = 1, .single_blocks = 1}, 64, 17, 1);
     VAETiling& t = s.req.params.vae_tiling;
     t.tile_sample_min_height = t.tile_sample_min_width = 16;
     t.tile_sample_stride_height = t.tile_sample_stride_width = 8;

@@ -8,7 +8,9 @@ namespace {
 // instead of reading some other allocation. Each address is unique while the plan runs.
 constexpr uintptr_t kUnmappedBase = uintptr_t{1} << 62;
 
-bool is_unmapped(const void* p) { return (reinterpret_cast<uintptr_t>(p) & kUnmappedBase) != 0; }
+bool is_unmapped(const void* p) {
+    return (reinterpret_cast<uintptr_t>(p) & kUnmappedBase) != 0;
+}
 
 }  // namespace
 
