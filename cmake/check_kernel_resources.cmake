@@ -15,9 +15,10 @@ if(NOT reports)
 endif()
 
 # Dynamic shared memory the launch functions ask for (kernel name fragment -> bytes), beyond ptxas's static
-# count. attention_bf16.cu: Q + double-buffered K and V tiles, 5 x 64 x 128 bf16. attention_f32.cu: the largest
-# instantiation (head dim 512, 8 rows per block): 4 x (8 x 512 + 32 x 513 + 8 x 32) floats.
-set(dynamic_attention_bf16_kernel 81920)
+# count. attention_bf16.cu: a 128-row Q tile and double-buffered 32-row K and V tiles of 128 bf16, (128 + 4 x 32)
+# x 128 x 2 bytes. attention_f32.cu: the largest instantiation (head dim 512, 8 rows per block):
+# 4 x (8 x 512 + 32 x 513 + 8 x 32) floats.
+set(dynamic_attention_bf16_kernel 65536)
 set(dynamic_attention_f32_kernel 83072)
 # Shared memory a block may use (static + dynamic, with the opt-in), per architecture.
 set(limit_sm_80 166912)

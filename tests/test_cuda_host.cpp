@@ -6,13 +6,18 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cuda/attention_tiling.h"
 #include "backends/cuda/block_cache.h"
 #include "backends/cuda/cudnn_plan.h"
 #include "backends/cuda/gemm_plan.h"
 #include "backends/cuda/index_math.h"
+#include "backends/cuda/qk_norm_rope.h"
 #include "backends/cuda/staging_ring.h"
 #include "core/allocator.h"
 #include "core/error.h"
@@ -466,6 +471,268 @@ TEST(CudaCudnnPlan, ConvDispatchAndDescriptors) {
     EXPECT_FALSE(cudnn_conv_dims(huge, d));
     Conv3dGeometry empty{1, 4, 2, 8, 8, 4, 3, 3, 3, {1, 1, 1}, {0, 0, 0}};  // 2 frames < 3-frame kernel
     EXPECT_FALSE(cudnn_conv_dims(empty, d));
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The fused QK-RMSNorm + RoPE + bf16 kernel's element logic (qk_norm_rope.h) against the CPU backend's rms_norm
+// then rope_interleaved, which is what the attention's QkNormRope means (ops.h).
+
+float bf16_value(uint16_t bits) {
+    const uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// HunyuanVideo-like tables [L, 128]: each frequency at both positions of its pair.
+void rope_tables(int64_t L, Tensor& cos, Tensor& sin) {
+    const int64_t D = cuda::kQkNormRopeHeadDim;
+    cos = Tensor::empty({L, D}, DType::F32);
+    sin = Tensor::empty({L, D}, DType::F32);
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t i = 0; i < D; i += 2) {
+            const double angle = double(l * 7 + 3) * std::pow(256.0, -double(i % 56) / 56.0);
+            cos.data<float>()[l * D + i] = cos.data<float>()[l * D + i + 1] = float(std::cos(angle));
+            sin.data<float>()[l * D + i] = sin.data<float>()[l * D + i + 1] = float(std::sin(angle));
+        }
+}
+
+TEST(CudaQkNormRope, ElementLogicMatchesTheCpuOps) {
+    // Rows of very different scales (the projections' rows differ by orders of magnitude), two weights (video
+    // and text), rotated and plain rows.
+    const int64_t D = cuda::kQkNormRopeHeadDim, L = 300, n_rope = 200;
+    const float eps = 1e-6f;
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> normal(0, 1);
+    std::uniform_real_distribution<double> log_scale(-6, 6);
+    Tensor x = Tensor::empty({L, D}, DType::F32);
+    for (int64_t l = 0; l < L; ++l) {
+        const double s = std::exp2(log_scale(rng));
+        for (int64_t i = 0; i < D; ++i) x.data<float>()[l * D + i] = float(s * normal(rng));
+    }
+    Tensor w[2] = {Tensor::empty({D}, DType::BF16), Tensor::empty({D}, DType::BF16)};
+    for (Tensor& t : w) {
+        Tensor f = Tensor::empty({D}, DType::F32);
+        for (int64_t i = 0; i < D; ++i) f.data<float>()[i] = float(1.0 + 0.3 * normal(rng));
+        t = f.to(DType::BF16);  // the checkpoint's dtype
+    }
+    Tensor cos, sin;
+    rope_tables(n_rope, cos, sin);
+
+    // The CPU ops: rms_norm per segment with its weight, then rope on the first n_rope rows ([1, n_rope, 1, D]).
+    Tensor normed = Tensor::empty({L, D}, DType::F32);
+    for (int s = 0; s < 2; ++s) {
+        const int64_t l0 = s == 0 ? 0 : n_rope, l1 = s == 0 ? n_rope : L;
+        Tensor dst = normed.slice(0, l0, l1);
+        cpu_backend().rms_norm(x.slice(0, l0, l1), &w[s], eps, dst);
+    }
+    Tensor want = normed.clone();
+    {
+        Tensor rotated = want.slice(0, 0, n_rope).view({1, n_rope, 1, D});
+        cpu_backend().rope_interleaved(rotated, cos, sin);
+    }
+
+    // Tolerance, from f32 and bf16 rounding. The fused row forms 1/rms from an f32 sum of 128 positive squares
+    // (a 7-level tree: relative error <= 7u) plus the mean, eps, sqrt and division (4u), where the CPU sums in
+    // double and rounds once: the two inverses differ by <= 12u relative (u = 2^-24). The products (x inv) w then
+    // differ by <= 14u |n|, and the rotation n0 c0 - n1 s0 (contracted to an FMA or not on either side) by
+    // <= 16u (|n0 c0| + |n1 s0|) =: E. Rounding to bf16 (8 significant bits, round to nearest) moves the value
+    // by <= 2^-8 of its magnitude. So |fused - cpu| <= 2^-8 |cpu| + (1 + 2^-8) E; we allow 2^-8 |cpu| + 32u S
+    // with S = |n0 c0| + |n1 s0| (S = |n0| for a row that is not rotated). A wrong pair, weight, sign or row
+    // statistic is off by far more.
+    constexpr double kU = 0x1p-24;
+    int64_t exact = 0;
+    std::array<uint16_t, 128> row{};
+    std::vector<float> w_f32[2];
+    for (int s = 0; s < 2; ++s) {
+        const Tensor f = w[s].to(DType::F32);
+        w_f32[s].assign(f.data<float>(), f.data<float>() + D);
+    }
+    for (int64_t l = 0; l < L; ++l) {
+        const bool rotate = l < n_rope;
+        cuda::qk_norm_rope_row_reference(x.data<float>() + l * D, w_f32[rotate ? 0 : 1].data(),
+                                         rotate ? cos.data<float>() + l * D : nullptr,
+                                         rotate ? sin.data<float>() + l * D : nullptr, rotate, eps, row.data());
+        for (int64_t i = 0; i < D; ++i) {
+            const int64_t p = i - i % 2, other = i % 2 == 0 ? i + 1 : i - 1;
+            const float* n = normed.data<float>() + l * D;
+            const double S = rotate ? std::fabs(double(n[i]) * cos.data<float>()[l * D + i]) +
+                                          std::fabs(double(n[other]) * sin.data<float>()[l * D + i])
+                                    : std::fabs(double(n[i]));
+            const double r = want.data<float>()[l * D + i], got = bf16_value(row[size_t(i)]);
+            ASSERT_LE(std::fabs(got - r), 0x1p-8 * std::fabs(r) + 32 * kU * S)
+                << "row " << l << " element " << i << " (pair " << p << ")" << (rotate ? " rotated" : "");
+            exact += row[size_t(i)] == cuda::qk_bf16_bits(float(r));
+        }
+    }
+    // Within bf16 rounding and almost always bit for bit: only values whose f32 results straddle a bf16 rounding
+    // boundary may differ (by one bf16 ulp), a few in a thousand at most.
+    EXPECT_GE(double(exact), 0.99 * double(L * D)) << exact << " of " << L * D << " bit-identical";
+}
+
+TEST(CudaQkNormRope, Bf16RoundingIsNearestEven) {
+    // The packing's rounding against the library's f32 -> bf16 conversion (core/dtype), on ties, NaN, infinities
+    // and random values.
+    std::vector<float> v = {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, -3.3e38f, 1e-40f, INFINITY, -INFINITY, NAN};
+    std::mt19937 rng(3);
+    std::uniform_int_distribution<uint32_t> bits;
+    for (int i = 0; i < 10000; ++i) {
+        const uint32_t u = bits(rng);
+        float f;
+        std::memcpy(&f, &u, sizeof f);
+        v.push_back(f);
+    }
+    Tensor t = Tensor::empty({int64_t(v.size())}, DType::F32);
+    std::copy(v.begin(), v.end(), t.data<float>());
+    const Tensor b = t.to(DType::BF16);
+    for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(cuda::qk_bf16_bits(v[i]), b.data<uint16_t>()[i]) << v[i];
+}
+
+TEST(CudaQkNormRope, CpuAttentionAppliesItAsTheSeparateOps) {
+    // The attention op's QkNormRope on the CPU backend (the reference the CUDA tests compare to) is bit for bit
+    // rms_norm per segment, rope on the first n_rope tokens, then the attention: the transformer's results do not
+    // move by handing the prologue to the attention.
+    const int64_t B = 2, L = 70, H = 3, D = 128, n_rope = 50;
+    std::mt19937_64 rng(12);
+    std::normal_distribution<double> normal(0, 1);
+    auto randn = [&](const Shape& s, double scale) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(scale * normal(rng));
+        return t;
+    };
+    const Tensor q = randn({B, L, H, D}, 3.0), k = randn({B, L, H, D}, 0.5), v = randn({B, L, H, D}, 1.0);
+    const Tensor wq0 = randn({D}, 1.0), wq1 = randn({D}, 1.0), wk0 = randn({D}, 1.0), wk1 = randn({D}, 1.0);
+    Tensor cos, sin;
+    rope_tables(n_rope, cos, sin);
+    AttentionMask mask;
+    mask.kv_len = {L, 60};
+    const float scale = float(1.0 / std::sqrt(double(D)));
+    CpuBackend& be = cpu_backend();
+
+    auto unfused = [&](const Tensor& x, const Tensor& w0, const Tensor& w1) {
+        Tensor y = Tensor::empty({B, L, H, D}, DType::F32);
+        for (int64_t b = 0; b < B; ++b) {
+            Tensor d0 = y.select(0, b).slice(0, 0, n_rope).view({-1, D});
+            be.rms_norm(x.select(0, b).slice(0, 0, n_rope).view({-1, D}), &w0, 1e-6f, d0);
+            Tensor d1 = y.select(0, b).slice(0, n_rope, L).view({-1, D});
+            be.rms_norm(x.select(0, b).slice(0, n_rope, L).view({-1, D}), &w1, 1e-6f, d1);
+        }
+        Tensor rotated = y.slice(1, 0, n_rope);
+        be.rope_interleaved(rotated, cos, sin);
+        return y;
+    };
+    const Tensor qn = unfused(q, wq0, wq1), kn = unfused(k, wk0, wk1);
+    Tensor want = Tensor::empty({B, L, H, D}, DType::F32), got = Tensor::empty({B, L, H, D}, DType::F32);
+    Tensor want_heads = want.permute({0, 2, 1, 3}), got_heads = got.permute({0, 2, 1, 3});
+    be.attention(qn.permute({0, 2, 1, 3}), kn.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), want_heads, mask, scale);
+    QkNormRope qk;
+    qk.q_weight = {&wq0, &wq1};
+    qk.k_weight = {&wk0, &wk1};
+    qk.cos = &cos;
+    qk.sin = &sin;
+    qk.n_rope = n_rope;
+    be.attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), got_heads, mask, scale, qk);
+    EXPECT_EQ(std::memcmp(got.data<float>(), want.data<float>(), size_t(got.numel()) * sizeof(float)), 0);
+}
+
+TEST(CudaCudnnPlan, HeadsPerGroupWithTheF32QkFallback) {
+    // The unfused prologue's f32 scratch (normalized q and k, one staging buffer) joins the bf16 copies within
+    // the bound; the f32 path alone (not packed) groups heads only when it needs that scratch.
+    const int64_t scratch = int64_t(256) << 20, L = 51456, D = 128;
+    const int64_t both = attention_heads_per_group(24, L, L, D, scratch, false, true, true);
+    EXPECT_LE(both * (3 * L * D * 2 + 3 * L * D * 4), scratch);
+    EXPECT_GT((both + 1) * (3 * L * D * 2 + 3 * L * D * 4), scratch);
+    const int64_t f32_only = attention_heads_per_group(24, L, L, D, scratch, false, false, true);
+    EXPECT_LE(f32_only * 3 * L * D * 4, scratch);
+    EXPECT_GT((f32_only + 1) * 3 * L * D * 4, scratch);
+    EXPECT_EQ(attention_heads_per_group(24, L, L, D, scratch, false, false, false), 24);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The bf16 attention kernel's tiling (attention_tiling.h).
+
+TEST(CudaAttentionTiling, SwizzleIsAPermutationAndConflictFree) {
+    using namespace sr::cuda;
+    for (int row = 0; row < kAttnBlockRows; ++row) {
+        std::set<int> seen;
+        for (int col = 0; col < kAttnHeadDim; ++col) {
+            const int at = attn_swizzle(row, col);
+            ASSERT_GE(at, row * kAttnHeadDim);
+            ASSERT_LT(at, (row + 1) * kAttnHeadDim);
+            ASSERT_EQ(at % 8, col % 8);  // 16-byte chunks stay whole: cp.async and ldmatrix move them as one
+            seen.insert(at);
+        }
+        ASSERT_EQ(seen.size(), size_t(kAttnHeadDim));
+    }
+    // One ldmatrix 8x8 read: eight consecutive rows (from a multiple of 8), one logical chunk column. Its eight
+    // 16-byte rows must sit in eight different chunk positions (4 banks each: 32 banks, no conflict).
+    for (int row0 = 0; row0 < kAttnBlockRows; row0 += 8)
+        for (int chunk = 0; chunk < kAttnHeadDim / 8; ++chunk) {
+            std::set<int> banks;
+            for (int r = row0; r < row0 + 8; ++r) banks.insert((attn_swizzle(r, chunk * 8) % kAttnHeadDim) / 8 % 8);
+            ASSERT_EQ(banks.size(), 8u) << "rows " << row0 << "+, chunk " << chunk;
+        }
+}
+
+TEST(CudaAttentionTiling, MaskOnlyWhereAKeyOrRowIsInvalid) {
+    // Brute force over shapes, padding and causal offsets: every thread's four rows, every tile its block visits.
+    // An interior tile must hold only valid (row, key) pairs; a block must visit every key any of its rows sees;
+    // and without padding or causality only the last partial tile and the last rows are masked.
+    using namespace sr::cuda;
+    struct Case {
+        int64_t lq, lk, kv_len;
+        bool causal;
+    };
+    const std::vector<Case> cases = {{300, 300, 300, false}, {300, 300, 177, false}, {130, 2113, 2113, false},
+                                     {351, 351, 351, true},  {100, 351, 351, true},  {70, 90, 0, false},
+                                     {256, 256, 256, false}, {257, 513, 400, true},  {51456 % 997, 4096, 4000, false}};
+    for (const Case& c : cases) {
+        SCOPED_TRACE(::testing::Message() << c.lq << "x" << c.lk << " kv " << c.kv_len << (c.causal ? " causal" : ""));
+        const int64_t kv_end = attn_kv_end(c.kv_len, c.lk), offset = c.lk - c.lq;
+        int64_t masked_tiles = 0, tiles = 0;
+        for (int64_t i0 = 0; i0 < c.lq; i0 += kAttnBlockRows) {
+            const int64_t i_last = std::min<int64_t>(i0 + kAttnBlockRows, c.lq) - 1;
+            const int64_t block_end = attn_row_key_end(i_last, kv_end, c.causal, offset);
+            const int n_tiles = attn_tile_count(block_end);
+            for (int warp = 0; warp < kAttnWarps; ++warp)
+                for (int g = 0; g < 8; ++g) {
+                    int64_t rows[4], ends[4], min_end = INT64_MAX;
+                    for (int rr = 0; rr < 4; ++rr) {
+                        rows[rr] = attn_fragment_row(i0, warp, g, rr);
+                        ends[rr] = attn_row_key_end(rows[rr], kv_end, c.causal, offset);
+                        min_end = std::min(min_end, ends[rr]);
+                        if (rows[rr] < c.lq) {
+                            ASSERT_LE(ends[rr], int64_t(n_tiles) * kAttnKeyTile);
+                        }
+                    }
+                    // The kernel's own shortcut: the first row's end is the smallest, the last row the largest.
+                    ASSERT_EQ(min_end, ends[0]);
+                    ASSERT_EQ(*std::max_element(rows, rows + 4), rows[3]);
+                    const bool rows_valid = rows[3] < c.lq;
+                    for (int t = 0; t < n_tiles; ++t) {
+                        const int64_t j0 = int64_t(t) * kAttnKeyTile;
+                        const bool interior = attn_tile_is_interior(j0, min_end, rows_valid, false);
+                        bool all_valid = true;
+                        for (int rr = 0; rr < 4; ++rr)
+                            for (int64_t j = j0; j < j0 + kAttnKeyTile; ++j)
+                                all_valid = all_valid && rows[rr] < c.lq && j < ends[rr];
+                        if (interior) {
+                            ASSERT_TRUE(all_valid) << "tile " << t << " of block " << i0;
+                        }
+                        // Interior exactly when every pair is valid: no tile is masked without need.
+                        ASSERT_EQ(interior, all_valid) << "tile " << t << " of block " << i0;
+                        EXPECT_FALSE(attn_tile_is_interior(j0, min_end, rows_valid, true));  // a dense mask
+                        ++tiles;
+                        masked_tiles += !interior;
+                    }
+                }
+        }
+        if (!c.causal && c.kv_len == c.lk && c.lq % kAttnBlockRows == 0) {
+            // Only the last key tile, and only when the keys do not fill it.
+            const int64_t per_thread = c.lk % kAttnKeyTile == 0 ? 0 : 1;
+            EXPECT_EQ(masked_tiles, per_thread * (c.lq / kAttnBlockRows) * kAttnWarps * 8) << tiles << " tiles";
+        }
+    }
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/kernels.h"
 
 namespace {
 
@@ -361,6 +362,157 @@ TEST_F(CudaVsCpu, AttentionBf16LongSequence) {
         EXPECT_TRUE(close(r.got, r.want, [&](int64_t) { return bound; }));
         EXPECT_LE(relative_l2(r.got, r.want), bf16_attention_rel_l2(c));
     }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// the attention's QK-RMSNorm + RoPE prologue (ops.h QkNormRope): fused into the bf16 packing, or apart in f32
+
+struct QkCase {
+    Tensor q, k, v;  // [B, L, H, D] host
+    Tensor w[4];     // q video, q text, k video, k text (bf16, as checkpoints hold them)
+    Tensor cos, sin;
+    QkNormRope qk;
+    AttentionMask mask;
+    int64_t n_rope;
+};
+
+QkCase make_qk_case(int64_t B, int64_t L, int64_t H, int64_t n_rope, std::vector<int64_t> kv_len,
+                    std::mt19937_64& rng) {
+    const int64_t D = 128;
+    QkCase c;
+    c.q = randn({B, L, H, D}, rng, 0.0, 4.0);  // projections are not unit-scale: the norm must undo it
+    c.k = randn({B, L, H, D}, rng, 0.5, 0.3);
+    c.v = randn({B, L, H, D}, rng);
+    for (Tensor& w : c.w) w = randn({D}, rng, 1.0, 0.3).to(DType::BF16);
+    c.cos = Tensor::empty({n_rope, D}, DType::F32);
+    c.sin = Tensor::empty({n_rope, D}, DType::F32);
+    for (int64_t l = 0; l < n_rope; ++l)
+        for (int64_t i = 0; i < D; i += 2) {
+            const double angle = double(l) * std::pow(256.0, -double(i % 56) / 56.0);
+            c.cos.data<float>()[l * D + i] = c.cos.data<float>()[l * D + i + 1] = float(std::cos(angle));
+            c.sin.data<float>()[l * D + i] = c.sin.data<float>()[l * D + i + 1] = float(std::sin(angle));
+        }
+    c.n_rope = n_rope;
+    c.mask.kv_len = std::move(kv_len);
+    return c;
+}
+
+// The CPU's rms_norm per segment then rope on [B, L, H, D] x: what the prologue means.
+Tensor qk_reference(const QkCase& c, const Tensor& x, const Tensor& w0, const Tensor& w1) {
+    const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(3);
+    Tensor y = Tensor::empty(x.shape(), DType::F32);
+    for (int64_t b = 0; b < B; ++b) {
+        Tensor d0 = y.select(0, b).slice(0, 0, c.n_rope).view({-1, D});
+        cpu_backend().rms_norm(x.select(0, b).slice(0, 0, c.n_rope).view({-1, D}), &w0, 1e-6f, d0);
+        Tensor d1 = y.select(0, b).slice(0, c.n_rope, L).view({-1, D});
+        cpu_backend().rms_norm(x.select(0, b).slice(0, c.n_rope, L).view({-1, D}), &w1, 1e-6f, d1);
+    }
+    Tensor rotated = y.slice(1, 0, c.n_rope);
+    cpu_backend().rope_interleaved(rotated, c.cos, c.sin);
+    return y;
+}
+
+TEST_F(CudaVsCpu, QkNormRopeKernelAgainstTheCpuOps) {
+    // The fused kernel alone, on a [H, L, 128] head-major view of a [L, H, 128] buffer with n_rope < L: its bf16
+    // rows against the CPU's rms_norm + rope rounded to bf16. Tolerance from test_cuda_host.cpp's
+    // ElementLogicMatchesTheCpuOps (same element functions): 2^-8 |cpu| + 32u (|n0 c0| + |n1 s0|), bounded here by
+    // 2^-8 |cpu| + 64u |n|max; and at least 99% bit-identical.
+    std::mt19937_64 rng(21);
+    const int64_t L = 700, H = 6, D = 128;
+    QkCase c = make_qk_case(1, L, H, 500, {}, rng);
+    const Tensor want = qk_reference(c, c.q, c.w[0], c.w[1]);  // [1, L, H, D]
+    const Tensor xd = up(c.q), w0 = up(c.w[0]), w1 = up(c.w[1]), cd = up(c.cos), sd = up(c.sin);
+    Tensor out = up(Tensor::empty({H, L, D}, DType::BF16));
+    gpu().synchronize();
+    cuda::QkNormRopeArgs a{};
+    a.src = static_cast<const float*>(xd.raw_data());
+    a.s_sh = D;
+    a.s_sl = H * D;
+    a.dst = static_cast<uint16_t*>(out.raw_data());
+    a.H = H;
+    a.L = L;
+    a.n_rope = c.n_rope;
+    a.w0 = w0.raw_data();
+    a.w1 = w1.raw_data();
+    a.w0_type = a.w1_type = cuda::KType::BF16;
+    a.cos = static_cast<const float*>(cd.raw_data());
+    a.sin = static_cast<const float*>(sd.raw_data());
+    a.eps = 1e-6f;
+    ASSERT_TRUE(cuda::qk_norm_rope_fits(a));
+    cuda::qk_norm_rope_bf16(a, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const Tensor got = down(out).to(DType::F32);  // [H, L, D]
+    const Tensor want_hl = want.select(0, 0).permute({1, 0, 2}).contiguous();
+    const Tensor want_bf16 = want_hl.to(DType::BF16).to(DType::F32);
+    const double n_max = max_abs(want_hl);
+    const std::vector<double> wv = values(want_hl);
+    EXPECT_TRUE(close(got, want_hl, [&](int64_t i) { return 0x1p-8 * std::fabs(wv[size_t(i)]) + 64 * kU * n_max; }));
+    const std::vector<double> gv = values(got), bv = values(want_bf16);
+    int64_t exact = 0;
+    for (size_t i = 0; i < gv.size(); ++i) exact += gv[i] == bv[i];
+    EXPECT_GE(double(exact), 0.99 * double(gv.size())) << exact << " of " << gv.size() << " bit-identical";
+}
+
+TEST_F(CudaVsCpu, AttentionWithQkNormRope) {
+    // The transformer's joint attention on raw projections (video rows normalized with one weight and rotated,
+    // text rows with another, padded text), against the CPU backend's attention with the same prologue, on every
+    // path: the fused prologue feeding cuDNN and the bf16 kernel, and the unfused f32 prologue feeding the f32
+    // kernel (the parity path). Tolerances as AttentionBf16TensorCores / AttentionF32, with the scores bounded by
+    // the normalized q and k (the CPU's own normalization, qk_reference).
+    std::mt19937_64 rng(22);
+    const int64_t B = 2, L = 300, H = 3, D = 128;
+    QkCase c = make_qk_case(B, L, H, 220, {300, 250}, rng);
+    c.qk.q_weight = {&c.w[0], &c.w[1]};
+    c.qk.k_weight = {&c.w[2], &c.w[3]};
+    c.qk.cos = &c.cos;
+    c.qk.sin = &c.sin;
+    c.qk.n_rope = c.n_rope;
+    const float scale = float(1.0 / std::sqrt(double(D)));
+    Tensor want_buf = Tensor::empty({B, L, H, D}, DType::F32);
+    {
+        Tensor want = want_buf.permute({0, 2, 1, 3});
+        cpu().attention(c.q.permute({0, 2, 1, 3}), c.k.permute({0, 2, 1, 3}), c.v.permute({0, 2, 1, 3}), want, c.mask,
+                        scale, c.qk);
+    }
+    const Tensor qn = qk_reference(c, c.q, c.w[0], c.w[1]), kn = qk_reference(c, c.k, c.w[2], c.w[3]);
+    const std::vector<double> qr = row_norms(qn, D), kr = row_norms(kn, D);
+    const double bound_scores =
+        *std::max_element(qr.begin(), qr.end()) * *std::max_element(kr.begin(), kr.end()) * scale;
+    const double vmax = max_abs(c.v);
+
+    const Tensor qd = up(c.q), kd = up(c.k), vd = up(c.v);
+    Tensor wd[4];
+    for (int i = 0; i < 4; ++i) wd[i] = up(c.w[i]);
+    const Tensor cd = up(c.cos), sd = up(c.sin);
+    QkNormRope qk_dev = c.qk;
+    qk_dev.q_weight = {&wd[0], &wd[1]};
+    qk_dev.k_weight = {&wd[2], &wd[3]};
+    qk_dev.cos = &cd;
+    qk_dev.sin = &sd;
+    auto run = [&] {
+        Tensor out_buf = gpu_out({B, L, H, D});
+        Tensor o = out_buf.permute({0, 2, 1, 3});
+        gpu().attention(qd.permute({0, 2, 1, 3}), kd.permute({0, 2, 1, 3}), vd.permute({0, 2, 1, 3}), o, c.mask, scale,
+                        qk_dev);
+        return down(out_buf);
+    };
+    gpu().set_attention_precision(GemmPrecision::BF16);
+    for (const CudaImpl impl : {CudaImpl::Cudnn, CudaImpl::Kernel}) {
+        SCOPED_TRACE(cuda_impl_name(impl));
+        gpu().set_attention_impl(impl);
+        const Tensor got = run();
+        const double bound = vmax * (2 * 0x1p-8 * bound_scores + 0x1p-8);
+        EXPECT_TRUE(close(got, want_buf, [&](int64_t) { return bound; })) << "bound " << bound;
+        // The normalized rows have norm ~ sqrt(128) |w|: scores of std ~ |w|^2, as qk_std = 1 in the plain cases.
+        AttnCase like{"qk", B, H, L, L, D};
+        EXPECT_LE(relative_l2(got, want_buf), bf16_attention_rel_l2(like));
+    }
+    gpu().set_attention_precision(GemmPrecision::F32);
+    const Tensor got = run();
+    const double tol = 2 * vmax * (8 * kU * bound_scores + 1e-6) + 2 * vmax * 64 * kU * bound_scores;
+    // f32: the attention's budget, plus the prologue's: rms_norm and rope agree to a few u of |n| on both sides,
+    // which moves each score by <= 64u of the bound (a generous count) and the output by twice that times max|v|.
+    EXPECT_TRUE(close(got, want_buf, [&](int64_t) { return tol; })) << "tol " << tol;
 }
 
 // ----------------------------------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ public:
                    float scale) {
         run(AttentionOp{q, k, v, out, mask, scale});
     }
+    // The same on raw q and k projections, normalized and rotated first as `qk` says (ops.h, QkNormRope).
+    void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionMask& mask,
+                   float scale, const QkNormRope& qk) {
+        run(AttentionOp{q, k, v, out, mask, scale, &qk});
+    }
     void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y) {
         run(LayerNormOp{x, weight, bias, eps, y});
     }

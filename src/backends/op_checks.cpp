@@ -82,6 +82,23 @@ AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v
     return s;
 }
 
+void check_qk_norm_rope(const QkNormRope& qk, const AttentionShape& shape) {
+    const int64_t D = shape.D;
+    for (const Tensor* w : {qk.q_weight[0], qk.q_weight[1], qk.k_weight[0], qk.k_weight[1]}) {
+        SR_ASSERT(w && w->is_contiguous() && w->numel() == D && dtype_is_float(w->dtype()),
+                  "attention qk norm weight {} for head dim {}", w ? w->describe() : std::string("(none)"), D);
+    }
+    SR_ASSERT(D % 2 == 0, "attention qk rope: head dim {} is odd", D);
+    SR_ASSERT(qk.n_rope >= 0 && qk.n_rope <= std::min(shape.Lq, shape.Lk), "attention qk rope: {} rotated tokens of {}",
+              qk.n_rope, std::min(shape.Lq, shape.Lk));
+    if (qk.n_rope == 0) return;
+    SR_ASSERT(qk.cos && qk.sin, "attention qk rope: {} rotated tokens without tables", qk.n_rope);
+    const Tensor &cos = *qk.cos, &sin = *qk.sin;
+    SR_ASSERT(cos.dtype() == DType::F32 && sin.dtype() == DType::F32 && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.numel() == qk.n_rope * D && sin.numel() == qk.n_rope * D,
+              "attention qk rope tables {} / {} for {} tokens, D={}", cos.describe(), sin.describe(), qk.n_rope, D);
+}
+
 RopeShape check_rope(const Tensor& x, const Tensor& cos, const Tensor& sin, const char* op) {
     SR_ASSERT(x.rank() == 4 && x.dtype() == DType::F32 && x.stride(3) == 1, "{} wants an f32 [B,L,H,D] view, got {}",
               op, x.describe());

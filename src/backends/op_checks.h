@@ -33,6 +33,10 @@ struct AttentionShape {
 AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                const AttentionMask& mask);
 
+// The attention's QkNormRope for q/k of that shape: every weight defined with D float values, 0 <= n_rope <=
+// min(Lq, Lk), tables contiguous f32 [n_rope, D] (absent when n_rope is 0), D even.
+void check_qk_norm_rope(const QkNormRope& qk, const AttentionShape& shape);
+
 struct RopeShape {
     int64_t B, L, H, D;
 };

@@ -117,6 +117,22 @@ struct QuantLinearOp {
     double flops() const { return 2.0 * double(x.numel()) * double(weight.dim(0)); }
 };
 
+// Optional work on q and k that an attention op runs first, so that a backend can fuse it into its own pass over
+// q and k (the CUDA backend normalizes, rotates and rounds each head row to bf16 in one kernel). q and k are then
+// the raw projections. Every head row (D values) is RMS-normalized (eps, as RmsNormOp) with a weight [D]; tokens
+// [0, n_rope) take q_weight[0] / k_weight[0] and are then rotated by the tables cos/sin [n_rope, D] (as
+// RopeInterleavedOp), tokens [n_rope, L) take q_weight[1] / k_weight[1] and are not rotated: HunyuanVideo's video
+// tokens (norm_q, RoPE) and text tokens (norm_added_q in the dual-stream blocks, norm_q in the single-stream
+// ones). The result is exactly rms_norm per segment, then rope_interleaved on the first n_rope tokens.
+struct QkNormRope {
+    std::array<const Tensor*, 2> q_weight{};
+    std::array<const Tensor*, 2> k_weight{};
+    const Tensor* cos = nullptr;
+    const Tensor* sin = nullptr;
+    int64_t n_rope = 0;
+    float eps = 1e-6f;
+};
+
 // Scaled dot-product attention per (batch, head): out = softmax(q k^T * scale, masked) v.
 // q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 views with any strides but a unit innermost stride,
 // so [B,L,H,D] buffers are passed as permute({0,2,1,3}) views. Memory is O(tile x Lk), never Lq x Lk. A
@@ -129,9 +145,19 @@ struct AttentionOp {
     Tensor& out;
     const AttentionMask& mask;
     float scale;
+    const QkNormRope* qk = nullptr;  // null: q and k are used as given
     auto tensors() const {
-        return std::array<OpTensorArg, 5>{
-            {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"dense mask", &mask.dense}}};
+        return std::array<OpTensorArg, 11>{{{"q", &q},
+                                            {"k", &k},
+                                            {"v", &v},
+                                            {"out", &out},
+                                            {"dense mask", &mask.dense},
+                                            {"q norm weight", qk ? qk->q_weight[0] : nullptr},
+                                            {"q norm weight (text)", qk ? qk->q_weight[1] : nullptr},
+                                            {"k norm weight", qk ? qk->k_weight[0] : nullptr},
+                                            {"k norm weight (text)", qk ? qk->k_weight[1] : nullptr},
+                                            {"rope cos", qk ? qk->cos : nullptr},
+                                            {"rope sin", qk ? qk->sin : nullptr}}};
     }
     // Counted over all keys, as the cost model does (masked keys are skipped: an upper bound).
     double flops() const {

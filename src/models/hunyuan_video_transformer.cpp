@@ -237,28 +237,11 @@ Tensor HunyuanVideoTransformer::run_mlp(Backend& be, const TimestepMlp& mlp, con
     return mlp.linear_2.apply(be, silu(be, mlp.linear_1.apply(be, x)));
 }
 
-void HunyuanVideoTransformer::project_into(Backend& be, const Linear& lin, const Tensor& in, const Tensor* head_norm,
-                                           Tensor& out, int64_t offset) const {
-    const int64_t B = in.dim(0), L = in.dim(1), hd = config_.attention_head_dim;
+void HunyuanVideoTransformer::project_into(Backend& be, const Linear& lin, const Tensor& in, Tensor& out,
+                                           int64_t offset) const {
     const Tensor y = lin.apply(be, in);  // [B, L, D]: the same GEMM as one projection of the whole batch
-    for (int64_t b = 0; b < B; ++b) {
-        Tensor dst = out.select(0, b).slice(0, offset, offset + L);  // [L, D], contiguous
-        if (!head_norm) {
-            be.copy(y.select(0, b), dst);
-            continue;
-        }
-        Tensor dst_rows = dst.view({-1, hd});
-        be.rms_norm(y.select(0, b).view({-1, hd}), head_norm, 1e-6f, dst_rows);
-    }
-}
-
-void HunyuanVideoTransformer::qk_norm(Backend& be, Tensor& x, const Tensor& weight) const {
-    // RMSNorm over each head's slice: [B, L, D] seen as rows of head_dim.
-    const int64_t hd = config_.attention_head_dim;
-    Tensor rows = x.view({-1, hd});
-    Tensor out = new_activation(be, rows.shape(), "qk norm");
-    be.rms_norm(rows, &weight, 1e-6f, out);
-    x = out.view(x.shape());
+    Tensor dst = out.slice(1, offset, offset + in.dim(1));
+    be.copy(y, dst);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -354,26 +337,33 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     // projection's output alive at a time, not six, and no concatenation: the block's activation peak).
     Tensor q = new_activation(be, {B, S, D}, "joint q"), k = new_activation(be, {B, S, D}, "joint k"),
            v = new_activation(be, {B, S, D}, "joint v");
+    // q and k hold the raw projections: the attention applies the QK RMSNorm (norm_q/norm_k on the video rows,
+    // norm_added_q/norm_added_k on the text rows) and the RoPE of the video rows itself, so that a backend can
+    // fuse them into its pass over q and k (ops.h, QkNormRope).
     {
         const Tensor nx = norm_modulate(x, m[0], m[1]);
-        project_into(be, blk.to_q, nx, &blk.norm_q, q, 0);
-        project_into(be, blk.to_k, nx, &blk.norm_k, k, 0);
-        project_into(be, blk.to_v, nx, nullptr, v, 0);
+        project_into(be, blk.to_q, nx, q, 0);
+        project_into(be, blk.to_k, nx, k, 0);
+        project_into(be, blk.to_v, nx, v, 0);
     }
     {
-        Tensor xq4 = q.slice(1, 0, N).unflatten(2, heads, hd), xk4 = k.slice(1, 0, N).unflatten(2, heads, hd);
-        be.rope_interleaved(xq4, rope_cos, rope_sin);
-        be.rope_interleaved(xk4, rope_cos, rope_sin);
         const Tensor nc = norm_modulate(ctx, cm[0], cm[1]);
-        project_into(be, blk.add_q_proj, nc, &blk.norm_added_q, q, N);
-        project_into(be, blk.add_k_proj, nc, &blk.norm_added_k, k, N);
-        project_into(be, blk.add_v_proj, nc, nullptr, v, N);
+        project_into(be, blk.add_q_proj, nc, q, N);
+        project_into(be, blk.add_k_proj, nc, k, N);
+        project_into(be, blk.add_v_proj, nc, v, N);
     }
     Tensor attn = new_activation(be, {B, S, D}, "joint attention");
     {
+        QkNormRope qk;
+        qk.q_weight = {&blk.norm_q, &blk.norm_added_q};
+        qk.k_weight = {&blk.norm_k, &blk.norm_added_k};
+        qk.cos = &rope_cos;
+        qk.sin = &rope_sin;
+        qk.n_rope = N;
+        qk.eps = 1e-6f;
         Tensor attn_heads = heads_view(attn, heads, hd);
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads, mask,
-                     float(1.0 / std::sqrt(double(hd))));
+                     float(1.0 / std::sqrt(double(hd))), qk);
     }
     q = k = v = Tensor();  // release before the MLPs
 
@@ -410,17 +400,18 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
     // attention first, then the MLP a block of rows at a time, straight into the fused projection's input.
     Tensor attn = new_activation(be, {B, S, D}, "single attention");
     {
-        Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n);
-        const Tensor v = blk.to_v.apply(be, n);
-        qk_norm(be, q, blk.norm_q);
-        qk_norm(be, k, blk.norm_k);
-        // RoPE on the video tokens only.
-        Tensor qv = q.view({B, S, heads, hd}).slice(1, 0, n_video), kv = k.view({B, S, heads, hd}).slice(1, 0, n_video);
-        be.rope_interleaved(qv, rope_cos, rope_sin);
-        be.rope_interleaved(kv, rope_cos, rope_sin);
+        const Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n), v = blk.to_v.apply(be, n);
+        // QK RMSNorm on every token and RoPE on the video tokens only, applied by the attention (see dual_block).
+        QkNormRope qk;
+        qk.q_weight = {&blk.norm_q, &blk.norm_q};
+        qk.k_weight = {&blk.norm_k, &blk.norm_k};
+        qk.cos = &rope_cos;
+        qk.sin = &rope_sin;
+        qk.n_rope = n_video;
+        qk.eps = 1e-6f;
         Tensor out = heads_view(attn, heads, hd);
         be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out, mask,
-                     float(1.0 / std::sqrt(double(hd))));
+                     float(1.0 / std::sqrt(double(hd))), qk);
     }
     // [attention output, MLP hidden] side by side, the input of the fused projection.
     Tensor fused = new_activation(be, {B, S, D + M}, "single fused");

@@ -145,12 +145,9 @@ private:
                     const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
     void single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video, const Tensor& temb_silu,
                       const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
-    // q/k RMSNorm per head (in place, via a copy) on a [B, L, D] projection.
-    void qk_norm(Backend& be, Tensor& x, const Tensor& weight) const;
-    // rows [offset, offset + L) of every batch row of `out` [B, S, D] = lin(in [B, L, D]), RMS-normed per head
-    // when `head_norm` is given: the joint q, k, v filled one projection at a time, with no per-stream copies.
-    void project_into(Backend& be, const Linear& lin, const Tensor& in, const Tensor* head_norm, Tensor& out,
-                      int64_t offset) const;
+    // rows [offset, offset + L) of every batch row of `out` [B, S, D] = lin(in [B, L, D]): the joint q, k, v
+    // filled one projection at a time, with no per-stream copies.
+    void project_into(Backend& be, const Linear& lin, const Tensor& in, Tensor& out, int64_t offset) const;
 
     HunyuanVideoConfig config_;
     int64_t parameter_count_ = 0;

@@ -4,8 +4,10 @@
 // (Q K^T and P V) are oneDNN GEMMs; work items are spread over the thread pool and each runs its GEMMs
 // single-threaded.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
@@ -32,11 +34,44 @@ struct DenseMask {
     }
 };
 
+// x [B, H, L, D] (a view) RMS-normalized and rotated as `qk` says, by the backend's own rms_norm and
+// rope_interleaved (so the result is bit for bit the unfused ops'), into a new [B, L, H, D] tensor returned as
+// a [B, H, L, D] view. Host scratch, as the kernels' other buffers.
+Tensor qk_normed(CpuBackend& be, const Tensor& x, const std::array<const Tensor*, 2>& weight, const QkNormRope& qk) {
+    const int64_t B = x.dim(0), H = x.dim(1), L = x.dim(2), D = x.dim(3);
+    Tensor raw = Tensor::empty({B, L, H, D}, DType::F32);
+    {
+        Tensor raw_heads = raw.permute({0, 2, 1, 3});
+        be.exec(CopyOp{x, raw_heads});
+    }
+    Tensor normed = Tensor::empty({B, L, H, D}, DType::F32);
+    const std::array<std::pair<int64_t, int64_t>, 2> segments{{{0, qk.n_rope}, {qk.n_rope, L}}};
+    for (int64_t b = 0; b < B; ++b)
+        for (size_t s = 0; s < 2; ++s) {
+            const auto [l0, l1] = segments[s];
+            if (l1 <= l0) continue;
+            const Tensor rows = raw.select(0, b).slice(0, l0, l1).view({-1, D});
+            Tensor dst = normed.select(0, b).slice(0, l0, l1).view({-1, D});
+            be.exec(RmsNormOp{rows, weight[s], qk.eps, dst});
+        }
+    if (qk.n_rope > 0) {
+        Tensor rotated = normed.slice(1, 0, qk.n_rope);
+        be.exec(RopeInterleavedOp{rotated, *qk.cos, *qk.sin});
+    }
+    return normed.permute({0, 2, 1, 3});
+}
+
 }  // namespace
 
 void CpuBackend::exec(const AttentionOp& op) {
-    const auto& [q, k, v, out, mask, scale] = op;
+    const auto& [q, k, v, out, mask, scale, qk] = op;
     const AttentionShape shape = check_attention(q, k, v, out, mask);
+    if (qk) {
+        check_qk_norm_rope(*qk, shape);
+        const Tensor qn = qk_normed(*this, q, qk->q_weight, *qk), kn = qk_normed(*this, k, qk->k_weight, *qk);
+        exec(AttentionOp{qn, kn, v, out, mask, scale});
+        return;
+    }
     const int64_t B = shape.B, H = shape.H, Lq = shape.Lq, Lk = shape.Lk, D = shape.D;
     DenseMask dense;
     if (mask.dense.defined()) {

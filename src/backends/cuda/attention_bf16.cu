@@ -1,42 +1,43 @@
 // Fused attention on the tensor cores for head dim 128, bf16 operands with f32 accumulation: the transformer's
-// hot path (at 544x960x97, attention over ~51,000 tokens is about three quarters of a forward's FLOPs).
+// hot path (at 544x960x97, attention over ~51,000 tokens is about three quarters of a forward's FLOPs). The
+// fallback of cuDNN's fused SDPA (cuda_attention.cpp), and the path for the masks cuDNN does not take.
 //
 // Structure of FlashAttention-2 (Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work
-// Partitioning", 2023, Algorithm 1): a block of 4 warps owns 64 query rows of one head, each warp 16 rows, and
-// loops over 64-key tiles of K and V with an online softmax (running max and sum in registers; the output
-// accumulator rescaled when the max grows; one division at the end). The block's Q tile is read once into
-// registers; K/V tiles are double-buffered in shared memory with cp.async so the next tile loads while the
-// current one is multiplied. Both products are mma.sync.m16n8k16 (bf16 x bf16 -> f32, PTX ISA "Warp-level
-// matrix multiply-accumulate instructions"); S = Q K^T stays in registers, and its accumulator layout is
-// exactly the A-operand layout of the P V product, so P never touches shared memory. Shared-memory rows are
-// 256 bytes, XOR-swizzled in 16-byte chunks (chunk ^ row % 8) so that ldmatrix's eight row reads land in
-// eight different bank groups.
+// Partitioning", 2023, Algorithm 1 and section 3.3): a block of 4 warps owns 128 query rows of one head, each
+// warp 32 rows (two m16 MMA tiles), and loops over 32-key tiles of K and V with an online softmax (running max
+// and sum in registers; the output accumulator rescaled when the max grows; one division at the end). With 32
+// rows per warp every K and V fragment read from shared memory feeds two MMAs, half the shared-memory traffic per
+// FLOP of 16 rows per warp. The Q tile stays in shared memory (its fragments are re-read per key tile: 32 rows of
+// Q fragments in registers would not fit next to the 128-float output accumulator); K/V tiles are double-buffered
+// with cp.async so the next tile loads while the current one is multiplied. Both products are mma.sync.m16n8k16
+// (bf16 x bf16 -> f32, PTX ISA "Warp-level matrix multiply-accumulate instructions"); S = Q K^T stays in
+// registers, and its accumulator layout is exactly the A-operand layout of the P V product, so P never touches
+// shared memory. Rows are XOR-swizzled in 16-byte chunks (attention_tiling.h) so that ldmatrix is conflict-free.
 //
-// Masking is applied only to boundary tiles (the last valid keys, the causal diagonal, the last query rows, any
-// tile under a dense mask), and the softmax scale is folded into the exponent's FMA (the kernel needs scale > 0:
-// the running maxima are kept in raw score units).
+// Masking is applied only to boundary tiles (attn_tile_is_interior: the last valid keys, the causal diagonal,
+// the last query rows, any tile under a dense mask), and the softmax scale is folded into the exponent's FMA
+// (the kernel needs scale > 0: the running maxima are kept in raw score units).
 //
-// Numerics: q, k, v are rounded to bf16 (a relative error of at most 2^-9 each); scores, softmax statistics
-// and the accumulator are f32; the probabilities are rounded to bf16 for the P V product while the row sum
-// uses their f32 values (as FlashAttention does). tests/test_cuda_ops.cpp derives the tolerance from that.
+// Numerics: q, k, v are rounded to bf16 (8 significant bits); scores, softmax statistics and the accumulator are
+// f32; the probabilities are rounded to bf16 for the P V product while the row sum uses their f32 values (as
+// FlashAttention does). tests/test_cuda_ops.cpp derives the tolerance from that.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "backends/cuda/attention_tiling.h"
 #include "backends/cuda/kernel_util.cuh"
 
 namespace sr::cuda {
 
 namespace {
 
-constexpr int kD = 128;     // head dim
-constexpr int kRows = 64;   // query rows per block, keys per tile
-constexpr int kWarpsB = 4;  // 16 query rows per warp
-constexpr int kTileElems = kRows * kD;
-constexpr int kSmemBytes = 5 * kTileElems * 2;  // Q, then K and V twice (double buffer): 80 KB
-
-__device__ __forceinline__ int swizzle(int row, int col) {
-    return row * kD + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
-}
+constexpr int kD = kAttnHeadDim;
+constexpr int kQTileElems = kAttnBlockRows * kD;
+constexpr int kKTileElems = kAttnKeyTile * kD;
+constexpr int kThreadsB = kAttnWarps * 32;
+constexpr int kKeyN = kAttnKeyTile / 8;  // n8 score tiles per key tile
+// Q (128 rows), then K and V twice (double buffer, 32 rows each): 32 + 32 KB.
+constexpr int kSmemBytes = (kQTileElems + 4 * kKTileElems) * 2;
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -80,15 +81,17 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Rows [row0, row0 + 64) of a [L, 128] bf16 matrix into a swizzled shared tile; rows at or past `limit` are
+// Rows [row0, row0 + kRows) of a [L, 128] bf16 matrix into a swizzled shared tile; rows at or past `limit` are
 // zero-filled (their keys are masked, and zeros keep 0 * v finite).
+template <int kRows>
 __device__ __forceinline__ void load_tile(uint16_t* tile, const uint16_t* g, int64_t row0, int64_t limit) {
-    for (int c = threadIdx.x; c < kRows * (kD / 8); c += kWarpsB * 32) {
+#pragma unroll 1  // unrolled, the 8-16 copies' addresses were hoisted out of the key loop and kept in registers
+    for (int c = threadIdx.x; c < kRows * (kD / 8); c += kThreadsB) {
         const int row = c >> 4, chunk = c & 15;
         const int64_t grow = row0 + row;
         const bool in = grow < limit;
         const uint16_t* src = g + (in ? grow : 0) * kD + chunk * 8;
-        cp_async_16(shared_address(tile + swizzle(row, chunk * 8)), src, in ? 16 : 0);
+        cp_async_16(shared_address(tile + attn_swizzle(row, chunk * 8)), src, in ? 16 : 0);
     }
 }
 
@@ -99,177 +102,196 @@ __device__ __forceinline__ bool dense_allows(const AttentionMaskArgs& m, int64_t
                           : static_cast<const uint8_t*>(m.dense)[off] != 0;
 }
 
-__global__ void __launch_bounds__(kWarpsB * 32) attention_bf16_kernel(AttentionBf16Args a) {
+__global__ void __launch_bounds__(kThreadsB, 1) attention_bf16_kernel(AttentionBf16Args a) {
     extern __shared__ __align__(128) uint16_t smem_tiles[];
     uint16_t* Qs = smem_tiles;
-    uint16_t* Ks = smem_tiles + kTileElems;      // two buffers
-    uint16_t* Vs = smem_tiles + 3 * kTileElems;  // two buffers
+    uint16_t* Ks = smem_tiles + kQTileElems;                    // two buffers
+    uint16_t* Vs = smem_tiles + kQTileElems + 2 * kKTileElems;  // two buffers
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;  // mma fragment coordinates: row group, thread in group
-    const int64_t h = blockIdx.y, i0 = int64_t(blockIdx.x) * kRows;
+    const int64_t h = blockIdx.y, i0 = int64_t(blockIdx.x) * kAttnBlockRows;
     const uint16_t* q = a.q + h * a.Lq * kD;
     const uint16_t* k = a.k + h * a.Lk * kD;
     const uint16_t* v = a.v + h * a.Lk * kD;
     float* out = a.out + h * a.o_sh;
     const AttentionMaskArgs& mask = a.mask;
 
-    const int64_t kv_end = min(max(mask.kv_len, int64_t(0)), a.Lk);
-    const int64_t i_last = min(i0 + kRows, a.Lq) - 1;
-    const int64_t block_end = mask.causal ? min(max(i_last + 1 + mask.causal_offset, int64_t(0)), kv_end) : kv_end;
-    const int n_tiles = int((block_end + kRows - 1) / kRows);
+    const int64_t kv_end = attn_kv_end(mask.kv_len, a.Lk);
+    const int64_t i_last = min(i0 + kAttnBlockRows, a.Lq) - 1;
+    const int64_t block_end = attn_row_key_end(i_last, kv_end, mask.causal, mask.causal_offset);
+    const int n_tiles = attn_tile_count(block_end);
 
-    load_tile(Qs, q, i0, a.Lq);
+    load_tile<kAttnBlockRows>(Qs, q, i0, a.Lq);
     if (n_tiles > 0) {
-        load_tile(Ks, k, 0, block_end);
-        load_tile(Vs, v, 0, block_end);
+        load_tile<kAttnKeyTile>(Ks, k, 0, block_end);
+        load_tile<kAttnKeyTile>(Vs, v, 0, block_end);
     }
     cp_async_commit();
 
-    // This thread's two query rows (fragment rows g and g + 8 of its warp's 16).
-    const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-    int64_t row_end[2];
-    for (int r = 0; r < 2; ++r)
-        row_end[r] = mask.causal ? min(max(row[r] + 1 + mask.causal_offset, int64_t(0)), kv_end) : kv_end;
-
+    // This thread's four query rows: fragment rows g and g + 8 of the warp's two m16 tiles (rr = 2 mi + r), rows
+    // row0 + kRowOffset[rr]. Rows and keys in 32 bits (the launch checks Lq, Lk < 2^31), and per-row key ends
+    // recomputed in the masked branch rather than kept: registers are what bounds this kernel (the 128-float
+    // output accumulator and the scores), and every one kept across the key loop pushes it toward spills.
+    const int lq = int(a.Lq), kv = int(kv_end);
+    const int row0 = int(attn_fragment_row(i0, warp, g, 0));
+    const int min_end = int(attn_row_key_end(row0, kv_end, mask.causal, mask.causal_offset));  // the first row's
+    const bool rows_valid = row0 + 24 < lq;                  // the largest of the four (attn_fragment_row(.., 3))
     const float scale_log2 = a.scale * 1.4426950408889634f;  // softmax in base 2: exp(x) = exp2(x log2 e)
-    float o[16][4];
+    float o[2][16][4];
 #pragma unroll
-    for (int n = 0; n < 16; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-    uint32_t qf[8][4];
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int n = 0; n < 16; ++n) o[mi][n][0] = o[mi][n][1] = o[mi][n][2] = o[mi][n][3] = 0.0f;
+    float m_run[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, l_run[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 
     for (int t = 0; t < n_tiles; ++t) {
         const int buf = t & 1;
         if (t + 1 < n_tiles) {
-            load_tile(Ks + (buf ^ 1) * kTileElems, k, int64_t(t + 1) * kRows, block_end);
-            load_tile(Vs + (buf ^ 1) * kTileElems, v, int64_t(t + 1) * kRows, block_end);
+            load_tile<kAttnKeyTile>(Ks + (buf ^ 1) * kKTileElems, k, int64_t(t + 1) * kAttnKeyTile, block_end);
+            load_tile<kAttnKeyTile>(Vs + (buf ^ 1) * kKTileElems, v, int64_t(t + 1) * kAttnKeyTile, block_end);
         }
-        cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile t
+        cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile t (and Q)
         cp_async_wait<1>();
         __syncthreads();
+        const uint16_t* Kt = Ks + buf * kKTileElems;
+        const uint16_t* Vt = Vs + buf * kKTileElems;
 
-        if (t == 0) {
-            // Q fragments (A operand): matrices (rows 0-7 | 8-15) x (cols k0 | k0 + 8), addressed by lanes 0-7,
-            // 8-15, 16-23, 24-31 in the order a0, a1, a2, a3.
+        // S = Q K^T: 32 rows x 32 keys per warp. Q fragments (A operand) per k-step: matrices (rows 0-7 | 8-15) x
+        // (cols k0 | k0 + 8), addressed by lanes 0-7, 8-15, 16-23, 24-31 in the order a0..a3. K rows are the B
+        // operand's columns, so the non-transposing ldmatrix yields B fragments: matrices (keys n..n+7 |
+        // n+8..n+15) x (d | d + 8); each feeds both m16 tiles.
+        float s[2][kKeyN][4];
 #pragma unroll
-            for (int kk = 0; kk < 8; ++kk) {
-                const int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 16 + (lane >> 4) * 8;
-                ldmatrix_x4(shared_address(Qs + swizzle(r, c)), qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int n = 0; n < kKeyN; ++n) s[mi][n][0] = s[mi][n][1] = s[mi][n][2] = s[mi][n][3] = 0.0f;
+#pragma unroll 1  // unrolled, the scheduler hoists the K fragments of several k-steps into registers
+        for (int kk = 0; kk < 8; ++kk) {
+            uint32_t qa[2][4];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const int r = warp * kAttnWarpRows + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                const int c = kk * 16 + (lane >> 4) * 8;
+                ldmatrix_x4(shared_address(Qs + attn_swizzle(r, c)), qa[mi][0], qa[mi][1], qa[mi][2], qa[mi][3]);
             }
-        }
-        const uint16_t* Kt = Ks + buf * kTileElems;
-        const uint16_t* Vt = Vs + buf * kTileElems;
-
-        // S = Q K^T: 16 rows x 64 keys per warp, 8 n-tiles of 8 keys. K rows are the B operand's columns, so
-        // the non-transposing ldmatrix yields B fragments: matrices (keys n..n+7 | n+8..n+15) x (d | d + 8).
-        float s[8][4];
 #pragma unroll
-        for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-            for (int nb = 0; nb < 4; ++nb) {
+            for (int nb = 0; nb < kKeyN / 2; ++nb) {
                 const int r = nb * 16 + (lane & 7) + (lane >> 4) * 8, c = kk * 16 + ((lane >> 3) & 1) * 8;
                 uint32_t b0, b1, b2, b3;
-                ldmatrix_x4(shared_address(Kt + swizzle(r, c)), b0, b1, b2, b3);
-                mma_bf16(s[2 * nb], qf[kk], b0, b1);
-                mma_bf16(s[2 * nb + 1], qf[kk], b2, b3);
+                ldmatrix_x4(shared_address(Kt + attn_swizzle(r, c)), b0, b1, b2, b3);
+#pragma unroll
+                for (int mi = 0; mi < 2; ++mi) {
+                    mma_bf16(s[mi][2 * nb], qa[mi], b0, b1);
+                    mma_bf16(s[mi][2 * nb + 1], qa[mi], b2, b3);
+                }
             }
+        }
 
         // Masks and the tile's row maxima, on the raw scores (the scale is folded into the exponent below).
-        // Element (n, e) is row g + 8 (e >= 2), key n*8 + 2 tig + e%2. Only a boundary tile (the last valid
-        // keys, a causal diagonal, the last query rows, or any tile under a dense mask) is masked element by
-        // element; for the others every key is valid for both of this thread's rows.
-        const int64_t j0 = int64_t(t) * kRows;
-        const bool interior = !mask.dense && j0 + kRows <= row_end[0] && j0 + kRows <= row_end[1] && row[1] < a.Lq;
-        float mx[2] = {-INFINITY, -INFINITY};
-        if (interior) {
+        // Element (n, e) of s[mi] is row rr = 2 mi + e / 2, key j0 + n*8 + 2 tig + e%2.
+        const int j0 = t * kAttnKeyTile;
+        float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        // min_end is the smallest of the four rows' key ends: causal ends grow with the row.
+        if (attn_tile_is_interior(j0, min_end, rows_valid, mask.dense != nullptr)) {
 #pragma unroll
-            for (int n = 0; n < 8; ++n)
+            for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+                for (int n = 0; n < kKeyN; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) mx[2 * mi + (e >> 1)] = fmaxf(mx[2 * mi + (e >> 1)], s[mi][n][e]);
         } else {
 #pragma unroll
-            for (int n = 0; n < 8; ++n)
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int n = 0; n < kKeyN; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int rr = 2 * mi + (e >> 1);
+                        const int r = row0 + 16 * mi + 8 * (e >> 1);
+                        const int end = int(attn_row_key_end(r, kv, mask.causal, mask.causal_offset));
+                        const int key = j0 + n * 8 + 2 * tig + (e & 1);
+                        const bool ok = key < end && r < lq && dense_allows(mask, r, key);
+                        s[mi][n][e] = ok ? s[mi][n][e] : -INFINITY;
+                        mx[rr] = fmaxf(mx[rr], s[mi][n][e]);
+                    }
+        }
+        float m_use[4];
+#pragma unroll
+        for (int rr = 0; rr < 4; ++rr) {
+            // The four threads of a quad hold the same rows.
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            // Running maxima are in raw score units (the scale is positive, so the maximum is the same key).
+            const float m_new = fmaxf(m_run[rr], mx[rr]);
+            // No valid key yet: exp2(-inf * c - 0) = 0 everywhere.
+            m_use[rr] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
+            const float corr = m_new == m_run[rr] ? 1.0f : exp2f(fmaf(m_run[rr], scale_log2, -m_use[rr]));
+            m_run[rr] = m_new;
+            l_run[rr] *= corr;  // quad-partial sums; reduced at the end
+            const int mi = rr >> 1, e = 2 * (rr & 1);
+#pragma unroll
+            for (int n = 0; n < 16; ++n) {
+                o[mi][n][e] *= corr;
+                o[mi][n][e + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int n = 0; n < kKeyN; ++n)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int r = e >> 1;
-                    const int64_t key = j0 + n * 8 + 2 * tig + (e & 1);
-                    const bool ok = key < row_end[r] && row[r] < a.Lq && dense_allows(mask, row[r], key);
-                    s[n][e] = ok ? s[n][e] : -INFINITY;
-                    mx[r] = fmaxf(mx[r], s[n][e]);
+                    // exp((s - m) scale) = exp2(s scale log2(e) - m scale log2(e)): one FMA and the exp2.
+                    const int rr = 2 * mi + (e >> 1);
+                    s[mi][n][e] = exp2f(fmaf(s[mi][n][e], scale_log2, -m_use[rr]));
+                    l_run[rr] += s[mi][n][e];
                 }
-        }
-        float corr[2], m_use[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            // The four threads of a quad hold the same two rows.
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            // Running maxima are in raw score units (the scale is positive, so the maximum is the same key).
-            const float m_new = fmaxf(m_run[r], mx[r]);
-            // No valid key yet: exp2(-inf * c - 0) = 0 everywhere.
-            m_use[r] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
-            corr[r] = m_new == m_run[r] ? 1.0f : exp2f(fmaf(m_run[r], scale_log2, -m_use[r]));
-            m_run[r] = m_new;
-        }
-        float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                // exp((s - m) scale) = exp2(s scale log2(e) - m scale log2(e)): one FMA and the exp2.
-                s[n][e] = exp2f(fmaf(s[n][e], scale_log2, -m_use[e >> 1]));
-                sum[e >> 1] += s[n][e];
-            }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + sum[r];  // quad-partial; reduced at the end
-#pragma unroll
-        for (int n = 0; n < 16; ++n) {
-            o[n][0] *= corr[0];
-            o[n][1] *= corr[0];
-            o[n][2] *= corr[1];
-            o[n][3] *= corr[1];
-        }
 
-        // O += P V. P's k-step kk2 (keys 16 kk2 ..) is S n-tiles 2 kk2 and 2 kk2 + 1 repacked as bf16 A
-        // fragments. V rows (keys) are the B operand's k index, so the transposing ldmatrix yields B fragments:
-        // matrices (keys k..k+7 | k+8..k+15) x (d | d + 8) in the order b0, b1 of d-tile 2dp, b0, b1 of 2dp + 1.
+                // O += P V. P's k-step kk2 (keys 16 kk2 ..) is S n-tiles 2 kk2 and 2 kk2 + 1 repacked as bf16 A
+                // fragments. V rows (keys) are the B operand's k index, so the transposing ldmatrix yields B fragments:
+                // matrices (keys k..k+7 | k+8..k+15) x (d | d + 8) in the order b0, b1 of d-tile 2dp, b0, b1 of 2dp +
+                // 1; each feeds both m16 tiles.
 #pragma unroll
-        for (int kk2 = 0; kk2 < 4; ++kk2) {
-            const uint32_t pa[4] = {pack_bf16(s[2 * kk2][0], s[2 * kk2][1]), pack_bf16(s[2 * kk2][2], s[2 * kk2][3]),
-                                    pack_bf16(s[2 * kk2 + 1][0], s[2 * kk2 + 1][1]),
-                                    pack_bf16(s[2 * kk2 + 1][2], s[2 * kk2 + 1][3])};
+        for (int kk2 = 0; kk2 < kKeyN / 2; ++kk2) {
+            uint32_t pa[2][4];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                pa[mi][0] = pack_bf16(s[mi][2 * kk2][0], s[mi][2 * kk2][1]);
+                pa[mi][1] = pack_bf16(s[mi][2 * kk2][2], s[mi][2 * kk2][3]);
+                pa[mi][2] = pack_bf16(s[mi][2 * kk2 + 1][0], s[mi][2 * kk2 + 1][1]);
+                pa[mi][3] = pack_bf16(s[mi][2 * kk2 + 1][2], s[mi][2 * kk2 + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < 8; ++dp) {
                 const int r = kk2 * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = dp * 16 + (lane >> 4) * 8;
                 uint32_t b0, b1, b2, b3;
-                ldmatrix_x4_trans(shared_address(Vt + swizzle(r, c)), b0, b1, b2, b3);
-                mma_bf16(o[2 * dp], pa, b0, b1);
-                mma_bf16(o[2 * dp + 1], pa, b2, b3);
+                ldmatrix_x4_trans(shared_address(Vt + attn_swizzle(r, c)), b0, b1, b2, b3);
+#pragma unroll
+                for (int mi = 0; mi < 2; ++mi) {
+                    mma_bf16(o[mi][2 * dp], pa[mi], b0, b1);
+                    mma_bf16(o[mi][2 * dp + 1], pa[mi], b2, b3);
+                }
             }
         }
         __syncthreads();  // every warp is done with this buffer before the next iteration refills it
     }
     cp_async_wait<0>();
 
-    float inv[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = l_run[r];
+    for (int rr = 0; rr < 4; ++rr) {
+        float l = l_run[rr];
         l += __shfl_xor_sync(0xffffffffu, l, 1);
         l += __shfl_xor_sync(0xffffffffu, l, 2);
-        inv[r] = l > 0.0f ? 1.0f / l : 0.0f;  // a row with no valid key yields zeros
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (row[r] >= a.Lq) continue;
-        float* orow = out + row[r] * a.o_sl;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // a row with no valid key yields zeros
+        const int r = row0 + 16 * (rr >> 1) + 8 * (rr & 1);
+        if (r >= lq) continue;
+        float* orow = out + int64_t(r) * a.o_sl;
+        const int mi = rr >> 1, e = 2 * (rr & 1);
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
             const int c = n * 8 + 2 * tig;  // even: one 8-byte store where the output layout allows it
-            const float x0 = o[n][2 * r] * inv[r], x1 = o[n][2 * r + 1] * inv[r];
+            const float x0 = o[mi][n][e] * inv, x1 = o[mi][n][e + 1] * inv;
             if (a.out_pairs) {
                 *reinterpret_cast<float2*>(orow + c) = make_float2(x0, x1);
             } else {
@@ -306,9 +328,10 @@ void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, 
 
 cudaError_t attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {
     if (a.Lq <= 0 || a.H <= 0) return cudaSuccess;
+    if (!fits_32(a.Lq + kAttnBlockRows) || !fits_32(a.Lk + kAttnKeyTile)) return cudaErrorInvalidValue;  // 32-bit rows
     if (const cudaError_t e = opt_in_shared_memory<attention_bf16_kernel>(kSmemBytes); e != cudaSuccess) return e;
-    const dim3 grid(unsigned((a.Lq + kRows - 1) / kRows), unsigned(a.H));
-    attention_bf16_kernel<<<grid, kWarpsB * 32, kSmemBytes, stream>>>(a);
+    const dim3 grid(unsigned((a.Lq + kAttnBlockRows - 1) / kAttnBlockRows), unsigned(a.H));
+    attention_bf16_kernel<<<grid, kThreadsB, kSmemBytes, stream>>>(a);
     return cudaSuccess;
 }
 

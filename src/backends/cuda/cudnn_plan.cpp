@@ -42,8 +42,10 @@ AttentionPath choose_attention_path(CudaImpl impl, const AttentionCase& c) {
 }
 
 int64_t attention_heads_per_group(int64_t heads, int64_t lq, int64_t lk, int64_t head_dim, int64_t scratch_bytes,
-                                  bool bf16_output) {
-    const int64_t per_head = ((bf16_output ? 2 : 1) * lq + 2 * lk) * head_dim * 2;
+                                  bool bf16_output, bool packed, bool f32_qk) {
+    const int64_t bf16_bytes = packed ? ((bf16_output ? 2 : 1) * lq + 2 * lk) * head_dim * 2 : 0;
+    const int64_t f32_bytes = f32_qk ? (lq + lk + std::max(lq, lk)) * head_dim * 4 : 0;
+    const int64_t per_head = bf16_bytes + f32_bytes;
     return std::clamp<int64_t>(scratch_bytes / std::max<int64_t>(per_head, 1), 1, std::max<int64_t>(heads, 1));
 }
 

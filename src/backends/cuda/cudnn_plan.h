@@ -43,10 +43,12 @@ struct AttentionCase {
 // causal mask; else the bf16 tensor-core kernel for head dim 128; else the f32 kernel.
 AttentionPath choose_attention_path(CudaImpl impl, const AttentionCase& c);
 
-// Heads per launch: as many as keep the bf16 copies of q, k, v (and of the output, for cuDNN) within
-// `scratch_bytes`, at least one, at most `heads`.
+// Heads per launch: as many as keep the attention's scratch within `scratch_bytes`, at least one, at most
+// `heads`: the bf16 copies of q, k, v when `packed` (and of the output, for cuDNN), and when `f32_qk` (an op with
+// a QkNormRope that the fused kernel cannot take) the f32 normalized copies of q and k plus one f32 staging
+// buffer of the longer of the two.
 int64_t attention_heads_per_group(int64_t heads, int64_t lq, int64_t lk, int64_t head_dim, int64_t scratch_bytes,
-                                  bool bf16_output);
+                                  bool bf16_output, bool packed = true, bool f32_qk = false);
 
 struct SdpaPlanKey {
     int64_t heads = 0, lq = 0, kv_len = 0, lk_alloc = 0, head_dim = 0;

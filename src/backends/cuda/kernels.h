@@ -140,6 +140,25 @@ constexpr int64_t kAttentionBf16HeadDim = 128;
 // dst [H, L, D] bf16 contiguous <- src [H, L, D] f32 with strides (head, token), unit innermost.
 void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, int64_t H, int64_t L, int64_t D,
                    cudaStream_t stream);
+// QK-RMSNorm + interleaved RoPE + bf16 packing in one pass (qk_norm_rope.cu; element math in qk_norm_rope.h):
+// dst [H, L, 128] bf16 contiguous <- src [H, L, 128] f32 with strides (head s_sh, token s_sl), each head row
+// normalized (eps, weight w0 for tokens [0, n_rope), w1 for the rest; any float type) and tokens [0, n_rope)
+// rotated by cos/sin [n_rope, 128] f32. Needs src and both strides 16-byte aligned (float4 loads), H <= 65535
+// and L < 2^31 (qk_norm_rope_fits, which the caller checks).
+struct QkNormRopeArgs {
+    const float* src;
+    int64_t s_sh, s_sl;
+    uint16_t* dst;
+    int64_t H, L, n_rope;
+    const void* w0;
+    const void* w1;
+    KType w0_type, w1_type;
+    const float* cos;
+    const float* sin;
+    float eps;
+};
+bool qk_norm_rope_fits(const QkNormRopeArgs& args);
+void qk_norm_rope_bf16(const QkNormRopeArgs& args, cudaStream_t stream);
 struct AttentionBf16Args {
     const uint16_t* q;  // [H, Lq, 128]
     const uint16_t* k;  // [H, Lk, 128]
