@@ -4,6 +4,21 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(fmt REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
+# MPI for parallel runs (one process per device; OpenMPI's mpirun or Slurm's srun launch them). Optional: a
+# build without it runs one process, and `skyreels` says so when started under a launcher.
+set(SKYREELS_MPI AUTO CACHE STRING "Build with MPI for parallel runs: AUTO (when found), ON or OFF")
+set(SKYREELS_HAVE_MPI OFF)
+if(NOT SKYREELS_MPI STREQUAL "OFF")
+  if(SKYREELS_MPI STREQUAL "ON")
+    find_package(MPI REQUIRED COMPONENTS CXX)
+  else()
+    find_package(MPI QUIET COMPONENTS CXX)
+  endif()
+  if(MPI_CXX_FOUND)
+    set(SKYREELS_HAVE_MPI ON)
+    message(STATUS "skyreels: MPI found (${MPI_CXX_LIBRARY_VERSION_STRING}): parallel runs available")
+  endif()
+endif()
 # PCRE2 with Unicode properties: the Llama-3 pre-tokenizer regex.
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 

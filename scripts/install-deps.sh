@@ -15,6 +15,7 @@ packages=(
   ffmpeg                 # ffprobe, which the media tests check the videos with
   libjpeg62-turbo-dev libpng-dev  # the I2V image (JPEG, PNG) as Pillow reads it; PNG frames
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
+  libopenmpi-dev openmpi-bin  # parallel runs: ranks launched by mpirun, collectives on host memory
   clang-format git       # the style test
 )
 

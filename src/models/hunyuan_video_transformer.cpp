@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "models/hunyuan_video_checkpoint.h"
 #include "models/hunyuan_video_rope.h"
+#include "models/sequence_parallel.h"
 
 namespace sr {
 
@@ -314,11 +315,31 @@ Tensor HunyuanVideoTransformer::refine_text(Backend& be, const Embedders& emb, c
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// The joint attention over [video, text], on one rank or split over a sequence-parallel group.
+
+struct HunyuanVideoTransformer::JointAttention {
+    AttentionMask mask;         // kv_len = N + valid text tokens, over the whole joint sequence
+    Tensor rope_cos, rope_sin;  // [N, head_dim]: every video token's rows
+    Communicator* group = nullptr;
+    SequenceShard shard;  // this rank's video rows (all N without a group)
+};
+
+void HunyuanVideoTransformer::attend(Backend& be, const JointAttention& joint, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, Tensor& out, const QkNormRope& qk) const {
+    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
+    const float scale = float(1.0 / std::sqrt(double(hd)));
+    if (joint.group)
+        return sequence_parallel_attention(be, *joint.group, joint.shard, heads, q, k, v, out, joint.mask, scale, &qk);
+    Tensor out_heads = heads_view(out, heads, hd);
+    be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out_heads, joint.mask,
+                 scale, qk);
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Dual-stream block: separate weights for video (x) and text (ctx), one joint attention over [x, ctx].
 
 void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx,
-                                         const Tensor& temb_silu, const Tensor& rope_cos, const Tensor& rope_sin,
-                                         const AttentionMask& mask) const {
+                                         const Tensor& temb_silu, const JointAttention& joint) const {
     const int64_t B = x.dim(0), N = x.dim(1), L = ctx.dim(1), D = config_.inner_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim, S = N + L;
     // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
@@ -357,13 +378,11 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
         QkNormRope qk;
         qk.q_weight = {&blk.norm_q, &blk.norm_added_q};
         qk.k_weight = {&blk.norm_k, &blk.norm_added_k};
-        qk.cos = &rope_cos;
-        qk.sin = &rope_sin;
+        qk.cos = &joint.rope_cos;
+        qk.sin = &joint.rope_sin;
         qk.n_rope = N;
         qk.eps = 1e-6f;
-        Tensor attn_heads = heads_view(attn, heads, hd);
-        be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), attn_heads, mask,
-                     float(1.0 / std::sqrt(double(hd))), qk);
+        attend(be, joint, q, k, v, attn, qk);
     }
     q = k = v = Tensor();  // release before the MLPs
 
@@ -385,8 +404,7 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
 // normed input, fused output projection.
 
 void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video,
-                                           const Tensor& temb_silu, const Tensor& rope_cos, const Tensor& rope_sin,
-                                           const AttentionMask& mask) const {
+                                           const Tensor& temb_silu, const JointAttention& joint) const {
     const int64_t B = xs.dim(0), S = xs.dim(1), D = config_.inner_dim(), M = config_.mlp_dim();
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
     const auto m = chunk_rows(blk.norm.apply(be, temb_silu), 3);  // shift, scale, gate
@@ -405,13 +423,11 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
         QkNormRope qk;
         qk.q_weight = {&blk.norm_q, &blk.norm_q};
         qk.k_weight = {&blk.norm_k, &blk.norm_k};
-        qk.cos = &rope_cos;
-        qk.sin = &rope_sin;
+        qk.cos = &joint.rope_cos;
+        qk.sin = &joint.rope_sin;
         qk.n_rope = n_video;
         qk.eps = 1e-6f;
-        Tensor out = heads_view(attn, heads, hd);
-        be.attention(heads_view(q, heads, hd), heads_view(k, heads, hd), heads_view(v, heads, hd), out, mask,
-                     float(1.0 / std::sqrt(double(hd))), qk);
+        attend(be, joint, q, k, v, attn, qk);
     }
     // [attention output, MLP hidden] side by side, the input of the fused projection.
     Tensor fused = new_activation(be, {B, S, D + M}, "single fused");
@@ -473,7 +489,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     check(in.pooled_projections, "pooled_projections", {B, c.pooled_projection_dim});
     if (c.guidance_embeds) check(in.guidance, "guidance", {B});
 
-    const int64_t Fp = F / c.patch_size_t, Hp = H / c.patch_size, Wp = W / c.patch_size, N = Fp * Hp * Wp, S = N + L;
+    const int64_t Fp = F / c.patch_size_t, Hp = H / c.patch_size, Wp = W / c.patch_size, N = Fp * Hp * Wp;
     std::vector<float> mask(size_t(B * L));
     const Tensor mask_host = to_host(be, in.encoder_attention_mask);  // read on the host: it steers the masks
     for (int64_t i = 0; i < B * L; ++i) mask[size_t(i)] = mask_host.item_as_float(i);
@@ -481,8 +497,22 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     // 1. RoPE tables for the video tokens.
     const auto [rope_cos_host, rope_sin_host] = hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, Fp, Hp, Wp);
     if (hook) hook("rope.freqs_cos", rope_cos_host), hook("rope.freqs_sin", rope_sin_host);
-    const Tensor rope_cos = to_device(be, rope_cos_host, "rope cos"),
-                 rope_sin = to_device(be, rope_sin_host, "rope sin");
+    JointAttention joint;
+    joint.rope_cos = to_device(be, rope_cos_host, "rope cos");
+    joint.rope_sin = to_device(be, rope_sin_host, "rope sin");
+    // Sequence parallelism: this rank's n rows of the N video tokens (models/sequence_parallel.h).
+    if (in.sequence_parallel && in.sequence_parallel->size() > 1) {
+        Communicator& group = *in.sequence_parallel;
+        SR_THROW_IF(c.num_attention_heads % group.size() != 0,
+                    "sequence parallelism over {} ranks: the model's {} attention heads do not divide among them",
+                    group.size(), c.num_attention_heads);
+        joint.group = &group;
+        joint.shard = SequenceShard{.tokens = N, .degree = group.size(), .rank = group.rank()};
+    } else {
+        joint.shard = SequenceShard{.tokens = N};
+    }
+    const SequenceShard& shard = joint.shard;
+    const int64_t n = shard.rows();
 
     // The pass's block order, stated to the provider before anything is acquired. Each block is held by a
     // BlockLease, so it is released when its compute is done, also when an exception unwinds.
@@ -512,6 +542,21 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
         be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
                           &emb.x_embedder.bias, x);
         if (hook) hook("x_embedder", to_host(be, x));
+        if (joint.group) {
+            // This rank's rows. Padding rows repeat the first tokens: finite values that no valid query sees and
+            // whose own results are dropped.
+            Tensor mine = new_activation(be, {B, n, D}, "this rank's video tokens");
+            const int64_t valid = shard.valid_rows();
+            if (valid > 0) {
+                Tensor dst = mine.slice(1, 0, valid);
+                be.copy(x.slice(1, shard.begin(), shard.begin() + valid), dst);
+            }
+            if (valid < n) {
+                Tensor dst = mine.slice(1, valid, n);
+                be.copy(x.slice(1, 0, n - valid), dst);
+            }
+            x = mine;
+        }
 
         ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), t_proj, mask, hook);
     }
@@ -519,11 +564,10 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
 
     // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
     //    reference counts valid tokens, so padding must be on the right).
-    AttentionMask joint_mask;
     for (int64_t b = 0; b < B; ++b) {
         int64_t valid = 0;
         for (int64_t l = 0; l < L; ++l) valid += int64_t(mask[size_t(b * L + l)]);  // sum(dtype=int) truncates
-        joint_mask.kv_len.push_back(N + valid);
+        joint.mask.kv_len.push_back(N + valid);
     }
 
     // 4. The pass's dual-stream, then single-stream blocks (weight blocks 1..n_dual, then the single blocks).
@@ -531,7 +575,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     Tensor xs;  // the joint sequence [video, text], from the first single block on
     auto join_streams = [&] {
         if (xs.defined()) return;
-        xs = new_activation(be, {B, S, D}, "joint sequence");
+        xs = new_activation(be, {B, n + L, D}, "joint sequence");
         concat(be, {x, ctx}, 1, xs);
         x = ctx = Tensor();
     };
@@ -541,7 +585,7 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
         if (b <= n_dual) {
             const size_t i = b - 1;
             const DualBlock blk = lease ? rebind(dual_blocks_[i], lease.tensors()) : dual_blocks_[i];
-            dual_block(be, blk, x, ctx, temb_silu, rope_cos, rope_sin, joint_mask);
+            dual_block(be, blk, x, ctx, temb_silu, joint);
             if (hook) {
                 hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, x));
                 hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, ctx));
@@ -550,16 +594,16 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
             const size_t i = b - 1 - n_dual;
             join_streams();
             const SingleBlock blk = lease ? rebind(single_blocks_[i], lease.tensors()) : single_blocks_[i];
-            single_block(be, blk, xs, N, temb_silu, rope_cos, rope_sin, joint_mask);
+            single_block(be, blk, xs, n, temb_silu, joint);
             if (hook) {
-                hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, N)));
+                hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, n)));
                 hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i),
-                     to_host(be, xs.slice(1, N, S)));
+                     to_host(be, xs.slice(1, n, n + L)));
             }
         }
     }
     join_streams();
-    x = contiguous(be, xs.slice(1, 0, N), "video tokens");
+    x = contiguous(be, xs.slice(1, 0, n), "video tokens");
     xs = Tensor();
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
@@ -573,6 +617,19 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
         be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
         if (hook) hook("norm_out", to_host(be, normed));
         proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
+    }
+    if (joint.group) {
+        // Every rank's rows, in token order without the padding: the whole output on every rank of the group.
+        const int64_t P = joint.group->size(), O = proj.dim(2);
+        Tensor all = new_activation(be, {P, B, n, O}, "every rank's projection");
+        joint.group->all_gather(proj, all);
+        proj = new_activation(be, {B, N, O}, "projection");
+        for (int64_t r = 0; r < P; ++r) {
+            const int64_t valid = shard.valid_rows(r);
+            if (valid == 0) continue;
+            Tensor dst = proj.slice(1, r * n, r * n + valid);
+            be.copy(all.select(0, r).slice(1, 0, valid), dst);
+        }
     }
     if (hook) hook("proj_out", to_host(be, proj));
 

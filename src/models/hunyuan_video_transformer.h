@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/communicator.h"
 #include "io/safetensors.h"
 #include "models/hunyuan_video_config.h"
 #include "nn/linear.h"
@@ -31,6 +32,9 @@ struct TransformerInputs {
     Tensor encoder_attention_mask;  // [B, L], 1 = token, 0 = padding (right-padded)
     Tensor pooled_projections;      // [B, pooled_projection_dim] (CLIP pooled output)
     Tensor guidance;                // [B] 1000 * embedded guidance; required when config.guidance_embeds
+    // Ulysses sequence parallelism (models/sequence_parallel.h): this rank computes its share of the video
+    // tokens, and every rank of the group returns the whole output. null or one rank: all tokens here.
+    Communicator* sequence_parallel = nullptr;
 };
 
 using IntermediateHook = std::function<void(std::string_view name, const Tensor& value)>;
@@ -141,10 +145,15 @@ private:
     // `text`: the text embeddings on the host, contiguous f32 (the masked mean is taken there).
     Tensor refine_text(Backend& be, const Embedders& emb, const Tensor& text, const Tensor& t_proj,
                        const std::vector<float>& mask, const IntermediateHook& hook) const;
+    // The joint attention of one forward: its mask, RoPE tables and, with sequence parallelism, the group.
+    struct JointAttention;
     void dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx, const Tensor& temb_silu,
-                    const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
+                    const JointAttention& joint) const;
     void single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video, const Tensor& temb_silu,
-                      const Tensor& rope_cos, const Tensor& rope_sin, const AttentionMask& mask) const;
+                      const JointAttention& joint) const;
+    // attention over the joint sequence, here or split over the sequence-parallel group.
+    void attend(Backend& be, const JointAttention& joint, const Tensor& q, const Tensor& k, const Tensor& v,
+                Tensor& out, const QkNormRope& qk) const;
     // rows [offset, offset + L) of every batch row of `out` [B, S, D] = lin(in [B, L, D]): the joint q, k, v
     // filled one projection at a time, with no per-stream copies.
     void project_into(Backend& be, const Linear& lin, const Tensor& in, Tensor& out, int64_t offset) const;

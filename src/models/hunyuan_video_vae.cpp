@@ -481,44 +481,34 @@ Tensor HunyuanVideoVAE::decode(Backend& be, const Tensor& z, const VAETiling& ti
     const BlockLease lease(weights, kDecoderBlock);  // once for all tiles
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
     const int64_t T = z.dim(2), r = config_.spatial_compression_ratio;
-    // _decode's choice of path; see decode_streaming for the thresholds' quirks.
-    if (tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio) {
-        Tensor out = Tensor::empty({z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1,
-                                    z.dim(3) * r, z.dim(4) * r},
-                                   DType::F32, host_allocator(), "VAE decoded video");
-        temporal_tiled_decode(be, dec, zf, tiling, [&](const Tensor& frames, int64_t first) {
+    // _decode's choice of path (see decode_streaming for the thresholds' quirks): untiled, the hook sees it.
+    const bool temporal =
+        tiling.use_framewise_decoding && T > tiling.tile_sample_min_num_frames / config_.temporal_compression_ratio;
+    const bool spatial = tiling.use_tiling && (z.dim(4) > tiling.tile_sample_stride_width / r ||
+                                               z.dim(3) > tiling.tile_sample_min_height / r);
+    if (!temporal && !spatial) return to_host(be, run_decoder(be, dec, zf, hook));
+    Tensor out = Tensor::empty(
+        {z.dim(0), config_.out_channels, (T - 1) * config_.temporal_compression_ratio + 1, z.dim(3) * r, z.dim(4) * r},
+        DType::F32, host_allocator(), "VAE decoded video");
+    decode_frames(
+        be, dec, zf, tiling,
+        [&](const Tensor& frames, int64_t first) {
             if (host_values_skipped()) return;
             Tensor dst = out.slice(2, first, first + frames.dim(2));
             dst.copy_from(frames);
-        });
-        return out;
-    }
-    if (tiling.use_tiling &&
-        (z.dim(4) > tiling.tile_sample_stride_width / r || z.dim(3) > tiling.tile_sample_min_height / r)) {
-        PlannedTileShapes planned;
-        return tiled_decode(be, dec, zf, tiling, planned);
-    }
-    return to_host(be, run_decoder(be, dec, zf, hook));
+        },
+        nullptr);
+    return out;
 }
 
 void HunyuanVideoVAE::decode_streaming(Backend& be, const Tensor& z_in, const VAETiling& t, const VAEFrameSink& sink,
-                                       BlockWeightProvider* weights) const {
+                                       BlockWeightProvider* weights, Communicator* tiles) const {
     check_latents(z_in);
     t.validate();
     const Tensor z = to_host_f32(be, z_in);
     const BlockLease lease(weights, kDecoderBlock);  // held until the last frame is handed over
     const Decoder dec = lease ? rebind(decoder_, lease.tensors()) : decoder_;
-    const int64_t r = config_.spatial_compression_ratio;
-    // Quirks of _decode in this version, reproduced: the temporal path is taken whenever framewise decoding
-    // is on (the default, even without enable_tiling) and there are more than min_num_frames/4 latent frames;
-    // the spatial test compares the width with the STRIDE width (not the min width).
-    if (t.use_framewise_decoding && z.dim(2) > t.tile_sample_min_num_frames / config_.temporal_compression_ratio)
-        return temporal_tiled_decode(be, dec, z, t, sink);
-    if (t.use_tiling && (z.dim(4) > t.tile_sample_stride_width / r || z.dim(3) > t.tile_sample_min_height / r)) {
-        PlannedTileShapes planned;
-        return sink(tiled_decode(be, dec, z, t, planned), 0);
-    }
-    sink(to_host(be, run_decoder(be, dec, z, {})), 0);
+    decode_frames(be, dec, z, t, sink, tiles);
 }
 
 }  // namespace sr

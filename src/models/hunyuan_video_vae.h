@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/communicator.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "nn/linear.h"
@@ -129,8 +130,11 @@ public:
                   BlockWeightProvider* weights = nullptr) const;
     // The same frames as decode(), handed to `sink` as they become final. With temporal tiling only two
     // decoded temporal tiles are alive at a time, so peak memory depends on the tile size, not the length.
+    // With `tiles` of several ranks (every rank calling with the same z), the tiles are dealt to the ranks, one
+    // per rank at a time in the order they are blended, and gathered on its rank 0, which blends them and alone
+    // gets frames: the same frames as one rank's.
     void decode_streaming(Backend& be, const Tensor& z, const VAETiling& tiling, const VAEFrameSink& sink,
-                          BlockWeightProvider* weights = nullptr) const;
+                          BlockWeightProvider* weights = nullptr, Communicator* tiles = nullptr) const;
 
     // The model proper, no tiling: x -> moments (encoder + quant_conv), z -> video (post_quant_conv + decoder).
     Tensor encode_untiled(Backend& be, const Tensor& x, const VAEIntermediateHook& hook = {},
@@ -214,6 +218,9 @@ private:
                           const VAEIntermediateHook& hook) const;
     Tensor tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
     Tensor temporal_tiled_encode(Backend& be, const Encoder& enc, const Tensor& x, const VAETiling& t) const;
+    // Where the tiled decode gets each tile's decoded result (hunyuan_video_vae_tiling.cpp): run here, dealt
+    // to the ranks of a communicator, or, in a memory plan, run once per tile shape.
+    class TileRuns;
     // Memory planning (host_values_skipped()): what each tile shape already run produced and cost, so that a
     // repeated shape is not run again (hunyuan_video_vae_tiling.cpp, planned_run).
     struct PlannedRun {
@@ -221,10 +228,12 @@ private:
         size_t peak_delta;  // the device's peak during the run, above what was in use before it
     };
     using PlannedTileShapes = std::map<std::string, PlannedRun>;
-    Tensor tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
-                        PlannedTileShapes& planned) const;
-    void temporal_tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
-                               const VAEFrameSink& sink) const;
+    Tensor tiled_decode(Backend& be, const Tensor& z, const VAETiling& t, TileRuns& runs) const;
+    void temporal_tiled_decode(Backend& be, const Tensor& z, const VAETiling& t, const VAEFrameSink& sink,
+                               TileRuns& runs) const;
+    // Every decode path: the untiled run, the spatial tiles, or the temporal tiles (spatially tiled or not).
+    void decode_frames(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t, const VAEFrameSink& sink,
+                       Communicator* tiles) const;
     void check_latents(const Tensor& z) const;
 
     HunyuanVideoVAEConfig config_;

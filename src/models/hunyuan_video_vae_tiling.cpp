@@ -160,8 +160,130 @@ Tensor HunyuanVideoVAE::temporal_tiled_encode(Backend& be, const Encoder& enc, c
     return out;
 }
 
-Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
-                                     PlannedTileShapes& planned) const {
+// ---------------------------------------------------------------------------------------------------------
+// Decoding: the tiles in the order the loops below visit them, and where each one is decoded.
+
+namespace {
+
+// One decoder run: latent ranges [t0, t1) x [y0, y1) x [x0, x1).
+struct TileJob {
+    int64_t t0, t1, y0, y1, x0, x1;
+};
+
+// The spatial tiles of tiled_decode over latent rows [0, h) and columns [0, w), in its visiting order.
+void add_spatial_jobs(std::vector<TileJob>& jobs, int64_t t0, int64_t t1, int64_t h, int64_t w, const VAETiling& t,
+                      int64_t r) {
+    const int64_t lat_min_h = t.tile_sample_min_height / r, lat_min_w = t.tile_sample_min_width / r;
+    const int64_t lat_stride_h = t.tile_sample_stride_height / r, lat_stride_w = t.tile_sample_stride_width / r;
+    for (int64_t i = 0; i < h; i += lat_stride_h)
+        for (int64_t j = 0; j < w; j += lat_stride_w)
+            jobs.push_back({t0, t1, i, std::min(i + lat_min_h, h), j, std::min(j + lat_min_w, w)});
+}
+
+}  // namespace
+
+class HunyuanVideoVAE::TileRuns {
+public:
+    TileRuns(const HunyuanVideoVAE& vae, Backend& be, const Decoder& dec, const Tensor& z, Communicator* comm)
+        : vae_(vae), be_(be), dec_(dec), z_(z), comm_(comm && comm->size() > 1 ? comm : nullptr) {}
+
+    // Parallel runs: the tiles in visiting order, known before the first is decoded.
+    void set_jobs(std::vector<TileJob> jobs) { jobs_ = std::move(jobs); }
+    bool parallel() const { return comm_ != nullptr; }
+    bool root() const { return !comm_ || comm_->rank() == 0; }
+
+    // The next tile's decoded result on the host, for `tile_z` (the input the loop cut).
+    Tensor decoded(const Tensor& tile_z) {
+        if (host_values_skipped())
+            return planned_run(be_, planned_, tile_z.shape().str(),
+                               [&] { return to_host(be_, vae_.run_decoder(be_, dec_, tile_z, {})); });
+        if (!comm_) return to_host(be_, vae_.run_decoder(be_, dec_, tile_z, {}));
+        const size_t k = next_++;
+        SR_ASSERT(k < jobs_.size() && tile_z.shape() == input(jobs_[k]).shape(), "tile {} of {}: {}", k, jobs_.size(),
+                  tile_z.describe());
+        if (k >= wave_begin_ + wave_.size()) run_wave(k);
+        return std::move(wave_[k - wave_begin_]);
+    }
+
+    // Ranks other than 0: decode their share of every wave and send it to rank 0.
+    void serve() {
+        for (size_t first = 0; first < jobs_.size(); first += size_t(comm_->size())) run_wave(first);
+    }
+
+private:
+    Tensor input(const TileJob& j) const {
+        const Tensor v = z_.slice(2, j.t0, j.t1).slice(3, j.y0, j.y1).slice(4, j.x0, j.x1);
+        return v.is_contiguous() ? v : v.contiguous();
+    }
+    Shape output_shape(const TileJob& j) const {
+        const auto& c = vae_.config();
+        return {z_.dim(0), c.out_channels, (j.t1 - j.t0 - 1) * c.temporal_compression_ratio + 1,
+                (j.y1 - j.y0) * c.spatial_compression_ratio, (j.x1 - j.x0) * c.spatial_compression_ratio};
+    }
+    // Jobs [first, first + P): rank p decodes job first + p; rank 0 receives them all.
+    void run_wave(size_t first) {
+        const size_t P = size_t(comm_->size()), mine = first + size_t(comm_->rank());
+        const Tensor send = mine < jobs_.size() ? to_host(be_, vae_.run_decoder(be_, dec_, input(jobs_[mine]), {}))
+                                                : Tensor::empty({0}, DType::F32, host_allocator());
+        wave_.clear();
+        if (root())
+            for (size_t p = 0; p < P; ++p)
+                wave_.push_back(Tensor::empty(first + p < jobs_.size() ? output_shape(jobs_[first + p]) : Shape{0},
+                                              DType::F32, host_allocator(), "VAE tile from another rank"));
+        comm_->gather(send, wave_, 0);
+        wave_begin_ = first;
+    }
+
+    const HunyuanVideoVAE& vae_;
+    Backend& be_;
+    const Decoder& dec_;
+    const Tensor& z_;
+    Communicator* comm_;
+    PlannedTileShapes planned_;
+    std::vector<TileJob> jobs_;
+    size_t next_ = 0, wave_begin_ = 0;
+    std::vector<Tensor> wave_;
+};
+
+void HunyuanVideoVAE::decode_frames(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
+                                    const VAEFrameSink& sink, Communicator* tiles) const {
+    const int64_t r = config_.spatial_compression_ratio, tr = config_.temporal_compression_ratio;
+    const int64_t T = z.dim(2), h = z.dim(3), w = z.dim(4);
+    TileRuns runs(*this, be, dec, z, tiles);
+    // Quirks of _decode in this version, reproduced: the temporal path is taken whenever framewise decoding
+    // is on (the default, even without enable_tiling) and there are more than min_num_frames/4 latent frames;
+    // the spatial test compares the width with the STRIDE width (not the min width); inside the temporal path
+    // the spatial test uses the min width.
+    const bool temporal = t.use_framewise_decoding && T > t.tile_sample_min_num_frames / tr;
+    const bool spatial = temporal
+                             ? t.use_tiling && (w > t.tile_sample_min_width / r || h > t.tile_sample_min_height / r)
+                             : t.use_tiling && (w > t.tile_sample_stride_width / r || h > t.tile_sample_min_height / r);
+    if (runs.parallel()) {
+        std::vector<TileJob> jobs;
+        if (temporal) {
+            const int64_t lat_min_f = t.tile_sample_min_num_frames / tr,
+                          lat_stride_f = t.tile_sample_stride_num_frames / tr;
+            for (int64_t i = 0; i < T; i += lat_stride_f) {
+                const int64_t t1 = std::min(i + lat_min_f + 1, T);
+                if (spatial)
+                    add_spatial_jobs(jobs, i, t1, h, w, t, r);
+                else
+                    jobs.push_back({i, t1, 0, h, 0, w});
+            }
+        } else if (spatial) {
+            add_spatial_jobs(jobs, 0, T, h, w, t, r);
+        } else {
+            jobs.push_back({0, T, 0, h, 0, w});
+        }
+        runs.set_jobs(std::move(jobs));
+        if (!runs.root()) return runs.serve();
+    }
+    if (temporal) return temporal_tiled_decode(be, z, t, sink, runs);
+    if (spatial) return sink(tiled_decode(be, z, t, runs), 0);
+    sink(runs.decoded(z), 0);
+}
+
+Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Tensor& z, const VAETiling& t, TileRuns& runs) const {
     const int64_t r = config_.spatial_compression_ratio, h = z.dim(3), w = z.dim(4);
     const int64_t lat_min_h = t.tile_sample_min_height / r, lat_min_w = t.tile_sample_min_width / r;
     const int64_t lat_stride_h = t.tile_sample_stride_height / r, lat_stride_w = t.tile_sample_stride_width / r;
@@ -178,9 +300,7 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
         for (int64_t j = 0; j < w; j += lat_stride_w) {
             const Tensor tile_z =
                 packed(z.slice(3, i, std::min(i + lat_min_h, h)).slice(4, j, std::min(j + lat_min_w, w)));
-            Tensor tile = planned_run(be, planned, tile_z.shape().str(), [&] {
-                return to_host(be, run_decoder(be, dec, tile_z, {}));  // [B, out, F, 8th, 8tw]
-            });
+            Tensor tile = runs.decoded(tile_z);  // [B, out, F, 8th, 8tw]
             if (!prev_row.empty()) blend(prev_row[row.size()], tile, 3, blend_h);
             if (!row.empty()) blend(row.back(), tile, 4, blend_w);
             place(tile, t.tile_sample_stride_height, t.tile_sample_stride_width, out, y0, x0);
@@ -194,8 +314,8 @@ Tensor HunyuanVideoVAE::tiled_decode(Backend& be, const Decoder& dec, const Tens
     return out;
 }
 
-void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, const Tensor& z, const VAETiling& t,
-                                            const VAEFrameSink& sink) const {
+void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Tensor& z, const VAETiling& t, const VAEFrameSink& sink,
+                                            TileRuns& runs) const {
     const int64_t tr = config_.temporal_compression_ratio, r = config_.spatial_compression_ratio;
     const int64_t T = z.dim(2), n_sample_frames = (T - 1) * tr + 1;
     const int64_t lat_min_f = t.tile_sample_min_num_frames / tr, lat_stride_f = t.tile_sample_stride_num_frames / tr;
@@ -205,16 +325,14 @@ void HunyuanVideoVAE::temporal_tiled_decode(Backend& be, const Decoder& dec, con
         t.use_tiling && (z.dim(4) > t.tile_sample_min_width / r || z.dim(3) > t.tile_sample_min_height / r);
     Tensor prev;
     int64_t emitted = 0;
-    PlannedTileShapes planned_spatial, planned_temporal;
+    PlannedTileShapes planned_temporal;
     for (int64_t i = 0; i < T; i += lat_stride_f) {
         // lat_min_f + 1 latents per tile; the last tiles may hold a single latent (one frame, then dropped).
         const Tensor tile_z = packed(z.slice(2, i, std::min(i + lat_min_f + 1, T)));
         // A plan's host peak also depends on the previous tile held meanwhile: part of the key.
         const std::string key = tile_z.shape().str() + (prev.defined() ? " after " + prev.shape().str() : "");
-        Tensor tile = planned_run(be, planned_temporal, key, [&] {
-            return spatial ? tiled_decode(be, dec, tile_z, t, planned_spatial)
-                           : to_host(be, run_decoder(be, dec, tile_z, {}));
-        });
+        Tensor tile = planned_run(be, planned_temporal, key,
+                                  [&] { return spatial ? tiled_decode(be, tile_z, t, runs) : runs.decoded(tile_z); });
         if (i > 0) {
             tile = packed(tile.slice(2, 1, tile.dim(2)));  // the overlap latent's frame
             blend(prev, tile, 2, blend_f);

@@ -59,7 +59,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
         if (progress) progress(name, done, total);
     };
     mem.reset_peak();
-    Tensor latents = pipe.generate(device.backend(), req, on_progress, sink, hook, &placement);
+    Tensor latents = pipe.generate(device.backend(), req, on_progress, sink, hook, &placement, options.parallel);
     sample_host();
     close_stage();
     device.drain();

@@ -27,6 +27,8 @@ struct DeviceRunOptions {
     // options and planned reserves, so resident weights are not uploaded again; replaced otherwise. nullptr:
     // a placement for this job alone, every model taken off the device at its end.
     std::unique_ptr<DevicePlacement>* kept_placement = nullptr;
+    // A parallel run: the groups this rank splits the job with (pipeline.h).
+    ParallelGroups parallel;
 };
 
 struct DeviceRunReport {

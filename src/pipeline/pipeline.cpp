@@ -335,12 +335,17 @@ Tensor SkyReelsPipeline::encode_image(Backend& be, const GenerationRequest& req,
 
 Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text,
                                  const Tensor& image_latents, const ProgressCallback& progress,
-                                 const PipelineHook& hook, WeightPlacement* placement) const {
+                                 const PipelineHook& hook, WeightPlacement* placement,
+                                 const ParallelGroups& parallel) const {
     const GenerationParams& p = req.params;
     const int64_t C = c_.vae->config().latent_channels, r = c_.vae->config().spatial_compression_ratio;
     Tensor latents = req.initial_latents.defined()
                          ? req.initial_latents.to(DType::F32)
                          : gaussian_noise({1, C, p.latent_frames(), p.height / r, p.width / r}, p.seed);
+    // Rank 0's draw on every rank: one stream of numbers whatever each rank's build or library.
+    if (parallel.world && parallel.world->size() > 1) parallel.world->broadcast(latents, 0);
+    // CFG parallel: this rank computes one guidance row, its pair the other; the pair swaps them each step.
+    Communicator* cfg_pair = p.do_cfg() && parallel.cfg && parallel.cfg->size() == 2 ? parallel.cfg : nullptr;
     FlowMatchEulerScheduler scheduler(c_.scheduler);
     scheduler.set_timesteps(p.num_inference_steps);
     const bool cfg = p.do_cfg();
@@ -359,24 +364,34 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         emit(hook, step + "transformer_input", input);
         emit(hook, step + "timestep", timestep);
         Tensor output;
-        if (cfg && p.sequence_batch) {
+        auto row_inputs = [&](int64_t row) {
+            auto one = [&](const Tensor& t) { return t.slice(0, row, row + 1).contiguous(); };
+            return TransformerInputs{one(input),
+                                     one(timestep),
+                                     one(text.prompt_embeds),
+                                     one(text.prompt_attention_mask),
+                                     one(text.pooled_prompt_embeds),
+                                     one(guidance),
+                                     parallel.sequence};
+        };
+        if (cfg_pair) {
+            const Tensor mine =
+                to_host(be, c_.transformer->forward(be, row_inputs(cfg_pair->rank()), {}, use.weights()));
+            output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
+                                   "transformer output");
+            cfg_pair->all_gather(mine.contiguous(), output);  // rows [negative, positive]: ranks 0 and 1 of the pair
+        } else if (cfg && p.sequence_batch) {
             // One row at a time: the same numbers, half the activations.
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
-                auto one = [&](const Tensor& t) { return t.slice(0, row, row + 1).contiguous(); };
-                const TransformerInputs in{one(input),
-                                           one(timestep),
-                                           one(text.prompt_embeds),
-                                           one(text.prompt_attention_mask),
-                                           one(text.pooled_prompt_embeds),
-                                           one(guidance)};
                 Tensor dst = output.slice(0, row, row + 1);
-                dst.copy_from(to_host(be, c_.transformer->forward(be, in, {}, use.weights())));
+                dst.copy_from(to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights())));
             }
         } else {
             const TransformerInputs in{
-                input, timestep, text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds, guidance};
+                input,    timestep,         text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds,
+                guidance, parallel.sequence};
             output = to_host(be, c_.transformer->forward(be, in, {}, use.weights()));
         }
         check_finite(output, fmt::format("the transformer's output at step {}", i),
@@ -403,7 +418,8 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
 }
 
 void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
-                              const ProgressCallback& progress, WeightPlacement* placement) const {
+                              const ProgressCallback& progress, WeightPlacement* placement,
+                              const ParallelGroups& parallel) const {
     Tensor z = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "latents / scaling_factor");
     if (!host_values_skipped()) {
         z.copy_from(latents);
@@ -421,11 +437,12 @@ void SkyReelsPipeline::decode(Backend& be, const Tensor& latents, const VAETilin
             sink(frames, first);
             if (progress) progress(Stage::Decoding, int(first + frames.dim(2)), total);
         },
-        use.weights());
+        use.weights(), parallel.world);
 }
 
 Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress,
-                                  const FrameSink& sink, const PipelineHook& hook, WeightPlacement* placement) const {
+                                  const FrameSink& sink, const PipelineHook& hook, WeightPlacement* placement,
+                                  const ParallelGroups& parallel) const {
     check_request(req);
     if (progress) progress(Stage::TextEncoding, 0, 1);
     const TextConditioning text = encode_text(be, req, hook, placement);
@@ -436,8 +453,12 @@ Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, con
         image_latents = encode_image(be, req, hook, placement);
         if (progress) progress(Stage::ImageEncoding, 1, 1);
     }
-    const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement);
-    if (sink) decode(be, latents, req.params.vae_tiling, sink, progress, placement);
+    const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement, parallel);
+    // Every rank of a parallel run decodes its share of the tiles; only rank 0 gets frames.
+    const bool shares_tiles = parallel.world && parallel.world->size() > 1;
+    if (sink || shares_tiles)
+        decode(be, latents, req.params.vae_tiling, sink ? sink : FrameSink([](const Tensor&, int64_t) {}), progress,
+               placement, parallel);
     return latents;
 }
 

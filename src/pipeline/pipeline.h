@@ -151,14 +151,16 @@ public:
     // The denoising loop; returns the final latents [1, 16, T, h, w].
     Tensor denoise(Backend& be, const GenerationRequest& req, const TextConditioning& text, const Tensor& image_latents,
                    const ProgressCallback& progress = {}, const PipelineHook& hook = {},
-                   WeightPlacement* placement = nullptr) const;
+                   WeightPlacement* placement = nullptr, const ParallelGroups& parallel = {}) const;
     // latents / scaling_factor through the VAE's streaming decode.
     void decode(Backend& be, const Tensor& latents, const VAETiling& tiling, const FrameSink& sink,
-                const ProgressCallback& progress = {}, WeightPlacement* placement = nullptr) const;
+                const ProgressCallback& progress = {}, WeightPlacement* placement = nullptr,
+                const ParallelGroups& parallel = {}) const;
 
     // All of the above. Returns the final latents.
     Tensor generate(Backend& be, const GenerationRequest& req, const ProgressCallback& progress, const FrameSink& sink,
-                    const PipelineHook& hook = {}, WeightPlacement* placement = nullptr) const;
+                    const PipelineHook& hook = {}, WeightPlacement* placement = nullptr,
+                    const ParallelGroups& parallel = {}) const;
 
     // InputError naming what is wrong: params.validate(), the task against the transformer, the image and
     // initial latents against the video size. generate() runs it first.

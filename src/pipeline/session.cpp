@@ -248,7 +248,19 @@ GenerationRequest Session::prepare(const Request& r) const {
         job.image = demo_image(p.height, p.width);
     }
     pipe_->check_request(job);
+    if (options_.world && options_.world->size() > 1)  // the mesh's checks, before any work
+        choose_mesh(options_.world->size(), parse_mesh_spec(options_.parallel), job.params.do_cfg(),
+                    pipe_->components().transformer->config().num_attention_heads);
     return job;
+}
+
+const ParallelMesh* Session::mesh_for(const GenerationRequest& job) {
+    if (!options_.world || options_.world->size() == 1) return nullptr;
+    const MeshShape shape = choose_mesh(options_.world->size(), parse_mesh_spec(options_.parallel), job.params.do_cfg(),
+                                        pipe_->components().transformer->config().num_attention_heads);
+    std::unique_ptr<ParallelMesh>& mesh = meshes_[shape.str()];
+    if (!mesh) mesh = std::make_unique<ParallelMesh>(*options_.world, shape);  // collective: every rank, same order
+    return mesh.get();
 }
 
 std::vector<std::pair<std::string, std::string>> Session::video_metadata(const GenerationRequest& job) const {
@@ -291,7 +303,7 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
 #ifdef SKYREELS_HAVE_MEDIA
     // Opened before the run so an unwritable path fails early; its partial file goes unless finish() completes.
     std::unique_ptr<VideoWriter> writer;
-    if (!request.output_path.empty())
+    if (!request.output_path.empty() && is_root())
         writer = std::make_unique<VideoWriter>(
             request.output_path, job.params.width, job.params.height,
             VideoWriterOptions{
@@ -305,6 +317,8 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         if (callbacks.frames) callbacks.frames(frames, first);
     };
 #endif
+    const ParallelMesh* mesh = mesh_for(job);
+    const ParallelGroups parallel = mesh ? mesh->groups() : ParallelGroups{};
     try {
         if (device_) {
             DeviceRunReport report;
@@ -312,12 +326,13 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
                                                 {.memory = memory_for(job),
                                                  .device_memory_is_host = options_.device == "sim",
                                                  .host_baseline_anon = host_baseline_anon_,
-                                                 .kept_placement = &placement_},
+                                                 .kept_placement = &placement_,
+                                                 .parallel = parallel},
                                                 job, on_progress, sink, callbacks.hook, &report);
             result.memory_report = report.format(memory_);
             result.device_report = std::move(report);
         } else {
-            result.latents = pipe_->generate(cpu_, job, on_progress, sink, callbacks.hook);
+            result.latents = pipe_->generate(cpu_, job, on_progress, sink, callbacks.hook, nullptr, parallel);
             result.memory_report = host_memory_report();
         }
 #ifdef SKYREELS_HAVE_MEDIA

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,7 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "pipeline/progress.h"
+#include "runtime/parallel_mesh.h"
 
 namespace sr {
 
@@ -62,6 +64,11 @@ struct SessionOptions {
     // The log level of the load and of every job on the thread that runs them (a Request may override it);
     // nullopt: the process's (core/log.h).
     std::optional<LogLevel> log_level;
+    // A parallel run (runtime/mpi_communicator.h): every rank of `world` makes a Session with the same options
+    // and runs the same jobs; each job is split over the mesh `parallel` ("cfg=2,ulysses=4"; "": chosen per
+    // job, runtime/parallel_mesh.h). Only world rank 0 writes files. null: this process alone.
+    MpiCommunicator* world = nullptr;
+    std::string parallel;
 };
 
 struct Request {
@@ -153,6 +160,9 @@ private:
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
     std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;
     std::optional<LogLevel> level_for(const Request* request) const;
+    // The mesh for `job` (none: one process), made on first use and kept.
+    const ParallelMesh* mesh_for(const GenerationRequest& job);
+    bool is_root() const { return !options_.world || options_.world->rank() == 0; }
 
     SessionOptions options_;
     GemmPrecision precision_ = GemmPrecision::F32;
@@ -168,6 +178,7 @@ private:
     // The models' placement on the device, kept from job to job (after pipe_ and device_, so it goes first):
     // with --offload none the weights are uploaded once, not once per video.
     std::unique_ptr<DevicePlacement> placement_;
+    std::map<std::string, std::unique_ptr<ParallelMesh>> meshes_;
     std::mutex mutex_;
 };
 

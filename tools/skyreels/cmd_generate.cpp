@@ -20,10 +20,13 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/session.h"
 #include "runtime/gpu_probe.h"
+#include "runtime/mpi_communicator.h"
+#include "runtime/parallel_mesh.h"
 #include "text/bpe_tokenizer.h"
 #include "tools/skyreels/commands.h"
 #include "tools/skyreels/output_names.h"
 #include "tools/skyreels/prompt_file.h"
+#include "tools/skyreels/relaunch.h"
 
 namespace fs = std::filesystem;
 
@@ -51,6 +54,7 @@ struct GenerateOptions {
     int prefetch = 1;
     double sim_bandwidth_gbs = 25.0;
     bool dry_run = false, memory_report = false;
+    std::string parallel;  // --parallel cfg=N,ulysses=M
     CLI::App* cmd = nullptr;
     bool given(const char* name) const { return cmd->count(name) > 0; }
 };
@@ -90,7 +94,6 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
          fmt::format("--demo-size {}: expected small or large", o.demo_size));
     need(o.demo || !o.given("--demo-size"), "--demo-size goes with --demo");
     need(!o.compiler_transformer, "--compiler_transformer is not implemented yet in skyreels.cpp");
-    need(o.gpu_num == 1, fmt::format("--gpu_num {}: only 1 is implemented yet (multi-GPU parallelism)", o.gpu_num));
     const std::string quant = quant_value(o);
     need(quant.empty() || quant == "fp8" || quant == "none", fmt::format("--quant {}: expected fp8 or none", quant));
     need(o.precision.empty() || o.precision == "f32" || o.precision == "bf16",
@@ -296,6 +299,16 @@ void print_header(const GenerateOptions& o, const SessionOptions& s, const std::
 }
 
 int run_generate(GenerateOptions& o) {
+    // A parallel run: every rank runs this same command; rank 0 alone prints and writes (errors: any rank).
+    const std::unique_ptr<MpiCommunicator> world = MpiRuntime::active() ? MpiRuntime::world() : nullptr;
+    SR_THROW_IF(o.gpu_num > 1 && world, "--gpu_num: this command already runs under an MPI launcher ({} ranks)",
+                world->size());
+    if (o.gpu_num > 1) relaunch_under_mpirun(o.gpu_num);
+    SR_THROW_IF(!o.parallel.empty() && !world,
+                "--parallel {}: a parallel run starts under an MPI launcher (mpirun -np N skyreels generate ..., srun "
+                "--mpi=pmix, or --gpu_num N)",
+                o.parallel);
+    if (world && world->rank() != 0) o.quiet = true, o.json = false, o.memory_report = false;
     const std::string device = choose_device(o);
     throw_problems(flag_problems(o, device));
     if (o.crf == 0 && !o.quiet)
@@ -327,6 +340,9 @@ int run_generate(GenerateOptions& o) {
     // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
     // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
     if (!o.precision.empty()) options.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
+    options.world = world.get();
+    options.parallel = o.parallel;
+    if (!o.parallel.empty()) parse_mesh_spec(o.parallel);  // a malformed mesh fails before anything loads
     Session::check(options);
 
     if (!o.quiet) print_header(o, options, jobs);
@@ -358,7 +374,7 @@ int run_generate(GenerateOptions& o) {
         if (!o.quiet)
             progress.print(fmt::format("skyreels: wrote {} ({} frames at {} fps, seed {}, {:.1f} s)\n", r.output_path,
                                        r.frames_written, job.fps, job.generation.params.seed, r.seconds));
-        written.push_back(r.output_path);
+        if (!r.output_path.empty()) written.push_back(r.output_path);
         Json v;
         v["file"] = r.output_path;
         v["seed"] = job.generation.params.seed;
@@ -437,6 +453,13 @@ Command add_generate_command(CLI::App& app) {
                     "streams weights every step")
         ->capture_default_str();
     cmd->add_flag("--quiet,-q", o->quiet, "No header, progress or summary (errors still)");
+    cmd->add_option("--parallel", o->parallel,
+                    "Under an MPI launcher (mpirun -np N, srun --mpi=pmix): the mesh cfg=A,ulysses=B with A*B = N "
+                    "(cfg: the two guidance rows on two ranks; ulysses: the video tokens split over B ranks, which "
+                    "must divide the heads). Default: 2 ranks cfg=2, 4 ranks 2x2, 8 ranks 2x4");
+    cmd->add_option("--gpu_num,--gpu-num", o->gpu_num,
+                    "Run this command on N processes of this host under mpirun (SkyReels' flag; one GPU each)")
+        ->check(CLI::Range(1, 1024));
     cmd->add_flag("--json", o->json, "Print a JSON summary on stdout (files, seeds, timings, peaks)");
     cmd->add_option("--threads", o->threads, "CPU threads (0: all cores, or OMP_NUM_THREADS)")->capture_default_str();
     cmd->add_option("--quant", o->quant,
@@ -477,7 +500,6 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_flag("--parameters_level", o->parameters_level,
                   "SkyReels: with --offload, stream parameters in blocks (= --offload block)");
     cmd->add_flag("--compiler_transformer", o->compiler_transformer, "(not implemented yet: refused)");
-    cmd->add_option("--gpu_num", o->gpu_num, "(only 1 is implemented)");
     cmd->get_option("--out")->excludes(cmd->get_option("--outdir"));
     return [o] { return run_generate(*o); };
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "runtime/mpi_communicator.h"
 #include "tools/skyreels/commands.h"
 #include "tools/skyreels/suggest.h"
 #ifdef SKYREELS_HAVE_MEDIA
@@ -154,26 +156,40 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "skyreels: error: %s\n", describe_parse_error(app, e).c_str());
         return 1;
     }
+    // Under an MPI launcher (mpirun, srun --mpi=pmix) this process is one rank of a parallel run.
+    std::optional<sr::MpiRuntime> mpi;
+    // An error ends this process, and in a parallel run every rank at once (no rank is left waiting in a
+    // collective for this one), naming the rank that failed.
+    auto fail = [&](int code, const char* kind, const std::string& message) {
+        std::string where;
+        int ranks = 1;
+        if (mpi && sr::MpiRuntime::active()) {
+            const auto world = sr::MpiRuntime::world();
+            ranks = world->size();
+            if (ranks > 1)
+                where = "rank " + std::to_string(world->rank()) + " of " + std::to_string(ranks) + " (" +
+                        sr::MpiRuntime::host_name() + "): ";
+        }
+        // Messages carry names read from files: escaped, so a hostile name cannot drive the terminal.
+        std::fprintf(stderr, "skyreels: %s: %s%s\n", kind, where.c_str(), sr::terminal_safe(message).c_str());
+        if (ranks > 1) sr::MpiRuntime::abort_world(code);
+        return code;
+    };
     try {
+        if (sr::MpiRuntime::launched()) mpi.emplace();
         for (auto& [sub, run] : commands)
             if (sub->parsed()) return run();
     } catch (const sr::InputError& e) {
-        // Messages carry names read from files: escaped, so a hostile name cannot drive the terminal.
-        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
-        return 1;
+        return fail(1, "error", e.what());
     } catch (const sr::Error& e) {
-        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
-        return 2;
+        return fail(2, "error", e.what());
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "skyreels: error: out of host memory\n");
-        return 2;
+        return fail(2, "error", "out of host memory");
     } catch (const std::filesystem::filesystem_error& e) {
         // A file system call the checks did not foresee (a symlink loop, a vanished folder): the user's input.
-        std::fprintf(stderr, "skyreels: error: %s\n", sr::terminal_safe(e.what()).c_str());
-        return 1;
+        return fail(1, "error", e.what());
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "skyreels: internal error: %s\n", sr::terminal_safe(e.what()).c_str());
-        return 3;
+        return fail(3, "internal error", e.what());
     }
     return 0;
 }
