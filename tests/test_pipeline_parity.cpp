@@ -20,6 +20,7 @@
 #include "pipeline/pipeline.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/pipeline_fixture.h"
 #ifdef SKYREELS_PIPELINE_PARITY_DEVICE
 #include "pipeline/device_run.h"
 #include "runtime/simulated_device.h"
@@ -39,87 +40,12 @@ using namespace sr;
 
 namespace {
 
-std::vector<fs::path> pipeline_fixtures() {
-    return test::find_fixture_dirs([](const fs::path& d) {
-        return fs::exists(d / "model_index.json") && fs::exists(d / "params.json") &&
-               fs::exists(d / "inputs.safetensors") && fs::exists(d / "output.safetensors");
-    });
-}
-
-// Tolerances: the fixture's suggested_max_abs (documented as ~100-200x the measured float32-vs-float64
-// noise of the reference run: our f32 sums run in another order, so we need headroom above that noise, and
-// errors compound over the steps, which is why later steps get larger bounds). A tensor the fixture gives no
-// bound for falls back to 100x its measured f32 noise, floored at 1e-5. `frames` = clamp(video/2 + 0.5):
-// half of video's error at most, so video's bound covers it. Per-step latents of the cfg_for run use the
-// batched run's per-step bounds (the two runs differ by ~1e-5, far below them).
-struct Tolerances {
-    std::map<std::string, double> suggested, noise;
-    double of(const std::string& name) const {
-        const std::string key = name == "frames" ? "video" : name;
-        if (auto it = suggested.find(key); it != suggested.end()) return it->second;
-        if (auto it = noise.find(key); it != noise.end()) return std::max(100.0 * it->second, 1e-5);
-        return 1e-4;  // no record in the fixture: the per-step bound of the first step
-    }
-};
-
-Tolerances read_tolerances(const fs::path& dir) {
-    Tolerances t;
-    if (!fs::exists(dir / "tolerances.json")) return t;
-    const Json j = load_json_file((dir / "tolerances.json").string());
-    for (const char* key : {"suggested_max_abs", "fp32_vs_fp64_max_abs"}) {
-        if (!j.contains(key)) continue;
-        auto& dst = std::string(key) == "suggested_max_abs" ? t.suggested : t.noise;
-        for (auto it = j[key].begin(); it != j[key].end(); ++it) dst[it.key()] = it.value().get<double>();
-    }
-    return t;
-}
-
-struct Fixture {
-    fs::path dir;
-    Json params;
-    WeightStore inputs, intermediates, output;
-};
-
-SkyReelsPipeline load_pipeline(const Fixture& f, LinearQuant quant = LinearQuant::None) {
-    PipelineComponents c;
-    const std::string d = f.dir.string();
-    TransformerLoadOptions options;
-    options.quant = quant;
-    c.transformer = std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoTransformer::load(d, options));
-    c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAE::load(d + "/vae"));
-    c.llama = std::make_shared<const LlamaTextEncoder>(
-        LlamaTextEncoder::load(d + "/text_encoder", std::nullopt, nullptr, quant));
-    c.clip = std::make_shared<const ClipTextEncoder>(ClipTextEncoder::load(d + "/text_encoder_2"));
-    const fs::path sched = f.dir / "scheduler" / "scheduler_config.json";
-    c.scheduler = FlowMatchSchedulerConfig::from_json(load_json_file(sched.string()), sched.string());
-    const Json& p = f.params;
-    c.prompt_template.crop_start = p["crop_start"].get<int64_t>();
-    c.prompt_template.max_sequence_length = p["max_sequence_length"].get<int64_t>();
-    c.prompt_template.clip_max_length = p["clip_sequence_length"].get<int64_t>();
-    if (p.contains("clip_skip (num_hidden_layers_to_skip)"))
-        c.prompt_template.num_hidden_layers_to_skip = p["clip_skip (num_hidden_layers_to_skip)"].get<int>();
-    return SkyReelsPipeline(std::move(c));
-}
-
-GenerationRequest make_request(const Fixture& f, bool sequence_batch) {
-    const Json& p = f.params;
-    GenerationRequest r;
-    r.params.task = p["task"] == "i2v" ? Task::I2V : Task::T2V;
-    r.params.height = p["height"].get<int64_t>();
-    r.params.width = p["width"].get<int64_t>();
-    r.params.num_frames = p["num_frames"].get<int64_t>();
-    r.params.num_inference_steps = p["num_inference_steps"].get<int>();
-    r.params.guidance_scale = p["guidance_scale"].get<double>();
-    r.params.embedded_guidance_scale = p["embedded_guidance_scale"].get<double>();
-    r.params.sequence_batch = sequence_batch;
-    r.params.vae_tiling = VAETiling::enabled();  // SkyReels calls enable_tiling()
-    r.tokens = TextTokens{f.inputs.get("llama_input_ids"), f.inputs.get("llama_attention_mask"),
-                          f.inputs.get("clip_input_ids")};
-    r.initial_latents = f.inputs.get("initial_latents");
-    if (f.inputs.contains("image")) r.image = f.inputs.get("image");
-    if (f.inputs.contains("vae_sample_eps")) r.vae_sample_eps = f.inputs.get("vae_sample_eps");
-    return r;
-}
+using test::Fixture;
+using test::load_pipeline;
+using test::make_request;
+using test::pipeline_fixtures;
+using test::read_tolerances;
+using test::Tolerances;
 
 struct PipelineRun {
     std::map<std::string, Tensor> captured;
@@ -222,10 +148,7 @@ TEST(PARITY_SUITE, StepByStep) {
     ASSERT_FALSE(pipeline_fixtures().empty()) << "no pipeline fixture under " << test::fixtures_root();
     for (const fs::path& dir : pipeline_fixtures()) {
         SCOPED_TRACE(dir.string());
-        Fixture f{dir, load_json_file((dir / "params.json").string()),
-                  WeightStore::open((dir / "inputs.safetensors").string()),
-                  WeightStore::open((dir / "intermediates.safetensors").string()),
-                  WeightStore::open((dir / "output.safetensors").string())};
+        Fixture f = Fixture::open(dir);
         const Tolerances tol = read_tolerances(dir);
         const SkyReelsPipeline pipe = load_pipeline(f);
         const PipelineRun r = run(pipe, make_request(f, false));
@@ -285,10 +208,7 @@ TEST(PARITY_SUITE, SequenceBatchMatchesCfgFor) {
 TEST(PipelineParity, QuantFp8StaysNearTheUnquantizedRun) {
     for (const fs::path& dir : pipeline_fixtures()) {
         SCOPED_TRACE(dir.string());
-        Fixture f{dir, load_json_file((dir / "params.json").string()),
-                  WeightStore::open((dir / "inputs.safetensors").string()),
-                  WeightStore::open((dir / "intermediates.safetensors").string()),
-                  WeightStore::open((dir / "output.safetensors").string())};
+        Fixture f = Fixture::open(dir);
         const GenerationRequest req = make_request(f, false);
         const PipelineRun plain = run(load_pipeline(f), req);
         const PipelineRun quant = run(load_pipeline(f, LinearQuant::Float8WeightOnly), req);
@@ -312,10 +232,7 @@ TEST(PipelineParity, BadRequestsAreInputErrors) {
     const auto dirs = pipeline_fixtures();
     ASSERT_FALSE(dirs.empty());
     const fs::path& dir = dirs.front();
-    Fixture f{dir, load_json_file((dir / "params.json").string()),
-              WeightStore::open((dir / "inputs.safetensors").string()),
-              WeightStore::open((dir / "intermediates.safetensors").string()),
-              WeightStore::open((dir / "output.safetensors").string())};
+    Fixture f = Fixture::open(dir);
     const SkyReelsPipeline pipe = load_pipeline(f);
     auto expect_error = [&](const char* what, auto mutate) {
         GenerationRequest r = make_request(f, false);

@@ -14,6 +14,7 @@
 #include "models/hunyuan_video_transformer.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/pipeline_fixture.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -33,16 +34,7 @@ std::vector<fs::path> diffusers_fixtures() {
     });
 }
 
-TransformerInputs read_inputs(const WeightStore& s) {
-    TransformerInputs in;
-    in.hidden_states = s.get("hidden_states");
-    in.timestep = s.get("timestep");
-    in.encoder_hidden_states = s.get("encoder_hidden_states");
-    in.encoder_attention_mask = s.get("encoder_attention_mask");
-    in.pooled_projections = s.get("pooled_projections");
-    if (s.contains("guidance")) in.guidance = s.get("guidance");
-    return in;
-}
+using test::read_transformer_inputs;
 
 // Tolerances from the fixture's tolerances.json. The reference's own float32 result differs from a float64
 // run by `fp32_vs_fp64_max_abs[name]` (~1e-6 here): that is the f32 rounding noise of this computation. We
@@ -99,7 +91,7 @@ TEST(TransformerParity, OutputAndEveryIntermediateMatchReference) {
         Captured got;
         CpuBackend& be = cpu_backend();
         be.set_gemm_precision(GemmPrecision::F32);
-        const Tensor sample = model.forward(be, read_inputs(inputs), got.hook());
+        const Tensor sample = model.forward(be, read_transformer_inputs(inputs), got.hook());
 
         const auto d = test::compare(sample, expected_out.get("sample"));
         EXPECT_LE(d.max_abs, tol.of("sample")) << "sample: " << d.str();
@@ -139,7 +131,7 @@ TEST(TransformerParity, Bf16GemmPathStaysClose) {
         const Tensor expected = WeightStore::open((dir / "output.safetensors").string()).get("sample");
         CpuBackend& be = cpu_backend();
         be.set_gemm_precision(GemmPrecision::BF16);
-        const Tensor sample = model.forward(be, read_inputs(inputs));
+        const Tensor sample = model.forward(be, read_transformer_inputs(inputs));
         be.set_gemm_precision(GemmPrecision::F32);
         const auto d = test::compare(sample, expected);
         EXPECT_LE(d.max_abs, 0.03 * d.max_expected) << d.str();
@@ -241,7 +233,7 @@ TEST(TransformerForward, WrongInputShapesAreNamed) {
             EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
         }
     };
-    TransformerInputs in = read_inputs(inputs);
+    TransformerInputs in = read_transformer_inputs(inputs);
     TransformerInputs bad = in;
     bad.hidden_states = Tensor::zeros({1, model.config().in_channels + 1, 1, 2, 2}, DType::F32);
     expect_error(bad, "channels");
