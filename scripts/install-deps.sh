@@ -16,6 +16,8 @@ packages=(
   libjpeg62-turbo-dev libpng-dev  # the I2V image (JPEG, PNG) as Pillow reads it; PNG frames
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   clang-format git       # the style test
+  libcpp-httplib-dev     # skyreels serve (HTTP)
+  python3 chromium chromium-driver python3-selenium  # the server's API tests and its page in a headless browser
 )
 
 missing=()

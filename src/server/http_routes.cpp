@@ -46,7 +46,7 @@ ParsedRequest parse_body(const httplib::Request& req, const std::vector<ServedMo
     } else if (type.rfind("application/json", 0) == 0) {
         try {
             fields = json::parse(req.body);
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {  // a syntax error, or a number out of range (1e400)
             throw ApiError::bad_request("", fmt::format("the body is not valid JSON: {}", e.what()), "invalid_json");
         }
     } else {
