@@ -17,6 +17,8 @@ packages=(
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   libopenmpi-dev openmpi-bin  # parallel runs: ranks launched by mpirun, collectives on host memory
   clang-format git       # the style test
+  libcpp-httplib-dev     # skyreels serve (HTTP)
+  python3 chromium chromium-driver python3-selenium  # the server's API tests and its page in a headless browser
 )
 
 missing=()

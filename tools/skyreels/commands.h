@@ -17,5 +17,6 @@ Command add_tokenize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_convert_command(CLI::App& app);
 Command add_devices_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);
 
 }  // namespace sr::cli

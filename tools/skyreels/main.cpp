@@ -27,12 +27,14 @@
 
 namespace {
 
-// --device sim runs a copy-engine thread beside the OpenMP workers. OpenMP's default spin-waiting between
-// parallel regions starves it on machines with few cores (3 s instead of 0.2 s measured on 2 cores), and
+// --device sim runs a copy-engine thread beside the OpenMP workers, and `serve` its HTTP threads. OpenMP's
+// default spin-waiting between parallel regions starves them on machines with few cores (3 s instead of 0.2 s
+// measured on 2 cores), and
 // libgomp reads OMP_WAIT_POLICY only when it loads, before main: so set it and start again, once.
-void prefer_passive_openmp_for_sim(char** argv) {
+void prefer_passive_openmp(char** argv) {
     if (std::getenv("OMP_WAIT_POLICY")) return;
-    bool sim = false;
+    // `serve` too: its HTTP threads must get a core while a job runs.
+    bool sim = argv[0] && argv[1] && !std::strcmp(argv[1], "serve");
     for (char** a = argv; *a; ++a)
         if (!std::strcmp(*a, "--device=sim") || (!std::strcmp(*a, "--device") && a[1] && !std::strcmp(a[1], "sim")))
             sim = true;
@@ -120,7 +122,7 @@ std::string unknown_command(const CLI::App& app, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    prefer_passive_openmp_for_sim(argv);
+    prefer_passive_openmp(argv);
 #ifdef SKYREELS_HAVE_MEDIA
     // Ctrl-C, SIGTERM and SIGHUP leave no half-written video behind; a checkpoint cut short under a running
     // command (SIGBUS) is named.
@@ -135,7 +137,7 @@ int main(int argc, char** argv) {
     // Each add_*_command registers one subcommand and returns what runs it.
     std::vector<std::pair<CLI::App*, sr::cli::Command>> commands;
     for (auto add : {sr::cli::add_info_command, sr::cli::add_tokenize_command, sr::cli::add_generate_command,
-                     sr::cli::add_convert_command, sr::cli::add_devices_command}) {
+                     sr::cli::add_convert_command, sr::cli::add_devices_command, sr::cli::add_serve_command}) {
         sr::cli::Command run = add(app);
         commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
     }

@@ -1,0 +1,76 @@
+#include "server/security.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace sr::server {
+
+namespace {
+
+std::string lower(std::string s) {
+    for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// "example.com:8080" -> "example.com"; "[::1]:8080" -> "[::1]".
+std::string strip_port(const std::string& host) {
+    if (!host.empty() && host[0] == '[') {
+        const size_t close = host.find(']');
+        return close == std::string::npos ? host : host.substr(0, close + 1);
+    }
+    const size_t colon = host.find(':');
+    return colon == std::string::npos ? host : host.substr(0, colon);
+}
+
+}  // namespace
+
+bool is_loopback_host(const std::string& host) {
+    if (lower(host) == "localhost") return true;
+    in_addr v4{};
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    in6_addr v6{};
+    const std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+    if (inet_pton(AF_INET6, bare.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+    return false;
+}
+
+bool token_matches(std::string_view authorization, std::string_view token) {
+    constexpr std::string_view kScheme = "Bearer ";
+    if (token.empty()) return false;
+    const bool scheme = authorization.size() >= kScheme.size() &&
+                        lower(std::string(authorization.substr(0, kScheme.size()))) == lower(std::string(kScheme));
+    const std::string_view given = scheme ? authorization.substr(kScheme.size()) : std::string_view();
+    // Every byte of the expected token is compared (against 0 past the end of a shorter guess), and the
+    // lengths are folded into the same accumulator: no early exit, no timing that depends on the contents.
+    unsigned diff = unsigned(given.size() ^ token.size());
+    for (size_t i = 0; i < token.size(); ++i) {
+        const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+        diff |= unsigned(g ^ static_cast<unsigned char>(token[i]));
+    }
+    return scheme && diff == 0;
+}
+
+HostAllowlist::HostAllowlist(const std::string& bind_host, std::vector<std::string> extra) {
+    const bool wildcard_bind = bind_host == "0.0.0.0" || bind_host == "::" || bind_host == "[::]";
+    if (is_loopback_host(bind_host) || wildcard_bind) names_ = {"localhost", "127.0.0.1", "[::1]"};
+    if (!wildcard_bind)
+        names_.push_back(bind_host.find(':') != std::string::npos && bind_host.front() != '['
+                             ? "[" + lower(bind_host) + "]"
+                             : lower(bind_host));
+    for (std::string& e : extra) {
+        if (e == "*") any_ = true;
+        names_.push_back(lower(strip_port(e)));
+    }
+    // A wildcard bind without --allowed-host answers any name it is reached by: the token guards it.
+    if (wildcard_bind && extra.empty()) any_ = true;
+}
+
+bool HostAllowlist::allows(const std::string& host_header) const {
+    if (any_) return true;
+    const std::string h = lower(strip_port(host_header));
+    return std::find(names_.begin(), names_.end(), h) != names_.end();
+}
+
+}  // namespace sr::server

@@ -1,0 +1,36 @@
+// The server's access rules, as functions the HTTP layer applies before any route runs:
+//  - a bind address that is not loopback requires a Bearer token (`--token` or SKYREELS_SERVER_TOKEN),
+//    compared in constant time;
+//  - the Host header must name this server (DNS rebinding: a page on evil.example resolving to 127.0.0.1
+//    sends "Host: evil.example");
+//  - CORS headers only for the one origin given with --cors-origin.
+//
+//   if (!sr::server::token_matches(header, options.token)) -> 401
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sr::server {
+
+// 127.0.0.0/8, ::1, "localhost".
+bool is_loopback_host(const std::string& host);
+
+// `authorization` is the Authorization header's value; true when it is "Bearer <token>" with this token.
+// The comparison takes the same time wherever the first difference is (and whatever the length).
+bool token_matches(std::string_view authorization, std::string_view token);
+
+// The host names a request's Host header may carry (the port is ignored): localhost, 127.0.0.1 and [::1] on a
+// loopback bind, the bind address itself, and `extra` (--allowed-host; "*" allows any).
+class HostAllowlist {
+public:
+    HostAllowlist(const std::string& bind_host, std::vector<std::string> extra);
+    bool allows(const std::string& host_header) const;
+
+private:
+    std::vector<std::string> names_;
+    bool any_ = false;
+};
+
+}  // namespace sr::server

@@ -1,0 +1,64 @@
+#include "server/session_runner.h"
+
+#include <optional>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "media/image.h"
+
+namespace sr::server {
+
+namespace {
+
+// The first decoded frame as an 8-bit image: frames [1, 3, n, H, W] in about [-1, 1].
+Image8 first_frame(const Tensor& frames) {
+    const Tensor f = frames.select(0, 0).select(1, 0).contiguous();  // [3, H, W]
+    Tensor rgb = Tensor::empty(f.shape(), DType::F32);
+    const float* src = f.data<float>();
+    float* dst = rgb.data<float>();
+    for (int64_t i = 0; i < f.numel(); ++i) dst[i] = src[i] * 0.5f + 0.5f;  // image_from_tensor clamps
+    return image_from_tensor(rgb);
+}
+
+}  // namespace
+
+Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) {
+    return [sessions = std::move(sessions), &store](const Job& job, const RunCallbacks& callbacks) {
+        const auto it = sessions.find(job.spec.task);
+        SR_THROW_IF(it == sessions.end(), "this server runs no {} model", job.spec.task == Task::I2V ? "i2v" : "t2v");
+        Session& session = *it->second;
+        Request r;
+        GenerationParams& p = r.generation.params;
+        p = session.default_params(job.spec.task);
+        p.width = job.spec.width;
+        p.height = job.spec.height;
+        p.num_frames = job.spec.frames;
+        p.num_inference_steps = job.spec.steps;
+        p.guidance_scale = job.spec.guidance;
+        p.embedded_guidance_scale = job.spec.embedded_guidance;
+        p.seed = job.spec.seed;
+        r.generation.prompt = job.spec.prompt;
+        r.generation.negative_prompt = job.spec.negative_prompt;
+        if (!job.spec.image_file.empty()) r.image_path = store.input_path(job.spec.image_file);
+        r.output_path = store.video_path(job.id);
+        r.fps = job.spec.fps;
+        std::optional<Image8> thumbnail;
+        const JobResult result = session.generate(r, {.progress = callbacks.progress,
+                                                      .cancel = callbacks.cancelled,
+                                                      .frames = [&](const Tensor& frames, int64_t first) {
+                                                          if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
+                                                              thumbnail = first_frame(frames);
+                                                      }});
+        if (result.status == sr::JobStatus::Cancelled) return RunResult::Cancelled;
+        if (thumbnail) {
+            const std::vector<uint8_t> png = encode_png(*thumbnail);
+            const std::string target = store.thumbnail_path(job.id);
+            TemporaryFile tmp = create_temporary_file(target, ".partial");
+            write_all(tmp.fd(), png.data(), png.size(), target);
+            tmp.commit(target);
+        }
+        return RunResult::Completed;
+    };
+}
+
+}  // namespace sr::server
