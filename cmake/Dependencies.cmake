@@ -16,7 +16,7 @@ if(NOT SKYREELS_MPI STREQUAL "OFF")
   endif()
   if(MPI_CXX_FOUND)
     set(SKYREELS_HAVE_MPI ON)
-    message(STATUS "skyreels: MPI found (${MPI_CXX_LIBRARY_VERSION_STRING}): parallel runs available")
+    message(STATUS "skyreels: MPI ${MPI_CXX_VERSION} found: parallel runs available")
   endif()
 endif()
 # PCRE2 with Unicode properties: the Llama-3 pre-tokenizer regex.

@@ -16,3 +16,9 @@ foreach(np 2 3 4)
                                     $<TARGET_FILE:test_mpi>)
   set_tests_properties(mpi_np${np} PROPERTIES LABELS "mpi;parallel" TIMEOUT 300 ENVIRONMENT "${mpi_env}")
 endforeach()
+
+# The command line under mpirun: the same video as one process, and a failing rank ending the others.
+skyreels_test(test_parallel_cli LABELS "mpi;cli" SOURCES test_parallel_cli.cpp
+  ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_btl=self,vader;ASAN_OPTIONS=detect_leaks=0")
+target_compile_definitions(test_parallel_cli PRIVATE SKYREELS_MPIEXEC="${MPIEXEC_EXECUTABLE}")
+add_dependencies(test_parallel_cli skyreels)

@@ -21,6 +21,7 @@
 #include "core/allocator.h"
 #include "io/json.h"
 #include "support/fixtures.h"
+#include "support/run_command.h"
 #ifdef SKYREELS_HAVE_MEDIA
 #include "media/image.h"
 #include "pipeline/pipeline.h"
@@ -30,23 +31,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-    int code = -1;
-    std::string output;  // stdout and stderr
-};
-
-Result run_command(const std::string& command) {
-    const std::string cmd = command + " 2>&1";
-    Result r;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return r;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-    const int status = pclose(p);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return r;
-}
+using Result = sr::test::CommandResult;
+using sr::test::run_command;
 
 Result run(const std::string& args) {
     return run_command(std::string(SKYREELS_BINARY_DIR) + "/skyreels " + args);

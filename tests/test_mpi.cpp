@@ -63,11 +63,13 @@ TEST(Mpi, CollectivesMoveWhatEachRankSent) {
     // gather of a different size per rank onto rank 0.
     Tensor part = Tensor::from_vector(std::vector<float>(size_t(me + 1), float(me)), {me + 1});
     std::vector<Tensor> parts;
-    if (me == 0)
+    if (me == 0) {
         for (int p = 0; p < P; ++p) parts.push_back(Tensor::empty({p + 1}, DType::F32));
+    }
     world->gather(part, parts, 0);
-    if (me == 0)
+    if (me == 0) {
         for (int p = 0; p < P; ++p) EXPECT_EQ(parts[size_t(p)].data<float>()[p], float(p));
+    }
     // Host values and sub-communicators.
     EXPECT_EQ(world->sum(me), int64_t(P) * (P - 1) / 2);
     EXPECT_EQ(world->max(me), P - 1);

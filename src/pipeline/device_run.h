@@ -28,7 +28,7 @@ struct DeviceRunOptions {
     // a placement for this job alone, every model taken off the device at its end.
     std::unique_ptr<DevicePlacement>* kept_placement = nullptr;
     // A parallel run: the groups this rank splits the job with (pipeline.h).
-    ParallelGroups parallel;
+    ParallelGroups parallel = {};
 };
 
 struct DeviceRunReport {

@@ -263,6 +263,23 @@ const ParallelMesh* Session::mesh_for(const GenerationRequest& job) {
     return mesh.get();
 }
 
+ParallelGroups Session::groups_for(const GenerationRequest& job) {
+    const ParallelMesh* mesh = mesh_for(job);
+    if (!mesh) return {};
+    Communicator* sequence = nullptr;
+#if defined(SKYREELS_HAVE_CUDA) && SKYREELS_HAVE_NCCL
+    if (mesh->shape().ulysses > 1 && is_cuda_device(options_.device)) {
+        std::unique_ptr<NcclCommunicator>& nccl = nccl_[mesh->shape().str()];
+        auto& cuda = static_cast<CudaAccelerator&>(*device_).cuda();
+        if (!nccl)
+            nccl =
+                std::make_unique<NcclCommunicator>(mesh->ulysses(), cuda_device_index(options_.device), cuda.stream());
+        sequence = nccl.get();
+    }
+#endif
+    return mesh->groups(sequence);
+}
+
 std::vector<std::pair<std::string, std::string>> Session::video_metadata(const GenerationRequest& job) const {
     const GenerationParams& p = job.params;
     Json made;
@@ -317,8 +334,7 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         if (callbacks.frames) callbacks.frames(frames, first);
     };
 #endif
-    const ParallelMesh* mesh = mesh_for(job);
-    const ParallelGroups parallel = mesh ? mesh->groups() : ParallelGroups{};
+    const ParallelGroups parallel = groups_for(job);
     try {
         if (device_) {
             DeviceRunReport report;

@@ -33,6 +33,7 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "pipeline/progress.h"
+#include "runtime/nccl_communicator.h"
 #include "runtime/parallel_mesh.h"
 
 namespace sr {
@@ -160,8 +161,10 @@ private:
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
     std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;
     std::optional<LogLevel> level_for(const Request* request) const;
-    // The mesh for `job` (none: one process), made on first use and kept.
+    // The mesh for `job` (none: one process), made on first use and kept, and its groups: on CUDA the Ulysses
+    // group moves device memory through NCCL.
     const ParallelMesh* mesh_for(const GenerationRequest& job);
+    ParallelGroups groups_for(const GenerationRequest& job);
     bool is_root() const { return !options_.world || options_.world->rank() == 0; }
 
     SessionOptions options_;
@@ -179,6 +182,7 @@ private:
     // with --offload none the weights are uploaded once, not once per video.
     std::unique_ptr<DevicePlacement> placement_;
     std::map<std::string, std::unique_ptr<ParallelMesh>> meshes_;
+    std::map<std::string, std::unique_ptr<NcclCommunicator>> nccl_;  // per mesh, its Ulysses group on CUDA
     std::mutex mutex_;
 };
 

@@ -1,0 +1,79 @@
+// `skyreels generate` as the ranks of an MPI job: the same video as one process, frame for frame, and a rank
+// given a bad input ends every rank with an error naming it (no hang, no file).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "support/fixtures.h"
+#include "support/run_command.h"
+
+namespace fs = std::filesystem;
+using sr::test::run_command;
+
+namespace {
+
+const std::string kBin = std::string(SKYREELS_BINARY_DIR) + "/skyreels";
+// One OpenMP thread per rank, idle threads asleep: the ranks share this machine's cores. A run that leaves a
+// rank waiting is cut off (exit 124) instead of hanging the test.
+const std::string kMpirun = std::string("OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive timeout 120 ") + SKYREELS_MPIEXEC +
+                            " --oversubscribe --bind-to none ";
+const std::string kJob = " generate --demo -q --frames 9 --height 64 --width 64 --steps 2";
+
+std::string read_file(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Every frame PNG of a --png-dir folder, in order.
+std::vector<std::string> frames(const fs::path& dir) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    std::vector<std::string> out;
+    for (const fs::path& f : files) out.push_back(read_file(f));
+    return out;
+}
+
+}  // namespace
+
+TEST(ParallelCli, RanksWriteTheSameVideoAsOneProcess) {
+    const fs::path dir = sr::test::scratch_dir("parallel_cli");
+    const auto one =
+        run_command(kBin + kJob + " --png-dir " + (dir / "one").string() + " -o " + (dir / "one.mp4").string());
+    ASSERT_EQ(one.code, 0) << one.output;
+    const std::vector<std::string> expected = frames(dir / "one");
+    ASSERT_FALSE(expected.empty());
+    for (const char* mesh : {"2 --parallel cfg=2", "2 --parallel ulysses=2", "4"}) {
+        const std::string ranks = std::string(mesh).substr(0, 1), flags = std::string(mesh).substr(1);
+        const fs::path out = dir / ("ranks" + ranks + std::to_string(flags.size()));
+        const auto r = run_command(kMpirun + "-np " + ranks + " " + kBin + kJob + flags + " --png-dir " + out.string() +
+                                   " -o " + out.string() + ".mp4");
+        ASSERT_EQ(r.code, 0) << mesh << ": " << r.output;
+        EXPECT_EQ(frames(out), expected) << mesh << ": the frames differ from one process's";
+        EXPECT_EQ(read_file(out.string() + ".mp4"), read_file(dir / "one.mp4")) << mesh;
+    }
+}
+
+TEST(ParallelCli, OneRanksBadInputEndsEveryRankNamingIt) {
+    const fs::path dir = sr::test::scratch_dir("parallel_cli_bad");
+    const std::string out = (dir / "bad.mp4").string();
+    // MPMD: rank 0 as usual, rank 1 with an image that does not exist.
+    const auto r = run_command(kMpirun + "-np 1 " + kBin + kJob + " -o " + out + " : -np 1 " + kBin + kJob +
+                               " --task i2v --image " + (dir / "missing.png").string() + " -o " + out);
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.code, 124) << "timed out: a rank was left waiting";
+    EXPECT_NE(r.output.find("rank 1 of 2"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("missing.png"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(out)) << "no video from a failed run";
+    EXPECT_FALSE(sr::test::partial_file_exists(out));
+    // A mesh the world cannot make, and --parallel without a launcher: clear errors, exit 1.
+    const auto mesh = run_command(kMpirun + "-np 2 " + kBin + kJob + " --parallel cfg=2,ulysses=2 -o " + out);
+    EXPECT_EQ(mesh.code, 1) << mesh.output;
+    EXPECT_NE(mesh.output.find("the mesh needs 4 ranks, the run has 2"), std::string::npos) << mesh.output;
+    const auto alone = run_command(kBin + kJob + " --parallel ulysses=2 -o " + out);
+    EXPECT_EQ(alone.code, 1) << alone.output;
+    EXPECT_NE(alone.output.find("MPI launcher"), std::string::npos) << alone.output;
+}
