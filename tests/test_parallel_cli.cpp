@@ -7,6 +7,7 @@
 #include <iterator>
 #include <string>
 
+#include "core/allocator.h"
 #include "support/fixtures.h"
 #include "support/run_command.h"
 
@@ -76,4 +77,24 @@ TEST(ParallelCli, OneRanksBadInputEndsEveryRankNamingIt) {
     const auto alone = run_command(kBin + kJob + " --parallel ulysses=2 -o " + out);
     EXPECT_EQ(alone.code, 1) << alone.output;
     EXPECT_NE(alone.output.find("MPI launcher"), std::string::npos) << alone.output;
+}
+
+// --dry-run under mpirun: rank 0's plan (its guidance row and quarter of the tokens: less denoising memory than
+// one process's), then every rank's device peak and the host's total.
+TEST(ParallelCli, DryRunPlansEachRank) {
+    const std::string job = " generate --demo --dry-run --device sim --frames 17 --height 256 --width 256";
+    const auto one = run_command(kBin + job);
+    ASSERT_EQ(one.code, 0) << one.output;
+    const auto four = run_command(kMpirun + "-np 4 " + kBin + job);
+    ASSERT_EQ(four.code, 0) << four.output;
+    for (const char* piece : {"parallel run over 4 ranks", "rank 3 on ", "4 ranks, non-reclaimable host memory"})
+        EXPECT_NE(four.output.find(piece), std::string::npos) << piece << ": " << four.output;
+    // The denoising stage's device peak: the line's last figure ("  denoising  <weights>  <acts>  <peak>").
+    auto denoising_peak = [](const std::string& out) {
+        const size_t at = out.find("  denoising ");
+        const std::string line = out.substr(at, out.find('\n', at) - at);
+        const size_t unit = line.rfind(' '), number = line.rfind(' ', unit - 1);
+        return sr::parse_bytes(line.substr(number + 1, unit - number - 1) + line.substr(unit + 1), "plan");
+    };
+    EXPECT_LT(denoising_peak(four.output), denoising_peak(one.output)) << four.output << one.output;
 }

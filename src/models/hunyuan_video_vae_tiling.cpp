@@ -185,7 +185,12 @@ void add_spatial_jobs(std::vector<TileJob>& jobs, int64_t t0, int64_t t1, int64_
 class HunyuanVideoVAE::TileRuns {
 public:
     TileRuns(const HunyuanVideoVAE& vae, Backend& be, const Decoder& dec, const Tensor& z, Communicator* comm)
-        : vae_(vae), be_(be), dec_(dec), z_(z), comm_(comm && comm->size() > 1 ? comm : nullptr) {}
+        // A plan counts every rank as rank 0, which decodes its share and also blends: an upper bound.
+        : vae_(vae),
+          be_(be),
+          dec_(dec),
+          z_(z),
+          comm_(comm && comm->size() > 1 && !host_values_skipped() ? comm : nullptr) {}
 
     // Parallel runs: the tiles in visiting order, known before the first is decoded.
     void set_jobs(std::vector<TileJob> jobs) { jobs_ = std::move(jobs); }

@@ -106,7 +106,7 @@ PlanTarget PlanTarget::of_cuda(const CudaAcceleratorOptions& options) {
 #endif
 
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       const PlanTarget& target, bool require_fit) {
+                       const PlanTarget& target, bool require_fit, const ParallelGroups& parallel) {
     const PipelineComponents& c = pipe.components();
     const GenerationParams& p = req.params;
     p.validate();
@@ -137,7 +137,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     one_step.params.num_inference_steps = 1;
     Tensor latents;
     auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
-        latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp);
+        latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp, parallel);
     });
     auto decode_act = probe.run([&](Backend& be, WeightPlacement* wp) {
         pipe.decode(

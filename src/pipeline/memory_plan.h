@@ -78,7 +78,9 @@ struct PlanTarget {
 // Throws OutOfMemoryError naming the stage and what does not fit when a stage exceeds options.vram_budget;
 // with require_fit = false, returns the plan with its shortfalls listed instead (--dry-run prints a plan that
 // does not fit too: what each stage would need is the point of asking).
+// `parallel`: one rank's groups in a parallel run (PlanningCommunicators: the shapes, no data): its share of
+// the tokens and the guidance rows.
 MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& options,
-                       const PlanTarget& target = {}, bool require_fit = true);
+                       const PlanTarget& target = {}, bool require_fit = true, const ParallelGroups& parallel = {});
 
 }  // namespace sr

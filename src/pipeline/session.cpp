@@ -392,7 +392,16 @@ MemoryPlan Session::plan(const Request& request) {
     std::optional<LogScope> log;
     if (const auto level = level_for(&request)) log.emplace(*level);
     const GenerationRequest job = plannable(request);
-    return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);
+    if (!options_.world || options_.world->size() == 1)
+        return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);
+    // This rank's place in the mesh, on communicators that move nothing: the plan needs the shapes only.
+    const int P = options_.world->size(), w = options_.world->rank();
+    const MeshShape m = choose_mesh(P, parse_mesh_spec(options_.parallel), job.params.do_cfg(),
+                                    pipe_->components().transformer->config().num_attention_heads);
+    PlanningCommunicator world(w, P), cfg(w / m.ulysses, m.cfg), sequence(w % m.ulysses, m.ulysses);
+    const ParallelGroups groups{
+        .world = &world, .cfg = m.cfg > 1 ? &cfg : nullptr, .sequence = m.ulysses > 1 ? &sequence : nullptr};
+    return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false, groups);
 }
 
 void Session::choose_default_budget() {

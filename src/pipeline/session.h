@@ -131,7 +131,8 @@ public:
     // Runs one job. InputError (nothing written) for a bad request; JobStatus::Cancelled when `cancel` said so.
     JobResult generate(const Request& request, const JobCallbacks& callbacks = {});
     // The memory plan of `request` on this session's device, made without running it (pipeline/memory_plan.h).
-    // A plan that does not fit the budget is returned too, its shortfalls listed (MemoryPlan::fits()).
+    // A plan that does not fit the budget is returned too, its shortfalls listed (MemoryPlan::fits()). In a
+    // parallel run, this rank's plan: its guidance row and share of the tokens.
     MemoryPlan plan(const Request& request);
 
     // The video settings a request starts from: the demo's small ones for a demo session, else the reference's.

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "core/build_info.h"
@@ -190,6 +191,29 @@ void print_header(const GenerateOptions& o, const SessionOptions& s, const std::
                  static_cast<unsigned long long>(p.seed), jobs.size() > 1 ? " (video i: seed + i)" : "");
 }
 
+// A parallel --dry-run: rank 0's plan above, then each rank's device peak (its guidance row and share of the
+// tokens) and each host's non-reclaimable host memory (its ranks' sum; the checkpoint files' page cache is
+// shared by them).
+void print_rank_plans(MpiCommunicator& world, const MemoryPlan& plan) {
+    const std::vector<int64_t> peaks = world.all_values(int64_t(plan.device_peak()));
+    const std::vector<int64_t> host_memory = world.all_values(int64_t(plan.host_nonreclaimable()));
+    const std::vector<std::string> hosts = world.all_strings(MpiRuntime::host_name());
+    if (world.rank() != 0) return;
+    std::printf("parallel run over %d ranks (this plan is rank 0's):\n", world.size());
+    std::map<std::string, std::pair<int, int64_t>> per_host;
+    for (int r = 0; r < world.size(); ++r) {
+        std::printf("  rank %d on %s: device peak %s, host %s\n", r, hosts[size_t(r)].c_str(),
+                    format_bytes(double(peaks[size_t(r)])).c_str(),
+                    format_bytes(double(host_memory[size_t(r)])).c_str());
+        auto& [ranks, bytes] = per_host[hosts[size_t(r)]];
+        ++ranks;
+        bytes += host_memory[size_t(r)];
+    }
+    for (const auto& [host, total] : per_host)
+        std::printf("  host %s: %d ranks, non-reclaimable host memory %s in all\n", host.c_str(), total.first,
+                    format_bytes(double(total.second)).c_str());
+}
+
 int run_generate(GenerateOptions& o) {
     // A parallel run: every rank runs this same command; rank 0 alone prints and writes (errors: any rank).
     const std::unique_ptr<MpiCommunicator> world = MpiRuntime::active() ? MpiRuntime::world() : nullptr;
@@ -231,9 +255,14 @@ int run_generate(GenerateOptions& o) {
     progress.show_device_memory(session.device_memory());
     if (o.dry_run) {
         const MemoryPlan plan = session.plan(jobs[0]);
-        std::printf("%s", plan.format(session.memory_options(), session.device_name(), session.budget_note()).c_str());
-        if (session.device_memory() || is_cuda_device(options.device) || options.device == "sim")
-            std::printf("%s", session.smallest_budgets(jobs[0]).c_str());
+        const bool root = !world || world->rank() == 0;
+        if (root) {
+            std::printf("%s",
+                        plan.format(session.memory_options(), session.device_name(), session.budget_note()).c_str());
+            if (!world && (session.device_memory() || is_cuda_device(options.device) || options.device == "sim"))
+                std::printf("%s", session.smallest_budgets(jobs[0]).c_str());
+        }
+        if (world && world->size() > 1) print_rank_plans(*world, plan);
         // The plan is printed either way; one that does not fit is still an error (exit 1) for scripts.
         if (!plan.fits()) throw OutOfMemoryError(plan.shortfalls.front());
         return 0;
