@@ -380,13 +380,28 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             cfg_pair->all_gather(mine.contiguous(), output);  // rows [negative, positive]: ranks 0 and 1 of the pair
-        } else if (cfg && p.sequence_batch) {
-            // One row at a time: the same numbers, half the activations.
+        } else if (cfg && p.sequence_batch && p.cfg_whole_passes) {
+            // One row at a time, each a whole pass (SkyReels' cfg_for): a streamed model moves its weights twice.
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
+                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights()));
                 Tensor dst = output.slice(0, row, row + 1);
-                dst.copy_from(to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights())));
+                if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
+            }
+        } else if (cfg && p.sequence_batch) {
+            // One row at a time through each block while it is resident: the numbers of the whole-pass run, the
+            // activations of one row (plus the other row's residual stream), the weights moved once per step.
+            std::vector<TransformerInputs> rows;
+            for (int64_t row = 0; row < B; ++row) rows.push_back(row_inputs(row));
+            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights());
+            output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
+                                   "transformer output");
+            for (int64_t row = 0; row < B; ++row) {
+                const Tensor out = to_host(be, outs[size_t(row)]);
+                outs[size_t(row)] = Tensor();
+                Tensor dst = output.slice(0, row, row + 1);
+                if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
             }
         } else {
             const TransformerInputs in{

@@ -62,7 +62,11 @@ struct GenerationParams {
     double guidance_scale = 6.0;           // true CFG when > 1 (batch [negative, positive])
     double embedded_guidance_scale = 1.0;  // the transformer's guidance input is 1000 * this
     uint64_t seed = 42;
-    bool sequence_batch = false;  // SkyReels' cfg_for: one transformer call per CFG row
+    // CFG rows one at a time (half the activations). By default both rows run through each transformer block
+    // while it is resident, so a streamed model moves its weights once per step; cfg_whole_passes runs them as
+    // two whole passes (SkyReels' cfg_for), moving the weights twice. Both give the same numbers.
+    bool sequence_batch = false;
+    bool cfg_whole_passes = false;
     VAETiling vae_tiling = VAETiling::enabled();
 
     bool do_cfg() const { return guidance_scale > 1.0; }

@@ -309,7 +309,8 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     if (const auto level = level_for(&request)) log.emplace(*level);
     SR_THROW_IF(options_.planning_only, "this session only plans (--dry-run): it has no weights to run");
     const auto start = std::chrono::steady_clock::now();
-    const GenerationRequest job = prepare(request);  // every check before any work
+    GenerationRequest job = prepare(request);  // every check before any work
+    choose_cfg_rows(job);
 
     JobResult result;
     ProgressTracker tracker(device_memory());
@@ -391,7 +392,8 @@ MemoryPlan Session::plan(const Request& request) {
     std::lock_guard<std::mutex> lock(mutex_);
     std::optional<LogScope> log;
     if (const auto level = level_for(&request)) log.emplace(*level);
-    const GenerationRequest job = plannable(request);
+    GenerationRequest job = plannable(request);
+    choose_cfg_rows(job);
     if (!options_.world || options_.world->size() == 1)
         return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);
     // This rank's place in the mesh, on communicators that move nothing: the plan needs the shapes only.
@@ -424,6 +426,28 @@ void Session::choose_default_budget() {
     budget_note_ = "unlimited: no GPU to ask for its free memory here (" + probe.why_none + "); give --vram-budget";
 }
 
+void Session::choose_cfg_rows(GenerationRequest& job) {
+    GenerationParams& p = job.params;
+    // In a parallel run the mesh decides where the rows go; without a budget everything fits.
+    if (!p.do_cfg() || p.sequence_batch || memory_.vram_budget == 0) return;
+    if (options_.world && options_.world->size() > 1) return;
+    const MemoryOptions saved = memory_;  // memory_for settles the offload mode: settle it for the chosen rows
+    if (plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false).fits()) return;
+    GenerationRequest rows = job;
+    rows.params.sequence_batch = true;
+    memory_ = saved;
+    if (!plan_memory(*pipe_, rows, memory_for(rows), target_, /*require_fit=*/false).fits()) {
+        memory_ = saved;
+        return;  // neither fits: the plan says by how much, with --sequence-batch as a hint
+    }
+    memory_ = saved;
+    p.sequence_batch = true;
+    SR_LOG_INFO(
+        "the two guidance rows do not fit side by side in --vram-budget {}: running them one after the "
+        "other through each transformer block (--sequence-batch)",
+        format_bytes(double(memory_.vram_budget)));
+}
+
 MemoryOptions Session::memory_for(const GenerationRequest& job) {
     if (!options_.offload_auto) return memory_;
     // The cheapest mode in transfers that fits: everything resident, then one model at a time, then streaming.
@@ -441,7 +465,10 @@ MemoryOptions Session::memory_for(const GenerationRequest& job) {
 
 std::string Session::smallest_budgets(const Request& request) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const GenerationRequest job = plannable(request);
+    GenerationRequest job = plannable(request);
+    // Under a budget too small for the two CFG rows side by side the session runs them one at a time
+    // (choose_cfg_rows): the smallest budget is theirs.
+    if (job.params.do_cfg() && !(options_.world && options_.world->size() > 1)) job.params.sequence_batch = true;
     std::string out = "smallest --vram-budget that fits this job:\n";
     size_t model_peak = 0;
     for (OffloadMode mode : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {

@@ -158,6 +158,9 @@ private:
     GenerationRequest plannable(const Request& request) const;  // checked, with a stand-in image for I2V
     // The memory options for `job`: memory_ with --offload auto resolved by planning each mode.
     MemoryOptions memory_for(const GenerationRequest& job);
+    // Turns on sequence_batch (the CFG rows one at a time through each resident block) when the batched rows
+    // do not fit the budget and one row at a time does: the same video in less memory.
+    void choose_cfg_rows(GenerationRequest& job);
     void choose_default_budget();
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
     std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;

@@ -45,7 +45,7 @@ struct GenerateOptions : SessionFlags {
     int steps = 30, fps = 24, video_num = 1, crf = 18;
     double guidance = 6.0, embedded_guidance = 1.0;
     std::string seed = "42";  // parsed here: CLI11 clamps integers past INT64_MAX instead of refusing them
-    bool sequence_batch = false, quiet = false, json = false, no_overwrite = false;
+    bool sequence_batch = false, cfg_whole_passes = false, quiet = false, json = false, no_overwrite = false;
     bool dry_run = false, memory_report = false;
     std::string parallel;  // --parallel cfg=N,ulysses=M
 };
@@ -132,7 +132,8 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
             p.num_inference_steps = int(line.steps.value_or(o.steps));
             p.guidance_scale = line.guidance.value_or(o.guidance);
             p.embedded_guidance_scale = o.embedded_guidance;
-            p.sequence_batch = o.sequence_batch;
+            p.sequence_batch = o.sequence_batch || o.cfg_whole_passes;
+            p.cfg_whole_passes = o.cfg_whole_passes;
             p.seed = seed + uint64_t(i);
             r.generation.prompt = line.prompt;
             r.generation.negative_prompt = line.negative_prompt.value_or(o.negative_prompt);
@@ -346,7 +347,12 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--crf", o->crf, "x264 quality (0 lossless, which few players decode .. 51)")
         ->capture_default_str();
     cmd->add_flag("--sequence-batch,--sequence_batch", o->sequence_batch,
-                  "Run the CFG rows one after the other (same result, half the activation memory)");
+                  "Run the CFG rows one after the other through each transformer block while it is resident "
+                  "(same result, the activation memory of one row, weights streamed once per step); the default "
+                  "when the two rows side by side do not fit --vram-budget");
+    cmd->add_flag("--cfg-whole-passes", o->cfg_whole_passes,
+                  "With --sequence-batch (implied): each CFG row as a whole transformer pass, as SkyReels' "
+                  "cfg_for does (same result; a streamed model moves its weights twice per step)");
     cmd->add_option("--parallel", o->parallel,
                     "Under an MPI launcher (mpirun -np N, srun --mpi=pmix): the mesh cfg=A,ulysses=B with A*B = N "
                     "(cfg: the two guidance rows on two ranks; ulysses: the video tokens split over B ranks, which "
