@@ -5,20 +5,31 @@
 // mode on the simulated device, and stream the weights once per step instead of twice.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <random>
+#include <thread>
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/log.h"
 #include "core/virtual_allocator.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/session.h"
 #include "runtime/simulated_device.h"
 #include "support/compare.h"
+#include "support/fixtures.h"
 #include "support/pipeline_fixture.h"
+#include "support/run_command.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -263,4 +274,150 @@ TEST(Denoise, SessionTurnsOnCfgPerBlockWhereBatchedRowsDoNotFit) {
     EXPECT_NE(log.find("one after the other through each transformer block"), std::string::npos) << log;
     const JobResult a = session.generate(batched), b = session.generate(rows);
     EXPECT_TRUE(bit_identical(a.latents, b.latents));
+}
+
+// --checkpoint-every and --resume on a Session: a job stopped after step k (cancelled, so its checkpoint
+// stays) and resumed from its checkpoint ends with the latents of an uninterrupted job, bit for bit, for
+// every k; the uninterrupted job's checkpoint is gone at its end; a checkpoint is refused, naming the reason,
+// by a job with another seed or prompt, or a session with other model files.
+TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
+    SessionOptions o;
+    o.demo = true;
+    Session session(o);
+    const fs::path dir = test::scratch_dir("denoise_resume");
+    const std::string ckpt = (dir / "job.ckpt").string();
+    Request r;
+    r.generation.params = demo_params(Task::T2V);
+    r.generation.params.height = r.generation.params.width = 32;
+    r.generation.params.num_frames = 5;
+    r.generation.params.num_inference_steps = 4;
+    r.generation.prompt = "FPS-24, a lighthouse at dusk";
+    r.checkpoint_every = 1;
+    r.checkpoint_path = ckpt;
+    const JobResult full = session.generate(r);
+    ASSERT_EQ(full.status, JobStatus::Ok);
+    EXPECT_FALSE(fs::exists(ckpt)) << "a complete job's checkpoint is removed";
+    for (int stop = 1; stop < 4; ++stop) {
+        JobCallbacks cb;
+        bool stopping = false;
+        cb.progress = [&](const ProgressEvent& e) { stopping = e.stage == Stage::Denoising && e.done == stop; };
+        cb.cancel = [&] { return stopping; };
+        ASSERT_EQ(session.generate(r, cb).status, JobStatus::Cancelled);
+        const DenoiseCheckpoint c = read_checkpoint(ckpt);
+        EXPECT_EQ(c.steps_done, stop);
+        Request resumed = r;
+        resumed.checkpoint_every = 0;
+        resumed.resume_path = ckpt;
+        const JobResult rest = session.generate(resumed);
+        EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
+    }
+    Request other = r;
+    other.checkpoint_every = 0;
+    other.resume_path = ckpt;
+    other.generation.params.seed += 1;
+    try {
+        session.generate(other);
+        ADD_FAILURE() << "a checkpoint of another seed was accepted";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("seed"), std::string::npos) << e.what();
+    }
+    o.demo_transformer.dual_blocks += 1;
+    Session other_model(o);
+    try {
+        Request same = r;
+        same.checkpoint_every = 0;
+        same.resume_path = ckpt;
+        other_model.generate(same);
+        ADD_FAILURE() << "a checkpoint of other model files was accepted";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("other model files"), std::string::npos) << e.what();
+    }
+}
+
+// The fingerprint of model files changes with a file's header, its size or its name, and not with nothing.
+TEST(Denoise, ModelFingerprintSeesHeadersSizesAndNames) {
+    const fs::path dir = test::scratch_dir("denoise_fingerprint");
+    auto write = [&](const std::string& name, const std::string& text) { std::ofstream(dir / name) << text; };
+    write("config.json", "{\"a\": 1}");
+    write("w.safetensors", std::string(200000, 'x'));
+    const std::string a = model_fingerprint({dir.string()});
+    EXPECT_EQ(a, model_fingerprint({dir.string()}));
+    write("config.json", "{\"a\": 2}");
+    const std::string b = model_fingerprint({dir.string()});
+    EXPECT_NE(a, b);
+    write("w.safetensors", std::string(200001, 'x'));
+    const std::string c = model_fingerprint({dir.string()});
+    EXPECT_NE(b, c);
+    fs::rename(dir / "w.safetensors", dir / "v.safetensors");
+    EXPECT_NE(c, model_fingerprint({dir.string()}));
+}
+
+// The command line, killed: `generate --checkpoint-every 1` is killed with SIGKILL once it has saved a
+// checkpoint at a random step; `--resume` from that checkpoint writes PNG frames bit-identical to an
+// uninterrupted run's; a resume with other parameters is refused, naming them.
+TEST(Denoise, KilledRunResumesToTheSameFrames) {
+    const fs::path dir = test::scratch_dir("denoise_kill");
+    const std::string bin = std::string(SKYREELS_BINARY_DIR) + "/skyreels";
+    const int steps = 8;
+    const std::string common = fmt::format(
+        "generate --demo --quiet --num_frames 9 --height 64 --width 64 --num_inference_steps {} --seed 5", steps);
+    const test::CommandResult full = test::run_command(fmt::format(
+        "{} {} --out '{}' --png-dir '{}'", bin, common, (dir / "full.mp4").string(), (dir / "full").string()));
+    ASSERT_EQ(full.code, 0) << full.output;
+
+    std::mt19937 rng(std::random_device{}());
+    const int kill_after = 1 + int(rng() % (steps - 2));  // 1 .. steps - 2
+    const std::string killed_out = (dir / "killed.mp4").string(), ckpt = killed_out + ".ckpt";
+    const std::string cmd = fmt::format("exec {} {} --out '{}' --checkpoint-every 1 > '{}' 2>&1", bin, common,
+                                        killed_out, (dir / "killed.log").string());
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    // Wait for a checkpoint at or past the chosen step, keep a copy (the run removes its checkpoint if it
+    // finishes first), then kill it.
+    int seen = -1;
+    const std::string saved = (dir / "saved.ckpt").string();
+    for (int i = 0; i < 120000 && seen < kill_after; ++i) {
+        std::error_code ec;
+        if (fs::exists(ckpt, ec)) {
+            try {
+                fs::copy_file(ckpt, saved, fs::copy_options::overwrite_existing);
+                seen = read_checkpoint(saved).steps_done;
+            } catch (const std::exception&) {
+                // renamed away between the check and the copy: look again
+            }
+        }
+        int status = 0;
+        if (seen < kill_after && waitpid(pid, &status, WNOHANG) == pid)
+            FAIL() << "the run ended before step " << kill_after;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_GE(seen, kill_after) << "no checkpoint at step " << kill_after;
+    std::printf("  killed after a checkpoint at step %d of %d (chosen: %d)\n", seen, steps, kill_after);
+
+    const test::CommandResult resumed =
+        test::run_command(fmt::format("{} {} --out '{}' --png-dir '{}' --resume '{}'", bin, common,
+                                      (dir / "resumed.mp4").string(), (dir / "resumed").string(), saved));
+    ASSERT_EQ(resumed.code, 0) << resumed.output;
+    int frames = 0;
+    for (const auto& e : fs::directory_iterator(dir / "full")) {
+        const fs::path other = dir / "resumed" / e.path().filename();
+        ASSERT_TRUE(fs::exists(other)) << other;
+        std::ifstream a(e.path(), std::ios::binary), b(other, std::ios::binary);
+        const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+        EXPECT_TRUE(sa == sb) << e.path().filename() << " differs after resuming";
+        ++frames;
+    }
+    EXPECT_EQ(frames, 9);
+
+    const test::CommandResult refused = test::run_command(fmt::format(
+        "{} {} --guidance_scale 5 --out '{}' --resume '{}'", bin, common, (dir / "no.mp4").string(), saved));
+    EXPECT_NE(refused.code, 0) << refused.output;
+    EXPECT_NE(refused.output.find("guidance_scale"), std::string::npos) << refused.output;
 }

@@ -135,6 +135,8 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
             [&](Backend& be, WeightPlacement* wp) { image_latents = pipe.encode_image(be, planned, {}, wp); });
     GenerationRequest one_step = planned;
     one_step.params.num_inference_steps = 1;
+    one_step.start_step = 0;
+    one_step.after_step = {};  // a plan writes nothing
     Tensor latents;
     auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
         latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp, parallel);

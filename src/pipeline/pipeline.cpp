@@ -201,6 +201,10 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
 void SkyReelsPipeline::check_request(const GenerationRequest& req) const {
     const GenerationParams& p = req.params;
     p.validate();
+    SR_THROW_IF(req.start_step < 0 || req.start_step > p.num_inference_steps,
+                "resuming at step {}: the run has {} steps", req.start_step, p.num_inference_steps);
+    SR_THROW_IF(req.start_step > 0 && !req.initial_latents.defined(),
+                "resuming at step {} needs the latents of that step", req.start_step);
     const Task task = native_task();
     SR_THROW_IF(p.task != task, "--task {}: the transformer has {} input channels, a {} model",
                 p.task == Task::I2V ? "i2v" : "t2v", c_.transformer->config().in_channels,
@@ -356,7 +360,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
-    for (int i = 0; i < p.num_inference_steps; ++i) {
+    for (int i = req.start_step; i < p.num_inference_steps; ++i) {
         const std::string step = "step" + std::to_string(i) + ".";
         Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
         if (image_batch.defined()) input = cat_channels(input, image_batch);  // [B, 32, T, h, w]
@@ -426,6 +430,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         emit(hook, step + "noise_pred_cfg", velocity);
         if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
+        if (req.after_step && !host_values_skipped()) req.after_step(i + 1, latents);
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
     }
     emit(hook, "latents", latents);

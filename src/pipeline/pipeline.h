@@ -99,6 +99,12 @@ struct GenerationRequest {
     std::optional<TextConditioning> text;  // replaces tokenization and text encoding
     Tensor initial_latents;                // [1, 16, T, h, w] replaces the seeded noise
     Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
+
+    // Resuming a run (pipeline/checkpoint.h): initial_latents are the latents after this many steps, which are
+    // not run again; the scheduler continues at this step.
+    int start_step = 0;
+    // Called after each denoising step with the steps done and the latents (host; valid during the call).
+    std::function<void(int steps_done, const Tensor& latents)> after_step;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports
