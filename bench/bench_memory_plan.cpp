@@ -6,7 +6,7 @@
 // budget implies, and the host memory that cannot be reclaimed.
 //
 //   build/bench/bench_memory_plan [--task t2v|i2v] [--height 544 --width 960 --frames 97] [--device cuda|sim]
-//                                 [--format bf16|fp8|Q8_0|Q6_K|Q5_K|Q4_K|Q4_0] [--budgets 24,16,12,8]
+//                                 [--format bf16|fp8|Q8_0|Q6_K|Q5_K|Q4_K|Q4_0] [--budgets 24,12,8,6]
 //
 // --format: how the transformer is stored. bf16 as released; fp8 as SkyReels' --quant (torchao's
 // float8_weight_only on the transformer's and the Llama encoder's linear layers, made at load); a GGUF block
@@ -32,15 +32,19 @@ int main(int argc, char** argv) {
     CLI::App app{"memory plan of the released SkyReels-V1 models, without their files"};
     std::string task = "t2v", device = "cuda";
     int64_t height = 544, width = 960, frames = 97;
-    bool sequence_batch = false;
+    bool sequence_batch = false, cfg_whole_passes = false;
     std::string format = "bf16";
-    std::vector<int> budgets = {24, 16, 12, 8};
+    std::vector<int> budgets = {24, 12, 8, 6};
     app.add_option("--task", task, "t2v or i2v")->capture_default_str();
     app.add_option("--height", height)->capture_default_str();
     app.add_option("--width", width)->capture_default_str();
     app.add_option("--frames", frames)->capture_default_str();
     app.add_option("--device", device, "cuda (its scratch bound and staging ring) or sim")->capture_default_str();
-    app.add_flag("--sequence-batch", sequence_batch, "one CFG row at a time (half the activations)");
+    app.add_flag("--sequence-batch", sequence_batch,
+                 "one CFG row at a time through each resident block (without it: only where batched rows do not "
+                 "fit, as the session chooses)");
+    app.add_flag("--cfg-whole-passes", cfg_whole_passes,
+                 "with --sequence-batch (implied): each CFG row as a whole pass (weights streamed twice per step)");
     app.add_option("--format", format, "bf16, fp8 (--quant) or a GGUF block type")->capture_default_str();
     app.add_option("--budgets", budgets, "--offload block budgets in GiB")->delimiter(',');
     CLI11_PARSE(app, argc, argv);
@@ -84,7 +88,8 @@ int main(int argc, char** argv) {
         req.params.height = height;
         req.params.width = width;
         req.params.num_frames = frames;
-        req.params.sequence_batch = sequence_batch;
+        req.params.sequence_batch = sequence_batch || cfg_whole_passes;
+        req.params.cfg_whole_passes = cfg_whole_passes;
         if (req.params.task == Task::I2V) req.image = Tensor::zeros({3, height, width}, DType::F32);
 
         PlanTarget target;
@@ -108,8 +113,8 @@ int main(int argc, char** argv) {
         for (int gib : budgets)
             for (HostMemoryMode host : {HostMemoryMode::Mmap, HostMemoryMode::Pinned})
                 cases.push_back({OffloadMode::Block, size_t(gib) << 30, host});
-        std::fprintf(stderr, "%-6s %-8s %-7s %12s %12s %12s %12s %10s %12s %14s\n", "offload", "budget", "host", "text",
-                     "image", "denoise", "decode", "streamed", "per step", "host non-recl.");
+        std::fprintf(stderr, "%-6s %-8s %-7s %-9s %12s %12s %12s %12s %10s %12s %14s\n", "offload", "budget", "host",
+                     "cfg rows", "text", "image", "denoise", "decode", "streamed", "per step", "host non-recl.");
         for (const Case& k : cases) {
             const MemoryOptions o{.offload = k.offload, .vram_budget = k.budget, .host_memory = k.host};
             Json j{{"task", task},
@@ -117,15 +122,26 @@ int main(int argc, char** argv) {
                    {"device", device},
                    {"format", format},
                    {"transformer_weight_bytes", transformer_bytes},
-                   {"sequence_batch", sequence_batch},
                    {"offload", offload_mode_name(k.offload)},
                    {"vram_budget", k.budget},
                    {"host_memory", host_memory_mode_name(k.host)}};
             const std::string budget = k.budget ? format_bytes(double(k.budget)) : "none";
             try {
-                const MemoryPlan plan = plan_memory(pipe, req, o, target);
-                std::string row = fmt::format("{:<7} {:<8} {:<7}", offload_mode_name(k.offload), budget,
-                                              host_memory_mode_name(k.host));
+                // As the session chooses: the CFG rows one at a time through each block where side by side
+                // they do not fit.
+                GenerationRequest job = req;
+                if (!plan_memory(pipe, job, o, target, /*require_fit=*/false).fits() && job.params.do_cfg())
+                    job.params.sequence_batch = true;
+                const MemoryPlan plan = plan_memory(pipe, job, o, target);
+                const char* rows = !job.params.do_cfg()          ? "-"
+                                   : !job.params.sequence_batch  ? "batched"
+                                   : job.params.cfg_whole_passes ? "passes"
+                                                                 : "per-block";
+                j["sequence_batch"] = job.params.sequence_batch;
+                j["cfg_rows"] = rows;
+                j["transformer_passes_per_step"] = plan.transformer_passes_per_step;
+                std::string row = fmt::format("{:<7} {:<8} {:<7} {:<9}", offload_mode_name(k.offload), budget,
+                                              host_memory_mode_name(k.host), rows);
                 std::map<std::string, size_t> peaks;
                 for (const auto& s : plan.stages) peaks[stage_name(s.name)] = s.device_peak();
                 for (const char* stage : {"text encoding", "image encoding", "denoising", "decoding"}) {

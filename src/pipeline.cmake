@@ -8,7 +8,8 @@ add_library(skyreels_pipeline STATIC
   pipeline/weight_placement.cpp
   pipeline/memory_plan.cpp
   pipeline/device_run.cpp
-  pipeline/session.cpp)
+  pipeline/session.cpp
+  pipeline/checkpoint.cpp)
 target_link_libraries(skyreels_pipeline PUBLIC skyreels_models skyreels_text skyreels_runtime)
 if(TARGET skyreels_media)
   target_link_libraries(skyreels_pipeline PUBLIC skyreels_media)

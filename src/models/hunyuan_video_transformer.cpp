@@ -454,65 +454,100 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The whole forward pass.
+// The whole forward pass, for one or several rows (forward_rows): each block's weights are acquired once and
+// every row runs through the block while it is held, one row after the other, so a row's arithmetic is that
+// of a forward on that row alone.
 
 Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in, const IntermediateHook& hook,
                                         BlockWeightProvider* weights, const TransformerPass& pass) const {
+    return forward_rows(be, {in}, hook, weights, pass)[0];
+}
+
+std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std::vector<TransformerInputs>& rows,
+                                                          const IntermediateHook& hook, BlockWeightProvider* weights,
+                                                          const TransformerPass& pass) const {
     const auto& c = config_;
     const int64_t D = c.inner_dim();
-    // Inputs: checked against the config, named in errors.
-    SR_THROW_IF(!in.hidden_states.defined() || in.hidden_states.rank() != 5,
-                "hidden_states must be [B, C, F, H, W], got {}",
-                in.hidden_states.defined() ? in.hidden_states.describe() : "nothing");
-    const int64_t B = in.hidden_states.dim(0), C = in.hidden_states.dim(1), F = in.hidden_states.dim(2);
-    const int64_t H = in.hidden_states.dim(3), W = in.hidden_states.dim(4);
-    SR_THROW_IF(C != c.in_channels, "hidden_states has {} channels but the model takes in_channels = {}", C,
-                c.in_channels);
-    SR_THROW_IF(
-        B < 1 || F < 1 || F % c.patch_size_t != 0 || H % c.patch_size != 0 || W % c.patch_size != 0 || H < 1 || W < 1,
-        "hidden_states {}: frames must be a positive multiple of {} and height/width positive multiples of {}",
-        in.hidden_states.describe(), c.patch_size_t, c.patch_size);
-    auto check = [&](const Tensor& t, const char* name, std::initializer_list<int64_t> dims) {
-        const Shape want(dims);
-        SR_THROW_IF(!t.defined(), "{} is required (shape {})", name, want.str());
-        bool ok = t.rank() == want.rank();
-        for (int i = 0; ok && i < want.rank(); ++i) ok = want[i] < 0 || t.dim(i) == want[i];
-        SR_THROW_IF(!ok, "{} has shape {} but {} is expected", name, t.shape().str(), want.str());
-        SR_THROW_IF(!dtype_is_float(t.dtype()) && name != std::string_view("encoder_attention_mask"),
-                    "{} must be a float tensor, got {}", name, dtype_name(t.dtype()));
+    SR_THROW_IF(rows.empty(), "the transformer's forward needs at least one row of inputs");
+    // What one row carries from block to block: its inputs' sizes, its text mask, its attention (mask, RoPE
+    // tables, sequence shard) and its residual streams.
+    struct Row {
+        const TransformerInputs* in = nullptr;
+        int64_t B = 0, F = 0, H = 0, W = 0, L = 0, Fp = 0, Hp = 0, Wp = 0, N = 0, n = 0;
+        std::vector<float> mask;
+        JointAttention joint;
+        Tensor t_proj, temb_silu, x, ctx, xs, proj;
     };
-    check(in.timestep, "timestep", {B});
-    check(in.encoder_hidden_states, "encoder_hidden_states", {B, -1, c.text_embed_dim});
-    const int64_t L = in.encoder_hidden_states.dim(1);
-    SR_THROW_IF(L < 1, "encoder_hidden_states has no tokens");
-    check(in.encoder_attention_mask, "encoder_attention_mask", {B, L});
-    check(in.pooled_projections, "pooled_projections", {B, c.pooled_projection_dim});
-    if (c.guidance_embeds) check(in.guidance, "guidance", {B});
+    std::vector<Row> st(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+        Row& row = st[r];
+        const TransformerInputs& in = rows[r];
+        row.in = &in;
+        // Inputs: checked against the config, named in errors.
+        SR_THROW_IF(!in.hidden_states.defined() || in.hidden_states.rank() != 5,
+                    "hidden_states must be [B, C, F, H, W], got {}",
+                    in.hidden_states.defined() ? in.hidden_states.describe() : "nothing");
+        const int64_t B = in.hidden_states.dim(0), C = in.hidden_states.dim(1), F = in.hidden_states.dim(2);
+        const int64_t H = in.hidden_states.dim(3), W = in.hidden_states.dim(4);
+        SR_THROW_IF(C != c.in_channels, "hidden_states has {} channels but the model takes in_channels = {}", C,
+                    c.in_channels);
+        SR_THROW_IF(B < 1 || F < 1 || F % c.patch_size_t != 0 || H % c.patch_size != 0 || W % c.patch_size != 0 ||
+                        H < 1 || W < 1,
+                    "hidden_states {}: frames must be a positive multiple of {} and height/width positive multiples "
+                    "of {}",
+                    in.hidden_states.describe(), c.patch_size_t, c.patch_size);
+        auto check = [&](const Tensor& t, const char* name, std::initializer_list<int64_t> dims) {
+            const Shape want(dims);
+            SR_THROW_IF(!t.defined(), "{} is required (shape {})", name, want.str());
+            bool ok = t.rank() == want.rank();
+            for (int i = 0; ok && i < want.rank(); ++i) ok = want[i] < 0 || t.dim(i) == want[i];
+            SR_THROW_IF(!ok, "{} has shape {} but {} is expected", name, t.shape().str(), want.str());
+            SR_THROW_IF(!dtype_is_float(t.dtype()) && name != std::string_view("encoder_attention_mask"),
+                        "{} must be a float tensor, got {}", name, dtype_name(t.dtype()));
+        };
+        check(in.timestep, "timestep", {B});
+        check(in.encoder_hidden_states, "encoder_hidden_states", {B, -1, c.text_embed_dim});
+        const int64_t L = in.encoder_hidden_states.dim(1);
+        SR_THROW_IF(L < 1, "encoder_hidden_states has no tokens");
+        check(in.encoder_attention_mask, "encoder_attention_mask", {B, L});
+        check(in.pooled_projections, "pooled_projections", {B, c.pooled_projection_dim});
+        if (c.guidance_embeds) check(in.guidance, "guidance", {B});
 
-    const int64_t Fp = F / c.patch_size_t, Hp = H / c.patch_size, Wp = W / c.patch_size, N = Fp * Hp * Wp;
-    std::vector<float> mask(size_t(B * L));
-    const Tensor mask_host = to_host(be, in.encoder_attention_mask);  // read on the host: it steers the masks
-    for (int64_t i = 0; i < B * L; ++i) mask[size_t(i)] = mask_host.item_as_float(i);
+        row.B = B, row.F = F, row.H = H, row.W = W, row.L = L;
+        row.Fp = F / c.patch_size_t, row.Hp = H / c.patch_size, row.Wp = W / c.patch_size;
+        row.N = row.Fp * row.Hp * row.Wp;
+        row.mask.resize(size_t(B * L));
+        const Tensor mask_host = to_host(be, in.encoder_attention_mask);  // read on the host: it steers the masks
+        for (int64_t i = 0; i < B * L; ++i) row.mask[size_t(i)] = mask_host.item_as_float(i);
 
-    // 1. RoPE tables for the video tokens.
-    const auto [rope_cos_host, rope_sin_host] = hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, Fp, Hp, Wp);
-    if (hook) hook("rope.freqs_cos", rope_cos_host), hook("rope.freqs_sin", rope_sin_host);
-    JointAttention joint;
-    joint.rope_cos = to_device(be, rope_cos_host, "rope cos");
-    joint.rope_sin = to_device(be, rope_sin_host, "rope sin");
-    // Sequence parallelism: this rank's n rows of the N video tokens (models/sequence_parallel.h).
-    if (in.sequence_parallel && in.sequence_parallel->size() > 1) {
-        Communicator& group = *in.sequence_parallel;
-        SR_THROW_IF(c.num_attention_heads % group.size() != 0,
-                    "sequence parallelism over {} ranks: the model's {} attention heads do not divide among them",
-                    group.size(), c.num_attention_heads);
-        joint.group = &group;
-        joint.shard = SequenceShard{.tokens = N, .degree = group.size(), .rank = group.rank()};
-    } else {
-        joint.shard = SequenceShard{.tokens = N};
+        // 1. RoPE tables for the video tokens (shared by rows of the same size).
+        JointAttention& joint = row.joint;
+        const Row* same = nullptr;
+        for (size_t q = 0; q < r && !same; ++q)
+            if (st[q].Fp == row.Fp && st[q].Hp == row.Hp && st[q].Wp == row.Wp) same = &st[q];
+        if (same) {
+            joint.rope_cos = same->joint.rope_cos;
+            joint.rope_sin = same->joint.rope_sin;
+        } else {
+            const auto [rope_cos_host, rope_sin_host] =
+                hunyuan_rope_tables(c.rope_axes_dim, c.rope_theta, row.Fp, row.Hp, row.Wp);
+            if (hook) hook("rope.freqs_cos", rope_cos_host), hook("rope.freqs_sin", rope_sin_host);
+            joint.rope_cos = to_device(be, rope_cos_host, "rope cos");
+            joint.rope_sin = to_device(be, rope_sin_host, "rope sin");
+        }
+        // Sequence parallelism: this rank's n rows of the N video tokens (models/sequence_parallel.h).
+        if (in.sequence_parallel && in.sequence_parallel->size() > 1) {
+            Communicator& group = *in.sequence_parallel;
+            SR_THROW_IF(c.num_attention_heads % group.size() != 0,
+                        "sequence parallelism over {} ranks: the model's {} attention heads do not divide among them",
+                        group.size(), c.num_attention_heads);
+            joint.group = &group;
+            joint.shard = SequenceShard{.tokens = row.N, .degree = group.size(), .rank = group.rank()};
+        } else {
+            joint.shard = SequenceShard{.tokens = row.N};
+        }
+        row.n = joint.shard.rows();
     }
-    const SequenceShard& shard = joint.shard;
-    const int64_t n = shard.rows();
 
     // The pass's block order, stated to the provider before anything is acquired. Each block is held by a
     // BlockLease, so it is released when its compute is done, also when an exception unwinds.
@@ -520,64 +555,73 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
     if (weights) weights->begin_pass(order);
 
     // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
-    const Tensor timestep = input_on_device(be, in.timestep, "timestep");
-    Tensor t_proj = new_activation(be, {B, 256}, "timestep sinusoid");
-    be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, t_proj);
-    Tensor temb_silu, x, ctx;
+    for (Row& row : st) {
+        const Tensor timestep = input_on_device(be, row.in->timestep, "timestep");
+        row.t_proj = new_activation(be, {row.B, 256}, "timestep sinusoid");
+        be.timestep_embedding(timestep, 256, /*flip_sin_to_cos=*/true, /*shift=*/0.0f, 10000.0f, row.t_proj);
+    }
     {
         // Block 0: embedders and token refiner.
         const BlockLease lease(weights, 0);
         const Embedders emb = lease ? rebind(embedders_, lease.tensors()) : embedders_;
-        Tensor temb = run_mlp(be, emb.timestep_embedder, t_proj);
-        if (c.guidance_embeds) {
-            Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
-            be.timestep_embedding(input_on_device(be, in.guidance, "guidance"), 256, true, 0.0f, 10000.0f, g_proj);
-            be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
-        }
-        be.add(temb, run_mlp(be, emb.text_embedder, input_on_device(be, in.pooled_projections, "pooled_projections")));
-        if (hook) hook("time_text_embed", to_host(be, temb));
-        temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
-
-        x = new_activation(be, {B, N, D}, "video tokens");
-        be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
-                          &emb.x_embedder.bias, x);
-        if (hook) hook("x_embedder", to_host(be, x));
-        if (joint.group) {
-            // This rank's rows. Padding rows repeat the first tokens: finite values that no valid query sees and
-            // whose own results are dropped.
-            Tensor mine = new_activation(be, {B, n, D}, "this rank's video tokens");
-            const int64_t valid = shard.valid_rows();
-            if (valid > 0) {
-                Tensor dst = mine.slice(1, 0, valid);
-                be.copy(x.slice(1, shard.begin(), shard.begin() + valid), dst);
+        for (Row& row : st) {
+            const TransformerInputs& in = *row.in;
+            const int64_t B = row.B, n = row.n;
+            Tensor temb = run_mlp(be, emb.timestep_embedder, row.t_proj);
+            if (c.guidance_embeds) {
+                Tensor g_proj = new_activation(be, {B, 256}, "guidance sinusoid");
+                be.timestep_embedding(input_on_device(be, in.guidance, "guidance"), 256, true, 0.0f, 10000.0f, g_proj);
+                be.add(temb, run_mlp(be, emb.guidance_embedder, g_proj));
             }
-            if (valid < n) {
-                Tensor dst = mine.slice(1, valid, n);
-                be.copy(x.slice(1, 0, n - valid), dst);
-            }
-            x = mine;
-        }
+            be.add(temb,
+                   run_mlp(be, emb.text_embedder, input_on_device(be, in.pooled_projections, "pooled_projections")));
+            if (hook) hook("time_text_embed", to_host(be, temb));
+            row.temb_silu = silu(be, temb);  // every adaLN linear takes silu(temb)
 
-        ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), t_proj, mask, hook);
+            Tensor x = new_activation(be, {B, row.N, D}, "video tokens");
+            be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
+                              &emb.x_embedder.bias, x);
+            if (hook) hook("x_embedder", to_host(be, x));
+            if (row.joint.group) {
+                // This rank's rows. Padding rows repeat the first tokens: finite values that no valid query sees
+                // and whose own results are dropped.
+                const SequenceShard& shard = row.joint.shard;
+                Tensor mine = new_activation(be, {B, n, D}, "this rank's video tokens");
+                const int64_t valid = shard.valid_rows();
+                if (valid > 0) {
+                    Tensor dst = mine.slice(1, 0, valid);
+                    be.copy(x.slice(1, shard.begin(), shard.begin() + valid), dst);
+                }
+                if (valid < n) {
+                    Tensor dst = mine.slice(1, valid, n);
+                    be.copy(x.slice(1, 0, n - valid), dst);
+                }
+                x = mine;
+            }
+            row.x = x;
+            x = Tensor();
+            row.ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), row.t_proj, row.mask, hook);
+            if (hook) hook("context_embedder", to_host(be, row.ctx));
+        }
     }
-    if (hook) hook("context_embedder", to_host(be, ctx));
 
     // 3. Joint attention mask: row b sees the N video keys and the first sum(mask[b]) text keys (the
     //    reference counts valid tokens, so padding must be on the right).
-    for (int64_t b = 0; b < B; ++b) {
-        int64_t valid = 0;
-        for (int64_t l = 0; l < L; ++l) valid += int64_t(mask[size_t(b * L + l)]);  // sum(dtype=int) truncates
-        joint.mask.kv_len.push_back(N + valid);
-    }
+    for (Row& row : st)
+        for (int64_t b = 0; b < row.B; ++b) {
+            int64_t valid = 0;
+            for (int64_t l = 0; l < row.L; ++l) valid += int64_t(row.mask[size_t(b * row.L + l)]);  // int sum
+            row.joint.mask.kv_len.push_back(row.N + valid);
+        }
 
     // 4. The pass's dual-stream, then single-stream blocks (weight blocks 1..n_dual, then the single blocks).
     const size_t n_dual = dual_blocks_.size(), head_block = weight_block_count() - 1;
-    Tensor xs;  // the joint sequence [video, text], from the first single block on
-    auto join_streams = [&] {
-        if (xs.defined()) return;
-        xs = new_activation(be, {B, n + L, D}, "joint sequence");
-        concat(be, {x, ctx}, 1, xs);
-        x = ctx = Tensor();
+    // The joint sequence [video, text] (xs), from the first single block on.
+    auto join_streams = [&](Row& row) {
+        if (row.xs.defined()) return;
+        row.xs = new_activation(be, {row.B, row.n + row.L, D}, "joint sequence");
+        concat(be, {row.x, row.ctx}, 1, row.xs);
+        row.x = row.ctx = Tensor();
     };
     for (size_t k = 1; k + 1 < order.size(); ++k) {
         const size_t b = order[k];
@@ -585,61 +629,77 @@ Tensor HunyuanVideoTransformer::forward(Backend& be, const TransformerInputs& in
         if (b <= n_dual) {
             const size_t i = b - 1;
             const DualBlock blk = lease ? rebind(dual_blocks_[i], lease.tensors()) : dual_blocks_[i];
-            dual_block(be, blk, x, ctx, temb_silu, joint);
-            if (hook) {
-                hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, x));
-                hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, ctx));
+            for (Row& row : st) {
+                dual_block(be, blk, row.x, row.ctx, row.temb_silu, row.joint);
+                if (hook) {
+                    hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, row.x));
+                    hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, row.ctx));
+                }
             }
         } else {
             const size_t i = b - 1 - n_dual;
-            join_streams();
             const SingleBlock blk = lease ? rebind(single_blocks_[i], lease.tensors()) : single_blocks_[i];
-            single_block(be, blk, xs, n, temb_silu, joint);
-            if (hook) {
-                hook(fmt::format("single_transformer_blocks.{}.hidden_states", i), to_host(be, xs.slice(1, 0, n)));
-                hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i),
-                     to_host(be, xs.slice(1, n, n + L)));
+            for (Row& row : st) {
+                join_streams(row);
+                single_block(be, blk, row.xs, row.n, row.temb_silu, row.joint);
+                if (hook) {
+                    hook(fmt::format("single_transformer_blocks.{}.hidden_states", i),
+                         to_host(be, row.xs.slice(1, 0, row.n)));
+                    hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i),
+                         to_host(be, row.xs.slice(1, row.n, row.n + row.L)));
+                }
             }
         }
     }
-    join_streams();
-    x = contiguous(be, xs.slice(1, 0, n), "video tokens");
-    xs = Tensor();
+    for (Row& row : st) {
+        join_streams(row);
+        row.x = contiguous(be, row.xs.slice(1, 0, row.n), "video tokens");
+        row.xs = Tensor();
+    }
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
-    Tensor proj;
     {
         const BlockLease lease(weights, head_block);
         const OutputHead head = lease ? rebind(head_, lease.tensors()) : head_;
-        const auto so = chunk_rows(head.norm_out.apply(be, temb_silu), 2);
-        Tensor normed = new_activation(be, x.shape(), "norm_out");
-        be.layer_norm(x, nullptr, nullptr, 1e-6f, normed);
-        be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
-        if (hook) hook("norm_out", to_host(be, normed));
-        proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
-    }
-    if (joint.group) {
-        // Every rank's rows, in token order without the padding: the whole output on every rank of the group.
-        const int64_t P = joint.group->size(), O = proj.dim(2);
-        Tensor all = new_activation(be, {P, B, n, O}, "every rank's projection");
-        joint.group->all_gather(proj, all);
-        proj = new_activation(be, {B, N, O}, "projection");
-        for (int64_t r = 0; r < P; ++r) {
-            const int64_t valid = shard.valid_rows(r);
-            if (valid == 0) continue;
-            Tensor dst = proj.slice(1, r * n, r * n + valid);
-            be.copy(all.select(0, r).slice(1, 0, valid), dst);
+        for (Row& row : st) {
+            const auto so = chunk_rows(head.norm_out.apply(be, row.temb_silu), 2);
+            Tensor normed = new_activation(be, row.x.shape(), "norm_out");
+            be.layer_norm(row.x, nullptr, nullptr, 1e-6f, normed);
+            be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
+            if (hook) hook("norm_out", to_host(be, normed));
+            row.x = Tensor();
+            row.proj = head.proj_out.apply(be, normed);  // [B, N, Cout*pt*p*p]
         }
     }
-    if (hook) hook("proj_out", to_host(be, proj));
+    std::vector<Tensor> outs;
+    for (Row& row : st) {
+        const int64_t B = row.B, N = row.N, n = row.n;
+        Tensor proj = row.proj;
+        row.proj = Tensor();
+        if (row.joint.group) {
+            // Every rank's rows, in token order without the padding: the whole output on every rank of the group.
+            const int64_t P = row.joint.group->size(), O = proj.dim(2);
+            Tensor all = new_activation(be, {P, B, n, O}, "every rank's projection");
+            row.joint.group->all_gather(proj, all);
+            proj = new_activation(be, {B, N, O}, "projection");
+            for (int64_t r = 0; r < P; ++r) {
+                const int64_t valid = row.joint.shard.valid_rows(r);
+                if (valid == 0) continue;
+                Tensor dst = proj.slice(1, r * n, r * n + valid);
+                be.copy(all.select(0, r).slice(1, 0, valid), dst);
+            }
+        }
+        if (hook) hook("proj_out", to_host(be, proj));
 
-    const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;
-    Tensor out = new_activation(be, {B, Co, F, H, W}, "transformer output");
-    // (B, F', H', W', Co, pt, p, p) -> (B, Co, F', pt, H', p, W', p)
-    const Tensor src = proj.view({B, Fp, Hp, Wp, Co, pt, p, p}).permute({0, 4, 1, 5, 2, 6, 3, 7});
-    Tensor dst = out.view({B, Co, Fp, pt, Hp, p, Wp, p});
-    be.copy(src, dst);
-    return out;
+        const int64_t p = c.patch_size, pt = c.patch_size_t, Co = c.out_channels;
+        Tensor out = new_activation(be, {B, Co, row.F, row.H, row.W}, "transformer output");
+        // (B, F', H', W', Co, pt, p, p) -> (B, Co, F', pt, H', p, W', p)
+        const Tensor src = proj.view({B, row.Fp, row.Hp, row.Wp, Co, pt, p, p}).permute({0, 4, 1, 5, 2, 6, 3, 7});
+        Tensor dst = out.view({B, Co, row.Fp, pt, row.Hp, p, row.Wp, p});
+        be.copy(src, dst);
+        outs.push_back(out);
+    }
+    return outs;
 }
 
 }  // namespace sr

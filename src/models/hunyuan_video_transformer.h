@@ -90,6 +90,14 @@ public:
     // manager streaming them to a device); without one, from the checkpoint as loaded.
     Tensor forward(Backend& backend, const TransformerInputs& inputs, const IntermediateHook& hook = {},
                    BlockWeightProvider* weights = nullptr, const TransformerPass& pass = {}) const;
+    // One pass over several rows of inputs (e.g. the two guidance rows): each block's weights are acquired
+    // once, and every row runs through the block while it is held, one row after the other. A streamed
+    // model moves its weights once for all rows, and the activations are those of one row plus the other
+    // rows' residual streams. Each row's result is bit-identical to forward() on that row alone (the same
+    // kernels on the same shapes). The hook sees every row's intermediates under the same names.
+    std::vector<Tensor> forward_rows(Backend& backend, const std::vector<TransformerInputs>& rows,
+                                     const IntermediateHook& hook = {}, BlockWeightProvider* weights = nullptr,
+                                     const TransformerPass& pass = {}) const;
 
 private:
     struct TimestepMlp {  // TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> SiLU -> linear_2

@@ -135,6 +135,8 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
             [&](Backend& be, WeightPlacement* wp) { image_latents = pipe.encode_image(be, planned, {}, wp); });
     GenerationRequest one_step = planned;
     one_step.params.num_inference_steps = 1;
+    one_step.start_step = 0;
+    one_step.after_step = {};  // a plan writes nothing
     Tensor latents;
     auto denoise_act = probe.run([&](Backend& be, WeightPlacement* wp) {
         latents = pipe.denoise(be, one_step, text, image_latents, {}, {}, wp, parallel);
@@ -162,7 +164,8 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
          std::initializer_list<const StageProbe::Peaks*>{&text_act, &image_act, &denoise_act, &decode_act})
         for (size_t m = 0; m < kPipelineModels; ++m) plan.reserves[m] = std::max(plan.reserves[m], peaks->model[m]);
     plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].blocks.size());
-    plan.transformer_passes_per_step = p.do_cfg() && p.sequence_batch ? 2 : 1;
+    // Row by row inside each resident block is one pass; only whole passes per row move the weights twice.
+    plan.transformer_passes_per_step = p.do_cfg() && p.sequence_batch && p.cfg_whole_passes ? 2 : 1;
 
     // Weights on the device per model while it runs.
     size_t pinned = 0;
@@ -211,7 +214,8 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
     // Batched CFG holds both rows' activations: when the denoising does not fit, say what halves them.
     const std::string cfg_hint =
         p.do_cfg() && !p.sequence_batch
-            ? "; --sequence-batch runs the two guidance rows one after the other, with half the activations"
+            ? "; --sequence-batch runs the two guidance rows one after the other through each block, with the "
+              "activations of one row"
             : "";
     plan.stages.push_back(stage(Stage::TextEncoding, text_act, {PM::Llama, PM::Clip}));
     if (p.task == Task::I2V) plan.stages.push_back(stage(Stage::ImageEncoding, image_act, {PM::VaeEncoder}));

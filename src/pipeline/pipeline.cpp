@@ -201,6 +201,10 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
 void SkyReelsPipeline::check_request(const GenerationRequest& req) const {
     const GenerationParams& p = req.params;
     p.validate();
+    SR_THROW_IF(req.start_step < 0 || req.start_step > p.num_inference_steps,
+                "resuming at step {}: the run has {} steps", req.start_step, p.num_inference_steps);
+    SR_THROW_IF(req.start_step > 0 && !req.initial_latents.defined(),
+                "resuming at step {} needs the latents of that step", req.start_step);
     const Task task = native_task();
     SR_THROW_IF(p.task != task, "--task {}: the transformer has {} input channels, a {} model",
                 p.task == Task::I2V ? "i2v" : "t2v", c_.transformer->config().in_channels,
@@ -356,7 +360,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
-    for (int i = 0; i < p.num_inference_steps; ++i) {
+    for (int i = req.start_step; i < p.num_inference_steps; ++i) {
         const std::string step = "step" + std::to_string(i) + ".";
         Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
         if (image_batch.defined()) input = cat_channels(input, image_batch);  // [B, 32, T, h, w]
@@ -380,13 +384,28 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             cfg_pair->all_gather(mine.contiguous(), output);  // rows [negative, positive]: ranks 0 and 1 of the pair
-        } else if (cfg && p.sequence_batch) {
-            // One row at a time: the same numbers, half the activations.
+        } else if (cfg && p.sequence_batch && p.cfg_whole_passes) {
+            // One row at a time, each a whole pass (SkyReels' cfg_for): a streamed model moves its weights twice.
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
+                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights()));
                 Tensor dst = output.slice(0, row, row + 1);
-                dst.copy_from(to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights())));
+                if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
+            }
+        } else if (cfg && p.sequence_batch) {
+            // One row at a time through each block while it is resident: the numbers of the whole-pass run, the
+            // activations of one row (plus the other row's residual stream), the weights moved once per step.
+            std::vector<TransformerInputs> rows;
+            for (int64_t row = 0; row < B; ++row) rows.push_back(row_inputs(row));
+            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights());
+            output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
+                                   "transformer output");
+            for (int64_t row = 0; row < B; ++row) {
+                const Tensor out = to_host(be, outs[size_t(row)]);
+                outs[size_t(row)] = Tensor();
+                Tensor dst = output.slice(0, row, row + 1);
+                if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
             }
         } else {
             const TransformerInputs in{
@@ -411,6 +430,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         emit(hook, step + "noise_pred_cfg", velocity);
         if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
+        if (req.after_step && !host_values_skipped()) req.after_step(i + 1, latents);
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
     }
     emit(hook, "latents", latents);

@@ -62,7 +62,11 @@ struct GenerationParams {
     double guidance_scale = 6.0;           // true CFG when > 1 (batch [negative, positive])
     double embedded_guidance_scale = 1.0;  // the transformer's guidance input is 1000 * this
     uint64_t seed = 42;
-    bool sequence_batch = false;  // SkyReels' cfg_for: one transformer call per CFG row
+    // CFG rows one at a time (half the activations). By default both rows run through each transformer block
+    // while it is resident, so a streamed model moves its weights once per step; cfg_whole_passes runs them as
+    // two whole passes (SkyReels' cfg_for), moving the weights twice. Both give the same numbers.
+    bool sequence_batch = false;
+    bool cfg_whole_passes = false;
     VAETiling vae_tiling = VAETiling::enabled();
 
     bool do_cfg() const { return guidance_scale > 1.0; }
@@ -95,6 +99,12 @@ struct GenerationRequest {
     std::optional<TextConditioning> text;  // replaces tokenization and text encoding
     Tensor initial_latents;                // [1, 16, T, h, w] replaces the seeded noise
     Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
+
+    // Resuming a run (pipeline/checkpoint.h): initial_latents are the latents after this many steps, which are
+    // not run again; the scheduler continues at this step.
+    int start_step = 0;
+    // Called after each denoising step with the steps done and the latents (host; valid during the call).
+    std::function<void(int steps_done, const Tensor& latents)> after_step;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/memory_stats.h"
 #include "io/json.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/demo_model.h"
 #include "runtime/gpu_probe.h"
 #include "runtime/simulated_device.h"
@@ -309,7 +310,44 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     if (const auto level = level_for(&request)) log.emplace(*level);
     SR_THROW_IF(options_.planning_only, "this session only plans (--dry-run): it has no weights to run");
     const auto start = std::chrono::steady_clock::now();
-    const GenerationRequest job = prepare(request);  // every check before any work
+    GenerationRequest job = prepare(request);  // every check before any work
+    choose_cfg_rows(job);
+    SR_THROW_IF(request.checkpoint_every < 0, "--checkpoint-every {}: must be >= 0", request.checkpoint_every);
+    SR_THROW_IF(request.checkpoint_every > 0 && request.checkpoint_path.empty(),
+                "--checkpoint-every needs a checkpoint file (it goes next to the output)");
+    const std::string run_params = checkpoint_params(
+        job, Json{{"precision", int(precision_)}, {"quant", options_.quant == LinearQuant::None ? "none" : "fp8"}});
+    if (!request.resume_path.empty()) {
+        const DenoiseCheckpoint c = read_checkpoint(request.resume_path);
+        c.check_matches(run_params, model_fingerprint(), request.resume_path);
+        SR_THROW_IF(c.steps_done > job.params.num_inference_steps, "--resume {}: {} steps done of {}",
+                    request.resume_path, c.steps_done, job.params.num_inference_steps);
+        if (c.text.prompt_embeds.defined()) job.text = c.text;
+        job.initial_latents = c.latents;
+        job.start_step = c.steps_done;
+        pipe_->check_request(job);
+        SR_LOG_INFO("resuming {} after step {} of {}", request.resume_path, c.steps_done,
+                    job.params.num_inference_steps);
+    }
+    // The text conditioning as the run makes it (its hook), for the checkpoints.
+    TextConditioning ckpt_text;
+    PipelineHook hook = callbacks.hook;
+    if (request.checkpoint_every > 0 && is_root()) {
+        const int every = request.checkpoint_every, total = job.params.num_inference_steps;
+        const std::string path = request.checkpoint_path, model = model_fingerprint();
+        hook = [&ckpt_text, inner = callbacks.hook](std::string_view name, const Tensor& t) {
+            if (name == "prompt_embeds") ckpt_text.prompt_embeds = t.clone();
+            if (name == "prompt_attention_mask") ckpt_text.prompt_attention_mask = t.clone();
+            if (name == "pooled_prompt_embeds") ckpt_text.pooled_prompt_embeds = t.clone();
+            if (inner) inner(name, t);
+        };
+        job.after_step = [&ckpt_text, every, total, path, model, run_params](int done, const Tensor& latents) {
+            if (done % every != 0 || done >= total) return;
+            write_checkpoint(
+                path,
+                {.steps_done = done, .latents = latents, .text = ckpt_text, .params = run_params, .model = model});
+        };
+    }
 
     JobResult result;
     ProgressTracker tracker(device_memory());
@@ -344,11 +382,11 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
                                                  .host_baseline_anon = host_baseline_anon_,
                                                  .kept_placement = &placement_,
                                                  .parallel = parallel},
-                                                job, on_progress, sink, callbacks.hook, &report);
+                                                job, on_progress, sink, hook, &report);
             result.memory_report = report.format(memory_);
             result.device_report = std::move(report);
         } else {
-            result.latents = pipe_->generate(cpu_, job, on_progress, sink, callbacks.hook, nullptr, parallel);
+            result.latents = pipe_->generate(cpu_, job, on_progress, sink, hook, nullptr, parallel);
             result.memory_report = host_memory_report();
         }
 #ifdef SKYREELS_HAVE_MEDIA
@@ -358,6 +396,10 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
             result.frames_written = writer->frames_written();
         }
 #endif
+        if (request.checkpoint_every > 0 && is_root()) {
+            std::error_code ec;  // the video is complete: its checkpoint is no longer needed
+            fs::remove(request.checkpoint_path, ec);
+        }
     } catch (const JobCancelled&) {
         // Everything the job held has unwound (device memory, placed weights); the writer's partial file goes
         // with it, so no file is left.
@@ -391,7 +433,8 @@ MemoryPlan Session::plan(const Request& request) {
     std::lock_guard<std::mutex> lock(mutex_);
     std::optional<LogScope> log;
     if (const auto level = level_for(&request)) log.emplace(*level);
-    const GenerationRequest job = plannable(request);
+    GenerationRequest job = plannable(request);
+    choose_cfg_rows(job);
     if (!options_.world || options_.world->size() == 1)
         return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);
     // This rank's place in the mesh, on communicators that move nothing: the plan needs the shapes only.
@@ -424,6 +467,42 @@ void Session::choose_default_budget() {
     budget_note_ = "unlimited: no GPU to ask for its free memory here (" + probe.why_none + "); give --vram-budget";
 }
 
+const std::string& Session::model_fingerprint() {
+    if (!model_fingerprint_.empty()) return model_fingerprint_;
+    if (options_.demo) {
+        const DemoTransformerSize& d = options_.demo_transformer;
+        model_fingerprint_ = fmt::format("demo:{}:{}x{}:{}+{}", options_.demo_task == Task::I2V ? "i2v" : "t2v",
+                                         d.heads, d.head_dim, d.dual_blocks, d.single_blocks);
+    } else {
+        std::vector<std::string> paths{options_.model};
+        if (!options_.base.empty() && options_.base != options_.model) paths.push_back(options_.base);
+        model_fingerprint_ = sr::model_fingerprint(paths);
+    }
+    return model_fingerprint_;
+}
+
+void Session::choose_cfg_rows(GenerationRequest& job) {
+    GenerationParams& p = job.params;
+    // In a parallel run the mesh decides where the rows go; without a budget everything fits.
+    if (!p.do_cfg() || p.sequence_batch || memory_.vram_budget == 0) return;
+    if (options_.world && options_.world->size() > 1) return;
+    const MemoryOptions saved = memory_;  // memory_for settles the offload mode: settle it for the chosen rows
+    if (plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false).fits()) return;
+    GenerationRequest rows = job;
+    rows.params.sequence_batch = true;
+    memory_ = saved;
+    if (!plan_memory(*pipe_, rows, memory_for(rows), target_, /*require_fit=*/false).fits()) {
+        memory_ = saved;
+        return;  // neither fits: the plan says by how much, with --sequence-batch as a hint
+    }
+    memory_ = saved;
+    p.sequence_batch = true;
+    SR_LOG_INFO(
+        "the two guidance rows do not fit side by side in --vram-budget {}: running them one after the "
+        "other through each transformer block (--sequence-batch)",
+        format_bytes(double(memory_.vram_budget)));
+}
+
 MemoryOptions Session::memory_for(const GenerationRequest& job) {
     if (!options_.offload_auto) return memory_;
     // The cheapest mode in transfers that fits: everything resident, then one model at a time, then streaming.
@@ -441,7 +520,10 @@ MemoryOptions Session::memory_for(const GenerationRequest& job) {
 
 std::string Session::smallest_budgets(const Request& request) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const GenerationRequest job = plannable(request);
+    GenerationRequest job = plannable(request);
+    // Under a budget too small for the two CFG rows side by side the session runs them one at a time
+    // (choose_cfg_rows): the smallest budget is theirs.
+    if (job.params.do_cfg() && !(options_.world && options_.world->size() > 1)) job.params.sequence_batch = true;
     std::string out = "smallest --vram-budget that fits this job:\n";
     size_t model_peak = 0;
     for (OffloadMode mode : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {

@@ -83,7 +83,14 @@ struct Request {
     // and renamed when complete. "": no file (the frames still go to JobCallbacks::frames).
     std::string output_path;
     int fps = 24, crf = 18;
-    std::string png_dir;                // also every frame as PNG here
+    std::string png_dir;  // also every frame as PNG here
+    // Denoising checkpoints (pipeline/checkpoint.h): every `checkpoint_every` steps the latents and what a
+    // resumed run needs go to `checkpoint_path` (replaced atomically; removed when the video is complete).
+    // `resume_path`: continue from such a checkpoint (refused, with the reason, when it is from other model
+    // files or parameters); the video is bit-identical to an uninterrupted run's.
+    int checkpoint_every = 0;
+    std::string checkpoint_path;
+    std::string resume_path;
     std::optional<LogLevel> log_level;  // overrides the session's for this job
 };
 
@@ -158,6 +165,12 @@ private:
     GenerationRequest plannable(const Request& request) const;  // checked, with a stand-in image for I2V
     // The memory options for `job`: memory_ with --offload auto resolved by planning each mode.
     MemoryOptions memory_for(const GenerationRequest& job);
+    // Turns on sequence_batch (the CFG rows one at a time through each resident block) when the batched rows
+    // do not fit the budget and one row at a time does: the same video in less memory.
+    void choose_cfg_rows(GenerationRequest& job);
+    // The fingerprint of the loaded model files (pipeline/checkpoint.h), computed once.
+    const std::string& model_fingerprint();
+    std::string model_fingerprint_;
     void choose_default_budget();
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
     std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;

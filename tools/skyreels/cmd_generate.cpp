@@ -45,9 +45,11 @@ struct GenerateOptions : SessionFlags {
     int steps = 30, fps = 24, video_num = 1, crf = 18;
     double guidance = 6.0, embedded_guidance = 1.0;
     std::string seed = "42";  // parsed here: CLI11 clamps integers past INT64_MAX instead of refusing them
-    bool sequence_batch = false, quiet = false, json = false, no_overwrite = false;
+    bool sequence_batch = false, cfg_whole_passes = false, quiet = false, json = false, no_overwrite = false;
     bool dry_run = false, memory_report = false;
     std::string parallel;  // --parallel cfg=N,ulysses=M
+    int checkpoint_every = 0;
+    std::string resume;
 };
 
 // Every conflict and bad value among the flags, all at once (a user fixing a SkyReels command line should not
@@ -58,6 +60,9 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
         if (!ok) p.push_back(std::move(message));
     };
     need(o.task.empty() || o.task == "t2v" || o.task == "i2v", fmt::format("--task {}: must be t2v or i2v", o.task));
+    need(o.checkpoint_every >= 0, fmt::format("--checkpoint-every {}: must be >= 0", o.checkpoint_every));
+    need(o.resume.empty() || (o.prompt_file.empty() && o.video_num == 1),
+         "--resume continues one video: not with --prompt-file or --video-num");
     for (std::string& problem : session_flag_problems(o, device)) p.push_back(std::move(problem));
     need(o.video_num >= 1 && o.video_num <= 1000, fmt::format("--video-num {}: must be in 1..1000", o.video_num));
     need(!(o.given("--prompt") && o.given("--prompt-file")), "--prompt and --prompt-file: give one of them");
@@ -132,7 +137,8 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
             p.num_inference_steps = int(line.steps.value_or(o.steps));
             p.guidance_scale = line.guidance.value_or(o.guidance);
             p.embedded_guidance_scale = o.embedded_guidance;
-            p.sequence_batch = o.sequence_batch;
+            p.sequence_batch = o.sequence_batch || o.cfg_whole_passes;
+            p.cfg_whole_passes = o.cfg_whole_passes;
             p.seed = seed + uint64_t(i);
             r.generation.prompt = line.prompt;
             r.generation.negative_prompt = line.negative_prompt.value_or(o.negative_prompt);
@@ -157,6 +163,11 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
                 SR_THROW_IF(o.no_overwrite && fs::exists(r.output_path, ec), "{} exists and --no-overwrite was given",
                             r.output_path);
             }
+            if (o.checkpoint_every > 0 && !r.output_path.empty()) {
+                r.checkpoint_every = o.checkpoint_every;
+                r.checkpoint_path = r.output_path + ".ckpt";
+            }
+            r.resume_path = o.resume;
             const std::string image = line.image.value_or(o.image);
             SR_THROW_IF(task == Task::T2V && !image.empty(),
                         "--image is only used by an image-to-video model (--task i2v)");
@@ -346,7 +357,18 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--crf", o->crf, "x264 quality (0 lossless, which few players decode .. 51)")
         ->capture_default_str();
     cmd->add_flag("--sequence-batch,--sequence_batch", o->sequence_batch,
-                  "Run the CFG rows one after the other (same result, half the activation memory)");
+                  "Run the CFG rows one after the other through each transformer block while it is resident "
+                  "(same result, the activation memory of one row, weights streamed once per step); the default "
+                  "when the two rows side by side do not fit --vram-budget");
+    cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                    "Every K denoising steps, save the latents and what a resumed run needs to <output>.ckpt "
+                    "(replaced atomically; removed when the video is complete)");
+    cmd->add_option("--resume", o->resume,
+                    "Continue a killed run from its .ckpt file (the same model and parameters, or it is refused "
+                    "with the reason): the video is bit-identical to an uninterrupted run's");
+    cmd->add_flag("--cfg-whole-passes", o->cfg_whole_passes,
+                  "With --sequence-batch (implied): each CFG row as a whole transformer pass, as SkyReels' "
+                  "cfg_for does (same result; a streamed model moves its weights twice per step)");
     cmd->add_option("--parallel", o->parallel,
                     "Under an MPI launcher (mpirun -np N, srun --mpi=pmix): the mesh cfg=A,ulysses=B with A*B = N "
                     "(cfg: the two guidance rows on two ranks; ulysses: the video tokens split over B ranks, which "

@@ -1,0 +1,152 @@
+#include "pipeline/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+
+#include "core/error.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace sr {
+
+namespace {
+
+constexpr const char* kFormat = "skyreels.cpp denoising checkpoint 1";
+
+struct Fnv64 {
+    uint64_t h = 0xcbf29ce484222325ull;
+    void add(const void* data, size_t n) {
+        const auto* p = static_cast<const unsigned char*>(data);
+        for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    }
+    void add(const std::string& s) { add(s.data(), s.size() + 1); }  // with the terminator: "ab","c" != "a","bc"
+    void add(uint64_t v) { add(&v, sizeof v); }
+};
+
+void hash_file(Fnv64& h, const fs::path& file, const std::string& name) {
+    constexpr size_t kEdge = 64 * 1024;
+    std::error_code ec;
+    const uint64_t size = fs::file_size(file, ec);
+    SR_THROW_IF(ec, "{}: cannot read its size: {}", file.string(), ec.message());
+    h.add(name);
+    h.add(size);
+    std::ifstream in(file, std::ios::binary);
+    SR_THROW_IF(!in, "{}: cannot open it to fingerprint the model", file.string());
+    std::vector<char> buf(size_t(std::min<uint64_t>(size, kEdge)));
+    in.read(buf.data(), std::streamsize(buf.size()));
+    h.add(buf.data(), size_t(in.gcount()));
+    if (size > 2 * kEdge) {
+        in.seekg(std::streamoff(size - kEdge));
+        in.read(buf.data(), std::streamsize(kEdge));
+        h.add(buf.data(), size_t(in.gcount()));
+    }
+}
+
+}  // namespace
+
+std::string checkpoint_params(const GenerationRequest& req, const Json& extra) {
+    const GenerationParams& p = req.params;
+    Json j = extra.is_object() ? extra : Json::object();
+    j["task"] = p.task == Task::I2V ? "i2v" : "t2v";
+    j["height"] = p.height;
+    j["width"] = p.width;
+    j["frames"] = p.num_frames;
+    j["steps"] = p.num_inference_steps;
+    j["guidance_scale"] = p.guidance_scale;
+    j["embedded_guidance_scale"] = p.embedded_guidance_scale;
+    j["seed"] = p.seed;
+    // Batched rows and rows one at a time differ in the last bits (the same sums in another order).
+    j["cfg_rows"] = !p.do_cfg() ? "none" : p.sequence_batch ? "one at a time" : "batched";
+    j["prompt"] = req.prompt;
+    j["negative_prompt"] = req.negative_prompt;
+    return j.dump();
+}
+
+void DenoiseCheckpoint::check_matches(const std::string& params_json, const std::string& model_fingerprint,
+                                      const std::string& path) const {
+    SR_THROW_IF(model != model_fingerprint,
+                "--resume {}: the checkpoint was made with other model files (fingerprint {}, these are {})", path,
+                model, model_fingerprint);
+    const Json mine = parse_json(params, path), want = parse_json(params_json, "this run");
+    std::string diff;
+    for (const auto& [key, value] : want.items()) {
+        const auto it = mine.find(key);
+        const std::string had = it == mine.end() ? "nothing" : it->dump();
+        if (it == mine.end() || *it != value)
+            diff += fmt::format("{}{} {} (this run: {})", diff.empty() ? "" : "; ", key, had, value.dump());
+    }
+    for (const auto& [key, value] : mine.items())
+        if (!want.contains(key))
+            diff += fmt::format("{}{} {} (this run: nothing)", diff.empty() ? "" : "; ", key, value.dump());
+    SR_THROW_IF(!diff.empty(), "--resume {}: the checkpoint is from a run with other parameters: {}", path, diff);
+}
+
+void write_checkpoint(const std::string& path, const DenoiseCheckpoint& c) {
+    const std::string tmp = path + ".tmp";
+    std::vector<std::pair<std::string, Tensor>> tensors = {{"latents", c.latents.to(DType::F32).contiguous()}};
+    if (c.text.prompt_embeds.defined()) {
+        tensors.emplace_back("prompt_embeds", c.text.prompt_embeds.to(DType::F32).contiguous());
+        tensors.emplace_back("prompt_attention_mask", c.text.prompt_attention_mask.contiguous());
+        tensors.emplace_back("pooled_prompt_embeds", c.text.pooled_prompt_embeds.to(DType::F32).contiguous());
+    }
+    write_safetensors(
+        tmp, tensors,
+        {{"format", kFormat}, {"steps_done", std::to_string(c.steps_done)}, {"params", c.params}, {"model", c.model}});
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) {
+        fs::remove(tmp, ec);
+        SR_THROW("--checkpoint-every: cannot rename {} to {}", tmp, path);
+    }
+}
+
+DenoiseCheckpoint read_checkpoint(const std::string& path) {
+    SR_THROW_IF(!fs::is_regular_file(path), "--resume {}: no such file", path);
+    DenoiseCheckpoint c;
+    SR_WITH_CONTEXT(fmt::format("--resume {}", path), {
+        const WeightStore s = WeightStore::open(path);
+        SR_THROW_IF(s.metadata("format") != std::optional<std::string>(kFormat),
+                    "not a denoising checkpoint (its metadata has no format \"{}\")", kFormat);
+        const std::string steps = s.metadata("steps_done").value_or("");
+        SR_THROW_IF(steps.empty() || steps.size() > 6 || !std::all_of(steps.begin(), steps.end(), ::isdigit),
+                    "steps_done \"{}\" is not a step number", steps);
+        c.steps_done = std::stoi(steps);
+        c.params = s.metadata("params").value_or("{}");
+        c.model = s.metadata("model").value_or("");
+        c.latents = s.get("latents").to(DType::F32).clone();
+        SR_THROW_IF(c.latents.rank() != 5 || c.latents.dim(0) != 1, "latents {}: expected [1, C, T, h, w]",
+                    c.latents.describe());
+        if (const auto pe = s.get_optional("prompt_embeds")) {
+            c.text.prompt_embeds = pe->to(DType::F32).clone();
+            c.text.prompt_attention_mask = s.get("prompt_attention_mask").clone();
+            c.text.pooled_prompt_embeds = s.get("pooled_prompt_embeds").to(DType::F32).clone();
+        }
+    });
+    return c;
+}
+
+std::string model_fingerprint(const std::vector<std::string>& paths) {
+    Fnv64 h;
+    for (const std::string& p : paths) {
+        h.add(std::string("path"));
+        std::error_code ec;
+        if (fs::is_regular_file(p, ec)) {
+            hash_file(h, p, fs::path(p).filename().string());
+            continue;
+        }
+        SR_THROW_IF(!fs::is_directory(p, ec), "{}: no such model file or folder", p);
+        std::vector<std::pair<std::string, fs::path>> files;
+        for (const auto& e : fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec))
+            if (e.is_regular_file()) files.emplace_back(fs::relative(e.path(), p).generic_string(), e.path());
+        std::sort(files.begin(), files.end());
+        for (const auto& [name, file] : files) hash_file(h, file, name);
+    }
+    return fmt::format("fnv1a64:{:016x}", h.h);
+}
+
+}  // namespace sr
