@@ -388,3 +388,16 @@ TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
         EXPECT_TRUE(name == "corrupt_model" || name == "not_an_image.png") << "left behind: " << e.path();
     }
 }
+
+// --lora and its companions: checked with the other session flags, before anything loads.
+TEST(GenerateCli, LoraFlagsAreChecked) {
+    Result r = run("generate --demo --quiet --lora style.safetensors:0.8");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("--lora needs a --model"), std::string::npos) << r.output;
+    r = run("generate --demo --quiet --lora-mode merge");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("go with --lora"), std::string::npos) << r.output;
+    r = run("generate --demo --quiet --lora x.safetensors --lora-mode fast");
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("--lora-mode"), std::string::npos) << r.output;
+}
