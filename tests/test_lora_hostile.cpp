@@ -5,10 +5,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "backends/cpu/cpu_backend.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "models/hunyuan_video_transformer.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/pipeline_fixture.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -149,4 +152,43 @@ TEST(LoraArgument, FileAndStrength) {
     EXPECT_THROW(parse_lora_argument("a.safetensors:nan"), InputError);
     EXPECT_EQ(parse_lora_mode("runtime"), LoraMode::Runtime);
     EXPECT_THROW(parse_lora_mode("fast"), InputError);
+}
+
+// final_layer.adaLN_modulation.1 holds [shift; scale] where diffusers' norm_out.linear holds [scale; shift]: a
+// kohya adapter on the original layer is the diffusers adapter with its up matrix's halves swapped, and both
+// merge into the same weights (bit-identical outputs).
+TEST(LoraMapping, FinalLayerHalvesAreSwapped) {
+    const fs::path model = kohya_fixture().parent_path().parent_path() / "model";
+    const Json cfg = load_json_file((model / "config.json").string());
+    const int64_t D = cfg.at("num_attention_heads").get<int64_t>() * cfg.at("attention_head_dim").get<int64_t>();
+    const int64_t rank = 2;
+    Tensor down = Tensor::empty({rank, D}, DType::F32), up = Tensor::empty({2 * D, rank}, DType::F32);
+    for (int64_t i = 0; i < down.numel(); ++i) down.data<float>()[i] = 0.05f * float((i * 7) % 11) - 0.2f;
+    for (int64_t i = 0; i < up.numel(); ++i) up.data<float>()[i] = 0.04f * float((i * 5) % 13) - 0.25f;
+    Tensor swapped = Tensor::empty({2 * D, rank}, DType::F32);
+    for (int64_t r = 0; r < 2 * D; ++r)
+        for (int64_t k = 0; k < rank; ++k)
+            swapped.data<float>()[r * rank + k] = up.data<float>()[((r + D) % (2 * D)) * rank + k];
+    const fs::path dir = test::scratch_dir("lora_final_layer");
+    write_safetensors((dir / "kohya.safetensors").string(),
+                      {{"lora_unet_final_layer_adaLN_modulation_1.lora_down.weight", down},
+                       {"lora_unet_final_layer_adaLN_modulation_1.lora_up.weight", up}});
+    write_safetensors(
+        (dir / "diffusers.safetensors").string(),
+        {{"transformer.norm_out.linear.lora_A.weight", down}, {"transformer.norm_out.linear.lora_B.weight", swapped}});
+    const fs::path fixture = model.parent_path();
+    const WeightStore in = WeightStore::open((fixture / "inputs.safetensors").string());
+    auto forward = [&](const fs::path& lora) {
+        TransformerLoadOptions o;
+        o.lora.files = {{lora.string(), 0.9f}};
+        o.lora.mode = LoraMode::Merge;
+        CpuBackend& be = cpu_backend();
+        be.set_gemm_precision(GemmPrecision::F32);
+        return HunyuanVideoTransformer::load(model.string(), o).forward(be, test::read_transformer_inputs(in));
+    };
+    const Tensor a = forward(dir / "kohya.safetensors"), b = forward(dir / "diffusers.safetensors");
+    const Tensor base =
+        HunyuanVideoTransformer::load(model.string()).forward(cpu_backend(), test::read_transformer_inputs(in));
+    EXPECT_EQ(test::compare(a, b).max_abs, 0.0);
+    EXPECT_GT(test::compare(a, base).max_abs, 1e-3);  // the adapter did change the output
 }
