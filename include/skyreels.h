@@ -83,6 +83,11 @@ typedef struct skyreels_context_params {
     int prefetch;              /* streamed blocks copied ahead of compute (default 1) */
     double sim_bandwidth_gbs;  /* "sim": host-to-device GB/s (default 25) */
     int log_level;             /* enum skyreels_log_level, for the load and the jobs on the calling thread */
+    const char* const* loras;  /* n_loras LoRA adapters "FILE[:STRENGTH]" on the transformer, applied in order
+                                  at load (diffusers/PEFT, kohya/musubi or ComfyUI files); NULL: none */
+    int n_loras;
+    const char* lora_mode;      /* "auto" (default), "merge" or "runtime" */
+    bool lora_ignore_unmatched; /* skip adapter keys that match no layer (a warning) instead of failing */
 } skyreels_context_params;
 
 typedef struct skyreels_request {

@@ -105,6 +105,19 @@ int main(void) {
     CHECK(skyreels_context_new(&cp) == NULL, "a context on device 'gpu'");
     CHECK(strstr(skyreels_last_error(NULL), "gpu") != NULL, "error: %s", skyreels_last_error(NULL));
 
+    /* LoRA adapters are checked when the context is made: a bad mode, and the demo model (random weights). */
+    const char* loras[] = {"style.safetensors:0.8"};
+    cp = skyreels_context_default_params();
+    cp.demo = true;
+    cp.loras = loras;
+    cp.n_loras = 1;
+    cp.lora_mode = "fast";
+    CHECK(skyreels_context_new(&cp) == NULL, "a context with lora_mode 'fast'");
+    CHECK(strstr(skyreels_last_error(NULL), "fast") != NULL, "error: %s", skyreels_last_error(NULL));
+    cp.lora_mode = "runtime";
+    CHECK(skyreels_context_new(&cp) == NULL, "a demo context with a LoRA");
+    CHECK(strstr(skyreels_last_error(NULL), "lora") != NULL, "error: %s", skyreels_last_error(NULL));
+
     cp = skyreels_context_default_params();
     cp.demo = true;
     cp.log_level = SKYREELS_LOG_ERROR;

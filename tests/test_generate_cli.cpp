@@ -20,6 +20,7 @@
 
 #include "core/allocator.h"
 #include "io/json.h"
+#include "io/safetensors.h"
 #include "support/fixtures.h"
 #include "support/run_command.h"
 #ifdef SKYREELS_HAVE_MEDIA
@@ -387,4 +388,59 @@ TEST(GenerateCli, BadInputFailsAndLeavesNoFile) {
         const std::string name = e.path().filename().string();
         EXPECT_TRUE(name == "corrupt_model" || name == "not_an_image.png") << "left behind: " << e.path();
     }
+}
+
+// --lora and its companions: checked with the other session flags, before anything loads.
+TEST(GenerateCli, LoraFlagsAreChecked) {
+    Result r = run("generate --demo --quiet --lora style.safetensors:0.8");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("--lora needs a --model"), std::string::npos) << r.output;
+    r = run("generate --demo --quiet --lora-mode merge");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("go with --lora"), std::string::npos) << r.output;
+    r = run("generate --demo --quiet --lora x.safetensors --lora-mode fast");
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("--lora-mode"), std::string::npos) << r.output;
+}
+
+// --lora through the whole load (flags -> Session -> pipeline -> transformer), planned by --dry-run on the
+// shared pipeline fixture: a runtime adapter adds its side path to the plan, a merged one an owned copy of the
+// weight it changes; a key that matches no layer fails the load, named.
+TEST(GenerateCli, LoraDryRunPlansTheAdapter) {
+    const auto dirs = sr::test::find_fixture_dirs(
+        [](const fs::path& d) {  // a text-to-video pipeline: its transformer takes 16 latent channels
+            return fs::exists(d / "model_index.json") && fs::exists(d / "transformer" / "config.json") &&
+                   sr::load_json_file((d / "transformer" / "config.json").string()).value("in_channels", 0) == 16;
+        });
+    ASSERT_FALSE(dirs.empty()) << "no pipeline fixture under " << sr::test::fixtures_root();
+    const fs::path p = dirs.front();
+    const sr::Json cfg = sr::load_json_file((p / "transformer" / "config.json").string());
+    const int64_t D = cfg.at("num_attention_heads").get<int64_t>() * cfg.at("attention_head_dim").get<int64_t>();
+    const fs::path dir = sr::test::scratch_dir("generate_lora");
+    const sr::Tensor a = sr::Tensor::zeros({4, D}, sr::DType::F32), b = sr::Tensor::zeros({D, 4}, sr::DType::F32);
+    sr::write_safetensors((dir / "ok.safetensors").string(),
+                          {{"transformer.transformer_blocks.0.attn.to_q.lora_A.weight", a},
+                           {"transformer.transformer_blocks.0.attn.to_q.lora_B.weight", b}});
+    sr::write_safetensors((dir / "bad.safetensors").string(),
+                          {{"transformer.nowhere.lora_A.weight", a}, {"transformer.nowhere.lora_B.weight", b}});
+    const std::string base =
+        "generate --quiet --dry-run --frames 5 --height 32 --width 32 --prompt 'FPS-24, a cat' "
+        "--model " +
+        p.string() + " --base " + p.string();
+    auto owned_weights = [](const std::string& out) {
+        const size_t at = out.find("owned weights ");
+        return at == std::string::npos ? std::string() : out.substr(at, out.find(',', at) - at);
+    };
+    const Result plain = run(base);
+    ASSERT_EQ(plain.code, 0) << plain.output;
+    for (const char* mode : {"runtime", "merge"}) {
+        const Result r = run(base + " --lora " + (dir / "ok.safetensors").string() + ":0.5 --lora-mode " + mode);
+        ASSERT_EQ(r.code, 0) << r.output;
+        EXPECT_NE(owned_weights(r.output), owned_weights(plain.output)) << mode << "\n" << r.output;
+    }
+    const Result bad = run(base + " --lora " + (dir / "bad.safetensors").string());
+    EXPECT_EQ(bad.code, 1) << bad.output;
+    EXPECT_NE(bad.output.find("nowhere.lora_A.weight"), std::string::npos) << bad.output;
+    EXPECT_EQ(run(base + " --lora " + (dir / "bad.safetensors").string() + " --lora-ignore-unmatched").code, 1)
+        << "a file none of whose modules applies is still an error";
 }

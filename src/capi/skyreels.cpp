@@ -73,6 +73,14 @@ sr::SessionOptions session_options(const skyreels_context_params& p) {
     o.memory.prefetch = p.prefetch;
     o.sim_bandwidth_gbs = p.sim_bandwidth_gbs;
     o.log_level = log_level(p.log_level, "log_level");
+    SR_THROW_IF(p.n_loras < 0 || (p.n_loras > 0 && !p.loras), "n_loras {} with {} loras", p.n_loras,
+                p.loras ? "the" : "no");
+    for (int i = 0; i < p.n_loras; ++i) {
+        SR_THROW_IF(!given(p.loras[i]), "loras[{}] is empty", i);
+        o.lora.files.push_back(sr::parse_lora_argument(p.loras[i]));
+    }
+    if (given(p.lora_mode)) o.lora.mode = sr::parse_lora_mode(p.lora_mode);
+    o.lora.ignore_unmatched = p.lora_ignore_unmatched;
     return o;
 }
 

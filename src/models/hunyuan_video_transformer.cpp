@@ -38,21 +38,21 @@ HunyuanVideoTransformer HunyuanVideoTransformer::load(const std::string& path, c
         SR_LOG_INFO("{}: {} layout{}", ckpt.source->source(), ckpt.layout,
                     ckpt.config_inferred ? ", config inferred from the tensor shapes" : "");
     WeightBinder binder(*ckpt.source, options.weight_dtype, options.planning_space);
-    return HunyuanVideoTransformer(ckpt.config, binder, options.quant);
+    return HunyuanVideoTransformer(ckpt.config, binder, options.quant, options.lora);
 }
 
 HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, const TensorSource& store,
                                                  const TransformerLoadOptions& options)
     : config_(config) {
     WeightBinder binder(store, options.weight_dtype, options.planning_space);
-    *this = HunyuanVideoTransformer(config, binder, options.quant);
+    *this = HunyuanVideoTransformer(config, binder, options.quant, options.lora);
 }
 
 HunyuanVideoTransformer::HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder,
-                                                 LinearQuant quant)
+                                                 LinearQuant quant, const LoraOptions& lora)
     : config_(config) {
     config_.validate(binder.source());
-    bind(binder, quant);
+    bind(binder, quant, lora);
     parameter_count_ = binder.parameter_count();
     unused_ = binder.unused();
     warn_unused_tensors(unused_, binder.source(), "the transformer");
@@ -160,13 +160,24 @@ void HunyuanVideoTransformer::with_block(Self& self, size_t i, F&& f) {
     f(self.head_, std::string("output_head"), std::string());
 }
 
-void HunyuanVideoTransformer::bind(WeightBinder& binder, LinearQuant quant) {
+void HunyuanVideoTransformer::bind(WeightBinder& binder, LinearQuant quant, const LoraOptions& lora) {
     dual_blocks_.resize(size_t(config_.num_layers));
     single_blocks_.resize(size_t(config_.num_single_layers));
-    BindWeights bind(binder, quant);
+    LoraSet adapters;
+    if (!lora.files.empty()) {
+        ListLinears linears;  // the layers adapters may target, from the one declaration
+        for (size_t i = 0; i < weight_block_count(); ++i)
+            with_block(*this, i, [&](auto& block, const std::string&, const std::string& prefix) {
+                declare(linears, block, prefix);
+            });
+        adapters = read_hunyuan_video_loras(lora, config_, linears.shapes);
+    }
+    BindWeights bind(binder, quant, adapters.empty() ? nullptr : &adapters);
     for (size_t i = 0; i < weight_block_count(); ++i)
         with_block(*this, i,
                    [&](auto& block, const std::string&, const std::string& prefix) { declare(bind, block, prefix); });
+    // Every module the reader mapped is a declared linear layer, so every one was bound.
+    SR_ASSERT(adapters.unapplied().empty(), "LoRA modules left unapplied: {}", adapters.unapplied().size());
 }
 
 WeightBlock HunyuanVideoTransformer::weight_block(size_t i) const {

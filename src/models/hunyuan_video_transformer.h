@@ -19,6 +19,7 @@
 #include "backends/communicator.h"
 #include "io/safetensors.h"
 #include "models/hunyuan_video_config.h"
+#include "models/hunyuan_video_lora.h"
 #include "nn/linear.h"
 #include "nn/weight_blocks.h"
 #include "nn/weight_visitor.h"
@@ -53,6 +54,8 @@ struct TransformerLoadOptions {
     Allocator* planning_space = nullptr;
     // Quantize the dense linear weights at load (LinearQuant::Float8WeightOnly: SkyReels' --quant).
     LinearQuant quant = LinearQuant::None;
+    // LoRA adapters merged or attached at load (models/hunyuan_video_lora.h).
+    LoraOptions lora;
 };
 
 class HunyuanVideoTransformer {
@@ -66,7 +69,7 @@ public:
                             const TransformerLoadOptions& options = {});
     // Binds whatever `binder` provides (a checkpoint, or made-up weights: WeightBinder::random).
     HunyuanVideoTransformer(const HunyuanVideoConfig& config, WeightBinder& binder,
-                            LinearQuant quant = LinearQuant::None);
+                            LinearQuant quant = LinearQuant::None, const LoraOptions& lora = {});
     // A model with made-up weights in `dtype`, for benchmarks and the demo.
     static HunyuanVideoTransformer random(const HunyuanVideoConfig& config, DType dtype, uint64_t seed = 0);
 
@@ -147,7 +150,7 @@ private:
     template <class Block>
     Block rebind(const Block& block, const std::vector<Tensor>& tensors) const;
 
-    void bind(WeightBinder& binder, LinearQuant quant);
+    void bind(WeightBinder& binder, LinearQuant quant, const LoraOptions& lora);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;
     Tensor silu(Backend& be, const Tensor& x) const;
     // `text`: the text embeddings on the host, contiguous f32 (the masked mean is taken there).

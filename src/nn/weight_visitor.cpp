@@ -27,6 +27,15 @@ void BindWeights::linear(const std::string& name, Linear& l, int64_t in, int64_t
         w.format = WeightFormat::F8;
         w.scale = std::move(st.scale);
     }
+    // A LoRA is merged before --quant (so the quantized weight holds it); a side path is added after.
+    const std::vector<LoraDelta>* deltas = lora_ ? lora_->take(name) : nullptr;
+    bool attached = false;
+    if (deltas &&
+        (lora_->mode == LoraMode::Merge || (lora_->mode == LoraMode::Auto && w.format == WeightFormat::Dense &&
+                                            (quant_ == LinearQuant::Float8WeightOnly || !w.data.is_external_view())))) {
+        apply_lora(l, name, *deltas, LoraMode::Merge, binder_);
+        attached = true;
+    }
     if (quant_ == LinearQuant::Float8WeightOnly && w.format == WeightFormat::Dense) {
         Tensor codes = binder_.owned({out, in}, DType::F8_E4M3, name + ".weight (fp8)");
         Tensor scales = binder_.owned({out}, DType::BF16, name + ".weight scale");
@@ -39,6 +48,7 @@ void BindWeights::linear(const std::string& name, Linear& l, int64_t in, int64_t
         w.data = std::move(codes);
         w.scale = std::move(scales);
     }
+    if (deltas && !attached) apply_lora(l, name, *deltas, LoraMode::Runtime, binder_);
     if (has_bias) l.bias = binder_.small_f32(name + ".bias", {out});
 }
 

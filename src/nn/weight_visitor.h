@@ -13,12 +13,14 @@
 //   }
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "io/weight_binder.h"
 #include "nn/linear.h"
+#include "nn/lora.h"
 #include "nn/weight_blocks.h"
 
 namespace sr {
@@ -43,14 +45,24 @@ public:
 class BindWeights final : public WeightVisitor {
 public:
     // `quant`: quantize dense linear weights at load (LinearQuant::Float8WeightOnly: SkyReels' --quant).
-    explicit BindWeights(WeightBinder& binder, LinearQuant quant = LinearQuant::None)
-        : binder_(binder), quant_(quant) {}
+    // `lora`: adapters to merge into or attach to the layers bound (nn/lora.h), by the layer's name.
+    explicit BindWeights(WeightBinder& binder, LinearQuant quant = LinearQuant::None, const LoraSet* lora = nullptr)
+        : binder_(binder), quant_(quant), lora_(lora) {}
     void tensor(const std::string& name, Tensor& t, const Shape& shape, WeightKind kind) override;
     void linear(const std::string& name, Linear& l, int64_t in, int64_t out, bool has_bias = true) override;
 
 private:
     WeightBinder& binder_;
     LinearQuant quant_;
+    const LoraSet* lora_;
+};
+
+// The linear layers a declaration names, with their [out, in] (what a LoRA reader maps adapters onto).
+class ListLinears final : public WeightVisitor {
+public:
+    void tensor(const std::string&, Tensor&, const Shape&, WeightKind) override {}
+    void linear(const std::string& name, Linear&, int64_t in, int64_t out, bool) override { shapes[name] = {out, in}; }
+    std::map<std::string, std::pair<int64_t, int64_t>> shapes;
 };
 
 // Appends the declared tensors and their names, in declaration order (undefined ones too: a member the

@@ -160,10 +160,11 @@ SkyReelsPipeline SkyReelsPipeline::load(const PipelineLoadOptions& o, const Prog
     };
     tick(0);
     PipelineComponents c;
-    SR_WITH_CONTEXT(
-        "loading the transformer from " + o.model,
-        c.transformer = share(HunyuanVideoTransformer::load(
-            o.model, {.weight_dtype = o.transformer_dtype, .planning_space = o.planning_space, .quant = o.quant})));
+    SR_WITH_CONTEXT("loading the transformer from " + o.model,
+                    c.transformer = share(HunyuanVideoTransformer::load(o.model, {.weight_dtype = o.transformer_dtype,
+                                                                                  .planning_space = o.planning_space,
+                                                                                  .quant = o.quant,
+                                                                                  .lora = o.lora})));
     tick(1);
     SR_WITH_CONTEXT("loading the VAE from " + (b / "vae").string(),
                     c.vae = share(HunyuanVideoVAE::load((b / "vae").string(), o.planning_space)));

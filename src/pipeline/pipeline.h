@@ -123,6 +123,8 @@ struct PipelineLoadOptions {
     std::optional<DType> text_encoder_dtype;
     // SkyReels' --quant: the transformer's and the Llama text encoder's linear weights in FP8 at load.
     LinearQuant quant = LinearQuant::None;
+    // LoRA adapters on the transformer, merged or attached at load (models/hunyuan_video_lora.h).
+    LoraOptions lora;
     // Memory planning (--dry-run): every weight is checked against its file's header and bound to this
     // address space (core/virtual_allocator.h); no weight is read.
     Allocator* planning_space = nullptr;

@@ -181,6 +181,7 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
 
     host_baseline_anon_ = read_host_memory().anon;
     if (options_.demo) {
+        SR_THROW_IF(!options_.lora.files.empty(), "--lora needs a model: the demo model has random weights");
         pipe_.emplace(make_demo_pipeline(options_.demo_task, 0, options_.demo_transformer, options_.quant));
         return;
     }
@@ -188,6 +189,7 @@ Session::Session(SessionOptions options, const ProgressListener& load_progress) 
     load.model = options_.model;
     load.base = options_.base;
     load.quant = options_.quant;
+    load.lora = options_.lora;
     if (options_.planning_only) {
         // Every weight checked against its file's header and bound to address space: none is read.
         planning_space_ = std::make_unique<VirtualAllocator>("dry-run weights");
@@ -297,6 +299,11 @@ std::vector<std::pair<std::string, std::string>> Session::video_metadata(const G
     made["model"] = options_.demo ? "built-in demo model (random weights)" : options_.model;
     if (!options_.demo) made["base"] = options_.base;
     made["quant"] = options_.quant == LinearQuant::Float8WeightOnly ? "fp8" : "none";
+    if (!options_.lora.files.empty()) {
+        Json loras = Json::array();
+        for (const LoraFile& f : options_.lora.files) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+        made["loras"] = loras;
+    }
     const std::string engine = fmt::format("skyreels.cpp {}", build::kVersion);
     made["engine"] = engine;
     // "comment" holds everything as JSON (ffprobe -show_entries format_tags=comment reads it back);

@@ -47,6 +47,9 @@ struct SessionOptions {
     DemoTransformerSize demo_transformer;  // larger: the transformer dominates memory, as at real size
     // SkyReels' --quant: the transformer's and the Llama encoder's linear weights in FP8 (torchao's rule).
     LinearQuant quant = LinearQuant::None;
+    // --lora FILE[:STRENGTH] (in order), --lora-mode, --lora-ignore-unmatched: adapters on the transformer,
+    // applied once at load for every job of the session (models/hunyuan_video_lora.h).
+    LoraOptions lora;
     // Where jobs run: "cpu", "sim" (a simulated accelerator on the CPU: budgets, streaming) or "cuda[:N]".
     std::string device = "cpu";
     // GEMMs with bf16 weights (and attention on CUDA); nullopt: f32 on cpu and sim, bf16 on cuda.

@@ -52,10 +52,26 @@ bool single_checkpoint_model(const fs::path& dir) {
     return files == 1 && checkpoints == 1;
 }
 
-bool is_transformer_fixture(const fs::path& dir) {
+namespace {
+
+bool has_transformer_model(const fs::path& dir) {
     std::error_code ec;
     return fs::exists(dir / "inputs.safetensors", ec) && fs::exists(dir / "output.safetensors", ec) &&
            (model_config_names(dir, "_class_name", "HunyuanVideoTransformer3DModel") || single_checkpoint_model(dir));
+}
+
+}  // namespace
+
+bool is_transformer_fixture(const fs::path& dir) {
+    // A LoRA fixture's output holds the adapters: its base model alone does not give it.
+    std::error_code ec;
+    return has_transformer_model(dir) && !fs::exists(dir / "lora.json", ec);
+}
+
+bool is_lora_fixture(const fs::path& dir) {
+    std::error_code ec;
+    return has_transformer_model(dir) && fs::is_regular_file(dir / "lora.json", ec) &&
+           fs::is_directory(dir / "lora", ec);
 }
 
 bool model_config_names(const fs::path& dir, const std::string& key, const std::string& name) {

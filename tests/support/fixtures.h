@@ -31,6 +31,9 @@ bool single_checkpoint_model(const std::filesystem::path& dir);
 // A transformer parity folder: inputs.safetensors, output.safetensors and a model/ holding a transformer in
 // any supported layout (a diffusers folder with its config, or one checkpoint file).
 bool is_transformer_fixture(const std::filesystem::path& dir);
+// A LoRA fixture: a transformer fixture with lora/ (adapter files) and lora.json (a list of {"file": ...,
+// "strength": ...} applied in order); its output is the base model's with every adapter merged.
+bool is_lora_fixture(const std::filesystem::path& dir);
 
 // A scratch folder for one test, emptied on creation.
 std::filesystem::path scratch_dir(const std::string& name);

@@ -59,6 +59,17 @@ void add_model_flags(CLI::App* cmd, SessionFlags& o) {
                     "small, or large: a 73 MiB transformer, so that --offload block under a small --vram-budget "
                     "streams weights every step")
         ->capture_default_str();
+    cmd->add_option("--lora", o.loras,
+                    "LoRA adapter FILE[:STRENGTH] on the transformer (repeatable, applied in order; strength 1 by "
+                    "default): diffusers/PEFT, kohya/musubi-tuner or ComfyUI safetensors, told apart by content")
+        ->type_name("FILE[:STRENGTH]");
+    cmd->add_option("--lora-mode", o.lora_mode,
+                    "auto: merge into dense weights the load owns, a low-rank side path for quantized or "
+                    "memory-mapped ones; merge; runtime")
+        ->check(CLI::IsMember({"auto", "merge", "runtime"}))
+        ->capture_default_str();
+    cmd->add_flag("--lora-ignore-unmatched", o.lora_ignore_unmatched,
+                  "Skip LoRA keys that match no transformer layer (warn with their count) instead of failing");
 }
 
 void add_device_flags(CLI::App* cmd, SessionFlags& o) {
@@ -129,6 +140,9 @@ std::vector<std::string> session_flag_problems(const SessionFlags& o, const std:
          fmt::format("--demo-size {}: expected small or large", o.demo_size));
     need(o.demo || !o.given("--demo-size"), "--demo-size goes with --demo");
     need(!o.compiler_transformer, "--compiler_transformer is not implemented yet in skyreels.cpp");
+    need(!(o.demo && !o.loras.empty()), "--lora needs a --model: the demo model has random weights");
+    need(!o.loras.empty() || (!o.given("--lora-mode") && !o.lora_ignore_unmatched),
+         "--lora-mode and --lora-ignore-unmatched go with --lora");
     const std::string quant = quant_value(o);
     need(quant.empty() || quant == "fp8" || quant == "none", fmt::format("--quant {}: expected fp8 or none", quant));
     need(o.precision.empty() || o.precision == "f32" || o.precision == "bf16",
@@ -193,6 +207,9 @@ SessionOptions session_options(const SessionFlags& o, const std::string& device,
     options.sim_memory_bytes = parse_bytes(o.sim_memory, "--sim-memory");
     options.planning_only = planning_only;
     if (quant_value(o) == "fp8") options.quant = LinearQuant::Float8WeightOnly;
+    for (const std::string& l : o.loras) options.lora.files.push_back(parse_lora_argument(l));
+    options.lora.mode = parse_lora_mode(o.lora_mode);
+    options.lora.ignore_unmatched = o.lora_ignore_unmatched;
     // --precision: how GEMMs with bf16 weights (and, on CUDA, attention) compute. Default: f32 on the CPU,
     // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
     if (!o.precision.empty()) options.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;

@@ -28,11 +28,14 @@ struct SessionFlags {
     int prefetch = 1, gpu_num = 1, threads = 0;
     double sim_bandwidth_gbs = 25.0;
     bool high_cpu_memory = false, parameters_level = false, compiler_transformer = false;
+    std::vector<std::string> loras;  // --lora FILE[:STRENGTH], in order
+    std::string lora_mode = "auto";
+    bool lora_ignore_unmatched = false;
     CLI::App* cmd = nullptr;  // the command the flags were registered on
     bool given(const char* name) const { return cmd->count(name) > 0; }
 };
 
-// --model, --base, --demo, --demo-size.
+// --model, --base, --demo, --demo-size, --lora, --lora-mode, --lora-ignore-unmatched.
 void add_model_flags(CLI::App* cmd, SessionFlags& f);
 // --threads, --quant, --device, --precision, --offload, --vram-budget, --host-memory, --pinned-budget,
 // --prefetch, --sim-bandwidth, --sim-memory, and SkyReels' --high_cpu_memory, --parameters_level,
