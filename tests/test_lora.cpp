@@ -196,7 +196,9 @@ TEST(LoraStreaming, BitIdenticalAcrossResidencyModes) {
                              {.budget_bytes = budget, .reserve_bytes = weights ? act : 0, .prefetch = 1});
         const Tensor got = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
         EXPECT_EQ(test::compare(got, expected).max_abs, 0.0);
-        if (budget) EXPECT_GT(mgr.plan().streamed_blocks(), 0);
+        if (budget) {
+            EXPECT_GT(mgr.plan().streamed_blocks(), 0);
+        }
         std::printf("%s streamed, weight budget %zu of %zu bytes: bit-identical\n", dir.filename().c_str(), weights,
                     total);
     }

@@ -351,8 +351,7 @@ void HunyuanVideoTransformer::attend(Backend& be, const JointAttention& joint, c
 
 void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tensor& x, Tensor& ctx,
                                          const Tensor& temb_silu, const JointAttention& joint) const {
-    const int64_t B = x.dim(0), N = x.dim(1), L = ctx.dim(1), D = config_.inner_dim();
-    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim, S = N + L;
+    const int64_t B = x.dim(0), N = x.dim(1), L = ctx.dim(1), D = config_.inner_dim(), S = N + L;
     // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
     const Tensor mod = blk.norm1.apply(be, temb_silu);
     const Tensor cmod = blk.norm1_context.apply(be, temb_silu);
@@ -417,7 +416,6 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
 void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video,
                                            const Tensor& temb_silu, const JointAttention& joint) const {
     const int64_t B = xs.dim(0), S = xs.dim(1), D = config_.inner_dim(), M = config_.mlp_dim();
-    const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
     const auto m = chunk_rows(blk.norm.apply(be, temb_silu), 3);  // shift, scale, gate
 
     Tensor n = new_activation(be, xs.shape(), "single norm");

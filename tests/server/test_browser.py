@@ -83,7 +83,8 @@ class Page(unittest.TestCase):
         d.get(self.url)
         until(lambda: "skyreels.cpp" in self.by_id("server-info").text, what="the server's name in the header")
         # The demo's defaults came from /v1/models.
-        self.assertEqual(self.by_id("size").get_attribute("value"), "128x128")
+        until(lambda: self.by_id("size").get_attribute("value") == "128x128",
+              what="the demo's size from /v1/models in the size field")
         self.set_value("prompt", "FPS-24, A lighthouse at dusk, waves rolling in")
         self.set_value("steps", 40)
         self.set_value("seed", 1234)
@@ -111,7 +112,7 @@ class Page(unittest.TestCase):
         self.assertIn(can, ("probably", "maybe"), "this Chromium cannot play H.264")
         until(lambda: self.js("var v = document.getElementById('player'); return v.readyState >= 2 && v.duration > 0"),
               what="the video to be ready to play")
-        self.assertIn("Done", self.by_id("status-text").text, status)
+        until(lambda: "Done" in self.by_id("status-text").text, what="'Done' in the status line (was %r)" % status)
         link = self.by_id("download")
         self.assertTrue(link.is_displayed())
         self.assertIn("/content", link.get_attribute("href"))
@@ -120,7 +121,8 @@ class Page(unittest.TestCase):
         time.sleep(0.5)  # let the player draw its first frame and controls
         d.save_screenshot(os.path.join(SHOTS, "server-page-done.png"))
         first = self.js("return document.querySelector('#history li').dataset.id")
-        self.assertIn("1234", self.js("return document.querySelector('#history li .meta').textContent"))
+        until(lambda: "1234" in (self.js("return document.querySelector('#history li .meta').textContent") or ""),
+              what="the job's seed in the history")
 
         # A second job, cancelled from the page.
         self.set_value("prompt", "FPS-24, A second video to cancel")
@@ -143,7 +145,7 @@ class Page(unittest.TestCase):
         # Re-run fills the form with the job's settings and makes the same video again.
         self.click("#history li[data-id='%s'] button.rerun" % first)
         until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#history li")) == 2, what="the re-run in the history")
-        self.assertEqual(self.by_id("seed").get_attribute("value"), "1234")
+        until(lambda: self.by_id("seed").get_attribute("value") == "1234", what="the re-run's seed in the form")
 
         # A narrow screen: nothing wider than the window.
         d.set_window_size(390, 844)
@@ -169,7 +171,8 @@ class Page(unittest.TestCase):
         self.set_value("size", "64x64")
         self.by_id("generate").click()
         until(lambda: "Done" in self.by_id("status-text").text, what="the image-to-video job")
-        self.assertIn("i2v", self.js("return document.querySelector('#history li .meta').textContent"))
+        until(lambda: "i2v" in (self.js("return document.querySelector('#history li .meta').textContent") or ""),
+              what="the i2v job in the history")
 
 
 if __name__ == "__main__":
