@@ -336,7 +336,15 @@ struct HunyuanVideoTransformer::JointAttention {
 };
 
 void HunyuanVideoTransformer::attend(Backend& be, const JointAttention& joint, const Tensor& q, const Tensor& k,
-                                     const Tensor& v, Tensor& out, const QkNormRope& qk) const {
+                                     const Tensor& v, Tensor& out, std::array<const Tensor*, 2> q_norm,
+                                     std::array<const Tensor*, 2> k_norm, int64_t n_video) const {
+    QkNormRope qk;
+    qk.q_weight = q_norm;
+    qk.k_weight = k_norm;
+    qk.cos = &joint.rope_cos;
+    qk.sin = &joint.rope_sin;
+    qk.n_rope = n_video;
+    qk.eps = 1e-6f;
     const int64_t heads = config_.num_attention_heads, hd = config_.attention_head_dim;
     const float scale = float(1.0 / std::sqrt(double(hd)));
     if (joint.group)
@@ -384,16 +392,7 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
         project_into(be, blk.add_v_proj, nc, v, N);
     }
     Tensor attn = new_activation(be, {B, S, D}, "joint attention");
-    {
-        QkNormRope qk;
-        qk.q_weight = {&blk.norm_q, &blk.norm_added_q};
-        qk.k_weight = {&blk.norm_k, &blk.norm_added_k};
-        qk.cos = &joint.rope_cos;
-        qk.sin = &joint.rope_sin;
-        qk.n_rope = N;
-        qk.eps = 1e-6f;
-        attend(be, joint, q, k, v, attn, qk);
-    }
+    { attend(be, joint, q, k, v, attn, {&blk.norm_q, &blk.norm_added_q}, {&blk.norm_k, &blk.norm_added_k}, N); }
     q = k = v = Tensor();  // release before the MLPs
 
     be.gated_residual(x, blk.to_out.apply(be, contiguous(be, attn.slice(1, 0, N), "video attention")), m[2]);
@@ -429,14 +428,7 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
     {
         const Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n), v = blk.to_v.apply(be, n);
         // QK RMSNorm on every token and RoPE on the video tokens only, applied by the attention (see dual_block).
-        QkNormRope qk;
-        qk.q_weight = {&blk.norm_q, &blk.norm_q};
-        qk.k_weight = {&blk.norm_k, &blk.norm_k};
-        qk.cos = &joint.rope_cos;
-        qk.sin = &joint.rope_sin;
-        qk.n_rope = n_video;
-        qk.eps = 1e-6f;
-        attend(be, joint, q, k, v, attn, qk);
+        attend(be, joint, q, k, v, attn, {&blk.norm_q, &blk.norm_q}, {&blk.norm_k, &blk.norm_k}, n_video);
     }
     // [attention output, MLP hidden] side by side, the input of the fused projection.
     Tensor fused = new_activation(be, {B, S, D + M}, "single fused");

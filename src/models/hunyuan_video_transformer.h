@@ -9,6 +9,7 @@
 // ("x_embedder", "transformer_blocks.3.hidden_states", ...), so the first divergence is one diff away.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <string>
@@ -163,8 +164,11 @@ private:
     void single_block(Backend& be, const SingleBlock& blk, Tensor& xs, int64_t n_video, const Tensor& temb_silu,
                       const JointAttention& joint) const;
     // attention over the joint sequence, here or split over the sequence-parallel group.
+    // q and k are the raw projections: the attention applies the QK RMSNorm (`q_norm`/`k_norm`: the video rows'
+    // weight, then the text rows') and the RoPE of the first `n_video` rows (ops.h, QkNormRope).
     void attend(Backend& be, const JointAttention& joint, const Tensor& q, const Tensor& k, const Tensor& v,
-                Tensor& out, const QkNormRope& qk) const;
+                Tensor& out, std::array<const Tensor*, 2> q_norm, std::array<const Tensor*, 2> k_norm,
+                int64_t n_video) const;
     // rows [offset, offset + L) of every batch row of `out` [B, S, D] = lin(in [B, L, D]): the joint q, k, v
     // filled one projection at a time, with no per-stream copies.
     void project_into(Backend& be, const Linear& lin, const Tensor& in, Tensor& out, int64_t offset) const;
