@@ -1,6 +1,9 @@
-// Attention op benchmark at the transformer's shapes (f32, CPU backend).
+// Attention op benchmark at the transformer's shapes (CPU backend, f32 inputs).
 //
-//   build/bench/bench_attention [--reps 5]
+//   build/bench/bench_attention [--reps 5] [--gemm f32|bf16|all]
+//
+// --gemm: the backend's GemmPrecision: f32 GEMM tiles, or bf16 operands with f32 accumulation (AMX or
+// AVX512-BF16 through oneDNN where the processor has them); `all` runs both, alternating, in one process.
 //
 // Shapes: "medium" (1 x 4 heads x 4352 tokens x 128, the medium transformer's joint attention) and
 // "real_1k" (1 x 24 heads x 1280 x 128, the real block shape at 1024 video + 256 text tokens). FLOPs are
@@ -20,8 +23,15 @@ using namespace sr;
 int main(int argc, char** argv) {
     CLI::App app{"skyreels attention benchmark"};
     int reps = 5;
+    std::string gemm_mode = "all";
     app.add_option("--reps", reps, "Timed repetitions")->capture_default_str();
+    app.add_option("--gemm", gemm_mode, "GEMM precision of the tiles: f32, bf16 or all")
+        ->check(CLI::IsMember({"f32", "bf16", "all"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    std::vector<std::string> precisions;
+    for (const std::string g : {"f32", "bf16"})
+        if (gemm_mode == "all" || gemm_mode == g) precisions.push_back(g);
     struct Case {
         const char* name;
         int64_t B, H, L, D;
@@ -37,33 +47,37 @@ int main(int argc, char** argv) {
         Tensor q = make(0.5f), k = make(0.4f), v = make(1.0f), o = Tensor::empty({c.B, c.L, c.H, c.D}, DType::F32);
         Tensor ov = o.permute({0, 2, 1, 3});
         AttentionMask mask;
-        auto run = [&] {
-            cpu_backend().attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), ov, mask,
-                                    0.088f);
-        };
-        run();
-        std::vector<double> t;
-        for (int r = 0; r < std::max(reps, 1); ++r) {
-            const auto t0 = std::chrono::steady_clock::now();
+        for (const std::string& g : precisions) {
+            cpu_backend().set_gemm_precision(g == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32);
+            auto run = [&] {
+                cpu_backend().attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), ov,
+                                        mask, 0.088f);
+            };
             run();
-            t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            std::vector<double> t;
+            for (int r = 0; r < std::max(reps, 1); ++r) {
+                const auto t0 = std::chrono::steady_clock::now();
+                run();
+                t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            }
+            std::sort(t.begin(), t.end());
+            const double flops = 4.0 * double(c.B * c.H) * double(c.L) * double(c.L) * double(c.D);
+            const double med = t[t.size() / 2];
+            Json j = {{"op", "attention"},
+                      {"shape", c.name},
+                      {"B", c.B},
+                      {"H", c.H},
+                      {"L", c.L},
+                      {"D", c.D},
+                      {"gemm", g},
+                      {"threads", n_threads()},
+                      {"median_s", med},
+                      {"min_s", t.front()},
+                      {"gflops", flops / med / 1e9}};
+            std::printf("%s\n", j.dump().c_str());
+            std::fprintf(stderr, "attention %-8s %-4s B%ld H%ld L%ld D%ld  median %.4f s  %.1f GFLOP/s\n", c.name,
+                         g.c_str(), long(c.B), long(c.H), long(c.L), long(c.D), med, flops / med / 1e9);
         }
-        std::sort(t.begin(), t.end());
-        const double flops = 4.0 * double(c.B * c.H) * double(c.L) * double(c.L) * double(c.D);
-        const double med = t[t.size() / 2];
-        Json j = {{"op", "attention"},
-                  {"shape", c.name},
-                  {"B", c.B},
-                  {"H", c.H},
-                  {"L", c.L},
-                  {"D", c.D},
-                  {"threads", n_threads()},
-                  {"median_s", med},
-                  {"min_s", t.front()},
-                  {"gflops", flops / med / 1e9}};
-        std::printf("%s\n", j.dump().c_str());
-        std::fprintf(stderr, "attention %-8s B%ld H%ld L%ld D%ld  median %.4f s  %.1f GFLOP/s\n", c.name, long(c.B),
-                     long(c.H), long(c.L), long(c.D), med, flops / med / 1e9);
     }
     return 0;
 }

@@ -47,6 +47,10 @@ struct BackendCase {
     std::string name;                   // test-name suffix
     std::function<Backend&()> acquire;  // configures the backend for this case and returns it
     GemmPrecision precision;            // how its GEMMs with non-f32 weights are computed
+    // How its attention multiplies: BF16 rounds q, k, v and the softmax weights to bf16 (f32 accumulation).
+    // The CPU backend follows its GEMM precision; the CUDA harness leaves attention at F32 (the bf16 CUDA
+    // attention has its own tests in test_cuda_ops.cpp).
+    GemmPrecision attention_precision;
     // Host tensor -> the backend's memory and back; sync waits for queued work (for timing). The CPU
     // backend's upload is a copy, so in-place ops never touch the host inputs the reference reads.
     std::function<Tensor(Backend&, const Tensor&)> upload;
@@ -64,6 +68,7 @@ inline BackendCase cpu_case(const char* name, GemmPrecision precision) {
                 cpu_backend().set_gemm_precision(precision);
                 return cpu_backend();
             },
+            precision,
             precision,
             [](Backend& be, const Tensor& t) { return t.clone(be.allocator()); },
             [](Backend&, const Tensor& t) { return t; },
@@ -86,6 +91,7 @@ inline BackendCase cuda_case(const char* name, GemmPrecision precision) {
                 return cuda_backend();
             },
             precision,
+            GemmPrecision::F32,
             [](Backend& be, const Tensor& t) { return static_cast<CudaBackend&>(be).upload(t); },
             [](Backend& be, const Tensor& t) { return static_cast<CudaBackend&>(be).download(t); },
             [](Backend& be) { static_cast<CudaBackend&>(be).synchronize(); }};
@@ -98,6 +104,17 @@ inline std::vector<BackendCase> backends_under_test() {
 #else
     return {cpu_case("cpu_f32", GemmPrecision::F32), cpu_case("cpu_bf16", GemmPrecision::BF16)};
 #endif
+}
+
+// An attention operand (q, k or v) as a backend whose attention runs at `precision` multiplies it: rounded to
+// bf16 under BF16, so that a reference given these operands differs from the backend only by the rounding of the
+// softmax weights, attention_weights_rounding(precision) in units of max|v|: each weight is off by at most 2^-9
+// relative (bf16's unit roundoff) and the row sum stays the f32 one.
+inline Tensor attention_operand(const Tensor& t, GemmPrecision precision) {
+    return precision == GemmPrecision::BF16 ? t.to(DType::BF16).to(DType::F32) : t;
+}
+inline double attention_weights_rounding(GemmPrecision precision) {
+    return precision == GemmPrecision::BF16 ? 0x1p-9 : 0.0;
 }
 
 // ----------------------------------------------------------------------------------------------------------

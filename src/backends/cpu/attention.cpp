@@ -2,7 +2,10 @@
 // online softmax (running max and sum, rescaling the accumulator when the max grows), so memory is
 // O(query tile x key tile) per thread and the N x N score matrix never exists. Both products of a tile
 // (Q K^T and P V) are oneDNN GEMMs; work items are spread over the thread pool and each runs its GEMMs
-// single-threaded.
+// single-threaded. Under GemmPrecision::BF16 the GEMMs take bf16 operands (q, k and v rounded once, the
+// softmax weights P per tile) with f32 accumulation, as the CUDA bf16 attention and PyTorch's bf16 SDPA
+// round; the scores, the online softmax and the accumulator stay f32. On processors with AMX or
+// AVX512-BF16 oneDNN runs these GEMMs on those units.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -61,6 +64,32 @@ Tensor qk_normed(CpuBackend& be, const Tensor& x, const std::array<const Tensor*
     return normed.permute({0, 2, 1, 3});
 }
 
+// One GEMM operand of the attention, [B, H, L, D] with a unit innermost stride: the op's own f32 view, or a
+// bf16 copy made once per call.
+struct Operand {
+    const char* data;
+    int64_t sb, sh, sl;  // element strides of b, h, l
+    size_t esize;
+    DType dtype;
+    const void* at(int64_t b, int64_t h, int64_t l) const { return data + size_t(b * sb + h * sh + l * sl) * esize; }
+};
+
+Operand operand(const Tensor& t) {
+    return {static_cast<const char*>(t.raw_data()),
+            t.stride(0),
+            t.stride(1),
+            t.stride(2),
+            dtype_size(t.dtype()),
+            t.dtype()};
+}
+
+// x [B, H, L, D] (any strides) rounded to a contiguous bf16 [B, H, L, D] copy.
+Tensor rounded_to_bf16(CpuBackend& be, const Tensor& x) {
+    Tensor t = Tensor::empty(x.shape(), DType::BF16);
+    be.exec(CopyOp{x, t});
+    return t;
+}
+
 }  // namespace
 
 void CpuBackend::exec(const AttentionOp& op) {
@@ -80,13 +109,16 @@ void CpuBackend::exec(const AttentionOp& op) {
     }
 
     const int64_t n_qtiles = (Lq + kQueryTile - 1) / kQueryTile;
-    const float* qd = static_cast<const float*>(q.raw_data());
-    const float* kd = static_cast<const float*>(k.raw_data());
-    const float* vd = static_cast<const float*>(v.raw_data());
+    const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
+    Tensor qb, kb, vb;  // bf16 copies (BF16 precision only)
+    if (bf16) qb = rounded_to_bf16(*this, q), kb = rounded_to_bf16(*this, k), vb = rounded_to_bf16(*this, v);
+    const Operand qo = operand(bf16 ? qb : q), ko = operand(bf16 ? kb : k), vo = operand(bf16 ? vb : v);
+    const DType gemm_dtype = bf16 ? DType::BF16 : DType::F32;
     float* od = static_cast<float*>(out.raw_data());
 
     parallel_for(B * H * n_qtiles, [&](int64_t w0, int64_t w1) {
         std::vector<float> scores(size_t(kQueryTile * kKeyTile));
+        std::vector<uint16_t> p_bf16(bf16 ? size_t(kQueryTile * kKeyTile) : 0);  // P rounded for P V
         std::vector<float> acc(size_t(kQueryTile * D));
         std::vector<float> row_max(static_cast<size_t>(kQueryTile)), row_sum(static_cast<size_t>(kQueryTile));
         for (int64_t w = w0; w < w1; ++w) {
@@ -95,7 +127,7 @@ void CpuBackend::exec(const AttentionOp& op) {
             const int64_t i0 = (w % n_qtiles) * kQueryTile;
             const int64_t tq = std::min(kQueryTile, Lq - i0);
             const int64_t kv = mask.kv_len.empty() ? Lk : std::clamp<int64_t>(mask.kv_len[size_t(b)], 0, Lk);
-            const float* qt = qd + b * q.stride(0) + h * q.stride(1) + i0 * q.stride(2);
+            const void* qt = qo.at(b, h, i0);
             std::fill(acc.begin(), acc.begin() + tq * D, 0.0f);
             std::fill(row_max.begin(), row_max.begin() + tq, kNegInf);
             std::fill(row_sum.begin(), row_sum.begin() + tq, 0.0f);
@@ -103,10 +135,8 @@ void CpuBackend::exec(const AttentionOp& op) {
             const int64_t kv_end = mask.causal ? std::clamp<int64_t>(i0 + tq + (Lk - Lq), 0, kv) : kv;
             for (int64_t j0 = 0; j0 < kv_end; j0 += kKeyTile) {
                 const int64_t tk = std::min(kKeyTile, kv_end - j0);
-                const float* kt = kd + b * k.stride(0) + h * k.stride(1) + j0 * k.stride(2);
-                const float* vt = vd + b * v.stride(0) + h * v.stride(1) + j0 * v.stride(2);
                 // scores[tq, tk] = Q K^T
-                gemm(tq, tk, D, qt, q.stride(2), kt, k.stride(2), true, DType::F32, scores.data(), kKeyTile, false);
+                gemm(tq, tk, D, qt, qo.sl, ko.at(b, h, j0), ko.sl, true, gemm_dtype, scores.data(), kKeyTile, false);
                 for (int64_t i = 0; i < tq; ++i) {
                     float* s = scores.data() + i * kKeyTile;
                     // Keys of this tile the row may see (all of them unless causal).
@@ -147,7 +177,14 @@ void CpuBackend::exec(const AttentionOp& op) {
                     row_max[size_t(i)] = mx;
                 }
                 // acc[tq, D] += P V
-                gemm(tq, D, tk, scores.data(), kKeyTile, vt, v.stride(2), false, DType::F32, acc.data(), D, true);
+                const void* p = scores.data();
+                if (bf16) {
+                    for (int64_t i = 0; i < tq; ++i)
+                        convert_elements(scores.data() + i * kKeyTile, DType::F32, p_bf16.data() + i * kKeyTile,
+                                         DType::BF16, size_t(tk));
+                    p = p_bf16.data();
+                }
+                gemm(tq, D, tk, p, kKeyTile, vo.at(b, h, j0), vo.sl, false, gemm_dtype, acc.data(), D, true);
             }
             for (int64_t i = 0; i < tq; ++i) {
                 float* o = od + b * out.stride(0) + h * out.stride(1) + (i0 + i) * out.stride(2);

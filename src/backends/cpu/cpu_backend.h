@@ -6,7 +6,8 @@
 // measured on, oneDNN's bf16 GEMM ran at ~2x the f32 rate on a Zen 5 and at ~0.5x on an AVX-512-BF16 Xeon.
 // GemmPrecision::F32 (the default, and the one parity tests use) widens bf16 weights to f32 per call in a
 // scratch buffer and keeps activations in f32; BF16 rounds activations to bf16 and multiplies in bf16 with
-// f32 accumulation.
+// f32 accumulation, the attention's tile GEMMs included (q, k, v and the softmax weights rounded; the
+// softmax in f32). Where the processor has AMX, oneDNN runs the bf16 GEMMs on it.
 //
 //   sr::CpuBackend& be = sr::cpu_backend();
 //   be.set_gemm_precision(sr::GemmPrecision::BF16);
