@@ -87,22 +87,17 @@ void DenoiseCheckpoint::check_matches(const std::string& params_json, const std:
 }
 
 void write_checkpoint(const std::string& path, const DenoiseCheckpoint& c) {
-    const std::string tmp = path + ".tmp";
     std::vector<std::pair<std::string, Tensor>> tensors = {{"latents", c.latents.to(DType::F32).contiguous()}};
     if (c.text.prompt_embeds.defined()) {
         tensors.emplace_back("prompt_embeds", c.text.prompt_embeds.to(DType::F32).contiguous());
         tensors.emplace_back("prompt_attention_mask", c.text.prompt_attention_mask.contiguous());
         tensors.emplace_back("pooled_prompt_embeds", c.text.pooled_prompt_embeds.to(DType::F32).contiguous());
     }
+    // write_safetensors writes a temporary of its own and renames it into place when complete: a kill mid-write
+    // leaves the previous checkpoint whole.
     write_safetensors(
-        tmp, tensors,
+        path, tensors,
         {{"format", kFormat}, {"steps_done", std::to_string(c.steps_done)}, {"params", c.params}, {"model", c.model}});
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        SR_THROW("--checkpoint-every: cannot rename {} to {}", tmp, path);
-    }
 }
 
 DenoiseCheckpoint read_checkpoint(const std::string& path) {
