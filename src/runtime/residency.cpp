@@ -264,9 +264,11 @@ void ResidencyManager::pump() {
         const bool queued = std::find(in_flight_.begin(), in_flight_.end(), s) != in_flight_.end();
         if (slot.busy || queued) continue;
         if (open_ && next_streamed_ >= streamed_order_.size()) return;  // the rest of the pass is not known yet
+        // A pass stated in two parts: the next pass, too, decides after its first part.
+        if (split_ && wrapped_ && next_streamed_ >= first_part_) return;
         const size_t block = streamed_order_[next_streamed_];
         next_streamed_ = next_streamed_ + 1;
-        if (!open_) next_streamed_ %= streamed_order_.size();
+        if (!open_ && next_streamed_ == streamed_order_.size()) next_streamed_ = 0, wrapped_ = true;
         slot.block = int64_t(block);
         slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), slot.views, slot.freed_after);
         in_flight_.push_back(s);
@@ -294,6 +296,7 @@ void ResidencyManager::begin(const std::vector<size_t>& order, bool open) {
     }
     streamed_order_ = std::move(streamed);
     open_ = open;
+    split_ = wrapped_ = false;
     next_streamed_ = streamed_order_.empty() ? 0 : open ? keep : keep % streamed_order_.size();
     pump();
 }
@@ -309,8 +312,11 @@ void ResidencyManager::continue_pass(const std::vector<size_t>& rest) {
         if (!plan_.resident[b]) streamed_order_.push_back(b);
     }
     open_ = false;
-    // The next copy is the rest's first; after the pass's last, the prefetch wraps to its start (the next pass).
+    // The next copy is the rest's first; after the pass's last, the prefetch wraps to its start (the next pass)
+    // and stops at the end of its first part, where the next pass decides.
+    split_ = true, wrapped_ = false, first_part_ = done;
     next_streamed_ = streamed_order_.empty() ? 0 : done % streamed_order_.size();
+    if (!streamed_order_.empty() && next_streamed_ == 0 && done > 0) wrapped_ = true;
     pump();
 }
 

@@ -140,6 +140,9 @@ private:
     std::vector<size_t> streamed_order_;  // the streamed blocks of the pass order, in order (repeats kept)
     size_t next_streamed_ = 0;            // position in streamed_order_ of the next block to copy
     bool open_ = false;                   // the order is the first part of a pass: no copies past its end
+    bool split_ = false;                  // the pass was stated in two parts (continue_pass) ...
+    bool wrapped_ = false;                // ... and the prefetch has wrapped to the next pass's start ...
+    size_t first_part_ = 0;               // ... where it stops after the first part's streamed blocks
     std::vector<Slot> slots_;
     std::deque<size_t> in_flight_;  // slot indices holding upcoming blocks, in order
     std::vector<std::string> copy_log_;

@@ -309,6 +309,7 @@ int run_generate(GenerateOptions& o) {
         v["frames"] = r.frames_written;
         v["seconds"] = r.seconds;
         if (r.device_report) v["device_peak_bytes"] = r.device_report->device_peak;
+        if (!r.step_cache.empty()) v["step_cache"] = r.step_cache, v["passes_skipped"] = r.passes_skipped;
         summary["videos"].push_back(v);
     }
     const std::string done = progress.finish();
