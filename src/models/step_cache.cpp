@@ -1,5 +1,6 @@
 #include "models/step_cache.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,13 @@
 #include "core/log.h"
 
 namespace sr {
+
+namespace {
+
+// The metric input comes to the host in blocks of tokens of at most this many bytes (64 MiB).
+constexpr int64_t kHostChunkBytes = int64_t(64) << 20;
+
+}  // namespace
 
 std::string StepCacheOptions::str() const {
     switch (kind) {
@@ -70,16 +78,28 @@ void StepCache::observe(Backend& be, size_t r, const Tensor& value, int64_t vali
     Row& rw = row(r);
     rw.observed = true;
     rw.diff = rw.base = 0.0;
-    const int64_t B = value.dim(0), T = value.dim(1), D = value.dim(2);
+    const int64_t B = value.dim(0), D = value.dim(2);
     // Host memory, so that the plan counts it (a plan allocates, and reads nothing).
     rw.pending = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache metric input");
-    if (host_values_skipped()) return;  // a plan: shapes only, every step computes
-    // [B, tokens, D]: the first `valid` tokens of every batch row, summed per batch row in token order.
-    const Tensor host = to_host_f32(be, value);
-    const float* v = host.data<float>();
+    // The value comes to the host a block of tokens at a time (a bounded copy, not a second whole input).
+    const int64_t chunk = std::max<int64_t>(1, kHostChunkBytes / (D * int64_t(sizeof(float))));
+    if (host_values_skipped()) {
+        (void)to_host_f32(be, value.select(0, 0).slice(0, 0, std::min(chunk, valid)));  // the copy's size, counted
+        // A plan (shapes only; every step computes) runs one step: the previous step's input, which every later
+        // step holds next to this one, is counted too.
+        if (!rw.prev.defined())
+            rw.prev = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache previous input");
+        return;
+    }
     float* keep = rw.pending.data<float>();
-    for (int64_t b = 0; b < B; ++b) std::memcpy(keep + b * valid * D, v + b * T * D, size_t(valid * D) * sizeof(float));
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t0 = 0; t0 < valid; t0 += chunk) {
+            const int64_t t1 = std::min(valid, t0 + chunk);
+            const Tensor part = to_host_f32(be, value.select(0, b).slice(0, t0, t1));
+            std::memcpy(keep + (b * valid + t0) * D, part.data<float>(), size_t((t1 - t0) * D) * sizeof(float));
+        }
     if (!rw.prev.defined() || rw.prev.numel() != rw.pending.numel()) return;  // nothing to compare with
+    // Summed per batch row in token order: the same sums however the rows were batched.
     const float* p = rw.prev.data<float>();
     double diff = 0.0, base = 0.0;
     for (int64_t i = 0; i < rw.pending.numel(); ++i) {
