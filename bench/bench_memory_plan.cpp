@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     std::string task = "t2v", device = "cuda";
     int64_t height = 544, width = 960, frames = 97;
     bool sequence_batch = false, cfg_whole_passes = false;
-    std::string format = "bf16";
+    std::string format = "bf16", cache = "none";
     std::vector<int> budgets = {24, 12, 8, 6};
     app.add_option("--task", task, "t2v or i2v")->capture_default_str();
     app.add_option("--height", height)->capture_default_str();
@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
                  "with --sequence-batch (implied): each CFG row as a whole pass (weights streamed twice per step)");
     app.add_option("--format", format, "bf16, fp8 (--quant) or a GGUF block type")->capture_default_str();
     app.add_option("--budgets", budgets, "--offload block budgets in GiB")->delimiter(',');
+    app.add_option("--cache", cache, "step caching (teacache:THRESH, fbcache:THRESH): its residual counted")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -90,6 +92,7 @@ int main(int argc, char** argv) {
         req.params.num_frames = frames;
         req.params.sequence_batch = sequence_batch || cfg_whole_passes;
         req.params.cfg_whole_passes = cfg_whole_passes;
+        req.params.cache = parse_step_cache(cache, "--cache");
         if (req.params.task == Task::I2V) req.image = Tensor::zeros({3, height, width}, DType::F32);
 
         PlanTarget target;

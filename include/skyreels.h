@@ -103,6 +103,7 @@ typedef struct skyreels_request {
     int fps, crf;                     /* of the video file (defaults 24 and 18) */
     const char* output_path;          /* .mp4, .mov or .mkv, written only when complete; NULL: no file */
     int log_level;                    /* enum skyreels_log_level; default: the context's */
+    const char* cache;                /* step caching, opt-in: "teacache:0.15", "fbcache:0.1"; NULL or "none": off */
 } skyreels_request;
 
 typedef struct skyreels_progress {

@@ -44,3 +44,8 @@ add_dependencies(test_cli_ux skyreels)
 skyreels_test(test_denoise LABELS "denoise" SOURCES test_denoise.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
 target_link_libraries(test_denoise PRIVATE skyreels_pipeline)
 add_dependencies(test_denoise skyreels)  # the killed-and-resumed run is the real binary
+# Step caching (issue 20): TeaCache and first-block cache decisions on every pipeline fixture, the blocks a
+# skipped step leaves unmoved, the plan's residual, bad --cache values.
+skyreels_test(test_step_cache LABELS "denoise" SOURCES test_step_cache.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_link_libraries(test_step_cache PRIVATE skyreels_pipeline)
+add_dependencies(test_step_cache skyreels)  # the bad --cache values go through the real binary

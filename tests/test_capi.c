@@ -180,6 +180,18 @@ int main(void) {
     CHECK(rc == SKYREELS_OK, "rc %d after a cancel: %s", rc, skyreels_last_error(ctx));
     CHECK(file_size(cancelled) > 0, "no video after a cancel");
 
+    /* A bad step cache is refused before any work, naming the field; a good one runs. */
+    req.cache = "teacache";
+    w = watch();
+    rc = skyreels_generate(ctx, &req, on_progress, NULL, &w);
+    CHECK(rc == SKYREELS_ERROR_INPUT, "rc %d for cache \"teacache\"", rc);
+    CHECK(strstr(skyreels_last_error(ctx), "cache") != NULL, "error: %s", skyreels_last_error(ctx));
+    CHECK(w.events == 0, "%d progress reports for a refused request", w.events);
+    req.cache = "teacache:0.15";
+    rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+    CHECK(rc == SKYREELS_OK, "rc %d with a step cache: %s", rc, skyreels_last_error(ctx));
+    req.cache = NULL;
+
     /* A NULL request is refused, not a crash. */
     CHECK(skyreels_generate(ctx, NULL, NULL, NULL, NULL) == SKYREELS_ERROR_INPUT, "NULL request");
 

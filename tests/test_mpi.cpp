@@ -236,6 +236,49 @@ TEST(Mpi, PipelineFixturesInEveryMesh) {
     if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
 }
 
+// Step caching in every mesh: the ranks gather their partial sums, so every rank of a CFG pair or a
+// sequence group makes the decisions one rank makes (the same skipped steps; a moderate threshold that skips
+// some steps and a huge one that skips every unforced step), never waiting on a rank that decided otherwise,
+// and the latents stay within the fixture's tolerance of one rank's cached run (the fixture's bound for its
+// final latents; the parallel runs match one rank far closer, to the bit on the CPU so far).
+TEST(Mpi, StepCacheDecidesAsOneRankInEveryMesh) {
+    const auto world = MpiRuntime::world();
+    const int P = world->size();
+    int checked = 0;
+    for (const fs::path& dir : test::pipeline_fixtures()) {
+        const test::Fixture f = test::Fixture::open(dir);
+        const test::Tolerances tol = test::read_tolerances(dir);
+        const SkyReelsPipeline pipe = test::load_pipeline(f);
+        const int64_t heads = pipe.components().transformer->config().num_attention_heads;
+        cpu_backend().set_gemm_precision(GemmPrecision::F32);
+        for (const char* kind : {"teacache:0.15", "teacache:1e9", "fbcache:1e9"}) {
+            GenerationRequest req = test::make_request(f, false);
+            req.params.num_inference_steps = 10;  // steps to skip (the fixtures run 4, two of them forced)
+            req.params.cache = parse_step_cache(kind, "--cache");
+            std::vector<int> skipped;
+            req.after_cached_loop = [&](const StepCache& c) { skipped = c.skipped_steps(); };
+            const Tensor one = pipe.generate(cpu_backend(), req, {}, {});
+            const std::vector<int> one_skipped = skipped;
+            for (int cfg : {1, 2})
+                for (int ulysses : {1, 2, 3, 4}) {
+                    const MeshShape shape{cfg, ulysses};
+                    if (shape.ranks() != P || (cfg == 2 && !req.params.do_cfg()) || heads % ulysses != 0) continue;
+                    const ParallelMesh mesh(*world, shape);
+                    skipped.clear();
+                    const Tensor latents = pipe.generate(cpu_backend(), req, {}, {}, {}, nullptr, mesh.groups());
+                    EXPECT_EQ(skipped, one_skipped) << dir << " " << shape.str() << " " << kind;
+                    const test::Diff dl = test::compare(latents, one);
+                    EXPECT_LE(dl.max_abs, tol.of("latents"))
+                        << dir << " " << shape.str() << " " << kind << ": " << dl.str();
+                    say(*world, "  %s %s %s: skipped %zu steps as one rank, latents max_abs %.3g\n",
+                        dir.filename().c_str(), shape.str().c_str(), kind, skipped.size(), dl.max_abs);
+                    ++checked;
+                }
+        }
+    }
+    if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
+}
+
 // The VAE's tiles dealt to the ranks and blended on rank 0: the same frames as one rank's tiled decode, to
 // the bit, through the temporal + spatial path and the spatial-only path.
 TEST(Mpi, TiledVaeDecodeIsBitIdenticalToOneRank) {

@@ -97,6 +97,7 @@ sr::Request request(const sr::Session& session, const skyreels_request& q) {
     p.guidance_scale = q.guidance;
     p.embedded_guidance_scale = q.embedded_guidance;
     p.sequence_batch = q.sequence_batch;
+    if (q.cache) p.cache = sr::parse_step_cache(q.cache, "cache");
     SR_THROW_IF(q.seed < -1, "seed {}: must be >= 0 (or -1 for a random seed)", q.seed);
     p.seed = q.seed == -1 ? (std::random_device{}() & 0xffffffffu) : uint64_t(q.seed);
     r.generation.prompt = q.prompt ? q.prompt : "";

@@ -553,7 +553,16 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     // The pass's block order, stated to the provider before anything is acquired. Each block is held by a
     // BlockLease, so it is released when its compute is done, also when an exception unwinds.
     const std::vector<size_t> order = pass_order(pass);
-    if (weights) weights->begin_pass(order);
+    // Step caching decides from blocks 0 and 1 whether the other blocks run (models/step_cache.h). The pass
+    // is announced in two parts: {0, 1} first, open, so that a streaming provider copies nothing past block 1
+    // before the decision (a skipped step must not move the skipped blocks' weights: on a streaming GPU that
+    // is the saving); then the blocks the decision runs ({head} for a skipped step). TeaCache's metric needs
+    // only block 1's norm1, but that lives in block 1, and a computed step runs block 1 while it is held, so
+    // block 1 is in the first part for both kinds.
+    StepCache* const cache = pass.cache;
+    SR_THROW_IF(cache && (dual_blocks_.empty() || order.size() < 3 || order[1] != 1),
+                "step caching needs the pass to run the first dual block");
+    if (weights) cache ? weights->begin_open_pass({order[0], order[1]}) : weights->begin_pass(order);
 
     // 2. Conditioning: temb = timestep MLP + guidance MLP + pooled-text MLP, all from 256-dim sinusoids.
     for (Row& row : st) {
@@ -624,19 +633,62 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
         concat(be, {row.x, row.ctx}, 1, row.xs);
         row.x = row.ctx = Tensor();
     };
-    for (size_t k = 1; k + 1 < order.size(); ++k) {
+    auto run_dual = [&](const DualBlock& blk, size_t i, Row& row) {
+        dual_block(be, blk, row.x, row.ctx, row.temb_silu, row.joint);
+        if (hook) {
+            hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, row.x));
+            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, row.ctx));
+        }
+    };
+    size_t first_k = 1;  // the first position of `order` still to run
+    bool skipped = false;
+    if (cache) {
+        {
+            const BlockLease lease(weights, 1);
+            const DualBlock blk = lease ? rebind(dual_blocks_[0], lease.tensors()) : dual_blocks_[0];
+            if (cache->options().kind == StepCacheKind::TeaCache) {
+                // The metric: the video tokens as block 1's attention projections see them (its norm1's
+                // shift_msa and scale_msa on the layer norm), computed here as dual_block computes them.
+                for (size_t r = 0; r < st.size(); ++r) {
+                    Row& row = st[r];
+                    const auto m = chunk_rows(blk.norm1.apply(be, row.temb_silu), 6);
+                    Tensor nx = new_activation(be, row.x.shape(), "step cache metric");
+                    be.layer_norm(row.x, nullptr, nullptr, 1e-6f, nx);
+                    be.modulate(nx, m[0], m[1], nx);
+                    cache->observe(be, r, nx, row.joint.shard.valid_rows());
+                }
+                skipped = cache->decide(be);
+                if (!skipped)
+                    for (size_t r = 0; r < st.size(); ++r) {
+                        cache->keep_input(be, r, st[r].x);  // the residual spans every block
+                        run_dual(blk, 0, st[r]);
+                    }
+            } else {
+                // The metric: block 1's own residual (output minus input).
+                for (size_t r = 0; r < st.size(); ++r) {
+                    Row& row = st[r];
+                    Tensor before = new_activation(be, row.x.shape(), "first block input");
+                    be.copy(row.x, before);
+                    run_dual(blk, 0, row);
+                    cache->observe_change(be, r, before, row.x, row.joint.shard.valid_rows());
+                }
+                skipped = cache->decide(be);
+                if (!skipped)
+                    for (size_t r = 0; r < st.size(); ++r) cache->keep_input(be, r, st[r].x);  // blocks 2..
+            }
+        }
+        if (weights)
+            weights->continue_pass(skipped ? std::vector<size_t>{head_block}
+                                           : std::vector<size_t>(order.begin() + 2, order.end()));
+        first_k = 2;
+    }
+    for (size_t k = first_k; !skipped && k + 1 < order.size(); ++k) {
         const size_t b = order[k];
         const BlockLease lease(weights, b);
         if (b <= n_dual) {
             const size_t i = b - 1;
             const DualBlock blk = lease ? rebind(dual_blocks_[i], lease.tensors()) : dual_blocks_[i];
-            for (Row& row : st) {
-                dual_block(be, blk, row.x, row.ctx, row.temb_silu, row.joint);
-                if (hook) {
-                    hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, row.x));
-                    hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, row.ctx));
-                }
-            }
+            for (Row& row : st) run_dual(blk, i, row);
         } else {
             const size_t i = b - 1 - n_dual;
             const SingleBlock blk = lease ? rebind(single_blocks_[i], lease.tensors()) : single_blocks_[i];
@@ -652,10 +704,17 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
             }
         }
     }
-    for (Row& row : st) {
+    for (size_t r = 0; r < st.size(); ++r) {
+        Row& row = st[r];
+        if (skipped) {  // the video tokens after the blocks: before them + the cached residual
+            cache->apply(be, r, row.x);
+            row.ctx = Tensor();
+            continue;
+        }
         join_streams(row);
         row.x = contiguous(be, row.xs.slice(1, 0, row.n), "video tokens");
         row.xs = Tensor();
+        if (cache) cache->keep_output(be, r, row.x);
     }
 
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.

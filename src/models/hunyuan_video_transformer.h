@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "models/hunyuan_video_config.h"
 #include "models/hunyuan_video_lora.h"
+#include "models/step_cache.h"
 #include "nn/linear.h"
 #include "nn/weight_blocks.h"
 #include "nn/weight_visitor.h"
@@ -46,6 +47,9 @@ using IntermediateHook = std::function<void(std::string_view name, const Tensor&
 // the resulting block order to its weight provider before it acquires anything.
 struct TransformerPass {
     std::vector<size_t> skip;  // weight block numbers (1 .. weight_block_count() - 2) to leave out
+    // Step caching (models/step_cache.h): the pass's first dual block decides whether the blocks run or the
+    // residual cached at the last computed step stands in for them. One decision per call, over every row.
+    StepCache* cache = nullptr;
 };
 
 struct TransformerLoadOptions {

@@ -8,6 +8,12 @@
 // acquire followed by its release before the next acquire. A pass may skip blocks or acquire one more than
 // once; a provider that streams weights prefetches along that order.
 //
+// A pass whose later blocks depend on what its first ones compute (step caching: blocks 0 and 1 decide
+// whether the others run) states its first part with begin_open_pass(first): the provider
+// prefetches nothing past it, so blocks the decision leaves out are never moved. After the last release of
+// that part, continue_pass(rest) states the rest of the pass; the pass as a whole (first + rest) is what the
+// next pass is expected to repeat.
+//
 //   if (weights) weights->begin_pass(order);                       // e.g. {0, 1, 2, ..., n - 1}
 //   for (size_t b : order) {
 //       const BlockLease lease(weights, b);                        // acquire(b) ... release(b) at scope end
@@ -52,6 +58,9 @@ public:
     // The blocks the coming pass acquires, in order. A provider that never hears of a pass assumes every
     // block it holds, in index order, pass after pass.
     virtual void begin_pass(const std::vector<size_t>& order) { (void)order; }
+    // Only the first part of the pass; continue_pass() states the rest.
+    virtual void begin_open_pass(const std::vector<size_t>& first) { begin_pass(first); }
+    virtual void continue_pass(const std::vector<size_t>& rest) { (void)rest; }
     // Block `block`'s tensors (in the order the model declares them), valid until release(block).
     virtual const std::vector<Tensor>& acquire(size_t block) = 0;
     virtual void release(size_t block) = 0;

@@ -64,6 +64,9 @@ std::string checkpoint_params(const GenerationRequest& req, const Json& extra) {
     j["cfg_rows"] = !p.do_cfg() ? "none" : p.sequence_batch ? "one at a time" : "batched";
     j["prompt"] = req.prompt;
     j["negative_prompt"] = req.negative_prompt;
+    // Step caching changes the latents (absent when off, so checkpoints of uncached runs stay valid). A resumed
+    // cached run starts with an empty cache: its first step computes.
+    if (p.cache.enabled()) j["cache"] = p.cache.str();
     return j.dump();
 }
 

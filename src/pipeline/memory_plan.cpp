@@ -165,7 +165,8 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         for (size_t m = 0; m < kPipelineModels; ++m) plan.reserves[m] = std::max(plan.reserves[m], peaks->model[m]);
     plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].blocks.size());
     // Row by row inside each resident block is one pass; only whole passes per row move the weights twice.
-    plan.transformer_passes_per_step = p.do_cfg() && p.sequence_batch && p.cfg_whole_passes ? 2 : 1;
+    plan.transformer_passes_per_step =
+        p.do_cfg() && p.sequence_batch && p.cfg_whole_passes && !p.cache.enabled() ? 2 : 1;
 
     // Weights on the device per model while it runs.
     size_t pinned = 0;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <random>
 
@@ -361,7 +362,15 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
+    // Step caching: one decision per step over both guidance rows and every rank (models/step_cache.h).
+    std::optional<StepCache> cache;
+    if (p.cache.enabled()) {
+        cache.emplace(p.cache, p.num_inference_steps);
+        cache->set_groups({parallel.sequence, cfg_pair});
+    }
+    const TransformerPass pass{.skip = {}, .cache = cache ? &*cache : nullptr};
     for (int i = req.start_step; i < p.num_inference_steps; ++i) {
+        if (cache) cache->begin_step(i);
         const std::string step = "step" + std::to_string(i) + ".";
         Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
         if (image_batch.defined()) input = cat_channels(input, image_batch);  // [B, 32, T, h, w]
@@ -381,11 +390,11 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         };
         if (cfg_pair) {
             const Tensor mine =
-                to_host(be, c_.transformer->forward(be, row_inputs(cfg_pair->rank()), {}, use.weights()));
+                to_host(be, c_.transformer->forward(be, row_inputs(cfg_pair->rank()), {}, use.weights(), pass));
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             cfg_pair->all_gather(mine.contiguous(), output);  // rows [negative, positive]: ranks 0 and 1 of the pair
-        } else if (cfg && p.sequence_batch && p.cfg_whole_passes) {
+        } else if (cfg && p.sequence_batch && p.cfg_whole_passes && !cache) {
             // One row at a time, each a whole pass (SkyReels' cfg_for): a streamed model moves its weights twice.
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
@@ -399,7 +408,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             // activations of one row (plus the other row's residual stream), the weights moved once per step.
             std::vector<TransformerInputs> rows;
             for (int64_t row = 0; row < B; ++row) rows.push_back(row_inputs(row));
-            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights());
+            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights(), pass);
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
@@ -412,7 +421,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             const TransformerInputs in{
                 input,    timestep,         text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds,
                 guidance, parallel.sequence};
-            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights()));
+            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights(), pass));
         }
         check_finite(output, fmt::format("the transformer's output at step {}", i),
                      "NaN/Inf weights in the transformer, or config values out of range?");
@@ -433,6 +442,10 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         emit(hook, step + "latents_after", latents);
         if (req.after_step && !host_values_skipped()) req.after_step(i + 1, latents);
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
+    }
+    if (cache && !host_values_skipped()) {
+        SR_LOG_INFO("{}", cache->summary());
+        if (req.after_cached_loop) req.after_cached_loop(*cache);
     }
     emit(hook, "latents", latents);
     return latents;

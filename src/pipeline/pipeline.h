@@ -67,6 +67,10 @@ struct GenerationParams {
     // two whole passes (SkyReels' cfg_for), moving the weights twice. Both give the same numbers.
     bool sequence_batch = false;
     bool cfg_whole_passes = false;
+    // Step caching (models/step_cache.h; --cache teacache:THRESH | fbcache:THRESH): skips transformer passes
+    // whose input barely moved, trading accuracy for time. Off by default. With it, CFG rows run as whole
+    // passes go one block at a time instead (one decision per step needs every row's first block).
+    StepCacheOptions cache;
     VAETiling vae_tiling = VAETiling::enabled();
 
     bool do_cfg() const { return guidance_scale > 1.0; }
@@ -105,6 +109,8 @@ struct GenerationRequest {
     int start_step = 0;
     // Called after each denoising step with the steps done and the latents (host; valid during the call).
     std::function<void(int steps_done, const Tensor& latents)> after_step;
+    // With params.cache: called once the loop is done, with its counts (StepCache::summary(), skipped_steps()).
+    std::function<void(const StepCache& cache)> after_cached_loop;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports

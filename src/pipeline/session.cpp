@@ -299,6 +299,7 @@ std::vector<std::pair<std::string, std::string>> Session::video_metadata(const G
     made["model"] = options_.demo ? "built-in demo model (random weights)" : options_.model;
     if (!options_.demo) made["base"] = options_.base;
     made["quant"] = options_.quant == LinearQuant::Float8WeightOnly ? "fp8" : "none";
+    if (p.cache.enabled()) made["cache"] = p.cache.str();  // step caching: the video is not the uncached one
     if (!options_.lora.files.empty()) {
         Json loras = Json::array();
         for (const LoraFile& f : options_.lora.files) loras.push_back({{"file", f.path}, {"strength", f.strength}});
@@ -357,6 +358,10 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     }
 
     JobResult result;
+    job.after_cached_loop = [&result](const StepCache& cache) {
+        result.step_cache = cache.summary();
+        result.passes_skipped = cache.skipped();
+    };
     ProgressTracker tracker(device_memory());
     const ProgressCallback on_progress = [&](Stage stage, int done, int total) {
         if (callbacks.progress) callbacks.progress(tracker.update(stage, done, total));

@@ -115,6 +115,9 @@ struct JobResult {
     std::optional<DeviceRunReport> device_report;
     std::string memory_report;  // the report as `--memory-report` prints it (device, or host memory on the cpu)
     double seconds = 0;
+    // With a step cache (GenerationParams::cache): its summary line (passes skipped, accumulated estimate).
+    std::string step_cache;
+    int passes_skipped = 0;
 };
 
 struct SessionStats {

@@ -93,16 +93,19 @@ class DevicePlacement::Placed final : public BlockWeightProvider {
 public:
     Placed(Accelerator& device, ModelBlocks blocks, const ResidencyOptions& options)
         : model_index_(std::move(blocks.model_index)), manager_(device, std::move(blocks.blocks), options) {}
-    void begin_pass(const std::vector<size_t>& order) override {
-        std::vector<size_t> positions;
-        for (size_t b : order) positions.push_back(position(b));
-        manager_.begin_pass(positions);
-    }
+    void begin_pass(const std::vector<size_t>& order) override { manager_.begin_pass(positions(order)); }
+    void begin_open_pass(const std::vector<size_t>& first) override { manager_.begin_open_pass(positions(first)); }
+    void continue_pass(const std::vector<size_t>& rest) override { manager_.continue_pass(positions(rest)); }
     const std::vector<Tensor>& acquire(size_t block) override { return manager_.acquire(position(block)); }
     void release(size_t block) override { manager_.release(position(block)); }
     ResidencyManager& manager() { return manager_; }
 
 private:
+    std::vector<size_t> positions(const std::vector<size_t>& order) const {
+        std::vector<size_t> out;
+        for (size_t b : order) out.push_back(position(b));
+        return out;
+    }
     size_t position(size_t block) const {
         for (size_t i = 0; i < model_index_.size(); ++i)
             if (model_index_[i] == block) return i;

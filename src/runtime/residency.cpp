@@ -263,15 +263,19 @@ void ResidencyManager::pump() {
         Slot& slot = slots_[s];
         const bool queued = std::find(in_flight_.begin(), in_flight_.end(), s) != in_flight_.end();
         if (slot.busy || queued) continue;
+        if (open_ && next_streamed_ >= streamed_order_.size()) return;  // the rest of the pass is not known yet
+        // A pass stated in two parts: the next pass, too, decides after its first part.
+        if (split_ && wrapped_ && next_streamed_ >= first_part_) return;
         const size_t block = streamed_order_[next_streamed_];
-        next_streamed_ = (next_streamed_ + 1) % streamed_order_.size();
+        next_streamed_ = next_streamed_ + 1;
+        if (!open_ && next_streamed_ == streamed_order_.size()) next_streamed_ = 0, wrapped_ = true;
         slot.block = int64_t(block);
         slot.ticket = upload(block, static_cast<char*>(slot.memory.raw_data()), slot.views, slot.freed_after);
         in_flight_.push_back(s);
     }
 }
 
-void ResidencyManager::begin_pass(const std::vector<size_t>& order) {
+void ResidencyManager::begin(const std::vector<size_t>& order, bool open) {
     std::vector<size_t> streamed;
     for (size_t b : order) {
         SR_ASSERT(b < blocks_.size(), "pass order names block {} of {}", b, blocks_.size());
@@ -291,7 +295,28 @@ void ResidencyManager::begin_pass(const std::vector<size_t>& order) {
         in_flight_.pop_back();
     }
     streamed_order_ = std::move(streamed);
-    next_streamed_ = streamed_order_.empty() ? 0 : keep % streamed_order_.size();
+    open_ = open;
+    split_ = wrapped_ = false;
+    next_streamed_ = streamed_order_.empty() ? 0 : open ? keep : keep % streamed_order_.size();
+    pump();
+}
+
+void ResidencyManager::continue_pass(const std::vector<size_t>& rest) {
+    SR_ASSERT(open_, "continue_pass without an open pass");
+    for (const Slot& s : slots_) SR_ASSERT(!s.busy, "a pass continues while block {} is still acquired", s.block);
+    // The open part never copied past its end, and its blocks have all been handed out: nothing is in flight.
+    SR_ASSERT(in_flight_.empty(), "continue_pass before the pass's first part was acquired");
+    const size_t done = streamed_order_.size();
+    for (size_t b : rest) {
+        SR_ASSERT(b < blocks_.size(), "pass order names block {} of {}", b, blocks_.size());
+        if (!plan_.resident[b]) streamed_order_.push_back(b);
+    }
+    open_ = false;
+    // The next copy is the rest's first; after the pass's last, the prefetch wraps to its start (the next pass)
+    // and stops at the end of its first part, where the next pass decides.
+    split_ = true, wrapped_ = false, first_part_ = done;
+    next_streamed_ = streamed_order_.empty() ? 0 : done % streamed_order_.size();
+    if (!streamed_order_.empty() && next_streamed_ == 0 && done > 0) wrapped_ = true;
     pump();
 }
 

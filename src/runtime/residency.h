@@ -97,7 +97,10 @@ public:
 
     const ResidencyPlan& plan() const { return plan_; }
     // The blocks the coming pass acquires, in order (repeats and omissions allowed).
-    void begin_pass(const std::vector<size_t>& order) override;
+    void begin_pass(const std::vector<size_t>& order) override { begin(order, false); }
+    // An open pass prefetches nothing past `first` until continue_pass() names the rest.
+    void begin_open_pass(const std::vector<size_t>& first) override { begin(first, true); }
+    void continue_pass(const std::vector<size_t>& rest) override;
     // Device tensors of block i (same order as its WeightBlock's), valid until release(i). A streamed block
     // must be the next streamed one of the announced order.
     const std::vector<Tensor>& acquire(size_t i) override;
@@ -123,6 +126,7 @@ private:
     };
     uint64_t upload(size_t block, char* dst, std::vector<Tensor>& views, uint64_t after_compute);
     void pump();
+    void begin(const std::vector<size_t>& order, bool open);
     void pin_blocks(const std::vector<bool>& pinned);
 
     Accelerator& device_;
@@ -135,6 +139,10 @@ private:
     std::vector<bool> host_pages_dropped_;
     std::vector<size_t> streamed_order_;  // the streamed blocks of the pass order, in order (repeats kept)
     size_t next_streamed_ = 0;            // position in streamed_order_ of the next block to copy
+    bool open_ = false;                   // the order is the first part of a pass: no copies past its end
+    bool split_ = false;                  // the pass was stated in two parts (continue_pass) ...
+    bool wrapped_ = false;                // ... and the prefetch has wrapped to the next pass's start ...
+    size_t first_part_ = 0;               // ... where it stops after the first part's streamed blocks
     std::vector<Slot> slots_;
     std::deque<size_t> in_flight_;  // slot indices holding upcoming blocks, in order
     std::vector<std::string> copy_log_;

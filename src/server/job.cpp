@@ -90,6 +90,7 @@ json Job::to_api() const {
     v["embedded_guidance_scale"] = spec.embedded_guidance;
     v["num_frames"] = spec.frames;
     v["fps"] = spec.fps;
+    v["cache"] = spec.cache;
     v["has_input_reference"] = !spec.image_file.empty();
     if (status == JobStatus::InProgress) v["cancel_requested"] = cancel_requested;
     return v;
@@ -133,6 +134,7 @@ json Job::to_record() const {
     r["guidance"] = spec.guidance;
     r["embedded_guidance"] = spec.embedded_guidance;
     r["seed"] = spec.seed;
+    r["cache"] = spec.cache;
     r["image_file"] = spec.image_file;
     return r;
 }
@@ -162,6 +164,8 @@ Job Job::from_record(const json& r) {
         s.guidance = r.at("guidance").get<double>();
         s.embedded_guidance = r.at("embedded_guidance").get<double>();
         s.seed = r.at("seed").get<uint64_t>();
+        s.cache = r.value("cache", std::string("none"));  // records from before step caching have none
+        s.cache = parse_step_cache(s.cache, "cache").str();
         s.image_file = r.at("image_file").get<std::string>();
         SR_THROW_IF(s.fps < 1, "fps {}: must be positive", s.fps);
         // Only the names the server gives: a record edited to point elsewhere is refused, not followed.

@@ -26,7 +26,8 @@ struct JobSpec {
     int steps = 0, fps = 24;
     double guidance = 6.0, embedded_guidance = 1.0;
     uint64_t seed = 0;
-    std::string image_file;  // I2V: the uploaded image's file name in the data directory's inputs/ ("" none)
+    std::string cache = "none";  // step caching, as --cache spells it ("teacache:0.15"; "none": off)
+    std::string image_file;      // I2V: the uploaded image's file name in the data directory's inputs/ ("" none)
 };
 
 enum class JobStatus { Queued, InProgress, Completed, Failed };

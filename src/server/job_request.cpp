@@ -28,7 +28,8 @@ const std::set<std::string> kFields = {"prompt",
                                        "guidance_scale",
                                        "embedded_guidance_scale",
                                        "num_frames",
-                                       "fps"};
+                                       "fps",
+                                       "cache"};
 
 std::string text_field(const json& v, const std::string& name) {
     if (!v.is_string()) throw ApiError::bad_request(name, fmt::format("{}: must be a string", name), "invalid_type");
@@ -179,6 +180,13 @@ ParsedRequest parse_video_request(const json& fields, const std::string& image,
     s.embedded_guidance = fields.contains("embedded_guidance_scale")
                               ? scale_field(fields["embedded_guidance_scale"], "embedded_guidance_scale")
                               : d.embedded_guidance_scale;
+    if (fields.contains("cache")) {
+        try {  // "teacache:0.15", "fbcache:0.1" or "none", as --cache
+            s.cache = parse_step_cache(text_field(fields["cache"], "cache"), "cache").str();
+        } catch (const InputError& e) {
+            throw ApiError::bad_request("cache", e.what());
+        }
+    }
     int64_t seed = -1;
     if (fields.contains("seed")) seed = integer_field(fields["seed"], "seed", -1, INT64_MAX);
     // -1 (or none): a random seed in SkyReels' range, recorded in the job so the video can be made again.

@@ -37,6 +37,7 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) 
         p.guidance_scale = job.spec.guidance;
         p.embedded_guidance_scale = job.spec.embedded_guidance;
         p.seed = job.spec.seed;
+        p.cache = parse_step_cache(job.spec.cache, "cache");
         r.generation.prompt = job.spec.prompt;
         r.generation.negative_prompt = job.spec.negative_prompt;
         if (!job.spec.image_file.empty()) r.image_path = store.input_path(job.spec.image_file);

@@ -27,7 +27,8 @@ class Endpoints(unittest.TestCase):
         self.assertEqual({x["id"] for x in m["data"]}, {"skyreels-demo-t2v", "skyreels-demo-i2v"})
 
     def test_create_get_list_content_delete(self):
-        v = self.s.submit(seconds="0.5", size="64x64", num_inference_steps=2, seed=7, negative_prompt="blur")
+        v = self.s.submit(seconds="0.5", size="64x64", num_inference_steps=2, seed=7, negative_prompt="blur",
+                          cache="teacache:0.15")
         self.assertTrue(v["id"].startswith("video_"))
         self.assertEqual(v["object"], "video")
         self.assertIn(v["status"], ("queued", "in_progress"))
@@ -35,6 +36,7 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(v["num_frames"], 13)  # 0.5 s at 24 fps: the nearest 4k+1
         self.assertIsInstance(v["seconds"], str)
         self.assertEqual(v["seed"], 7)
+        self.assertEqual(v["cache"], "teacache:0.15")  # step caching, as --cache spells it
         done = self.s.wait(v["id"])
         self.assertEqual(done["status"], "completed", done)
         self.assertEqual(done["progress"], 100)
@@ -190,6 +192,10 @@ class BadInput(unittest.TestCase):
             ({"prompt": "x", "steps": 3}, "steps"),
             ({"prompt": "x", "input_reference": "data:image/png;base64,AAAA"}, "input_reference"),
             ({"prompt": "x", "negative_prompt": ["a"]}, "negative_prompt"),
+            ({"prompt": "x", "cache": "teacache"}, "cache"),
+            ({"prompt": "x", "cache": "fbcache:-1"}, "cache"),
+            ({"prompt": "x", "cache": "magcache:0.1"}, "cache"),
+            ({"prompt": "x", "cache": 0.1}, "cache"),
         ]
         for body, param in cases:
             with self.subTest(body=body):

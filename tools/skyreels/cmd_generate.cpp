@@ -50,6 +50,7 @@ struct GenerateOptions : SessionFlags {
     std::string parallel;  // --parallel cfg=N,ulysses=M
     int checkpoint_every = 0;
     std::string resume;
+    std::string cache = "none";  // --cache teacache:THRESH | fbcache:THRESH
 };
 
 // Every conflict and bad value among the flags, all at once (a user fixing a SkyReels command line should not
@@ -64,6 +65,11 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
     need(o.resume.empty() || (o.prompt_file.empty() && o.video_num == 1),
          "--resume continues one video: not with --prompt-file or --video-num");
     for (std::string& problem : session_flag_problems(o, device)) p.push_back(std::move(problem));
+    try {
+        (void)parse_step_cache(o.cache, "--cache");
+    } catch (const InputError& e) {
+        p.push_back(e.what());
+    }
     need(o.video_num >= 1 && o.video_num <= 1000, fmt::format("--video-num {}: must be in 1..1000", o.video_num));
     need(!(o.given("--prompt") && o.given("--prompt-file")), "--prompt and --prompt-file: give one of them");
     return p;
@@ -139,6 +145,7 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
             p.embedded_guidance_scale = o.embedded_guidance;
             p.sequence_batch = o.sequence_batch || o.cfg_whole_passes;
             p.cfg_whole_passes = o.cfg_whole_passes;
+            p.cache = parse_step_cache(o.cache, "--cache");
             p.seed = seed + uint64_t(i);
             r.generation.prompt = line.prompt;
             r.generation.negative_prompt = line.negative_prompt.value_or(o.negative_prompt);
@@ -198,6 +205,9 @@ void print_header(const GenerateOptions& o, const SessionOptions& s, const std::
     std::fprintf(stderr, "  %ldx%ld (width x height), %ld frames at %d fps, %d steps, guidance %g, embedded %g\n",
                  long(p.width), long(p.height), long(p.num_frames), jobs[0].fps, p.num_inference_steps,
                  p.guidance_scale, p.embedded_guidance_scale);
+    if (p.cache.enabled())
+        std::fprintf(stderr, "  step cache: %s (skips transformer passes: faster, less exact)\n",
+                     p.cache.str().c_str());
     std::fprintf(stderr, "  %zu video%s, seed %llu%s\n", jobs.size(), jobs.size() == 1 ? "" : "s",
                  static_cast<unsigned long long>(p.seed), jobs.size() > 1 ? " (video i: seed + i)" : "");
 }
@@ -299,6 +309,7 @@ int run_generate(GenerateOptions& o) {
         v["frames"] = r.frames_written;
         v["seconds"] = r.seconds;
         if (r.device_report) v["device_peak_bytes"] = r.device_report->device_peak;
+        if (!r.step_cache.empty()) v["step_cache"] = r.step_cache, v["passes_skipped"] = r.passes_skipped;
         summary["videos"].push_back(v);
     }
     const std::string done = progress.finish();
@@ -369,6 +380,11 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_flag("--cfg-whole-passes", o->cfg_whole_passes,
                   "With --sequence-batch (implied): each CFG row as a whole transformer pass, as SkyReels' "
                   "cfg_for does (same result; a streamed model moves its weights twice per step)");
+    cmd->add_option("--cache", o->cache,
+                    "Step caching, off by default: teacache:THRESH (TeaCache's estimate on the first block's "
+                    "modulated input; first and last steps always computed) or fbcache:THRESH (first-block cache). "
+                    "Skips transformer passes whose input barely moved, reusing the last computed step's residual: "
+                    "faster, less exact (e.g. teacache:0.1, teacache:0.15; 0 never skips)");
     cmd->add_option("--parallel", o->parallel,
                     "Under an MPI launcher (mpirun -np N, srun --mpi=pmix): the mesh cfg=A,ulysses=B with A*B = N "
                     "(cfg: the two guidance rows on two ranks; ulysses: the video tokens split over B ranks, which "

@@ -1,0 +1,212 @@
+#include "models/step_cache.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace sr {
+
+namespace {
+
+// The metric input comes to the host in blocks of tokens of at most this many bytes (64 MiB).
+constexpr int64_t kHostChunkBytes = int64_t(64) << 20;
+
+}  // namespace
+
+std::string StepCacheOptions::str() const {
+    switch (kind) {
+        case StepCacheKind::None:
+            return "none";
+        case StepCacheKind::TeaCache:
+            return fmt::format("teacache:{}", threshold);
+        case StepCacheKind::FirstBlock:
+            return fmt::format("fbcache:{}", threshold);
+    }
+    return "?";
+}
+
+StepCacheOptions parse_step_cache(std::string_view text, std::string_view what) {
+    StepCacheOptions o;
+    if (text == "none" || text == "off") return o;
+    const size_t colon = text.find(':');
+    const std::string_view kind = text.substr(0, colon);
+    if (kind == "teacache")
+        o.kind = StepCacheKind::TeaCache;
+    else if (kind == "fbcache")
+        o.kind = StepCacheKind::FirstBlock;
+    else
+        SR_THROW("{} '{}': unknown step cache '{}' (expected teacache:THRESH, fbcache:THRESH or none)", what, text,
+                 kind);
+    SR_THROW_IF(colon == std::string_view::npos || colon + 1 == text.size(),
+                "{} '{}': missing threshold (e.g. {}:0.15)", what, text, kind);
+    const std::string_view number = text.substr(colon + 1);
+    double value = 0.0;
+    const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+    SR_THROW_IF(ec != std::errc() || end != number.data() + number.size() || !std::isfinite(value) || value < 0.0,
+                "{} '{}': the threshold must be a finite number >= 0, got '{}'", what, text, number);
+    o.threshold = value;
+    return o;
+}
+
+double teacache_rescale(double x) {
+    // Horner's rule on HunyuanVideo's coefficients, highest degree first (numpy.poly1d order).
+    constexpr double kCoefficients[] = {7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00,
+                                        9.61237896e-02};
+    double y = 0.0;
+    for (double c : kCoefficients) y = y * x + c;
+    return y;
+}
+
+StepCache::StepCache(StepCacheOptions options, int steps) : options_(options), steps_(steps) {
+    SR_ASSERT(options_.enabled(), "a StepCache needs a cache kind");
+}
+
+void StepCache::begin_step(int step) {
+    step_ = step;
+}
+
+StepCache::Row& StepCache::row(size_t r) {
+    if (rows_.size() <= r) rows_.resize(r + 1);
+    return rows_[r];
+}
+
+void StepCache::observe(Backend& be, size_t r, const Tensor& value, int64_t valid) {
+    Row& rw = row(r);
+    rw.observed = true;
+    rw.diff = rw.base = 0.0;
+    const int64_t B = value.dim(0), D = value.dim(2);
+    // Host memory, so that the plan counts it (a plan allocates, and reads nothing).
+    rw.pending = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache metric input");
+    // The value comes to the host a block of tokens at a time (a bounded copy, not a second whole input).
+    const int64_t chunk = std::max<int64_t>(1, kHostChunkBytes / (D * int64_t(sizeof(float))));
+    if (host_values_skipped()) {
+        (void)to_host_f32(be, value.select(0, 0).slice(0, 0, std::min(chunk, valid)));  // the copy's size, counted
+        // A plan (shapes only; every step computes) runs one step: the previous step's input, which every later
+        // step holds next to this one, is counted too.
+        if (!rw.prev.defined())
+            rw.prev = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache previous input");
+        return;
+    }
+    float* keep = rw.pending.data<float>();
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t0 = 0; t0 < valid; t0 += chunk) {
+            const int64_t t1 = std::min(valid, t0 + chunk);
+            const Tensor part = to_host_f32(be, value.select(0, b).slice(0, t0, t1));
+            std::memcpy(keep + (b * valid + t0) * D, part.data<float>(), size_t((t1 - t0) * D) * sizeof(float));
+        }
+    if (!rw.prev.defined() || rw.prev.numel() != rw.pending.numel()) return;  // nothing to compare with
+    // Summed per batch row in token order: the same sums however the rows were batched.
+    const float* p = rw.prev.data<float>();
+    double diff = 0.0, base = 0.0;
+    for (int64_t i = 0; i < rw.pending.numel(); ++i) {
+        diff += std::fabs(double(keep[i]) - double(p[i]));
+        base += std::fabs(double(p[i]));
+    }
+    rw.diff = diff, rw.base = base;
+}
+
+bool StepCache::decide(Backend& be) {
+    const bool plan = host_values_skipped();
+    // This rank's rows in row order, then each group's ranks in rank order: the same sum on every rank.
+    bool comparable = !rows_.empty();
+    double sums[3] = {0.0, 0.0, 0.0};  // diff, base, rows without a previous input or residual
+    for (const Row& rw : rows_) {
+        if (!rw.observed) continue;
+        sums[0] += rw.diff, sums[1] += rw.base;
+        if (!rw.prev.defined() || rw.prev.numel() != rw.pending.numel() || !rw.residual.defined()) sums[2] += 1.0;
+    }
+    for (Communicator* g : groups_) {
+        if (!g || g->size() < 2) continue;
+        // Doubles travel as 64-bit integers (bit for bit): every communicator moves those.
+        Tensor mine = Tensor::empty({3}, DType::I64, host_allocator(), "step cache sums");
+        std::memcpy(mine.raw_data(), sums, sizeof(sums));
+        Tensor all = Tensor::empty({int64_t(3 * g->size())}, DType::I64, host_allocator(), "step cache sums");
+        if (g->moves(mine.device())) {
+            g->all_gather(mine, all);
+        } else {  // a communicator of device memory (NCCL): through the backend's memory
+            Tensor all_dev = Tensor::empty(all.shape(), DType::I64, be.allocator(), "step cache sums");
+            g->all_gather(to_device(be, mine, "step cache sums"), all_dev);
+            all = to_host(be, all_dev);
+        }
+        if (plan) continue;
+        double gathered[3] = {0.0, 0.0, 0.0};
+        for (int p = 0; p < g->size(); ++p) {
+            double part[3];
+            std::memcpy(part, static_cast<const char*>(all.raw_data()) + size_t(p) * sizeof(part), sizeof(part));
+            for (int k = 0; k < 3; ++k) gathered[k] += part[k];
+        }
+        std::memcpy(sums, gathered, sizeof(sums));
+    }
+    comparable = comparable && sums[2] == 0.0 && sums[1] > 0.0 && !plan;
+    const double rel_l1 = comparable ? sums[0] / sums[1] : 0.0;
+
+    bool skip = false;
+    if (options_.kind == StepCacheKind::TeaCache) {
+        const bool forced = step_ <= 0 || step_ >= steps_ - 1 || !comparable;
+        if (forced) {
+            accumulated_ = 0.0;
+        } else {
+            const double estimate = teacache_rescale(rel_l1);
+            accumulated_ += estimate;
+            total_estimate_ += estimate;
+            skip = options_.threshold > 0.0 && accumulated_ < options_.threshold;
+            if (!skip) accumulated_ = 0.0;
+        }
+        for (Row& rw : rows_) rw.prev = rw.pending;  // m_prev follows every call
+    } else {
+        if (comparable) total_estimate_ += rel_l1;
+        skip = comparable && options_.threshold > 0.0 && rel_l1 < options_.threshold;
+        if (!skip)
+            for (Row& rw : rows_) rw.prev = rw.pending;  // r1_prev: computed steps only (ParaAttention)
+    }
+    for (Row& rw : rows_) rw.observed = false, rw.pending = Tensor();
+    ++passes_;
+    if (skip) ++skipped_, skipped_steps_.push_back(step_);
+    return skip;
+}
+
+const Tensor& StepCache::minus_one(Backend& be, size_t r, const Tensor& x) {
+    Row& rw = row(r);
+    if (!rw.minus_one.defined() || rw.minus_one.dim(0) != x.dim(0) || rw.minus_one.dim(1) != x.dim(2)) {
+        const int64_t n = x.dim(0) * x.dim(2);
+        rw.minus_one = to_device(be, Tensor::from_vector(std::vector<float>(size_t(n), -1.0f), {x.dim(0), x.dim(2)}),
+                                 "step cache gate");
+    }
+    return rw.minus_one;
+}
+
+void StepCache::observe_change(Backend& be, size_t r, Tensor& before, const Tensor& after, int64_t valid) {
+    be.gated_residual(before, after, minus_one(be, r, after));
+    observe(be, r, before, valid);
+}
+
+void StepCache::keep_input(Backend& be, size_t r, const Tensor& x) {
+    minus_one(be, r, x);
+    Row& rw = row(r);
+    if (!rw.residual.defined() || !(rw.residual.shape() == x.shape()))
+        rw.residual = new_activation(be, x.shape(), "step cache residual");
+    be.copy(x, rw.residual);
+}
+
+void StepCache::keep_output(Backend& be, size_t r, const Tensor& x) {
+    Row& rw = row(r);
+    SR_ASSERT(rw.residual.defined(), "step cache row {}: keep_output without keep_input", r);
+    be.gated_residual(rw.residual, x, rw.minus_one);  // before - after
+}
+
+void StepCache::apply(Backend& be, size_t r, Tensor& x) const {
+    SR_ASSERT(r < rows_.size() && rows_[r].residual.defined(), "step cache row {}: nothing cached to apply", r);
+    const Row& rw = rows_[r];
+    be.gated_residual(x, rw.residual, rw.minus_one);  // x - (before - after)
+}
+
+std::string StepCache::summary() const {
+    return fmt::format("step cache {}: skipped {} of {} transformer passes (accumulated estimate {:.4g})",
+                       options_.str(), skipped_, passes_, total_estimate_);
+}
+
+}  // namespace sr
