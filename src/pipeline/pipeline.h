@@ -105,6 +105,10 @@ struct GenerationRequest {
     int start_step = 0;
     // Called after each denoising step with the steps done and the latents (host; valid during the call).
     std::function<void(int steps_done, const Tensor& latents)> after_step;
+    // Called after each denoising step with the steps done and that step's denoised estimate x0 = latents -
+    // sigma * velocity ([1, 16, T, h, w], host; valid during the call), what previews show
+    // (pipeline/latent_preview.h). Computed only when set.
+    std::function<void(int steps_done, const Tensor& denoised)> after_step_denoised;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports

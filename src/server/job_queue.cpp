@@ -267,6 +267,11 @@ void JobQueue::work() {
             j.host_rss = e.host_rss;
             bump_locked();
         };
+        callbacks.preview = [&](int step) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            jobs_.at(id).preview_step = step;
+            bump_locked();  // event streams tell pages to fetch it
+        };
         bool stopped_by_shutdown = false;
         callbacks.cancelled = [&] {
             std::lock_guard<std::mutex> lock(mutex_);
