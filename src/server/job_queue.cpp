@@ -319,6 +319,8 @@ void JobQueue::work() {
         finish(id, [&](Job& j) {
             if (outcome) outcome(j);
             if (j.status != JobStatus::Completed) {
+                store_.remove_preview(j.id);  // like its video: a failed or cancelled job leaves no file
+                j.preview_step = 0;
                 j.status = JobStatus::Failed;
                 j.completed_at = unix_now();
                 if (options_.keep_seconds >= 0) j.expires_at = *j.completed_at + options_.keep_seconds;

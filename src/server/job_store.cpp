@@ -114,6 +114,12 @@ void JobStore::write_preview(const std::string& id, const std::string& png) cons
     write_atomically(preview_path(id), png);
 }
 
+void JobStore::remove_preview(const std::string& id) const {
+    SR_THROW_IF(!is_job_id(id), "job id {}: not a job id", id);
+    std::error_code ec;
+    fs::remove(preview_path(id), ec);
+}
+
 void JobStore::remove(const Job& job) {
     SR_THROW_IF(!is_job_id(job.id), "job id {}: not a job id", job.id);
     std::error_code ec;
