@@ -5,6 +5,8 @@
 // values refused naming the flag, leaving nothing behind; and a video byte-identical to a run without previews.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -220,7 +222,8 @@ TEST(Preview, DueStepsAndContactSheet) {
 // A Session job of 7 steps with a preview every 3: the callback at steps 3, 6 and 7, each with the latent frames
 // at the expected size; at each callback the folder already holds exactly that preview (its frames decode to
 // the callback's pixels), an earlier, longer preview in the folder is replaced whole, and no temporary folder
-// is left beside it. The same with a .png target: the file is that step's contact sheet.
+// is left beside it, and the folder has the mode a plain mkdir would give. The same with a .png target: the file
+// is that step's contact sheet.
 TEST(Preview, WrittenAtTheStepsAskedInFolderAndSheet) {
     const fs::path dir = test::scratch_dir("preview_steps");
     Session session(demo_options());
@@ -259,6 +262,11 @@ TEST(Preview, WrittenAtTheStepsAskedInFolderAndSheet) {
                              }
                          }});
         EXPECT_EQ(steps, (std::vector<int>{3, 6, 7}));
+        if (!sheet) {  // the mode a plain mkdir gives (mkdtemp's 0700 would keep a web server out)
+            const mode_t mask = ::umask(0);
+            ::umask(mask);
+            EXPECT_EQ(fs::status(r.preview_path).permissions(), fs::perms(0777 & ~mask));
+        }
     }
     EXPECT_EQ(listing(dir), (std::set<std::string>{"preview", "preview.png"})) << "a temporary was left behind";
 }

@@ -2,13 +2,15 @@
 
 #include <fcntl.h>  // AT_FDCWD
 #include <fmt/format.h>
-#include <stdio.h>   // renameat2, RENAME_EXCHANGE
-#include <stdlib.h>  // mkdtemp
+#include <stdio.h>     // renameat2, RENAME_EXCHANGE
+#include <stdlib.h>    // mkdtemp
+#include <sys/stat.h>  // chmod
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -32,6 +34,14 @@ bool is_frame_name(const std::string& name) {
     for (size_t i = prefix.size(); i < name.size() - suffix.size(); ++i)
         if (name[i] < '0' || name[i] > '9') return false;
     return true;
+}
+
+// The process's umask, read without changing it (umask(2) sets it too, for every thread); 077 when unknown.
+mode_t current_umask() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("Umask:", 0) == 0) return mode_t(std::strtoul(line.c_str() + 6, nullptr, 8));
+    return 077;
 }
 
 // A folder that holds an earlier frame set and nothing else: regular frame_NNNNN.png files only.
@@ -83,6 +93,9 @@ PngFrameSet::PngFrameSet(std::string dir, std::vector<std::pair<std::string, std
     SR_THROW_IF(::mkdtemp(buf.data()) == nullptr, "cannot create a folder beside the PNG folder '{}': {}", dir_,
                 std::strerror(errno));
     temp_ = buf.data();
+    // mkdtemp makes 0700; the frames' folder gets the mode a plain mkdir would give, so whatever may read the
+    // folder beside it (a web server showing the preview, a colleague) may read this one.
+    ::chmod(temp_.c_str(), 0777 & ~current_umask());
     registered_ = register_partial_frames(temp_);  // Ctrl-C removes the frames written so far
 }
 
