@@ -92,6 +92,70 @@ SessionOptions demo_options() {
     return o;
 }
 
+// An animated PNG read back chunk by chunk (the APNG specification): every CRC checked, the frame count and the
+// loop from acTL, each frame's fcTL (size, delay) and its image, rebuilt as a plain PNG (IHDR, the frame's data as
+// IDAT, IEND) and decoded by libpng. Sequence numbers must run 0, 1, 2, ... over fcTL and fdAT.
+struct Apng {
+    uint32_t frames = 0, plays = 0;
+    std::vector<Image8> images;
+    std::vector<std::pair<int, int>> delays;  // numerator, denominator
+    bool crc_ok = true, sequence_ok = true;
+};
+
+uint32_t be32(const std::string& s, size_t pos) {
+    return uint32_t(uint8_t(s[pos])) << 24 | uint32_t(uint8_t(s[pos + 1])) << 16 | uint32_t(uint8_t(s[pos + 2])) << 8 |
+           uint8_t(s[pos + 3]);
+}
+
+uint32_t png_crc(const std::string& bytes) {
+    uint32_t c = 0xffffffffu;
+    for (unsigned char b : bytes) {
+        c ^= b;
+        for (int k = 0; k < 8; ++k) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+}
+
+std::string png_chunk(const std::string& type, const std::string& data) {
+    std::string out;
+    for (int s = 24; s >= 0; s -= 8) out += char(data.size() >> s);
+    const uint32_t crc = png_crc(type + data);
+    out += type + data;
+    for (int s = 24; s >= 0; s -= 8) out += char(crc >> s);
+    return out;
+}
+
+Apng read_apng(const std::string& file) {
+    Apng a;
+    const std::string sig = file.substr(0, 8);
+    std::string ihdr, frame_data;
+    uint32_t next_sequence = 0;
+    const auto finish_frame = [&] {
+        if (frame_data.empty()) return;
+        const std::string png = sig + png_chunk("IHDR", ihdr) + png_chunk("IDAT", frame_data) + png_chunk("IEND", "");
+        a.images.push_back(decode_image(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "an APNG frame"));
+        frame_data.clear();
+    };
+    for (size_t pos = 8; pos + 12 <= file.size();) {
+        const uint32_t n = be32(file, pos);
+        const std::string type = file.substr(pos + 4, 4), data = file.substr(pos + 8, n);
+        a.crc_ok = a.crc_ok && be32(file, pos + 8 + n) == png_crc(type + data);
+        if (type == "IHDR") ihdr = data;
+        if (type == "acTL") a.frames = be32(data, 0), a.plays = be32(data, 4);
+        if (type == "fcTL" || type == "fdAT") a.sequence_ok = a.sequence_ok && be32(data, 0) == next_sequence++;
+        if (type == "fcTL") {
+            finish_frame();
+            a.delays.push_back(
+                {uint8_t(data[20]) << 8 | uint8_t(data[21]), uint8_t(data[22]) << 8 | uint8_t(data[23])});
+        }
+        if (type == "IDAT") frame_data += data;
+        if (type == "fdAT") frame_data += data.substr(4);
+        pos += 12 + n;
+    }
+    finish_frame();
+    return a;
+}
+
 // A tiny demo job: 64x64, 9 frames (3 latent frames of 8x8, drawn 8x: 64x64), `steps` steps.
 Request demo_request(const Session& session, int steps) {
     Request r;
@@ -223,16 +287,17 @@ TEST(Preview, DueStepsAndContactSheet) {
 // at the expected size; at each callback the folder already holds exactly that preview (its frames decode to
 // the callback's pixels), an earlier, longer preview in the folder is replaced whole, and no temporary folder
 // is left beside it, and the folder has the mode a plain mkdir would give. The same with a .png target: the file
-// is that step's contact sheet.
-TEST(Preview, WrittenAtTheStepsAskedInFolderAndSheet) {
+// is that step's contact sheet, and with a .apng target an animation of that step's frames.
+TEST(Preview, WrittenAtTheStepsAskedInFolderSheetAndAnimation) {
     const fs::path dir = test::scratch_dir("preview_steps");
     Session session(demo_options());
-    for (const bool sheet : {false, true}) {
-        SCOPED_TRACE(sheet ? "contact sheet" : "folder of frames");
+    for (const std::string name : {"preview", "preview.png", "preview.apng"}) {
+        SCOPED_TRACE(name);
+        const bool sheet = name == "preview.png", animation = name == "preview.apng";
         Request r = demo_request(session, 7);
         r.preview_every = 3;
-        r.preview_path = (dir / (sheet ? "preview.png" : "preview")).string();
-        if (!sheet) {  // an earlier preview with more frames: replaced, not mixed
+        r.preview_path = (dir / name).string();
+        if (name == "preview") {  // an earlier preview with more frames: replaced, not mixed
             fs::create_directories(r.preview_path);
             for (int i = 0; i < 10; ++i) std::ofstream(fs::path(r.preview_path) / fmt::format("frame_{:05d}.png", i));
         }
@@ -243,7 +308,20 @@ TEST(Preview, WrittenAtTheStepsAskedInFolderAndSheet) {
                              EXPECT_EQ(p.frames, 3);
                              EXPECT_EQ(p.height, 64);
                              EXPECT_EQ(p.width, 64);
-                             if (sheet) {
+                             if (animation) {
+                                 const Apng a = read_apng(read_bytes(r.preview_path));
+                                 EXPECT_TRUE(a.crc_ok && a.sequence_ok);
+                                 EXPECT_EQ(a.frames, 3u);
+                                 EXPECT_EQ(a.plays, 0u);  // loops
+                                 ASSERT_EQ(a.images.size(), 3u);
+                                 for (int64_t t = 0; t < p.frames; ++t) {
+                                     EXPECT_EQ(a.delays[size_t(t)], (std::pair<int, int>{1, 6}));
+                                     EXPECT_TRUE(a.images[size_t(t)].rgb == p.frame_image(t).rgb)
+                                         << "animation frame " << t << " is not step " << p.step << "'s";
+                                 }
+                                 // Viewers without APNG show the default image: frame 0.
+                                 EXPECT_TRUE(load_image(r.preview_path).rgb == p.frame_image(0).rgb);
+                             } else if (sheet) {
                                  const Image8 file = load_image(r.preview_path);
                                  const Image8 want = contact_sheet(p);
                                  EXPECT_EQ(file.width, want.width);
@@ -262,13 +340,14 @@ TEST(Preview, WrittenAtTheStepsAskedInFolderAndSheet) {
                              }
                          }});
         EXPECT_EQ(steps, (std::vector<int>{3, 6, 7}));
-        if (!sheet) {  // the mode a plain mkdir gives (mkdtemp's 0700 would keep a web server out)
+        if (name == "preview") {  // the mode a plain mkdir gives (mkdtemp's 0700 would keep a web server out)
             const mode_t mask = ::umask(0);
             ::umask(mask);
             EXPECT_EQ(fs::status(r.preview_path).permissions(), fs::perms(0777 & ~mask));
         }
     }
-    EXPECT_EQ(listing(dir), (std::set<std::string>{"preview", "preview.png"})) << "a temporary was left behind";
+    EXPECT_EQ(listing(dir), (std::set<std::string>{"preview", "preview.png", "preview.apng"}))
+        << "a temporary was left behind";
 }
 
 // Bad values are refused before any work, naming the flag: --preview-every 0, a folder that does not exist, a

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #ifdef SKYREELS_HAVE_MEDIA
+#include "media/apng.h"
 #include "media/image.h"
 #include "media/png_frames.h"
 #endif
@@ -18,12 +19,17 @@ namespace sr {
 
 namespace {
 
-std::string lower(std::string s) {
+// The extension in lower case: ".png", ".apng", "".
+std::string extension(const std::string& path) {
+    std::string s = fs::path(path).extension().string();
     for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
     return s;
 }
 
 #ifdef SKYREELS_HAVE_MEDIA
+// The animation's speed: a latent frame stands for 4 frames of a 24 fps video.
+constexpr int kPreviewFps = 6;
+
 // What the files say about themselves (PNG text chunks).
 PngText preview_text(const PreviewFrames& p) {
     return {{"Comment", fmt::format("skyreels.cpp denoising preview after step {} of {} (latent to RGB, no VAE)",
@@ -33,8 +39,8 @@ PngText preview_text(const PreviewFrames& p) {
 
 }  // namespace
 
-bool preview_is_sheet(const std::string& path) {
-    return lower(fs::path(path).extension().string()) == ".png";
+bool preview_is_file(const std::string& path) {
+    return extension(path) == ".png" || extension(path) == ".apng";
 }
 
 void check_preview_path(const std::string& path) {
@@ -49,8 +55,8 @@ void check_preview_path(const std::string& path) {
     const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
     SR_THROW_IF(!fs::is_directory(dir, ec), "--preview {}: folder {} does not exist", path, dir.string());
     SR_THROW_IF(::access(dir.c_str(), W_OK) != 0, "--preview {}: folder {} is not writable", path, dir.string());
-    if (preview_is_sheet(target)) {
-        SR_THROW_IF(fs::is_directory(p, ec), "--preview {}: is a folder, not a .png file name", path);
+    if (preview_is_file(target)) {
+        SR_THROW_IF(fs::is_directory(p, ec), "--preview {}: is a folder, not a {} file name", path, extension(target));
         return;
     }
     SR_WITH_CONTEXT("--preview " + path, PngFrameSet::check_target(target, PngFolder::Replace));
@@ -62,8 +68,15 @@ void write_preview(const std::string& path, const PreviewFrames& preview) {
     SR_THROW("--preview {}: this build has no PNG writer (skyreels_media was not built)", path);
 #else
     SR_WITH_CONTEXT("--preview " + path, {
-        if (preview_is_sheet(path)) {
-            const std::vector<uint8_t> png = encode_png(contact_sheet(preview), preview_text(preview));
+        if (preview_is_file(path)) {
+            std::vector<uint8_t> png;
+            if (extension(path) == ".png") {
+                png = encode_png(contact_sheet(preview), preview_text(preview));
+            } else {
+                std::vector<Image8> frames;
+                for (int64_t t = 0; t < preview.frames; ++t) frames.push_back(preview.frame_image(t));
+                png = encode_apng(frames, kPreviewFps, preview_text(preview));
+            }
             TemporaryFile tmp = create_temporary_file(path, ".partial");
             write_all(tmp.fd(), png.data(), png.size(), path);
             tmp.commit(path);

@@ -2,6 +2,8 @@
 // replaced at each update so that a viewer (an image viewer, a browser, `watch`) always finds a whole preview:
 //  - PATH ending in .png (any case): one PNG, the frames tiled as a contact sheet, written under a temporary
 //    name and renamed over the last one (core/files.h);
+//  - PATH ending in .apng: the frames as an animated PNG looping at 6 frames a second (a latent frame stands for
+//    4 frames of a 24 fps video), written the same way (media/apng.h);
 //  - any other PATH: a folder of frame_00000.png, frame_00001.png, ... (one per latent frame), written into a
 //    fresh folder beside it and swapped in whole (media/png_frames.h, PngFolder::Replace). An existing folder
 //    must be empty or hold only such frames (an earlier preview): a folder of anything else is refused, never
@@ -18,7 +20,8 @@
 
 namespace sr {
 
-bool preview_is_sheet(const std::string& path);  // ends in .png
+// One file (.png: a contact sheet, .apng: an animation), not a folder of frames.
+bool preview_is_file(const std::string& path);
 // InputError naming --preview and the problem; creates nothing.
 void check_preview_path(const std::string& path);
 // Replaces the preview at `path` with `preview` (InputError naming --preview when it cannot be written).

@@ -174,10 +174,10 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
             }
             r.resume_path = o.resume;
             if (!o.preview.empty() && !o.dry_run) {
-                // One preview per video: several videos each get their own (PATH_i, or STEM_i.png).
+                // One preview per video: several videos each get their own (PATH_i, or STEM_i.png / .apng).
                 const fs::path pv = o.preview;
                 r.preview_path = o.preview;
-                if (many && preview_is_sheet(o.preview))
+                if (many && preview_is_file(o.preview))
                     r.preview_path =
                         (pv.parent_path() / fmt::format("{}_{}{}", pv.stem().string(), n, pv.extension().string()))
                             .string();
@@ -386,8 +386,8 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--preview", o->preview,
                     "Show the video while it forms: every --preview-every steps (and after the last) the current "
                     "prediction through HunyuanVideo's latent-to-RGB map (no VAE; 1/8 of the size, enlarged to at "
-                    "least 240 px) goes to PATH, a folder of frame_NNNNN.png (one per latent frame) or, for a name "
-                    "ending in .png, one contact sheet; replaced atomically at each update")
+                    "least 240 px) goes to PATH, a folder of frame_NNNNN.png (one per latent frame), or for a name "
+                    "ending in .png one contact sheet, in .apng an animated PNG; replaced atomically at each update")
         ->type_name("PATH");
     cmd->add_option("--preview-every", o->preview_every, "With --preview: a preview every N denoising steps")
         ->capture_default_str();
