@@ -113,7 +113,9 @@ typedef struct skyreels_request {
     int fps, crf;                     /* of the video file (defaults 24 and 18) */
     const char* output_path;          /* .mp4, .mov or .mkv, written only when complete; NULL: no file */
     int log_level;                    /* enum skyreels_log_level; default: the context's */
-    /* Appended after the fields above (which keep their offsets); skyreels_request_default sets them. */
+    /* Appended after the fields above, which keep their offsets; skyreels_request_default sets them. The library
+     * reads the whole struct: a program built against an earlier skyreels.h must be rebuilt (with the defaults
+     * from skyreels_request_default, it needs no other change). */
     const char* preview_path;    /* a folder of PNG frames, or a .png contact sheet, replaced atomically at each
                                     preview (its folder must exist); NULL: none */
     int preview_every;           /* a preview every N denoising steps, and after the last (default 5) */
