@@ -2,7 +2,8 @@
 // velocity through HunyuanVideo's latent-to-RGB map (pipeline/latent_preview.h), checked against the formula
 // written out here on the pipeline fixtures' latents; previews at exactly the steps asked, with the right
 // frames and size, in files replaced whole (pipeline/preview_files.h) and in the job's callback; bad --preview
-// values refused naming the flag, leaving nothing behind; and a video byte-identical to a run without previews.
+// values refused naming the flag, leaving nothing behind; the same previews on the simulated device with streamed
+// weights as on the CPU; and a video byte-identical to a run without previews.
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
@@ -348,6 +349,33 @@ TEST(Preview, WrittenAtTheStepsAskedInFolderSheetAndAnimation) {
     }
     EXPECT_EQ(listing(dir), (std::set<std::string>{"preview", "preview.png", "preview.apng"}))
         << "a temporary was left behind";
+}
+
+// On the simulated accelerator, with the transformer streamed in blocks (generate --demo-size large under 72 MiB,
+// as scripts/demo.sh runs it), the previews are the CPU run's byte for byte: the estimate is taken from the host
+// copy of the loop's values, whatever device ran the transformer and however its weights moved.
+TEST(Preview, OnTheSimulatedDeviceTheyAreTheCpusPreviews) {
+    std::vector<std::vector<uint8_t>> cpu, sim;
+    for (auto* out : {&cpu, &sim}) {
+        SessionOptions o = demo_options();
+        o.demo_transformer = {.heads = 6, .head_dim = 64, .dual_blocks = 2, .single_blocks = 4};  // 73 MiB
+        if (out == &sim) {
+            o.device = "sim";
+            o.memory.offload = OffloadMode::Block;
+            o.memory.vram_budget = size_t(72) << 20;
+        }
+        Session session(o);
+        Request r = demo_request(session, 4);
+        r.preview_every = 2;
+        const JobResult result =
+            session.generate(r, {.preview = [&](const PreviewFrames& p) { out->push_back(p.rgb); }});
+        if (out == &sim) {
+            ASSERT_TRUE(result.device_report);
+            EXPECT_GT(result.device_report->streamed_bytes_per_step, 0.0) << "nothing was streamed";
+        }
+    }
+    ASSERT_EQ(cpu.size(), 2u);
+    EXPECT_TRUE(cpu == sim);
 }
 
 // Bad values are refused before any work, naming the flag: --preview-every 0, a folder that does not exist, a
