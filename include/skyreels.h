@@ -90,6 +90,16 @@ typedef struct skyreels_context_params {
     bool lora_ignore_unmatched; /* skip adapter keys that match no layer (a warning) instead of failing */
 } skyreels_context_params;
 
+/* A look at the video while it forms: after `step` of `total_steps` denoising steps, the current prediction
+ * through HunyuanVideo's latent-to-RGB map (no VAE): one frame per latent frame, 8-bit RGB. */
+typedef struct skyreels_preview {
+    int step, total_steps;
+    int frames, width, height; /* `frames` frames of width x height pixels */
+    const uint8_t* rgb;        /* frames * height * width * 3 bytes (frame, row, pixel, R G B); valid during the call */
+} skyreels_preview;
+/* Called with each preview, on the thread that called skyreels_generate, with skyreels_generate's `user`. */
+typedef void (*skyreels_preview_fn)(const skyreels_preview* preview, void* user);
+
 typedef struct skyreels_request {
     const char* prompt;               /* SkyReels-V1 expects the "FPS-24, " prefix */
     const char* negative_prompt;      /* NULL: SkyReels' default negative prompt */
@@ -104,6 +114,13 @@ typedef struct skyreels_request {
     const char* output_path;          /* .mp4, .mov or .mkv, written only when complete; NULL: no file */
     int log_level;                    /* enum skyreels_log_level; default: the context's */
     const char* cache;                /* step caching, opt-in: "teacache:0.15", "fbcache:0.1"; NULL or "none": off */
+    /* Appended after the fields above, which keep their offsets; skyreels_request_default sets them. The library
+     * reads the whole struct: a program built against an earlier skyreels.h must be rebuilt (with the defaults
+     * from skyreels_request_default, it needs no other change). */
+    const char* preview_path;    /* a folder of PNG frames, or a .png contact sheet, replaced atomically at each
+                                    preview (its folder must exist); NULL: none */
+    int preview_every;           /* a preview every N denoising steps, and after the last (default 5) */
+    skyreels_preview_fn preview; /* called with each preview; NULL: none */
 } skyreels_request;
 
 typedef struct skyreels_progress {

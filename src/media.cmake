@@ -12,6 +12,7 @@ add_library(skyreels_media STATIC
   media/pil_resample.cpp
   media/png_codec.cpp
   media/png_frames.cpp
+  media/apng.cpp
   media/partial_files.cpp
   media/video_writer.cpp)
 target_link_libraries(skyreels_media PUBLIC skyreels_core PRIVATE PkgConfig::FFMPEG PkgConfig::IMAGE_CODECS)

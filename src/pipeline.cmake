@@ -1,5 +1,5 @@
 # The generation pipeline: skyreels_pipeline (scheduler, T2V/I2V, CFG, demo model, progress, memory plan, device
-# runs, and the Session that runs jobs on loaded models).
+# runs, denoising checkpoints and previews, and the Session that runs jobs on loaded models).
 add_library(skyreels_pipeline STATIC
   pipeline/flow_match_scheduler.cpp
   pipeline/pipeline.cpp
@@ -9,7 +9,9 @@ add_library(skyreels_pipeline STATIC
   pipeline/memory_plan.cpp
   pipeline/device_run.cpp
   pipeline/session.cpp
-  pipeline/checkpoint.cpp)
+  pipeline/checkpoint.cpp
+  pipeline/latent_preview.cpp
+  pipeline/preview_files.cpp)
 target_link_libraries(skyreels_pipeline PUBLIC skyreels_models skyreels_text skyreels_runtime)
 if(TARGET skyreels_media)
   target_link_libraries(skyreels_pipeline PUBLIC skyreels_media)

@@ -49,3 +49,9 @@ add_dependencies(test_denoise skyreels)  # the killed-and-resumed run is the rea
 skyreels_test(test_step_cache LABELS "denoise" SOURCES test_step_cache.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
 target_link_libraries(test_step_cache PRIVATE skyreels_pipeline)
 add_dependencies(test_step_cache skyreels)  # the bad --cache values go through the real binary
+# The preview of the video while it forms (issue 20): the latent-to-RGB map against the formula on the pipeline
+# fixtures, previews at the steps asked (folder of frames, contact sheet, callback), bad --preview values, and the
+# video byte-identical with and without previews (the real binary).
+skyreels_test(test_preview LABELS "denoise" SOURCES test_preview.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_link_libraries(test_preview PRIVATE skyreels_pipeline)
+add_dependencies(test_preview skyreels)

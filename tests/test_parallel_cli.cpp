@@ -58,6 +58,37 @@ TEST(ParallelCli, RanksWriteTheSameVideoAsOneProcess) {
     }
 }
 
+// --preview under mpirun (rank 0 writes; every rank holds the whole latents, Ulysses included): the preview is the
+// one-process run's byte for byte (the last step's contact sheet), and a folder of frames is left with nothing
+// beside it.
+TEST(ParallelCli, RankZeroWritesTheOneProcessPreview) {
+    const fs::path dir = sr::test::scratch_dir("parallel_cli_preview");
+    const std::string job = kJob + " --preview-every 1";
+    const auto one =
+        run_command(kBin + job + " --preview " + (dir / "one.png").string() + " -o " + (dir / "one.mp4").string());
+    ASSERT_EQ(one.code, 0) << one.output;
+    const std::string expected = read_file(dir / "one.png");
+    ASSERT_FALSE(expected.empty());
+    for (const char* mesh : {"--parallel cfg=2", "--parallel ulysses=2"}) {
+        const std::string name = std::string(mesh).substr(11, 3);
+        const auto r = run_command(kMpirun + "-np 2 " + kBin + job + " " + mesh + " --preview " +
+                                   (dir / (name + ".png")).string() + " -o " + (dir / (name + ".mp4")).string());
+        ASSERT_EQ(r.code, 0) << mesh << ": " << r.output;
+        EXPECT_EQ(r.output.find("without previews"), std::string::npos) << r.output;
+        EXPECT_EQ(read_file(dir / (name + ".png")), expected) << mesh << ": the preview differs from one process's";
+    }
+    const auto folder = run_command(kMpirun + "-np 2 " + kBin + job + " --parallel cfg=2 --preview " +
+                                    (dir / "frames").string() + " -o " + (dir / "frames.mp4").string());
+    ASSERT_EQ(folder.code, 0) << folder.output;
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"cfg.mp4", "cfg.png", "frames", "frames.mp4", "one.mp4", "one.png",
+                                               "uly.mp4", "uly.png"}))
+        << "a temporary preview folder was left behind";
+    EXPECT_EQ(frames(dir / "frames").size(), 3u);  // 9 frames: 3 latent frames
+}
+
 TEST(ParallelCli, OneRanksBadInputEndsEveryRankNamingIt) {
     const fs::path dir = sr::test::scratch_dir("parallel_cli_bad");
     const std::string out = (dir / "bad.mp4").string();

@@ -107,6 +107,8 @@ sr::Request request(const sr::Session& session, const skyreels_request& q) {
     r.fps = q.fps;
     r.crf = q.crf;
     r.log_level = log_level(q.log_level, "log_level");
+    if (q.preview_path) r.preview_path = q.preview_path;
+    r.preview_every = q.preview_every;
     return r;
 }
 
@@ -174,6 +176,7 @@ skyreels_request skyreels_request_default(void) {
     r.fps = 24;
     r.crf = 18;
     r.log_level = SKYREELS_LOG_DEFAULT;
+    r.preview_every = 5;
     return r;
 }
 
@@ -207,6 +210,16 @@ int skyreels_generate(skyreels_context* ctx, const skyreels_request* req, skyree
                 progress(&p, user);
             };
         if (cancel) callbacks.cancel = [&] { return cancel(user); };
+        if (req->preview)
+            callbacks.preview = [&](const sr::PreviewFrames& f) {
+                const skyreels_preview p{.step = f.step,
+                                         .total_steps = f.total_steps,
+                                         .frames = int(f.frames),
+                                         .width = int(f.width),
+                                         .height = int(f.height),
+                                         .rgb = f.rgb.data()};
+                req->preview(&p, user);
+            };
         const sr::JobResult result = ctx->session->generate(r, callbacks);
         if (result.status == sr::JobStatus::Cancelled) {
             error = "the job was cancelled";

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/image8.h"
 #include "core/tensor.h"
 
 namespace sr {
@@ -26,12 +27,6 @@ namespace sr {
 constexpr int64_t kMaxImageSide = 16384;
 constexpr int64_t kMaxImagePixels = int64_t(64) << 20;
 constexpr int64_t kMaxImageFileBytes = int64_t(1) << 30;  // 1 GiB
-
-// An 8-bit RGB image, rows top to bottom, pixels interleaved: rgb[(y * width + x) * 3 + c].
-struct Image8 {
-    int64_t width = 0, height = 0;
-    std::vector<uint8_t> rgb;
-};
 
 // The file format its first bytes say: "PNG", "JPEG", or the name of a format we refuse ("GIF", "BMP", "WebP",
 // "TIFF", "PNM", "Radiance HDR", "Softimage PIC", "PSD", "HEIF/AVIF", ...), or "" when unknown.

@@ -54,4 +54,20 @@ void FlowMatchEulerScheduler::step(const Tensor& velocity, int step_index, Tenso
     for (int64_t i = 0; i < latents.numel(); ++i) px[i] = px[i] + dt * pv[i];
 }
 
+Tensor FlowMatchEulerScheduler::denoised(const Tensor& velocity, int step_index, const Tensor& latents) const {
+    SR_ASSERT(step_index >= 0 && step_index < n_steps(), "step {} of {}", step_index, n_steps());
+    SR_THROW_IF(
+        !(velocity.shape() == latents.shape()) || velocity.dtype() != DType::F32 || latents.dtype() != DType::F32,
+        "denoised estimate: velocity {} and latents {} must be f32 of one shape", velocity.describe(),
+        latents.describe());
+    const float sigma = sigmas_[size_t(step_index)];
+    const Tensor v = velocity.contiguous(), x = latents.contiguous();
+    Tensor out = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "denoised estimate");
+    const float* pv = v.data<float>();
+    const float* px = x.data<float>();
+    float* po = out.data<float>();
+    for (int64_t i = 0; i < out.numel(); ++i) po[i] = px[i] - sigma * pv[i];
+    return out;
+}
+
 }  // namespace sr

@@ -45,6 +45,9 @@ public:
 
     // latents += (sigma[i+1] - sigma[i]) * velocity, in float32. Both f32, same shape.
     void step(const Tensor& velocity, int step_index, Tensor& latents) const;
+    // The step's prediction of the clean latents, x0 = latents - sigma[i] * velocity (x_t = (1 - sigma) x0 +
+    // sigma * noise and v = noise - x0): what previews show. After the last step it equals the final latents.
+    Tensor denoised(const Tensor& velocity, int step_index, const Tensor& latents) const;
 
 private:
     FlowMatchSchedulerConfig config_;

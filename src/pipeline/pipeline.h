@@ -111,6 +111,10 @@ struct GenerationRequest {
     std::function<void(int steps_done, const Tensor& latents)> after_step;
     // With params.cache: called once the loop is done, with its counts (StepCache::summary(), skipped_steps()).
     std::function<void(const StepCache& cache)> after_cached_loop;
+    // Called after each denoising step with the steps done and that step's denoised estimate x0 = latents -
+    // sigma * velocity ([1, 16, T, h, w], host; valid during the call), what previews show
+    // (pipeline/latent_preview.h). Computed only when set.
+    std::function<void(int steps_done, const Tensor& denoised)> after_step_denoised;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports

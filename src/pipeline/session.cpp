@@ -14,6 +14,7 @@
 #include "io/json.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/preview_files.h"
 #include "runtime/gpu_probe.h"
 #include "runtime/simulated_device.h"
 #ifdef SKYREELS_HAVE_CUDA
@@ -71,6 +72,8 @@ void check_settings(const Request& r) {
     SR_THROW_IF(r.fps < 1 || r.fps > 240, "--fps {}: must be in 1..240", r.fps);
     SR_THROW_IF(r.crf < 0 || r.crf > 51, "--crf {}: must be in 0..51", r.crf);
     SR_THROW_IF(p.task == Task::T2V && !r.image_path.empty(), "--image is only used with --task i2v");
+    SR_THROW_IF(r.preview_every < 1, "--preview-every {}: must be >= 1 (a preview every N steps)", r.preview_every);
+    if (!r.preview_path.empty()) check_preview_path(r.preview_path);
     if (!r.output_path.empty()) {
 #ifndef SKYREELS_HAVE_MEDIA
         SR_THROW("this build has no video output (skyreels_media was not built: FFmpeg's libraries were missing)");
@@ -354,6 +357,30 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
             write_checkpoint(
                 path,
                 {.steps_done = done, .latents = latents, .text = ckpt_text, .params = run_params, .model = model});
+        };
+    }
+
+    // The preview: the steps' denoised estimates through the latent-to-RGB map, to the files (rank 0) and the
+    // callback. A preview that cannot be written (a full disk) is a warning: it never costs the video.
+    bool preview_files = !request.preview_path.empty() && is_root();
+    if (preview_files || callbacks.preview) {
+        const int channels = int(pipe_->components().vae->config().latent_channels);
+        SR_THROW_IF(channels != kPreviewLatentChannels,
+                    "--preview: the latent-to-RGB map is HunyuanVideo's ({} channels); this VAE has {}",
+                    kPreviewLatentChannels, channels);
+        const int every = request.preview_every, total = job.params.num_inference_steps;
+        job.after_step_denoised = [&, every, total](int done, const Tensor& denoised) {
+            if (!preview_due(done, total, every)) return;
+            const PreviewFrames preview = latent_preview(denoised, done, total);
+            if (preview_files) {
+                try {
+                    write_preview(request.preview_path, preview);
+                } catch (const InputError& e) {
+                    SR_LOG_WARN("{}; the run goes on without previews", e.what());
+                    preview_files = false;
+                }
+            }
+            if (callbacks.preview) callbacks.preview(preview);
         };
     }
 

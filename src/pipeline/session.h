@@ -32,6 +32,7 @@
 #include "core/virtual_allocator.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
+#include "pipeline/latent_preview.h"
 #include "pipeline/progress.h"
 #include "runtime/nccl_communicator.h"
 #include "runtime/parallel_mesh.h"
@@ -94,6 +95,12 @@ struct Request {
     int checkpoint_every = 0;
     std::string checkpoint_path;
     std::string resume_path;
+    // A look at the video while it forms (pipeline/latent_preview.h): after every `preview_every` steps and after
+    // the last, the step's denoised estimate through HunyuanVideo's latent-to-RGB map (no VAE) goes to
+    // `preview_path` (a folder of frame_NNNNN.png, or with a .png name one contact sheet; replaced atomically:
+    // pipeline/preview_files.h) and to JobCallbacks::preview. "" and no callback: no preview is made.
+    std::string preview_path;
+    int preview_every = 5;
     std::optional<LogLevel> log_level;  // overrides the session's for this job
 };
 
@@ -104,6 +111,9 @@ struct JobCallbacks {
     std::function<bool()> cancel = {};  // polled after each report: true stops the job there
     FrameSink frames = {};              // decoded frames [1, 3, n, H, W] as they come (valid during the call)
     PipelineHook hook = {};             // named intermediates (pipeline.h)
+    // The preview after the steps Request::preview_every chooses: frames as 8-bit RGB with their size and step
+    // (valid during the call; every rank of a parallel run gets it).
+    std::function<void(const PreviewFrames&)> preview = {};
 };
 
 struct JobResult {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <filesystem>
 #include <memory>
 
 #include "core/build_info.h"
@@ -244,6 +245,20 @@ void install_routes(httplib::Server& http, VideoServer& server) {
             send_file(res, server.store().thumbnail_path(job.id), "image/png", job.id + ".png");
         else
             throw ApiError::bad_request("variant", "variant: must be video or thumbnail");
+    });
+    // The latest preview of the video while it forms (a PNG contact sheet of its latent frames, replaced after
+    // every denoising step; the last one stays with the finished job): 404 until the first.
+    http.Get(R"(/v1/videos/([^/]+)/preview)", [&server, &queue](const httplib::Request& req, httplib::Response& res) {
+        const Job job = queue.get(req.matches[1]);
+        const std::string path = server.store().preview_path(job.id);
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec))
+            throw ApiError::not_found(
+                fmt::format("no preview yet (status {}): the first comes after the first denoising step",
+                            status_name(job.status)),
+                "video_id");
+        res.set_header("Cache-Control", "no-store");  // replaced at every step
+        send_file(res, path, "image/png", job.id + ".preview.png");
     });
     http.Get(R"(/v1/videos/([^/]+)/events)",
              [&queue, max_streams](const httplib::Request& req, httplib::Response& res) {

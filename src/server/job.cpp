@@ -92,7 +92,10 @@ json Job::to_api() const {
     v["fps"] = spec.fps;
     v["cache"] = spec.cache;
     v["has_input_reference"] = !spec.image_file.empty();
-    if (status == JobStatus::InProgress) v["cancel_requested"] = cancel_requested;
+    if (status == JobStatus::InProgress) {
+        v["cancel_requested"] = cancel_requested;
+        v["preview_step"] = preview_step ? json(preview_step) : json(nullptr);  // GET .../preview has it
+    }
     return v;
 }
 
@@ -108,6 +111,7 @@ json Job::to_event() const {
     e["device_memory_bytes"] = on_device ? json(device_in_use) : json(nullptr);
     e["device_peak_bytes"] = on_device ? json(device_peak) : json(nullptr);
     e["host_rss_bytes"] = host_rss;
+    e["preview_step"] = preview_step ? json(preview_step) : json(nullptr);
     if (status == JobStatus::Failed) e["error"] = {{"code", error_code}, {"message", error_message}};
     return e;
 }

@@ -48,6 +48,7 @@ struct Job {
     double eta_seconds = -1;
     bool on_device = false;
     size_t device_in_use = 0, device_peak = 0, host_rss = 0;
+    int preview_step = 0;  // the denoising step of the latest preview (JobStore::preview_path); 0: none yet
     bool cancel_requested = false;
     bool deleted = false;  // deleted while running: its files go when the worker lets go of it
     bool finished() const { return status == JobStatus::Completed || status == JobStatus::Failed; }

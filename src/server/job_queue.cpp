@@ -267,6 +267,11 @@ void JobQueue::work() {
             j.host_rss = e.host_rss;
             bump_locked();
         };
+        callbacks.preview = [&](int step) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            jobs_.at(id).preview_step = step;
+            bump_locked();  // event streams tell pages to fetch it
+        };
         bool stopped_by_shutdown = false;
         callbacks.cancelled = [&] {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -314,6 +319,8 @@ void JobQueue::work() {
         finish(id, [&](Job& j) {
             if (outcome) outcome(j);
             if (j.status != JobStatus::Completed) {
+                store_.remove_preview(j.id);  // like its video: a failed or cancelled job leaves no file
+                j.preview_step = 0;
                 j.status = JobStatus::Failed;
                 j.completed_at = unix_now();
                 if (options_.keep_seconds >= 0) j.expires_at = *j.completed_at + options_.keep_seconds;

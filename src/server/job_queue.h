@@ -36,6 +36,7 @@ enum class RunResult { Completed, Cancelled };
 struct RunCallbacks {
     ProgressListener progress;
     std::function<bool()> cancelled;
+    std::function<void(int step)> preview;  // a preview after `step` is now at JobStore::preview_path(job.id)
 };
 // Runs one job to its end: Completed with the video at JobStore::video_path(job.id), or Cancelled (no file).
 // Throws to fail it (sr::InputError: the request's fault; anything else: the server's).

@@ -64,6 +64,9 @@ std::string JobStore::video_path(const std::string& id) const {
 std::string JobStore::thumbnail_path(const std::string& id) const {
     return (fs::path(dir_) / "videos" / (id + ".png")).string();
 }
+std::string JobStore::preview_path(const std::string& id) const {
+    return (fs::path(dir_) / "videos" / (id + ".preview.png")).string();
+}
 std::string JobStore::input_path(const std::string& file_name) const {
     return (fs::path(dir_) / "inputs" / file_name).string();
 }
@@ -106,11 +109,23 @@ void JobStore::write_input(const std::string& file_name, const std::string& byte
     write_atomically(input_path(file_name), bytes);
 }
 
+void JobStore::write_preview(const std::string& id, const std::string& png) const {
+    SR_THROW_IF(!is_job_id(id), "job id {}: not a job id", id);
+    write_atomically(preview_path(id), png);
+}
+
+void JobStore::remove_preview(const std::string& id) const {
+    SR_THROW_IF(!is_job_id(id), "job id {}: not a job id", id);
+    std::error_code ec;
+    fs::remove(preview_path(id), ec);
+}
+
 void JobStore::remove(const Job& job) {
     SR_THROW_IF(!is_job_id(job.id), "job id {}: not a job id", job.id);
     std::error_code ec;
     fs::remove(video_path(job.id), ec);
     fs::remove(thumbnail_path(job.id), ec);
+    fs::remove(preview_path(job.id), ec);
     if (!job.spec.image_file.empty()) fs::remove(input_path(job.spec.image_file), ec);
     fs::remove(fs::path(dir_) / "jobs" / (job.id + ".json"), ec);
 }

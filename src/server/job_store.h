@@ -2,6 +2,8 @@
 //   <dir>/jobs/<id>.json       each job's record (written under a temporary name, then renamed)
 //   <dir>/videos/<id>.mp4      the finished video (the Session writes "<id>.mp4.XXXXXX.partial", then renames)
 //   <dir>/videos/<id>.png      its first frame (the thumbnail)
+//   <dir>/videos/<id>.preview.png   the latest preview while it forms (pipeline/latent_preview.h: a contact
+//                              sheet); a completed job keeps its last one, a failed or cancelled job none
 //   <dir>/inputs/<id>.png|jpg  an I2V job's uploaded image
 // Paths are built here from ids that passed is_job_id() only. load() reads every record back (a damaged one is
 // set aside as <id>.json.bad with a warning, never fatal) and removes partial files a killed run left.
@@ -29,10 +31,14 @@ public:
     // The job's record and every file it has.
     void remove(const Job& job);
     void write_input(const std::string& file_name, const std::string& bytes);
+    // Replaces the job's preview (a PNG), atomically: a reader gets the last one or this one.
+    void write_preview(const std::string& id, const std::string& png) const;
+    void remove_preview(const std::string& id) const;  // a failed or cancelled job leaves no file
 
     const std::string& dir() const { return dir_; }
     std::string video_path(const std::string& id) const;
     std::string thumbnail_path(const std::string& id) const;
+    std::string preview_path(const std::string& id) const;
     std::string input_path(const std::string& file_name) const;
 
 private:

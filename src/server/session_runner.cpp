@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/log.h"
 #include "media/image.h"
 
 namespace sr::server {
@@ -18,6 +19,19 @@ Image8 first_frame(const Tensor& frames) {
     float* dst = rgb.data<float>();
     for (int64_t i = 0; i < f.numel(); ++i) dst[i] = src[i] * 0.5f + 0.5f;  // image_from_tensor clamps
     return image_from_tensor(rgb);
+}
+
+// The preview as a contact sheet PNG (the page shows one image). A preview that cannot be written (a full
+// disk) is logged and skipped: it never fails the job.
+bool write_preview(const JobStore& store, const std::string& id, const PreviewFrames& preview) {
+    try {
+        const std::vector<uint8_t> png = encode_png(contact_sheet(preview));
+        store.write_preview(id, std::string(png.begin(), png.end()));
+        return true;
+    } catch (const InputError& e) {
+        SR_LOG_WARN("{}: preview after step {}: {}", id, preview.step, e.what());
+        return false;
+    }
 }
 
 }  // namespace
@@ -43,13 +57,23 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) 
         if (!job.spec.image_file.empty()) r.image_path = store.input_path(job.spec.image_file);
         r.output_path = store.video_path(job.id);
         r.fps = job.spec.fps;
+        // A preview after every step: a page shows the video forming, and a step of a real job takes far longer
+        // than drawing and encoding the preview (a few milliseconds).
+        r.preview_every = 1;
         std::optional<Image8> thumbnail;
-        const JobResult result = session.generate(r, {.progress = callbacks.progress,
-                                                      .cancel = callbacks.cancelled,
-                                                      .frames = [&](const Tensor& frames, int64_t first) {
-                                                          if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
-                                                              thumbnail = first_frame(frames);
-                                                      }});
+        const JobResult result =
+            session.generate(r, {.progress = callbacks.progress,
+                                 .cancel = callbacks.cancelled,
+                                 .frames =
+                                     [&](const Tensor& frames, int64_t first) {
+                                         if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
+                                             thumbnail = first_frame(frames);
+                                     },
+                                 .preview =
+                                     [&](const PreviewFrames& preview) {
+                                         if (write_preview(store, job.id, preview) && callbacks.preview)
+                                             callbacks.preview(preview.step);
+                                     }});
         if (result.status == sr::JobStatus::Cancelled) return RunResult::Cancelled;
         if (thumbnail) {
             const std::vector<uint8_t> png = encode_png(*thumbnail);

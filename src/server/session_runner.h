@@ -1,6 +1,7 @@
 // The queue's Runner on loaded Sessions (pipeline/session.h): a job's spec becomes a Request, its video goes to
 // the data directory (the Session writes it under a temporary name and renames it when complete; a cancelled
-// or failed job leaves no file), and its first frame becomes the thumbnail, written once the video is done.
+// or failed job leaves no file), its first frame becomes the thumbnail, written once the video is done, and
+// after every denoising step a preview of the video forming replaces the last (JobStore::preview_path).
 //
 //   sr::server::Runner run = sr::server::session_runner({{sr::Task::T2V, &t2v_session}}, store);
 #pragma once

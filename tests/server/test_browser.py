@@ -1,7 +1,8 @@
 """The web page in a real browser: headless Debian Chromium driven by Selenium (Debian's python3-selenium and
 chromium-driver). Loads the page from `skyreels serve --demo`, submits a prompt with the keyboard, watches
-the progress bar move, sees the finished video ready to play (H.264: canPlayType), cancels a second job,
-deletes one from the history, and checks the layout on a narrow screen. Saves two screenshots (during and
+the progress bar move and the preview of the video forming appear, sees the finished video ready to play
+(H.264: canPlayType) in the preview's place, cancels a second job, deletes one from the history, and checks
+the layout on a narrow screen. Saves two screenshots (during and
 after a job) in $SKYREELS_SCREENSHOT_DIR (default: the working directory). Exits 77 (ctest: skipped) only
 when no Chromium is installed. Run by ctest (label browser)."""
 import os
@@ -93,10 +94,14 @@ class Page(unittest.TestCase):
         seen = set()
         shot_running = os.path.join(SHOTS, "server-page-running.png")
         took = False
+        preview_seen = 0  # the live preview shown, loaded, while the job ran
         end = time.time() + 120
         while time.time() < end:
             p = int(self.js("return document.getElementById('progress').value"))
             seen.add(p)
+            if p < 90 and self.js("var i = document.getElementById('live-preview'); return !i.closest('figure')"
+                                  ".hidden && i.complete && i.naturalWidth > 0"):
+                preview_seen += 1
             if not took and 35 <= p <= 75:
                 d.save_screenshot(shot_running)
                 took = True
@@ -106,6 +111,7 @@ class Page(unittest.TestCase):
         moving = sorted(x for x in seen if 0 < x < 100)
         self.assertGreaterEqual(len(moving), 3, "the progress bar did not move: %s" % sorted(seen))
         self.assertTrue(took, "no screenshot during the job: %s" % sorted(seen))
+        self.assertGreater(preview_seen, 0, "the preview of the video forming never appeared")
         status = self.by_id("status-text").text
         # The video plays in the page.
         can = self.js("return document.getElementById('player').canPlayType('video/mp4; codecs=\"avc1.64001F\"')")
@@ -113,6 +119,8 @@ class Page(unittest.TestCase):
         until(lambda: self.js("var v = document.getElementById('player'); return v.readyState >= 2 && v.duration > 0"),
               what="the video to be ready to play")
         until(lambda: "Done" in self.by_id("status-text").text, what="'Done' in the status line (was %r)" % status)
+        self.assertTrue(self.js("return document.getElementById('live-preview-box').hidden"),
+                        "the preview stayed after the video was done")
         link = self.by_id("download")
         self.assertTrue(link.is_displayed())
         self.assertIn("/content", link.get_attribute("href"))

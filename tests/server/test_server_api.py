@@ -9,6 +9,31 @@ import unittest
 from harness import FAST, SLOW, Server, multipart, png_bytes, png_header_only
 
 
+def png_size(png):
+    """(width, height) of a whole, valid 8-bit RGB PNG: every chunk's CRC checked, the pixel data inflated to
+    exactly height rows of 1 + 3 * width bytes, IEND last."""
+    import struct
+    import zlib
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", png[:8]
+    pos, idat, size = 8, b"", None
+    while True:
+        n, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        data = png[pos + 8:pos + 8 + n]
+        assert struct.unpack(">I", png[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(kind + data) & 0xffffffff, kind
+        if kind == b"IHDR":
+            w, h, depth, colour = struct.unpack(">IIBB", data[:10])
+            assert (depth, colour) == (8, 2), (depth, colour)
+            size = (w, h)
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + n
+        if kind == b"IEND":
+            break
+    assert pos == len(png), "bytes after IEND"
+    assert len(zlib.decompress(idat)) == size[1] * (1 + 3 * size[0])
+    return size
+
+
 class Endpoints(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -109,9 +134,46 @@ class Endpoints(unittest.TestCase):
         self.assertIn("denoising", stages)
         self.assertTrue(any(e["eta_seconds"] is not None for e in events))
         self.assertTrue(all("host_rss_bytes" in e for e in events))
+        self.assertTrue(any(e["preview_step"] for e in events), "no preview announced while denoising")
         progress = [e["progress"] for e in events]
         self.assertEqual(progress, sorted(progress))
         self.assertIn("event: done", text)
+
+    def test_preview_of_a_running_and_a_finished_job(self):
+        running = self.s.submit(**SLOW)
+        queued = self.s.submit(**SLOW)
+        # Before its first step a job has no preview: 404 saying so, not an empty image.
+        e = self.s.json("GET", "/v1/videos/%s/preview" % queued["id"], expect=404)
+        self.assertIn("no preview yet", e["error"]["message"])
+        self.s.json("GET", "/v1/videos/video_%s/preview" % ("0" * 32), expect=404)
+
+        def sheet_size():
+            # SLOW is 128x128, 17 frames: 5 latent frames of 16x16, each pixel drawn 8x (the smallest factor that
+            # reaches 240 px on the longer side, at most 8): 128x128 frames on a ceil(sqrt(5)) = 3-column grid.
+            side, frames, s = 16, (SLOW["num_frames"] - 1) // 4 + 1, 1
+            while side * s < 240 and s < 8:
+                s += 1
+            cols = 1
+            while cols * cols < frames:
+                cols += 1
+            return cols * side * s, ((frames + cols - 1) // cols) * side * s
+
+        def fetch(vid):
+            status, h, png = self.s.request("GET", "/v1/videos/%s/preview" % vid)
+            self.assertEqual(status, 200, png[:300])
+            self.assertEqual(h["content-type"], "image/png")
+            self.assertEqual(png_size(png), sheet_size())
+
+        j = self.s.wait_progress(running["id"], 30)  # a third of the way through denoising
+        self.assertGreaterEqual(j["preview_step"], 1)
+        fetch(running["id"])
+        self.s.json("POST", "/v1/videos/%s/cancel" % queued["id"])
+        done = self.s.wait(running["id"])
+        self.assertEqual(done["status"], "completed")
+        fetch(running["id"])  # the last step's stays with the finished job
+        self.s.json("GET", "/v1/videos/%s/preview" % queued["id"], expect=404)
+        self.s.json("DELETE", "/v1/videos/" + running["id"])
+        self.s.json("GET", "/v1/videos/%s/preview" % running["id"], expect=404)
 
     def test_cancel_running_and_queued(self):
         running = self.s.submit(**SLOW)

@@ -19,6 +19,7 @@
 #include "io/json.h"
 #include "models/hunyuan_video_checkpoint.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/preview_files.h"
 #include "pipeline/session.h"
 #include "runtime/gpu_probe.h"
 #include "runtime/mpi_communicator.h"
@@ -51,6 +52,8 @@ struct GenerateOptions : SessionFlags {
     int checkpoint_every = 0;
     std::string resume;
     std::string cache = "none";  // --cache teacache:THRESH | fbcache:THRESH
+    std::string preview;
+    int preview_every = 5;
 };
 
 // Every conflict and bad value among the flags, all at once (a user fixing a SkyReels command line should not
@@ -64,6 +67,8 @@ std::vector<std::string> flag_problems(const GenerateOptions& o, const std::stri
     need(o.checkpoint_every >= 0, fmt::format("--checkpoint-every {}: must be >= 0", o.checkpoint_every));
     need(o.resume.empty() || (o.prompt_file.empty() && o.video_num == 1),
          "--resume continues one video: not with --prompt-file or --video-num");
+    need(o.preview_every >= 1, fmt::format("--preview-every {}: must be >= 1", o.preview_every));
+    need(!o.given("--preview-every") || !o.preview.empty(), "--preview-every needs --preview PATH");
     for (std::string& problem : session_flag_problems(o, device)) p.push_back(std::move(problem));
     try {
         (void)parse_step_cache(o.cache, "--cache");
@@ -175,6 +180,18 @@ std::vector<Request> requests(GenerateOptions& o, Task task) {
                 r.checkpoint_path = r.output_path + ".ckpt";
             }
             r.resume_path = o.resume;
+            if (!o.preview.empty() && !o.dry_run) {
+                // One preview per video: several videos each get their own (PATH_i, or STEM_i.png / .apng).
+                const fs::path pv = o.preview;
+                r.preview_path = o.preview;
+                if (many && preview_is_file(o.preview))
+                    r.preview_path =
+                        (pv.parent_path() / fmt::format("{}_{}{}", pv.stem().string(), n, pv.extension().string()))
+                            .string();
+                else if (many)
+                    r.preview_path = fmt::format("{}_{}", o.preview, n);
+            }
+            r.preview_every = o.preview_every;
             const std::string image = line.image.value_or(o.image);
             SR_THROW_IF(task == Task::T2V && !image.empty(),
                         "--image is only used by an image-to-video model (--task i2v)");
@@ -377,6 +394,14 @@ Command add_generate_command(CLI::App& app) {
     cmd->add_option("--resume", o->resume,
                     "Continue a killed run from its .ckpt file (the same model and parameters, or it is refused "
                     "with the reason): the video is bit-identical to an uninterrupted run's");
+    cmd->add_option("--preview", o->preview,
+                    "Show the video while it forms: every --preview-every steps (and after the last) the current "
+                    "prediction through HunyuanVideo's latent-to-RGB map (no VAE; 1/8 of the size, enlarged to at "
+                    "least 240 px) goes to PATH, a folder of frame_NNNNN.png (one per latent frame), or for a name "
+                    "ending in .png one contact sheet, in .apng an animated PNG; replaced atomically at each update")
+        ->type_name("PATH");
+    cmd->add_option("--preview-every", o->preview_every, "With --preview: a preview every N denoising steps")
+        ->capture_default_str();
     cmd->add_flag("--cfg-whole-passes", o->cfg_whole_passes,
                   "With --sequence-batch (implied): each CFG row as a whole transformer pass, as SkyReels' "
                   "cfg_for does (same result; a streamed model moves its weights twice per step)");
