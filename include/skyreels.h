@@ -103,6 +103,12 @@ typedef struct skyreels_request {
     int fps, crf;                     /* of the video file (defaults 24 and 18) */
     const char* output_path;          /* .mp4, .mov or .mkv, written only when complete; NULL: no file */
     int log_level;                    /* enum skyreels_log_level; default: the context's */
+    /* Appended fields (older callers that set them to zero get none). This job's LoRA adapters
+     * "FILE[:STRENGTH]", applied in order on top of the context's (skyreels_context_params.loras) as a runtime
+     * side path: the model is not reloaded, and the next job runs without them. NULL: none. */
+    const char* const* loras;
+    int n_loras;
+    bool lora_ignore_unmatched; /* skip this job's adapter keys that match no layer (a warning) */
 } skyreels_request;
 
 typedef struct skyreels_progress {

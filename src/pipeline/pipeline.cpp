@@ -361,6 +361,12 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
+    // The job's adapters in the backend's memory for the whole loop (small: rank x (in + out) per layer); they
+    // go when it ends, also when a step throws (a cancel), so none outlives the job.
+    std::optional<LoraSet> job_adapters;
+    if (req.adapters && !req.adapters->empty()) job_adapters = req.adapters->on_backend(be);
+    TransformerPass pass;
+    pass.adapters = job_adapters ? &*job_adapters : nullptr;
     for (int i = req.start_step; i < p.num_inference_steps; ++i) {
         const std::string step = "step" + std::to_string(i) + ".";
         Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
@@ -381,7 +387,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         };
         if (cfg_pair) {
             const Tensor mine =
-                to_host(be, c_.transformer->forward(be, row_inputs(cfg_pair->rank()), {}, use.weights()));
+                to_host(be, c_.transformer->forward(be, row_inputs(cfg_pair->rank()), {}, use.weights(), pass));
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             cfg_pair->all_gather(mine.contiguous(), output);  // rows [negative, positive]: ranks 0 and 1 of the pair
@@ -390,7 +396,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
-                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights()));
+                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights(), pass));
                 Tensor dst = output.slice(0, row, row + 1);
                 if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
             }
@@ -399,7 +405,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             // activations of one row (plus the other row's residual stream), the weights moved once per step.
             std::vector<TransformerInputs> rows;
             for (int64_t row = 0; row < B; ++row) rows.push_back(row_inputs(row));
-            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights());
+            std::vector<Tensor> outs = c_.transformer->forward_rows(be, rows, {}, use.weights(), pass);
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
@@ -412,7 +418,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             const TransformerInputs in{
                 input,    timestep,         text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds,
                 guidance, parallel.sequence};
-            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights()));
+            output = to_host(be, c_.transformer->forward(be, in, {}, use.weights(), pass));
         }
         check_finite(output, fmt::format("the transformer's output at step {}", i),
                      "NaN/Inf weights in the transformer, or config values out of range?");

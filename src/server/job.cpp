@@ -91,6 +91,12 @@ json Job::to_api() const {
     v["num_frames"] = spec.frames;
     v["fps"] = spec.fps;
     v["has_input_reference"] = !spec.image_file.empty();
+    if (!spec.loras.empty()) {
+        json loras = json::array();
+        for (const LoraFile& f : spec.loras) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+        v["loras"] = loras;
+        v["lora_ignore_unmatched"] = spec.lora_ignore_unmatched;
+    }
     if (status == JobStatus::InProgress) v["cancel_requested"] = cancel_requested;
     return v;
 }
@@ -134,6 +140,10 @@ json Job::to_record() const {
     r["embedded_guidance"] = spec.embedded_guidance;
     r["seed"] = spec.seed;
     r["image_file"] = spec.image_file;
+    json loras = json::array();
+    for (const LoraFile& f : spec.loras) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+    r["loras"] = loras;
+    r["lora_ignore_unmatched"] = spec.lora_ignore_unmatched;
     return r;
 }
 
@@ -163,6 +173,10 @@ Job Job::from_record(const json& r) {
         s.embedded_guidance = r.at("embedded_guidance").get<double>();
         s.seed = r.at("seed").get<uint64_t>();
         s.image_file = r.at("image_file").get<std::string>();
+        if (r.contains("loras"))  // records from before per-job adapters have none
+            for (const json& f : r.at("loras"))
+                s.loras.push_back({f.at("file").get<std::string>(), f.at("strength").get<float>()});
+        s.lora_ignore_unmatched = r.value("lora_ignore_unmatched", false);
         SR_THROW_IF(s.fps < 1, "fps {}: must be positive", s.fps);
         // Only the names the server gives: a record edited to point elsewhere is refused, not followed.
         SR_THROW_IF(!s.image_file.empty() && s.image_file != j.id + ".png" && s.image_file != j.id + ".jpg",

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -27,6 +28,10 @@ struct JobSpec {
     double guidance = 6.0, embedded_guidance = 1.0;
     uint64_t seed = 0;
     std::string image_file;  // I2V: the uploaded image's file name in the data directory's inputs/ ("" none)
+    // This job's LoRA adapters, in order: each file's name inside the server's --lora-dir (resolved again, with
+    // the same rules, when the job runs) and its strength.
+    std::vector<LoraFile> loras;
+    bool lora_ignore_unmatched = false;
 };
 
 enum class JobStatus { Queued, InProgress, Completed, Failed };

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "media/image.h"
+#include "server/security.h"
 
 namespace sr::server {
 
@@ -22,8 +23,9 @@ Image8 first_frame(const Tensor& frames) {
 
 }  // namespace
 
-Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) {
-    return [sessions = std::move(sessions), &store](const Job& job, const RunCallbacks& callbacks) {
+Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, std::string lora_dir) {
+    return [sessions = std::move(sessions), &store, lora_dir = std::move(lora_dir)](const Job& job,
+                                                                                    const RunCallbacks& callbacks) {
         const auto it = sessions.find(job.spec.task);
         SR_THROW_IF(it == sessions.end(), "this server runs no {} model", job.spec.task == Task::I2V ? "i2v" : "t2v");
         Session& session = *it->second;
@@ -42,6 +44,9 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) 
         if (!job.spec.image_file.empty()) r.image_path = store.input_path(job.spec.image_file);
         r.output_path = store.video_path(job.id);
         r.fps = job.spec.fps;
+        // Names checked when the job was posted, and again here: the folder or a record may have changed since.
+        for (const LoraFile& f : job.spec.loras) r.loras.push_back({file_in_folder(lora_dir, f.path), f.strength});
+        r.lora_ignore_unmatched = job.spec.lora_ignore_unmatched;
         std::optional<Image8> thumbnail;
         const JobResult result = session.generate(r, {.progress = callbacks.progress,
                                                       .cancel = callbacks.cancelled,
