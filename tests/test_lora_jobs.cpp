@@ -2,8 +2,8 @@
 // text-to-video pipeline fixture, on the cpu and the simulated device: job A with an adapter, then job B
 // without, gives B bit-identical to a run that never saw the adapter (nothing leaks into the model); A is
 // bit-identical to a session loaded with the same adapter in runtime mode (the same side path, in the same
-// order, after the same matmul); a changed adapter file is read again; a bad one fails the job naming it and
-// leaves the session as it was.
+// order, after the same matmul); on a session with a merged adapter a job's adapter does not leak either; a
+// changed adapter file is read again; a bad one fails the job naming it and leaves the session as it was.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -114,6 +114,26 @@ TEST(LoraJobs, JobAdaptersAreTheJobsAlone) {
         half.loras = {{style.string(), 0.35f}, {style.string(), 0.35f}};
         const double two_halves = test::compare(latents(session, half), a).max_abs;
         EXPECT_LE(two_halves, 1e-4) << "two adapters at half strength vs one at full";
+
+        // A job's plan counts its adapters: uploaded for the denoising loop, they add to its activations.
+        if (std::string(device) == "sim") {
+            auto denoising = [&](const Request& r) {
+                for (const StagePlan& st : session.plan(r).stages)
+                    if (st.name == Stage::Denoising) return st.activation_bytes;
+                return size_t(0);
+            };
+            EXPECT_GT(denoising(with), denoising(plain)) << "the plan does not count the job's adapters";
+        }
+
+        // On a session whose own adapter is merged into its weights, a job's adapter adds to it for that job
+        // only.
+        SessionOptions om = o;
+        om.lora.files = {{style.string(), 0.5f}};
+        om.lora.mode = LoraMode::Merge;
+        Session merged(om);
+        const Tensor m0 = latents(merged, plain);
+        EXPECT_GT(test::compare(latents(merged, with), m0).max_abs, 0.0);
+        EXPECT_EQ(test::compare(latents(merged, plain), m0).max_abs, 0.0) << "leaked into a merged session";
 
         // A changed file is read again (its size and modification time are the cache's key).
         write_adapter(style, D, M, 2);
