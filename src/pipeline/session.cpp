@@ -341,8 +341,10 @@ std::vector<std::pair<std::string, std::string>> Session::video_metadata(const G
         Json loras = Json::array();
         for (const LoraFile& f : options_.lora.files)
             loras.push_back({{"file", f.path}, {"strength", f.strength}, {"scope", "session"}});
+        // A job's by file name: a server's folder is not the client's business.
         for (const LoraFile& f : job_loras)
-            loras.push_back({{"file", f.path}, {"strength", f.strength}, {"scope", "job"}});
+            loras.push_back(
+                {{"file", fs::path(f.path).filename().string()}, {"strength", f.strength}, {"scope", "job"}});
         made["loras"] = loras;
     }
     const std::string engine = fmt::format("skyreels.cpp {}", build::kVersion);

@@ -48,12 +48,24 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, 
         for (const LoraFile& f : job.spec.loras) r.loras.push_back({file_in_folder(lora_dir, f.path), f.strength});
         r.lora_ignore_unmatched = job.spec.lora_ignore_unmatched;
         std::optional<Image8> thumbnail;
-        const JobResult result = session.generate(r, {.progress = callbacks.progress,
-                                                      .cancel = callbacks.cancelled,
-                                                      .frames = [&](const Tensor& frames, int64_t first) {
-                                                          if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
-                                                              thumbnail = first_frame(frames);
-                                                      }});
+        JobResult result;
+        try {
+            result = session.generate(r, {.progress = callbacks.progress,
+                                          .cancel = callbacks.cancelled,
+                                          .frames = [&](const Tensor& frames, int64_t first) {
+                                              if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
+                                                  thumbnail = first_frame(frames);
+                                          }});
+        } catch (const InputError& e) {
+            // The client reads the job's error: its adapters named as it named them, not by the server's folder.
+            std::string message = e.what();
+            for (size_t i = 0; i < r.loras.size(); ++i)
+                for (size_t at = message.find(r.loras[i].path); at != std::string::npos;
+                     at = message.find(r.loras[i].path, at + job.spec.loras[i].path.size()))
+                    message.replace(at, r.loras[i].path.size(), job.spec.loras[i].path);
+            if (message == e.what()) throw;
+            throw InputError(message);
+        }
         if (result.status == sr::JobStatus::Cancelled) return RunResult::Cancelled;
         if (thumbnail) {
             const std::vector<uint8_t> png = encode_png(*thumbnail);

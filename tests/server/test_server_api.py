@@ -424,6 +424,7 @@ class Loras(unittest.TestCase):
         done, styled, mp4 = self.thumbnail(loras=[{"file": "style.safetensors", "strength": 2.0}])
         self.assertEqual(done["loras"], [{"file": "style.safetensors", "strength": 2.0}])
         self.assertIn(b"style.safetensors", mp4)  # the video's metadata names the adapter
+        self.assertNotIn(self.dir.encode(), mp4)  # by its name, not by the server's folder
         _, after, _ = self.thumbnail()
         self.assertEqual(after, before, "the adapter leaked into the next job")
         self.assertNotEqual(styled, before, "the adapter changed nothing")
@@ -457,6 +458,7 @@ class Loras(unittest.TestCase):
         done = self.s.wait(v["id"])
         self.assertEqual(done["status"], "failed", done)
         self.assertIn("wide.safetensors", done["error"]["message"])
+        self.assertNotIn(self.dir, done["error"]["message"])  # named as the client named it
         _, png, _ = self.thumbnail()  # the next job runs as before
         self.assertTrue(png.startswith(b"\x89PNG"))
 
