@@ -121,6 +121,12 @@ typedef struct skyreels_request {
                                     preview (its folder must exist); NULL: none */
     int preview_every;           /* a preview every N denoising steps, and after the last (default 5) */
     skyreels_preview_fn preview; /* called with each preview; NULL: none */
+    /* Appended fields (older callers that set them to zero get none). This job's LoRA adapters
+     * "FILE[:STRENGTH]", applied in order on top of the context's (skyreels_context_params.loras) as a runtime
+     * side path: the model is not reloaded, and the next job runs without them. NULL: none. */
+    const char* const* loras;
+    int n_loras;
+    bool lora_ignore_unmatched; /* skip this job's adapter keys that match no layer (a warning) */
 } skyreels_request;
 
 typedef struct skyreels_progress {

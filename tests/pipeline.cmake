@@ -28,6 +28,9 @@ target_link_libraries(test_host_memory PRIVATE skyreels_runtime)
 # progress events, scoped log level).
 skyreels_test(test_session LABELS "pipeline;session" SOURCES test_session.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
 target_link_libraries(test_session PRIVATE skyreels_pipeline)
+# A job's own LoRA adapters on a Session loaded once (tests/test_lora_jobs.cpp).
+skyreels_test(test_lora_jobs LABELS "lora;session" SOURCES test_lora_jobs.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
+target_link_libraries(test_lora_jobs PRIVATE skyreels_pipeline)
 # Hostile values that used to pass silently or take minutes: config values out of range or of the wrong JSON
 # type, RoPE axes that overflow, long runs of one character class in a prompt, non-finite latents, names
 # with control characters, floods of unused tensors.

@@ -17,7 +17,7 @@ if(SKYREELS_SANITIZE)
   # for the Release build's allocator only (the sanitizer build still checks everything else).
   list(APPEND server_env "SKYREELS_SANITIZED=1")
 endif()
-foreach(group Endpoints BadInput Security Queue)
+foreach(group Endpoints BadInput Security Queue Loras)
   add_test(NAME server_api_${group} COMMAND ${SKYREELS_SYSTEM_PYTHON} -W ignore::ResourceWarning
                                             ${server_test_dir}/test_server_api.py ${group})
 endforeach()
@@ -25,7 +25,8 @@ add_test(NAME server_recovery COMMAND ${SKYREELS_SYSTEM_PYTHON} -W ignore::Resou
                                       ${server_test_dir}/test_server_recovery.py)
 add_test(NAME server_load COMMAND ${SKYREELS_SYSTEM_PYTHON} -W ignore::ResourceWarning
                                   ${server_test_dir}/test_server_load.py -v)
-set(server_tests server_api_Endpoints server_api_BadInput server_api_Security server_api_Queue server_recovery
+set(server_tests server_api_Endpoints server_api_BadInput server_api_Security server_api_Queue server_api_Loras
+                 server_recovery
                  server_load)
 set_tests_properties(${server_tests} PROPERTIES LABELS "server" ENVIRONMENT "${server_env}" TIMEOUT 300
                                                 WORKING_DIRECTORY ${server_test_dir})

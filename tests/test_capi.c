@@ -1,6 +1,7 @@
 /* The C API (include/skyreels.h) driven from C, end to end on the demo model: a text-to-video job to a file
  * with every progress report checked, a bad request refused with the input code and a message naming the
- * value, a job cancelled from its progress that leaves no file, and the models reused between jobs. Compiled
+ * value, a job cancelled from its progress that leaves no file, the models reused between jobs, and a job's
+ * own LoRA adapter (run, and refused when its file is missing). Compiled
  * as C11; run by ctest (label capi), also under ASan with leak checks. Exit status 0 when every check holds.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
@@ -236,6 +237,51 @@ int main(void) {
     rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
     CHECK(rc == SKYREELS_OK, "rc %d with a step cache: %s", rc, skyreels_last_error(ctx));
     req.cache = NULL;
+    /* A job's own LoRA adapter (rank 1 on the demo transformer's first query projection, width 32): the job
+     * runs with it; a missing file and a bad count are refused naming them; the context runs on without it. */
+    {
+        char lora[1100];
+        snprintf(lora, sizeof lora, "%s/style.safetensors", dir);
+        const char* header =
+            "{\"transformer.transformer_blocks.0.attn.to_q.lora_A.weight\":{\"dtype\":\"F32\",\"shape\":[1,32],"
+            "\"data_offsets\":[0,128]},\"transformer.transformer_blocks.0.attn.to_q.lora_B.weight\":{\"dtype\":"
+            "\"F32\",\"shape\":[32,1],\"data_offsets\":[128,256]}}";
+        size_t n = strlen(header), padded = (n + 7) / 8 * 8;
+        FILE* f = fopen(lora, "wb");
+        CHECK(f != NULL, "cannot write %s", lora);
+        if (f) {
+            unsigned char len[8];
+            for (int i = 0; i < 8; ++i) len[i] = (unsigned char)((padded >> (8 * i)) & 0xff);
+            fwrite(len, 1, 8, f);
+            fwrite(header, 1, n, f);
+            for (size_t i = n; i < padded; ++i) fputc(' ', f);
+            for (int i = 0; i < 64; ++i) {
+                const float v = 0.5f * (float)((i * 7) % 5 - 2);
+                fwrite(&v, sizeof v, 1, f);
+            }
+            fclose(f);
+        }
+        char with_strength[1200];
+        snprintf(with_strength, sizeof with_strength, "%s:0.8", lora);
+        const char* job_loras[] = {with_strength};
+        req.loras = job_loras;
+        req.n_loras = 1;
+        req.output_path = NULL;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_OK, "rc %d with a job LoRA: %s", rc, skyreels_last_error(ctx));
+        const char* missing[] = {"/nonexistent/adapter.safetensors"};
+        req.loras = missing;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_ERROR_INPUT, "rc %d for a missing job LoRA", rc);
+        CHECK(strstr(skyreels_last_error(ctx), "adapter.safetensors") != NULL, "error: %s", skyreels_last_error(ctx));
+        req.loras = NULL;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_ERROR_INPUT, "rc %d for n_loras 1 with no loras", rc);
+        req.n_loras = 0;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_OK, "rc %d after refused LoRA jobs: %s", rc, skyreels_last_error(ctx));
+        remove(lora);
+    }
 
     /* A NULL request is refused, not a crash. */
     CHECK(skyreels_generate(ctx, NULL, NULL, NULL, NULL) == SKYREELS_ERROR_INPUT, "NULL request");

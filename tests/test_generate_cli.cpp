@@ -437,6 +437,8 @@ TEST(GenerateCli, LoraDryRunPlansTheAdapter) {
         const Result r = run(base + " --lora " + (dir / "ok.safetensors").string() + ":0.5 --lora-mode " + mode);
         ASSERT_EQ(r.code, 0) << r.output;
         EXPECT_NE(owned_weights(r.output), owned_weights(plain.output)) << mode << "\n" << r.output;
+        // The side path is named once in the plan (resident, never streamed); a merged adapter has none.
+        EXPECT_EQ(r.output.find("LoRA side paths") != std::string::npos, std::string(mode) == "runtime") << r.output;
     }
     const Result bad = run(base + " --lora " + (dir / "bad.safetensors").string());
     EXPECT_EQ(bad.code, 1) << bad.output;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/null_backend.h"
@@ -167,8 +168,9 @@ TEST(LoraParity, RuntimeOnQuantizedEqualsMergeIntoDequantized) {
     }
 }
 
-// Runtime adapters travel with their blocks: streamed through the simulated device under budgets that force
-// streaming, the output is bit-identical to the forward on the weights as loaded.
+// Runtime adapters stay resident while their blocks stream: through the simulated device under budgets that
+// force streaming, the output is bit-identical to the forward on the weights as loaded, and each pass moves
+// exactly the base model's bytes of the streamed blocks (the side paths were uploaded once, with the manager).
 TEST(LoraStreaming, BitIdenticalAcrossResidencyModes) {
     const auto dirs = lora_fixtures();
     ASSERT_FALSE(dirs.empty());
@@ -181,27 +183,122 @@ TEST(LoraStreaming, BitIdenticalAcrossResidencyModes) {
     cpu_backend().set_gemm_precision(GemmPrecision::F32);
     const Tensor expected = model.forward(cpu_backend(), inputs);
     const auto specs = model.weight_blocks();
+    const auto base_specs = HunyuanVideoTransformer::load((dir / "model").string()).weight_blocks();
+    ASSERT_EQ(specs.size(), base_specs.size());
+    size_t side = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+        EXPECT_EQ(device_block_bytes(specs[i]), device_block_bytes(base_specs[i])) << specs[i].name;
+        side += side_path_bytes(specs[i]);
+    }
+    EXPECT_GT(side, 0u) << "runtime adapters declare no side-path tensors";
     size_t total = 0, largest = 0;
     for (const auto& s : specs) total += device_block_bytes(s), largest = std::max(largest, device_block_bytes(s));
     VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});
     NullBackend planner(space);
     model.forward(planner, inputs);
     const size_t act = space.peak_bytes();
-    for (size_t weights : {size_t(0), largest * 2, total - 1}) {
-        SCOPED_TRACE(::testing::Message() << "weight budget " << weights);
-        if (weights && largest * 2 >= total) continue;
-        const size_t budget = weights ? weights + act : 0;
+    // Budgets for the blocks (the side paths and activations come on top) from everything resident down to a
+    // half; the ones that leave no room for the ring are skipped, but some must stream. This small model has few
+    // blocks, one of them most of its weights: a ring of one slot (prefetch 0) is what streams it under the
+    // whole model's size; prefetch 1 where two slots fit.
+    int streamed_runs = 0;
+    for (const auto& [weights, prefetch] : std::vector<std::pair<size_t, int>>{{0, 1},
+                                                                               {total - 1, 0},
+                                                                               {total - 1, 1},
+                                                                               {total * 3 / 4, 0},
+                                                                               {total * 3 / 4, 1},
+                                                                               {total / 2, 0},
+                                                                               {largest * 2, 1}}) {
+        SCOPED_TRACE(::testing::Message() << "weight budget " << weights << ", prefetch " << prefetch);
+        const size_t budget = weights ? weights + side + act : 0;  // the side paths are resident besides
         SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
-        ResidencyManager mgr(device, specs,
-                             {.budget_bytes = budget, .reserve_bytes = weights ? act : 0, .prefetch = 1});
+        std::optional<ResidencyManager> placed;
+        try {
+            placed.emplace(
+                device, specs,
+                ResidencyOptions{.budget_bytes = budget, .reserve_bytes = weights ? act : 0, .prefetch = prefetch});
+        } catch (const OutOfMemoryError&) {
+            std::printf("%s: weight budget %zu of %zu bytes, prefetch %d: no room to stream (skipped)\n",
+                        dir.filename().c_str(), weights, total, prefetch);
+            continue;
+        }
+        ResidencyManager& mgr = *placed;
+        streamed_runs += mgr.plan().streamed_blocks() > 0;
         const Tensor got = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
         EXPECT_EQ(test::compare(got, expected).max_abs, 0.0);
-        if (budget) {
+        EXPECT_EQ(mgr.plan().side_path_bytes, side);
+        // A second pass moves the streamed blocks' base weights and nothing else.
+        const ResidencyStats first = mgr.stats();
+        const Tensor again = to_host(device.backend(), model.forward(device.backend(), inputs, {}, &mgr));
+        EXPECT_EQ(test::compare(again, expected).max_abs, 0.0);
+        const ResidencyStats second = mgr.stats();
+        size_t base_streamed = 0, base_streamed_device = 0;
+        for (size_t i = 0; i < specs.size(); ++i)
+            if (!mgr.plan().resident[i])
+                base_streamed += base_specs[i].bytes(), base_streamed_device += device_block_bytes(base_specs[i]);
+        EXPECT_EQ(second.bytes_moved - first.bytes_moved, base_streamed) << "the side paths moved with their blocks";
+        EXPECT_EQ(second.streamed_bytes - first.streamed_bytes, base_streamed_device);
+        if (weights != 0 && weights < total) {
             EXPECT_GT(mgr.plan().streamed_blocks(), 0);
         }
-        std::printf("%s streamed, weight budget %zu of %zu bytes: bit-identical\n", dir.filename().c_str(), weights,
-                    total);
+        std::printf(
+            "%s, weight budget %zu of %zu bytes, prefetch %d: %d blocks streamed, bit-identical; %zu bytes of side "
+            "paths resident, %zu bytes moved per pass (the base model's streamed blocks)\n",
+            dir.filename().c_str(), weights, total, prefetch, mgr.plan().streamed_blocks(), side, base_streamed);
     }
+    EXPECT_GT(streamed_runs, 0) << "no budget made the blocks stream";
+}
+
+// A job's adapters (TransformerPass::adapters) on a model loaded without any: bit-identical to the model loaded
+// with them in runtime mode, on the CPU and streamed through the simulated device (uploaded once, outside the
+// blocks: each pass moves the base model's streamed bytes); the forward after it, without them, is the base's.
+TEST(LoraStreaming, JobAdaptersOnAStreamedModel) {
+    const auto dirs = lora_fixtures();
+    ASSERT_FALSE(dirs.empty());
+    const fs::path& dir = dirs.back();
+    const auto base = HunyuanVideoTransformer::load((dir / "model").string());
+    TransformerLoadOptions o;
+    o.lora = fixture_loras(dir, LoraMode::Runtime);
+    const auto loaded = HunyuanVideoTransformer::load((dir / "model").string(), o);
+    const LoraSet job = base.read_loras(fixture_loras(dir, LoraMode::Runtime));
+    const TransformerInputs inputs =
+        test::read_transformer_inputs(WeightStore::open((dir / "inputs.safetensors").string()));
+    cpu_backend().set_gemm_precision(GemmPrecision::F32);
+    const Tensor want = loaded.forward(cpu_backend(), inputs);
+    const Tensor plain = base.forward(cpu_backend(), inputs);
+    TransformerPass pass;
+    pass.adapters = &job;
+    EXPECT_EQ(test::compare(base.forward(cpu_backend(), inputs, {}, nullptr, pass), want).max_abs, 0.0);
+    EXPECT_EQ(test::compare(base.forward(cpu_backend(), inputs), plain).max_abs, 0.0);
+
+    const auto specs = base.weight_blocks();
+    size_t total = 0;
+    for (const auto& b : specs) total += device_block_bytes(b);
+    VirtualAllocator space("plan", 0, Device{DeviceType::Simulated, 0});
+    NullBackend planner(space);
+    base.forward(planner, inputs);
+    const size_t act = space.peak_bytes() + job.bytes() * 2;  // the job's adapters live in the activations' room
+    const size_t budget = total - 1 + act;
+    SimulatedDevice device({.memory_budget = budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
+    ResidencyManager mgr(device, specs, {.budget_bytes = budget, .reserve_bytes = act, .prefetch = 0});
+    ASSERT_GT(mgr.plan().streamed_blocks(), 0);
+    const LoraSet on_device = job.on_backend(device.backend());
+    TransformerPass device_pass;
+    device_pass.adapters = &on_device;
+    const ResidencyStats before = mgr.stats();
+    const Tensor got = to_host(device.backend(), base.forward(device.backend(), inputs, {}, &mgr, device_pass));
+    EXPECT_EQ(test::compare(got, want).max_abs, 0.0);
+    const ResidencyStats after = mgr.stats();
+    size_t streamed = 0;
+    for (size_t i = 0; i < specs.size(); ++i)
+        if (!mgr.plan().resident[i]) streamed += specs[i].bytes();
+    EXPECT_EQ(after.bytes_moved - before.bytes_moved, streamed);
+    EXPECT_EQ(test::compare(to_host(device.backend(), base.forward(device.backend(), inputs, {}, &mgr)), plain).max_abs,
+              0.0);
+    std::printf(
+        "%s: a job's adapters streamed with %d blocks: bit-identical to the model loaded with them; %zu bytes "
+        "moved per pass\n",
+        dir.filename().c_str(), mgr.plan().streamed_blocks(), streamed);
 }
 
 // The memory plan counts the side path: a planned load with runtime adapters holds more than without.
@@ -222,4 +319,46 @@ TEST(LoraPlan, SidePathWeightsAreCounted) {
     const size_t base = planned_bytes(false), with = planned_bytes(true);
     EXPECT_GT(with, base);
     std::printf("%s planned weights: %zu bytes, %zu with the LoRA side path\n", dir.filename().c_str(), base, with);
+}
+
+// PEFT's per-module alpha and rank (alpha_pattern, rank_pattern in the adapter metadata diffusers saves): a key
+// matches a module named it or ending in "." + it; its alpha replaces lora_alpha for that module, and a
+// rank_pattern that disagrees with the matrices is an error naming the module.
+TEST(LoraMetadata, AlphaAndRankPatterns) {
+    const auto dirs = lora_fixtures();
+    ASSERT_FALSE(dirs.empty());
+    const auto model = HunyuanVideoTransformer::load((dirs.front() / "model").string());
+    const auto linears = model.linear_shapes();
+    const int64_t D = linears.at("transformer_blocks.0.attn.to_q").second, r = 2;
+    const Tensor a = Tensor::zeros({r, D}, DType::F32);
+    Tensor b = Tensor::zeros({D, r}, DType::F32);
+    for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 1.0f;
+    const std::string p = "transformer.transformer_blocks.0.attn.";
+    const fs::path file = test::scratch_dir("lora_metadata") / "patterns.safetensors";
+    auto read = [&](const std::string& metadata) {
+        write_safetensors(file.string(),
+                          {{p + "to_q.lora_A.weight", a},
+                           {p + "to_q.lora_B.weight", b},
+                           {p + "to_k.lora_A.weight", a},
+                           {p + "to_k.lora_B.weight", b}},
+                          {{"lora_adapter_metadata", metadata}});
+        return model.read_loras({.files = {{file.string(), 1.0f}}});
+    };
+    const LoraSet set = read(R"({"lora_alpha": 4, "alpha_pattern": {"attn.to_q": 8, "o_k": 100},
+                                 "rank_pattern": {"to_q": 2, "to_k": 2}})");
+    // scale = alpha / rank: 8 / 2 for to_q (its pattern), 4 / 2 for to_k ("o_k" is no module name's suffix).
+    EXPECT_EQ(set.find("transformer_blocks.0.attn.to_q")->front().up.data<float>()[0], 4.0f);
+    EXPECT_EQ(set.find("transformer_blocks.0.attn.to_k")->front().up.data<float>()[0], 2.0f);
+    // The most specific key wins where two match.
+    const LoraSet nested = read(R"({"lora_alpha": 4, "alpha_pattern": {"to_q": 6, "0.attn.to_q": 10}})");
+    EXPECT_EQ(nested.find("transformer_blocks.0.attn.to_q")->front().up.data<float>()[0], 5.0f);
+    try {
+        read(R"({"lora_alpha": 4, "rank_pattern": {"to_q": 3}})");
+        ADD_FAILURE() << "a rank_pattern that disagrees with the matrices was accepted";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("rank_pattern"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("to_q"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(read(R"({"lora_alpha": 4, "alpha_pattern": {"to_q": "eight"}})"), InputError);
+    EXPECT_THROW(read(R"({"lora_alpha": 4, "alpha_pattern": [8]})"), InputError);
 }

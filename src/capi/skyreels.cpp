@@ -109,6 +109,13 @@ sr::Request request(const sr::Session& session, const skyreels_request& q) {
     r.log_level = log_level(q.log_level, "log_level");
     if (q.preview_path) r.preview_path = q.preview_path;
     r.preview_every = q.preview_every;
+    SR_THROW_IF(q.n_loras < 0 || (q.n_loras > 0 && !q.loras), "request n_loras {} with {} loras", q.n_loras,
+                q.loras ? "the" : "no");
+    for (int i = 0; i < q.n_loras; ++i) {
+        SR_THROW_IF(!given(q.loras[i]), "request loras[{}] is empty", i);
+        r.loras.push_back(sr::parse_lora_argument(q.loras[i]));
+    }
+    r.lora_ignore_unmatched = q.lora_ignore_unmatched;
     return r;
 }
 

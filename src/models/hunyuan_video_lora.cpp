@@ -62,24 +62,71 @@ Tensor read_f32(const WeightStore& store, const std::string& key, const std::str
     return t;
 }
 
-// alpha from the file's metadata (PEFT's adapter config as diffusers saves it), or nullopt.
-std::optional<double> metadata_alpha(const WeightStore& store, const std::string& path) {
+// A key of PEFT's rank_pattern / alpha_pattern: it matches a module whose name is it or ends in "." + it. PEFT
+// reads the key as a regular expression (re.match(rf"(.*\.)?({key})$", name)); the keys it writes are module
+// names, and a hostile file's expression must not cost exponential time, so here it is a name.
+struct ModulePattern {
+    std::string key;
+    double value = 0;
+    bool matches(std::string_view module) const {
+        return module == key ||
+               (module.size() > key.size() && ends_with(module, key) && module[module.size() - key.size() - 1] == '.');
+    }
+};
+
+// What the file's metadata says about alpha (PEFT's adapter config as diffusers saves it): the default
+// (`lora_alpha`), per-module alphas (`alpha_pattern`) and ranks (`rank_pattern`, which must agree with the
+// tensors: a file whose pattern says another rank than its matrices hold was not saved by PEFT as it says).
+struct MetadataAlpha {
+    std::optional<double> alpha;
+    std::vector<ModulePattern> alpha_pattern, rank_pattern;
+
+    // The pattern's value for `module`, or nullopt: of the keys that match, the longest (the most specific;
+    // PEFT takes the first in the file's order, which the JSON reader does not keep).
+    static std::optional<double> match(const std::vector<ModulePattern>& patterns, const std::string& module) {
+        const ModulePattern* best = nullptr;
+        for (const ModulePattern& p : patterns)
+            if (p.matches(module) && (!best || p.key.size() > best->key.size())) best = &p;
+        return best ? std::optional<double>(best->value) : std::nullopt;
+    }
+};
+
+std::vector<ModulePattern> read_patterns(const Json& j, const char* field, const std::string& path) {
+    std::vector<ModulePattern> out;
+    if (!j.contains(field)) return out;
+    const Json& m = j.at(field);
+    SR_THROW_IF(!m.is_object(), "{}: metadata {} is not an object of module -> number", path, field);
+    for (const auto& [key, value] : m.items()) {
+        SR_THROW_IF(!value.is_number() || !std::isfinite(value.get<double>()),
+                    "{}: metadata {} '{}' is not a finite number", path, field, printable(key, 100));
+        SR_THROW_IF(key.empty() || key.size() > 1000, "{}: metadata {} has a key of {} bytes", path, field, key.size());
+        out.push_back({key, value.get<double>()});
+    }
+    return out;
+}
+
+MetadataAlpha metadata_alpha(const WeightStore& store, const std::string& path) {
+    MetadataAlpha out;
     if (auto a = store.metadata("lora_alpha")) {
         double v = 0;
         const auto [end, ec] = std::from_chars(a->data(), a->data() + a->size(), v);
         SR_THROW_IF(ec != std::errc() || end != a->data() + a->size() || !std::isfinite(v),
                     "{}: metadata lora_alpha '{}' is not a number", path, printable(*a));
-        return v;
+        out.alpha = v;
+        return out;
     }
     if (auto m = store.metadata("lora_adapter_metadata")) {
         const Json j = parse_json(*m, path + " metadata lora_adapter_metadata");
-        if (j.is_object() && j.contains("lora_alpha")) {
+        if (!j.is_object()) return out;
+        if (j.contains("lora_alpha")) {
             const double v = json_number(j, "lora_alpha", path + " metadata lora_adapter_metadata");
             SR_THROW_IF(!std::isfinite(v), "{}: metadata lora_alpha is not finite", path);
-            return v;
+            out.alpha = v;
         }
+        out.alpha_pattern = read_patterns(j, "alpha_pattern", path);
+        out.rank_pattern = read_patterns(j, "rank_pattern", path);
     }
-    return std::nullopt;
+    return out;
 }
 
 }  // namespace
@@ -136,7 +183,7 @@ LoraSet read_hunyuan_video_loras(const LoraOptions& options, const HunyuanVideoC
         const WeightStore store = WeightStore::open(path);
         const std::vector<std::string> keys = store.names();
         const std::string convention = detect_lora_convention(keys, path);
-        const std::optional<double> file_alpha = metadata_alpha(store, path);
+        const MetadataAlpha file_alpha = metadata_alpha(store, path);
 
         std::map<std::string, FileModule> modules;
         std::vector<std::string> unmatched;
@@ -203,7 +250,11 @@ LoraSet read_hunyuan_video_loras(const LoraOptions& options, const HunyuanVideoC
                         "{}: LoRA '{}' is [{}, {}] (up rows x down columns) but the layer is [{}, {}]", path,
                         printable(module), up.dim(0), down.dim(1), out, in);
             double alpha = double(rank);
-            if (file_alpha) alpha = *file_alpha;
+            if (file_alpha.alpha) alpha = *file_alpha.alpha;
+            if (const auto a = MetadataAlpha::match(file_alpha.alpha_pattern, module)) alpha = *a;
+            if (const auto r = MetadataAlpha::match(file_alpha.rank_pattern, module))
+                SR_THROW_IF(*r != double(rank), "{}: LoRA '{}' has rank {}, but the metadata's rank_pattern says {}",
+                            path, printable(module), rank, *r);
             if (!m.alpha.empty()) {
                 const Tensor a = read_f32(store, m.alpha, path);
                 SR_THROW_IF(a.numel() != 1, "{}: LoRA alpha '{}' has shape {}, not one value", path, printable(m.alpha),

@@ -164,20 +164,31 @@ void HunyuanVideoTransformer::bind(WeightBinder& binder, LinearQuant quant, cons
     dual_blocks_.resize(size_t(config_.num_layers));
     single_blocks_.resize(size_t(config_.num_single_layers));
     LoraSet adapters;
-    if (!lora.files.empty()) {
-        ListLinears linears;  // the layers adapters may target, from the one declaration
-        for (size_t i = 0; i < weight_block_count(); ++i)
-            with_block(*this, i, [&](auto& block, const std::string&, const std::string& prefix) {
-                declare(linears, block, prefix);
-            });
-        adapters = read_hunyuan_video_loras(lora, config_, linears.shapes);
-    }
+    if (!lora.files.empty()) adapters = read_hunyuan_video_loras(lora, config_, linear_shapes());
     BindWeights bind(binder, quant, adapters.empty() ? nullptr : &adapters);
     for (size_t i = 0; i < weight_block_count(); ++i)
         with_block(*this, i,
                    [&](auto& block, const std::string&, const std::string& prefix) { declare(bind, block, prefix); });
     // Every module the reader mapped is a declared linear layer, so every one was bound.
     SR_ASSERT(adapters.unapplied().empty(), "LoRA modules left unapplied: {}", adapters.unapplied().size());
+}
+
+std::map<std::string, std::pair<int64_t, int64_t>> HunyuanVideoTransformer::linear_shapes() const {
+    ListLinears linears;  // the layers adapters may target, from the one declaration
+    for (size_t i = 0; i < weight_block_count(); ++i)
+        with_block(*this, i, [&](const auto& block, const std::string&, const std::string& prefix) {
+            auto copy = block;  // tensors are handles: nothing is copied but them
+            declare(linears, copy, prefix);
+        });
+    return std::move(linears.shapes);
+}
+
+LoraSet HunyuanVideoTransformer::read_loras(const LoraOptions& options) const {
+    SR_THROW_IF(options.mode == LoraMode::Merge,
+                "a job's LoRA adapters run as a side path on the loaded weights; merge is for the session's (--lora)");
+    LoraOptions o = options;
+    o.mode = LoraMode::Runtime;
+    return read_hunyuan_video_loras(o, config_, linear_shapes());
 }
 
 WeightBlock HunyuanVideoTransformer::weight_block(size_t i) const {
@@ -196,6 +207,18 @@ template <class Block>
 Block HunyuanVideoTransformer::rebind(const Block& block, const std::vector<Tensor>& tensors) const {
     // The names are not needed to rebind: the declaration order is.
     return rebind_block(block, tensors, [&](WeightVisitor& v, Block& b) { declare(v, b, std::string()); });
+}
+
+template <class Block>
+Block HunyuanVideoTransformer::for_pass(const Block& loaded, size_t b, const BlockLease& lease,
+                                        const TransformerPass& pass) const {
+    Block blk = lease ? rebind(loaded, lease.tensors()) : loaded;
+    if (pass.adapters && !pass.adapters->empty()) {
+        AttachAdapters attach(*pass.adapters);
+        with_block(*this, b,
+                   [&](const auto&, const std::string&, const std::string& prefix) { declare(attach, blk, prefix); });
+    }
+    return blk;
 }
 
 std::vector<size_t> HunyuanVideoTransformer::pass_order(const TransformerPass& pass) const {
@@ -573,7 +596,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     {
         // Block 0: embedders and token refiner.
         const BlockLease lease(weights, 0);
-        const Embedders emb = lease ? rebind(embedders_, lease.tensors()) : embedders_;
+        const Embedders emb = for_pass(embedders_, 0, lease, pass);
         for (Row& row : st) {
             const TransformerInputs& in = *row.in;
             const int64_t B = row.B, n = row.n;
@@ -645,7 +668,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     if (cache) {
         {
             const BlockLease lease(weights, 1);
-            const DualBlock blk = lease ? rebind(dual_blocks_[0], lease.tensors()) : dual_blocks_[0];
+            const DualBlock blk = for_pass(dual_blocks_[0], 1, lease, pass);
             if (cache->options().kind == StepCacheKind::TeaCache) {
                 // The metric: the video tokens as block 1's attention projections see them (its norm1's
                 // shift_msa and scale_msa on the layer norm), computed here as dual_block computes them.
@@ -687,11 +710,11 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
         const BlockLease lease(weights, b);
         if (b <= n_dual) {
             const size_t i = b - 1;
-            const DualBlock blk = lease ? rebind(dual_blocks_[i], lease.tensors()) : dual_blocks_[i];
+            const DualBlock blk = for_pass(dual_blocks_[i], b, lease, pass);
             for (Row& row : st) run_dual(blk, i, row);
         } else {
             const size_t i = b - 1 - n_dual;
-            const SingleBlock blk = lease ? rebind(single_blocks_[i], lease.tensors()) : single_blocks_[i];
+            const SingleBlock blk = for_pass(single_blocks_[i], b, lease, pass);
             for (Row& row : st) {
                 join_streams(row);
                 single_block(be, blk, row.xs, row.n, row.temb_silu, row.joint);
@@ -720,7 +743,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     // 5. Output: AdaLayerNormContinuous (its linear yields scale first, then shift), projection, unpatchify.
     {
         const BlockLease lease(weights, head_block);
-        const OutputHead head = lease ? rebind(head_, lease.tensors()) : head_;
+        const OutputHead head = for_pass(head_, head_block, lease, pass);
         for (Row& row : st) {
             const auto so = chunk_rows(head.norm_out.apply(be, row.temb_silu), 2);
             Tensor normed = new_activation(be, row.x.shape(), "norm_out");

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,10 @@ struct TransformerPass {
     // Step caching (models/step_cache.h): the pass's first dual block decides whether the blocks run or the
     // residual cached at the last computed step stands in for them. One decision per call, over every row.
     StepCache* cache = nullptr;
+    // A job's LoRA adapters (read_loras(), in the backend's memory: LoraSet::on_backend), added to this
+    // forward's copies of the blocks as runtime side paths after the adapters the model loaded with. The
+    // model never holds them, so the next forward without them is the base model's, bit for bit.
+    const LoraSet* adapters = nullptr;
 };
 
 struct TransformerLoadOptions {
@@ -88,6 +93,11 @@ public:
     WeightBlock weight_block(size_t block) const;
     std::vector<WeightBlock> weight_blocks() const;
     std::vector<Tensor> weight_block_tensors(size_t block) const { return weight_block(block).tensors; }
+    // The linear layers of every block, name -> [out, in] (what adapter files map onto).
+    std::map<std::string, std::pair<int64_t, int64_t>> linear_shapes() const;
+    // A job's adapter files read onto this model's linear layers (InputError naming the file and key, as at
+    // load), for TransformerPass::adapters. Their mode is always runtime: the loaded weights stay as they are.
+    LoraSet read_loras(const LoraOptions& options) const;
     // The weight blocks one forward with `pass` acquires, in order (InputError for a block that cannot be
     // skipped).
     std::vector<size_t> pass_order(const TransformerPass& pass = {}) const;
@@ -154,6 +164,10 @@ private:
     // `block` viewing `tensors` (a provider's acquire()) instead of the loaded weights.
     template <class Block>
     Block rebind(const Block& block, const std::vector<Tensor>& tensors) const;
+    // The block weight block `b` runs with in a pass: the loaded one, or viewing its lease's tensors, plus
+    // the pass's adapters.
+    template <class Block>
+    Block for_pass(const Block& loaded, size_t b, const BlockLease& lease, const TransformerPass& pass) const;
 
     void bind(WeightBinder& binder, LinearQuant quant, const LoraOptions& lora);
     Tensor run_mlp(Backend& be, const TimestepMlp& mlp, const Tensor& x) const;

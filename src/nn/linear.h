@@ -37,8 +37,10 @@ const char* weight_format_name(WeightFormat format);
 enum class LinearQuant : uint8_t { None, Float8WeightOnly };
 
 // What a tensor of a layer is, for the binder: a matrix stored as the checkpoint holds it (or in the load's
-// storage dtype), or a small vector (norm weights, biases) that is kept in f32 whatever the file holds.
-enum class WeightKind : uint8_t { Matrix, SmallF32 };
+// storage dtype), a small vector (norm weights, biases) that is kept in f32 whatever the file holds, or a
+// low-rank side path's matrix (a runtime LoRA's down and up: small, f32), which stays resident on the device
+// for the whole run while the rest of its block may stream (runtime/residency.h).
+enum class WeightKind : uint8_t { Matrix, SmallF32, SidePath };
 
 // A weight matrix in its storage format: logically [out, in].
 struct LinearWeight {
@@ -90,8 +92,8 @@ struct Linear {
         weight.for_each_tensor(f);
         if (bias.defined()) f(std::string_view(".bias"), bias, WeightKind::SmallF32);
         for (LowRankAdapter& a : adapters) {
-            f(std::string_view(".lora_down"), a.down, WeightKind::Matrix);
-            f(std::string_view(".lora_up"), a.up, WeightKind::Matrix);
+            f(std::string_view(".lora_down"), a.down, WeightKind::SidePath);
+            f(std::string_view(".lora_up"), a.up, WeightKind::SidePath);
         }
     }
 };

@@ -34,6 +34,26 @@ const std::vector<LoraDelta>* LoraSet::take(const std::string& module) const {
     return &it->second;
 }
 
+const std::vector<LoraDelta>* LoraSet::find(const std::string& module) const {
+    auto it = by_module_.find(module);
+    return it == by_module_.end() ? nullptr : &it->second;
+}
+
+void LoraSet::append(const LoraSet& other) {
+    for (const auto& [name, deltas] : other.by_module_)
+        for (const LoraDelta& d : deltas) by_module_[name].push_back(d);
+}
+
+LoraSet LoraSet::on_backend(Backend& backend) const {
+    LoraSet out;
+    out.mode = mode;
+    for (const auto& [name, deltas] : by_module_)
+        for (const LoraDelta& d : deltas)
+            out.add(name, {to_device(backend, d.down, name + ".lora_down"), to_device(backend, d.up, name + ".lora_up"),
+                           d.origin});
+    return out;
+}
+
 std::vector<std::string> LoraSet::unapplied() const {
     std::vector<std::string> out;
     for (const auto& [name, deltas] : by_module_)

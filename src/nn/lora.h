@@ -44,6 +44,13 @@ public:
     // The deltas for the layer `module` (its checkpoint name without ".weight"), in the order added, or null;
     // marks them applied.
     const std::vector<LoraDelta>* take(const std::string& module) const;
+    // The deltas for `module`, or null (a lookup at run time: marks nothing).
+    const std::vector<LoraDelta>* find(const std::string& module) const;
+    // Appends `other`'s deltas after this set's, module by module (a job's files, read one at a time).
+    void append(const LoraSet& other);
+    // This set with every delta's tensors in `backend`'s memory (the same tensors on the CPU backend): a
+    // job's adapters, uploaded once for the job and dropped with the copy.
+    LoraSet on_backend(Backend& backend) const;
     // Modules with deltas that no bound layer took.
     std::vector<std::string> unapplied() const;
     // Bytes of every delta's down and up.

@@ -35,6 +35,10 @@ struct WeightBlock {
     std::string name;
     std::vector<Tensor> tensors;  // host tensors (memory-mapped or owned), any dtype; undefined ones pass through
     std::vector<std::string> tensor_names;  // the checkpoint name of each tensor (empty when not known)
+    // Per tensor: a side path's (WeightKind::SidePath), which a provider keeps resident for the whole run
+    // instead of moving it with the block (empty: none is).
+    std::vector<bool> side_path;
+    bool is_side_path(size_t i) const { return i < side_path.size() && side_path[i]; }
     // Bytes of the defined tensors.
     size_t bytes() const {
         size_t n = 0;

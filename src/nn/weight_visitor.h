@@ -13,6 +13,7 @@
 //   }
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -65,16 +66,34 @@ public:
     std::map<std::string, std::pair<int64_t, int64_t>> shapes;
 };
 
+// Adds `set`'s deltas as runtime side paths (y += up (down x)) of the layers a declaration names, after the
+// adapters a layer loaded with: a job's adapters on the copy of a block that one forward uses, so the loaded
+// model never holds them. The deltas must already be in the memory of the backend that runs the block.
+class AttachAdapters final : public WeightVisitor {
+public:
+    explicit AttachAdapters(const LoraSet& set) : set_(set) {}
+    void tensor(const std::string&, Tensor&, const Shape&, WeightKind) override {}
+    void linear(const std::string& name, Linear& l, int64_t, int64_t, bool) override {
+        if (const std::vector<LoraDelta>* deltas = set_.find(name))
+            for (const LoraDelta& d : *deltas) l.adapters.push_back({d.down, d.up});
+    }
+
+private:
+    const LoraSet& set_;
+};
+
 // Appends the declared tensors and their names, in declaration order (undefined ones too: a member the
 // declaration names but the model left empty).
 class CollectTensors final : public WeightVisitor {
 public:
-    void tensor(const std::string& name, Tensor& t, const Shape&, WeightKind) override {
+    void tensor(const std::string& name, Tensor& t, const Shape&, WeightKind kind) override {
         tensors.push_back(t);
         names.push_back(name);
+        side_path.push_back(kind == WeightKind::SidePath);
     }
     std::vector<Tensor> tensors;
     std::vector<std::string> names;
+    std::vector<bool> side_path;
 };
 
 // Replaces each declared tensor by the next of `tensors` (a list CollectTensors made of the same block, or
@@ -116,7 +135,10 @@ WeightBlock declared_block(std::string name, const Block& block, Declare&& decla
     Block copy = block;  // tensors are handles: the copy views the same memory
     CollectTensors collect;
     declare(collect, copy);
-    return {std::move(name), std::move(collect.tensors), std::move(collect.names)};
+    const bool any_side =
+        std::find(collect.side_path.begin(), collect.side_path.end(), true) != collect.side_path.end();
+    return {std::move(name), std::move(collect.tensors), std::move(collect.names),
+            any_side ? std::move(collect.side_path) : std::vector<bool>{}};
 }
 
 }  // namespace sr

@@ -95,6 +95,9 @@ std::string DeviceRunReport::format(const MemoryOptions& options) const {
         b(double(host_nonreclaimable_peak)));
     s += fmt::format("  host -> device: {} in all, {} per denoising step (planned {})\n", b(double(bytes_moved)),
                      b(streamed_bytes_per_step), b(double(plan.streamed_bytes_per_step)));
+    if (plan.side_path_bytes > 0)
+        s += fmt::format("  LoRA side paths: {} resident (uploaded once, not per step)\n",
+                         b(double(plan.side_path_bytes)));
     s +=
         fmt::format("  copy time hidden behind compute: {:.0f}% (copy engine busy {:.3f} s, compute waited {:.3f} s)\n",
                     100.0 * hidden_fraction(), copy_seconds, exposed_seconds);

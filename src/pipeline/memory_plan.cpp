@@ -164,6 +164,7 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
          std::initializer_list<const StageProbe::Peaks*>{&text_act, &image_act, &denoise_act, &decode_act})
         for (size_t m = 0; m < kPipelineModels; ++m) plan.reserves[m] = std::max(plan.reserves[m], peaks->model[m]);
     plan.transformer_blocks = int(blocks[size_t(PM::Transformer)].blocks.size());
+    for (const WeightBlock& b : blocks[size_t(PM::Transformer)].blocks) plan.side_path_bytes += side_path_bytes(b);
     // Row by row inside each resident block is one pass; only whole passes per row move the weights twice.
     plan.transformer_passes_per_step =
         p.do_cfg() && p.sequence_batch && p.cfg_whole_passes && !p.cache.enabled() ? 2 : 1;
@@ -176,17 +177,20 @@ MemoryPlan plan_memory(const SkyReelsPipeline& pipe, const GenerationRequest& re
         ResidencyOptions o = residency_options(options, plan.reserves[i]);
         o.staging_bytes = target.staging_bytes;  // counted against --pinned-budget
         const auto sizes = sizes_of(blocks[i], target.block_bytes);
+        size_t side = 0;  // the side paths: one resident allocation, as the residency manager makes it
+        for (const WeightBlock& b : blocks[i].blocks) side += side_path_bytes(b);
+        if (side && target.block_bytes) side = target.block_bytes(side);
         ResidencyPlan rp;
         try {
             SR_WITH_CONTEXT(fmt::format("planning the {} under --vram-budget {}", pipeline_model_name(m),
                                         format_bytes(double(options.vram_budget))),
-                            rp = plan_residency(sizes, o));
+                            rp = plan_residency(sizes, o, side));
         } catch (const OutOfMemoryError& e) {
             if (require_fit) throw;
             // Not even streaming fits: plan the least it needs (every block streamed) and say so.
             plan.shortfalls.push_back(e.what());
             o.budget_bytes = 0;
-            rp = plan_residency(sizes, o);
+            rp = plan_residency(sizes, o, side);
             size_t largest = 0, all = 0;
             for (const auto& [name, bytes] : sizes) largest = std::max(largest, bytes), all += bytes;
             const size_t slots = std::min<size_t>(size_t(options.prefetch) + 1, sizes.size());
@@ -266,6 +270,9 @@ std::string MemoryPlan::format(const MemoryOptions& o, const std::string& device
                          transformer_blocks, b(streamed_bytes_per_step));
     else
         s += "  denoising streams nothing: every weight stays resident\n";
+    if (side_path_bytes > 0)
+        s += fmt::format("  LoRA side paths: {} resident on the device while the transformer runs (never streamed)\n",
+                         b(side_path_bytes));
     s += fmt::format(
         "  non-reclaimable host memory above the baseline: {} (pinned {}, owned weights {}, host tensors {})\n",
         b(host_nonreclaimable()), b(pinned_bytes), b(owned_weight_bytes), b(host_tensor_bytes));

@@ -36,6 +36,9 @@ struct MemoryPlan {
     std::array<size_t, kPipelineModels> model_bytes{};  // device bytes of each model's weights
     size_t streamed_bytes_per_step = 0;  // transformer weights copied per denoising step (0: all resident)
     int streamed_blocks = 0, transformer_blocks = 0;
+    // The transformer's runtime LoRA side paths: resident on the device while it runs (one allocation, in the
+    // weights above, never streamed).
+    size_t side_path_bytes = 0;
     int transformer_passes_per_step = 1;  // 2 with CFG rows run as whole passes (cfg_whole_passes)
     size_t pinned_weight_bytes = 0;       // page-locked copies of streamed blocks (pinned mode)
     size_t staging_bytes = 0;             // the device's pinned staging ring (every mode but pageable)

@@ -368,7 +368,13 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         cache.emplace(p.cache, p.num_inference_steps);
         cache->set_groups({parallel.sequence, cfg_pair});
     }
-    const TransformerPass pass{.skip = {}, .cache = cache ? &*cache : nullptr};
+    // The job's adapters in the backend's memory for the whole loop (small: rank x (in + out) per layer); they
+    // go when it ends, also when a step throws (a cancel), so none outlives the job.
+    std::optional<LoraSet> job_adapters;
+    if (req.adapters && !req.adapters->empty()) job_adapters = req.adapters->on_backend(be);
+    TransformerPass pass;
+    pass.cache = cache ? &*cache : nullptr;
+    pass.adapters = job_adapters ? &*job_adapters : nullptr;
     for (int i = req.start_step; i < p.num_inference_steps; ++i) {
         if (cache) cache->begin_step(i);
         const std::string step = "step" + std::to_string(i) + ".";
@@ -399,7 +405,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             output = Tensor::empty({B, C, input.dim(2), input.dim(3), input.dim(4)}, DType::F32, host_allocator(),
                                    "transformer output");
             for (int64_t row = 0; row < B; ++row) {
-                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights()));
+                const Tensor out = to_host(be, c_.transformer->forward(be, row_inputs(row), {}, use.weights(), pass));
                 Tensor dst = output.slice(0, row, row + 1);
                 if (!host_values_skipped()) dst.copy_from(out);  // a plan's host tensors are address space only
             }

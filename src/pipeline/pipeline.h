@@ -104,6 +104,11 @@ struct GenerationRequest {
     Tensor initial_latents;                // [1, 16, T, h, w] replaces the seeded noise
     Tensor vae_sample_eps;                 // [1, 16, 1, h, w] replaces the image latent sample's noise draw
 
+    // This job's LoRA adapters on the transformer (HunyuanVideoTransformer::read_loras): runtime side paths on
+    // top of the loaded weights (and of the session's adapters), uploaded for the denoising loop and dropped
+    // after it; the loaded model never holds them. null: none.
+    std::shared_ptr<const LoraSet> adapters;
+
     // Resuming a run (pipeline/checkpoint.h): initial_latents are the latents after this many steps, which are
     // not run again; the scheduler continues at this step.
     int start_step = 0;

@@ -80,6 +80,13 @@ void check_settings(const Request& r) {
 #endif
         check_writable(r.output_path);
     }
+    for (size_t i = 0; i < r.loras.size(); ++i) {
+        const LoraFile& f = r.loras[i];
+        std::error_code ec;
+        SR_THROW_IF(f.path.empty(), "job LoRA {}: no file named", i);
+        SR_THROW_IF(!std::isfinite(f.strength), "job LoRA {}: strength {} is not finite", f.path, f.strength);
+        SR_THROW_IF(!fs::is_regular_file(f.path, ec), "job LoRA {}: no such file", f.path);
+    }
 }
 
 // The checkpoint files a successful SkyReelsPipeline::load(o) opened: every *.safetensors of the transformer,
@@ -286,7 +293,37 @@ ParallelGroups Session::groups_for(const GenerationRequest& job) {
     return mesh->groups(sequence);
 }
 
-std::vector<std::pair<std::string, std::string>> Session::video_metadata(const GenerationRequest& job) const {
+std::shared_ptr<const LoraSet> Session::job_adapters(const Request& request) {
+    if (request.loras.empty()) return nullptr;
+    auto set = std::make_shared<LoraSet>();
+    for (const LoraFile& f : request.loras) {
+        std::error_code ec;
+        const uintmax_t size = fs::file_size(f.path, ec);
+        SR_THROW_IF(ec, "job LoRA {}: {}", f.path, ec.message());
+        const int64_t mtime = int64_t(fs::last_write_time(f.path, ec).time_since_epoch().count());
+        SR_THROW_IF(ec, "job LoRA {}: {}", f.path, ec.message());
+        const std::string key = fmt::format("{}\n{}\n{}", f.path, f.strength, request.lora_ignore_unmatched);
+        auto it =
+            std::find_if(lora_cache_.begin(), lora_cache_.end(), [&](const CachedLora& c) { return c.key == key; });
+        if (it != lora_cache_.end() && (it->size != size || it->mtime != mtime)) {
+            lora_cache_.erase(it);  // the file changed: read it again
+            it = lora_cache_.end();
+        }
+        if (it == lora_cache_.end()) {
+            LoraOptions one{.files = {f}, .mode = LoraMode::Runtime, .ignore_unmatched = request.lora_ignore_unmatched};
+            auto read = std::make_shared<const LoraSet>(pipe_->components().transformer->read_loras(one));
+            if (lora_cache_.size() >= kLoraCacheEntries) lora_cache_.erase(lora_cache_.begin());
+            lora_cache_.push_back({key, size, mtime, read});
+            it = lora_cache_.end() - 1;
+        }
+        set->append(*it->set);
+    }
+    set->mode = LoraMode::Runtime;
+    return set;
+}
+
+std::vector<std::pair<std::string, std::string>> Session::video_metadata(const GenerationRequest& job,
+                                                                         const std::vector<LoraFile>& job_loras) const {
     const GenerationParams& p = job.params;
     Json made;
     made["prompt"] = job.prompt;
@@ -303,9 +340,15 @@ std::vector<std::pair<std::string, std::string>> Session::video_metadata(const G
     if (!options_.demo) made["base"] = options_.base;
     made["quant"] = options_.quant == LinearQuant::Float8WeightOnly ? "fp8" : "none";
     if (p.cache.enabled()) made["cache"] = p.cache.str();  // step caching: the video is not the uncached one
-    if (!options_.lora.files.empty()) {
+    if (!options_.lora.files.empty() || !job_loras.empty()) {
+        // Every adapter the video was made with, in the order applied: the session's, then the job's.
         Json loras = Json::array();
-        for (const LoraFile& f : options_.lora.files) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+        for (const LoraFile& f : options_.lora.files)
+            loras.push_back({{"file", f.path}, {"strength", f.strength}, {"scope", "session"}});
+        // A job's by file name: a server's folder is not the client's business.
+        for (const LoraFile& f : job_loras)
+            loras.push_back(
+                {{"file", fs::path(f.path).filename().string()}, {"strength", f.strength}, {"scope", "job"}});
         made["loras"] = loras;
     }
     const std::string engine = fmt::format("skyreels.cpp {}", build::kVersion);
@@ -322,12 +365,18 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     SR_THROW_IF(options_.planning_only, "this session only plans (--dry-run): it has no weights to run");
     const auto start = std::chrono::steady_clock::now();
     GenerationRequest job = prepare(request);  // every check before any work
+    job.adapters = job_adapters(request);      // a bad adapter file fails here, before any work too
     choose_cfg_rows(job);
     SR_THROW_IF(request.checkpoint_every < 0, "--checkpoint-every {}: must be >= 0", request.checkpoint_every);
     SR_THROW_IF(request.checkpoint_every > 0 && request.checkpoint_path.empty(),
                 "--checkpoint-every needs a checkpoint file (it goes next to the output)");
-    const std::string run_params = checkpoint_params(
-        job, Json{{"precision", int(precision_)}, {"quant", options_.quant == LinearQuant::None ? "none" : "fp8"}});
+    Json run_settings{{"precision", int(precision_)}, {"quant", options_.quant == LinearQuant::None ? "none" : "fp8"}};
+    if (!request.loras.empty()) {  // a resumed job must run with the same adapters
+        Json loras = Json::array();
+        for (const LoraFile& f : request.loras) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+        run_settings["job_loras"] = loras;
+    }
+    const std::string run_params = checkpoint_params(job, run_settings);
     if (!request.resume_path.empty()) {
         const DenoiseCheckpoint c = read_checkpoint(request.resume_path);
         c.check_matches(run_params, model_fingerprint(), request.resume_path);
@@ -398,10 +447,11 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     // Opened before the run so an unwritable path fails early; its partial file goes unless finish() completes.
     std::unique_ptr<VideoWriter> writer;
     if (!request.output_path.empty() && is_root())
-        writer = std::make_unique<VideoWriter>(
-            request.output_path, job.params.width, job.params.height,
-            VideoWriterOptions{
-                .fps = request.fps, .crf = request.crf, .png_dir = request.png_dir, .metadata = video_metadata(job)});
+        writer = std::make_unique<VideoWriter>(request.output_path, job.params.width, job.params.height,
+                                               VideoWriterOptions{.fps = request.fps,
+                                                                  .crf = request.crf,
+                                                                  .png_dir = request.png_dir,
+                                                                  .metadata = video_metadata(job, request.loras)});
     const FrameSink sink = [&](const Tensor& frames, int64_t first) {
         if (writer) writer->write(frames.select(0, 0));
         if (callbacks.frames) callbacks.frames(frames, first);
@@ -473,6 +523,7 @@ MemoryPlan Session::plan(const Request& request) {
     std::optional<LogScope> log;
     if (const auto level = level_for(&request)) log.emplace(*level);
     GenerationRequest job = plannable(request);
+    job.adapters = job_adapters(request);  // uploaded for the denoising loop: the plan counts them
     choose_cfg_rows(job);
     if (!options_.world || options_.world->size() == 1)
         return plan_memory(*pipe_, job, memory_for(job), target_, /*require_fit=*/false);

@@ -102,6 +102,12 @@ struct Request {
     std::string preview_path;
     int preview_every = 5;
     std::optional<LogLevel> log_level;  // overrides the session's for this job
+    // This job's LoRA adapters on the transformer, in order, on top of the session's (SessionOptions::lora):
+    // runtime side paths for this job only. The loaded model is neither reloaded nor changed, and the next
+    // job runs without them (also after an error or a cancel). A file is read once and kept while its size
+    // and modification time stay the same.
+    std::vector<LoraFile> loras;
+    bool lora_ignore_unmatched = false;  // keys that match no layer: a warning with the count, not an error
 };
 
 enum class JobStatus { Ok, Cancelled };
@@ -189,7 +195,20 @@ private:
     std::string model_fingerprint_;
     void choose_default_budget();
     // What made a video (prompt, seed, steps, guidance, size, model, engine version), for its metadata.
-    std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job) const;
+    std::vector<std::pair<std::string, std::string>> video_metadata(const GenerationRequest& job,
+                                                                    const std::vector<LoraFile>& job_loras) const;
+    // The adapters of `request` (Request::loras) read onto the transformer, through the cache; null when none.
+    std::shared_ptr<const LoraSet> job_adapters(const Request& request);
+    // Adapter files read for jobs, by path, strength and ignore flag, with the size and modification time they
+    // had; the oldest goes beyond kLoraCacheEntries.
+    struct CachedLora {
+        std::string key;
+        uintmax_t size = 0;
+        int64_t mtime = 0;
+        std::shared_ptr<const LoraSet> set;
+    };
+    static constexpr size_t kLoraCacheEntries = 8;
+    std::vector<CachedLora> lora_cache_;
     std::optional<LogLevel> level_for(const Request* request) const;
     // The mesh for `job` (none: one process), made on first use and kept, and its groups: on CUDA the Ulysses
     // group moves device memory through NCCL.

@@ -51,7 +51,7 @@ ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve)
 
 size_t ModelBlocks::bytes() const {
     size_t n = 0;
-    for (const auto& b : blocks) n += device_block_bytes(b);
+    for (const auto& b : blocks) n += device_block_bytes(b) + side_path_bytes(b);
     return n;
 }
 

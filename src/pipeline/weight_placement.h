@@ -52,7 +52,7 @@ ResidencyOptions residency_options(const MemoryOptions& options, size_t reserve)
 struct ModelBlocks {
     std::vector<WeightBlock> blocks;
     std::vector<size_t> model_index;
-    size_t bytes() const;  // device bytes
+    size_t bytes() const;  // device bytes, side paths included
 };
 ModelBlocks pipeline_model_blocks(const PipelineComponents& c, PipelineModel model);
 

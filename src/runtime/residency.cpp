@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -19,8 +20,15 @@ size_t round_up(size_t n) {
 
 size_t device_block_bytes(const WeightBlock& block) {
     size_t bytes = 0;
-    for (const Tensor& t : block.tensors)
-        if (t.defined()) bytes += round_up(t.nbytes());
+    for (size_t i = 0; i < block.tensors.size(); ++i)
+        if (block.tensors[i].defined() && !block.is_side_path(i)) bytes += round_up(block.tensors[i].nbytes());
+    return bytes;
+}
+
+size_t side_path_bytes(const WeightBlock& block) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < block.tensors.size(); ++i)
+        if (block.tensors[i].defined() && block.is_side_path(i)) bytes += round_up(block.tensors[i].nbytes());
     return bytes;
 }
 
@@ -59,25 +67,29 @@ int ResidencyPlan::streamed_blocks() const {
     return int(std::count(resident.begin(), resident.end(), false));
 }
 
-ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks,
-                             const ResidencyOptions& options) {
+ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyOptions& options,
+                             size_t side_path) {
     SR_THROW_IF(options.prefetch < 0 || options.prefetch > 64, "prefetch {} is out of range (0..64)", options.prefetch);
     ResidencyPlan plan;
     plan.reserve_bytes = options.reserve_bytes;
+    plan.side_path_bytes = side_path;
     plan.resident.assign(blocks.size(), true);
     size_t total = 0;
     for (const auto& [name, bytes] : blocks) total += bytes;
-    if (options.budget_bytes == 0 || total + options.reserve_bytes <= options.budget_bytes) {
+    if (options.budget_bytes == 0 || total + side_path + options.reserve_bytes <= options.budget_bytes) {
         plan.resident_bytes = total;
         return plan;
     }
-    if (options.reserve_bytes >= options.budget_bytes)
+    // The side paths stay resident: what streams shares the budget left after them.
+    const size_t fixed = options.reserve_bytes + side_path;
+    if (fixed >= options.budget_bytes)
         throw OutOfMemoryError(fmt::format(
-            "device budget {} is too small: activations and workspace alone need {}, with no room for weights "
+            "device budget {} is too small: activations and workspace{} alone need {}, with no room for weights "
             "(short by more than {})",
-            format_bytes(double(options.budget_bytes)), format_bytes(double(options.reserve_bytes)),
-            format_bytes(double(options.reserve_bytes - options.budget_bytes))));
-    const size_t avail = options.budget_bytes - options.reserve_bytes;
+            format_bytes(double(options.budget_bytes)),
+            side_path ? fmt::format(" and the LoRA side paths ({})", format_bytes(double(side_path))) : "",
+            format_bytes(double(fixed)), format_bytes(double(fixed - options.budget_bytes))));
+    const size_t avail = options.budget_bytes - fixed;
     const int want_slots = options.prefetch + 1;
 
     // Try each block size as the ring's slot size: blocks larger than it must stay resident; among the
@@ -108,6 +120,7 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
         if (streamed == 0 || resident_bytes + slot * size_t(slots) > avail) ok = false;
         if (!ok) continue;
         ResidencyPlan p;
+        p.side_path_bytes = side_path;
         p.resident = resident;
         p.resident_bytes = resident_bytes;
         p.slot_bytes = slot;
@@ -123,12 +136,13 @@ ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& 
         const auto largest = *std::max_element(blocks.begin(), blocks.end(),
                                                [](const auto& x, const auto& y) { return x.second < y.second; });
         const size_t ring = largest.second * size_t(std::min<size_t>(size_t(want_slots), blocks.size()));
-        const size_t need = ring + options.reserve_bytes;
+        const size_t need = ring + fixed;
         throw OutOfMemoryError(fmt::format(
             "device budget {} is too small: streaming needs {} ring buffer(s) of the largest block '{}' ({}) "
-            "plus {} for activations and workspace, {} in all (short by {})",
+            "plus {} for activations and workspace{}, {} in all (short by {})",
             format_bytes(double(options.budget_bytes)), std::min<size_t>(size_t(want_slots), blocks.size()),
             largest.first, format_bytes(double(largest.second)), format_bytes(double(options.reserve_bytes)),
+            side_path ? fmt::format(" and {} of LoRA side paths", format_bytes(double(side_path))) : "",
             format_bytes(double(need)), format_bytes(double(need - std::min(need, options.budget_bytes)))));
     }
     return best;
@@ -169,12 +183,15 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlock>
         for (Tensor& t : b.tensors)
             if (t.defined() && !t.is_contiguous()) t = t.contiguous();
     std::vector<std::pair<std::string, size_t>> sizes;
-    for (const auto& b : blocks_)
+    size_t side_bytes = 0;
+    for (const auto& b : blocks_) {
         // The device allocator's rounding counted (a CUDA block is rounded to 2 MiB): the plan holds what the
         // budget will be charged.
-        block_bytes_.push_back(device_block_bytes(b)),
-            sizes.emplace_back(b.name, device_.memory().block_bytes(block_bytes_.back()));
-    plan_ = plan_residency(sizes, options);
+        block_bytes_.push_back(device_block_bytes(b));
+        sizes.emplace_back(b.name, device_.memory().block_bytes(block_bytes_.back()));
+        side_bytes += side_path_bytes(b);
+    }
+    plan_ = plan_residency(sizes, options, side_bytes ? device_.memory().block_bytes(side_bytes) : 0);
     const CopyPath default_path =
         options.host_memory == HostMemoryMode::Pageable ? CopyPath::Pageable : CopyPath::Staged;
     sources_.assign(blocks_.size(), Source{default_path, Tensor()});
@@ -182,7 +199,26 @@ ResidencyManager::ResidencyManager(Accelerator& device, std::vector<WeightBlock>
     resident_ticket_.assign(blocks_.size(), 0);
     resident_memory_.resize(blocks_.size());
     host_pages_dropped_.assign(blocks_.size(), false);
+    side_views_.resize(blocks_.size());
     try {
+        if (side_bytes) {
+            // Every side path in one allocation, uploaded before any block: resident for the manager's life.
+            side_memory_ = Tensor::empty({int64_t(side_bytes)}, DType::Bool, device_.memory(), "LoRA side paths");
+            char* dst = static_cast<char*>(side_memory_.raw_data());
+            size_t offset = 0;
+            for (size_t b = 0; b < blocks_.size(); ++b) {
+                side_views_[b].resize(blocks_[b].tensors.size());
+                for (size_t k = 0; k < blocks_[b].tensors.size(); ++k) {
+                    const Tensor& host = blocks_[b].tensors[k];
+                    if (!host.defined() || !blocks_[b].is_side_path(k)) continue;
+                    side_ticket_ = device_.copy_async(dst + offset, host.raw_data(), host.nbytes(), default_path);
+                    side_views_[b][k] =
+                        Tensor::wrap(dst + offset, host.shape(), host.dtype(), device_.memory().device(), nullptr);
+                    offset += round_up(host.nbytes());
+                    bytes_moved_ += host.nbytes();
+                }
+            }
+        }
         for (size_t i = 0; i < blocks_.size(); ++i) {
             if (!plan_.resident[i]) {
                 streamed_order_.push_back(i);
@@ -223,8 +259,9 @@ void ResidencyManager::pin_blocks(const std::vector<bool>& pinned) {
                                       blocks_[i].name + " (pinned)");
         char* dst = static_cast<char*>(packed.raw_data());
         size_t offset = 0;
-        for (const Tensor& t : blocks_[i].tensors) {
-            if (!t.defined()) continue;
+        for (size_t k = 0; k < blocks_[i].tensors.size(); ++k) {
+            const Tensor& t = blocks_[i].tensors[k];
+            if (!t.defined() || blocks_[i].is_side_path(k)) continue;  // side paths are resident already
             std::memcpy(dst + offset, t.raw_data(), t.nbytes());
             offset += round_up(t.nbytes());
             drop_mapped_pages(t);  // the pinned copy is now the host copy
@@ -239,9 +276,14 @@ uint64_t ResidencyManager::upload(size_t block, char* dst, std::vector<Tensor>& 
     const Source& source = sources_[block];
     uint64_t ticket = 0;
     size_t offset = 0;
-    for (const Tensor& host : blocks_[block].tensors) {
+    for (size_t k = 0; k < blocks_[block].tensors.size(); ++k) {
+        const Tensor& host = blocks_[block].tensors[k];
         if (!host.defined()) {  // an absent optional tensor (e.g. no guidance embedder) stays absent
             views.emplace_back();
+            continue;
+        }
+        if (blocks_[block].is_side_path(k)) {  // resident since construction: not moved with the block
+            views.push_back(side_views_[block][k]);
             continue;
         }
         if (!source.packed.defined())
@@ -322,6 +364,7 @@ void ResidencyManager::continue_pass(const std::vector<size_t>& rest) {
 
 const std::vector<Tensor>& ResidencyManager::acquire(size_t i) {
     SR_ASSERT(i < blocks_.size(), "acquire of block {} of {}", i, blocks_.size());
+    if (side_ticket_) device_.wait(std::exchange(side_ticket_, 0));  // compute from here on sees the side paths
     if (plan_.resident[i]) {
         if (resident_ticket_[i]) device_.wait(resident_ticket_[i]);
         // Once the upload has landed (on a GPU the wait above is an event wait that does not block the host,

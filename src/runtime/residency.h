@@ -42,8 +42,12 @@ const char* host_memory_mode_name(HostMemoryMode mode);
 // "pinned" | "pageable" | "mmap"; InputError naming `what` otherwise.
 HostMemoryMode parse_host_memory_mode(std::string_view text, std::string_view what);
 
-// Device bytes a block occupies: each tensor rounded up to 64 bytes (the alignment kernels want).
+// Device bytes a block occupies when it is placed or streamed: each tensor rounded up to 64 bytes (the
+// alignment kernels want), its side-path tensors (WeightBlock::side_path) left out.
 size_t device_block_bytes(const WeightBlock& block);
+// Device bytes of a block's side-path tensors (a runtime LoRA's down and up), rounded as above: resident for the
+// whole run wherever the rest of the block is, so they never travel with it.
+size_t side_path_bytes(const WeightBlock& block);
 
 struct ResidencyOptions {
     size_t budget_bytes = 0;   // device memory for weights + reserve; 0 = unlimited (everything resident)
@@ -61,14 +65,16 @@ struct ResidencyPlan {
     int slots = 0;          // ring buffers (0 when nothing streams)
     size_t streamed_bytes_per_pass = 0;
     size_t reserve_bytes = 0;
-    size_t weight_bytes() const { return resident_bytes + slot_bytes * size_t(slots); }
+    size_t side_path_bytes = 0;  // every block's side-path tensors, resident (counted once, never streamed)
+    size_t weight_bytes() const { return resident_bytes + side_path_bytes + slot_bytes * size_t(slots); }
     size_t device_bytes() const { return weight_bytes() + reserve_bytes; }
     int streamed_blocks() const;
 };
 
-// `blocks`: (name, device bytes) in execution order. Minimizes the bytes streamed per pass.
-ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks,
-                             const ResidencyOptions& options);
+// `blocks`: (name, device bytes) in execution order; `side_path`: bytes that stay resident besides them (the
+// blocks' side-path tensors). Minimizes the bytes streamed per pass.
+ResidencyPlan plan_residency(const std::vector<std::pair<std::string, size_t>>& blocks, const ResidencyOptions& options,
+                             size_t side_path = 0);
 
 // The streamed blocks a manager with this plan packs into page-locked memory (Pinned mode: in execution
 // order, each while it fits the pinned budget less the staging ring), and their bytes. A pinned budget
@@ -147,6 +153,11 @@ private:
     std::deque<size_t> in_flight_;  // slot indices holding upcoming blocks, in order
     std::vector<std::string> copy_log_;
     std::vector<size_t> block_bytes_;
+    // The side-path tensors of every block, uploaded once into one allocation: per block, per tensor, its
+    // device view (undefined for the block's other tensors); the upload's ticket until compute first waits on it.
+    Tensor side_memory_;
+    std::vector<std::vector<Tensor>> side_views_;
+    uint64_t side_ticket_ = 0;
     size_t bytes_moved_ = 0;
     size_t streamed_bytes_ = 0;
     size_t pinned_bytes_ = 0;

@@ -29,7 +29,8 @@ void send_json(httplib::Response& res, const json& body, int status = 200) {
 }
 
 // POST /v1/videos: the fields from a JSON body or from multipart form data (input_reference: a file).
-ParsedRequest parse_body(const httplib::Request& req, const std::vector<ServedModel>& models) {
+ParsedRequest parse_body(const httplib::Request& req, const std::vector<ServedModel>& models,
+                         const std::string& lora_dir) {
     json fields = json::object();
     std::string image;
     const std::string type = req.get_header_value("Content-Type");
@@ -54,7 +55,7 @@ ParsedRequest parse_body(const httplib::Request& req, const std::vector<ServedMo
         throw ApiError(415, "invalid_request_error", "unsupported_media_type", "",
                        "send application/json or multipart/form-data");
     }
-    return parse_video_request(fields, image, models);
+    return parse_video_request(fields, image, models, lora_dir);
 }
 
 size_t list_limit(const httplib::Request& req) {
@@ -206,7 +207,7 @@ void install_routes(httplib::Server& http, VideoServer& server) {
              [&server](const httplib::Request&, httplib::Response& res) { send_json(res, models_list(server)); });
 
     http.Post("/v1/videos", [&server, &queue](const httplib::Request& req, httplib::Response& res) {
-        ParsedRequest parsed = parse_body(req, server.models());
+        ParsedRequest parsed = parse_body(req, server.models(), server.options().lora_dir);
         send_json(res, queue.submit(std::move(parsed)).to_api());
     });
     http.Get("/v1/videos", [&queue](const httplib::Request& req, httplib::Response& res) {

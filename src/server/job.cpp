@@ -92,6 +92,12 @@ json Job::to_api() const {
     v["fps"] = spec.fps;
     v["cache"] = spec.cache;
     v["has_input_reference"] = !spec.image_file.empty();
+    if (!spec.loras.empty()) {
+        json loras = json::array();
+        for (const LoraFile& f : spec.loras) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+        v["loras"] = loras;
+        v["lora_ignore_unmatched"] = spec.lora_ignore_unmatched;
+    }
     if (status == JobStatus::InProgress) {
         v["cancel_requested"] = cancel_requested;
         v["preview_step"] = preview_step ? json(preview_step) : json(nullptr);  // GET .../preview has it
@@ -140,6 +146,10 @@ json Job::to_record() const {
     r["seed"] = spec.seed;
     r["cache"] = spec.cache;
     r["image_file"] = spec.image_file;
+    json loras = json::array();
+    for (const LoraFile& f : spec.loras) loras.push_back({{"file", f.path}, {"strength", f.strength}});
+    r["loras"] = loras;
+    r["lora_ignore_unmatched"] = spec.lora_ignore_unmatched;
     return r;
 }
 
@@ -171,6 +181,10 @@ Job Job::from_record(const json& r) {
         s.cache = r.value("cache", std::string("none"));  // records from before step caching have none
         s.cache = parse_step_cache(s.cache, "cache").str();
         s.image_file = r.at("image_file").get<std::string>();
+        if (r.contains("loras"))  // records from before per-job adapters have none
+            for (const json& f : r.at("loras"))
+                s.loras.push_back({f.at("file").get<std::string>(), f.at("strength").get<float>()});
+        s.lora_ignore_unmatched = r.value("lora_ignore_unmatched", false);
         SR_THROW_IF(s.fps < 1, "fps {}: must be positive", s.fps);
         // Only the names the server gives: a record edited to point elsewhere is refused, not followed.
         SR_THROW_IF(!s.image_file.empty() && s.image_file != j.id + ".png" && s.image_file != j.id + ".jpg",

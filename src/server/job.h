@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,10 @@ struct JobSpec {
     uint64_t seed = 0;
     std::string cache = "none";  // step caching, as --cache spells it ("teacache:0.15"; "none": off)
     std::string image_file;      // I2V: the uploaded image's file name in the data directory's inputs/ ("" none)
+    // This job's LoRA adapters, in order: each file's name inside the server's --lora-dir (resolved again, with
+    // the same rules, when the job runs) and its strength.
+    std::vector<LoraFile> loras;
+    bool lora_ignore_unmatched = false;
 };
 
 enum class JobStatus { Queued, InProgress, Completed, Failed };

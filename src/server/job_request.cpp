@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "server/api_error.h"
+#include "server/security.h"
 #include "text/bpe_tokenizer.h"
 
 namespace sr::server {
@@ -29,7 +30,9 @@ const std::set<std::string> kFields = {"prompt",
                                        "embedded_guidance_scale",
                                        "num_frames",
                                        "fps",
-                                       "cache"};
+                                       "cache",
+                                       "loras",
+                                       "lora_ignore_unmatched"};
 
 std::string text_field(const json& v, const std::string& name) {
     if (!v.is_string()) throw ApiError::bad_request(name, fmt::format("{}: must be a string", name), "invalid_type");
@@ -99,6 +102,70 @@ void parse_size(const std::string& s, int64_t& width, int64_t& height) {
     height = h;
 }
 
+// `loras`: a JSON list (a form field: the list as JSON text) of "NAME[:STRENGTH]" or {"file", "strength"},
+// each file checked against the folder's rules now (a bad one is a 400 naming its entry).
+std::vector<LoraFile> parse_loras(const json& value, const std::string& lora_dir) {
+    json list = value;
+    if (value.is_string()) {
+        try {
+            list = json::parse(value.get<std::string>());
+        } catch (const json::exception&) {
+            throw ApiError::bad_request("loras", "loras: must be a JSON list", "invalid_type");
+        }
+    }
+    if (!list.is_array()) throw ApiError::bad_request("loras", "loras: must be a list", "invalid_type");
+    if (lora_dir.empty() && !list.empty())
+        throw ApiError::bad_request("loras",
+                                    "loras: this server takes no per-job LoRA adapters (start it with "
+                                    "--lora-dir DIR to serve the adapter files in DIR)");
+    if (list.size() > kMaxRequestLoras)
+        throw ApiError::bad_request("loras", fmt::format("loras: at most {} adapters per job", kMaxRequestLoras));
+    std::vector<LoraFile> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const json& e = list[i];
+        const std::string at = fmt::format("loras[{}]", i);
+        LoraFile f;
+        if (e.is_string()) {
+            const std::string text = text_field(e, at);
+            try {
+                f = parse_lora_argument(text);
+            } catch (const InputError& err) {
+                throw ApiError::bad_request(at, fmt::format("{}: {}", at, err.what()));
+            }
+        } else if (e.is_object()) {
+            for (const auto& [key, v] : e.items())
+                if (key != "file" && key != "strength")
+                    throw ApiError::bad_request(at + "." + key,
+                                                fmt::format("{}: unknown field '{}'", at, key.substr(0, 100)),
+                                                "unknown_parameter");
+            if (!e.contains("file"))
+                throw ApiError::bad_request(at + ".file", at + ".file: required", "missing_required_parameter");
+            f.path = text_field(e["file"], at + ".file");
+            if (e.contains("strength")) {
+                const double st = number_field(e["strength"], at + ".strength");
+                f.strength = float(st);
+                if (!std::isfinite(st) || std::abs(st) > kMaxLoraStrength)
+                    throw ApiError::bad_request(
+                        at + ".strength", fmt::format("{}.strength {}: must be a finite number in -{}..{}", at, st,
+                                                      kMaxLoraStrength, kMaxLoraStrength));
+            }
+        } else {
+            throw ApiError::bad_request(
+                at, fmt::format("{}: must be \"NAME[:STRENGTH]\" or {{\"file\", \"strength\"}}", at), "invalid_type");
+        }
+        if (!std::isfinite(f.strength) || std::abs(f.strength) > kMaxLoraStrength)
+            throw ApiError::bad_request(at, fmt::format("{}: strength {} must be a finite number in -{}..{}", at,
+                                                        f.strength, kMaxLoraStrength, kMaxLoraStrength));
+        try {
+            (void)file_in_folder(lora_dir, f.path);
+        } catch (const InputError& err) {
+            throw ApiError::bad_request(at, fmt::format("{}: {}", at, err.what()), "invalid_lora");
+        }
+        out.push_back(f);
+    }
+    return out;
+}
+
 const ServedModel& choose_model(const json& fields, bool has_image, const std::vector<ServedModel>& models) {
     if (fields.contains("model")) {
         const std::string id = text_field(fields["model"], "model");
@@ -120,8 +187,8 @@ const ServedModel& choose_model(const json& fields, bool has_image, const std::v
 
 }  // namespace
 
-ParsedRequest parse_video_request(const json& fields, const std::string& image,
-                                  const std::vector<ServedModel>& models) {
+ParsedRequest parse_video_request(const json& fields, const std::string& image, const std::vector<ServedModel>& models,
+                                  const std::string& lora_dir) {
     if (!fields.is_object())
         throw ApiError::bad_request("", "the request body must be a JSON object (or multipart form data)",
                                     "invalid_json");
@@ -191,6 +258,16 @@ ParsedRequest parse_video_request(const json& fields, const std::string& image,
     if (fields.contains("seed")) seed = integer_field(fields["seed"], "seed", -1, INT64_MAX);
     // -1 (or none): a random seed in SkyReels' range, recorded in the job so the video can be made again.
     s.seed = seed == -1 ? uint64_t(std::random_device{}() % 4294967294u) : uint64_t(seed);
+
+    if (fields.contains("loras")) s.loras = parse_loras(fields["loras"], lora_dir);
+    if (fields.contains("lora_ignore_unmatched")) {
+        const json& v = fields["lora_ignore_unmatched"];
+        const bool text = v.is_string() && (v == "true" || v == "false");
+        if (!v.is_boolean() && !text)
+            throw ApiError::bad_request("lora_ignore_unmatched", "lora_ignore_unmatched: must be true or false",
+                                        "invalid_type");
+        s.lora_ignore_unmatched = v.is_boolean() ? v.get<bool>() : v == "true";
+    }
 
     if (has_image) {
         if (s.task != Task::I2V)

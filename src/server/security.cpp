@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/files.h"
 
 namespace sr::server {
 
@@ -71,6 +75,31 @@ bool HostAllowlist::allows(const std::string& host_header) const {
     if (any_) return true;
     const std::string h = lower(strip_port(host_header));
     return std::find(names_.begin(), names_.end(), h) != names_.end();
+}
+
+std::string file_in_folder(const std::string& folder, const std::string& name) {
+    namespace fs = std::filesystem;
+    SR_THROW_IF(folder.empty(), "this server takes no files by name");
+    SR_THROW_IF(name.empty() || name.size() > 1024, "'{}': must be a file name of 1..1024 bytes", printable(name, 100));
+    SR_THROW_IF(name.find('\0') != std::string::npos || name.find('\\') != std::string::npos,
+                "'{}': must be a plain file name", printable(name, 100));
+    const fs::path rel(name);
+    SR_THROW_IF(rel.is_absolute() || rel.has_root_name() || rel.has_root_directory(),
+                "'{}': must be a name inside the server's folder, not an absolute path", printable(name, 100));
+    for (const fs::path& part : rel)
+        SR_THROW_IF(part == "." || part == ".." || part.empty(), "'{}': must not contain '.' or '..' parts",
+                    printable(name, 100));
+    std::error_code ec;
+    const fs::path root = fs::canonical(folder, ec);
+    SR_THROW_IF(ec, "the server's folder {} is not readable: {}", folder, ec.message());
+    const fs::path real = fs::canonical(root / rel, ec);
+    SR_THROW_IF(ec, "'{}': no such file in the server's folder", printable(name, 100));
+    // Inside the folder: the real path starts with the folder's, part by part (a link may not lead out).
+    auto r = real.begin();
+    for (auto f = root.begin(); f != root.end(); ++f, ++r)
+        SR_THROW_IF(r == real.end() || *r != *f, "'{}': leads outside the server's folder", printable(name, 100));
+    SR_THROW_IF(!fs::is_regular_file(real, ec), "'{}': not a regular file", printable(name, 100));
+    return real.string();
 }
 
 }  // namespace sr::server

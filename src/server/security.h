@@ -3,7 +3,9 @@
 //    compared in constant time;
 //  - the Host header must name this server (DNS rebinding: a page on evil.example resolving to 127.0.0.1
 //    sends "Host: evil.example");
-//  - CORS headers only for the one origin given with --cors-origin.
+//  - CORS headers only for the one origin given with --cors-origin;
+//  - a request names server-side files (a job's LoRA adapters) only as plain names inside the one folder the
+//    operator gave (--lora-dir): never an absolute path, "..", or a link that leads out of it.
 //
 //   if (!sr::server::token_matches(header, options.token)) -> 401
 #pragma once
@@ -32,5 +34,9 @@ private:
     std::vector<std::string> names_;
     bool any_ = false;
 };
+
+// The regular file `name` in `folder`, as a path to open: `name` is relative, has no "." or ".." part, and its
+// real path (links followed) lies inside the folder's real path. InputError saying which rule it breaks.
+std::string file_in_folder(const std::string& folder, const std::string& name);
 
 }  // namespace sr::server

@@ -32,6 +32,7 @@ struct ServerOptions {
     std::vector<std::string> allowed_hosts;  // Host header names besides the defaults (security.h)
     std::string cors_origin;                 // "": no CORS headers at all
     std::string data_dir;                    // "": default_data_dir()
+    std::string lora_dir;                    // the LoRA files jobs may name (security.h); "": none
     size_t max_body_bytes = size_t(20) << 20;
     QueueOptions queue;
     int http_threads = 16;      // connections served at once

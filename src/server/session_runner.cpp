@@ -6,6 +6,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "media/image.h"
+#include "server/security.h"
 
 namespace sr::server {
 
@@ -36,8 +37,9 @@ bool write_preview(const JobStore& store, const std::string& id, const PreviewFr
 
 }  // namespace
 
-Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) {
-    return [sessions = std::move(sessions), &store](const Job& job, const RunCallbacks& callbacks) {
+Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, std::string lora_dir) {
+    return [sessions = std::move(sessions), &store, lora_dir = std::move(lora_dir)](const Job& job,
+                                                                                    const RunCallbacks& callbacks) {
         const auto it = sessions.find(job.spec.task);
         SR_THROW_IF(it == sessions.end(), "this server runs no {} model", job.spec.task == Task::I2V ? "i2v" : "t2v");
         Session& session = *it->second;
@@ -60,20 +62,34 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store) 
         // A preview after every step: a page shows the video forming, and a step of a real job takes far longer
         // than drawing and encoding the preview (a few milliseconds).
         r.preview_every = 1;
+        // Names checked when the job was posted, and again here: the folder or a record may have changed since.
+        for (const LoraFile& f : job.spec.loras) r.loras.push_back({file_in_folder(lora_dir, f.path), f.strength});
+        r.lora_ignore_unmatched = job.spec.lora_ignore_unmatched;
         std::optional<Image8> thumbnail;
-        const JobResult result =
-            session.generate(r, {.progress = callbacks.progress,
-                                 .cancel = callbacks.cancelled,
-                                 .frames =
-                                     [&](const Tensor& frames, int64_t first) {
-                                         if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
-                                             thumbnail = first_frame(frames);
-                                     },
-                                 .preview =
-                                     [&](const PreviewFrames& preview) {
-                                         if (write_preview(store, job.id, preview) && callbacks.preview)
-                                             callbacks.preview(preview.step);
-                                     }});
+        JobResult result;
+        try {
+            result = session.generate(r, {.progress = callbacks.progress,
+                                          .cancel = callbacks.cancelled,
+                                          .frames =
+                                              [&](const Tensor& frames, int64_t first) {
+                                                  if (first == 0 && !thumbnail && frames.dtype() == DType::F32)
+                                                      thumbnail = first_frame(frames);
+                                              },
+                                          .preview =
+                                              [&](const PreviewFrames& preview) {
+                                                  if (write_preview(store, job.id, preview) && callbacks.preview)
+                                                      callbacks.preview(preview.step);
+                                              }});
+        } catch (const InputError& e) {
+            // The client reads the job's error: its adapters named as it named them, not by the server's folder.
+            std::string message = e.what();
+            for (size_t i = 0; i < r.loras.size(); ++i)
+                for (size_t at = message.find(r.loras[i].path); at != std::string::npos;
+                     at = message.find(r.loras[i].path, at + job.spec.loras[i].path.size()))
+                    message.replace(at, r.loras[i].path.size(), job.spec.loras[i].path);
+            if (message == e.what()) throw;
+            throw InputError(message);
+        }
         if (result.status == sr::JobStatus::Cancelled) return RunResult::Cancelled;
         if (thumbnail) {
             const std::vector<uint8_t> png = encode_png(*thumbnail);

@@ -15,6 +15,7 @@
 namespace sr::server {
 
 // `sessions`: the Session that runs each task (a demo server has one per task; a model serves its own).
-Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store);
+// `lora_dir`: the folder the jobs' LoRA names are resolved in (server/security.h), again at run time.
+Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, std::string lora_dir = {});
 
 }  // namespace sr::server

@@ -1,8 +1,13 @@
 """The HTTP API of `skyreels serve` against a real server on 127.0.0.1 (the demo model): every endpoint,
 the errors a client can cause (each a 4xx naming the field), the security rules, the queue's limits and
-cancellation. Run by ctest (label server): python3 test_server_api.py [TestClass]."""
+cancellation, and a job's own LoRA adapters (files in --lora-dir). Run by ctest (label server): python3 test_server_api.py [TestClass]."""
 import json
+import os
+import random
+import shutil
 import socket
+import struct
+import tempfile
 import time
 import unittest
 
@@ -428,6 +433,108 @@ class Queue(unittest.TestCase):
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 1, (args, r.stderr))
             self.assertIn(words, r.stderr)
+
+
+def safetensors(tensors):
+    """A safetensors file's bytes: {name: (shape, [f32 values])}."""
+    header, data = {}, b""
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack("<%df" % len(values), *values)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+# The demo transformer's width (2 heads of 16): an adapter on its first dual block's query projection.
+DEMO_D = 32
+
+
+def adapter(rank=2, d=DEMO_D, seed=1):
+    rng = random.Random(seed)
+    return safetensors({
+        "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": ([rank, d], [rng.gauss(0, 1) for _ in range(rank * d)]),
+        "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": ([d, rank], [rng.gauss(0, 1) for _ in range(rank * d)]),
+    })
+
+
+class Loras(unittest.TestCase):
+    """Per-job adapters: named inside --lora-dir only, applied to that job alone, named in its video."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="skyreels-loras-")
+        with open(os.path.join(cls.dir, "style.safetensors"), "wb") as f:
+            f.write(adapter())
+        with open(os.path.join(cls.dir, "wide.safetensors"), "wb") as f:
+            f.write(adapter(d=DEMO_D * 2))  # shapes of another model: fails when the job runs
+        os.symlink("/etc/passwd", os.path.join(cls.dir, "outside.safetensors"))
+        cls.s = Server("--lora-dir", cls.dir).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def thumbnail(self, **fields):
+        v = self.s.submit(seed=11, **dict(FAST, **fields))
+        done = self.s.wait(v["id"])
+        self.assertEqual(done["status"], "completed", done)
+        status, _, png = self.s.request("GET", "/v1/videos/%s/content?variant=thumbnail" % v["id"])
+        self.assertEqual(status, 200)
+        status, _, mp4 = self.s.request("GET", "/v1/videos/%s/content" % v["id"])
+        self.assertEqual(status, 200)
+        return done, png, mp4
+
+    def test_a_jobs_adapter_is_its_own(self):
+        _, before, _ = self.thumbnail()
+        done, styled, mp4 = self.thumbnail(loras=[{"file": "style.safetensors", "strength": 2.0}])
+        self.assertEqual(done["loras"], [{"file": "style.safetensors", "strength": 2.0}])
+        self.assertIn(b"style.safetensors", mp4)  # the video's metadata names the adapter
+        self.assertNotIn(self.dir.encode(), mp4)  # by its name, not by the server's folder
+        _, after, _ = self.thumbnail()
+        self.assertEqual(after, before, "the adapter leaked into the next job")
+        self.assertNotEqual(styled, before, "the adapter changed nothing")
+        _, again, _ = self.thumbnail(loras=["style.safetensors:2"])  # the string form, the same job
+        self.assertEqual(again, styled)
+
+    def test_bad_adapters_are_named(self):
+        cases = [
+            ([{"file": "missing.safetensors"}], "loras[0]"),
+            ([{"file": "../style.safetensors"}], "loras[0]"),
+            ([{"file": os.path.join(self.dir, "style.safetensors")}], "loras[0]"),
+            ([{"file": "outside.safetensors"}], "loras[0]"),
+            (["style.safetensors", {"file": "style.safetensors", "strength": "nan"}], "loras[1].strength"),
+            ([{"file": "style.safetensors", "strength": 1e9}], "loras[0].strength"),
+            ([{"file": "style.safetensors", "scale": 1}], "loras[0].scale"),
+            ([{"strength": 1}], "loras[0].file"),
+            ([5], "loras[0]"),
+            ("style.safetensors", "loras"),
+            ([{"file": "style.safetensors"}] * 17, "loras"),
+        ]
+        for loras, param in cases:
+            with self.subTest(loras=loras):
+                s, _, data = self.s.request("POST", "/v1/videos", dict(FAST, prompt="x", loras=loras))
+                self.assertEqual(s, 400, data)
+                e = json.loads(data)["error"]
+                self.assertEqual(e["param"], param, e)
+                self.assertIn(param.split(".")[0], e["message"])
+
+    def test_an_adapter_that_does_not_fit_fails_its_job(self):
+        v = self.s.submit(seed=3, loras=[{"file": "wide.safetensors"}], **FAST)
+        done = self.s.wait(v["id"])
+        self.assertEqual(done["status"], "failed", done)
+        self.assertIn("wide.safetensors", done["error"]["message"])
+        self.assertNotIn(self.dir, done["error"]["message"])  # named as the client named it
+        _, png, _ = self.thumbnail()  # the next job runs as before
+        self.assertTrue(png.startswith(b"\x89PNG"))
+
+    def test_a_server_without_a_lora_dir_takes_none(self):
+        with Server() as plain:
+            s, _, data = plain.request("POST", "/v1/videos", dict(FAST, prompt="x", loras=["style.safetensors"]))
+            self.assertEqual(s, 400, data)
+            self.assertEqual(json.loads(data)["error"]["param"], "loras")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ namespace sr::cli {
 namespace {
 
 struct ServeOptions : SessionFlags {
-    std::string host = "127.0.0.1", token, cors_origin, data_dir, max_body = "20M", keep = "7d,1000";
+    std::string host = "127.0.0.1", token, cors_origin, data_dir, lora_dir, max_body = "20M", keep = "7d,1000";
     std::vector<std::string> allowed_hosts;
     int port = 8080, queue_size = 16, http_threads = 16;
     bool quiet = false;
@@ -73,6 +73,11 @@ int run_serve(ServeOptions& o) {
     so.allowed_hosts = o.allowed_hosts;
     so.cors_origin = o.cors_origin;
     so.data_dir = o.data_dir;
+    if (!o.lora_dir.empty()) {
+        std::error_code ec;
+        SR_THROW_IF(!fs::is_directory(o.lora_dir, ec), "--lora-dir {}: not a folder", o.lora_dir);
+        so.lora_dir = o.lora_dir;
+    }
     so.max_body_bytes = parse_bytes(o.max_body, "--max-body");
     so.http_threads = o.http_threads;
     SR_THROW_IF(o.queue_size < 1 || o.queue_size > 100000, "--queue-size {}: must be in 1..100000", o.queue_size);
@@ -129,6 +134,9 @@ Command add_serve_command(CLI::App& app) {
     cmd->add_option("--cors-origin", o->cors_origin, "Allow cross-origin requests from this one origin");
     cmd->add_option("--data-dir", o->data_dir,
                     "Where jobs and videos are kept across restarts (default: ~/.cache/skyreels/server)");
+    cmd->add_option("--lora-dir", o->lora_dir,
+                    "A folder of LoRA adapter files that jobs may name in their `loras` (per job, on top of --lora; "
+                    "default: jobs take none)");
     cmd->add_option("--max-body", o->max_body, "Largest request body (an image upload)")->capture_default_str();
     cmd->add_option("--queue-size", o->queue_size, "Jobs that may wait; more are refused with 429")
         ->capture_default_str();
