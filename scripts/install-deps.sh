@@ -14,6 +14,7 @@ packages=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264/MP4 video output
   ffmpeg                 # ffprobe, which the media tests check the videos with
   libjpeg62-turbo-dev libpng-dev  # the I2V image (JPEG, PNG) as Pillow reads it; PNG frames
+  zlib1g-dev             # CRC-32 of the animated preview's chunks
   libgtest-dev googletest libbenchmark-dev  # tests and benchmarks
   libopenmpi-dev openmpi-bin  # parallel runs: ranks launched by mpirun, collectives on host memory
   clang-format git       # the style test

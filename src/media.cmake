@@ -3,7 +3,7 @@
 # uses, so its pixels are the reference's: libjpeg-turbo (Debian's libjpeg62-turbo) and libpng (which also
 # writes the PNG frames).
 pkg_check_modules(FFMPEG REQUIRED IMPORTED_TARGET libavcodec libavformat libavutil libswscale)
-pkg_check_modules(IMAGE_CODECS REQUIRED IMPORTED_TARGET libjpeg libpng)
+pkg_check_modules(IMAGE_CODECS REQUIRED IMPORTED_TARGET libjpeg libpng zlib)
 
 add_library(skyreels_media STATIC
   media/exif_orientation.cpp

@@ -4,27 +4,13 @@
 #include <cstring>
 #include <string>
 
+#include <zlib.h>
+
 #include "core/error.h"
 
 namespace sr {
 
 namespace {
-
-// PNG's CRC-32 (ISO 3309, the same as zlib's crc32), over a chunk's type and data.
-uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc = 0) {
-    static const std::array<uint32_t, 256> table = [] {
-        std::array<uint32_t, 256> t{};
-        for (uint32_t i = 0; i < 256; ++i) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    crc = ~crc;
-    for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
 
 void put32(std::vector<uint8_t>& out, uint32_t v) {
     for (int s = 24; s >= 0; s -= 8) out.push_back(uint8_t(v >> s));
@@ -42,7 +28,7 @@ void chunk(std::vector<uint8_t>& out, const char type[4], const std::vector<uint
     const size_t start = out.size();
     out.insert(out.end(), type, type + 4);
     out.insert(out.end(), data.begin(), data.end());
-    put32(out, crc32(out.data() + start, out.size() - start));
+    put32(out, uint32_t(::crc32(0L, out.data() + start, uInt(out.size() - start))));  // PNG's CRC is zlib's
 }
 
 struct Chunk {
