@@ -67,6 +67,9 @@ struct GenerationParams {
     // two whole passes (SkyReels' cfg_for), moving the weights twice. Both give the same numbers.
     bool sequence_batch = false;
     bool cfg_whole_passes = false;
+    // The transformer's activation dtype (TransformerInputs::activations): F32, or BF16 (half the activation
+    // memory; the session's --precision bf16).
+    DType activations = DType::F32;
     VAETiling vae_tiling = VAETiling::enabled();
 
     bool do_cfg() const { return guidance_scale > 1.0; }
