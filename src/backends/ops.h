@@ -364,8 +364,8 @@ inline constexpr size_t kOpCount = std::variant_size_v<OpCall>;
 // arguments (not weights, biases or norm parameters, which take any float dtype already, nor a mask) may be
 // f32 or bf16, mixed: a backend reads either, computes in f32 (statistics, softmax and the adaLN vectors'
 // arithmetic included) and rounds once, to the destination's dtype, when it stores. Per op: linear and
-// quant_linear x, y; attention q, k, v, out; layer_norm x, y; modulate x, y (shift and scale f32 or bf16);
-// gated_residual x, y (gate likewise); add x, y; gelu_tanh x, y; copy (any float dtypes already).
+// quant_linear x, y; attention q, k, v, out; layer_norm x, y; modulate x, y (shift and scale stay f32);
+// gated_residual x, y (the gate stays f32); add x, y; gelu_tanh x, y; copy (any float dtypes already).
 // The op-parity harness runs a bf16 case of each (tests/test_ops_bf16.cpp), and its coverage test reads
 // this list.
 template <class Op>
