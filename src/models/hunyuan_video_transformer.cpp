@@ -228,8 +228,8 @@ std::vector<size_t> HunyuanVideoTransformer::pass_order(const TransformerPass& p
 
 namespace {
 
-// The single-stream block's MLP runs a block of rows at a time: its [rows, 4D] f32 hidden layer is at most
-// this large (64 MiB: 1,365 rows at the 13B model's width, big enough GEMMs for any backend).
+// The single-stream block's MLP runs a block of rows at a time: its [rows, 4D] hidden layer is at most this
+// large (64 MiB: 1,365 rows at the 13B model's width in f32, 2,730 in bf16; big enough GEMMs for any backend).
 constexpr int64_t kMlpChunkBytes = int64_t(64) << 20;
 
 // Splits a [B, k*D] modulation output into its k [B, D] views, in checkpoint order.
@@ -460,7 +460,7 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
         be.copy(attn, dst);
     }
     attn = Tensor();
-    const int64_t rows = std::max<int64_t>(1, kMlpChunkBytes / (M * int64_t(sizeof(float))));
+    const int64_t rows = std::max<int64_t>(1, kMlpChunkBytes / (M * int64_t(dtype_size(act))));
     for (int64_t b = 0; b < B; ++b)
         for (int64_t r0 = 0; r0 < S; r0 += rows) {
             const int64_t r1 = std::min(S, r0 + rows);
@@ -506,9 +506,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     // top of this file).
     const DType act = rows[0].activations;
     SR_THROW_IF(act != DType::F32 && act != DType::BF16,
-                "the transformer carries its activations in f32 or bf16, "
-                "not {}",
-                dtype_name(act));
+                "the transformer carries its activations in f32 or bf16, not {}", dtype_name(act));
     for (const TransformerInputs& in : rows)
         SR_THROW_IF(in.activations != act,
                     "the rows of one forward carry their activations in one dtype, got {} and {}", dtype_name(act),
