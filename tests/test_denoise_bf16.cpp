@@ -29,6 +29,7 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "pipeline/memory_plan.h"
+#include "pipeline/session.h"
 #include "runtime/simulated_device.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
@@ -228,4 +229,39 @@ TEST(DenoiseBf16, ReleasedModelFitsSixGiB) {
     const double r16 = transformer_reserve(DType::BF16), r32 = transformer_reserve(DType::F32);
     std::printf("  transformer activations, batched rows: bf16 %.2f GiB, f32 %.2f GiB\n", r16 / gib, r32 / gib);
     EXPECT_LT(r16, 0.55 * r32);
+}
+
+// The session's --precision bf16 turns the activations on (Session::prepare and the plan): on the simulated
+// device the bf16 session's planned transformer activations are below the f32 session's, its job's measured
+// peaks equal its plan, and its latents are finite and not the f32 session's.
+TEST(DenoiseBf16, SessionPrecisionBf16CarriesBf16Activations) {
+    Request r;
+    r.generation.params = demo_params(Task::T2V);
+    r.generation.params.height = r.generation.params.width = 64;
+    r.generation.params.num_frames = 5;
+    r.generation.params.num_inference_steps = 2;
+    r.generation.prompt = "FPS-24, a lighthouse at dusk";
+    auto run = [&](GemmPrecision precision, size_t* reserve) {
+        SessionOptions o;
+        o.demo = true;
+        o.device = "sim";
+        o.demo_transformer = {.heads = 4, .head_dim = 32, .dual_blocks = 2, .single_blocks = 2};
+        o.precision = precision;
+        Session session(o);
+        *reserve = session.plan(r).reserves[size_t(PipelineModel::Transformer)];
+        const JobResult job = session.generate(r);
+        EXPECT_EQ(job.status, JobStatus::Ok);
+        EXPECT_TRUE(job.device_report.has_value());
+        if (job.device_report)
+            for (size_t i = 0; i < job.device_report->stage_peaks.size(); ++i)
+                EXPECT_EQ(double(job.device_report->stage_peaks[i].second),
+                          double(job.device_report->plan.stages[i].device_peak()));
+        return job.latents;
+    };
+    size_t r32 = 0, r16 = 0;
+    const Tensor l32 = run(GemmPrecision::F32, &r32), l16 = run(GemmPrecision::BF16, &r16);
+    std::printf("  planned transformer activations: f32 session %zu bytes, bf16 session %zu bytes\n", r32, r16);
+    EXPECT_LT(r16, r32);
+    EXPECT_FALSE(bit_identical(l16, l32));
+    for (int64_t i = 0; i < l16.numel(); ++i) ASSERT_TRUE(std::isfinite(l16.data<float>()[i])) << i;
 }
