@@ -7,10 +7,15 @@
 //
 //   build/bench/bench_memory_plan [--task t2v|i2v] [--height 544 --width 960 --frames 97] [--device cuda|sim]
 //                                 [--format bf16|fp8|Q8_0|Q6_K|Q5_K|Q4_K|Q4_0] [--budgets 24,12,8,6]
+//                                 [--precision f32|bf16] [--batched]
 //
 // --format: how the transformer is stored. bf16 as released; fp8 as SkyReels' --quant (torchao's
 // float8_weight_only on the transformer's and the Llama encoder's linear layers, made at load); a GGUF block
 // type as `skyreels convert` writes it (models/hunyuan_video_convert.h: planned_conversion).
+// --precision: the session's (bf16: the transformer's activations in bf16); by default as the session
+// chooses for the device, bf16 on cuda and f32 on sim. The CFG rows run one at a time through each block
+// where side by side they do not fit, as the session chooses; --batched keeps them side by side (the plan
+// without that lever). So by default every lever the session would pull on that device is on.
 //
 // One JSON object per (offload mode, budget, host memory mode) on stdout; a table on stderr. A budget that
 // cannot hold a stage prints the plan's own refusal (which stage, how much is missing).
@@ -32,9 +37,10 @@ int main(int argc, char** argv) {
     CLI::App app{"memory plan of the released SkyReels-V1 models, without their files"};
     std::string task = "t2v", device = "cuda";
     int64_t height = 544, width = 960, frames = 97;
-    bool sequence_batch = false, cfg_whole_passes = false;
+    bool sequence_batch = false, cfg_whole_passes = false, batched = false;
     std::string format = "bf16", cache = "none";
     std::vector<int> budgets = {24, 12, 8, 6};
+    std::string precision;
     app.add_option("--task", task, "t2v or i2v")->capture_default_str();
     app.add_option("--height", height)->capture_default_str();
     app.add_option("--width", width)->capture_default_str();
@@ -45,15 +51,20 @@ int main(int argc, char** argv) {
                  "fit, as the session chooses)");
     app.add_flag("--cfg-whole-passes", cfg_whole_passes,
                  "with --sequence-batch (implied): each CFG row as a whole pass (weights streamed twice per step)");
+    app.add_flag("--batched", batched,
+                 "keep the CFG rows side by side where they do not fit (the plan without the CFG-per-block lever)");
     app.add_option("--format", format, "bf16, fp8 (--quant) or a GGUF block type")->capture_default_str();
     app.add_option("--budgets", budgets, "--offload block budgets in GiB")->delimiter(',');
     app.add_option("--cache", cache, "step caching (teacache:THRESH, fbcache:THRESH): its residual counted")
         ->capture_default_str();
+    app.add_option("--precision", precision, "f32 or bf16 (activations); default: bf16 on cuda, f32 on sim");
     CLI11_PARSE(app, argc, argv);
 
     try {
         SR_THROW_IF(task != "t2v" && task != "i2v", "--task {}: t2v or i2v", task);
         SR_THROW_IF(device != "cuda" && device != "sim", "--device {}: cuda or sim", device);
+        if (precision.empty()) precision = device == "cuda" ? "bf16" : "f32";
+        SR_THROW_IF(precision != "f32" && precision != "bf16", "--precision {}: f32 or bf16", precision);
         VirtualAllocator weights("planned weights");
         PipelineComponents c;
         HunyuanVideoConfig dit;
@@ -93,6 +104,8 @@ int main(int argc, char** argv) {
         req.params.sequence_batch = sequence_batch || cfg_whole_passes;
         req.params.cfg_whole_passes = cfg_whole_passes;
         req.params.cache = parse_step_cache(cache, "--cache");
+        req.params.activations = precision == "bf16" ? DType::BF16 : DType::F32;
+        std::fprintf(stderr, "--precision %s: transformer activations in %s\n", precision.c_str(), precision.c_str());
         if (req.params.task == Task::I2V) req.image = Tensor::zeros({3, height, width}, DType::F32);
 
         PlanTarget target;
@@ -124,6 +137,7 @@ int main(int argc, char** argv) {
                    {"shape", fmt::format("{}x{}x{}", height, width, frames)},
                    {"device", device},
                    {"format", format},
+                   {"precision", precision},
                    {"transformer_weight_bytes", transformer_bytes},
                    {"offload", offload_mode_name(k.offload)},
                    {"vram_budget", k.budget},
@@ -133,7 +147,7 @@ int main(int argc, char** argv) {
                 // As the session chooses: the CFG rows one at a time through each block where side by side
                 // they do not fit.
                 GenerationRequest job = req;
-                if (!plan_memory(pipe, job, o, target, /*require_fit=*/false).fits() && job.params.do_cfg())
+                if (!batched && !plan_memory(pipe, job, o, target, /*require_fit=*/false).fits() && job.params.do_cfg())
                     job.params.sequence_batch = true;
                 const MemoryPlan plan = plan_memory(pipe, job, o, target);
                 const char* rows = !job.params.do_cfg()          ? "-"

@@ -18,7 +18,7 @@ skyreels_test(test_cuda_runtime LABELS "cuda;runtime" SOURCES test_cuda_runtime.
 # The op-parity harness on the CUDA backend: the op test files built again with only the CUDA cases in
 # backends_under_test() (support/op_harness.h), so every op test and tolerance applies unchanged. Only the
 # CUDA instantiations are registered (the files' CPU-only tests already run in test_ops and friends).
-add_executable(test_cuda_harness test_ops.cpp test_ops_text.cpp test_ops_vae.cpp)
+add_executable(test_cuda_harness test_ops.cpp test_ops_text.cpp test_ops_vae.cpp test_ops_bf16.cpp)
 target_link_libraries(test_cuda_harness PRIVATE skyreels_test_support GTest::gtest_main)
 target_compile_definitions(test_cuda_harness PRIVATE SKYREELS_OP_HARNESS_CUDA=1 SKYREELS_BINARY_DIR="${CMAKE_BINARY_DIR}"
                                                      SKYREELS_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

@@ -43,8 +43,9 @@ target_link_libraries(test_cli_ux PRIVATE util)
 add_dependencies(test_cli_ux skyreels)
 # The denoising loop's levers (issue 20): CFG per resident block against whole passes, the batched run and
 # every residency mode, and the released model's streaming per step at 8 GiB; checkpoints and resume (a
-# Session job stopped at each step, the CLI killed with SIGKILL at a random step, refusals).
-skyreels_test(test_denoise LABELS "denoise" SOURCES test_denoise.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
+# Session job stopped at each step, the CLI killed with SIGKILL at a random step, refusals); bf16 activations
+# against every transformer and pipeline fixture and in every residency mode (test_denoise_bf16.cpp).
+skyreels_test(test_denoise LABELS "denoise" SOURCES test_denoise.cpp test_denoise_bf16.cpp ENVIRONMENT "OMP_WAIT_POLICY=passive")
 target_link_libraries(test_denoise PRIVATE skyreels_pipeline)
 add_dependencies(test_denoise skyreels)  # the killed-and-resumed run is the real binary
 # Step caching (issue 20): TeaCache and first-block cache decisions on every pipeline fixture, the blocks a

@@ -16,8 +16,10 @@ void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor&
     SR_ASSERT(at == out.dim(dim), "concat sizes sum to {} but out has {}", at, out.dim(dim));
 }
 
-Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what) {
-    return Tensor::empty(shape, DType::F32, backend.allocator(), what);
+Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what, DType dtype) {
+    SR_ASSERT(dtype == DType::F32 || dtype == DType::BF16, "activation {} in {}: activations are f32 or bf16", what,
+              dtype_name(dtype));
+    return Tensor::empty(shape, dtype, backend.allocator(), what);
 }
 
 Tensor to_device(Backend& backend, const Tensor& t, std::string_view what) {

@@ -3,7 +3,9 @@
 // backend implements the same interface; decorators (profiling, the simulated device, the memory planner)
 // wrap one. Models call only the typed ops below and never see where tensors live.
 //
-// Conventions: activations are f32 and contiguous unless an op says it takes views. Weights may be stored
+// Conventions: activations are f32 and contiguous unless an op says it takes views. The ops the transformer's
+// blocks run (ops.h says which: "bf16 activations") also take bf16 activations, f32 and bf16 mixed: they read
+// either, compute in f32 and round once, to the destination's dtype, when they store. Weights may be stored
 // as f32, bf16 or f16 (the checkpoint's dtype, memory-mapped); ops that take weights accept all three.
 // Outputs are preallocated by the caller (so the caller owns memory planning) and must not alias inputs,
 // except for the element-wise ops (gelu_tanh, silu, modulate), whose output may be their input.
@@ -101,8 +103,9 @@ public:
 // Copies `parts` one after another along `dim` of `out` (their sizes along dim must sum to out's).
 void concat(Backend& backend, const std::vector<Tensor>& parts, int dim, Tensor& out);
 
-// An uninitialized f32 activation in the backend's memory; `what` names it in out-of-memory errors.
-Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what);
+// An uninitialized activation in the backend's memory (f32, or bf16 where the caller carries bf16
+// activations); `what` names it in out-of-memory errors.
+Tensor new_activation(Backend& backend, const Shape& shape, std::string_view what, DType dtype = DType::F32);
 
 // The host/device boundary. Ops take tensors in the backend's memory; models upload their inputs (and the
 // tables and masks they build on the host) with to_device(), and whatever host code reads (hooks, the

@@ -4,14 +4,20 @@
 
 namespace sr {
 
+namespace {
+// An activation argument of an op that takes bf16 activations (ops.h, kTakesBf16Activations).
+bool activation_dtype(const Tensor& t) {
+    return t.dtype() == DType::F32 || t.dtype() == DType::BF16;
+}
+}  // namespace
+
 LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y) {
     SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
     SR_ASSERT(dtype_is_float(weight.dtype()) && weight.dtype() != DType::F8_E4M3, "linear weight dtype {}",
               dtype_name(weight.dtype()));
     const int64_t N = weight.dim(0), K = weight.dim(1);
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.dim(-1) == K && y.dim(-1) == N &&
-                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+    SR_ASSERT(activation_dtype(x) && activation_dtype(y) && x.is_contiguous() && y.is_contiguous() && x.dim(-1) == K &&
+                  y.dim(-1) == N && x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
               "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
     SR_ASSERT(!bias || bias->numel() == N, "linear bias {} for N={}", bias ? bias->describe() : "", N);
     return {K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1), N, K};
@@ -32,8 +38,8 @@ LinearShape check_quant_linear(const QuantLinearOp& op) {
                                 (op.scale->numel() == 1 || op.scale->numel() == N)),
                   "quant_linear scale {} for {} rows", op.scale ? op.scale->describe() : "", N);
     }
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.dim(-1) == K && y.dim(-1) == N && x.numel() / K == y.numel() / std::max<int64_t>(N, 1),
+    SR_ASSERT(activation_dtype(x) && activation_dtype(y) && x.is_contiguous() && y.is_contiguous() && x.dim(-1) == K &&
+                  y.dim(-1) == N && x.numel() / K == y.numel() / std::max<int64_t>(N, 1),
               "quant_linear {} x W[{},{}]^T -> {}", x.describe(), N, K, y.describe());
     SR_ASSERT(!op.bias || op.bias->numel() == N, "quant_linear bias {} for N={}", op.bias ? op.bias->describe() : "",
               N);
@@ -61,9 +67,9 @@ void check_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, std::arr
 AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                const AttentionMask& mask) {
     SR_ASSERT(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && out.rank() == 4, "attention wants [B,H,L,D] views");
-    SR_ASSERT(
-        q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 && out.dtype() == DType::F32,
-        "attention is f32");
+    SR_ASSERT(activation_dtype(q) && activation_dtype(k) && activation_dtype(v) && activation_dtype(out),
+              "attention on f32 or bf16 activations, got q {} k {} v {} out {}", q.describe(), k.describe(),
+              v.describe(), out.describe());
     const AttentionShape s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
     SR_ASSERT(k.dim(0) == s.B && v.dim(0) == s.B && k.dim(1) == s.H && v.dim(1) == s.H && v.dim(2) == s.Lk &&
                   k.dim(3) == s.D && v.dim(3) == s.D && out.dim(0) == s.B && out.dim(1) == s.H && out.dim(2) == s.Lq &&

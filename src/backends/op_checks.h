@@ -13,7 +13,7 @@ namespace sr {
 struct LinearShape {
     int64_t M, N, K;
 };
-// x [..., K] and y [..., N] contiguous f32 with as many rows, weight contiguous [N, K] f32/bf16/f16 (no fp8),
+// x [..., K] and y [..., N] contiguous f32 or bf16 with as many rows, weight contiguous [N, K] f32/bf16/f16 (no fp8),
 // bias N values.
 LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y);
 // The same for a quantized weight: contiguous FP8 codes [N, K] with an optional float scale of 1 or N values,
@@ -28,7 +28,7 @@ void check_conv3d(const Tensor& x, const Tensor& weight, const Tensor* bias, std
 struct AttentionShape {
     int64_t B, H, Lq, Lk, D;
 };
-// q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32, unit innermost stride; kv_len one per batch row;
+// q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 or bf16, unit innermost stride; kv_len one per batch row;
 // the dense mask [B,Lq,Lk] Bool or F32.
 AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                const AttentionMask& mask);

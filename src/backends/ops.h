@@ -84,7 +84,8 @@ struct RopeOp {
 
 // ---- transformer ops ----
 
-// y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 contiguous; weight f32/bf16/f16.
+// y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 or bf16 (kTakesBf16Activations) contiguous;
+// weight f32/bf16/f16.
 struct LinearOp {
     static constexpr std::string_view kName = "linear";
     const Tensor& x;
@@ -134,7 +135,8 @@ struct QkNormRope {
 };
 
 // Scaled dot-product attention per (batch, head): out = softmax(q k^T * scale, masked) v.
-// q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 views with any strides but a unit innermost stride,
+// q [B,H,Lq,D], k and v [B,H,Lk,D], out [B,H,Lq,D]: f32 or bf16 views (kTakesBf16Activations; the QK norm,
+// RoPE and softmax are f32 either way) with any strides but a unit innermost stride,
 // so [B,L,H,D] buffers are passed as permute({0,2,1,3}) views. Memory is O(tile x Lk), never Lq x Lk. A
 // query row with no valid key yields zeros.
 struct AttentionOp {
@@ -356,6 +358,45 @@ using OpCall = std::variant<SR_OPS(SR_OP_ALTERNATIVE_FIRST, SR_OP_ALTERNATIVE_NE
 #define SR_DECLARE_OP_KERNELS SR_OPS(SR_OP_KERNEL_DECLARATION, SR_OP_KERNEL_DECLARATION)
 
 inline constexpr size_t kOpCount = std::variant_size_v<OpCall>;
+
+// The ops that also take bf16 activations: the ones the transformer's blocks run on their residual streams
+// and big temporaries (models/hunyuan_video_transformer.cpp says which tensors those are). Their activation
+// arguments (not weights, biases or norm parameters, which take any float dtype already, nor a mask) may be
+// f32 or bf16, mixed: a backend reads either, computes in f32 (statistics, softmax and the adaLN vectors'
+// arithmetic included) and rounds once, to the destination's dtype, when it stores. Per op: linear and
+// quant_linear x, y; attention q, k, v, out; layer_norm x, y; modulate x, y (shift and scale stay f32);
+// gated_residual x, y (the gate stays f32); add x, y; gelu_tanh x, y; copy (any float dtypes already).
+// The op-parity harness runs a bf16 case of each (tests/test_ops_bf16.cpp), and its coverage test reads
+// this list.
+template <class Op>
+inline constexpr bool kTakesBf16Activations = false;
+template <>
+inline constexpr bool kTakesBf16Activations<LinearOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<QuantLinearOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<AttentionOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<LayerNormOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<ModulateOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<GatedResidualOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<AddOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<GeluTanhOp> = true;
+template <>
+inline constexpr bool kTakesBf16Activations<CopyOp> = true;
+
+namespace detail {
+template <size_t... I>
+constexpr std::array<bool, sizeof...(I)> bf16_ops(std::index_sequence<I...>) {
+    return {kTakesBf16Activations<std::variant_alternative_t<I, OpCall>>...};
+}
+}  // namespace detail
+// kTakesBf16Activations by op id.
+inline constexpr std::array<bool, kOpCount> kOpTakesBf16 = detail::bf16_ops(std::make_index_sequence<kOpCount>{});
 
 // The position of Op in OpCall (its op id).
 template <class Op, size_t I = 0>

@@ -3,6 +3,20 @@
 //
 // Shapes: B batch, N video tokens (F' x H' x W' after patching, row-major t,h,w), L text tokens, D inner
 // width (heads x head_dim), S = N + L joint sequence, M MLP width.
+//
+// Activation dtype (TransformerInputs::activations). With BF16 the tensors that scale with the video, the
+// ones the memory plan's peak is made of, are stored in bf16: the residual streams (x, ctx from the first dual
+// block on, the joint xs), each block's normed inputs, q, k, v, the attention output, the MLP hidden layers
+// and the single block's fused input, and every linear output made from them. That is where diffusers' bf16
+// run (the released model is run in bf16) has bf16 tensors too: its residual stream is bf16 end to end.
+// What stays f32, where accuracy needs it and memory does not: the timestep/guidance/text conditioning and
+// silu(temb), so every adaLN modulation vector (shift, scale, gate) is f32 (the reference's are bf16: ours
+// are never worse); the token refiner (a few hundred text tokens; its output is rounded once into ctx); the
+// output head from the final norm on (norm_out, proj_out and the velocity handed to the scheduler). Inside
+// the ops (backend.h) every bf16 value is read into f32 and rounded once when stored: layer-norm and QK-norm
+// statistics, the softmax and the online-softmax accumulators, GEMM accumulation and the modulation and
+// gating arithmetic are f32. So a bf16 forward rounds each stored activation once (relative error <= 2^-8
+// each), where the reference's bf16 modules also round their intermediates.
 #include "models/hunyuan_video_transformer.h"
 
 #include <algorithm>
@@ -237,8 +251,8 @@ std::vector<size_t> HunyuanVideoTransformer::pass_order(const TransformerPass& p
 
 namespace {
 
-// The single-stream block's MLP runs a block of rows at a time: its [rows, 4D] f32 hidden layer is at most
-// this large (64 MiB: 1,365 rows at the 13B model's width, big enough GEMMs for any backend).
+// The single-stream block's MLP runs a block of rows at a time: its [rows, 4D] hidden layer is at most this
+// large (64 MiB: 1,365 rows at the 13B model's width in f32, 2,730 in bf16; big enough GEMMs for any backend).
 constexpr int64_t kMlpChunkBytes = int64_t(64) << 20;
 
 // Splits a [B, k*D] modulation output into its k [B, D] views, in checkpoint order.
@@ -246,6 +260,13 @@ std::vector<Tensor> chunk_rows(const Tensor& x, int k) {
     const int64_t D = x.dim(1) / k;
     std::vector<Tensor> out;
     for (int i = 0; i < k; ++i) out.push_back(x.slice(1, i * D, (i + 1) * D));
+    return out;
+}
+
+// `t` converted to `dtype` in a new activation (the residual streams entering the blocks).
+Tensor as_activation(Backend& be, const Tensor& t, DType dtype, std::string_view what) {
+    Tensor out = new_activation(be, t.shape(), what, dtype);
+    be.copy(t, out);
     return out;
 }
 
@@ -263,7 +284,7 @@ Tensor heads_view(const Tensor& x, int64_t heads, int64_t hd) {
 }  // namespace
 
 Tensor HunyuanVideoTransformer::silu(Backend& be, const Tensor& x) const {
-    Tensor y = new_activation(be, x.shape(), "silu");
+    Tensor y = new_activation(be, x.shape(), "silu", x.dtype());
     be.silu(x, y);
     return y;
 }
@@ -389,7 +410,7 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     const auto m = chunk_rows(mod, 6), cm = chunk_rows(cmod, 6);
 
     auto norm_modulate = [&](const Tensor& in, const Tensor& shift, const Tensor& scale) {
-        Tensor n = new_activation(be, in.shape(), "layer norm");
+        Tensor n = new_activation(be, in.shape(), "layer norm", in.dtype());
         be.layer_norm(in, nullptr, nullptr, 1e-6f, n);
         be.modulate(n, shift, scale, n);
         return n;
@@ -397,8 +418,9 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
 
     // Joint q, k, v: [B, S, D] with the video rows first, each projection written straight into its rows (one
     // projection's output alive at a time, not six, and no concatenation: the block's activation peak).
-    Tensor q = new_activation(be, {B, S, D}, "joint q"), k = new_activation(be, {B, S, D}, "joint k"),
-           v = new_activation(be, {B, S, D}, "joint v");
+    const DType act = x.dtype();  // the residual stream's: every temporary of the block is carried in it
+    Tensor q = new_activation(be, {B, S, D}, "joint q", act), k = new_activation(be, {B, S, D}, "joint k", act),
+           v = new_activation(be, {B, S, D}, "joint v", act);
     // q and k hold the raw projections: the attention applies the QK RMSNorm (norm_q/norm_k on the video rows,
     // norm_added_q/norm_added_k on the text rows) and the RoPE of the video rows itself, so that a backend can
     // fuse them into its pass over q and k (ops.h, QkNormRope).
@@ -414,7 +436,7 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
         project_into(be, blk.add_k_proj, nc, k, N);
         project_into(be, blk.add_v_proj, nc, v, N);
     }
-    Tensor attn = new_activation(be, {B, S, D}, "joint attention");
+    Tensor attn = new_activation(be, {B, S, D}, "joint attention", act);
     { attend(be, joint, q, k, v, attn, {&blk.norm_q, &blk.norm_added_q}, {&blk.norm_k, &blk.norm_added_k}, N); }
     q = k = v = Tensor();  // release before the MLPs
 
@@ -440,27 +462,28 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
     const int64_t B = xs.dim(0), S = xs.dim(1), D = config_.inner_dim(), M = config_.mlp_dim();
     const auto m = chunk_rows(blk.norm.apply(be, temb_silu), 3);  // shift, scale, gate
 
-    Tensor n = new_activation(be, xs.shape(), "single norm");
+    const DType act = xs.dtype();  // the residual stream's: every temporary of the block is carried in it
+    Tensor n = new_activation(be, xs.shape(), "single norm", act);
     be.layer_norm(xs, nullptr, nullptr, 1e-6f, n);
     be.modulate(n, m[0], m[1], n);
 
     // The order keeps the block's activation peak at xs + n + the attention output + the fused input (8 x
     // [S, D] f32), where computing the MLP first held its whole [S, 4D] hidden layer next to them (11 x):
     // attention first, then the MLP a block of rows at a time, straight into the fused projection's input.
-    Tensor attn = new_activation(be, {B, S, D}, "single attention");
+    Tensor attn = new_activation(be, {B, S, D}, "single attention", act);
     {
         const Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n), v = blk.to_v.apply(be, n);
         // QK RMSNorm on every token and RoPE on the video tokens only, applied by the attention (see dual_block).
         attend(be, joint, q, k, v, attn, {&blk.norm_q, &blk.norm_q}, {&blk.norm_k, &blk.norm_k}, n_video);
     }
     // [attention output, MLP hidden] side by side, the input of the fused projection.
-    Tensor fused = new_activation(be, {B, S, D + M}, "single fused");
+    Tensor fused = new_activation(be, {B, S, D + M}, "single fused", act);
     {
         Tensor dst = fused.slice(2, 0, D);
         be.copy(attn, dst);
     }
     attn = Tensor();
-    const int64_t rows = std::max<int64_t>(1, kMlpChunkBytes / (M * int64_t(sizeof(float))));
+    const int64_t rows = std::max<int64_t>(1, kMlpChunkBytes / (M * int64_t(dtype_size(act))));
     for (int64_t b = 0; b < B; ++b)
         for (int64_t r0 = 0; r0 < S; r0 += rows) {
             const int64_t r1 = std::min(S, r0 + rows);
@@ -502,6 +525,15 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
         JointAttention joint;
         Tensor t_proj, temb_silu, x, ctx, xs, proj;
     };
+    // The activation dtype (TransformerInputs::activations; why each tensor is or is not carried in it: at the
+    // top of this file).
+    const DType act = rows[0].activations;
+    SR_THROW_IF(act != DType::F32 && act != DType::BF16,
+                "the transformer carries its activations in f32 or bf16, not {}", dtype_name(act));
+    for (const TransformerInputs& in : rows)
+        SR_THROW_IF(in.activations != act,
+                    "the rows of one forward carry their activations in one dtype, got {} and {}", dtype_name(act),
+                    dtype_name(in.activations));
     std::vector<Row> st(rows.size());
     for (size_t r = 0; r < rows.size(); ++r) {
         Row& row = st[r];
@@ -615,11 +647,12 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
             be.patch_embed_3d(input_on_device(be, in.hidden_states, "hidden_states"), emb.x_embedder.weight,
                               &emb.x_embedder.bias, x);
             if (hook) hook("x_embedder", to_host(be, x));
+            if (act != DType::F32) x = as_activation(be, x, act, "video tokens");
             if (row.joint.group) {
                 // This rank's rows. Padding rows repeat the first tokens: finite values that no valid query sees
                 // and whose own results are dropped.
                 const SequenceShard& shard = row.joint.shard;
-                Tensor mine = new_activation(be, {B, n, D}, "this rank's video tokens");
+                Tensor mine = new_activation(be, {B, n, D}, "this rank's video tokens", act);
                 const int64_t valid = shard.valid_rows();
                 if (valid > 0) {
                     Tensor dst = mine.slice(1, 0, valid);
@@ -635,6 +668,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
             x = Tensor();
             row.ctx = refine_text(be, emb, to_host_f32(be, in.encoder_hidden_states), row.t_proj, row.mask, hook);
             if (hook) hook("context_embedder", to_host(be, row.ctx));
+            if (act != DType::F32) row.ctx = as_activation(be, row.ctx, act, "text tokens");
         }
     }
 
@@ -652,15 +686,15 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
     // The joint sequence [video, text] (xs), from the first single block on.
     auto join_streams = [&](Row& row) {
         if (row.xs.defined()) return;
-        row.xs = new_activation(be, {row.B, row.n + row.L, D}, "joint sequence");
+        row.xs = new_activation(be, {row.B, row.n + row.L, D}, "joint sequence", act);
         concat(be, {row.x, row.ctx}, 1, row.xs);
         row.x = row.ctx = Tensor();
     };
     auto run_dual = [&](const DualBlock& blk, size_t i, Row& row) {
         dual_block(be, blk, row.x, row.ctx, row.temb_silu, row.joint);
         if (hook) {
-            hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host(be, row.x));
-            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host(be, row.ctx));
+            hook(fmt::format("transformer_blocks.{}.hidden_states", i), to_host_f32(be, row.x));
+            hook(fmt::format("transformer_blocks.{}.encoder_hidden_states", i), to_host_f32(be, row.ctx));
         }
     };
     size_t first_k = 1;  // the first position of `order` still to run
@@ -720,9 +754,9 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
                 single_block(be, blk, row.xs, row.n, row.temb_silu, row.joint);
                 if (hook) {
                     hook(fmt::format("single_transformer_blocks.{}.hidden_states", i),
-                         to_host(be, row.xs.slice(1, 0, row.n)));
+                         to_host_f32(be, row.xs.slice(1, 0, row.n)));
                     hook(fmt::format("single_transformer_blocks.{}.encoder_hidden_states", i),
-                         to_host(be, row.xs.slice(1, row.n, row.n + row.L)));
+                         to_host_f32(be, row.xs.slice(1, row.n, row.n + row.L)));
                 }
             }
         }
@@ -746,7 +780,7 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
         const OutputHead head = for_pass(head_, head_block, lease, pass);
         for (Row& row : st) {
             const auto so = chunk_rows(head.norm_out.apply(be, row.temb_silu), 2);
-            Tensor normed = new_activation(be, row.x.shape(), "norm_out");
+            Tensor normed = new_activation(be, row.x.shape(), "norm_out");  // f32 from here on, as the output
             be.layer_norm(row.x, nullptr, nullptr, 1e-6f, normed);
             be.modulate(normed, /*shift=*/so[1], /*scale=*/so[0], normed);
             if (hook) hook("norm_out", to_host(be, normed));

@@ -39,6 +39,10 @@ struct TransformerInputs {
     // Ulysses sequence parallelism (models/sequence_parallel.h): this rank computes its share of the video
     // tokens, and every rank of the group returns the whole output. null or one rank: all tokens here.
     Communicator* sequence_parallel = nullptr;
+    // The dtype the forward carries its residual streams and big temporaries in: F32, or BF16 (half the
+    // activation memory, as the reference's bf16 run; the .cpp says which tensors). Rows of one forward_rows
+    // call share it. The output is f32 either way.
+    DType activations = DType::F32;
 };
 
 using IntermediateHook = std::function<void(std::string_view name, const Tensor& value)>;

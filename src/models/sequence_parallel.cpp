@@ -26,19 +26,19 @@ void sequence_parallel_attention(Backend& be, Communicator& comm, const Sequence
 
     // 1. This rank's video rows, all heads -> every rank's video rows, this rank's heads. send/recv
     //    [P, 3, B, n, Hl, hd]: chunk p of send holds rank p's heads of q, k and v.
-    Tensor send = new_activation(be, {P, 3, B, n, Hl, hd}, "ulysses q, k, v out");
+    Tensor send = new_activation(be, {P, 3, B, n, Hl, hd}, "ulysses q, k, v out", q.dtype());
     for (int i = 0; i < 3; ++i) {
         Tensor dst = send.select(1, i);
         be.copy(heads_by_rank(qkv[size_t(i)]->slice(1, 0, n), P, hd), dst);
     }
-    Tensor recv = new_activation(be, {P, 3, B, n, Hl, hd}, "ulysses q, k, v in");
+    Tensor recv = new_activation(be, {P, 3, B, n, Hl, hd}, "ulysses q, k, v in", q.dtype());
     comm.all_to_all(send, recv);
     send = Tensor();
 
     // 2. The joint sequence of this rank's heads [3, B, Np + L, Hl, hd], in the order [video 0..N, text, padding]:
     //    one rank's key order, with the padding past every valid key.
     const int64_t Np = shard.padded(), S = Np + L;
-    Tensor joint = new_activation(be, {3, B, S, Hl, hd}, "ulysses joint q, k, v");
+    Tensor joint = new_activation(be, {3, B, S, Hl, hd}, "ulysses joint q, k, v", q.dtype());
     for (int64_t p = 0; p < P; ++p) {
         const int64_t valid = shard.valid_rows(p), first = p * n;
         const Tensor from = recv.select(0, p);  // [3, B, n, Hl, hd]: rank p's rows
@@ -60,7 +60,7 @@ void sequence_parallel_attention(Backend& be, Communicator& comm, const Sequence
     }
 
     // 3. Attention over the whole sequence for Hl heads; the norm and RoPE of the video rows 0..N, if asked.
-    Tensor o = new_activation(be, {B, S, Hl, hd}, "ulysses attention");
+    Tensor o = new_activation(be, {B, S, Hl, hd}, "ulysses attention", q.dtype());
     {
         auto heads_first = [](const Tensor& t) { return t.permute({0, 2, 1, 3}); };  // [B, Hl, S, hd]
         Tensor o_heads = heads_first(o);
@@ -77,7 +77,7 @@ void sequence_parallel_attention(Backend& be, Communicator& comm, const Sequence
     joint = Tensor();
 
     // 4. Video rows back to their ranks: send2 [P, B, n, Hl, hd], chunk p = rank p's rows of this rank's heads.
-    Tensor send2 = new_activation(be, {P, B, n, Hl, hd}, "ulysses output out");
+    Tensor send2 = new_activation(be, {P, B, n, Hl, hd}, "ulysses output out", q.dtype());
     for (int64_t p = 0; p < P; ++p) {
         const int64_t valid = shard.valid_rows(p), first = p * n;
         Tensor to = send2.select(0, p);
@@ -91,7 +91,7 @@ void sequence_parallel_attention(Backend& be, Communicator& comm, const Sequence
             be.copy(o.slice(1, pad0, pad0 + (n - valid)), dst);
         }
     }
-    Tensor recv2 = new_activation(be, {P, B, n, Hl, hd}, "ulysses output in");
+    Tensor recv2 = new_activation(be, {P, B, n, Hl, hd}, "ulysses output in", q.dtype());
     comm.all_to_all(send2, recv2);
     send2 = Tensor();
     {
@@ -103,7 +103,7 @@ void sequence_parallel_attention(Backend& be, Communicator& comm, const Sequence
     // 5. The text rows: every rank's heads, gathered.
     Tensor text = contiguous(be, o.slice(1, N, N + L), "ulysses text attention");  // [B, L, Hl, hd]
     o = Tensor();
-    Tensor all_text = new_activation(be, {P, B, L, Hl, hd}, "ulysses text attention, every head");
+    Tensor all_text = new_activation(be, {P, B, L, Hl, hd}, "ulysses text attention, every head", q.dtype());
     comm.all_gather(text, all_text);
     Tensor dst = heads_by_rank(out.slice(1, n, n + L), P, hd);
     be.copy(all_text, dst);

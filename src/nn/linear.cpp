@@ -50,7 +50,7 @@ size_t Linear::bytes() const {
 Tensor Linear::apply(Backend& be, const Tensor& x) const {
     Shape s = x.shape();
     s[s.rank() - 1] = out_features();
-    Tensor y = new_activation(be, s, "linear output");
+    Tensor y = new_activation(be, s, "linear output", x.dtype());
     apply_into(be, x, y);
     return y;
 }
@@ -60,9 +60,9 @@ void Linear::apply_into(Backend& be, const Tensor& x, Tensor& y) const {
     for (const LowRankAdapter& a : adapters) {
         Shape s = x.shape();
         s[s.rank() - 1] = a.rank();
-        Tensor h = new_activation(be, s, "low-rank adapter hidden");  // [..., rank]: small
+        Tensor h = new_activation(be, s, "low-rank adapter hidden", x.dtype());  // [..., rank]: small
         be.linear(x, a.down, nullptr, h);
-        Tensor delta = new_activation(be, y.shape(), "low-rank adapter output");
+        Tensor delta = new_activation(be, y.shape(), "low-rank adapter output", y.dtype());
         be.linear(h, a.up, nullptr, delta);
         be.add(y, delta);
     }

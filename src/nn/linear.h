@@ -80,9 +80,10 @@ struct Linear {
     int64_t in_features() const { return weight.in; }
     int64_t out_features() const { return weight.out; }
     size_t bytes() const;
-    // y[..., out] = x[..., in] weight^T + bias (+ each adapter), in a new activation on the backend.
+    // y[..., out] = x[..., in] weight^T + bias (+ each adapter), in a new activation on the backend of x's
+    // dtype (f32, or bf16 where a model carries bf16 activations: backend.h).
     Tensor apply(Backend& be, const Tensor& x) const;
-    // The same into `y` (preallocated [..., out] f32 contiguous, not aliasing x).
+    // The same into `y` (preallocated [..., out] f32 or bf16 contiguous, not aliasing x).
     void apply_into(Backend& be, const Tensor& x, Tensor& y) const;
 
     // f(suffix, tensor, kind) for every tensor the layer holds: the weight's, the bias (when the layer has

@@ -392,7 +392,8 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
                                      one(text.prompt_attention_mask),
                                      one(text.pooled_prompt_embeds),
                                      one(guidance),
-                                     parallel.sequence};
+                                     parallel.sequence,
+                                     p.activations};
         };
         if (cfg_pair) {
             const Tensor mine =
@@ -425,8 +426,8 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             }
         } else {
             const TransformerInputs in{
-                input,    timestep,         text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds,
-                guidance, parallel.sequence};
+                input,    timestep,          text.prompt_embeds, text.prompt_attention_mask, text.pooled_prompt_embeds,
+                guidance, parallel.sequence, p.activations};
             output = to_host(be, c_.transformer->forward(be, in, {}, use.weights(), pass));
         }
         check_finite(output, fmt::format("the transformer's output at step {}", i),

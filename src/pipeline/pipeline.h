@@ -71,6 +71,9 @@ struct GenerationParams {
     // whose input barely moved, trading accuracy for time. Off by default. With it, CFG rows run as whole
     // passes go one block at a time instead (one decision per step needs every row's first block).
     StepCacheOptions cache;
+    // The transformer's activation dtype (TransformerInputs::activations): F32, or BF16 (half the activation
+    // memory; the session's --precision bf16).
+    DType activations = DType::F32;
     VAETiling vae_tiling = VAETiling::enabled();
 
     bool do_cfg() const { return guidance_scale > 1.0; }

@@ -244,6 +244,7 @@ std::optional<LogLevel> Session::level_for(const Request* request) const {
 
 GenerationRequest Session::prepare(const Request& r) const {
     GenerationRequest job = r.generation;
+    job.params.activations = activation_dtype();
     const GenerationParams& p = job.params;
     const bool read_image = p.task == Task::I2V && !job.image.defined() && !r.image_path.empty();
     if (read_image) {
@@ -511,6 +512,7 @@ GenerationRequest Session::plannable(const Request& request) const {
     r.output_path.clear();  // a plan writes nothing
     check(r);
     GenerationRequest job = r.generation;
+    job.params.activations = activation_dtype();
     // Pixel values do not change a plan: an I2V plan needs only the image's size, not the image.
     if (job.params.task == Task::I2V && !job.image.defined())
         job.image = Tensor::zeros({3, job.params.height, job.params.width}, DType::F32);

@@ -53,7 +53,9 @@ struct SessionOptions {
     LoraOptions lora;
     // Where jobs run: "cpu", "sim" (a simulated accelerator on the CPU: budgets, streaming) or "cuda[:N]".
     std::string device = "cpu";
-    // GEMMs with bf16 weights (and attention on CUDA); nullopt: f32 on cpu and sim, bf16 on cuda.
+    // --precision: GEMMs with bf16 weights (and attention on CUDA) and the transformer's activations (bf16:
+    // its residual streams and big temporaries stored in bf16, GenerationParams::activations); nullopt: f32 on
+    // cpu and sim, bf16 on cuda.
     std::optional<GemmPrecision> precision;
     // Offload mode, device budget (also the simulated device's memory), host memory mode, prefetch. The cpu
     // device runs every model where it was loaded and ignores them.
@@ -184,6 +186,8 @@ public:
 
 private:
     GenerationRequest prepare(const Request& request) const;
+    // The transformer's activation dtype under this session's precision (bf16 with --precision bf16).
+    DType activation_dtype() const { return precision_ == GemmPrecision::BF16 ? DType::BF16 : DType::F32; }
     GenerationRequest plannable(const Request& request) const;  // checked, with a stand-in image for I2V
     // The memory options for `job`: memory_ with --offload auto resolved by planning each mode.
     MemoryOptions memory_for(const GenerationRequest& job);

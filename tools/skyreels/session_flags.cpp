@@ -84,8 +84,9 @@ void add_device_flags(CLI::App* cmd, SessionFlags& o) {
                     "CPU: budgets, streaming) or cuda[:N]")
         ->capture_default_str();
     cmd->add_option("--precision", o.precision,
-                    "f32 or bf16: arithmetic of GEMMs with bf16 weights and of attention; default f32 on "
-                    "cpu/sim, bf16 on cuda");
+                    "f32 or bf16: arithmetic of GEMMs with bf16 weights and of attention and the dtype of "
+                    "the transformer's activations (bf16: residual streams and big temporaries in bf16, half the "
+                    "memory); default f32 on cpu/sim, bf16 on cuda");
     cmd->add_option("--offload", o.offload,
                     "none: every model on the device; model: only the one in use (bare --offload, as SkyReels); "
                     "block: also stream weights in blocks within --vram-budget (bare --offload with "
@@ -210,8 +211,9 @@ SessionOptions session_options(const SessionFlags& o, const std::string& device,
     for (const std::string& l : o.loras) options.lora.files.push_back(parse_lora_argument(l));
     options.lora.mode = parse_lora_mode(o.lora_mode);
     options.lora.ignore_unmatched = o.lora_ignore_unmatched;
-    // --precision: how GEMMs with bf16 weights and attention compute. Default: f32 on the CPU,
-    // whose bf16 speed depends on the processor, and bf16 on CUDA, as the reference runs on a GPU.
+    // --precision: how GEMMs with bf16 weights and attention compute, and whether the transformer
+    // carries its activations in bf16. Default: f32 on the CPU, whose bf16 speed depends on the processor, and
+    // bf16 on CUDA, as the reference runs on a GPU.
     if (!o.precision.empty()) options.precision = o.precision == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32;
     Session::check(options);
     return options;

@@ -32,10 +32,16 @@ public:
     GemmPrecision gemm_precision() const { return gemm_precision_; }
 
     // The kernels, one per op (ops.h); run() dispatches to them.
-    void run(const OpCall& op) override { dispatch_op(*this, op); }
+    void run(const OpCall& op) override {
+        if (!run_bf16(op)) dispatch_op(*this, op);
+    }
     SR_DECLARE_OP_KERNELS
 
 private:
+    // An op with bf16 activations (ops.h, kTakesBf16Activations) run on f32 copies of them, its outputs
+    // rounded back (bf16_activations.cpp); false when the op has none.
+    bool run_bf16(const OpCall& op);
+
     Allocator* activations_ = nullptr;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
 };

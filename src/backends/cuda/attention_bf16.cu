@@ -114,7 +114,9 @@ __global__ void __launch_bounds__(kThreadsB, 1) attention_bf16_kernel(AttentionB
     const uint16_t* q = a.q + h * a.Lq * kD;
     const uint16_t* k = a.k + h * a.Lk * kD;
     const uint16_t* v = a.v + h * a.Lk * kD;
-    float* out = a.out + h * a.o_sh;
+    // f32 or bf16 (a.out_bf16): element offsets are the same, the store below differs.
+    float* out = a.out_bf16 ? nullptr : static_cast<float*>(a.out) + h * a.o_sh;
+    uint16_t* out16 = a.out_bf16 ? static_cast<uint16_t*>(a.out) + h * a.o_sh : nullptr;
     const AttentionMaskArgs& mask = a.mask;
 
     const int64_t kv_end = attn_kv_end(mask.kv_len, a.Lk);
@@ -286,8 +288,18 @@ __global__ void __launch_bounds__(kThreadsB, 1) attention_bf16_kernel(AttentionB
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // a row with no valid key yields zeros
         const int r = row0 + 16 * (rr >> 1) + 8 * (rr & 1);
         if (r >= lq) continue;
-        float* orow = out + int64_t(r) * a.o_sl;
         const int mi = rr >> 1, e = 2 * (rr & 1);
+        if (out16) {  // bf16 activations: each value rounded once, from the same f32 value as below
+            uint16_t* orow16 = out16 + int64_t(r) * a.o_sl;
+#pragma unroll
+            for (int n = 0; n < 16; ++n) {
+                const int c = n * 8 + 2 * tig;
+                orow16[c] = f32_to_bf16(o[mi][n][e] * inv);
+                orow16[c + 1] = f32_to_bf16(o[mi][n][e + 1] * inv);
+            }
+            continue;
+        }
+        float* orow = out + int64_t(r) * a.o_sl;
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
             const int c = n * 8 + 2 * tig;  // even: one 8-byte store where the output layout allows it
@@ -303,27 +315,33 @@ __global__ void __launch_bounds__(kThreadsB, 1) attention_bf16_kernel(AttentionB
 }
 
 // 8 consecutive elements per thread: one 16-byte store of bf16.
-__global__ void to_bf16_heads_kernel(const float* __restrict__ src, int64_t s_sh, int64_t s_sl,
-                                     uint16_t* __restrict__ dst, int64_t L, int64_t D, int64_t n_groups) {
+// T: float (rounded here) or uint16_t (bf16 activations: copied as they are).
+template <class T>
+__global__ void to_bf16_heads_kernel(const T* __restrict__ src, int64_t s_sh, int64_t s_sl, uint16_t* __restrict__ dst,
+                                     int64_t L, int64_t D, int64_t n_groups) {
     const int64_t groups_per_row = D / 8;
     for (int64_t gi = global_thread(); gi < n_groups; gi += grid_threads()) {
         const int64_t d = (gi % groups_per_row) * 8, row = gi / groups_per_row;  // row = h * L + l
-        const float* s = src + (row / L) * s_sh + (row % L) * s_sl + d;
+        const T* s = src + (row / L) * s_sh + (row % L) * s_sl + d;
         uint32_t packed[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-            packed[e] = uint32_t(f32_to_bf16(s[2 * e])) | (uint32_t(f32_to_bf16(s[2 * e + 1])) << 16);
+            packed[e] =
+                uint32_t(f32_to_bf16(load_act(s, 2 * e))) | (uint32_t(f32_to_bf16(load_act(s, 2 * e + 1))) << 16);
         *reinterpret_cast<uint4*>(dst + row * D + d) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
     }
 }
 
 }  // namespace
 
-void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, int64_t H, int64_t L, int64_t D,
-                   cudaStream_t stream) {
+void to_bf16_heads(const void* src, KType src_type, int64_t s_sh, int64_t s_sl, uint16_t* dst, int64_t H, int64_t L,
+                   int64_t D, cudaStream_t stream) {
     const int64_t n_groups = H * L * (D / 8);  // D is a multiple of 8 (the caller checks)
     if (n_groups <= 0) return;
-    to_bf16_heads_kernel<<<grid_for(n_groups), kThreads, 0, stream>>>(src, s_sh, s_sl, dst, L, D, n_groups);
+    with_act_type(src_type, [&](auto t) {
+        to_bf16_heads_kernel<<<grid_for(n_groups), kThreads, 0, stream>>>(static_cast<const decltype(t)*>(src), s_sh,
+                                                                          s_sl, dst, L, D, n_groups);
+    });
 }
 
 cudaError_t attention_bf16(const AttentionBf16Args& a, cudaStream_t stream) {

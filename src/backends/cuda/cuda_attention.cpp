@@ -10,6 +10,12 @@
 // copies directly in place of the plain rounding; otherwise (the f32 parity path, other head dims, unaligned
 // views) by the separate rms_norm and rope kernels into f32 scratch, a group of heads at a time, which then
 // stands in for q and k.
+//
+// bf16 activations (ops.h, kTakesBf16Activations): the bf16 paths with head dim 128 read bf16 q, k, v as they
+// are (the packing copies them, the fused prologue widens them) and round the output once into bf16 (the
+// kernel's store, or cuDNN's bf16 output copied over); the f32 kernel and the other head dims run one batch
+// row at a time on f32 copies of it, the output rounded back (not the transformer's path at real size, whose
+// bf16 run has head dim 128 and bf16 attention).
 #include <algorithm>
 #include <array>
 
@@ -34,7 +40,8 @@ cuda::KType ktype(DType t) {
 cuda::QkNormRopeArgs qk_args(const Tensor& x, int64_t b, int64_t h0, int64_t hc, int64_t L,
                              const std::array<const Tensor*, 2>& w, const QkNormRope& qk, uint16_t* dst) {
     cuda::QkNormRopeArgs a{};
-    a.src = static_cast<const float*>(x.raw_data()) + b * x.stride(0) + h0 * x.stride(1);
+    a.src = static_cast<const char*>(x.raw_data()) + size_t(b * x.stride(0) + h0 * x.stride(1)) * dtype_size(x.dtype());
+    a.src_type = ktype(x.dtype());
     a.s_sh = x.stride(1);
     a.s_sl = x.stride(2);
     a.dst = dst;
@@ -99,6 +106,29 @@ void CudaBackend::exec(const AttentionOp& op) {
     make_current();
 
     const AttentionPath path = attention_path(D, dense.defined(), mask.causal);
+    const bool bf16_act =
+        q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 || out.dtype() != DType::F32;
+    if (bf16_act && (path == AttentionPath::F32Kernel || D != cuda::kAttentionBf16HeadDim)) {
+        // One batch row at a time on f32 copies (see the top of the file), its output rounded back.
+        for (int64_t b = 0; b < B; ++b) {
+            auto widened = [&](const Tensor& t, const char* what) {
+                Tensor w = Tensor::empty(t.slice(0, b, b + 1).shape(), DType::F32, memory_, what);
+                copy(t.slice(0, b, b + 1), w);
+                return w;
+            };
+            const Tensor qb = widened(q, "attention q (f32)"), kb = widened(k, "attention k (f32)");
+            const Tensor vb = widened(v, "attention v (f32)");
+            Tensor ob = Tensor::empty(qb.shape(), DType::F32, memory_, "attention out (f32)");
+            AttentionMask mb;
+            if (!mask.kv_len.empty()) mb.kv_len = {mask.kv_len[size_t(b)]};
+            if (dense.defined()) mb.dense = dense.slice(0, b, b + 1);
+            mb.causal = mask.causal;
+            exec(AttentionOp{qb, kb, vb, ob, mb, scale, qk});
+            Tensor ob_out = out.slice(0, b, b + 1);
+            copy(ob, ob_out);
+        }
+        return;
+    }
     const bool packed = path != AttentionPath::F32Kernel;                            // bf16 copies of q, k, v
     SR_ASSERT(!packed || scale > 0, "bf16 attention with softmax scale {}", scale);  // the kernel's precondition
     const bool use_cudnn = path == AttentionPath::CudnnSdpa;
@@ -120,20 +150,27 @@ void CudaBackend::exec(const AttentionOp& op) {
         kn = Tensor::empty({heads_per_group * Lk * D}, DType::F32, memory_, "attention k (normalized)");
         stage = Tensor::empty({heads_per_group * std::max(Lq, Lk) * D}, DType::F32, memory_, "attention qk staging");
     }
-    const auto* vd = static_cast<const float*>(v.raw_data());
-    auto* od = static_cast<float*>(out.raw_data());
-    // Two floats per store where every output row start is 8-byte aligned (batch, head and token strides even).
-    const bool out_pairs = reinterpret_cast<uintptr_t>(od) % 8 == 0 && out.stride(0) % 2 == 0 &&
-                           out.stride(1) % 2 == 0 && out.stride(2) % 2 == 0;
-
-    // Where a group's q or k values come from: the op's view, or the normalized f32 scratch.
-    struct Source {
-        const float* p;
-        int64_t sh, sl;
+    // Element b * stride(0) + h0 * stride(1) of x (f32, or bf16 on the bf16 paths), as a byte address.
+    auto at = [](const Tensor& x, int64_t b, int64_t h0) -> const void* {
+        return static_cast<const char*>(x.raw_data()) +
+               size_t(b * x.stride(0) + h0 * x.stride(1)) * dtype_size(x.dtype());
     };
-    auto view_source = [](const Tensor& x, int64_t b, int64_t h0) {
-        return Source{static_cast<const float*>(x.raw_data()) + b * x.stride(0) + h0 * x.stride(1), x.stride(1),
-                      x.stride(2)};
+    const bool out_f32 = out.dtype() == DType::F32;
+    // Two floats per store where every output row start is 8-byte aligned (batch, head and token strides even).
+    const bool out_pairs = out_f32 && reinterpret_cast<uintptr_t>(out.raw_data()) % 8 == 0 && out.stride(0) % 2 == 0 &&
+                           out.stride(1) % 2 == 0 && out.stride(2) % 2 == 0;
+    // Where a group's q or k values come from: the op's view (f32 or bf16), or the normalized f32 scratch.
+    struct Source {
+        const void* p;
+        cuda::KType type;
+        int64_t sh, sl;
+        const float* f32() const {  // the f32 kernel's operand (only f32 activations reach it)
+            SR_ASSERT(type == cuda::KType::F32, "the f32 attention kernel on bf16 values");
+            return static_cast<const float*>(p);
+        }
+    };
+    auto view_source = [&](const Tensor& x, int64_t b, int64_t h0) {
+        return Source{at(x, b, h0), ktype(x.dtype()), x.stride(1), x.stride(2)};
     };
     // The unfused prologue on heads [h0, h0 + hc) of batch row b of x: gathered into `stage` as [L, hc, D] rows
     // (so that each segment's rows are contiguous), RMS-normalized into dst with each segment's weight, then the
@@ -155,7 +192,7 @@ void CudaBackend::exec(const AttentionOp& op) {
         l.dst_stride[0] = D;
         l.dst_stride[1] = hc * D;
         l.dst_stride[2] = 1;
-        cuda::strided_copy(src.p, cuda::KType::F32, st, cuda::KType::F32, l, stream_);
+        cuda::strided_copy(src.p, src.type, st, cuda::KType::F32, l, stream_);
         const int64_t rotated_rows = qk->n_rope * hc;
         cuda::rms_norm(st, dd, rotated_rows, D, w[0]->raw_data(), ktype(w[0]->dtype()), qk->eps, stream_);
         cuda::rms_norm(st + rotated_rows * D, dd + rotated_rows * D, L * hc - rotated_rows, D, w[1]->raw_data(),
@@ -164,16 +201,17 @@ void CudaBackend::exec(const AttentionOp& op) {
             cuda::rope(dd, 0, hc * D, D, 1, qk->n_rope, hc, D, static_cast<const float*>(qk->cos->raw_data()),
                        static_cast<const float*>(qk->sin->raw_data()), true, stream_);
         SR_CUDA_CHECK_LAUNCH();
-        return Source{dd, D, hc * D};
+        return Source{dd, cuda::KType::F32, D, hc * D};
     };
 
     // The f32 kernel on heads [h0, h0 + hc) of batch row b.
     auto run_f32 = [&](int64_t b, int64_t h0, int64_t hc, const cuda::AttentionMaskArgs& m, Source qs, Source ks) {
+        SR_ASSERT(v.dtype() == DType::F32 && out_f32, "the f32 attention kernel on bf16 values");
         cuda::AttentionF32Args a{};
-        a.q = qs.p;
-        a.k = ks.p;
-        a.v = vd + b * v.stride(0) + h0 * v.stride(1);
-        a.out = od + b * out.stride(0) + h0 * out.stride(1);
+        a.q = qs.f32();
+        a.k = ks.f32();
+        a.v = static_cast<const float*>(at(v, b, h0));
+        a.out = static_cast<float*>(const_cast<void*>(at(out, b, h0)));
         a.q_sh = qs.sh;
         a.q_sl = qs.sl;
         a.k_sh = ks.sh;
@@ -229,17 +267,17 @@ void CudaBackend::exec(const AttentionOp& op) {
                 if (fuse_qk)
                     cuda::qk_norm_rope_bf16(qk_args(k, b, h0, hc, rows, qk->k_weight, *qk, k16d), stream_);
                 else
-                    cuda::to_bf16_heads(ks.p, ks.sh, ks.sl, k16d, hc, rows, D, stream_);
-                cuda::to_bf16_heads(vd + b * v.stride(0) + h0 * v.stride(1), v.stride(1), v.stride(2), v16d, hc, rows,
-                                    D, stream_);
+                    cuda::to_bf16_heads(ks.p, ks.type, ks.sh, ks.sl, k16d, hc, rows, D, stream_);
+                cuda::to_bf16_heads(at(v, b, h0), ktype(v.dtype()), v.stride(1), v.stride(2), v16d, hc, rows, D,
+                                    stream_);
                 SR_CUDA_CHECK_LAUNCH();
             };
             if (fuse_qk)
                 cuda::qk_norm_rope_bf16(qk_args(q, b, h0, hc, Lq, qk->q_weight, *qk, q16d), stream_);
             else
-                cuda::to_bf16_heads(qs.p, qs.sh, qs.sl, q16d, hc, Lq, D, stream_);
+                cuda::to_bf16_heads(qs.p, qs.type, qs.sh, qs.sl, q16d, hc, Lq, D, stream_);
             pack_kv(k_rows);
-            float* o_group = od + b * out.stride(0) + h0 * out.stride(1);
+            void* o_group = const_cast<void*>(at(out, b, h0));
             if (row_cudnn &&
                 cudnn_sdpa(SdpaPlanKey{hc, Lq, kv_len, kv_len, D}, q16d, k16d, v16d, o16.raw_data(), scale)) {
                 // The bf16 output widened into the op's f32 output view [hc, Lq, D].
@@ -254,7 +292,7 @@ void CudaBackend::exec(const AttentionOp& op) {
                 l.dst_stride[0] = out.stride(1);
                 l.dst_stride[1] = out.stride(2);
                 l.dst_stride[2] = 1;
-                cuda::strided_copy(o16.raw_data(), cuda::KType::BF16, o_group, cuda::KType::F32, l, stream_);
+                cuda::strided_copy(o16.raw_data(), cuda::KType::BF16, o_group, ktype(out.dtype()), l, stream_);
                 SR_CUDA_CHECK_LAUNCH();
                 continue;
             }
@@ -278,6 +316,7 @@ void CudaBackend::exec(const AttentionOp& op) {
             a.scale = scale;
             a.mask = m;
             a.out_pairs = out_pairs;
+            a.out_bf16 = !out_f32;
             SR_CUDA_CHECK(cuda::attention_bf16(a, stream_));
             SR_CUDA_CHECK_LAUNCH();
         }

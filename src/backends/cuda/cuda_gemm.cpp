@@ -39,6 +39,37 @@ cuda::KType ktype(DType t) {
     return static_cast<cuda::KType>(static_cast<int>(t));
 }
 
+// bf16 activations (ops.h, kTakesBf16Activations) in a GEMM: f(x rows, y rows) over row blocks of x [M, K] and
+// y [M, N], with f32 stand-ins for whichever is bf16: x widened into scratch (exactly; unless keep_x: f reads
+// the bf16 rows as the GEMM's bf16 operand), y computed into f32 scratch and rounded into y once, as cuBLASLt
+// rounds a bf16 output from its f32 accumulator (the bias added in f32 first). The scratch is at most
+// kScratchBytes.
+template <class F>
+void by_f32_rows(CudaBackend& be, const Tensor& x, Tensor& y, int64_t M, int64_t K, int64_t N, bool keep_x, F&& f) {
+    const bool wx = x.dtype() != DType::F32 && !keep_x, wy = y.dtype() != DType::F32;
+    const int64_t per_row = (wx ? K * 4 : 0) + (wy ? N * 4 : 0);
+    const int64_t mc = per_row ? chunk_rows(M, per_row) : M;
+    const Tensor x2 = x.view({M, K});
+    Tensor y2 = y.view({M, N});
+    Tensor xs = wx ? Tensor::empty({mc, K}, DType::F32, be.allocator(), "linear input (f32)") : Tensor();
+    Tensor ys = wy ? Tensor::empty({mc, N}, DType::F32, be.allocator(), "linear output (f32)") : Tensor();
+    for (int64_t m0 = 0; m0 < M; m0 += mc) {
+        const int64_t rows = std::min(mc, M - m0);
+        Tensor xc = x2.slice(0, m0, m0 + rows);
+        if (wx) {
+            Tensor d = xs.slice(0, 0, rows);
+            be.copy(xc, d);
+            xc = d;
+        }
+        Tensor yc = wy ? ys.slice(0, 0, rows) : y2.slice(0, m0, m0 + rows);
+        f(xc, yc);
+        if (wy) {
+            Tensor d = y2.slice(0, m0, m0 + rows);
+            be.copy(yc, d);
+        }
+    }
+}
+
 }  // namespace
 
 CudaBackend::Gemm::Gemm(CudaBackend& be) : backend(be) {
@@ -177,6 +208,25 @@ void CudaBackend::exec(const LinearOp& op) {
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
     if (M == 0 || N == 0) return;
+    if (x.dtype() != DType::F32 || y.dtype() != DType::F32) {
+        // bf16 activations: bf16 x rows are the bf16 GEMM's operand as they are; otherwise the f32 op on
+        // widened rows (by_f32_rows).
+        const bool direct = x.dtype() == DType::BF16 && weight.dtype() == DType::BF16 &&
+                            gemm_precision_ == GemmPrecision::BF16 && K > 0;
+        const Tensor b32 = bias && direct ? f32_vector(*bias, N, "linear bias (f32)") : Tensor();
+        by_f32_rows(*this, x, y, M, K, N, direct, [&](const Tensor& xc, Tensor& yc) {
+            if (direct && try_matmul(xc.dim(0), N, K, xc.raw_data(), weight.raw_data(), DType::BF16, yc.raw_data(),
+                                     DType::F32, N, bias ? b32.data<float>() : nullptr))
+                return;
+            Tensor xw = xc;
+            if (xc.dtype() != DType::F32) {  // no bf16 algorithm for this shape: the f32 op on the widened rows
+                xw = Tensor::empty(xc.shape(), DType::F32, memory_, "linear input (f32)");
+                copy(xc, xw);
+            }
+            exec(LinearOp{xw, weight, bias, yc});
+        });
+        return;
+    }
     const Tensor b32 = bias ? f32_vector(*bias, N, "linear bias (f32)") : Tensor();
     const float* bp = bias ? b32.data<float>() : nullptr;
     float* yd = y.data<float>();
@@ -252,6 +302,12 @@ void CudaBackend::exec(const QuantLinearOp& op) {
     const LinearShape s = check_quant_linear(op);
     const int64_t M = s.M, N = s.N, K = s.K;
     if (M == 0 || N == 0) return;
+    if (op.x.dtype() != DType::F32 || op.y.dtype() != DType::F32) {  // bf16 activations: by_f32_rows
+        by_f32_rows(*this, op.x, op.y, M, K, N, false, [&](const Tensor& xc, Tensor& yc) {
+            exec(QuantLinearOp{xc, op.weight, op.block, op.K, op.scale, op.bias, yc});
+        });
+        return;
+    }
     const Tensor b32 = op.bias ? f32_vector(*op.bias, N, "quant_linear bias (f32)") : Tensor();
     const float* bp = op.bias ? b32.data<float>() : nullptr;
     const cuda::QuantizedRowsArgs w{op.weight.raw_data(),

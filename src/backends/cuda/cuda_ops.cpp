@@ -16,12 +16,13 @@ cuda::KType ktype(DType t) {
     return static_cast<cuda::KType>(static_cast<int>(t));
 }
 
-void check_same(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op) {
+// `bf16`: the op takes bf16 activations (ops.h, kTakesBf16Activations), x and y each f32 or bf16.
+void check_same(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op, bool bf16 = false) {
     be.check_here(x, op);
     be.check_here(y, op);
-    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
-                  x.numel() == y.numel(),
-              "{} on {} -> {}", op, x.describe(), y.describe());
+    auto ok = [&](const Tensor& t) { return t.dtype() == DType::F32 || (bf16 && t.dtype() == DType::BF16); };
+    SR_ASSERT(ok(x) && ok(y) && x.is_contiguous() && y.is_contiguous() && x.numel() == y.numel(), "{} on {} -> {}", op,
+              x.describe(), y.describe());
 }
 
 // A per-batch [B, D] f32 vector (rows may be strided, e.g. a slice of the adaLN output); returns its row stride.
@@ -42,8 +43,8 @@ const void* param(const CudaBackend& be, const Tensor* t, int64_t D, const char*
     return t->raw_data();
 }
 
-void check_norm_rows(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op) {
-    check_same(be, x, y, op);
+void check_norm_rows(const CudaBackend& be, const Tensor& x, const Tensor& y, const char* op, bool bf16 = false) {
+    check_same(be, x, y, op, bf16);
     SR_ASSERT(x.shape() == y.shape(), "{} on {} -> {}", op, x.describe(), y.describe());
 }
 
@@ -51,9 +52,10 @@ void check_norm_rows(const CudaBackend& be, const Tensor& x, const Tensor& y, co
 
 void CudaBackend::exec(const GeluTanhOp& op) {
     const auto& [x, y] = op;
-    check_same(*this, x, y, "gelu_tanh");
+    check_same(*this, x, y, "gelu_tanh", true);
     make_current();
-    cuda::unary(cuda::UnaryOp::GeluTanh, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    cuda::unary(cuda::UnaryOp::GeluTanh, x.raw_data(), ktype(x.dtype()), y.raw_data(), ktype(y.dtype()), x.numel(),
+                stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
@@ -61,7 +63,8 @@ void CudaBackend::exec(const SiluOp& op) {
     const auto& [x, y] = op;
     check_same(*this, x, y, "silu");
     make_current();
-    cuda::unary(cuda::UnaryOp::Silu, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    cuda::unary(cuda::UnaryOp::Silu, x.raw_data(), cuda::KType::F32, y.raw_data(), cuda::KType::F32, x.numel(),
+                stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
@@ -69,15 +72,16 @@ void CudaBackend::exec(const QuickGeluOp& op) {
     const auto& [x, y] = op;
     check_same(*this, x, y, "quick_gelu");
     make_current();
-    cuda::unary(cuda::UnaryOp::QuickGelu, x.data<float>(), y.data<float>(), x.numel(), stream_);
+    cuda::unary(cuda::UnaryOp::QuickGelu, x.raw_data(), cuda::KType::F32, y.raw_data(), cuda::KType::F32, x.numel(),
+                stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::exec(const AddOp& op) {
     const auto& [x, y] = op;
-    check_same(*this, x, y, "add");
+    check_same(*this, x, y, "add", true);
     make_current();
-    cuda::add(x.data<float>(), y.data<float>(), x.numel(), stream_);
+    cuda::add(x.raw_data(), ktype(x.dtype()), y.raw_data(), ktype(y.dtype()), x.numel(), stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
@@ -91,25 +95,26 @@ void CudaBackend::exec(const MulOp& op) {
 
 void CudaBackend::exec(const ModulateOp& op) {
     const auto& [x, shift, scale, y] = op;
-    check_same(*this, x, y, "modulate");
+    check_same(*this, x, y, "modulate", true);
     SR_ASSERT(x.rank() == 3, "modulate wants [B,L,D], got {}", x.describe());
     const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
     const int64_t shift_sb = check_row_vector(*this, shift, B, D, "modulate shift");
     const int64_t scale_sb = check_row_vector(*this, scale, B, D, "modulate scale");
     make_current();
-    cuda::modulate(x.data<float>(), static_cast<const float*>(shift.raw_data()), shift_sb,
-                   static_cast<const float*>(scale.raw_data()), scale_sb, y.data<float>(), B, L, D, stream_);
+    cuda::modulate(x.raw_data(), ktype(x.dtype()), static_cast<const float*>(shift.raw_data()), shift_sb,
+                   static_cast<const float*>(scale.raw_data()), scale_sb, y.raw_data(), ktype(y.dtype()), B, L, D,
+                   stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::exec(const GatedResidualOp& op) {
     const auto& [x, y, gate] = op;
-    check_same(*this, x, y, "gated_residual");
+    check_same(*this, x, y, "gated_residual", true);
     SR_ASSERT(x.rank() == 3, "gated_residual wants [B,L,D], got {}", x.describe());
     const int64_t B = x.dim(0), L = x.dim(1), D = x.dim(2);
     const int64_t gate_sb = gate.defined() ? check_row_vector(*this, gate, B, D, "gated_residual gate") : 0;
     make_current();
-    cuda::gated_residual(x.data<float>(), y.data<float>(),
+    cuda::gated_residual(x.raw_data(), ktype(x.dtype()), y.raw_data(), ktype(y.dtype()),
                          gate.defined() ? static_cast<const float*>(gate.raw_data()) : nullptr, gate_sb, B, L, D,
                          stream_);
     SR_CUDA_CHECK_LAUNCH();
@@ -117,13 +122,14 @@ void CudaBackend::exec(const GatedResidualOp& op) {
 
 void CudaBackend::exec(const LayerNormOp& op) {
     const auto& [x, weight, bias, eps, y] = op;
-    check_norm_rows(*this, x, y, "layer_norm");
+    check_norm_rows(*this, x, y, "layer_norm", true);
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     cuda::KType wt = cuda::KType::F32, bt = cuda::KType::F32;
     const void* w = param(*this, weight, D, "layer_norm weight", wt);
     const void* b = param(*this, bias, D, "layer_norm bias", bt);
     make_current();
-    cuda::layer_norm(x.data<float>(), y.data<float>(), rows, D, w, wt, b, bt, eps, stream_);
+    cuda::layer_norm(x.raw_data(), ktype(x.dtype()), y.raw_data(), ktype(y.dtype()), rows, D, w, wt, b, bt, eps,
+                     stream_);
     SR_CUDA_CHECK_LAUNCH();
 }
 

@@ -21,19 +21,20 @@ __device__ __forceinline__ float quick_gelu_f(float x) {
     return x / (1.0f + expf(-1.702f * x));  // CLIP's x * sigmoid(1.702 x)
 }
 
-// y may be x (in-place activations): no __restrict__ on these pointers.
-template <UnaryOp op>
-__global__ void unary_kernel(const float* x, float* y, int64_t n) {
+// y may be x (in-place activations): no __restrict__ on these pointers. TX, TY: float or uint16_t (bf16).
+template <UnaryOp op, class TX, class TY>
+__global__ void unary_kernel(const TX* x, TY* y, int64_t n) {
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-        const float v = x[i];
-        if constexpr (op == UnaryOp::GeluTanh) y[i] = gelu_tanh_f(v);
-        if constexpr (op == UnaryOp::Silu) y[i] = silu_f(v);
-        if constexpr (op == UnaryOp::QuickGelu) y[i] = quick_gelu_f(v);
+        const float v = load_act(x, i);
+        if constexpr (op == UnaryOp::GeluTanh) store_act(y, i, gelu_tanh_f(v));
+        if constexpr (op == UnaryOp::Silu) store_act(y, i, silu_f(v));
+        if constexpr (op == UnaryOp::QuickGelu) store_act(y, i, quick_gelu_f(v));
     }
 }
 
-__global__ void add_kernel(float* x, const float* y, int64_t n) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads()) x[i] += y[i];
+template <class TX, class TY>
+__global__ void add_kernel(TX* x, const TY* y, int64_t n) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) store_act(x, i, load_act(x, i) + load_act(y, i));
 }
 
 __global__ void mul_kernel(float* x, const float* y, int64_t n) {
@@ -42,20 +43,26 @@ __global__ void mul_kernel(float* x, const float* y, int64_t n) {
 
 // Row-broadcast ops: one block strides over rows (b, l) and its threads over D, so the batch index costs one
 // division per row, not one per element.
-__global__ void modulate_kernel(const float* x, const float* shift, int64_t shift_sb, const float* scale,
-                                int64_t scale_sb, float* y, int64_t rows, int64_t L, int64_t D) {
+template <class TX, class TY>
+__global__ void modulate_kernel(const TX* x, const float* shift, int64_t shift_sb, const float* scale, int64_t scale_sb,
+                                TY* y, int64_t rows, int64_t L, int64_t D) {
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* sh = shift + (r / L) * shift_sb;
         const float* sc = scale + (r / L) * scale_sb;
-        for (int64_t d = threadIdx.x; d < D; d += blockDim.x) y[r * D + d] = x[r * D + d] * (1.0f + sc[d]) + sh[d];
+        for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
+            store_act(y, r * D + d, load_act(x, r * D + d) * (1.0f + sc[d]) + sh[d]);
     }
 }
 
-__global__ void gated_residual_kernel(float* x, const float* y, const float* gate, int64_t gate_sb, int64_t rows,
-                                      int64_t L, int64_t D) {
+template <class TX, class TY>
+__global__ void gated_residual_kernel(TX* x, const TY* y, const float* gate, int64_t gate_sb, int64_t rows, int64_t L,
+                                      int64_t D) {
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* g = gate ? gate + (r / L) * gate_sb : nullptr;
-        for (int64_t d = threadIdx.x; d < D; d += blockDim.x) x[r * D + d] += y[r * D + d] * (g ? g[d] : 1.0f);
+        for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+            const int64_t i = r * D + d;
+            store_act(x, i, load_act(x, i) + load_act(y, i) * (g ? g[d] : 1.0f));
+        }
     }
 }
 
@@ -112,40 +119,56 @@ __global__ void fill_rows_kernel(float* y, int64_t N, const float* bias, int64_t
 
 }  // namespace
 
-void unary(UnaryOp op, const float* x, float* y, int64_t n, cudaStream_t stream) {
+void unary(UnaryOp op, const void* x, KType x_type, void* y, KType y_type, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
-    switch (op) {
-        case UnaryOp::GeluTanh:
-            unary_kernel<UnaryOp::GeluTanh><<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
-            break;
-        case UnaryOp::Silu:
-            unary_kernel<UnaryOp::Silu><<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
-            break;
-        case UnaryOp::QuickGelu:
-            unary_kernel<UnaryOp::QuickGelu><<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
-            break;
-    }
+    with_act_types(x_type, y_type, [&](auto tx, auto ty) {
+        using TX = decltype(tx);
+        using TY = decltype(ty);
+        const auto* xp = static_cast<const TX*>(x);
+        auto* yp = static_cast<TY*>(y);
+        switch (op) {
+            case UnaryOp::GeluTanh:
+                unary_kernel<UnaryOp::GeluTanh><<<grid_for(n), kThreads, 0, stream>>>(xp, yp, n);
+                break;
+            case UnaryOp::Silu:
+                unary_kernel<UnaryOp::Silu><<<grid_for(n), kThreads, 0, stream>>>(xp, yp, n);
+                break;
+            case UnaryOp::QuickGelu:
+                unary_kernel<UnaryOp::QuickGelu><<<grid_for(n), kThreads, 0, stream>>>(xp, yp, n);
+                break;
+        }
+    });
 }
 
-void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
-    if (n > 0) add_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
+void add(void* x, KType x_type, const void* y, KType y_type, int64_t n, cudaStream_t stream) {
+    if (n <= 0) return;
+    with_act_types(x_type, y_type, [&](auto tx, auto ty) {
+        add_kernel<<<grid_for(n), kThreads, 0, stream>>>(static_cast<decltype(tx)*>(x),
+                                                         static_cast<const decltype(ty)*>(y), n);
+    });
 }
 
 void mul(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n > 0) mul_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
 }
 
-void modulate(const float* x, const float* shift, int64_t shift_sb, const float* scale, int64_t scale_sb, float* y,
-              int64_t B, int64_t L, int64_t D, cudaStream_t stream) {
-    if (B * L * D > 0)
-        modulate_kernel<<<row_blocks(B * L), kThreads, 0, stream>>>(x, shift, shift_sb, scale, scale_sb, y, B * L, L,
-                                                                    D);
+void modulate(const void* x, KType x_type, const float* shift, int64_t shift_sb, const float* scale, int64_t scale_sb,
+              void* y, KType y_type, int64_t B, int64_t L, int64_t D, cudaStream_t stream) {
+    if (B * L * D <= 0) return;
+    with_act_types(x_type, y_type, [&](auto tx, auto ty) {
+        modulate_kernel<<<row_blocks(B * L), kThreads, 0, stream>>>(static_cast<const decltype(tx)*>(x), shift,
+                                                                    shift_sb, scale, scale_sb,
+                                                                    static_cast<decltype(ty)*>(y), B * L, L, D);
+    });
 }
 
-void gated_residual(float* x, const float* y, const float* gate, int64_t gate_sb, int64_t B, int64_t L, int64_t D,
-                    cudaStream_t stream) {
-    if (B * L * D > 0)
-        gated_residual_kernel<<<row_blocks(B * L), kThreads, 0, stream>>>(x, y, gate, gate_sb, B * L, L, D);
+void gated_residual(void* x, KType x_type, const void* y, KType y_type, const float* gate, int64_t gate_sb, int64_t B,
+                    int64_t L, int64_t D, cudaStream_t stream) {
+    if (B * L * D <= 0) return;
+    with_act_types(x_type, y_type, [&](auto tx, auto ty) {
+        gated_residual_kernel<<<row_blocks(B * L), kThreads, 0, stream>>>(
+            static_cast<decltype(tx)*>(x), static_cast<const decltype(ty)*>(y), gate, gate_sb, B * L, L, D);
+    });
 }
 
 void timestep_embedding(const void* t, KType t_type, int64_t t_stride, int64_t B, int dim, bool flip_sin_to_cos,

@@ -130,6 +130,35 @@ __device__ __forceinline__ float load_float(const void* p, KType t, int64_t i) {
     }
 }
 
+// Activations by storage type (kernels templated on it): float as is, uint16_t holding bf16 bits widened on
+// load and rounded to nearest even on store.
+__device__ __forceinline__ float load_act(const float* p, int64_t i) {
+    return p[i];
+}
+__device__ __forceinline__ float load_act(const uint16_t* p, int64_t i) {
+    return bf16_to_f32(p[i]);
+}
+__device__ __forceinline__ void store_act(float* p, int64_t i, float v) {
+    p[i] = v;
+}
+__device__ __forceinline__ void store_act(uint16_t* p, int64_t i, float v) {
+    p[i] = f32_to_bf16(v);
+}
+
+// f(T{}) with T the storage type of an activation of type t (F32: float, BF16: uint16_t); host side, to pick a
+// kernel instantiation.
+template <class F>
+void with_act_type(KType t, F&& f) {
+    if (t == KType::BF16)
+        f(uint16_t{});
+    else
+        f(float{});
+}
+template <class F>
+void with_act_types(KType a, KType b, F&& f) {
+    with_act_type(a, [&](auto ta) { with_act_type(b, [&](auto tb) { f(ta, tb); }); });
+}
+
 __device__ __forceinline__ void store_float(void* p, KType t, int64_t i, float v) {
     switch (t) {
         case KType::F32:

@@ -36,16 +36,19 @@ void dequantize_rows(const QuantizedRowsArgs& args, int64_t row0, int64_t rows, 
                      cudaStream_t stream);
 
 // ---- elementwise.cu ----
+// Activations (the tensors named x and y below) of type F32 or BF16, each on its own (ops.h,
+// kTakesBf16Activations): read as f32, computed in f32, rounded once when stored. The kernels are templated on
+// the two types.
 enum class UnaryOp : int { GeluTanh, Silu, QuickGelu };
-void unary(UnaryOp op, const float* x, float* y, int64_t n, cudaStream_t stream);
-void add(float* x, const float* y, int64_t n, cudaStream_t stream);  // x += y
-void mul(float* x, const float* y, int64_t n, cudaStream_t stream);  // x *= y
-// y[b,l,:] = x[b,l,:] * (1 + scale[b,:]) + shift[b,:]; shift/scale rows `*_sb` elements apart.
-void modulate(const float* x, const float* shift, int64_t shift_sb, const float* scale, int64_t scale_sb, float* y,
-              int64_t B, int64_t L, int64_t D, cudaStream_t stream);
-// x[b,l,:] += y[b,l,:] * gate[b,:] (gate null: gate = 1).
-void gated_residual(float* x, const float* y, const float* gate, int64_t gate_sb, int64_t B, int64_t L, int64_t D,
-                    cudaStream_t stream);
+void unary(UnaryOp op, const void* x, KType x_type, void* y, KType y_type, int64_t n, cudaStream_t stream);
+void add(void* x, KType x_type, const void* y, KType y_type, int64_t n, cudaStream_t stream);  // x += y
+void mul(float* x, const float* y, int64_t n, cudaStream_t stream);                            // x *= y
+// y[b,l,:] = x[b,l,:] * (1 + scale[b,:]) + shift[b,:]; shift/scale f32, rows `*_sb` elements apart.
+void modulate(const void* x, KType x_type, const float* shift, int64_t shift_sb, const float* scale, int64_t scale_sb,
+              void* y, KType y_type, int64_t B, int64_t L, int64_t D, cudaStream_t stream);
+// x[b,l,:] += y[b,l,:] * gate[b,:] (gate f32; null: gate = 1).
+void gated_residual(void* x, KType x_type, const void* y, KType y_type, const float* gate, int64_t gate_sb, int64_t B,
+                    int64_t L, int64_t D, cudaStream_t stream);
 // y[b, dim] from t[b] (t any float type, element stride t_stride); neg_log_max_period = -ln(max_period) in f32.
 void timestep_embedding(const void* t, KType t_type, int64_t t_stride, int64_t B, int dim, bool flip_sin_to_cos,
                         float downscale_freq_shift, float neg_log_max_period, float* y, cudaStream_t stream);
@@ -77,9 +80,10 @@ void patchify(const float* x, const int64_t x_stride[5], int64_t B, int64_t C, i
               int64_t pt, int64_t ph, int64_t pw, float* cols, cudaStream_t stream);
 
 // ---- norms.cu ----
-// Over the last dimension D of `rows` contiguous rows; weight/bias (any float type) may be null.
-void layer_norm(const float* x, float* y, int64_t rows, int64_t D, const void* weight, KType weight_type,
-                const void* bias, KType bias_type, float eps, cudaStream_t stream);
+// Over the last dimension D of `rows` contiguous rows; weight/bias (any float type) may be null. layer_norm's x
+// and y are F32 or BF16 activations (statistics in double, the output formed in f32 and rounded once).
+void layer_norm(const void* x, KType x_type, void* y, KType y_type, int64_t rows, int64_t D, const void* weight,
+                KType weight_type, const void* bias, KType bias_type, float eps, cudaStream_t stream);
 void rms_norm(const float* x, float* y, int64_t rows, int64_t D, const void* weight, KType weight_type, float eps,
               cudaStream_t stream);
 // GroupNorm of x [B, C, S] (contiguous): `scratch` holds group_norm_scratch_doubles(B, C, S) doubles.
@@ -135,18 +139,19 @@ struct AttentionF32Args {
 cudaError_t attention_f32(const AttentionF32Args& args, cudaStream_t stream);
 
 // bf16 tensor-core attention (attention_bf16.cu), head dim 128: q/k/v are first rounded to bf16 into contiguous
-// [H, L, 128] buffers (to_bf16_heads), then the fused kernel writes f32 out [H, Lq, 128] (strided).
+// [H, L, 128] buffers (to_bf16_heads), then the fused kernel writes out [H, Lq, 128] (strided; f32 or bf16).
 constexpr int64_t kAttentionBf16HeadDim = 128;
-// dst [H, L, D] bf16 contiguous <- src [H, L, D] f32 with strides (head, token), unit innermost.
-void to_bf16_heads(const float* src, int64_t s_sh, int64_t s_sl, uint16_t* dst, int64_t H, int64_t L, int64_t D,
-                   cudaStream_t stream);
+// dst [H, L, D] bf16 contiguous <- src [H, L, D] f32 or bf16 (src_type) with strides (head, token), unit
+// innermost.
+void to_bf16_heads(const void* src, KType src_type, int64_t s_sh, int64_t s_sl, uint16_t* dst, int64_t H, int64_t L,
+                   int64_t D, cudaStream_t stream);
 // QK-RMSNorm + interleaved RoPE + bf16 packing in one pass (qk_norm_rope.cu; element math in qk_norm_rope.h):
-// dst [H, L, 128] bf16 contiguous <- src [H, L, 128] f32 with strides (head s_sh, token s_sl), each head row
-// normalized (eps, weight w0 for tokens [0, n_rope), w1 for the rest; any float type) and tokens [0, n_rope)
-// rotated by cos/sin [n_rope, 128] f32. Needs src and both strides 16-byte aligned (float4 loads), H <= 65535
-// and L < 2^31 (qk_norm_rope_fits, which the caller checks).
+// dst [H, L, 128] bf16 contiguous <- src [H, L, 128] f32 or bf16 (src_type) with strides (head s_sh, token
+// s_sl), each head row normalized (eps, weight w0 for tokens [0, n_rope), w1 for the rest; any float type) and
+// tokens [0, n_rope) rotated by cos/sin [n_rope, 128] f32. Needs src and both strides aligned to four elements
+// (one float4 or four-bf16 load), H <= 65535 and L < 2^31 (qk_norm_rope_fits, which the caller checks).
 struct QkNormRopeArgs {
-    const float* src;
+    const void* src;
     int64_t s_sh, s_sl;
     uint16_t* dst;
     int64_t H, L, n_rope;
@@ -156,6 +161,7 @@ struct QkNormRopeArgs {
     const float* cos;
     const float* sin;
     float eps;
+    KType src_type = KType::F32;
 };
 bool qk_norm_rope_fits(const QkNormRopeArgs& args);
 void qk_norm_rope_bf16(const QkNormRopeArgs& args, cudaStream_t stream);
@@ -163,12 +169,13 @@ struct AttentionBf16Args {
     const uint16_t* q;  // [H, Lq, 128]
     const uint16_t* k;  // [H, Lk, 128]
     const uint16_t* v;  // [H, Lk, 128]
-    float* out;
+    void* out;          // f32, or bf16 with out_bf16 (the transformer's bf16 activations)
     int64_t o_sh, o_sl;
     int64_t H, Lq, Lk;
     float scale;
     AttentionMaskArgs mask;
     bool out_pairs = false;  // out, o_sh and o_sl allow 8-byte stores of two floats (set by the caller)
+    bool out_bf16 = false;
 };
 cudaError_t attention_bf16(const AttentionBf16Args& args, cudaStream_t stream);
 

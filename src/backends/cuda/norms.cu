@@ -17,28 +17,29 @@ unsigned row_blocks(int64_t rows) {
     return unsigned(rows < (int64_t(1) << 20) ? rows : (int64_t(1) << 20));
 }
 
-__global__ void layer_norm_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t D,
-                                  const void* w, KType wt, const void* b, KType bt, float eps) {
+template <class TX, class TY>
+__global__ void layer_norm_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t rows, int64_t D, const void* w,
+                                  KType wt, const void* b, KType bt, float eps) {
     __shared__ double red[32];
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const float* xr = x + r * D;
-        float* yr = y + r * D;
+        const TX* xr = x + r * D;
+        TY* yr = y + r * D;
         double s = 0;
-        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
+        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += load_act(xr, i);
         const double mean = block_sum(s, red) / double(D);
         double v = 0;
         for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-            const double c = double(xr[i]) - mean;
+            const double c = double(load_act(xr, i)) - mean;
             v += c * c;
         }
         const double var = block_sum(v, red) / double(D);
         const float inv = float(1.0 / sqrt(var + double(eps)));
         const float m = float(mean);
         for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-            float out = (xr[i] - m) * inv;
+            float out = (load_act(xr, i) - m) * inv;
             if (w) out *= load_float(w, wt, i);
             if (b) out += load_float(b, bt, i);
-            yr[i] = out;
+            store_act(yr, i, out);
         }
     }
 }
@@ -127,11 +128,14 @@ __global__ void group_apply_kernel(const float* __restrict__ x, float* __restric
 
 }  // namespace
 
-void layer_norm(const float* x, float* y, int64_t rows, int64_t D, const void* weight, KType weight_type,
-                const void* bias, KType bias_type, float eps, cudaStream_t stream) {
+void layer_norm(const void* x, KType x_type, void* y, KType y_type, int64_t rows, int64_t D, const void* weight,
+                KType weight_type, const void* bias, KType bias_type, float eps, cudaStream_t stream) {
     if (rows <= 0 || D <= 0) return;
-    layer_norm_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(x, y, rows, D, weight, weight_type, bias, bias_type,
-                                                                 eps);
+    with_act_types(x_type, y_type, [&](auto tx, auto ty) {
+        layer_norm_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(static_cast<const decltype(tx)*>(x),
+                                                                     static_cast<decltype(ty)*>(y), rows, D, weight,
+                                                                     weight_type, bias, bias_type, eps);
+    });
 }
 
 void rms_norm(const float* x, float* y, int64_t rows, int64_t D, const void* weight, KType weight_type, float eps,

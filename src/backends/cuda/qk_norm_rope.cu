@@ -32,8 +32,16 @@ __global__ void __launch_bounds__(kQkRowsPerBlock * 32) qk_norm_rope_kernel(QkNo
     const uint32_t h = blockIdx.y;
     if (l >= uint32_t(a.L)) return;  // whole warps leave together: the shuffles below see all 32 lanes
     const int e0 = lane * kQkLaneElems;
-    const float4 xv = *reinterpret_cast<const float4*>(a.src + h * a.s_sh + int64_t(l) * a.s_sl + e0);
-    const float x[kQkLaneElems] = {xv.x, xv.y, xv.z, xv.w};
+    const int64_t at = h * a.s_sh + int64_t(l) * a.s_sl + e0;
+    float x[kQkLaneElems];
+    if (a.src_type == KType::BF16) {  // bf16 activations: one 8-byte load of four values, widened exactly
+        const uint2 bits = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.src) + at);
+        x[0] = bf16_to_f32(uint16_t(bits.x)), x[1] = bf16_to_f32(uint16_t(bits.x >> 16));
+        x[2] = bf16_to_f32(uint16_t(bits.y)), x[3] = bf16_to_f32(uint16_t(bits.y >> 16));
+    } else {
+        const float4 xv = *reinterpret_cast<const float4*>(static_cast<const float*>(a.src) + at);
+        x[0] = xv.x, x[1] = xv.y, x[2] = xv.z, x[3] = xv.w;
+    }
 
     const float sum = warp_sum(qk_lane_sum_squares(x));  // xor butterfly: the same f32 sum in every lane
     const float inv = qk_rms_inverse(sum, kQkNormRopeHeadDim, a.eps);
@@ -60,13 +68,15 @@ __global__ void __launch_bounds__(kQkRowsPerBlock * 32) qk_norm_rope_kernel(QkNo
 }  // namespace
 
 bool qk_norm_rope_fits(const QkNormRopeArgs& a) {
-    // 16-byte aligned rows (float4 loads of x; the tables and an f32 weight are contiguous 128-float rows, so
-    // aligned when their base is), grid.y <= 65535, 32-bit output and table offsets.
+    // 16-byte aligned rows (float4 loads of x, or 8-byte loads of four bf16; the tables and an f32 weight are
+    // contiguous 128-float rows, so aligned when their base is), grid.y <= 65535, 32-bit output and table offsets.
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool src_aligned = a.src_type == KType::BF16 ? reinterpret_cast<uintptr_t>(a.src) % 8 == 0 : aligned(a.src);
     const bool tables = a.n_rope == 0 || (aligned(a.cos) && aligned(a.sin));
     const bool weights = (a.w0_type != KType::F32 || aligned(a.w0)) && (a.w1_type != KType::F32 || aligned(a.w1));
-    return aligned(a.src) && a.s_sh % 4 == 0 && a.s_sl % 4 == 0 && tables && weights && a.H <= 65535 &&
-           a.H * a.L * kQkNormRopeHeadDim <= kMaxIndex32 && a.n_rope <= a.L && aligned(a.dst);
+    return src_aligned && (a.src_type == KType::F32 || a.src_type == KType::BF16) && a.s_sh % 4 == 0 &&
+           a.s_sl % 4 == 0 && tables && weights && a.H <= 65535 && a.H * a.L * kQkNormRopeHeadDim <= kMaxIndex32 &&
+           a.n_rope <= a.L && aligned(a.dst);
 }
 
 void qk_norm_rope_bf16(const QkNormRopeArgs& a, cudaStream_t stream) {
