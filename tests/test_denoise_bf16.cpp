@@ -179,10 +179,13 @@ TEST(DenoiseBf16, BitIdenticalInEveryResidencyModeAndPlannedToTheByte) {
             &report);
         EXPECT_TRUE(bit_identical(latents, reference));
         ASSERT_EQ(report.stage_peaks.size(), report.plan.stages.size());
-        for (size_t i = 0; i < report.stage_peaks.size(); ++i)
+        for (size_t i = 0; i < report.stage_peaks.size(); ++i) {
             EXPECT_EQ(double(report.stage_peaks[i].second), double(report.plan.stages[i].device_peak()))
                 << "stage " << report.stage_peaks[i].first;
-        if (offload == OffloadMode::Block) EXPECT_GT(report.plan.streamed_blocks, 0);
+        }
+        if (offload == OffloadMode::Block) {
+            EXPECT_GT(report.plan.streamed_blocks, 0);
+        }
         EXPECT_EQ(dev.memory().in_use_bytes(), 0u) << "device memory left allocated after the run";
     }
 }
@@ -252,10 +255,12 @@ TEST(DenoiseBf16, SessionPrecisionBf16CarriesBf16Activations) {
         const JobResult job = session.generate(r);
         EXPECT_EQ(job.status, JobStatus::Ok);
         EXPECT_TRUE(job.device_report.has_value());
-        if (job.device_report)
-            for (size_t i = 0; i < job.device_report->stage_peaks.size(); ++i)
+        if (job.device_report) {
+            for (size_t i = 0; i < job.device_report->stage_peaks.size(); ++i) {
                 EXPECT_EQ(double(job.device_report->stage_peaks[i].second),
                           double(job.device_report->plan.stages[i].device_peak()));
+            }
+        }
         return job.latents;
     };
     size_t r32 = 0, r16 = 0;

@@ -33,7 +33,7 @@ struct Chain {
             Tensor w = Tensor::empty({D, D}, DType::F32), b = Tensor::empty({D}, DType::F32);
             for (int64_t k = 0; k < w.numel(); ++k) w.data<float>()[k] = dist(rng);
             for (int64_t k = 0; k < D; ++k) b.data<float>()[k] = dist(rng);
-            blocks.push_back({"block." + std::to_string(i), {dtype == DType::F32 ? w : w.to(dtype), b}, {}});
+            blocks.push_back({"block." + std::to_string(i), {dtype == DType::F32 ? w : w.to(dtype), b}, {}, {}});
         }
     }
     // Runs `steps` passes over the blocks on `be`; `weights(i)` gives block i's tensors. The result is on the host.
