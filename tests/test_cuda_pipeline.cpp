@@ -24,6 +24,7 @@
 #include "pipeline/device_run.h"
 #include "runtime/cuda_accelerator.h"
 #include "support/compare.h"
+#include "support/memory_planning.h"
 
 using namespace sr;
 
@@ -96,9 +97,7 @@ double relative_l2(const Tensor& a, const Tensor& b) {
     return std::sqrt(num / std::max(den, 1e-30));
 }
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
 void expect_frames_near(const PipelineRun& got, const PipelineRun& want, double tol) {
     ASSERT_EQ(got.frames.size(), want.frames.size());
@@ -109,22 +108,9 @@ void expect_frames_near(const PipelineRun& got, const PipelineRun& want, double 
 }
 
 // The smallest budget the plan for the GPU accepts for `o` (its backend's scratch bound included).
-size_t tight_budget(const SkyReelsPipeline& pipe, const GenerationRequest& req, MemoryOptions o) {
+size_t tight_budget(const SkyReelsPipeline& pipe, const GenerationRequest& req, const MemoryOptions& o) {
     CudaAccelerator probe;
-    const PlanTarget target = PlanTarget::of(probe);
-    o.vram_budget = 0;
-    size_t hi = plan_memory(pipe, req, o, target).device_peak(), lo = 1;
-    while (hi - lo > 4096) {
-        const size_t mid = lo + (hi - lo) / 2;
-        o.vram_budget = mid;
-        try {
-            plan_memory(pipe, req, o, target);
-            hi = mid;
-        } catch (const OutOfMemoryError&) {
-            lo = mid;
-        }
-    }
-    return hi;
+    return test::tightest_budget(pipe, req, o, PlanTarget::of(probe));
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "runtime/simulated_device.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/memory_planning.h"
 #include "support/pipeline_fixture.h"
 #include "support/run_command.h"
 
@@ -36,10 +37,7 @@ using namespace sr;
 
 namespace {
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
 struct CpuRun {
     std::map<std::string, Tensor> captured;
@@ -84,22 +82,7 @@ const Scenario& scenario() {
     return s;
 }
 
-// The smallest budget the plan accepts for `o` (bisection over plan_memory, which throws when too small).
-size_t tightest_budget(const SkyReelsPipeline& pipe, const GenerationRequest& req, MemoryOptions o) {
-    o.vram_budget = 0;
-    size_t hi = plan_memory(pipe, req, o).device_peak(), lo = 1;
-    while (hi - lo > 4096) {
-        const size_t mid = lo + (hi - lo) / 2;
-        o.vram_budget = mid;
-        try {
-            plan_memory(pipe, req, o);
-            hi = mid;
-        } catch (const OutOfMemoryError&) {
-            lo = mid;
-        }
-    }
-    return hi;
-}
+using test::tightest_budget;
 
 DeviceRunReport run_on_sim(const Scenario& s, const GenerationRequest& req, const MemoryOptions& o, Tensor* latents) {
     SimulatedDevice dev({.memory_budget = o.vram_budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
@@ -195,16 +178,7 @@ TEST(Denoise, CfgPerBlockIsBitIdenticalInEveryResidencyModeAndStreamsOncePerStep
 // at most 22.95 GiB per step (issue 20), where whole passes move twice what one pass does.
 TEST(Denoise, ReleasedModelAt8GiBStreamsOncePerStep) {
     VirtualAllocator weights("planned weights");
-    PipelineComponents c;
-    WeightBinder bt = WeightBinder::shapes_only(DType::BF16, weights);
-    c.transformer = std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoConfig{}, bt);
-    WeightBinder bv = WeightBinder::shapes_only(DType::BF16, weights);
-    c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAEConfig{}, bv);
-    WeightBinder bl = WeightBinder::shapes_only(DType::BF16, weights);
-    c.llama = std::make_shared<const LlamaTextEncoder>(LlamaConfig{}, bl);
-    WeightBinder bc = WeightBinder::shapes_only(DType::BF16, weights);
-    c.clip = std::make_shared<const ClipTextEncoder>(ClipTextConfig{}, bc);
-    const SkyReelsPipeline pipe(std::move(c));
+    const SkyReelsPipeline pipe = test::released_model_shapes(weights);
     GenerationRequest req;  // 544x960x97, 30 steps, CFG 6
     req.params.sequence_batch = true;
     SimulatedDevice sim;
@@ -251,17 +225,8 @@ TEST(Denoise, SessionTurnsOnCfgPerBlockWhereBatchedRowsDoNotFit) {
         so.pageable_bandwidth_bytes_per_s = so.bandwidth_bytes_per_s / 2;
         SimulatedDevice sim(so);
         const PlanTarget target = PlanTarget::of(sim);
-        auto tightest = [&](const GenerationRequest& req) {
-            MemoryOptions m = o.memory;
-            size_t lo = 1, hi = plan_memory(planner.pipeline(), req, m, target).device_peak();
-            while (hi - lo > 4096) {
-                m.vram_budget = lo + (hi - lo) / 2;
-                (plan_memory(planner.pipeline(), req, m, target, false).fits() ? hi : lo) = m.vram_budget;
-            }
-            return hi;
-        };
-        tight_batched = tightest(batched.generation);
-        tight_rows = tightest(rows.generation);
+        tight_batched = tightest_budget(planner.pipeline(), batched.generation, o.memory, target);
+        tight_rows = tightest_budget(planner.pipeline(), rows.generation, o.memory, target);
     }
     ASSERT_LT(tight_rows + 8192, tight_batched) << "one row at a time must need less memory";
     o.memory.vram_budget = (tight_rows + tight_batched) / 2;

@@ -33,6 +33,7 @@
 #include "runtime/simulated_device.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/memory_planning.h"
 #include "support/pipeline_fixture.h"
 
 namespace fs = std::filesystem;
@@ -47,10 +48,7 @@ double bf16_relative_bound(int blocks, int steps = 1) {
     return kBf16Unit * std::sqrt(kRoundingsPerBlock * blocks / 3.0) * std::sqrt(double(steps));
 }
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
 Tensor generate_cpu(const SkyReelsPipeline& pipe, const GenerationRequest& req, Tensor* video) {
     const GenerationParams& p = req.params;
@@ -163,13 +161,7 @@ TEST(DenoiseBf16, BitIdenticalInEveryResidencyModeAndPlannedToTheByte) {
     for (OffloadMode offload : {OffloadMode::None, OffloadMode::Model, OffloadMode::Block}) {
         MemoryOptions o{.offload = offload, .vram_budget = 0, .host_memory = HostMemoryMode::Pageable, .prefetch = 1};
         if (offload == OffloadMode::Block) {
-            // The tightest budget the plan accepts (bisection).
-            size_t lo = 1, hi = plan_memory(pipe, req, o).device_peak();
-            while (hi - lo > 4096) {
-                o.vram_budget = lo + (hi - lo) / 2;
-                (plan_memory(pipe, req, o, {}, false).fits() ? hi : lo) = o.vram_budget;
-            }
-            o.vram_budget = hi;
+            o.vram_budget = test::tightest_budget(pipe, req, o);
         }
         SCOPED_TRACE(offload_mode_name(offload));
         SimulatedDevice dev({.memory_budget = o.vram_budget, .bandwidth_bytes_per_s = 0, .latency_s = 0});
@@ -197,16 +189,7 @@ TEST(DenoiseBf16, BitIdenticalInEveryResidencyModeAndPlannedToTheByte) {
 // streams and temporaries are half size; the f32 conditioning and scratch are not).
 TEST(DenoiseBf16, ReleasedModelFitsSixGiB) {
     VirtualAllocator weights("planned weights");
-    PipelineComponents c;
-    WeightBinder bt = WeightBinder::shapes_only(DType::BF16, weights);
-    c.transformer = std::make_shared<const HunyuanVideoTransformer>(HunyuanVideoConfig{}, bt);
-    WeightBinder bv = WeightBinder::shapes_only(DType::BF16, weights);
-    c.vae = std::make_shared<const HunyuanVideoVAE>(HunyuanVideoVAEConfig{}, bv);
-    WeightBinder bl = WeightBinder::shapes_only(DType::BF16, weights);
-    c.llama = std::make_shared<const LlamaTextEncoder>(LlamaConfig{}, bl);
-    WeightBinder bc = WeightBinder::shapes_only(DType::BF16, weights);
-    c.clip = std::make_shared<const ClipTextEncoder>(ClipTextConfig{}, bc);
-    const SkyReelsPipeline pipe(std::move(c));
+    const SkyReelsPipeline pipe = test::released_model_shapes(weights);
     GenerationRequest req;  // 544x960x97, 30 steps, CFG 6
     req.params.sequence_batch = true;
     SimulatedDevice sim;

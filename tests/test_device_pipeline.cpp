@@ -17,7 +17,9 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/device_run.h"
 #include "runtime/simulated_device.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/memory_planning.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -67,26 +69,11 @@ HunyuanVideoConfig small_transformer_config(int64_t blocks, int64_t heads, int64
     return c;
 }
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
-// The smallest budget the plan accepts for `o` (bisection over plan_memory, which throws when too small).
-size_t tightest_budget(const Scenario& s, MemoryOptions o) {
-    o.vram_budget = 0;
-    size_t hi = plan_memory(s.pipe, s.req, o).device_peak(), lo = 1;
-    while (hi - lo > 4096) {
-        const size_t mid = lo + (hi - lo) / 2;
-        o.vram_budget = mid;
-        try {
-            plan_memory(s.pipe, s.req, o);
-            hi = mid;
-        } catch (const OutOfMemoryError&) {
-            lo = mid;
-        }
-    }
-    return hi;
+// The smallest budget the plan accepts for `o` on the scenario's request.
+size_t tightest_budget(const Scenario& s, const MemoryOptions& o) {
+    return test::tightest_budget(s.pipe, s.req, o);
 }
 
 DeviceRunReport run_on_sim(const Scenario& s, const MemoryOptions& o, Tensor* latents) {

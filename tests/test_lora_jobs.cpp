@@ -14,6 +14,7 @@
 #include "pipeline/session.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/pipeline_fixture.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -27,25 +28,6 @@ fs::path t2v_pipeline_fixture() {
                load_json_file((d / "transformer" / "config.json").string()).value("in_channels", 0) == 16;
     });
     return dirs.empty() ? fs::path() : dirs.front();
-}
-
-// A job for the fixture pipeline (it has no tokenizers: token ids of the template's shapes).
-Request fixture_request(const fs::path& dir, const SkyReelsPipeline& pipe) {
-    const Json params = load_json_file((dir / "params.json").string());
-    Request r;
-    GenerationParams& p = r.generation.params;
-    p.task = Task::T2V;
-    p.height = params["height"].get<int64_t>();
-    p.width = params["width"].get<int64_t>();
-    p.num_frames = params["num_frames"].get<int64_t>();
-    p.num_inference_steps = 2;
-    const PromptTemplate& t = pipe.components().prompt_template;
-    const int64_t L = t.crop_start + t.max_sequence_length;
-    TextTokens tok{Tensor::zeros({2, L}, DType::I64), Tensor::zeros({2, L}, DType::I64),
-                   Tensor::zeros({2, t.clip_max_length}, DType::I64)};
-    for (int64_t i = 0; i < tok.llama_mask.numel(); ++i) tok.llama_mask.data<int64_t>()[i] = i % L < L / 2;
-    r.generation.tokens = tok;
-    return r;
 }
 
 // A diffusers-named adapter of rank 4 on two layers of the first dual block, values from `seed`.
@@ -89,7 +71,7 @@ TEST(LoraJobs, JobAdaptersAreTheJobsAlone) {
         o.device = device;
         o.sim_bandwidth_gbs = 1000;
         Session session(o);
-        const Request plain = fixture_request(p, session.pipeline());
+        const Request plain = test::fixture_session_request(p, session.pipeline());
         Request with = plain;
         with.loras = {job_lora};
 

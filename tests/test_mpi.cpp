@@ -30,9 +30,7 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, float scale = 1.0f) {
     return t;
 }
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
 // Prints on rank 0 only (the others run the same lines).
 template <class... A>

@@ -14,6 +14,7 @@
 #include "pipeline/session.h"
 #include "support/compare.h"
 #include "support/fixtures.h"
+#include "support/pipeline_fixture.h"
 
 namespace fs = std::filesystem;
 using namespace sr;
@@ -37,26 +38,6 @@ size_t checkpoint_bytes_of(const fs::path& dir, size_t* files) {
                 ++*files;
             }
     return bytes;
-}
-
-// A request for a fixture pipeline (it has no tokenizers: token ids of the template's shapes, zeros).
-Request fixture_request(const fs::path& dir, const SkyReelsPipeline& pipe) {
-    const Json params = load_json_file((dir / "params.json").string());
-    Request r;
-    GenerationParams& p = r.generation.params;
-    p.task = params["task"].get<std::string>() == "i2v" ? Task::I2V : Task::T2V;
-    p.height = params["height"].get<int64_t>();
-    p.width = params["width"].get<int64_t>();
-    p.num_frames = params["num_frames"].get<int64_t>();
-    p.num_inference_steps = 2;
-    if (p.task == Task::I2V) r.generation.image = Tensor::zeros({3, p.height, p.width}, DType::F32);
-    const PromptTemplate& t = pipe.components().prompt_template;
-    const int64_t L = t.crop_start + t.max_sequence_length;
-    TextTokens tok{Tensor::zeros({2, L}, DType::I64), Tensor::zeros({2, L}, DType::I64),
-                   Tensor::zeros({2, t.clip_max_length}, DType::I64)};
-    for (int64_t i = 0; i < tok.llama_mask.numel(); ++i) tok.llama_mask.data<int64_t>()[i] = i % L < L / 2;
-    r.generation.tokens = tok;
-    return r;
 }
 
 void expect_same_plan(const MemoryPlan& a, const MemoryPlan& b) {
@@ -183,7 +164,7 @@ TEST(Session, TwoVideosLoadEachModelOnceAndPlanTheSameMemory) {
             Session planning(po);
             EXPECT_EQ(planning.stats().pipeline_loads, 1);
             EXPECT_EQ(planning.stats().checkpoint_bytes, bytes);
-            const Request req = fixture_request(dir, planning.pipeline());
+            const Request req = test::fixture_session_request(dir, planning.pipeline());
             EXPECT_THROW(planning.generate(req), InputError);
             o.memory.vram_budget = tightest_budget(planning, req, o.memory);
         }
@@ -192,7 +173,8 @@ TEST(Session, TwoVideosLoadEachModelOnceAndPlanTheSameMemory) {
         EXPECT_EQ(session.stats().checkpoint_bytes, bytes);
         EXPECT_EQ(session.stats().checkpoint_files.size(), n_files);
         const DeviceRunReport first = expect_two_jobs_alike(
-            session, [&] { return fixture_request(dir, session.pipeline()); }, test::scratch_dir("session_two"));
+            session, [&] { return test::fixture_session_request(dir, session.pipeline()); },
+            test::scratch_dir("session_two"));
         EXPECT_LE(first.plan.device_peak(), o.memory.vram_budget);
         // Loaded once: nothing more was opened for the jobs.
         EXPECT_EQ(session.stats().pipeline_loads, 1);

@@ -25,10 +25,7 @@ using namespace sr;
 
 namespace {
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
-}
+using test::bit_identical;
 
 // [1, 2, 2] of `v` (one batch row, two tokens, width 2).
 Tensor filled(float v) {

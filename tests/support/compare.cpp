@@ -1,6 +1,7 @@
 #include "support/compare.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace sr::test {
 
@@ -46,6 +47,11 @@ Diff compare(const Tensor& actual, const Tensor& expected) {
 
 Diff compare_masked_rows(const Tensor& actual, const Tensor& expected, const Tensor& mask) {
     return compare_impl(actual, expected, &mask);
+}
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+           std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
 }
 
 }  // namespace sr::test

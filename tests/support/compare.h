@@ -26,4 +26,8 @@ Diff compare(const Tensor& actual, const Tensor& expected);
 // Same, restricted to rows whose mask is nonzero: actual/expected [B, L, ...], mask [B, L].
 Diff compare_masked_rows(const Tensor& actual, const Tensor& expected, const Tensor& mask);
 
+// The same shape, dtype and bytes (host tensors, any strides): what "bit-identical across residency modes,
+// ranks or CFG schedules" means in the tests.
+bool bit_identical(const Tensor& a, const Tensor& b);
+
 }  // namespace sr::test

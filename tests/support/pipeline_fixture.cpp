@@ -93,4 +93,23 @@ TransformerInputs read_transformer_inputs(const WeightStore& s) {
     return in;
 }
 
+Request fixture_session_request(const fs::path& dir, const SkyReelsPipeline& pipe) {
+    const Json params = load_json_file((dir / "params.json").string());
+    Request r;
+    GenerationParams& p = r.generation.params;
+    p.task = params["task"].get<std::string>() == "i2v" ? Task::I2V : Task::T2V;
+    p.height = params["height"].get<int64_t>();
+    p.width = params["width"].get<int64_t>();
+    p.num_frames = params["num_frames"].get<int64_t>();
+    p.num_inference_steps = 2;
+    if (p.task == Task::I2V) r.generation.image = Tensor::zeros({3, p.height, p.width}, DType::F32);
+    const PromptTemplate& t = pipe.components().prompt_template;
+    const int64_t L = t.crop_start + t.max_sequence_length;
+    TextTokens tok{Tensor::zeros({2, L}, DType::I64), Tensor::zeros({2, L}, DType::I64),
+                   Tensor::zeros({2, t.clip_max_length}, DType::I64)};
+    for (int64_t i = 0; i < tok.llama_mask.numel(); ++i) tok.llama_mask.data<int64_t>()[i] = i % L < L / 2;
+    r.generation.tokens = tok;
+    return r;
+}
+
 }  // namespace sr::test

@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "models/hunyuan_video_transformer.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/session.h"
 
 namespace sr::test {
 
@@ -39,6 +40,10 @@ struct Fixture {
 SkyReelsPipeline load_pipeline(const Fixture& f, LinearQuant quant = LinearQuant::None);
 // The reference's request: its token ids, initial latents (and image, VAE sample noise), tiling enabled.
 GenerationRequest make_request(const Fixture& f, bool sequence_batch);
+
+// A Session job for the fixture folder `dir` whose pipeline is `pipe` (it has no tokenizers: token ids of the
+// template's shapes, zeros, half the Llama mask set): the fixture's task and size, 2 steps.
+Request fixture_session_request(const std::filesystem::path& dir, const SkyReelsPipeline& pipe);
 
 // A transformer fixture's inputs.safetensors as forward() takes them.
 TransformerInputs read_transformer_inputs(const WeightStore& s);
