@@ -32,6 +32,18 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, float scale = 1.0f) {
 
 using test::bit_identical;
 
+// The meshes of P ranks a pipeline can run in (CFG only, Ulysses only, both): cfg=2 needs guidance, and
+// ulysses must divide the heads.
+std::vector<MeshShape> pipeline_meshes(int P, bool do_cfg, int64_t heads) {
+    std::vector<MeshShape> meshes;
+    for (int cfg : {1, 2})
+        for (int ulysses : {1, 2, 3, 4}) {
+            const MeshShape shape{cfg, ulysses};
+            if (shape.ranks() == P && (cfg == 1 || do_cfg) && heads % ulysses == 0) meshes.push_back(shape);
+        }
+    return meshes;
+}
+
 // Prints on rank 0 only (the others run the same lines).
 template <class... A>
 void say(const MpiCommunicator& world, const char* format, A... args) {
@@ -211,25 +223,22 @@ TEST(Mpi, PipelineFixturesInEveryMesh) {
         };
         Tensor one_video, video;
         const Tensor one = run({}, &one_video);
-        for (int cfg : {1, 2})
-            for (int ulysses : {1, 2, 3, 4}) {
-                const MeshShape shape{cfg, ulysses};
-                if (shape.ranks() != P || (cfg == 2 && !req.params.do_cfg()) || heads % ulysses != 0) continue;
-                const ParallelMesh mesh(*world, shape);
-                const Tensor latents = run(mesh.groups(), &video);
-                const test::Diff dl = test::compare(latents, one);
-                EXPECT_LE(dl.max_abs, tol.of("latents")) << dir << " " << shape.str() << ": " << dl.str();
-                double video_diff = 0;
-                if (world->rank() == 0) {
-                    const test::Diff dv = test::compare(video, one_video);
-                    EXPECT_LE(dv.max_abs, tol.of("video")) << dir << " " << shape.str() << ": " << dv.str();
-                    video_diff = dv.max_abs;
-                }
-                say(*world, "  %s %s: latents max_abs %.3g (tolerance %.3g), video %.3g (tolerance %.3g)\n",
-                    dir.filename().c_str(), shape.str().c_str(), dl.max_abs, tol.of("latents"), video_diff,
-                    tol.of("video"));
-                ++checked;
+        for (const MeshShape& shape : pipeline_meshes(P, req.params.do_cfg(), heads)) {
+            const ParallelMesh mesh(*world, shape);
+            const Tensor latents = run(mesh.groups(), &video);
+            const test::Diff dl = test::compare(latents, one);
+            EXPECT_LE(dl.max_abs, tol.of("latents")) << dir << " " << shape.str() << ": " << dl.str();
+            double video_diff = 0;
+            if (world->rank() == 0) {
+                const test::Diff dv = test::compare(video, one_video);
+                EXPECT_LE(dv.max_abs, tol.of("video")) << dir << " " << shape.str() << ": " << dv.str();
+                video_diff = dv.max_abs;
             }
+            say(*world, "  %s %s: latents max_abs %.3g (tolerance %.3g), video %.3g (tolerance %.3g)\n",
+                dir.filename().c_str(), shape.str().c_str(), dl.max_abs, tol.of("latents"), video_diff,
+                tol.of("video"));
+            ++checked;
+        }
     }
     if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
 }
@@ -257,21 +266,18 @@ TEST(Mpi, StepCacheDecidesAsOneRankInEveryMesh) {
             req.after_cached_loop = [&](const StepCache& c) { skipped = c.skipped_steps(); };
             const Tensor one = pipe.generate(cpu_backend(), req, {}, {});
             const std::vector<int> one_skipped = skipped;
-            for (int cfg : {1, 2})
-                for (int ulysses : {1, 2, 3, 4}) {
-                    const MeshShape shape{cfg, ulysses};
-                    if (shape.ranks() != P || (cfg == 2 && !req.params.do_cfg()) || heads % ulysses != 0) continue;
-                    const ParallelMesh mesh(*world, shape);
-                    skipped.clear();
-                    const Tensor latents = pipe.generate(cpu_backend(), req, {}, {}, {}, nullptr, mesh.groups());
-                    EXPECT_EQ(skipped, one_skipped) << dir << " " << shape.str() << " " << kind;
-                    const test::Diff dl = test::compare(latents, one);
-                    EXPECT_LE(dl.max_abs, tol.of("latents"))
-                        << dir << " " << shape.str() << " " << kind << ": " << dl.str();
-                    say(*world, "  %s %s %s: skipped %zu steps as one rank, latents max_abs %.3g\n",
-                        dir.filename().c_str(), shape.str().c_str(), kind, skipped.size(), dl.max_abs);
-                    ++checked;
-                }
+            for (const MeshShape& shape : pipeline_meshes(P, req.params.do_cfg(), heads)) {
+                const ParallelMesh mesh(*world, shape);
+                skipped.clear();
+                const Tensor latents = pipe.generate(cpu_backend(), req, {}, {}, {}, nullptr, mesh.groups());
+                EXPECT_EQ(skipped, one_skipped) << dir << " " << shape.str() << " " << kind;
+                const test::Diff dl = test::compare(latents, one);
+                EXPECT_LE(dl.max_abs, tol.of("latents"))
+                    << dir << " " << shape.str() << " " << kind << ": " << dl.str();
+                say(*world, "  %s %s %s: skipped %zu steps as one rank, latents max_abs %.3g\n", dir.filename().c_str(),
+                    shape.str().c_str(), kind, skipped.size(), dl.max_abs);
+                ++checked;
+            }
         }
     }
     if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
