@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -252,6 +253,9 @@ TEST(Preview, LatentToRgbIsTheFormulaOnEveryPipelineFixture) {
         // Not a constant image: the map sees the latents (a wrong stride would read one channel for all).
         std::set<int> values(p.rgb.begin(), p.rgb.end());
         EXPECT_GT(values.size(), 8u);
+        std::printf("  %s: %d steps, preview of %lld frames at %lldx%lld, %zu distinct levels\n",
+                    dir.filename().c_str(), steps, (long long)p.frames, (long long)p.width, (long long)p.height,
+                    values.size());
         ++checked;
     }
     EXPECT_GT(checked, 0) << "no pipeline fixture under " << test::fixtures_root();
