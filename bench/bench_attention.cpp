@@ -1,9 +1,11 @@
 // Attention op benchmark at the transformer's shapes (CPU backend, f32 inputs).
 //
-//   build/bench/bench_attention [--reps 5] [--gemm f32|bf16|all]
+//   build/bench/bench_attention [--reps 5] [--kernel f32|bf16|amx|all]
 //
-// --gemm: the backend's GemmPrecision: f32 GEMM tiles, or bf16 operands with f32 accumulation (AMX or
-// AVX512-BF16 through oneDNN where the processor has them); `all` runs both, alternating, in one process.
+// --kernel: f32 (GemmPrecision::F32: f32 oneDNN GEMM tiles), bf16 (GemmPrecision::BF16 on oneDNN tiles:
+// bf16 operands, f32 accumulation, on AMX or AVX512-BF16 where the processor has them) or amx (BF16 on our
+// own AMX tile kernel, attention_amx.h; skipped where the processor or build lacks AMX); `all` runs each,
+// alternating, in one process.
 //
 // Shapes: "medium" (1 x 4 heads x 4352 tokens x 128, the medium transformer's joint attention) and
 // "real_1k" (1 x 24 heads x 1280 x 128, the real block shape at 1024 video + 256 text tokens). FLOPs are
@@ -14,6 +16,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "backends/cpu/attention_amx.h"
 #include "backends/cpu/cpu_backend.h"
 #include "core/parallel.h"
 #include "io/json.h"
@@ -23,15 +26,16 @@ using namespace sr;
 int main(int argc, char** argv) {
     CLI::App app{"skyreels attention benchmark"};
     int reps = 5;
-    std::string gemm_mode = "all";
+    std::string kernel = "all";
     app.add_option("--reps", reps, "Timed repetitions")->capture_default_str();
-    app.add_option("--gemm", gemm_mode, "GEMM precision of the tiles: f32, bf16 or all")
-        ->check(CLI::IsMember({"f32", "bf16", "all"}))
+    app.add_option("--kernel", kernel, "f32 or bf16 oneDNN tiles, amx tiles, or all")
+        ->check(CLI::IsMember({"f32", "bf16", "amx", "all"}))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
-    std::vector<std::string> precisions;
-    for (const std::string g : {"f32", "bf16"})
-        if (gemm_mode == "all" || gemm_mode == g) precisions.push_back(g);
+    std::vector<std::string> kernels;
+    for (const std::string g : {"f32", "bf16", "amx"})
+        if ((kernel == "all" || kernel == g) && (g != "amx" || amx_attention_available())) kernels.push_back(g);
+    if (kernel == "amx" && kernels.empty()) std::fprintf(stderr, "bench_attention: no AMX here (build or CPU)\n");
     struct Case {
         const char* name;
         int64_t B, H, L, D;
@@ -47,8 +51,9 @@ int main(int argc, char** argv) {
         Tensor q = make(0.5f), k = make(0.4f), v = make(1.0f), o = Tensor::empty({c.B, c.L, c.H, c.D}, DType::F32);
         Tensor ov = o.permute({0, 2, 1, 3});
         AttentionMask mask;
-        for (const std::string& g : precisions) {
-            cpu_backend().set_gemm_precision(g == "bf16" ? GemmPrecision::BF16 : GemmPrecision::F32);
+        for (const std::string& g : kernels) {
+            cpu_backend().set_gemm_precision(g == "f32" ? GemmPrecision::F32 : GemmPrecision::BF16);
+            cpu_backend().set_amx_attention(g == "amx");
             auto run = [&] {
                 cpu_backend().attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), ov,
                                         mask, 0.088f);
@@ -69,7 +74,7 @@ int main(int argc, char** argv) {
                       {"H", c.H},
                       {"L", c.L},
                       {"D", c.D},
-                      {"gemm", g},
+                      {"kernel", g},
                       {"threads", n_threads()},
                       {"median_s", med},
                       {"min_s", t.front()},

@@ -591,7 +591,8 @@ TEST(CudaQkNormRope, Bf16RoundingIsNearestEven) {
 TEST(CudaQkNormRope, CpuAttentionAppliesItAsTheSeparateOps) {
     // The attention op's QkNormRope on the CPU backend (the reference the CUDA tests compare to) is bit for bit
     // rms_norm per segment, rope on the first n_rope tokens, then the attention: the transformer's results do not
-    // move by handing the prologue to the attention.
+    // move by handing the prologue to the attention. Under BF16 precision too, where on an AMX processor the
+    // prologue runs fused into the AMX attention's operand packing (attention_amx.cpp).
     const int64_t B = 2, L = 70, H = 3, D = 128, n_rope = 50;
     std::mt19937_64 rng(12);
     std::normal_distribution<double> normal(0, 1);
@@ -622,17 +623,24 @@ TEST(CudaQkNormRope, CpuAttentionAppliesItAsTheSeparateOps) {
         return y;
     };
     const Tensor qn = unfused(q, wq0, wq1), kn = unfused(k, wk0, wk1);
-    Tensor want = Tensor::empty({B, L, H, D}, DType::F32), got = Tensor::empty({B, L, H, D}, DType::F32);
-    Tensor want_heads = want.permute({0, 2, 1, 3}), got_heads = got.permute({0, 2, 1, 3});
-    be.attention(qn.permute({0, 2, 1, 3}), kn.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), want_heads, mask, scale);
-    QkNormRope qk;
-    qk.q_weight = {&wq0, &wq1};
-    qk.k_weight = {&wk0, &wk1};
-    qk.cos = &cos;
-    qk.sin = &sin;
-    qk.n_rope = n_rope;
-    be.attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), got_heads, mask, scale, qk);
-    EXPECT_EQ(std::memcmp(got.data<float>(), want.data<float>(), size_t(got.numel()) * sizeof(float)), 0);
+    for (const GemmPrecision precision : {GemmPrecision::F32, GemmPrecision::BF16}) {
+        SCOPED_TRACE(precision == GemmPrecision::BF16 ? "bf16" : "f32");
+        be.set_gemm_precision(precision);
+        Tensor want = Tensor::empty({B, L, H, D}, DType::F32), got = Tensor::empty({B, L, H, D}, DType::F32);
+        Tensor want_heads = want.permute({0, 2, 1, 3}), got_heads = got.permute({0, 2, 1, 3});
+        be.attention(qn.permute({0, 2, 1, 3}), kn.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), want_heads, mask,
+                     scale);
+        QkNormRope qk;
+        qk.q_weight = {&wq0, &wq1};
+        qk.k_weight = {&wk0, &wk1};
+        qk.cos = &cos;
+        qk.sin = &sin;
+        qk.n_rope = n_rope;
+        be.attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), got_heads, mask, scale,
+                     qk);
+        EXPECT_EQ(std::memcmp(got.data<float>(), want.data<float>(), size_t(got.numel()) * sizeof(float)), 0);
+    }
+    be.set_gemm_precision(GemmPrecision::F32);
 }
 
 TEST(CudaCudnnPlan, HeadsPerGroupWithTheF32QkFallback) {

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/cpu/attention_amx.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/vec_math.h"
 #include "backends/op_checks.h"
@@ -64,8 +65,7 @@ Tensor qk_normed(CpuBackend& be, const Tensor& x, const std::array<const Tensor*
     return normed.permute({0, 2, 1, 3});
 }
 
-// One GEMM operand of the attention, [B, H, L, D] with a unit innermost stride: the op's own f32 view, or a
-// bf16 copy made once per call.
+// One GEMM operand of the attention: a contiguous [B, H, L, D] copy (contiguous_copy), f32 or bf16.
 struct Operand {
     const char* data;
     int64_t sb, sh, sl;  // element strides of b, h, l
@@ -83,9 +83,12 @@ Operand operand(const Tensor& t) {
             t.dtype()};
 }
 
-// x [B, H, L, D] (any strides) rounded to a contiguous bf16 [B, H, L, D] copy.
-Tensor rounded_to_bf16(CpuBackend& be, const Tensor& x) {
-    Tensor t = Tensor::empty(x.shape(), DType::BF16);
+// x [B, H, L, D] (any strides) as a contiguous [B, H, L, D] copy in `dtype` (rounded when bf16). Contiguous
+// whatever the caller's layout, so every tile GEMM sees the same leading dimension (D) however many heads
+// the call has: oneDNN may block a GEMM differently for another leading dimension, and a rank's slice of the
+// heads must give one process's bits.
+Tensor contiguous_copy(CpuBackend& be, const Tensor& x, DType dtype) {
+    Tensor t = Tensor::empty(x.shape(), dtype);
     be.exec(CopyOp{x, t});
     return t;
 }
@@ -95,8 +98,13 @@ Tensor rounded_to_bf16(CpuBackend& be, const Tensor& x) {
 void CpuBackend::exec(const AttentionOp& op) {
     const auto& [q, k, v, out, mask, scale, qk] = op;
     const AttentionShape shape = check_attention(q, k, v, out, mask);
+    if (qk) check_qk_norm_rope(*qk, shape);
+    // AMX tiles where the processor has them (the QK prologue fused into their operand packing); dense and
+    // causal masks take the general path below.
+    if (gemm_precision_ == GemmPrecision::BF16 && amx_attention_ && !mask.dense.defined() && !mask.causal &&
+        attention_bf16_amx(q, k, v, out, mask.kv_len, scale, qk))
+        return;
     if (qk) {
-        check_qk_norm_rope(*qk, shape);
         const Tensor qn = qk_normed(*this, q, qk->q_weight, *qk), kn = qk_normed(*this, k, qk->k_weight, *qk);
         exec(AttentionOp{qn, kn, v, out, mask, scale});
         return;
@@ -108,12 +116,12 @@ void CpuBackend::exec(const AttentionOp& op) {
         dense = {m.raw_data(), m.dtype(), m.stride(0), m.stride(1), m.stride(2)};
     }
 
-    const int64_t n_qtiles = (Lq + kQueryTile - 1) / kQueryTile;
     const bool bf16 = gemm_precision_ == GemmPrecision::BF16;
-    Tensor qb, kb, vb;  // bf16 copies (BF16 precision only)
-    if (bf16) qb = rounded_to_bf16(*this, q), kb = rounded_to_bf16(*this, k), vb = rounded_to_bf16(*this, v);
-    const Operand qo = operand(bf16 ? qb : q), ko = operand(bf16 ? kb : k), vo = operand(bf16 ? vb : v);
+    const int64_t n_qtiles = (Lq + kQueryTile - 1) / kQueryTile;
     const DType gemm_dtype = bf16 ? DType::BF16 : DType::F32;
+    const Tensor qc = contiguous_copy(*this, q, gemm_dtype), kc = contiguous_copy(*this, k, gemm_dtype),
+                 vc = contiguous_copy(*this, v, gemm_dtype);
+    const Operand qo = operand(qc), ko = operand(kc), vo = operand(vc);
     float* od = static_cast<float*>(out.raw_data());
 
     parallel_for(B * H * n_qtiles, [&](int64_t w0, int64_t w1) {

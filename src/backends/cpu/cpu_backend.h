@@ -30,6 +30,9 @@ public:
 
     void set_gemm_precision(GemmPrecision p) { gemm_precision_ = p; }
     GemmPrecision gemm_precision() const { return gemm_precision_; }
+    // Under BF16 precision the attention runs on AMX tiles where the processor has them (attention_amx.h);
+    // off: on oneDNN tile GEMMs everywhere, so benchmarks and tests can set the two side by side.
+    void set_amx_attention(bool on) { amx_attention_ = on; }
 
     // The kernels, one per op (ops.h); run() dispatches to them.
     void run(const OpCall& op) override {
@@ -44,6 +47,7 @@ private:
 
     Allocator* activations_ = nullptr;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
+    bool amx_attention_ = true;
 };
 
 // The process-wide CPU backend.

@@ -1,6 +1,7 @@
 // Element-wise and row-broadcast ops: activations, adaLN modulate / gate, residual add, RoPE.
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/rope_rows.h"
+#include "backends/cpu/row_kernels.h"
 #include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
@@ -115,13 +116,7 @@ void CpuBackend::exec(const GatedResidualOp& op) {
 void CpuBackend::exec(const RopeInterleavedOp& op) {
     const auto& [x, cos, sin] = op;
     // Pairs (x[2i], x[2i+1]), each frequency repeated twice in the tables.
-    for_each_rope_head(x, cos, sin, "rope", [](float* v, const float* c, const float* s, int64_t D) {
-        for (int64_t i = 0; i < D; i += 2) {
-            const float re = v[i], im = v[i + 1];
-            v[i] = re * c[i] - im * s[i];
-            v[i + 1] = im * c[i + 1] + re * s[i + 1];
-        }
-    });
+    for_each_rope_head(x, cos, sin, "rope", rope_interleaved_row);
 }
 
 }  // namespace sr

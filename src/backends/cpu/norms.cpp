@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/row_kernels.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -74,12 +75,7 @@ void CpuBackend::exec(const RmsNormOp& op) {
         rows,
         [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r) {
-                const float* xr = xd + r * D;
-                float* yr = yd + r * D;
-                double ss = 0;
-                for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
-                const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
-                for (int64_t i = 0; i < D; ++i) yr[i] = w.empty() ? xr[i] * inv : (xr[i] * inv) * w[size_t(i)];
+                rms_norm_row(xd + r * D, w.empty() ? nullptr : w.data(), D, eps, yd + r * D);
             }
         },
         std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));

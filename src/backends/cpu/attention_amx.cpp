@@ -1,0 +1,387 @@
+// AMX flash attention (see attention_amx.h). Why a kernel of our own: the oneDNN-per-tile path spends as
+// long in primitive calls and in reordering each K and V tile into the tile layout (again for every query
+// tile) as in the products themselves. Here k and v are rounded and laid out for TDPBF16PS once per call,
+// and a work item (one batch row, head and 128 query rows) streams each 256-key block of them through L2
+// once for its four 32-row passes.
+//
+// Layouts (bf16 bits; a "pair" is two bf16 in one dword, the even index in the low half, which is the VNNI
+// order TDPBF16PS reads its B operand in):
+//   q  [BH][Lq_pad][D]          rows as they are: the A operand of S = Q K^T
+//   kt [BH][D/2][Lk_pad] pairs  K transposed, pairs along D: the B operand of S
+//   vp [BH][Lk_pad/2][D] pairs  V with pairs along keys: the B operand of O += P V
+// Lq_pad and Lk_pad round up to 32; padded rows and keys past kv_len[b] are zeros (never read as data).
+//
+// Tile registers: 0-3 accumulate a 32 x 32 f32 block as 2 x 2 tiles of 16 x 16; 4-5 hold the two 16-row A
+// tiles (16 x 32 bf16), 6-7 the two 16-column B tiles (16 pair rows x 16 columns).
+//
+// Each row's result depends only on its own q row, the keys and the fixed key blocking, never on how many
+// rows or heads a call has: sequence- and head-parallel runs stay bit-identical to one process.
+// GCC 12's AVX-512 intrinsics (_mm512_undefined_ps inside _mm512_max_ps and friends) raise false
+// -Wmaybe-uninitialized warnings where they are inlined (GCC bug 105593); nothing of ours is uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "backends/cpu/attention_amx.h"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <memory>
+
+#include "backends/cpu/row_kernels.h"
+#include "backends/cpu/vec_math.h"
+#include "core/dtype.h"
+#include "core/parallel.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#define SR_AMX_ATTENTION 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define SR_AMX_ATTENTION 0
+#endif
+
+namespace sr {
+
+#if SR_AMX_ATTENTION
+
+namespace {
+
+constexpr int64_t kRows = 32;             // query rows per tile pass (two 16-row A tiles)
+constexpr int64_t kChunk = 32;            // keys per S tile pair, and the depth of one P V tile product
+constexpr int64_t kQueryBlock = 64;       // query rows per work item (16 KiB of q at D = 128, held in L1)
+constexpr int64_t kKeyBlock = 256;        // keys per online-softmax step (32 KiB of P, held in L1 for P V)
+constexpr int64_t kTileDwords = 16 * 16;  // one B tile: 16 pair rows of 16 dwords, stored contiguously
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int64_t round_up(int64_t n, int64_t m) {
+    return (n + m - 1) / m * m;
+}
+
+// Linux hands a process the AMX tile state only when asked (arch_prctl ARCH_REQ_XCOMP_PERM); the CPU must
+// also report AMX-BF16 (CPUID.7.0:EDX[22]) and AMX-TILE (EDX[24]).
+bool request_amx() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// This thread's tiles configured as the header comment says, released on scope exit (oneDNN configures
+// its own before each use).
+class Tiles {
+public:
+    Tiles() {
+        struct alignas(64) {
+            uint8_t palette = 1, start_row = 0, reserved[14] = {};
+            uint16_t bytes_per_row[16] = {};
+            uint8_t rows[16] = {};
+        } config;
+        for (int t = 0; t < 8; ++t) config.bytes_per_row[t] = 64, config.rows[t] = 16;
+        _tile_loadconfig(&config);
+    }
+    ~Tiles() { _tile_release(); }
+    Tiles(const Tiles&) = delete;
+    Tiles& operator=(const Tiles&) = delete;
+};
+
+template <class T>
+std::unique_ptr<T[]> uninitialized(int64_t n) {
+    return std::unique_ptr<T[]>(new T[size_t(n)]);
+}
+
+uint32_t pair(uint16_t even, uint16_t odd) {
+    return uint32_t(even) | uint32_t(odd) << 16;
+}
+
+// One [B, H, L, D] f32 view with a unit innermost stride.
+struct View {
+    const float* data;
+    int64_t sb, sh, sl;
+    const float* row(int64_t b, int64_t h, int64_t l) const { return data + b * sb + h * sh + l * sl; }
+};
+
+View view_of(const Tensor& t) {
+    return {static_cast<const float*>(t.raw_data()), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+struct Packed {
+    int64_t B, H, Lq_pad, Lk_pad, D;
+    std::unique_ptr<uint16_t[]> q;
+    std::unique_ptr<uint32_t[]> kt, vp;
+};
+
+// A q or k row as the attention multiplies it: normalized and rotated first when the op has a QK prologue
+// (by the very row functions of the rms_norm and rope ops, so the bits equal running those ops first), then
+// rounded to bf16.
+class RowRounder {
+public:
+    RowRounder(const QkNormRope* qk, const std::array<const Tensor*, 2>& weight, int64_t D) : qk_(qk), D_(D) {
+        if (!qk) return;
+        for (size_t s = 0; s < 2; ++s) {
+            weight_[s].resize(size_t(D));
+            Tensor dst = Tensor::wrap(weight_[s].data(), {D}, DType::F32, Device::cpu(), nullptr);
+            dst.copy_from(weight[s]->view({D}));
+        }
+    }
+    // Row `l` (its token index) of x into dst; `scratch` holds D floats.
+    void operator()(const float* x, int64_t l, uint16_t* dst, float* scratch) const {
+        if (qk_) {
+            const bool rotated = l < qk_->n_rope;
+            rms_norm_row(x, weight_[rotated ? 0 : 1].data(), D_, qk_->eps, scratch);
+            if (rotated)
+                rope_interleaved_row(scratch, qk_->cos->data<float>() + l * D_, qk_->sin->data<float>() + l * D_, D_);
+            x = scratch;
+        }
+        convert_elements(x, DType::F32, dst, DType::BF16, size_t(D_));
+    }
+
+private:
+    const QkNormRope* qk_;
+    int64_t D_;
+    std::array<std::vector<float>, 2> weight_;
+};
+
+Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& kv_len,
+            const QkNormRope* qk) {
+    const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), Lk = k.dim(2), D = q.dim(3);
+    Packed p{B, H, round_up(Lq, kRows), round_up(Lk, kChunk), D, nullptr, nullptr, nullptr};
+    p.q = uninitialized<uint16_t>(B * H * p.Lq_pad * D);
+    p.kt = uninitialized<uint32_t>(B * H * (D / 2) * p.Lk_pad);
+    p.vp = uninitialized<uint32_t>(B * H * (p.Lk_pad / 2) * D);
+    const View qv = view_of(q), kv = view_of(k), vv = view_of(v);
+    const RowRounder q_row(qk, qk ? qk->q_weight : std::array<const Tensor*, 2>{}, D),
+        k_row(qk, qk ? qk->k_weight : std::array<const Tensor*, 2>{}, D);
+    auto valid_keys = [&](int64_t b) { return kv_len.empty() ? Lk : std::clamp<int64_t>(kv_len[size_t(b)], 0, Lk); };
+    parallel_for(B * H, [&](int64_t w0, int64_t w1) {
+        std::vector<uint16_t> row0(static_cast<size_t>(D)), row1(static_cast<size_t>(D));
+        std::vector<float> scratch(static_cast<size_t>(D));
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t b = w / H, h = w % H, valid = valid_keys(b);
+            uint16_t* qd = p.q.get() + w * p.Lq_pad * D;
+            for (int64_t i = 0; i < p.Lq_pad; ++i)
+                if (i < Lq)
+                    q_row(qv.row(b, h, i), i, qd + i * D, scratch.data());
+                else
+                    std::fill(qd + i * D, qd + (i + 1) * D, uint16_t(0));
+            uint32_t* kd = p.kt.get() + w * (D / 2) * p.Lk_pad;
+            for (int64_t j = 0; j < p.Lk_pad; ++j) {
+                if (j < valid)
+                    k_row(kv.row(b, h, j), j, row0.data(), scratch.data());
+                else
+                    std::fill(row0.begin(), row0.end(), uint16_t(0));
+                // key j is column j % 16 of the tiles of key group j / 16
+                uint32_t* group = kd + (j / 16) * (D / 32) * kTileDwords + j % 16;
+                for (int64_t r = 0; r < D / 2; ++r)
+                    group[(r / 16) * kTileDwords + (r % 16) * 16] = pair(row0[size_t(2 * r)], row0[size_t(2 * r + 1)]);
+            }
+            uint32_t* vd = p.vp.get() + w * (p.Lk_pad / 2) * D;
+            for (int64_t j = 0; j < p.Lk_pad; j += 2) {
+                for (int64_t t = 0; t < 2; ++t) {
+                    std::vector<uint16_t>& row = t == 0 ? row0 : row1;
+                    if (j + t < valid)
+                        convert_elements(vv.row(b, h, j + t), DType::F32, row.data(), DType::BF16, size_t(D));
+                    else
+                        std::fill(row.begin(), row.end(), uint16_t(0));
+                }
+                // keys j, j + 1 are pair row (j % 32) / 2 of the tiles of key chunk j / 32
+                uint32_t* chunk = vd + (j / 32) * (D / 16) * kTileDwords + ((j % 32) / 2) * 16;
+                for (int64_t d = 0; d < D; ++d)
+                    chunk[(d / 16) * kTileDwords + d % 16] = pair(row0[size_t(d)], row1[size_t(d)]);
+            }
+        }
+    });
+    return p;
+}
+
+// The 32 x 32 f32 block in tiles 0-3 (row blocks 0 and 1 by column blocks 0 and 1), from or to row-major
+// memory with `ld` floats per row.
+void load_block(const float* c, int64_t ld) {
+    _tile_loadd(0, c, ld * 4);
+    _tile_loadd(1, c + 16, ld * 4);
+    _tile_loadd(2, c + 16 * ld, ld * 4);
+    _tile_loadd(3, c + 16 * ld + 16, ld * 4);
+}
+void store_block(float* c, int64_t ld) {
+    _tile_stored(0, c, ld * 4);
+    _tile_stored(1, c + 16, ld * 4);
+    _tile_stored(2, c + 16 * ld, ld * 4);
+    _tile_stored(3, c + 16 * ld + 16, ld * 4);
+}
+
+// Tiles 0-3 += (two 16-row A tiles: a and a + 16 rows, `lda` bf16 per row) x (two contiguous B tiles b0, b1).
+void dot_block(const uint16_t* a, int64_t lda, const uint32_t* b0, const uint32_t* b1) {
+    _tile_loadd(4, a, lda * 2);
+    _tile_loadd(5, a + 16 * lda, lda * 2);
+    _tile_loadd(6, b0, 64);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
+// scores[rows][kKeyBlock] (f32, unscaled) = q rows [rows][D] . keys [chunks * 32] starting at key group kt.
+// Key chunks outermost: a chunk's k tiles (8 KiB at D = 128) stay in L1 for every row pass.
+void scores_tiles(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, int64_t chunks, float* scores) {
+    const int64_t group = (D / 32) * kTileDwords;  // one key group (16 keys) of kt
+    for (int64_t c = 0; c < chunks; ++c)
+        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const uint32_t* kb = kt + 2 * c * group;
+            for (int64_t d = 0; d < D; d += 32, kb += kTileDwords) dot_block(q + r0 * D + d, D, kb, kb + group);
+            store_block(scores + r0 * kKeyBlock + c * kChunk, kKeyBlock);
+        }
+}
+
+// acc[rows][D] += P[rows][chunks * 32] (bf16) . the v tiles of `chunks` key chunks starting at vp. Column
+// blocks outermost: their v tiles (8 KiB) and P stay in L1 for every row pass.
+void pv_tiles(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64_t chunks, float* acc) {
+    const int64_t chunk = (D / 16) * kTileDwords;  // one key chunk (32 keys) of vp
+    for (int64_t d = 0; d < D; d += 32)
+        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+            load_block(acc + r0 * D + d, D);
+            const uint32_t* vb = vp + (d / 16) * kTileDwords;
+            for (int64_t c = 0; c < chunks; ++c, vb += chunk)
+                dot_block(P + r0 * kKeyBlock + c * kChunk, kKeyBlock, vb, vb + kTileDwords);
+            store_block(acc + r0 * D + d, D);
+        }
+}
+
+// 2^t for finite t (below -150 gives 0): t = n + f with n an integer and |f| <= 1/2, 2^f by its degree-6
+// Taylor polynomial (relative error below 2e-7, as vec::exp's), scaled by 2^n exactly (VSCALEFPS).
+__m512 exp2(__m512 t) {
+    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.5403530e-4f);  // ln2^k / k!, k = 6 .. 0
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Per-thread state of the online softmax for one work item's rows.
+struct RowState {
+    std::vector<float> acc, max, sum;
+    explicit RowState(int64_t D) : acc(size_t(kQueryBlock * D)), max(size_t(kQueryBlock)), sum(size_t(kQueryBlock)) {}
+    void reset() {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        std::fill(max.begin(), max.end(), kNegInf);
+        std::fill(sum.begin(), sum.end(), 0.0f);
+    }
+};
+
+// Online softmax over the first n scores of `rows` rows: P = exp(s * scale - max), computed as
+// 2^(s * scale * log2(e) - max * log2(e)), rounded to bf16 and zero-padded to `width` keys, in two passes
+// (the maximum; then exp, sum and rounding); each row's accumulator rescaled when its maximum grows, as in
+// attention.cpp. The last partial vector of a row runs masked.
+void softmax_rows(const float* scores, uint16_t* P, int64_t rows, int64_t n, int64_t width, float scale, RowState& st,
+                  int64_t D) {
+    constexpr float kLog2e = 1.44269504088896341f;
+    const __m512 vscale = _mm512_set1_ps(scale), vscale2 = _mm512_set1_ps(scale * kLog2e);
+    for (int64_t i = 0; i < rows; ++i) {
+        const float* s = scores + i * kKeyBlock;
+        uint16_t* p = P + i * kKeyBlock;
+        float& row_max = st.max[size_t(i)];
+        float& row_sum = st.sum[size_t(i)];
+        __m512 m = _mm512_set1_ps(row_max);
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 k = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+            m = _mm512_mask_max_ps(m, k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vscale));
+        }
+        const float mx = _mm512_reduce_max_ps(m);
+        if (mx == kNegInf) {
+            std::fill(p, p + width, uint16_t(0));
+            continue;
+        }
+        const __m512 offset = _mm512_set1_ps(-mx * kLog2e);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 k = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+            const __m512 e = exp2(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, s + j), vscale2, offset));
+            acc = _mm512_mask_add_ps(acc, k, acc, e);
+            _mm256_mask_storeu_epi16(p + j, k, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
+        }
+        const float sum = _mm512_reduce_add_ps(acc);
+        std::fill(p + n, p + width, uint16_t(0));
+        if (row_max != kNegInf) {
+            const float correction = vec::exp(row_max - mx);
+            vec::scale(st.acc.data() + i * D, D, correction);
+            row_sum = row_sum * correction + sum;
+        } else {
+            row_sum = sum;
+        }
+        row_max = mx;
+    }
+}
+
+}  // namespace
+
+bool amx_attention_available() {
+    static const bool available = request_amx();
+    return available;
+}
+
+bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                        const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk) {
+    const int64_t D = q.dim(3);
+    if (D % 32 != 0 || q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 ||
+        out.dtype() != DType::F32 || !amx_attention_available())
+        return false;
+    const Packed p = pack(q, k, v, kv_len, qk);
+    const int64_t B = p.B, H = p.H, Lq = q.dim(2), Lk = k.dim(2);
+    const int64_t n_qblocks = (p.Lq_pad + kQueryBlock - 1) / kQueryBlock;
+    float* od = static_cast<float*>(out.raw_data());
+    parallel_for(B * H * n_qblocks, [&](int64_t w0, int64_t w1) {
+        Tiles tiles;
+        RowState st(D);
+        std::vector<float> scores(size_t(kQueryBlock * kKeyBlock));
+        std::vector<uint16_t> P(size_t(kQueryBlock * kKeyBlock));
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t bh = w / n_qblocks, b = bh / H, h = bh % H;
+            const int64_t i0 = (w % n_qblocks) * kQueryBlock, rows = std::min(kQueryBlock, p.Lq_pad - i0);
+            const int64_t valid = kv_len.empty() ? Lk : std::clamp<int64_t>(kv_len[size_t(b)], 0, Lk);
+            const uint16_t* qd = p.q.get() + (bh * p.Lq_pad + i0) * D;
+            const uint32_t* kt = p.kt.get() + bh * (D / 2) * p.Lk_pad;
+            const uint32_t* vp = p.vp.get() + bh * (p.Lk_pad / 2) * D;
+            st.reset();
+            for (int64_t j0 = 0; j0 < valid; j0 += kKeyBlock) {
+                const int64_t n = std::min(kKeyBlock, valid - j0), chunks = (n + kChunk - 1) / kChunk;
+                scores_tiles(qd, rows, D, kt + (j0 / 16) * (D / 32) * kTileDwords, chunks, scores.data());
+                softmax_rows(scores.data(), P.data(), rows, n, chunks * kChunk, scale, st, D);
+                pv_tiles(P.data(), rows, vp + (j0 / 32) * (D / 16) * kTileDwords, D, chunks, st.acc.data());
+            }
+            for (int64_t r = 0; r < rows && i0 + r < Lq; ++r) {
+                float* o = od + b * out.stride(0) + h * out.stride(1) + (i0 + r) * out.stride(2);
+                const float inv = st.sum[size_t(r)] > 0.0f ? 1.0f / st.sum[size_t(r)] : 0.0f;
+                const float* a = st.acc.data() + r * D;
+                for (int64_t d = 0; d < D; ++d) o[d] = a[d] * inv;
+            }
+        }
+    });
+    return true;
+}
+
+#else  // not built for AMX
+
+bool amx_attention_available() {
+    return false;
+}
+
+bool attention_bf16_amx(const Tensor&, const Tensor&, const Tensor&, Tensor&, const std::vector<int64_t>&, float,
+                        const QkNormRope*) {
+    return false;
+}
+
+#endif
+
+}  // namespace sr
