@@ -43,14 +43,8 @@ void CpuBackend::exec(const LayerNormOp& op) {
             for (int64_t r = r0; r < r1; ++r) {
                 const float* xr = xd + r * D;
                 float* yr = yd + r * D;
-                double sum = 0;
-                for (int64_t i = 0; i < D; ++i) sum += xr[i];
-                const double mean = sum / double(D);
-                double var = 0;
-                for (int64_t i = 0; i < D; ++i) {
-                    const double c = xr[i] - mean;
-                    var += c * c;
-                }
+                const double mean = sum_of(xr, D, [](double v) { return v; }) / double(D);
+                const double var = sum_of(xr, D, [mean](double v) { return (v - mean) * (v - mean); });
                 const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
                 const float m = float(mean);
                 for (int64_t i = 0; i < D; ++i) {
