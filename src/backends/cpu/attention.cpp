@@ -95,16 +95,21 @@ Tensor contiguous_copy(CpuBackend& be, const Tensor& x, DType dtype) {
 
 }  // namespace
 
+bool CpuBackend::amx_attention(const AttentionOp& op) {
+    // Dense and causal masks take the general path.
+    if (gemm_precision_ != GemmPrecision::BF16 || !amx_attention_ || op.mask.dense.defined() || op.mask.causal)
+        return false;
+    const AttentionShape shape = check_attention(op.q, op.k, op.v, op.out, op.mask);
+    if (op.qk) check_qk_norm_rope(*op.qk, shape);
+    return attention_bf16_amx(op.q, op.k, op.v, op.out, op.mask.kv_len, op.scale, op.qk);
+}
+
 void CpuBackend::exec(const AttentionOp& op) {
     const auto& [q, k, v, out, mask, scale, qk] = op;
+    if (amx_attention(op)) return;
     const AttentionShape shape = check_attention(q, k, v, out, mask);
-    if (qk) check_qk_norm_rope(*qk, shape);
-    // AMX tiles where the processor has them (the QK prologue fused into their operand packing); dense and
-    // causal masks take the general path below.
-    if (gemm_precision_ == GemmPrecision::BF16 && amx_attention_ && !mask.dense.defined() && !mask.causal &&
-        attention_bf16_amx(q, k, v, out, mask.kv_len, scale, qk))
-        return;
     if (qk) {
+        check_qk_norm_rope(*qk, shape);
         const Tensor qn = qk_normed(*this, q, qk->q_weight, *qk), kn = qk_normed(*this, k, qk->k_weight, *qk);
         exec(AttentionOp{qn, kn, v, out, mask, scale});
         return;

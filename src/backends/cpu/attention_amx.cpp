@@ -96,15 +96,22 @@ uint32_t pair(uint16_t even, uint16_t odd) {
     return uint32_t(even) | uint32_t(odd) << 16;
 }
 
-// One [B, H, L, D] f32 view with a unit innermost stride.
+// One [B, H, L, D] f32 or bf16 view with a unit innermost stride.
 struct View {
-    const float* data;
-    int64_t sb, sh, sl;
-    const float* row(int64_t b, int64_t h, int64_t l) const { return data + b * sb + h * sh + l * sl; }
+    const char* data;
+    int64_t sb, sh, sl;  // element strides
+    size_t esize;
+    DType dtype;
+    const void* row(int64_t b, int64_t h, int64_t l) const { return data + size_t(b * sb + h * sh + l * sl) * esize; }
 };
 
 View view_of(const Tensor& t) {
-    return {static_cast<const float*>(t.raw_data()), t.stride(0), t.stride(1), t.stride(2)};
+    return {static_cast<const char*>(t.raw_data()),
+            t.stride(0),
+            t.stride(1),
+            t.stride(2),
+            dtype_size(t.dtype()),
+            t.dtype()};
 }
 
 struct Packed {
@@ -126,16 +133,22 @@ public:
             dst.copy_from(weight[s]->view({D}));
         }
     }
-    // Row `l` (its token index) of x into dst; `scratch` holds D floats.
-    void operator()(const float* x, int64_t l, uint16_t* dst, float* scratch) const {
-        if (qk_) {
-            const bool rotated = l < qk_->n_rope;
-            rms_norm_row(x, weight_[rotated ? 0 : 1].data(), D_, qk_->eps, scratch);
-            if (rotated)
-                rope_interleaved_row(scratch, qk_->cos->data<float>() + l * D_, qk_->sin->data<float>() + l * D_, D_);
-            x = scratch;
+    // Row `l` (its token index) of x (f32 or bf16) into dst; `scratch` holds D floats.
+    void operator()(const void* x, DType dtype, int64_t l, uint16_t* dst, float* scratch) const {
+        if (!qk_) {
+            convert_elements(x, dtype, dst, DType::BF16, size_t(D_));  // a copy when x is bf16
+            return;
         }
-        convert_elements(x, DType::F32, dst, DType::BF16, size_t(D_));
+        const float* xf = static_cast<const float*>(x);
+        if (dtype != DType::F32) {
+            convert_elements(x, dtype, scratch, DType::F32, size_t(D_));
+            xf = scratch;
+        }
+        const bool rotated = l < qk_->n_rope;
+        rms_norm_row(xf, weight_[rotated ? 0 : 1].data(), D_, qk_->eps, scratch);
+        if (rotated)
+            rope_interleaved_row(scratch, qk_->cos->data<float>() + l * D_, qk_->sin->data<float>() + l * D_, D_);
+        convert_elements(scratch, DType::F32, dst, DType::BF16, size_t(D_));
     }
 
 private:
@@ -163,13 +176,13 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
             uint16_t* qd = p.q.get() + w * p.Lq_pad * D;
             for (int64_t i = 0; i < p.Lq_pad; ++i)
                 if (i < Lq)
-                    q_row(qv.row(b, h, i), i, qd + i * D, scratch.data());
+                    q_row(qv.row(b, h, i), qv.dtype, i, qd + i * D, scratch.data());
                 else
                     std::fill(qd + i * D, qd + (i + 1) * D, uint16_t(0));
             uint32_t* kd = p.kt.get() + w * (D / 2) * p.Lk_pad;
             for (int64_t j = 0; j < p.Lk_pad; ++j) {
                 if (j < valid)
-                    k_row(kv.row(b, h, j), j, row0.data(), scratch.data());
+                    k_row(kv.row(b, h, j), kv.dtype, j, row0.data(), scratch.data());
                 else
                     std::fill(row0.begin(), row0.end(), uint16_t(0));
                 // key j is column j % 16 of the tiles of key group j / 16
@@ -182,7 +195,7 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
                 for (int64_t t = 0; t < 2; ++t) {
                     std::vector<uint16_t>& row = t == 0 ? row0 : row1;
                     if (j + t < valid)
-                        convert_elements(vv.row(b, h, j + t), DType::F32, row.data(), DType::BF16, size_t(D));
+                        convert_elements(vv.row(b, h, j + t), vv.dtype, row.data(), DType::BF16, size_t(D));
                     else
                         std::fill(row.begin(), row.end(), uint16_t(0));
                 }
@@ -334,13 +347,12 @@ bool amx_attention_available() {
 bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                         const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk) {
     const int64_t D = q.dim(3);
-    if (D % 32 != 0 || q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 ||
-        out.dtype() != DType::F32 || !amx_attention_available())
-        return false;
+    if (D % 32 != 0 || !amx_attention_available()) return false;
     const Packed p = pack(q, k, v, kv_len, qk);
     const int64_t B = p.B, H = p.H, Lq = q.dim(2), Lk = k.dim(2);
     const int64_t n_qblocks = (p.Lq_pad + kQueryBlock - 1) / kQueryBlock;
-    float* od = static_cast<float*>(out.raw_data());
+    char* od = static_cast<char*>(out.raw_data());
+    const size_t out_esize = dtype_size(out.dtype());
     parallel_for(B * H * n_qblocks, [&](int64_t w0, int64_t w1) {
         Tiles tiles;
         RowState st(D);
@@ -361,10 +373,10 @@ bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
                 pv_tiles(P.data(), rows, vp + (j0 / 32) * (D / 16) * kTileDwords, D, chunks, st.acc.data());
             }
             for (int64_t r = 0; r < rows && i0 + r < Lq; ++r) {
-                float* o = od + b * out.stride(0) + h * out.stride(1) + (i0 + r) * out.stride(2);
-                const float inv = st.sum[size_t(r)] > 0.0f ? 1.0f / st.sum[size_t(r)] : 0.0f;
-                const float* a = st.acc.data() + r * D;
-                for (int64_t d = 0; d < D; ++d) o[d] = a[d] * inv;
+                float* a = st.acc.data() + r * D;
+                vec::scale(a, D, st.sum[size_t(r)] > 0.0f ? 1.0f / st.sum[size_t(r)] : 0.0f);
+                char* o = od + size_t(b * out.stride(0) + h * out.stride(1) + (i0 + r) * out.stride(2)) * out_esize;
+                convert_elements(a, DType::F32, o, out.dtype(), size_t(D));  // rounded once when bf16
             }
         }
     });

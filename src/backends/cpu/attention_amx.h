@@ -21,10 +21,11 @@ namespace sr {
 bool amx_attention_available();
 
 // out[B,H,Lq,D] = softmax(q k^T * scale) v over keys [0, kv_len[b]) (all keys when kv_len is empty), with
-// q, k, v, out f32 views as AttentionOp takes them; `qk` (optional, checked by the caller): q and k
-// RMS-normalized and rotated first, as AttentionOp's prologue, while they are rounded. Returns false, touching nothing,
-// when AMX is not available or the head size is not a multiple of 32 (one tile row of bf16); the caller then runs the
-// general path. A row with no valid key yields zeros.
+// q, k, v, out f32 or bf16 views as AttentionOp takes them (bf16 operands are taken as they are, a bf16 out
+// is rounded once from the f32 result); `qk` (optional, checked by the caller): q and k RMS-normalized and
+// rotated first (in f32, widened from bf16), as AttentionOp's prologue, while they are rounded. Returns false, touching
+// nothing, when AMX is not available or the head size is not a multiple of 32 (one tile row of bf16); the caller then
+// runs the general path. A row with no valid key yields zeros.
 bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                         const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk = nullptr);
 

@@ -44,6 +44,9 @@ private:
     // An op with bf16 activations (ops.h, kTakesBf16Activations) run on f32 copies of them, its outputs
     // rounded back (bf16_activations.cpp); false when the op has none.
     bool run_bf16(const OpCall& op);
+    // The attention on AMX tiles (attention_amx.h) when it applies: BF16 precision, no dense or causal mask,
+    // amx_attention_ on, and the processor and build have AMX. False: nothing ran.
+    bool amx_attention(const AttentionOp& op);
 
     Allocator* activations_ = nullptr;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
