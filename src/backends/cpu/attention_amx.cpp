@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <array>
 #include <limits>
-#include <memory>
 
 #include "backends/cpu/row_kernels.h"
 #include "backends/cpu/vec_math.h"
@@ -87,11 +86,6 @@ public:
     Tiles& operator=(const Tiles&) = delete;
 };
 
-template <class T>
-std::unique_ptr<T[]> uninitialized(int64_t n) {
-    return std::unique_ptr<T[]>(new T[size_t(n)]);
-}
-
 uint32_t pair(uint16_t even, uint16_t odd) {
     return uint32_t(even) | uint32_t(odd) << 16;
 }
@@ -116,8 +110,10 @@ View view_of(const Tensor& t) {
 
 struct Packed {
     int64_t B, H, Lq_pad, Lk_pad, D;
-    std::unique_ptr<uint16_t[]> q;
-    std::unique_ptr<uint32_t[]> kt, vp;
+    Tensor q, kt, vp;  // host scratch (the host allocator counts it): bf16 rows, and k and v as pairs (I32)
+    uint16_t* q_data() { return static_cast<uint16_t*>(q.raw_data()); }
+    uint32_t* kt_data() { return static_cast<uint32_t*>(kt.raw_data()); }
+    uint32_t* vp_data() { return static_cast<uint32_t*>(vp.raw_data()); }
 };
 
 // A q or k row as the attention multiplies it: normalized and rotated first when the op has a QK prologue
@@ -160,10 +156,10 @@ private:
 Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& kv_len,
             const QkNormRope* qk) {
     const int64_t B = q.dim(0), H = q.dim(1), Lq = q.dim(2), Lk = k.dim(2), D = q.dim(3);
-    Packed p{B, H, round_up(Lq, kRows), round_up(Lk, kChunk), D, nullptr, nullptr, nullptr};
-    p.q = uninitialized<uint16_t>(B * H * p.Lq_pad * D);
-    p.kt = uninitialized<uint32_t>(B * H * (D / 2) * p.Lk_pad);
-    p.vp = uninitialized<uint32_t>(B * H * (p.Lk_pad / 2) * D);
+    Packed p{B, H, round_up(Lq, kRows), round_up(Lk, kChunk), D, {}, {}, {}};
+    p.q = Tensor::empty({B * H * p.Lq_pad * D}, DType::BF16, host_allocator(), "AMX attention q");
+    p.kt = Tensor::empty({B * H * (D / 2) * p.Lk_pad}, DType::I32, host_allocator(), "AMX attention k tiles");
+    p.vp = Tensor::empty({B * H * (p.Lk_pad / 2) * D}, DType::I32, host_allocator(), "AMX attention v tiles");
     const View qv = view_of(q), kv = view_of(k), vv = view_of(v);
     const RowRounder q_row(qk, qk ? qk->q_weight : std::array<const Tensor*, 2>{}, D),
         k_row(qk, qk ? qk->k_weight : std::array<const Tensor*, 2>{}, D);
@@ -173,13 +169,13 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
         std::vector<float> scratch(static_cast<size_t>(D));
         for (int64_t w = w0; w < w1; ++w) {
             const int64_t b = w / H, h = w % H, valid = valid_keys(b);
-            uint16_t* qd = p.q.get() + w * p.Lq_pad * D;
+            uint16_t* qd = p.q_data() + w * p.Lq_pad * D;
             for (int64_t i = 0; i < p.Lq_pad; ++i)
                 if (i < Lq)
                     q_row(qv.row(b, h, i), qv.dtype, i, qd + i * D, scratch.data());
                 else
                     std::fill(qd + i * D, qd + (i + 1) * D, uint16_t(0));
-            uint32_t* kd = p.kt.get() + w * (D / 2) * p.Lk_pad;
+            uint32_t* kd = p.kt_data() + w * (D / 2) * p.Lk_pad;
             for (int64_t j = 0; j < p.Lk_pad; ++j) {
                 if (j < valid)
                     k_row(kv.row(b, h, j), kv.dtype, j, row0.data(), scratch.data());
@@ -190,7 +186,7 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
                 for (int64_t r = 0; r < D / 2; ++r)
                     group[(r / 16) * kTileDwords + (r % 16) * 16] = pair(row0[size_t(2 * r)], row0[size_t(2 * r + 1)]);
             }
-            uint32_t* vd = p.vp.get() + w * (p.Lk_pad / 2) * D;
+            uint32_t* vd = p.vp_data() + w * (p.Lk_pad / 2) * D;
             for (int64_t j = 0; j < p.Lk_pad; j += 2) {
                 for (int64_t t = 0; t < 2; ++t) {
                     std::vector<uint16_t>& row = t == 0 ? row0 : row1;
@@ -348,7 +344,7 @@ bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
                         const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk) {
     const int64_t D = q.dim(3);
     if (D % 32 != 0 || !amx_attention_available()) return false;
-    const Packed p = pack(q, k, v, kv_len, qk);
+    Packed p = pack(q, k, v, kv_len, qk);
     const int64_t B = p.B, H = p.H, Lq = q.dim(2), Lk = k.dim(2);
     const int64_t n_qblocks = (p.Lq_pad + kQueryBlock - 1) / kQueryBlock;
     char* od = static_cast<char*>(out.raw_data());
@@ -362,9 +358,9 @@ bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
             const int64_t bh = w / n_qblocks, b = bh / H, h = bh % H;
             const int64_t i0 = (w % n_qblocks) * kQueryBlock, rows = std::min(kQueryBlock, p.Lq_pad - i0);
             const int64_t valid = kv_len.empty() ? Lk : std::clamp<int64_t>(kv_len[size_t(b)], 0, Lk);
-            const uint16_t* qd = p.q.get() + (bh * p.Lq_pad + i0) * D;
-            const uint32_t* kt = p.kt.get() + bh * (D / 2) * p.Lk_pad;
-            const uint32_t* vp = p.vp.get() + bh * (p.Lk_pad / 2) * D;
+            const uint16_t* qd = p.q_data() + (bh * p.Lq_pad + i0) * D;
+            const uint32_t* kt = p.kt_data() + bh * (D / 2) * p.Lk_pad;
+            const uint32_t* vp = p.vp_data() + bh * (p.Lk_pad / 2) * D;
             st.reset();
             for (int64_t j0 = 0; j0 < valid; j0 += kKeyBlock) {
                 const int64_t n = std::min(kKeyBlock, valid - j0), chunks = (n + kChunk - 1) / kChunk;
