@@ -1,5 +1,6 @@
 // bf16 activations on the CPU (ops.h, kTakesBf16Activations): the op runs on f32 copies of its bf16
-// activation arguments, and each bf16 output is rounded from the f32 result once, when it is stored back.
+// activation arguments, and each bf16 output is rounded from the f32 result once, when it is stored back
+// (a linear layer with bf16 weights under GemmPrecision::BF16 does that inside oneDNN, without the copies).
 // That is where an accelerator's kernels round too (they read bf16, compute in f32, store bf16), so the CPU
 // and the simulated device give the numbers of a bf16 run; being the reference, not the fast path, the
 // copies (host memory, outside the activation budget, as the CPU backend's other scratch) cost what they
@@ -48,6 +49,9 @@ bool CpuBackend::run_bf16(const OpCall& call) {
         [&](const auto& op) -> bool {
             using Op = std::decay_t<decltype(op)>;
             if constexpr (std::is_same_v<Op, LinearOp>) {
+                // bf16 weights multiplied in bf16: oneDNN reads the bf16 x and stores the bf16 y itself, from
+                // the f32 sum plus bias rounded once, the same numbers as the f32 copies below (exec, gemm.cpp).
+                if (op.weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) return false;
                 AsF32 x(op.x, true), y(op.y, false);
                 if (!any_widened({&x, &y})) return false;
                 exec(LinearOp{x.get(), op.weight, op.bias, y.get()});
