@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -42,14 +43,11 @@ void CpuBackend::exec(const LayerNormOp& op) {
             for (int64_t r = r0; r < r1; ++r) {
                 const float* xr = xd + r * D;
                 float* yr = yd + r * D;
-                double sum = 0;
-                for (int64_t i = 0; i < D; ++i) sum += xr[i];
-                const double mean = sum / double(D);
-                double var = 0;
-                for (int64_t i = 0; i < D; ++i) {
-                    const double c = xr[i] - mean;
-                    var += c * c;
-                }
+                const double mean = vec::sum_f64(xr, D, [](auto v) { return v; }) / double(D);
+                const double var = vec::sum_f64(xr, D, [mean](auto v) {
+                    const auto c = v - mean;
+                    return c * c;
+                });
                 const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
                 const float m = float(mean);
                 for (int64_t i = 0; i < D; ++i) {
@@ -76,8 +74,7 @@ void CpuBackend::exec(const RmsNormOp& op) {
             for (int64_t r = r0; r < r1; ++r) {
                 const float* xr = xd + r * D;
                 float* yr = yd + r * D;
-                double ss = 0;
-                for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
+                const double ss = vec::sum_f64(xr, D, [](auto v) { return v * v; });
                 const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
                 for (int64_t i = 0; i < D; ++i) yr[i] = w.empty() ? xr[i] * inv : (xr[i] * inv) * w[size_t(i)];
             }
