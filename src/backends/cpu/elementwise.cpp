@@ -1,7 +1,10 @@
 // Element-wise and row-broadcast ops: activations, adaLN modulate / gate, residual add, RoPE.
 #include <algorithm>
+#include <optional>
+#include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/f32_rows.h"
 #include "backends/cpu/rope_rows.h"
 #include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
@@ -56,11 +59,31 @@ struct RowBroadcast {
     }
 };
 
-const float* vec_row(const Tensor& v, int64_t b, int64_t B, int64_t D) {
-    SR_ASSERT(v.dtype() == DType::F32 && v.rank() == 2 && v.dim(0) == B && v.dim(1) == D && v.stride(1) == 1,
-              "per-batch vector {} for [{},{}]", v.describe(), B, D);
-    return static_cast<const float*>(v.raw_data()) + b * v.stride(0);
-}
+// A per-batch [B, D] vector of modulate / gated_residual as f32 rows: the tensor's own (f32, unit-stride
+// rows) or, for bf16 activations, widened once per call (B x D floats).
+class BatchVectors {
+public:
+    BatchVectors(const Tensor& v, int64_t B, int64_t D) {
+        SR_ASSERT(
+            (v.dtype() == DType::F32 || v.dtype() == DType::BF16) && v.rank() == 2 && v.dim(0) == B && v.dim(1) == D,
+            "per-batch vector {} for [{},{}]", v.describe(), B, D);
+        if (v.dtype() == DType::F32 && v.stride(1) == 1) {
+            data_ = static_cast<const float*>(v.raw_data());
+            stride_ = v.stride(0);
+            return;
+        }
+        widened_.resize(size_t(B * D));
+        Tensor::wrap(widened_.data(), {B, D}, DType::F32, Device::cpu(), nullptr).copy_from(v);
+        data_ = widened_.data();
+        stride_ = D;
+    }
+    const float* row(int64_t b) const { return data_ + b * stride_; }
+
+private:
+    std::vector<float> widened_;
+    const float* data_ = nullptr;
+    int64_t stride_ = 0;
+};
 
 }  // namespace
 
@@ -99,20 +122,23 @@ void CpuBackend::exec(const AddOp& op) {
 
 void CpuBackend::exec(const ModulateOp& op) {
     const auto& [x, shift, scale, y] = op;
-    check_same(x, y, "modulate");
+    SR_ASSERT(x.shape() == y.shape(), "modulate on {} -> {}", x.describe(), y.describe());
     const auto s = RowBroadcast::of(x);
-    const float* xd = x.data<float>();
-    float* yd = y.data<float>();
+    const F32Rows xs(x, s.D, "modulate x");  // f32 or bf16 activations (f32_rows.h)
+    F32Rows ys(y, s.D, "modulate y");
+    const BatchVectors sh(shift, s.B, s.D), sc(scale, s.B, s.D);
     parallel_for(
         s.B * s.L,
         [&](int64_t r0, int64_t r1) {
+            std::vector<float> xbuf(xs.is_f32() ? 0 : size_t(s.D)), ybuf(ys.is_f32() ? 0 : size_t(s.D));
             for (int64_t r = r0; r < r1; ++r) {
                 const int64_t b = r / s.L;
-                const float* sh = vec_row(shift, b, s.B, s.D);
-                const float* sc = vec_row(scale, b, s.B, s.D);
-                const float* xr = xd + r * s.D;
-                float* yr = yd + r * s.D;
-                for (int64_t i = 0; i < s.D; ++i) yr[i] = xr[i] * (1.0f + sc[i]) + sh[i];
+                const float* shr = sh.row(b);
+                const float* scr = sc.row(b);
+                const float* xr = xs.read(r, xbuf.data());
+                float* yr = ys.out(r, ybuf.data());
+                for (int64_t i = 0; i < s.D; ++i) yr[i] = xr[i] * (1.0f + scr[i]) + shr[i];
+                ys.store(r, yr);
             }
         },
         std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
@@ -120,22 +146,28 @@ void CpuBackend::exec(const ModulateOp& op) {
 
 void CpuBackend::exec(const GatedResidualOp& op) {
     const auto& [x, y, gate] = op;
-    check_same(x, y, "gated_residual");
+    SR_ASSERT(x.shape() == y.shape(), "gated_residual on {} and {}", x.describe(), y.describe());
     const auto s = RowBroadcast::of(x);
-    float* xd = x.data<float>();
-    const float* yd = y.data<float>();
+    F32Rows xs(x, s.D, "gated_residual x");  // f32 or bf16 activations (f32_rows.h)
+    const F32Rows ys(y, s.D, "gated_residual y");
+    const std::optional<BatchVectors> g =
+        gate.defined() ? std::optional<BatchVectors>(BatchVectors(gate, s.B, s.D)) : std::nullopt;
     parallel_for(
         s.B * s.L,
         [&](int64_t r0, int64_t r1) {
+            std::vector<float> xbuf(xs.is_f32() ? 0 : size_t(s.D)), ybuf(ys.is_f32() ? 0 : size_t(s.D));
             for (int64_t r = r0; r < r1; ++r) {
-                float* xr = xd + r * s.D;
-                const float* yr = yd + r * s.D;
-                if (!gate.defined()) {
+                // x is read and written: out() is its own row (f32) or xbuf, which read() fills first.
+                float* xr = xs.out(r, xbuf.data());
+                xs.read(r, xr);
+                const float* yr = ys.read(r, ybuf.data());
+                if (!g) {
                     for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i];
-                    continue;
+                } else {
+                    const float* gr = g->row(r / s.L);
+                    for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i] * gr[i];
                 }
-                const float* g = vec_row(gate, r / s.L, s.B, s.D);
-                for (int64_t i = 0; i < s.D; ++i) xr[i] += yr[i] * g[i];
+                xs.store(r, xr);
             }
         },
         std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.D)));
