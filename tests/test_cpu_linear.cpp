@@ -10,6 +10,7 @@
 //    row with another kernel, which gemm_linear avoids.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "backends/cpu/cpu_backend.h"
@@ -77,3 +78,33 @@ TEST_F(CpuLinear, RowsDoNotDependOnTheRowCount) {
 }
 
 }  // namespace
+
+// Weights not multiplied as stored (bf16 at F32 precision) are widened a block of rows at a time, each
+// block's GEMM adding its own slice of the bias as it stores its columns. 1,100 rows of K = 4,096 make two
+// blocks (16 MiB of f32 scratch holds 1,024 rows), so the second block's columns test the slice offset.
+// Against a double-precision sum: an f32 GEMM of K terms errs by at most K u sum|x w| (u = 2^-24), while a
+// bias from the wrong column or none would be off by about |bias| (standard normal), so the bound below
+// cannot hide a wrong slice.
+TEST_F(CpuLinear, WeightBlocksAddTheirOwnBiasSlice) {
+    cpu_backend().set_gemm_precision(GemmPrecision::F32);
+    std::mt19937_64 rng(7);
+    const int64_t M = 3, K = 4096, N = 1100;
+    const Tensor w = randn({N, K}, rng, 0.02, DType::BF16), b = randn({N}, rng, 1.0, DType::BF16);
+    const Tensor x = randn({M, K}, rng, 1.0, DType::F32);
+    Tensor y = Tensor::empty({M, N}, DType::F32);
+    cpu_backend().linear(x, w, &b, y);
+    const Tensor wf = w.to(DType::F32), bf = b.to(DType::F32);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t n = 0; n < N; ++n) {
+            double want = bf.data<float>()[n], mag = std::fabs(want);
+            for (int64_t k = 0; k < K; ++k) {
+                const double t = double(x.data<float>()[i * K + k]) * wf.data<float>()[n * K + k];
+                want += t;
+                mag += std::fabs(t);
+            }
+            const double err = std::fabs(double(y.data<float>()[i * N + n]) - want);
+            if (!(err <= double(K) * 0x1p-24 * mag)) ++bad;
+        }
+    EXPECT_EQ(bad, 0) << "of " << M * N << " outputs";
+}
