@@ -1,13 +1,18 @@
 // Transformer forward benchmark on named configurations with made-up weights.
 //
 //   build/bench/bench_transformer [--config medium|real_block|all] [--weights f32|bf16|all]
-//                                 [--gemm f32|bf16|all] [--reps 5] [--threads N]
+//                                 [--gemm f32|bf16|all] [--activations f32|bf16] [--reps 5] [--threads N]
+//                                 [--ops]
 //
 // Per run: warm-up, repetitions, median / min / max seconds, achieved GFLOP/s against the analytic FLOP
 // count of estimate_forward_cost (2*M*N*K per linear layer, 4*Lq*Lk*head_dim per attention head), a
 // per-op profile of one extra repetition (linear and attention GFLOP/s), the oneDNN GEMM rate measured in
-// the same process (1024^3, and the model's own [tokens x width x width] shape) and peak memory. Human
-// lines go to stderr; one JSON object per run goes to stdout.
+// the same process (1024^3, and the model's own [tokens x width x width] shape) and peak memory.
+// --activations bf16 carries the residual streams and big temporaries in bf16 (TransformerInputs::
+// activations, what --precision bf16 runs and the reference's bf16 run do); default f32. --ops adds
+// every op of that profile (seconds, calls, GFLOP/s, and GB/s of its tensor arguments, each counted once),
+// slowest first, to say which of the "other" ops to work on. Human lines go to stderr; one JSON object per
+// run goes to stdout.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -95,17 +100,36 @@ double gemm_rate(int64_t M, int64_t N, int64_t K, DType dtype) {
     return 2.0 * double(M) * double(N) * double(K) / best / 1e9;
 }
 
+// Every op of a profiled forward, slowest first.
+Json op_profile(const ProfilingBackend& prof) {
+    std::vector<std::pair<std::string, OpStats>> ops(prof.stats().begin(), prof.stats().end());
+    std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    Json out = Json::array();
+    for (const auto& [name, s] : ops)
+        out.push_back({{"op", name},
+                       {"s", s.seconds},
+                       {"calls", s.calls},
+                       {"gflops", s.flops / s.seconds / 1e9},
+                       {"gbps", s.bytes / s.seconds / 1e9}});
+    return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"skyreels transformer forward benchmark"};
-    std::string config_name = "all", weights = "all", gemm_mode = "all";
+    std::string config_name = "all", weights = "all", gemm_mode = "all", activations = "f32";
     int reps = 5, threads = 0;
+    bool per_op = false;
     app.add_option("--config", config_name, "medium, real_block or all")->capture_default_str();
     app.add_option("--weights", weights, "Weight storage: f32, bf16 or all")->capture_default_str();
     app.add_option("--gemm", gemm_mode, "GEMM precision for bf16 weights: f32, bf16 or all")->capture_default_str();
+    app.add_option("--activations", activations, "Activation dtype of the forward: f32 or bf16")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
     app.add_option("--reps", reps, "Timed repetitions (after one warm-up)")->capture_default_str();
     app.add_option("--threads", threads, "Threads (default: all cores)");
+    app.add_flag("--ops", per_op, "Also print every op's time, calls, GFLOP/s and GB/s (one profiled forward)");
     CLI11_PARSE(app, argc, argv);
     if (threads > 0) set_n_threads(threads);
     reps = std::max(reps, 1);
@@ -115,7 +139,8 @@ int main(int argc, char** argv) {
         if (config_name != "all" && config_name != nc.name) continue;
         const ForwardCost cost = estimate_forward_cost(nc.config, nc.shape);
         const int64_t S = cost.video_tokens + nc.shape.text_tokens, D = nc.config.inner_dim();
-        const TransformerInputs inputs = make_inputs(nc.config, nc.shape);
+        TransformerInputs inputs = make_inputs(nc.config, nc.shape);
+        inputs.activations = activations == "bf16" ? DType::BF16 : DType::F32;
         for (const std::string w : {"f32", "bf16"}) {
             if (weights != "all" && weights != w) continue;
             const DType wdt = w == "f32" ? DType::F32 : DType::BF16;
@@ -147,6 +172,7 @@ int main(int argc, char** argv) {
                           {"config", nc.name},
                           {"weights", w},
                           {"gemm", g},
+                          {"activations", activations},
                           {"threads", n_threads()},
                           {"reps", reps},
                           {"median_s", median},
@@ -166,17 +192,25 @@ int main(int argc, char** argv) {
                           {"activation_estimate_bytes", cost.activation_bytes},
                           {"peak_rss_bytes", double(read_host_memory().peak_rss)},
                           {"note", nc.note}};
+                if (per_op) j["ops"] = op_profile(prof);
                 std::printf("%s\n", j.dump().c_str());
                 std::fflush(stdout);
-                std::fprintf(stderr,
-                             "%-10s weights %-4s gemm %-4s  median %.3f s (min %.3f, max %.3f)  %.1f GFLOP/s | linear "
-                             "%.3f s %.0f GFLOP/s (%.0f%% of gemm 1024^3 %.0f) | attention %.3f s %.0f GFLOP/s | other "
-                             "%.3f s | peak act %.0f MiB\n",
-                             nc.name.c_str(), w.c_str(), g.c_str(), median, times.front(), times.back(),
-                             cost.total_flops() / median / 1e9, lin.seconds, linear_rate, 100 * linear_rate / gemm_1024,
-                             gemm_1024, att.seconds, att.flops / att.seconds / 1e9,
-                             prof.total_seconds() - lin.seconds - att.seconds,
-                             double(host_allocator().peak_bytes() - held) / 1048576.0);
+                std::fprintf(
+                    stderr,
+                    "%-10s weights %-4s gemm %-4s act %-4s  median %.3f s (min %.3f, max %.3f)  %.1f GFLOP/s | linear "
+                    "%.3f s %.0f GFLOP/s (%.0f%% of gemm 1024^3 %.0f) | attention %.3f s %.0f GFLOP/s | other "
+                    "%.3f s | peak act %.0f MiB\n",
+                    nc.name.c_str(), w.c_str(), g.c_str(), activations.c_str(), median, times.front(), times.back(),
+                    cost.total_flops() / median / 1e9, lin.seconds, linear_rate, 100 * linear_rate / gemm_1024,
+                    gemm_1024, att.seconds, att.flops / att.seconds / 1e9,
+                    prof.total_seconds() - lin.seconds - att.seconds,
+                    double(host_allocator().peak_bytes() - held) / 1048576.0);
+                if (per_op)
+                    for (const Json& o : j["ops"])
+                        std::fprintf(stderr, "  %-22s %8.4f s %5lld calls %8.1f GFLOP/s %7.2f GB/s\n",
+                                     o["op"].get<std::string>().c_str(), o["s"].get<double>(),
+                                     static_cast<long long>(o["calls"].get<int64_t>()), o["gflops"].get<double>(),
+                                     o["gbps"].get<double>());
             }
         }
     }

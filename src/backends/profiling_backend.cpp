@@ -17,6 +17,9 @@ void ProfilingBackend::run(const OpCall& op) {
     s.calls += 1;
     s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     s.flops += op_flops(op);
+    for_each_tensor_arg(op, [&](const OpTensorArg& a) {
+        if (a.tensor && a.tensor->defined()) s.bytes += double(a.tensor->nbytes());
+    });
 }
 
 }  // namespace sr

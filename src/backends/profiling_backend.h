@@ -18,6 +18,9 @@ struct OpStats {
     int64_t calls = 0;
     double seconds = 0;
     double flops = 0;  // 0 for ops whose cost is memory traffic
+    // The bytes of the calls' tensor arguments: each read or written once, a lower bound on the memory
+    // traffic, so bytes / seconds says how near a memory-bound op runs to the machine's bandwidth.
+    double bytes = 0;
 };
 
 class ProfilingBackend final : public Backend {

@@ -1,7 +1,9 @@
 #include "backends/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "backends/cpu/torch_math.h"
@@ -29,18 +31,6 @@ namespace {
 // at 55% of the 1024^3 GEMM rate with 1 MiB blocks, 69% with 4 MiB, 77% with 16 MiB, 76% with 64 MiB.
 constexpr int64_t kWidenScratchFloats = 4 << 20;
 
-void add_bias_rows(float* y, int64_t M, int64_t N, int64_t ldy, const float* bias) {
-    parallel_for(
-        M,
-        [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r) {
-                float* row = y + r * ldy;
-                for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
-            }
-        },
-        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N)));
-}
-
 void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* dst) {
     const size_t es = dtype_size(w.dtype());
     const char* src = static_cast<const char*>(w.raw_data()) + size_t(row0 * K) * es;
@@ -52,48 +42,76 @@ void widen_rows(const Tensor& w, int64_t row0, int64_t rows, int64_t K, float* d
         std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
 }
 
-// n floats (rows of `width`) rounded to bf16, in parallel over rows.
-std::vector<uint16_t> to_bf16(const float* src, int64_t n, int64_t width) {
-    std::vector<uint16_t> out(static_cast<size_t>(n));
-    const int64_t rows = n / std::max<int64_t>(width, 1);
+// `rows` rows of `width` floats rounded to bf16 into this thread's scratch buffer `slot` (0 or 1: a call
+// needs at most two at once), in parallel over rows. The buffers are kept and grow to the largest request,
+// never zero-filled: a fresh zeroed vector per call cost a page-faulting allocation and a pass over memory
+// more than the rounding itself, for every linear layer (host memory, outside the activation budget, as
+// the CPU backend's other scratch).
+const uint16_t* to_bf16(const float* src, int64_t rows, int64_t width, int slot) {
+    struct Buffer {
+        std::unique_ptr<uint16_t[]> data;
+        size_t size = 0;
+    };
+    thread_local std::array<Buffer, 2> buffers;
+    Buffer& buf = buffers.at(size_t(slot));
+    const size_t n = size_t(rows * width);
+    if (buf.size < n) {
+        buf.data.reset();  // the old buffer goes before the larger one comes
+        buf.data = std::make_unique_for_overwrite<uint16_t[]>(n);
+        buf.size = n;
+    }
+    uint16_t* out = buf.data.get();
     parallel_for(
         rows,
         [&](int64_t r0, int64_t r1) {
-            convert_elements(src + r0 * width, DType::F32, out.data() + r0 * width, DType::BF16,
-                             size_t((r1 - r0) * width));
+            convert_elements(src + r0 * width, DType::F32, out + r0 * width, DType::BF16, size_t((r1 - r0) * width));
         },
         std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)));
     return out;
 }
 
-// y[M, N] = x[M, K] W^T, W produced a block of rows at a time as f32 by rows_to_f32(n0, nb, dst), so that
-// no more than kWidenScratchFloats of it exist at once. BF16 precision rounds x and each block to bf16 and
-// multiplies in bf16 (f32 accumulation).
+// A linear layer's bias as oneDNN takes it, f32: the tensor's own data when it is contiguous f32, else a
+// copy widened once per call (N floats); nullptr without a bias.
+class BiasF32 {
+public:
+    BiasF32(const Tensor* bias, int64_t N) {
+        if (!bias) return;
+        if (bias->dtype() == DType::F32 && bias->is_contiguous()) {
+            data_ = bias->data<float>();
+            return;
+        }
+        widened_.resize(size_t(N));
+        Tensor::wrap(widened_.data(), {N}, DType::F32, Device::cpu(), nullptr).copy_from(bias->view({N}));
+        data_ = widened_.data();
+    }
+    const float* get() const { return data_; }
+
+private:
+    std::vector<float> widened_;
+    const float* data_ = nullptr;
+};
+
+// y[M, N] = x[M, K] W^T + bias, W produced a block of rows at a time as f32 by rows_to_f32(n0, nb, dst), so
+// that no more than kWidenScratchFloats of it exist at once. BF16 precision rounds x and each block to bf16
+// and multiplies in bf16 (f32 accumulation). Each block's GEMM adds its slice of the bias as it stores its
+// columns of y.
 template <class RowsToF32>
-void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, float* yd, GemmPrecision precision,
-                        RowsToF32&& rows_to_f32) {
+void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, const float* bias, float* yd,
+                        GemmPrecision precision, RowsToF32&& rows_to_f32) {
     const int64_t block = std::min(std::max<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16), N);
     std::vector<float> scratch(size_t(std::min(block, N) * K));
-    const std::vector<uint16_t> xb = precision == GemmPrecision::BF16 ? to_bf16(xd, M * K, K) : std::vector<uint16_t>();
+    const uint16_t* xb = precision == GemmPrecision::BF16 ? to_bf16(xd, M, K, 0) : nullptr;
     for (int64_t n0 = 0; n0 < N; n0 += block) {
         const int64_t nb = std::min(block, N - n0);
         rows_to_f32(n0, nb, scratch.data());
+        const float* bias_block = bias ? bias + n0 : nullptr;
         if (precision == GemmPrecision::BF16) {
-            const std::vector<uint16_t> wb = to_bf16(scratch.data(), nb * K, K);
-            gemm(M, nb, K, xb.data(), K, wb.data(), K, true, DType::BF16, yd + n0, N, false);
+            const uint16_t* wb = to_bf16(scratch.data(), nb, K, 1);
+            gemm_linear(M, nb, K, xb, K, wb, K, DType::BF16, bias_block, yd + n0, N, DType::F32);
         } else {
-            gemm(M, nb, K, xd, K, scratch.data(), K, true, DType::F32, yd + n0, N, false);
+            gemm_linear(M, nb, K, xd, K, scratch.data(), K, DType::F32, bias_block, yd + n0, N, DType::F32);
         }
     }
-}
-
-// y[M, N] += bias[N] (any float dtype).
-void add_bias(float* yd, int64_t M, int64_t N, const Tensor* bias) {
-    if (!bias) return;
-    std::vector<float> b(static_cast<size_t>(N));
-    Tensor bt = Tensor::wrap(b.data(), {N}, DType::F32, Device::cpu(), nullptr);
-    bt.copy_from(bias->view({N}));
-    add_bias_rows(yd, M, N, N, b.data());
 }
 
 }  // namespace
@@ -102,21 +120,26 @@ void CpuBackend::exec(const LinearOp& op) {
     const auto& [x, weight, bias, y] = op;
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
-    float* yd = y.data<float>();
-    const float* xd = x.data<float>();
+    const BiasF32 b(bias, N);
 
+    if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
+        // bf16 x and y (bf16 activations, bf16_activations.cpp) go to oneDNN as they are; f32 x is rounded.
+        const void* xb = x.dtype() == DType::BF16 ? x.raw_data() : to_bf16(x.data<float>(), M, K, 0);
+        gemm_linear(M, N, K, xb, K, weight.raw_data(), K, DType::BF16, b.get(), y.raw_data(), N, y.dtype());
+        return;
+    }
+    SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32, "linear on {} -> {} with {} weights", x.describe(),
+              y.describe(), dtype_name(weight.dtype()));
+    const float* xd = x.data<float>();
+    float* yd = y.data<float>();
     if (weight.dtype() == DType::F32) {
-        gemm(M, N, K, xd, K, weight.raw_data(), K, true, DType::F32, yd, N, false);
-    } else if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
-        const std::vector<uint16_t> xb = to_bf16(xd, M * K, K);
-        gemm(M, N, K, xb.data(), K, weight.raw_data(), K, true, DType::BF16, yd, N, false);
+        gemm_linear(M, N, K, xd, K, weight.raw_data(), K, DType::F32, b.get(), yd, N, DType::F32);
     } else {
         SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
         // Widen a block of weight rows (output columns) at a time and multiply it.
-        gemm_by_row_blocks(M, N, K, xd, yd, GemmPrecision::F32,
+        gemm_by_row_blocks(M, N, K, xd, b.get(), yd, GemmPrecision::F32,
                            [&](int64_t n0, int64_t nb, float* dst) { widen_rows(weight, n0, nb, K, dst); });
     }
-    add_bias(yd, M, N, bias);
 }
 
 void CpuBackend::exec(const QuantLinearOp& op) {
@@ -129,12 +152,12 @@ void CpuBackend::exec(const QuantLinearOp& op) {
                           scale ? scale->raw_data() : nullptr,
                           scale ? scale->dtype() : DType::F32,
                           scale ? scale->numel() : 0};
+    const BiasF32 bias(op.bias, s.N);
     gemm_by_row_blocks(
-        s.M, s.N, s.K, op.x.data<float>(), op.y.data<float>(), gemm_precision_,
+        s.M, s.N, s.K, op.x.data<float>(), bias.get(), op.y.data<float>(), gemm_precision_,
         [&](int64_t n0, int64_t nb, float* dst) {
             parallel_for(nb, [&](int64_t r0, int64_t r1) { dequantize_rows(w, n0 + r0, r1 - r0, dst + r0 * s.K); });
         });
-    add_bias(op.y.data<float>(), s.M, s.N, op.bias);
 }
 
 void CpuBackend::exec(const PatchEmbed3dOp& op) {

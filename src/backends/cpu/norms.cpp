@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/f32_rows.h"
 #include "backends/cpu/row_kernels.h"
+#include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
 namespace sr {
@@ -31,20 +33,24 @@ void check_rows(const Tensor& x, const Tensor& y) {
 
 void CpuBackend::exec(const LayerNormOp& op) {
     const auto& [x, weight, bias, eps, y] = op;
-    check_rows(x, y);
+    SR_ASSERT(x.shape() == y.shape(), "layer_norm on {} -> {}", x.describe(), y.describe());
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
     const auto w = widen(weight, D, "layer_norm weight");
     const auto b = widen(bias, D, "layer_norm bias");
-    const float* xd = x.data<float>();
-    float* yd = y.data<float>();
+    const F32Rows xs(x, D, "layer_norm x");  // f32 or bf16 activations (f32_rows.h)
+    F32Rows ys(y, D, "layer_norm y");
     parallel_for(
         rows,
         [&](int64_t r0, int64_t r1) {
+            std::vector<float> xbuf(xs.is_f32() ? 0 : size_t(D)), ybuf(ys.is_f32() ? 0 : size_t(D));
             for (int64_t r = r0; r < r1; ++r) {
-                const float* xr = xd + r * D;
-                float* yr = yd + r * D;
-                const double mean = sum_of(xr, D, [](double v) { return v; }) / double(D);
-                const double var = sum_of(xr, D, [mean](double v) { return (v - mean) * (v - mean); });
+                const float* xr = xs.read(r, xbuf.data());
+                float* yr = ys.out(r, ybuf.data());
+                const double mean = vec::sum_f64(xr, D, [](auto v) { return v; }) / double(D);
+                const double var = vec::sum_f64(xr, D, [mean](auto v) {
+                    const auto c = v - mean;
+                    return c * c;
+                });
                 const float inv = float(1.0 / std::sqrt(var / double(D) + eps));
                 const float m = float(mean);
                 for (int64_t i = 0; i < D; ++i) {
@@ -53,6 +59,7 @@ void CpuBackend::exec(const LayerNormOp& op) {
                     if (!b.empty()) v += b[size_t(i)];
                     yr[i] = v;
                 }
+                ys.store(r, yr);
             }
         },
         std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));

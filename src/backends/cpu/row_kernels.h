@@ -6,25 +6,14 @@
 #include <cmath>
 #include <cstdint>
 
-namespace sr {
+#include "backends/cpu/vec_math.h"
 
-// The sum of f(x[i]) in double over n floats, as 8 interleaved partial sums (element i into sum i % 8) added
-// pairwise at the end: a fixed order, as one running sum has, that the compiler vectorizes (a running sum is
-// a chain of dependent adds, 4 cycles each: 512 cycles for a 128-wide head row).
-template <class F>
-inline double sum_of(const float* x, int64_t n, F f) {
-    double acc[8] = {};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += f(double(x[i + j]));
-    for (int j = 0; i < n; ++i, ++j) acc[j] += f(double(x[i]));
-    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
+namespace sr {
 
 // y = x / sqrt(mean(x^2) + eps) * w (w null: no weight), the mean in double and the inverse rounded to f32
 // once. y may equal x.
 inline void rms_norm_row(const float* x, const float* w, int64_t D, float eps, float* y) {
-    const double ss = sum_of(x, D, [](double v) { return v * v; });
+    const double ss = vec::sum_f64(x, D, [](auto v) { return v * v; });
     const float inv = float(1.0 / std::sqrt(ss / double(D) + eps));
     for (int64_t i = 0; i < D; ++i) y[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
 }
