@@ -4,7 +4,7 @@
 For each configuration and precision: PyTorch's median (diffusers' own model), ours, the ratio (target
 <= 1/2), and how fast our linear layers ran against the oneDNN GEMM rate measured in the same process
 (target >= 70%). PyTorch "fp32" is compared with our f32 weights; PyTorch "bf16" (weights and activations
-in bf16) with our bf16 weights in whichever GEMM precision was faster here.
+in bf16) with our bf16 weights in whichever GEMM precision and activation dtype was faster here.
 Usage: compare.py skyreels.jsonl torch.jsonl
 """
 import json
@@ -37,7 +37,7 @@ if torch:
     if noisy:
         print(f"warning: other processes were busy during {len(noisy)} PyTorch run(s); timings are pessimistic")
 print(f"{'config':<11} {'dtype':<5} {'torch s':>8} {'ours s':>8} {'ratio':>6} {'<=0.5':>6}  "
-      f"{'our GEMM':<9} {'linear/gemm':>11} {'>=70%':>5}")
+      f"{'ours: weights/GEMM/activations':<30} {'linear/gemm':>11} {'>=70%':>5}")
 failed = False
 for config, dtype, tmed, o, ratio in rows:
     lin = o["linear_vs_gemm_1024"]
@@ -45,6 +45,7 @@ for config, dtype, tmed, o, ratio in rows:
     ok_lin = lin >= 0.70
     failed |= config == "medium" and not (ok_ratio and ok_lin)
     print(f"{config:<11} {dtype:<5} {tmed:8.3f} {o['median_s']:8.3f} {ratio:6.2f} {'yes' if ok_ratio else 'NO':>6}  "
-          f"w{o['weights']}/g{o['gemm']:<4} {100 * lin:10.0f}% {'yes' if ok_lin else 'NO':>5}")
+          f"{o['weights'] + '/' + o['gemm'] + '/' + o.get('activations', 'f32'):<30} {100 * lin:10.0f}% "
+          f"{'yes' if ok_lin else 'NO':>5}")
 print("targets apply to the medium configuration; real_block is reported for scale")
 sys.exit(1 if failed else 0)

@@ -29,6 +29,9 @@ configs=$config
 
 echo "compare: skyreels.cpp ($config, $reps reps, $threads threads)" >&2
 build/bench/bench_transformer --config "$config" --reps "$reps" --threads "$threads" > "$out/skyreels.jsonl"
+# bf16 weights, GEMMs and activations: what PyTorch's bf16 run does.
+build/bench/bench_transformer --config "$config" --reps "$reps" --threads "$threads" --weights bf16 --gemm bf16 \
+  --activations bf16 >> "$out/skyreels.jsonl"
 echo "compare: PyTorch + diffusers ($configs, $reps reps, $threads threads)" >&2
 "$venv/bin/python" bench/torch_diffusers_transformer.py --configs "$configs" --reps "$reps" \
   --threads "$threads" > "$out/torch.jsonl"
