@@ -118,7 +118,8 @@ FolderListing list_files_in_folder(const std::string& folder, const std::string&
             break;
         }
         const fs::directory_entry& e = *it;
-        const bool folder_entry = e.is_directory(ec);  // a link to a folder: not entered (no follow option)
+        std::error_code entry_ec;  // an entry whose type cannot be read is passed over (ec would end the walk)
+        const bool folder_entry = e.is_directory(entry_ec);  // a link to a folder: not entered (no follow option)
         if (e.path().filename().string().front() == '.') {
             if (folder_entry) it.disable_recursion_pending();
             continue;

@@ -451,7 +451,8 @@ class Loras(unittest.TestCase):
         with open(os.path.join(cls.dir, "styles", "Ink.SafeTensors"), "wb") as f:
             f.write(adapter(seed=2))
         os.symlink("style.safetensors", os.path.join(cls.dir, "alias.safetensors"))
-        os.symlink("missing-target.safetensors", os.path.join(cls.dir, "dangling.safetensors"))
+        for i in range(8):  # dangling links, wherever the walk meets them, are passed over and it goes on
+            os.symlink("missing-target.safetensors", os.path.join(cls.dir, "dangling%d.safetensors" % i))
         with open(os.path.join(cls.dir, "README.txt"), "w") as f:
             f.write("not an adapter")
         os.makedirs(os.path.join(cls.dir, ".cache"))
