@@ -11,24 +11,19 @@
 // than the released model's, so the error/skip trade-off here is only indicative. Human lines on stderr, one
 // JSON object per row on stdout.
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <vector>
 
-#include "backends/cpu/cpu_backend.h"
 #include "io/json.h"
 #include "pipeline/demo_model.h"
+#include "support/cached_run.h"
 #include "support/pipeline_fixture.h"
 
 using namespace sr;
 
 namespace {
-
-double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double relative_l2(const Tensor& a, const Tensor& b) {
     const Tensor x = a.contiguous(), y = b.contiguous();
@@ -40,40 +35,16 @@ double relative_l2(const Tensor& a, const Tensor& b) {
     return n > 0 ? std::sqrt(d / n) : 0.0;
 }
 
-struct Result {
-    Tensor latents, video;
-    double seconds = 0;
-    int passes = 0, skipped = 0;
-    double estimate = 0;
-};
-
-Result run(const SkyReelsPipeline& pipe, GenerationRequest req) {
-    Result r;
-    const GenerationParams& p = req.params;
-    r.video = Tensor::zeros({1, 3, p.num_frames, p.height, p.width}, DType::F32);
-    req.after_cached_loop = [&](const StepCache& c) {
-        r.passes = c.passes(), r.skipped = c.skipped(), r.estimate = c.accumulated_estimate();
-    };
-    const double t0 = now();
-    r.latents = pipe.generate(cpu_backend(), req, {}, [&](const Tensor& frames, int64_t first) {
-        Tensor dst = r.video.slice(2, first, first + frames.dim(2));
-        dst.copy_from(frames);
-    });
-    r.seconds = now() - t0;
-    if (!p.cache.enabled()) r.passes = p.num_inference_steps;
-    return r;
-}
-
 void table(const std::string& name, const SkyReelsPipeline& pipe, GenerationRequest req,
            const std::vector<StepCacheOptions>& caches) {
     req.params.cache = {};
-    const Result plain = run(pipe, req);
+    const test::CachedRun plain = test::run_cached(pipe, req);
     std::fprintf(stderr, "\n%s: %ldx%ldx%ld, %d steps, guidance %g\n", name.c_str(), long(req.params.width),
                  long(req.params.height), long(req.params.num_frames), req.params.num_inference_steps,
                  req.params.guidance_scale);
     std::fprintf(stderr, "  %-16s %9s %8s %8s %12s %12s\n", "cache", "skipped", "skip %", "seconds", "latents rL2",
                  "video rL2");
-    auto row = [&](const StepCacheOptions& c, const Result& r) {
+    auto row = [&](const StepCacheOptions& c, const test::CachedRun& r) {
         const double lat = relative_l2(r.latents, plain.latents), vid = relative_l2(r.video, plain.video);
         std::fprintf(stderr, "  %-16s %4d/%-4d %7.1f%% %8.3f %12.3g %12.3g\n", c.str().c_str(), r.skipped, r.passes,
                      100.0 * r.skipped / std::max(1, r.passes), r.seconds, lat, vid);
@@ -94,7 +65,7 @@ void table(const std::string& name, const SkyReelsPipeline& pipe, GenerationRequ
     row(StepCacheOptions{}, plain);
     for (const StepCacheOptions& c : caches) {
         req.params.cache = c;
-        row(c, run(pipe, req));
+        row(c, test::run_cached(pipe, req));
     }
 }
 
@@ -113,7 +84,6 @@ int main(int argc, char** argv) {
         std::vector<StepCacheOptions> caches;
         std::stringstream ss(list);
         for (std::string item; std::getline(ss, item, ',');) caches.push_back(parse_step_cache(item, "--cache"));
-        cpu_backend().set_gemm_precision(GemmPrecision::F32);
         for (const auto& dir : test::pipeline_fixtures()) {
             const test::Fixture f = test::Fixture::open(dir);
             GenerationRequest req = test::make_request(f, false);

@@ -161,15 +161,9 @@ std::vector<std::string> seeds() {
 
 std::vector<std::string> dictionary() {
     std::vector<std::string> d = sr::fuzz::edge_numbers();
-    for (const char* t : {"\"F32\"",
-                          "\"BF16\"",
-                          "\"F16\"",
-                          "\"F8_E4M3\"",
-                          "\"dtype\"",
-                          "\"shape\"",
-                          "\"data_offsets\"",
-                          "\"__metadata__\"",
-                          "\"lora_alpha\"",
+    for (std::string& t : sr::fuzz::safetensors_tokens()) d.push_back(std::move(t));
+    // A LoRA file's own words: alpha in the metadata, the formats' key suffixes and prefixes, layer names.
+    for (const char* t : {"\"lora_alpha\"",
                           "\"lora_adapter_metadata\"",
                           "\"{\\\"lora_alpha\\\": 8}\"",
                           ".lora_A.weight",
@@ -188,21 +182,9 @@ std::vector<std::string> dictionary() {
                           "final_layer",
                           "adaLN_modulation.1",
                           "transformer_blocks.0.attn.to_q",
-                          "[]",
                           "[1]",
-                          "[0,0]",
-                          "[-1]",
-                          "null",
                           "\"nan\"",
-                          "\"inf\"",
-                          ",",
-                          ":",
-                          "\"",
-                          "[",
-                          "]",
-                          "{",
-                          "}",
-                          " "})
+                          "\"inf\""})
         d.emplace_back(t);
     return d;
 }

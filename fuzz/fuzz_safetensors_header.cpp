@@ -104,36 +104,7 @@ std::vector<std::string> seeds() {
 
 std::vector<std::string> dictionary() {
     std::vector<std::string> d = sr::fuzz::edge_numbers();
-    for (const char* t : {"\"F32\"",
-                          "\"BF16\"",
-                          "\"F16\"",
-                          "\"F8_E4M3\"",
-                          "\"I32\"",
-                          "\"I64\"",
-                          "\"BOOL\"",
-                          "\"F64\"",
-                          "\"dtype\"",
-                          "\"shape\"",
-                          "\"data_offsets\"",
-                          "\"__metadata__\"",
-                          "\"format\"",
-                          "[]",
-                          "{}",
-                          "[0,0]",
-                          "[-1]",
-                          "null",
-                          "true",
-                          "\"\\u0000\"",
-                          "\"\\ud800\"",
-                          ",",
-                          ":",
-                          "\"",
-                          "[",
-                          "]",
-                          "{",
-                          "}",
-                          " "})
-        d.emplace_back(t);
+    for (std::string& t : sr::fuzz::safetensors_tokens()) d.push_back(std::move(t));
     return d;
 }
 

@@ -69,6 +69,41 @@ inline std::vector<std::string> edge_numbers() {
             "99999999999999999999999"};
 }
 
+// The tokens of a safetensors header: dtype names (the ones we read and F64, which we refuse), the keys of an
+// entry and of __metadata__, shapes and offsets at their edges, JSON literals, escapes a name may hold, and
+// JSON punctuation. For every target whose input is a safetensors image (the header parser, LoRA files).
+inline std::vector<std::string> safetensors_tokens() {
+    return {"\"F32\"",
+            "\"BF16\"",
+            "\"F16\"",
+            "\"F8_E4M3\"",
+            "\"I32\"",
+            "\"I64\"",
+            "\"BOOL\"",
+            "\"F64\"",
+            "\"dtype\"",
+            "\"shape\"",
+            "\"data_offsets\"",
+            "\"__metadata__\"",
+            "\"format\"",
+            "[]",
+            "{}",
+            "[0,0]",
+            "[-1]",
+            "null",
+            "true",
+            "\"\\u0000\"",
+            "\"\\ud800\"",
+            ",",
+            ":",
+            "\"",
+            "[",
+            "]",
+            "{",
+            "}",
+            " "};
+}
+
 // FNV-1a, for building signatures.
 inline uint64_t mix(uint64_t h, uint64_t v) {
     for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;

@@ -225,7 +225,10 @@ TEST(Preview, LatentToRgbIsTheFormulaOnEveryPipelineFixture) {
         cpu_backend().set_gemm_precision(GemmPrecision::F32);
         const Tensor ours = pipe.generate(
             cpu_backend(), req, {}, [](const Tensor&, int64_t) {}, hook);
-        ASSERT_EQ(int(x0s.size()), steps);
+        ASSERT_EQ(int(x0s.size()), steps);  // no denoised_due: every step
+        for (int i = 0; i < steps; ++i)
+            EXPECT_TRUE(test::bit_identical(seen.at("step" + std::to_string(i) + ".denoised"), x0s.at(i + 1)))
+                << "the hook's step" << i << ".denoised is not the callback's x0";
         FlowMatchEulerScheduler sched(pipe.components().scheduler);
         sched.set_timesteps(steps);
         for (int i = 0; i < steps; ++i) {
@@ -288,7 +291,8 @@ TEST(Preview, DueStepsAndContactSheet) {
         }
 }
 
-// A Session job of 7 steps with a preview every 3: the callback at steps 3, 6 and 7, each with the latent frames
+// A Session job of 7 steps with a preview every 3: the callback at steps 3, 6 and 7, and the loop forms the
+// denoised estimate on those steps only (the hook's "stepN.denoised"), each with the latent frames
 // at the expected size; at each callback the folder already holds exactly that preview (its frames decode to
 // the callback's pixels), an earlier, longer preview in the folder is replaced whole, and no temporary folder
 // is left beside it, and the folder has the mode a plain mkdir would give. The same with a .png target: the file
@@ -306,45 +310,49 @@ TEST(Preview, WrittenAtTheStepsAskedInFolderSheetAndAnimation) {
             fs::create_directories(r.preview_path);
             for (int i = 0; i < 10; ++i) std::ofstream(fs::path(r.preview_path) / fmt::format("frame_{:05d}.png", i));
         }
-        std::vector<int> steps;
-        session.generate(r, {.preview = [&](const PreviewFrames& p) {
-                             steps.push_back(p.step);
-                             EXPECT_EQ(p.total_steps, 7);
-                             EXPECT_EQ(p.frames, 3);
-                             EXPECT_EQ(p.height, 64);
-                             EXPECT_EQ(p.width, 64);
-                             if (animation) {
-                                 const Apng a = read_apng(read_bytes(r.preview_path));
-                                 EXPECT_TRUE(a.crc_ok && a.sequence_ok);
-                                 EXPECT_EQ(a.frames, 3u);
-                                 EXPECT_EQ(a.plays, 0u);  // loops
-                                 ASSERT_EQ(a.images.size(), 3u);
-                                 for (int64_t t = 0; t < p.frames; ++t) {
-                                     EXPECT_EQ(a.delays[size_t(t)], (std::pair<int, int>{1, 6}));
-                                     EXPECT_TRUE(a.images[size_t(t)].rgb == p.frame_image(t).rgb)
-                                         << "animation frame " << t << " is not step " << p.step << "'s";
+        std::vector<int> steps, estimated;  // the steps previewed, and those whose x0 the loop formed
+        const PipelineHook hook = [&](std::string_view n, const Tensor&) {
+            if (n.ends_with(".denoised")) estimated.push_back(std::stoi(std::string(n.substr(4))) + 1);
+        };
+        session.generate(r, {.hook = hook, .preview = [&](const PreviewFrames& p) {
+                                 steps.push_back(p.step);
+                                 EXPECT_EQ(p.total_steps, 7);
+                                 EXPECT_EQ(p.frames, 3);
+                                 EXPECT_EQ(p.height, 64);
+                                 EXPECT_EQ(p.width, 64);
+                                 if (animation) {
+                                     const Apng a = read_apng(read_bytes(r.preview_path));
+                                     EXPECT_TRUE(a.crc_ok && a.sequence_ok);
+                                     EXPECT_EQ(a.frames, 3u);
+                                     EXPECT_EQ(a.plays, 0u);  // loops
+                                     ASSERT_EQ(a.images.size(), 3u);
+                                     for (int64_t t = 0; t < p.frames; ++t) {
+                                         EXPECT_EQ(a.delays[size_t(t)], (std::pair<int, int>{1, 6}));
+                                         EXPECT_TRUE(a.images[size_t(t)].rgb == p.frame_image(t).rgb)
+                                             << "animation frame " << t << " is not step " << p.step << "'s";
+                                     }
+                                     // Viewers without APNG show the default image: frame 0.
+                                     EXPECT_TRUE(load_image(r.preview_path).rgb == p.frame_image(0).rgb);
+                                 } else if (sheet) {
+                                     const Image8 file = load_image(r.preview_path);
+                                     const Image8 want = contact_sheet(p);
+                                     EXPECT_EQ(file.width, want.width);
+                                     EXPECT_EQ(file.height, want.height);
+                                     EXPECT_TRUE(file.rgb == want.rgb) << "the sheet is not step " << p.step << "'s";
+                                 } else {
+                                     EXPECT_EQ(listing(r.preview_path).size(), 3u);
+                                     for (int64_t t = 0; t < p.frames; ++t) {
+                                         const Image8 file = load_image(
+                                             (fs::path(r.preview_path) / fmt::format("frame_{:05d}.png", t)).string());
+                                         EXPECT_EQ(file.width, 64);
+                                         EXPECT_EQ(file.height, 64);
+                                         EXPECT_TRUE(file.rgb == p.frame_image(t).rgb)
+                                             << "frame " << t << " is not step " << p.step << "'s";
+                                     }
                                  }
-                                 // Viewers without APNG show the default image: frame 0.
-                                 EXPECT_TRUE(load_image(r.preview_path).rgb == p.frame_image(0).rgb);
-                             } else if (sheet) {
-                                 const Image8 file = load_image(r.preview_path);
-                                 const Image8 want = contact_sheet(p);
-                                 EXPECT_EQ(file.width, want.width);
-                                 EXPECT_EQ(file.height, want.height);
-                                 EXPECT_TRUE(file.rgb == want.rgb) << "the sheet is not step " << p.step << "'s";
-                             } else {
-                                 EXPECT_EQ(listing(r.preview_path).size(), 3u);
-                                 for (int64_t t = 0; t < p.frames; ++t) {
-                                     const Image8 file = load_image(
-                                         (fs::path(r.preview_path) / fmt::format("frame_{:05d}.png", t)).string());
-                                     EXPECT_EQ(file.width, 64);
-                                     EXPECT_EQ(file.height, 64);
-                                     EXPECT_TRUE(file.rgb == p.frame_image(t).rgb)
-                                         << "frame " << t << " is not step " << p.step << "'s";
-                                 }
-                             }
-                         }});
+                             }});
         EXPECT_EQ(steps, (std::vector<int>{3, 6, 7}));
+        EXPECT_EQ(estimated, (std::vector<int>{3, 6, 7})) << "x0 formed on a step with no preview due";
         if (name == "preview") {  // the mode a plain mkdir gives (mkdtemp's 0700 would keep a web server out)
             const mode_t mask = ::umask(0);
             ::umask(mask);

@@ -16,6 +16,7 @@
 #include "pipeline/memory_plan.h"
 #include "runtime/residency.h"
 #include "runtime/simulated_device.h"
+#include "support/cached_run.h"
 #include "support/compare.h"
 #include "support/pipeline_fixture.h"
 #include "support/run_command.h"
@@ -26,33 +27,11 @@ using namespace sr;
 namespace {
 
 using test::bit_identical;
+using test::CachedRun;
 
 // [1, 2, 2] of `v` (one batch row, two tokens, width 2).
 Tensor filled(float v) {
     return Tensor::from_vector({v, v, v, v}, {1, 2, 2});
-}
-
-struct CachedRun {
-    Tensor latents, video;
-    int passes = 0, skipped = 0;
-    std::vector<int> skipped_steps;
-    double estimate = 0;
-};
-
-CachedRun run(const SkyReelsPipeline& pipe, GenerationRequest req) {
-    CachedRun out;
-    const GenerationParams& p = req.params;
-    out.video = Tensor::zeros({1, 3, p.num_frames, p.height, p.width}, DType::F32);
-    req.after_cached_loop = [&](const StepCache& c) {
-        out.passes = c.passes(), out.skipped = c.skipped(), out.skipped_steps = c.skipped_steps();
-        out.estimate = c.accumulated_estimate();
-    };
-    cpu_backend().set_gemm_precision(GemmPrecision::F32);
-    out.latents = pipe.generate(cpu_backend(), req, {}, [&](const Tensor& frames, int64_t first) {
-        Tensor dst = out.video.slice(2, first, first + frames.dim(2));
-        dst.copy_from(frames);
-    });
-    return out;
 }
 
 std::vector<int> range(int from, int to) {  // [from, to)
@@ -161,11 +140,11 @@ TEST(StepCache, SkipsWhatTheRulesSayOnEveryPipelineFixture) {
         const SkyReelsPipeline pipe = test::load_pipeline(f);
         GenerationRequest base = test::make_request(f, false);
         base.params.num_inference_steps = kSteps;
-        const CachedRun plain = run(pipe, base);
+        const CachedRun plain = test::run_cached(pipe, base);
         for (const char* zero : {"teacache:0", "fbcache:0"}) {
             GenerationRequest r = base;
             r.params.cache = parse_step_cache(zero, "--cache");
-            const CachedRun c = run(pipe, r);
+            const CachedRun c = test::run_cached(pipe, r);
             EXPECT_EQ(c.passes, kSteps) << zero;
             EXPECT_EQ(c.skipped, 0) << zero;
             EXPECT_TRUE(bit_identical(c.latents, plain.latents)) << zero;
@@ -174,9 +153,10 @@ TEST(StepCache, SkipsWhatTheRulesSayOnEveryPipelineFixture) {
         {
             GenerationRequest r = base;
             r.params.cache = parse_step_cache("teacache:1e9", "--cache");
-            EXPECT_EQ(run(pipe, r).skipped_steps, range(1, kSteps - 1)) << "teacache: all but the first and last";
+            EXPECT_EQ(test::run_cached(pipe, r).skipped_steps, range(1, kSteps - 1))
+                << "teacache: all but the first and last";
             r.params.cache = parse_step_cache("fbcache:1e9", "--cache");
-            EXPECT_EQ(run(pipe, r).skipped_steps, range(1, kSteps)) << "fbcache: all but the first";
+            EXPECT_EQ(test::run_cached(pipe, r).skipped_steps, range(1, kSteps)) << "fbcache: all but the first";
         }
         if (base.params.do_cfg()) {
             const test::Tolerances tol = test::read_tolerances(dir);
@@ -186,7 +166,8 @@ TEST(StepCache, SkipsWhatTheRulesSayOnEveryPipelineFixture) {
                 GenerationRequest per_block = batched, whole = batched;
                 per_block.params.sequence_batch = true;
                 whole.params.sequence_batch = whole.params.cfg_whole_passes = true;
-                const CachedRun a = run(pipe, batched), b = run(pipe, per_block), c = run(pipe, whole);
+                const CachedRun a = test::run_cached(pipe, batched), b = test::run_cached(pipe, per_block),
+                                c = test::run_cached(pipe, whole);
                 EXPECT_EQ(a.skipped_steps, b.skipped_steps) << moderate << ": batched vs per block";
                 EXPECT_EQ(b.skipped_steps, c.skipped_steps) << moderate << ": per block vs whole passes";
                 EXPECT_TRUE(bit_identical(b.latents, c.latents)) << moderate;

@@ -6,8 +6,8 @@
 // ref: ComfyUI comfy/latent_formats.py (class HunyuanVideo: latent_rgb_factors, latent_rgb_factors_bias) and
 //      latent_preview.py (Latent2RGBPreviewer.decode_latent_to_preview, preview_to_image)
 //
+//   job.denoised_due = [&](int done) { return sr::preview_due(done, steps, 5); };   // x0 formed only then
 //   job.after_step_denoised = [&](int done, const sr::Tensor& x0) {
-//       if (!sr::preview_due(done, steps, 5)) return;
 //       const sr::PreviewFrames p = sr::latent_preview(x0, done, steps);   // p.frames x [p.height, p.width, 3]
 //       const sr::Image8 sheet = sr::contact_sheet(p);
 //   };

@@ -445,8 +445,11 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             for (int64_t k = 0; k < n; ++k) v[k] = u[k] + g * (c[k] - u[k]);
         }
         emit(hook, step + "noise_pred_cfg", velocity);
-        if (req.after_step_denoised && !host_values_skipped())
-            req.after_step_denoised(i + 1, scheduler.denoised(velocity, i, latents));
+        if (req.after_step_denoised && !host_values_skipped() && (!req.denoised_due || req.denoised_due(i + 1))) {
+            const Tensor x0 = scheduler.denoised(velocity, i, latents);
+            emit(hook, step + "denoised", x0);
+            req.after_step_denoised(i + 1, x0);
+        }
         if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
         if (req.after_step && !host_values_skipped()) req.after_step(i + 1, latents);

@@ -21,7 +21,7 @@
 // Everything the pipeline can be given precomputed (token ids, embeddings, initial latents, the VAE sample
 // noise) makes it testable draw for draw against the reference; every intermediate that the fixtures name
 // ("prompt_embeds", "image_latents", "step0.transformer_output", "step0.latents_after", "latents", ...) goes
-// to an optional hook.
+// to an optional hook, and so does each denoised estimate the request asks for ("step0.denoised").
 #pragma once
 
 #include <cstdint>
@@ -119,10 +119,12 @@ struct GenerationRequest {
     std::function<void(int steps_done, const Tensor& latents)> after_step;
     // With params.cache: called once the loop is done, with its counts (StepCache::summary(), skipped_steps()).
     std::function<void(const StepCache& cache)> after_cached_loop;
-    // Called after each denoising step with the steps done and that step's denoised estimate x0 = latents -
-    // sigma * velocity ([1, 16, T, h, w], host; valid during the call), what previews show
-    // (pipeline/latent_preview.h). Computed only when set.
+    // Called after the denoising steps `denoised_due` picks (every step when it is empty) with the steps done
+    // and that step's denoised estimate x0 = latents - sigma * velocity ([1, 16, T, h, w], host; valid during
+    // the call), what previews show (pipeline/latent_preview.h). The estimate is formed only on those steps
+    // (a 544x960x97 one is a 13 MB tensor and ~30 ms), and goes to the hook too, as "step{i}.denoised".
     std::function<void(int steps_done, const Tensor& denoised)> after_step_denoised;
+    std::function<bool(int steps_done)> denoised_due;
 };
 
 // Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports

@@ -419,8 +419,9 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
                     "--preview: the latent-to-RGB map is HunyuanVideo's ({} channels); this VAE has {}",
                     kPreviewLatentChannels, channels);
         const int every = request.preview_every, total = job.params.num_inference_steps;
-        job.after_step_denoised = [&, every, total](int done, const Tensor& denoised) {
-            if (!preview_due(done, total, every)) return;
+        // The estimate is formed only on the steps a preview is due: on the others it would be thrown away.
+        job.denoised_due = [every, total](int done) { return preview_due(done, total, every); };
+        job.after_step_denoised = [&, total](int done, const Tensor& denoised) {
             const PreviewFrames preview = latent_preview(denoised, done, total);
             if (preview_files) {
                 try {

@@ -15,6 +15,7 @@
 #include "core/memory_stats.h"
 #include "server/api_error.h"
 #include "server/http_guard.h"
+#include "server/security.h"
 #include "server/web_page.h"
 
 namespace sr::server {
@@ -186,6 +187,24 @@ json models_list(const VideoServer& server) {
     return {{"object", "list"}, {"data", data}};
 }
 
+// GET /v1/loras: the adapter files a job may name in `loras` (--lora-dir's .safetensors files, by the names
+// a request uses). 404 when the server takes no per-job adapters.
+json lora_list(const std::string& lora_dir) {
+    if (lora_dir.empty())
+        throw ApiError::not_found(
+            "this server takes no per-job LoRA adapters (start it with --lora-dir DIR to serve the files in DIR)");
+    constexpr size_t kMaxListed = 1000;
+    FolderListing files;
+    try {
+        files = list_files_in_folder(lora_dir, ".safetensors", kMaxListed);
+    } catch (const InputError&) {  // the folder went away after the start: the operator's to fix, not the client's
+        throw ApiError(500, "server_error", "lora_dir_unreadable", "", "the server's --lora-dir cannot be read");
+    }
+    json data = json::array();
+    for (const std::string& name : files.names) data.push_back({{"id", name}, {"object", "lora"}});
+    return {{"object", "list"}, {"data", data}, {"has_more", files.truncated}};
+}
+
 }  // namespace
 
 void install_routes(httplib::Server& http, VideoServer& server) {
@@ -205,6 +224,10 @@ void install_routes(httplib::Server& http, VideoServer& server) {
              [&server](const httplib::Request&, httplib::Response& res) { send_json(res, health(server)); });
     http.Get("/v1/models",
              [&server](const httplib::Request&, httplib::Response& res) { send_json(res, models_list(server)); });
+
+    http.Get("/v1/loras", [&server](const httplib::Request&, httplib::Response& res) {
+        send_json(res, lora_list(server.options().lora_dir));
+    });
 
     http.Post("/v1/videos", [&server, &queue](const httplib::Request& req, httplib::Response& res) {
         ParsedRequest parsed = parse_body(req, server.models(), server.options().lora_dir);

@@ -102,4 +102,44 @@ std::string file_in_folder(const std::string& folder, const std::string& name) {
     return real.string();
 }
 
+FolderListing list_files_in_folder(const std::string& folder, const std::string& extension, size_t max_names) {
+    namespace fs = std::filesystem;
+    // A folder of millions of entries (a mistaken --lora-dir /) answers partly rather than stall a request.
+    constexpr size_t kMaxEntriesWalked = 100000;
+    std::error_code ec;
+    const fs::path root = fs::canonical(folder, ec);
+    SR_THROW_IF(ec, "the server's folder {} is not readable: {}", folder, ec.message());
+    FolderListing out;
+    size_t walked = 0;
+    fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (++walked > kMaxEntriesWalked) {
+            out.truncated = true;
+            break;
+        }
+        const fs::directory_entry& e = *it;
+        std::error_code entry_ec;  // an entry whose type cannot be read is passed over (ec would end the walk)
+        const bool folder_entry = e.is_directory(entry_ec);  // a link to a folder: not entered (no follow option)
+        if (e.path().filename().string().front() == '.') {
+            if (folder_entry) it.disable_recursion_pending();
+            continue;
+        }
+        if (folder_entry) continue;
+        if (!extension.empty() && lower(e.path().extension().string()) != lower(extension)) continue;
+        const std::string name = e.path().lexically_relative(root).generic_string();
+        try {
+            (void)file_in_folder(root.string(), name);  // the same rule as a request naming it
+            out.names.push_back(name);
+        } catch (const InputError&) {
+            // a link leading out, a dangling link, a socket: not something a job could use
+        }
+    }
+    std::sort(out.names.begin(), out.names.end());
+    if (out.names.size() > max_names) {
+        out.names.resize(max_names);
+        out.truncated = true;
+    }
+    return out;
+}
+
 }  // namespace sr::server

@@ -39,4 +39,16 @@ private:
 // real path (links followed) lies inside the folder's real path. InputError saying which rule it breaks.
 std::string file_in_folder(const std::string& folder, const std::string& name);
 
+// What a client may name in `folder`: the relative names ("a.safetensors", "styles/b.safetensors") of the files
+// file_in_folder accepts, so a link leading out of the folder is never listed, whose extension is `extension`
+// in any case (".safetensors"; "": any); sorted, at most `max_names`
+// (`truncated` when more were found or the walk stopped at its limit of entries). Hidden entries (".name") and
+// what lies under hidden folders (.git, .cache) are left out; links to folders are not followed. InputError
+// when the folder cannot be read.
+struct FolderListing {
+    std::vector<std::string> names;
+    bool truncated = false;
+};
+FolderListing list_files_in_folder(const std::string& folder, const std::string& extension, size_t max_names);
+
 }  // namespace sr::server

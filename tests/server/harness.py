@@ -7,9 +7,11 @@ from the line it prints).
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -150,3 +152,27 @@ def png_header_only(width, height):
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
             struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xffffffff))
+
+
+def safetensors(tensors):
+    """A safetensors file's bytes: {name: (shape, [f32 values])}."""
+    header, data = {}, b""
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack("<%df" % len(values), *values)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+# The demo transformer's width (2 heads of 16): an adapter on its first dual block's query projection.
+DEMO_D = 32
+
+
+def adapter(rank=2, d=DEMO_D, seed=1):
+    rng = random.Random(seed)
+    return safetensors({
+        "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": ([rank, d], [rng.gauss(0, 1) for _ in range(rank * d)]),
+        "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": ([d, rank], [rng.gauss(0, 1) for _ in range(rank * d)]),
+    })

@@ -2,7 +2,8 @@
 chromium-driver). Loads the page from `skyreels serve --demo`, submits a prompt with the keyboard, watches
 the progress bar move and the preview of the video forming appear, sees the finished video ready to play
 (H.264: canPlayType) in the preview's place, cancels a second job, deletes one from the history, and checks
-the layout on a narrow screen. Saves two screenshots (during and
+the layout on a narrow screen; picks a LoRA adapter and its strength from the server's --lora-dir in the page
+and finds them in the job the page submitted. Saves two screenshots (during and
 after a job) in $SKYREELS_SCREENSHOT_DIR (default: the working directory). Exits 77 (ctest: skipped) only
 when no Chromium is installed. Run by ctest (label browser)."""
 import os
@@ -12,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Server
+from harness import Server, adapter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -35,7 +36,12 @@ class Page(unittest.TestCase):
         from selenium import webdriver
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
-        cls.server = Server().start()
+        cls.loras = tempfile.mkdtemp(prefix="skyreels-loras-")
+        for name, seed in (("style.safetensors", 1), ("ink.safetensors", 2)):
+            with open(os.path.join(cls.loras, name), "wb") as f:
+                f.write(adapter(seed=seed))
+        os.symlink("/etc/passwd", os.path.join(cls.loras, "outside.safetensors"))  # never offered
+        cls.server = Server("--lora-dir", cls.loras).start()
         cls.profile = tempfile.mkdtemp(prefix="skyreels-chromium-")
         o = Options()
         o.binary_location = CHROMIUM
@@ -53,6 +59,7 @@ class Page(unittest.TestCase):
         cls.d.quit()
         cls.server.stop()
         shutil.rmtree(cls.profile, ignore_errors=True)
+        shutil.rmtree(cls.loras, ignore_errors=True)
 
     def js(self, script, *args):
         return self.d.execute_script(script, *args)
@@ -181,6 +188,47 @@ class Page(unittest.TestCase):
         until(lambda: "Done" in self.by_id("status-text").text, what="the image-to-video job")
         until(lambda: "i2v" in (self.js("return document.querySelector('#history li .meta').textContent") or ""),
               what="the i2v job in the history")
+
+    def test_loras_picked_in_the_page(self):
+        from selenium.webdriver.common.by import By
+        d = self.d
+        d.get(self.url)
+        until(lambda: "skyreels.cpp" in self.by_id("server-info").text, what="the page to load")
+        # The adapters of --lora-dir, from GET /v1/loras: the two files, not the link leading out.
+        until(lambda: self.by_id("lora-box").is_displayed(), what="the LoRA controls")
+        names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".lora-row label")]
+        self.assertEqual(names, ["ink.safetensors", "style.safetensors"])
+        # Pick style.safetensors at strength 0.5: its row's checkbox and number field.
+        row = d.find_elements(By.CSS_SELECTOR, ".lora-row")[1]
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        strength = row.find_element(By.CSS_SELECTOR, ".lora-strength")
+        strength.clear()
+        strength.send_keys("0.5")
+        self.set_value("prompt", "FPS-24, A styled cat")
+        self.set_value("steps", 2)
+        self.set_value("frames", 5)
+        self.set_value("size", "64x64")
+        self.by_id("generate").click()
+        until(lambda: "Done" in self.by_id("status-text").text, what="the job with an adapter")
+        # The job the page sent carries the adapter and strength picked, and the history shows them.
+        vid = until(lambda: self.js("var li = [...document.querySelectorAll('#history li')].find("
+                                    "li => li.textContent.includes('A styled cat')); return li && li.dataset.id"),
+                    what="the job in the history")
+        job = self.server.json("GET", "/v1/videos/" + vid)
+        self.assertEqual(job["loras"], [{"file": "style.safetensors", "strength": 0.5}])
+        self.assertFalse(job["lora_ignore_unmatched"])
+        until(lambda: "LoRA style.safetensors" in (self.js(
+            "return document.querySelector('#history li[data-id=\"%s\"] .meta').textContent" % vid) or ""),
+            what="the adapter in the history")
+        # Unticked again, the next job has none.
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        self.set_value("prompt", "FPS-24, A plain cat")
+        self.by_id("generate").click()
+        until(lambda: "Done" in self.by_id("status-text").text and self.js(
+            "return document.querySelector('#history li .prompt').textContent") == "FPS-24, A plain cat",
+            what="the job without an adapter")
+        plain = self.js("return document.querySelector('#history li').dataset.id")
+        self.assertNotIn("loras", self.server.json("GET", "/v1/videos/" + plain))
 
 
 if __name__ == "__main__":

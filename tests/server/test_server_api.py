@@ -3,7 +3,6 @@ the errors a client can cause (each a 4xx naming the field), the security rules,
 cancellation, and a job's own LoRA adapters (files in --lora-dir). Run by ctest (label server): python3 test_server_api.py [TestClass]."""
 import json
 import os
-import random
 import shutil
 import socket
 import struct
@@ -11,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from harness import FAST, SLOW, Server, multipart, png_bytes, png_header_only
+from harness import DEMO_D, FAST, SLOW, Server, adapter, multipart, png_bytes, png_header_only
 
 
 def png_size(png):
@@ -435,30 +434,6 @@ class Queue(unittest.TestCase):
             self.assertIn(words, r.stderr)
 
 
-def safetensors(tensors):
-    """A safetensors file's bytes: {name: (shape, [f32 values])}."""
-    header, data = {}, b""
-    for name, (shape, values) in tensors.items():
-        raw = struct.pack("<%df" % len(values), *values)
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + data
-
-
-# The demo transformer's width (2 heads of 16): an adapter on its first dual block's query projection.
-DEMO_D = 32
-
-
-def adapter(rank=2, d=DEMO_D, seed=1):
-    rng = random.Random(seed)
-    return safetensors({
-        "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": ([rank, d], [rng.gauss(0, 1) for _ in range(rank * d)]),
-        "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": ([d, rank], [rng.gauss(0, 1) for _ in range(rank * d)]),
-    })
-
-
 class Loras(unittest.TestCase):
     """Per-job adapters: named inside --lora-dir only, applied to that job alone, named in its video."""
 
@@ -470,12 +445,30 @@ class Loras(unittest.TestCase):
         with open(os.path.join(cls.dir, "wide.safetensors"), "wb") as f:
             f.write(adapter(d=DEMO_D * 2))  # shapes of another model: fails when the job runs
         os.symlink("/etc/passwd", os.path.join(cls.dir, "outside.safetensors"))
+        # For the listing: a subfolder, a link inside, files that are no adapters, a hidden folder, and a link to a
+        # folder outside that holds an adapter (not entered).
+        os.makedirs(os.path.join(cls.dir, "styles"))
+        with open(os.path.join(cls.dir, "styles", "Ink.SafeTensors"), "wb") as f:
+            f.write(adapter(seed=2))
+        os.symlink("style.safetensors", os.path.join(cls.dir, "alias.safetensors"))
+        for i in range(8):  # dangling links, wherever the walk meets them, are passed over and it goes on
+            os.symlink("missing-target.safetensors", os.path.join(cls.dir, "dangling%d.safetensors" % i))
+        with open(os.path.join(cls.dir, "README.txt"), "w") as f:
+            f.write("not an adapter")
+        os.makedirs(os.path.join(cls.dir, ".cache"))
+        with open(os.path.join(cls.dir, ".cache", "hidden.safetensors"), "wb") as f:
+            f.write(adapter())
+        cls.elsewhere = tempfile.mkdtemp(prefix="skyreels-elsewhere-")
+        with open(os.path.join(cls.elsewhere, "far.safetensors"), "wb") as f:
+            f.write(adapter())
+        os.symlink(cls.elsewhere, os.path.join(cls.dir, "linked-folder"))
         cls.s = Server("--lora-dir", cls.dir).start()
 
     @classmethod
     def tearDownClass(cls):
         cls.s.stop()
         shutil.rmtree(cls.dir, ignore_errors=True)
+        shutil.rmtree(cls.elsewhere, ignore_errors=True)
 
     def thumbnail(self, **fields):
         v = self.s.submit(seed=11, **dict(FAST, **fields))
@@ -486,6 +479,24 @@ class Loras(unittest.TestCase):
         status, _, mp4 = self.s.request("GET", "/v1/videos/%s/content" % v["id"])
         self.assertEqual(status, 200)
         return done, png, mp4
+
+    def test_the_adapters_in_the_folder_are_listed(self):
+        # Exactly the .safetensors files (any case) a job may name, by the names it uses: not the link to
+        # /etc/passwd, the dangling link, the README, the hidden folder, nor the folder reached through a link.
+        l = self.s.json("GET", "/v1/loras")
+        self.assertEqual(l["object"], "list")
+        self.assertFalse(l["has_more"])
+        self.assertEqual([x["id"] for x in l["data"]],
+                         ["alias.safetensors", "style.safetensors", "styles/Ink.SafeTensors", "wide.safetensors"])
+        self.assertEqual({x["object"] for x in l["data"]}, {"lora"})
+        self.assertNotIn(self.dir.encode(), json.dumps(l).encode())  # names, never the server's paths
+        # Every listed name is one a job may use (wide.safetensors fits no layer: its job fails when it runs, but
+        # the request is taken).
+        for x in l["data"]:
+            with self.subTest(lora=x["id"]):
+                v = self.s.submit(loras=[{"file": x["id"], "strength": 0.5}], **FAST)
+                self.assertEqual(v["loras"], [{"file": x["id"], "strength": 0.5}])
+                self.s.wait(v["id"])
 
     def test_a_jobs_adapter_is_its_own(self):
         _, before, _ = self.thumbnail()
@@ -535,6 +546,18 @@ class Loras(unittest.TestCase):
             s, _, data = plain.request("POST", "/v1/videos", dict(FAST, prompt="x", loras=["style.safetensors"]))
             self.assertEqual(s, 400, data)
             self.assertEqual(json.loads(data)["error"]["param"], "loras")
+            # Nothing to list: a 404 saying how to serve adapters.
+            s, _, data = plain.request("GET", "/v1/loras")
+            self.assertEqual(s, 404, data)
+            e = json.loads(data)["error"]
+            self.assertEqual(e["code"], "not_found")
+            self.assertIn("--lora-dir", e["message"])
+        empty = tempfile.mkdtemp(prefix="skyreels-loras-empty-")
+        try:
+            with Server("--lora-dir", empty) as s:
+                self.assertEqual(s.json("GET", "/v1/loras"), {"object": "list", "data": [], "has_more": False})
+        finally:
+            shutil.rmtree(empty, ignore_errors=True)
 
 
 if __name__ == "__main__":
