@@ -15,6 +15,7 @@
 
 #include "backends/cpu/attention_amx.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/head_rows.h"
 #include "backends/cpu/vec_math.h"
 #include "backends/op_checks.h"
 #include "core/parallel.h"
@@ -65,24 +66,6 @@ Tensor qk_normed(CpuBackend& be, const Tensor& x, const std::array<const Tensor*
     return normed.permute({0, 2, 1, 3});
 }
 
-// One GEMM operand of the attention: a contiguous [B, H, L, D] copy (contiguous_copy), f32 or bf16.
-struct Operand {
-    const char* data;
-    int64_t sb, sh, sl;  // element strides of b, h, l
-    size_t esize;
-    DType dtype;
-    const void* at(int64_t b, int64_t h, int64_t l) const { return data + size_t(b * sb + h * sh + l * sl) * esize; }
-};
-
-Operand operand(const Tensor& t) {
-    return {static_cast<const char*>(t.raw_data()),
-            t.stride(0),
-            t.stride(1),
-            t.stride(2),
-            dtype_size(t.dtype()),
-            t.dtype()};
-}
-
 // x [B, H, L, D] (any strides) as a contiguous [B, H, L, D] copy in `dtype` (rounded when bf16). Contiguous
 // whatever the caller's layout, so every tile GEMM sees the same leading dimension (D) however many heads
 // the call has: oneDNN may block a GEMM differently for another leading dimension, and a rank's slice of the
@@ -126,7 +109,7 @@ void CpuBackend::exec(const AttentionOp& op) {
     const DType gemm_dtype = bf16 ? DType::BF16 : DType::F32;
     const Tensor qc = contiguous_copy(*this, q, gemm_dtype), kc = contiguous_copy(*this, k, gemm_dtype),
                  vc = contiguous_copy(*this, v, gemm_dtype);
-    const Operand qo = operand(qc), ko = operand(kc), vo = operand(vc);
+    const HeadRows qo = HeadRows::of(qc), ko = HeadRows::of(kc), vo = HeadRows::of(vc);
     float* od = static_cast<float*>(out.raw_data());
 
     parallel_for(B * H * n_qtiles, [&](int64_t w0, int64_t w1) {
@@ -140,7 +123,7 @@ void CpuBackend::exec(const AttentionOp& op) {
             const int64_t i0 = (w % n_qtiles) * kQueryTile;
             const int64_t tq = std::min(kQueryTile, Lq - i0);
             const int64_t kv = mask.kv_len.empty() ? Lk : std::clamp<int64_t>(mask.kv_len[size_t(b)], 0, Lk);
-            const void* qt = qo.at(b, h, i0);
+            const void* qt = qo.row(b, h, i0);
             std::fill(acc.begin(), acc.begin() + tq * D, 0.0f);
             std::fill(row_max.begin(), row_max.begin() + tq, kNegInf);
             std::fill(row_sum.begin(), row_sum.begin() + tq, 0.0f);
@@ -149,7 +132,7 @@ void CpuBackend::exec(const AttentionOp& op) {
             for (int64_t j0 = 0; j0 < kv_end; j0 += kKeyTile) {
                 const int64_t tk = std::min(kKeyTile, kv_end - j0);
                 // scores[tq, tk] = Q K^T
-                gemm(tq, tk, D, qt, qo.sl, ko.at(b, h, j0), ko.sl, true, gemm_dtype, scores.data(), kKeyTile, false);
+                gemm(tq, tk, D, qt, qo.sl, ko.row(b, h, j0), ko.sl, true, gemm_dtype, scores.data(), kKeyTile, false);
                 for (int64_t i = 0; i < tq; ++i) {
                     float* s = scores.data() + i * kKeyTile;
                     // Keys of this tile the row may see (all of them unless causal).
@@ -197,7 +180,7 @@ void CpuBackend::exec(const AttentionOp& op) {
                                          DType::BF16, size_t(tk));
                     p = p_bf16.data();
                 }
-                gemm(tq, D, tk, p, kKeyTile, vo.at(b, h, j0), vo.sl, false, gemm_dtype, acc.data(), D, true);
+                gemm(tq, D, tk, p, kKeyTile, vo.row(b, h, j0), vo.sl, false, gemm_dtype, acc.data(), D, true);
             }
             for (int64_t i = 0; i < tq; ++i) {
                 float* o = od + b * out.stride(0) + h * out.stride(1) + (i0 + i) * out.stride(2);

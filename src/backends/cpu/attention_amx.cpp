@@ -30,6 +30,7 @@
 #include <array>
 #include <limits>
 
+#include "backends/cpu/head_rows.h"
 #include "backends/cpu/row_kernels.h"
 #include "backends/cpu/vec_math.h"
 #include "core/dtype.h"
@@ -94,24 +95,6 @@ uint32_t pair(uint16_t even, uint16_t odd) {
     return uint32_t(even) | uint32_t(odd) << 16;
 }
 
-// One [B, H, L, D] f32 or bf16 view with a unit innermost stride.
-struct View {
-    const char* data;
-    int64_t sb, sh, sl;  // element strides
-    size_t esize;
-    DType dtype;
-    const void* row(int64_t b, int64_t h, int64_t l) const { return data + size_t(b * sb + h * sh + l * sl) * esize; }
-};
-
-View view_of(const Tensor& t) {
-    return {static_cast<const char*>(t.raw_data()),
-            t.stride(0),
-            t.stride(1),
-            t.stride(2),
-            dtype_size(t.dtype()),
-            t.dtype()};
-}
-
 struct Packed {
     int64_t B, H, Lq_pad, Lk_pad, D;
     Tensor q, kt, vp;  // host scratch (the host allocator counts it): bf16 rows, and k and v as pairs (I32)
@@ -164,7 +147,7 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
     p.q = Tensor::empty({B * H * p.Lq_pad * D}, DType::BF16, host_allocator(), "AMX attention q");
     p.kt = Tensor::empty({B * H * (D / 2) * p.Lk_pad}, DType::I32, host_allocator(), "AMX attention k tiles");
     p.vp = Tensor::empty({B * H * (p.Lk_pad / 2) * D}, DType::I32, host_allocator(), "AMX attention v tiles");
-    const View qv = view_of(q), kv = view_of(k), vv = view_of(v);
+    const HeadRows qv = HeadRows::of(q), kv = HeadRows::of(k), vv = HeadRows::of(v);
     const RowRounder q_row(qk, qk ? qk->q_weight : std::array<const Tensor*, 2>{}, D),
         k_row(qk, qk ? qk->k_weight : std::array<const Tensor*, 2>{}, D);
     auto valid_keys = [&](int64_t b) { return kv_len.empty() ? Lk : std::clamp<int64_t>(kv_len[size_t(b)], 0, Lk); };
