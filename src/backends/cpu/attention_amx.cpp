@@ -30,6 +30,7 @@
 #include <array>
 #include <limits>
 
+#include "backends/cpu/f32_rows.h"
 #include "backends/cpu/head_rows.h"
 #include "backends/cpu/row_kernels.h"
 #include "backends/cpu/vec_math.h"
@@ -110,11 +111,7 @@ class RowRounder {
 public:
     RowRounder(const QkNormRope* qk, const std::array<const Tensor*, 2>& weight, int64_t D) : qk_(qk), D_(D) {
         if (!qk) return;
-        for (size_t s = 0; s < 2; ++s) {
-            weight_[s].resize(size_t(D));
-            Tensor dst = Tensor::wrap(weight_[s].data(), {D}, DType::F32, Device::cpu(), nullptr);
-            dst.copy_from(weight[s]->view({D}));
-        }
+        for (size_t s = 0; s < 2; ++s) weight_[s] = F32Vector(weight[s], D, "attention qk norm weight");
     }
     // Row `l` (its token index) of x (f32 or bf16) into dst; `scratch` holds D floats.
     void operator()(const void* x, DType dtype, int64_t l, uint16_t* dst, float* scratch) const {
@@ -128,7 +125,7 @@ public:
             xf = scratch;
         }
         const bool rotated = l < qk_->n_rope;
-        rms_norm_row(xf, weight_[rotated ? 0 : 1].data(), D_, qk_->eps, scratch);
+        rms_norm_row(xf, weight_[rotated ? 0 : 1].get(), D_, qk_->eps, scratch);
         if (rotated)
             rope_interleaved_row(scratch, qk_->cos->data<float>() + l * D_, qk_->sin->data<float>() + l * D_, D_);
         convert_elements(scratch, DType::F32, dst, DType::BF16, size_t(D_));
@@ -137,7 +134,7 @@ public:
 private:
     const QkNormRope* qk_;
     int64_t D_;
-    std::array<std::vector<float>, 2> weight_;
+    std::array<F32Vector, 2> weight_;
 };
 
 Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& kv_len,

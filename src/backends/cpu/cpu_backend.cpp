@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "backends/cpu/f32_rows.h"
 #include "backends/cpu/torch_math.h"
 #include "backends/op_checks.h"
 #include "core/dequantize.h"
@@ -70,27 +71,6 @@ const uint16_t* to_bf16(const float* src, int64_t rows, int64_t width, int slot)
     return out;
 }
 
-// A linear layer's bias as oneDNN takes it, f32: the tensor's own data when it is contiguous f32, else a
-// copy widened once per call (N floats); nullptr without a bias.
-class BiasF32 {
-public:
-    BiasF32(const Tensor* bias, int64_t N) {
-        if (!bias) return;
-        if (bias->dtype() == DType::F32 && bias->is_contiguous()) {
-            data_ = bias->data<float>();
-            return;
-        }
-        widened_.resize(size_t(N));
-        Tensor::wrap(widened_.data(), {N}, DType::F32, Device::cpu(), nullptr).copy_from(bias->view({N}));
-        data_ = widened_.data();
-    }
-    const float* get() const { return data_; }
-
-private:
-    std::vector<float> widened_;
-    const float* data_ = nullptr;
-};
-
 // y[M, N] = x[M, K] W^T + bias, W produced a block of rows at a time as f32 by rows_to_f32(n0, nb, dst), so
 // that no more than kWidenScratchFloats of it exist at once. BF16 precision rounds x and each block to bf16
 // and multiplies in bf16 (f32 accumulation). Each block's GEMM adds its slice of the bias as it stores its
@@ -120,7 +100,7 @@ void CpuBackend::exec(const LinearOp& op) {
     const auto& [x, weight, bias, y] = op;
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
-    const BiasF32 b(bias, N);
+    const F32Vector b(bias, N, "linear bias");  // f32, as oneDNN takes it
 
     if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
         // bf16 x and y (bf16 activations, bf16_activations.cpp) go to oneDNN as they are; f32 x is rounded.
@@ -152,7 +132,7 @@ void CpuBackend::exec(const QuantLinearOp& op) {
                           scale ? scale->raw_data() : nullptr,
                           scale ? scale->dtype() : DType::F32,
                           scale ? scale->numel() : 0};
-    const BiasF32 bias(op.bias, s.N);
+    const F32Vector bias(op.bias, s.N, "linear bias");
     gemm_by_row_blocks(
         s.M, s.N, s.K, op.x.data<float>(), bias.get(), op.y.data<float>(), gemm_precision_,
         [&](int64_t n0, int64_t nb, float* dst) {

@@ -6,7 +6,13 @@
 //
 //   F32Rows x(op.x, D, "layer_norm x");  std::vector<float> buf(D);
 //   const float* xr = x.read(r, buf.data());  float* yr = y.out(r, out.data());  ...;  y.store(r, yr);
+//
+// And a kernel's [n] parameter (a bias, a norm weight) as f32 (F32Vector).
+//
+//   const F32Vector w(op.weight, D, "rms_norm weight");   // w.get(): nullptr without a weight
 #pragma once
+
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -39,6 +45,34 @@ private:
     int64_t D_;
     DType dtype_;
     char* data_;
+};
+
+// A [n] parameter in any float dtype as f32: the tensor's own data when it is contiguous f32, else a copy
+// widened once per call. get() is nullptr when there is no tensor. Movable, not copyable (get() may point
+// into the object's own copy).
+class F32Vector {
+public:
+    F32Vector() = default;
+    F32Vector(const Tensor* t, int64_t n, const char* what) {
+        if (!t) return;
+        SR_ASSERT(t->numel() == n, "{} has {} elements, rows have {}", what, t->numel(), n);
+        if (t->dtype() == DType::F32 && t->is_contiguous()) {
+            data_ = t->data<float>();
+            return;
+        }
+        widened_.resize(size_t(n));
+        Tensor::wrap(widened_.data(), {n}, DType::F32, Device::cpu(), nullptr).copy_from(t->view({n}));
+        data_ = widened_.data();
+    }
+    F32Vector(const F32Vector&) = delete;
+    F32Vector& operator=(const F32Vector&) = delete;
+    F32Vector(F32Vector&&) = default;  // a moved vector keeps its heap buffer, so data_ stays valid
+    F32Vector& operator=(F32Vector&&) = default;
+    const float* get() const { return data_; }
+
+private:
+    std::vector<float> widened_;
+    const float* data_ = nullptr;
 };
 
 }  // namespace sr

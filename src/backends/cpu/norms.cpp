@@ -13,16 +13,6 @@ namespace sr {
 
 namespace {
 
-// A [D] parameter in any float dtype, widened once per call.
-std::vector<float> widen(const Tensor* t, int64_t D, const char* what) {
-    if (!t) return {};
-    SR_ASSERT(t->numel() == D, "{} has {} elements, rows have {}", what, t->numel(), D);
-    std::vector<float> out(static_cast<size_t>(D));
-    Tensor dst = Tensor::wrap(out.data(), {D}, DType::F32, Device::cpu(), nullptr);
-    dst.copy_from(t->view({D}));
-    return out;
-}
-
 void check_rows(const Tensor& x, const Tensor& y) {
     SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
                   x.shape() == y.shape(),
@@ -35,8 +25,8 @@ void CpuBackend::exec(const LayerNormOp& op) {
     const auto& [x, weight, bias, eps, y] = op;
     SR_ASSERT(x.shape() == y.shape(), "layer_norm on {} -> {}", x.describe(), y.describe());
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
-    const auto w = widen(weight, D, "layer_norm weight");
-    const auto b = widen(bias, D, "layer_norm bias");
+    const F32Vector wv(weight, D, "layer_norm weight"), bv(bias, D, "layer_norm bias");
+    const float *w = wv.get(), *b = bv.get();
     const F32Rows xs(x, D, "layer_norm x");  // f32 or bf16 activations (f32_rows.h)
     F32Rows ys(y, D, "layer_norm y");
     parallel_for(
@@ -55,8 +45,8 @@ void CpuBackend::exec(const LayerNormOp& op) {
                 const float m = float(mean);
                 for (int64_t i = 0; i < D; ++i) {
                     float v = (xr[i] - m) * inv;
-                    if (!w.empty()) v *= w[size_t(i)];
-                    if (!b.empty()) v += b[size_t(i)];
+                    if (w) v *= w[i];
+                    if (b) v += b[i];
                     yr[i] = v;
                 }
                 ys.store(r, yr);
@@ -69,14 +59,14 @@ void CpuBackend::exec(const RmsNormOp& op) {
     const auto& [x, weight, eps, y] = op;
     check_rows(x, y);
     const int64_t D = x.dim(-1), rows = D ? x.numel() / D : 0;
-    const auto w = widen(weight, D, "rms_norm weight");
+    const F32Vector w(weight, D, "rms_norm weight");
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     parallel_for(
         rows,
         [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r) {
-                rms_norm_row(xd + r * D, w.empty() ? nullptr : w.data(), D, eps, yd + r * D);
+                rms_norm_row(xd + r * D, w.get(), D, eps, yd + r * D);
             }
         },
         std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)));
