@@ -232,12 +232,4 @@ std::vector<std::string> dictionary() {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    run_one(data, size);
-    return 0;
-}
-
-const sr::fuzz::Target& sr::fuzz::target() {
-    static const Target t{"fuzz_gguf", run_one, seeds, dictionary, false};
-    return t;
-}
+SR_FUZZ_TARGET("fuzz_gguf", false)

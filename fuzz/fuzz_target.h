@@ -1,12 +1,8 @@
 // What a fuzz target gives the drivers that run it: libFuzzer (which calls LLVMFuzzerTestOneInput and brings
 // its own main) or standalone_driver.cpp (a seeded mutation loop for builds without libFuzzer, e.g. g++).
 //
-// Each fuzz_*.cpp defines LLVMFuzzerTestOneInput and sr::fuzz::target():
-//
-//   const sr::fuzz::Target& sr::fuzz::target() {
-//       static const Target t{"fuzz_json", run_one, seeds, dictionary, false};
-//       return t;
-//   }
+// Each fuzz_*.cpp defines run_one, seeds and dictionary (Target's members below) and ends with one line,
+// SR_FUZZ_TARGET("fuzz_json", false), which defines LLVMFuzzerTestOneInput and sr::fuzz::target() from them.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +31,21 @@ struct Target {
 };
 
 const Target& target();
+
+}  // namespace sr::fuzz
+
+// The two entry points of a target file whose run_one, seeds and dictionary are in scope.
+#define SR_FUZZ_TARGET(NAME, LENGTH_PREFIXED)                                     \
+    extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {     \
+        run_one(data, size);                                                      \
+        return 0;                                                                 \
+    }                                                                             \
+    const sr::fuzz::Target& sr::fuzz::target() {                                  \
+        static const Target t{NAME, run_one, seeds, dictionary, LENGTH_PREFIXED}; \
+        return t;                                                                 \
+    }
+
+namespace sr::fuzz {
 
 // Numbers at the edges of the types a parser converts to (uint64, int64, int32, double) and of the limits it
 // enforces; spliced into JSON in place of the numbers already there.
