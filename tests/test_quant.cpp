@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "core/quant.h"
 #include "core/quant_blocks.h"
+#include "core/quant_dispatch.h"
 #include "io/json.h"
 
 namespace {
@@ -70,32 +71,6 @@ Reference load_reference(QuantType type) {
 // Same bits, or both NaN (the reference has NaN where a scale is NaN or Inf x 0; payloads are not compared).
 bool same_float(float a, float b) {
     return (std::isnan(a) && std::isnan(b)) || sr::f32_to_bits(a) == sr::f32_to_bits(b);
-}
-
-// Calls fn.template operator()<Block>() with the block struct of `type`.
-template <class Fn>
-void with_block(QuantType type, Fn&& fn) {
-    namespace qb = sr::qblock;
-    switch (type) {
-        case QuantType::Q8_0:
-            return fn.template operator()<qb::BlockQ8_0>();
-        case QuantType::Q4_0:
-            return fn.template operator()<qb::BlockQ4_0>();
-        case QuantType::Q4_1:
-            return fn.template operator()<qb::BlockQ4_1>();
-        case QuantType::Q5_0:
-            return fn.template operator()<qb::BlockQ5_0>();
-        case QuantType::Q5_1:
-            return fn.template operator()<qb::BlockQ5_1>();
-        case QuantType::Q3_K:
-            return fn.template operator()<qb::BlockQ3_K>();
-        case QuantType::Q4_K:
-            return fn.template operator()<qb::BlockQ4_K>();
-        case QuantType::Q5_K:
-            return fn.template operator()<qb::BlockQ5_K>();
-        case QuantType::Q6_K:
-            return fn.template operator()<qb::BlockQ6_K>();
-    }
 }
 
 std::vector<float> dequantize_row(QuantType type, const uint8_t* row, int64_t cols) {
@@ -218,7 +193,7 @@ TEST(QuantDequantize, OneElementAtATimeAndAtAnyAddressAgreeWithTheBlock) {
     for (QuantType type : kAllTypes) {
         SCOPED_TRACE(std::string(sr::quant_info(type).name));
         const Reference r = load_reference(type);
-        with_block(type, [&]<class Block>() {
+        sr::with_block_type(type, [&]<class Block>() {
             std::vector<uint8_t> shifted(1, 0);
             shifted.insert(shifted.end(), r.blocks.begin(), r.blocks.end());
             const size_t n_blocks = r.blocks.size() / sizeof(Block);

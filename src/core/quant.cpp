@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/quant_blocks.h"
+#include "core/quant_dispatch.h"
 
 namespace sr {
 
@@ -35,32 +36,6 @@ template <class Block>
 void quantize_run(const float* src, void* dst, int64_t n_blocks) {
     auto* blocks = static_cast<Block*>(dst);
     for (int64_t b = 0; b < n_blocks; ++b) qb::quantize(src + b * Block::kElems, blocks[b]);
-}
-
-// Calls fn.template operator()<Block>() for the block struct of `type`.
-template <class Fn>
-void with_block_type(QuantType type, Fn&& fn) {
-    switch (type) {
-        case QuantType::Q8_0:
-            return fn.template operator()<qb::BlockQ8_0>();
-        case QuantType::Q4_0:
-            return fn.template operator()<qb::BlockQ4_0>();
-        case QuantType::Q4_1:
-            return fn.template operator()<qb::BlockQ4_1>();
-        case QuantType::Q5_0:
-            return fn.template operator()<qb::BlockQ5_0>();
-        case QuantType::Q5_1:
-            return fn.template operator()<qb::BlockQ5_1>();
-        case QuantType::Q3_K:
-            return fn.template operator()<qb::BlockQ3_K>();
-        case QuantType::Q4_K:
-            return fn.template operator()<qb::BlockQ4_K>();
-        case QuantType::Q5_K:
-            return fn.template operator()<qb::BlockQ5_K>();
-        case QuantType::Q6_K:
-            return fn.template operator()<qb::BlockQ6_K>();
-    }
-    SR_ASSERT(false, "unknown QuantType {}", int(type));
 }
 
 }  // namespace
