@@ -29,15 +29,7 @@ using sr::GgufValue;
 using sr::QuantType;
 using sr::Tensor;
 
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const std::string& name) : dir(sr::test::scratch_dir(name)) {}
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    std::string operator/(const std::string& file) const { return (dir / file).string(); }
-};
+using sr::test::Scratch;
 
 // The one .gguf file in dir/model, or empty.
 std::string single_gguf(const fs::path& dir) {

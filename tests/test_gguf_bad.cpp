@@ -18,21 +18,9 @@ namespace {
 namespace fs = std::filesystem;
 using sr::test::GgufBuilder;
 
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const std::string& name) : dir(sr::test::scratch_dir(name)) {}
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    std::string operator/(const std::string& file) const { return (dir / file).string(); }
-};
+using sr::test::Scratch;
 
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    ASSERT_TRUE(out.good()) << path;
-}
+using sr::test::write_file;
 
 // Writes `bytes` and expects GgufFile::open to throw an InputError containing the path and every one of
 // `parts`. Returns the message.

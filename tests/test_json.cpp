@@ -15,21 +15,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const std::string& name) : dir(sr::test::scratch_dir(name)) {}
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    std::string operator/(const std::string& file) const { return (dir / file).string(); }
-};
+using sr::test::Scratch;
 
-void write_file(const std::string& path, const std::string& text) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << text;
-    ASSERT_TRUE(out.good()) << path;
-}
+using sr::test::write_file;
 
 // Runs fn, which must throw sr::InputError whose message contains every one of `parts`.
 template <class Fn>

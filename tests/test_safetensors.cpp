@@ -27,15 +27,7 @@ using sr::DType;
 using sr::Tensor;
 
 // A scratch folder removed again when the test ends, so repeated runs do not fill /tmp.
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const std::string& name) : dir(sr::test::scratch_dir(name)) {}
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    std::string operator/(const std::string& file) const { return (dir / file).string(); }
-};
+using sr::test::Scratch;
 
 std::string le64(uint64_t n) {
     std::string s(8, '\0');
@@ -48,11 +40,7 @@ std::string image(const std::string& header, size_t data_bytes, std::optional<ui
     return le64(length.value_or(header.size())) + header + std::string(data_bytes, '\0');
 }
 
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    ASSERT_TRUE(out.good()) << path;
-}
+using sr::test::write_file;
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

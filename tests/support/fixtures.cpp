@@ -1,7 +1,10 @@
 #include "support/fixtures.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 
 #include "io/json.h"
 
@@ -101,6 +104,18 @@ fs::path scratch_dir(const std::string& name) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     return dir;
+}
+
+Scratch::~Scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), std::streamsize(bytes.size()));
+    out.close();
+    EXPECT_TRUE(out.good()) << "could not write " << path;
 }
 
 }  // namespace sr::test

@@ -38,6 +38,19 @@ bool is_lora_fixture(const std::filesystem::path& dir);
 // A scratch folder for one test, emptied on creation.
 std::filesystem::path scratch_dir(const std::string& name);
 
+// scratch_dir(name) for the life of the object, removed with what is in it at the end.
+struct Scratch {
+    std::filesystem::path dir;
+    explicit Scratch(const std::string& name) : dir(scratch_dir(name)) {}
+    ~Scratch();
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    std::string operator/(const std::string& file) const { return (dir / file).string(); }
+};
+
+// Writes `bytes` as the whole file at `path` (a test failure when it cannot).
+void write_file(const std::string& path, const std::string& bytes);
+
 // Whether a writer's temporary for `target` exists: "<target>.XXXXXX.partial" in its folder (core/files.h).
 bool partial_file_exists(const std::filesystem::path& target);
 
