@@ -18,6 +18,7 @@
 #include <fstream>
 
 #include "backends/cpu/cpu_backend.h"
+#include "bench_inputs.h"
 #include "core/parallel.h"
 #include "io/json.h"
 #include "io/safetensors.h"
@@ -29,16 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-Tensor uniform(const Shape& s, uint64_t seed, float scale) {
-    Tensor t = Tensor::empty(s, DType::F32);
-    float* d = t.data<float>();
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (int64_t i = 0; i < t.numel(); ++i) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        d[i] = scale * (float(x >> 40) / float(1 << 24) * 2.0f - 1.0f);
-    }
-    return t;
-}
+using bench::uniform;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

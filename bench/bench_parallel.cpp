@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "bench_inputs.h"
 #include "core/parallel.h"
 #include "io/json.h"
 #include "models/hunyuan_video_transformer.h"
@@ -68,15 +69,7 @@ private:
     Communicator& inner_;
 };
 
-Tensor uniform(const Shape& s, uint64_t seed) {
-    Tensor t = Tensor::empty(s, DType::F32);
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (int64_t i = 0; i < t.numel(); ++i) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        t.data<float>()[i] = float(x >> 40) / float(1 << 24) * 2.0f - 1.0f;
-    }
-    return t;
-}
+using bench::uniform;
 
 TransformerInputs inputs_for(const HunyuanVideoConfig& c, int64_t batch) {
     TransformerInputs in;

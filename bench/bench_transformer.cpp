@@ -21,6 +21,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/profiling_backend.h"
+#include "bench_inputs.h"
 #include "core/memory_stats.h"
 #include "core/parallel.h"
 #include "io/json.h"
@@ -63,16 +64,7 @@ double now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Tensor uniform(const Shape& s, uint64_t seed, float scale) {
-    Tensor t = Tensor::empty(s, DType::F32);
-    float* d = t.data<float>();
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (int64_t i = 0; i < t.numel(); ++i) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        d[i] = scale * (float(x >> 40) / float(1 << 24) * 2.0f - 1.0f);
-    }
-    return t;
-}
+using bench::uniform;
 
 TransformerInputs make_inputs(const HunyuanVideoConfig& c, const ForwardShape& s) {
     TransformerInputs in;
