@@ -23,9 +23,9 @@ namespace sr::cli {
 namespace {
 
 struct ServeOptions : SessionFlags {
-    std::string host = "127.0.0.1", token, cors_origin, data_dir, lora_dir, max_body = "20M", keep = "7d,1000";
-    std::vector<std::string> allowed_hosts;
-    int port = 8080, queue_size = 16, http_threads = 16;
+    server::ServerOptions server;                    // the flags that are its fields bind to them directly
+    std::string max_body = "20M", keep = "7d,1000";  // parsed into server's
+    int queue_size = 16;
     bool quiet = false;
 };
 
@@ -62,24 +62,16 @@ std::string model_id(const std::string& given) {
 int run_serve(ServeOptions& o) {
     const std::string device = choose_device(o, false, o.quiet);
     std::vector<std::string> problems = session_flag_problems(o, device);
-    if (o.token.empty())
-        if (const char* env = std::getenv("SKYREELS_SERVER_TOKEN")) o.token = env;
+    server::ServerOptions& so = o.server;
+    if (so.token.empty())
+        if (const char* env = std::getenv("SKYREELS_SERVER_TOKEN")) so.token = env;
     if (!problems.empty()) throw_problems(problems);
     if (o.threads > 0) set_n_threads(o.threads);
-    server::ServerOptions so;
-    so.host = o.host;
-    so.port = o.port;
-    so.token = o.token;
-    so.allowed_hosts = o.allowed_hosts;
-    so.cors_origin = o.cors_origin;
-    so.data_dir = o.data_dir;
-    if (!o.lora_dir.empty()) {
+    if (!so.lora_dir.empty()) {
         std::error_code ec;
-        SR_THROW_IF(!fs::is_directory(o.lora_dir, ec), "--lora-dir {}: not a folder", o.lora_dir);
-        so.lora_dir = o.lora_dir;
+        SR_THROW_IF(!fs::is_directory(so.lora_dir, ec), "--lora-dir {}: not a folder", so.lora_dir);
     }
     so.max_body_bytes = parse_bytes(o.max_body, "--max-body");
-    so.http_threads = o.http_threads;
     SR_THROW_IF(o.queue_size < 1 || o.queue_size > 100000, "--queue-size {}: must be in 1..100000", o.queue_size);
     so.queue.max_queued = size_t(o.queue_size);
     parse_keep(o.keep, so.queue);
@@ -105,7 +97,7 @@ int run_serve(ServeOptions& o) {
     const int port = server.bind();
     const server::QueueStats q = server.queue().stats();
     std::printf("skyreels serve: listening on http://%s:%d/ (models: %s; data: %s; %zu jobs, %zu queued)\n",
-                o.host.find(':') != std::string::npos ? ("[" + o.host + "]").c_str() : o.host.c_str(), port,
+                so.host.find(':') != std::string::npos ? ("[" + so.host + "]").c_str() : so.host.c_str(), port,
                 models.size() == 2 ? "skyreels-demo-t2v, skyreels-demo-i2v" : models[0].id.c_str(),
                 server.options().data_dir.c_str(), q.jobs, q.queued);
     std::fflush(stdout);
@@ -120,21 +112,21 @@ Command add_serve_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "serve", "Serve an OpenAI-videos-shaped HTTP API and a web page, with the models loaded once");
     add_model_flags(cmd, *o);
-    cmd->add_option("--host", o->host,
+    cmd->add_option("--host", o->server.host,
                     "Address to listen on; anything but loopback requires --token (or SKYREELS_SERVER_TOKEN)")
         ->capture_default_str();
-    cmd->add_option("--port", o->port, "Port (0: any free port, printed)")->capture_default_str();
-    cmd->add_option("--token", o->token,
+    cmd->add_option("--port", o->server.port, "Port (0: any free port, printed)")->capture_default_str();
+    cmd->add_option("--token", o->server.token,
                     "Bearer token clients must send (Authorization: Bearer <token>); default: "
                     "$SKYREELS_SERVER_TOKEN");
-    cmd->add_option("--allowed-host", o->allowed_hosts,
+    cmd->add_option("--allowed-host", o->server.allowed_hosts,
                     "A host name the server may be reached by (Host header), besides localhost and the bind "
                     "address; repeatable; * for any")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-    cmd->add_option("--cors-origin", o->cors_origin, "Allow cross-origin requests from this one origin");
-    cmd->add_option("--data-dir", o->data_dir,
+    cmd->add_option("--cors-origin", o->server.cors_origin, "Allow cross-origin requests from this one origin");
+    cmd->add_option("--data-dir", o->server.data_dir,
                     "Where jobs and videos are kept across restarts (default: ~/.cache/skyreels/server)");
-    cmd->add_option("--lora-dir", o->lora_dir,
+    cmd->add_option("--lora-dir", o->server.lora_dir,
                     "A folder of LoRA adapter files that jobs may name in their `loras` (per job, on top of --lora; "
                     "default: jobs take none)");
     cmd->add_option("--max-body", o->max_body, "Largest request body (an image upload)")->capture_default_str();
@@ -144,7 +136,7 @@ Command add_serve_command(CLI::App& app) {
                     "How long finished jobs and their videos are kept: days (7d), hours (12h), a count (1000) or "
                     "both")
         ->capture_default_str();
-    cmd->add_option("--http-threads", o->http_threads, "Connections served at once")->capture_default_str();
+    cmd->add_option("--http-threads", o->server.http_threads, "Connections served at once")->capture_default_str();
     cmd->add_flag("--quiet,-q", o->quiet, "No notice about running on the CPU");
     add_device_flags(cmd, *o);
     return [o] { return run_serve(*o); };
