@@ -299,6 +299,69 @@ TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
     }
 }
 
+// With a step cache the checkpoint holds the cache's state: a cached job stopped after step k and resumed ends
+// with the uninterrupted job's latents bit for bit and the same skip counts and accumulated estimate, for every
+// k, for both caches and both CFG row layouts (the thresholds skip some steps and compute others on the demo
+// model). A checkpoint whose cache state cannot be this run's is refused, naming it.
+TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
+    SessionOptions o;
+    o.demo = true;
+    Session session(o);
+    const fs::path dir = test::scratch_dir("denoise_resume_cached");
+    const std::string ckpt = (dir / "job.ckpt").string();
+    const int steps = 8;
+    Request r;
+    r.generation.params = demo_params(Task::T2V);
+    r.generation.params.height = r.generation.params.width = 32;
+    r.generation.params.num_frames = 5;
+    r.generation.params.num_inference_steps = steps;
+    r.generation.prompt = "FPS-24, a lighthouse at dusk";
+    r.checkpoint_every = 1;
+    r.checkpoint_path = ckpt;
+    for (const char* cache : {"teacache:0.3", "fbcache:0.03"})
+        for (const bool rows : {false, true}) {
+            SCOPED_TRACE(fmt::format("{}{}", cache, rows ? ", rows one at a time" : ", rows batched"));
+            r.generation.params.cache = parse_step_cache(cache, "--cache");
+            r.generation.params.sequence_batch = rows;
+            const JobResult full = session.generate(r);
+            ASSERT_EQ(full.status, JobStatus::Ok);
+            std::printf("  %s: %s\n", cache, full.step_cache.c_str());
+            ASSERT_GT(full.passes_skipped, 0) << full.step_cache << ": the threshold must skip something";
+            ASSERT_LT(full.passes_skipped, steps - 2) << full.step_cache << ": and compute more than it must";
+            for (int stop = 1; stop < steps; ++stop) {
+                JobCallbacks cb;
+                bool stopping = false;
+                cb.progress = [&](const ProgressEvent& e) { stopping = e.stage == Stage::Denoising && e.done == stop; };
+                cb.cancel = [&] { return stopping; };
+                ASSERT_EQ(session.generate(r, cb).status, JobStatus::Cancelled);
+                const DenoiseCheckpoint c = read_checkpoint(ckpt);
+                ASSERT_TRUE(c.cache) << "the checkpoint of a cached run holds the cache's state";
+                EXPECT_EQ(c.cache->rows.size(), rows ? 2u : 1u);
+                Request resumed = r;
+                resumed.checkpoint_every = 0;
+                resumed.resume_path = ckpt;
+                const JobResult rest = session.generate(resumed);
+                EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
+                EXPECT_EQ(rest.step_cache, full.step_cache) << "resumed after step " << stop;
+            }
+        }
+    // A damaged state (counts that contradict each other) is refused when the checkpoint is read.
+    DenoiseCheckpoint c = read_checkpoint(ckpt);
+    Request resumed = r;
+    resumed.checkpoint_every = 0;
+    resumed.resume_path = ckpt;
+    StepCacheState counts = *c.cache;
+    counts.skipped = counts.passes + 1;
+    c.cache = std::make_shared<const StepCacheState>(counts);
+    write_checkpoint(ckpt, c);
+    try {
+        session.generate(resumed);
+        ADD_FAILURE() << "a damaged cache state was accepted";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("step_cache metadata"), std::string::npos) << e.what();
+    }
+}
+
 // The fingerprint of model files changes with a file's header, its size or its name, and not with nothing.
 TEST(Denoise, ModelFingerprintSeesHeadersSizesAndNames) {
     const fs::path dir = test::scratch_dir("denoise_fingerprint");
@@ -317,23 +380,27 @@ TEST(Denoise, ModelFingerprintSeesHeadersSizesAndNames) {
     EXPECT_NE(c, model_fingerprint({dir.string()}));
 }
 
-// The command line, killed: `generate --checkpoint-every 1` is killed with SIGKILL once it has saved a
-// checkpoint at a random step; `--resume` from that checkpoint writes PNG frames bit-identical to an
-// uninterrupted run's; a resume with other parameters is refused, naming them.
-TEST(Denoise, KilledRunResumesToTheSameFrames) {
-    const fs::path dir = test::scratch_dir("denoise_kill");
+namespace {
+
+// One kill-and-resume of KilledRunResumesToTheSameFrames, with `flags` added to every command.
+void kill_and_resume(const std::string& name, const std::string& flags) {
+    const fs::path dir = test::scratch_dir(name);
     const std::string bin = std::string(SKYREELS_BINARY_DIR) + "/skyreels";
     const int steps = 8;
     const std::string common = fmt::format(
-        "generate --demo --quiet --num_frames 9 --height 64 --width 64 --num_inference_steps {} --seed 5", steps);
+        "generate --demo --num_frames 9 --height 64 --width 64 --num_inference_steps {} --seed 5 {}", steps, flags);
     const test::CommandResult full = test::run_command(fmt::format(
         "{} {} --out '{}' --png-dir '{}'", bin, common, (dir / "full.mp4").string(), (dir / "full").string()));
     ASSERT_EQ(full.code, 0) << full.output;
+    if (flags.find("--cache") != std::string::npos) {  // the cached run must skip something, or it tests nothing
+        ASSERT_NE(full.output.find("transformer passes"), std::string::npos) << full.output;
+        EXPECT_EQ(full.output.find("skipped 0 of"), std::string::npos) << full.output;
+    }
 
     std::mt19937 rng(std::random_device{}());
     const int kill_after = 1 + int(rng() % (steps - 2));  // 1 .. steps - 2
     const std::string killed_out = (dir / "killed.mp4").string(), ckpt = killed_out + ".ckpt";
-    const std::string cmd = fmt::format("exec {} {} --out '{}' --checkpoint-every 1 > '{}' 2>&1", bin, common,
+    const std::string cmd = fmt::format("exec {} {} --quiet --out '{}' --checkpoint-every 1 > '{}' 2>&1", bin, common,
                                         killed_out, (dir / "killed.log").string());
     const pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -357,7 +424,7 @@ TEST(Denoise, KilledRunResumesToTheSameFrames) {
         }
         int status = 0;
         if (seen < kill_after && waitpid(pid, &status, WNOHANG) == pid)
-            FAIL() << "the run ended before step " << kill_after;
+            FAIL() << flags << ": the run ended before step " << kill_after;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     kill(pid, SIGKILL);
@@ -367,7 +434,7 @@ TEST(Denoise, KilledRunResumesToTheSameFrames) {
     std::printf("  killed after a checkpoint at step %d of %d (chosen: %d)\n", seen, steps, kill_after);
 
     const test::CommandResult resumed =
-        test::run_command(fmt::format("{} {} --out '{}' --png-dir '{}' --resume '{}'", bin, common,
+        test::run_command(fmt::format("{} {} --quiet --out '{}' --png-dir '{}' --resume '{}'", bin, common,
                                       (dir / "resumed.mp4").string(), (dir / "resumed").string(), saved));
     ASSERT_EQ(resumed.code, 0) << resumed.output;
     int frames = 0;
@@ -382,7 +449,18 @@ TEST(Denoise, KilledRunResumesToTheSameFrames) {
     EXPECT_EQ(frames, 9);
 
     const test::CommandResult refused = test::run_command(fmt::format(
-        "{} {} --guidance_scale 5 --out '{}' --resume '{}'", bin, common, (dir / "no.mp4").string(), saved));
+        "{} {} --quiet --guidance_scale 5 --out '{}' --resume '{}'", bin, common, (dir / "no.mp4").string(), saved));
     EXPECT_NE(refused.code, 0) << refused.output;
     EXPECT_NE(refused.output.find("guidance_scale"), std::string::npos) << refused.output;
+}
+
+}  // namespace
+
+// The command line, killed: `generate --checkpoint-every 1` is killed with SIGKILL once it has saved a
+// checkpoint at a random step; `--resume` from that checkpoint writes PNG frames bit-identical to an
+// uninterrupted run's; a resume with other parameters is refused, naming them.
+TEST(Denoise, KilledRunResumesToTheSameFrames) {
+    kill_and_resume("denoise_kill", "");
+    // With a step cache the checkpoint holds its state: the resumed run skips what the killed one would have.
+    kill_and_resume("denoise_kill_cached", "--cache teacache:0.3");
 }

@@ -126,6 +126,57 @@ TEST(StepCache, FirstBlockCacheComparesWithTheLastComputedStep) {
     EXPECT_EQ(cache.skipped(), 3);
 }
 
+// A cache restored from another's state after step 1 of the TeaCache sequence above (via the host, as a
+// checkpoint keeps it) makes the remaining decisions, counts and skipped steps of the uninterrupted cache and
+// applies the same residual; a restored residual of another shape is refused at its first use, naming it, and
+// counts that contradict each other when restoring.
+TEST(StepCache, RestoredStateContinuesAsTheSavedCache) {
+    Backend& be = cpu_backend();
+    const StepCacheOptions tea = parse_step_cache("teacache:0.3", "--cache");
+    StepCache whole(tea, 5), first(tea, 5);
+    auto step = [&](StepCache& c, int i) {
+        c.begin_step(i);
+        c.observe(be, 0, filled(std::pow(1.1f, float(i))), 2);
+        const bool skip = c.decide(be);
+        if (!skip) c.keep_input(be, 0, filled(2.0f)), c.keep_output(be, 0, filled(5.5f));
+        return skip;
+    };
+    for (int i = 0; i < 5; ++i) step(whole, i);
+    for (int i = 0; i < 2; ++i) step(first, i);
+    StepCacheState saved = first.state(be);
+    for (auto& row : saved.rows) row.prev = row.prev.clone(), row.residual = row.residual.clone();
+    StepCache rest(tea, 5);
+    rest.restore(be, saved);
+    std::vector<bool> skips;
+    for (int i = 2; i < 5; ++i) skips.push_back(step(rest, i));
+    EXPECT_EQ(skips, (std::vector<bool>{true, false, false}));
+    EXPECT_EQ(rest.skipped_steps(), whole.skipped_steps());
+    EXPECT_EQ(rest.summary(), whole.summary());
+    Tensor x = filled(1.0f);
+    rest.apply(be, 0, x);
+    EXPECT_EQ(x.data<float>()[3], 4.5f);
+
+    StepCacheState other_shape = saved;
+    other_shape.rows[0].residual = Tensor::zeros({1, 3, 2}, DType::F32);
+    StepCache bad(tea, 5);
+    bad.restore(be, other_shape);
+    Tensor y = filled(1.0f);
+    try {
+        bad.apply(be, 0, y);
+        ADD_FAILURE() << "a residual of another shape was applied";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("the cached residual is f32[1,3,2]"), std::string::npos) << e.what();
+    }
+    StepCacheState counts = saved;
+    counts.skipped_steps.push_back(3);
+    try {
+        StepCache(tea, 5).restore(be, counts);
+        ADD_FAILURE() << "contradicting counts were restored";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("skipped steps listed"), std::string::npos) << e.what();
+    }
+}
+
 // On every pipeline fixture, over kSteps steps: threshold 0 gives the uncached latents and video bit for
 // bit with no skip; a huge threshold skips every step the rules do not force (TeaCache: all but the first
 // and last; first-block cache: all but the first); batched rows, rows per block and whole passes decide the

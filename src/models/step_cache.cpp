@@ -69,6 +69,54 @@ void StepCache::begin_step(int step) {
     step_ = step;
 }
 
+StepCacheState StepCache::state(Backend& be) const {
+    StepCacheState s;
+    s.accumulated = accumulated_;
+    s.total_estimate = total_estimate_;
+    s.passes = passes_, s.skipped = skipped_;
+    s.skipped_steps = skipped_steps_;
+    for (const Row& rw : rows_)
+        s.rows.push_back({rw.prev, rw.residual.defined() ? to_host(be, rw.residual) : Tensor()});
+    return s;
+}
+
+void StepCache::restore(Backend& be, const StepCacheState& s) {
+    SR_THROW_IF(s.passes < 0 || s.skipped < 0 || s.skipped > s.passes || size_t(s.skipped) != s.skipped_steps.size(),
+                "step cache state: {} skipped of {} passes, {} skipped steps listed", s.skipped, s.passes,
+                s.skipped_steps.size());
+    SR_THROW_IF(!std::isfinite(s.accumulated) || !std::isfinite(s.total_estimate) || s.accumulated < 0.0 ||
+                    s.total_estimate < 0.0,
+                "step cache state: estimates {} and {} are not finite sums >= 0", s.accumulated, s.total_estimate);
+    for (size_t i = 0; i < s.skipped_steps.size(); ++i)
+        SR_THROW_IF(s.skipped_steps[i] < 1 || s.skipped_steps[i] >= steps_ ||
+                        (i > 0 && s.skipped_steps[i] <= s.skipped_steps[i - 1]),
+                    "step cache state: skipped step {} is out of order or outside 1..{}", s.skipped_steps[i],
+                    steps_ - 1);
+    rows_.assign(s.rows.size(), Row{});
+    for (size_t r = 0; r < s.rows.size(); ++r) {
+        const StepCacheState::Row& saved = s.rows[r];
+        if (saved.prev.defined()) {
+            SR_THROW_IF(saved.prev.dtype() != DType::F32 || saved.prev.rank() != 1 || !saved.prev.is_contiguous(),
+                        "step cache state row {}: the previous input {} is not a flat f32 vector", r,
+                        saved.prev.describe());
+            rows_[r].prev = saved.prev;  // host memory, replaced (never written) by later steps
+        }
+        if (saved.residual.defined()) {
+            SR_THROW_IF(
+                saved.residual.dtype() != DType::F32 || saved.residual.rank() != 3 || !saved.residual.is_contiguous(),
+                "step cache state row {}: the residual {} is not [B, tokens, D] f32", r, saved.residual.describe());
+            // A copy in the backend's memory: later computed steps write the residual in place.
+            rows_[r].residual = new_activation(be, saved.residual.shape(), "step cache residual");
+            be.copy(saved.residual, rows_[r].residual);
+            minus_one(be, r, rows_[r].residual);
+        }
+    }
+    accumulated_ = s.accumulated;
+    total_estimate_ = s.total_estimate;
+    passes_ = s.passes, skipped_ = s.skipped;
+    skipped_steps_ = s.skipped_steps;
+}
+
 StepCache::Row& StepCache::row(size_t r) {
     if (rows_.size() <= r) rows_.resize(r + 1);
     return rows_[r];
@@ -201,6 +249,10 @@ void StepCache::keep_output(Backend& be, size_t r, const Tensor& x) {
 void StepCache::apply(Backend& be, size_t r, Tensor& x) const {
     SR_ASSERT(r < rows_.size() && rows_[r].residual.defined(), "step cache row {}: nothing cached to apply", r);
     const Row& rw = rows_[r];
+    SR_THROW_IF(!(rw.residual.shape() == x.shape()),
+                "step cache row {}: the cached residual is {} but this step's activations are {} (restored from "
+                "a checkpoint of another layout?)",
+                r, rw.residual.describe(), x.describe());
     be.gated_residual(x, rw.residual, rw.minus_one);  // x - (before - after)
 }
 

@@ -59,6 +59,20 @@ StepCacheOptions parse_step_cache(std::string_view text, std::string_view what);
 // first 7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02.
 double teacache_rescale(double rel_l1);
 
+// A StepCache's state after a step, on the host: what a denoising checkpoint keeps so that a resumed loop
+// decides and skips exactly as the uninterrupted one would (pipeline/checkpoint.h).
+struct StepCacheState {
+    struct Row {
+        Tensor prev;      // the previous metric input, f32 [B * valid tokens * D] (undefined: none yet)
+        Tensor residual;  // the cached residual (negated), f32 [B, tokens, D] (undefined: none yet)
+    };
+    std::vector<Row> rows;
+    double accumulated = 0.0;  // TeaCache: the estimates summed since the last computed step
+    double total_estimate = 0.0;
+    int passes = 0, skipped = 0;
+    std::vector<int> skipped_steps;
+};
+
 // The state of one denoising loop: the previous metric input and the cached residual of every row (a row of
 // the CFG batch, or the whole batch when it runs as one), and the counts. Device memory: one residual per
 // row, [B, tokens of this rank, D] activations, alive for the whole loop (the memory plan counts it: it runs
@@ -72,8 +86,17 @@ public:
     // per decision).
     void set_groups(std::vector<Communicator*> groups) { groups_ = std::move(groups); }
     // Before each step's transformer call: which step of `steps` it is (a resumed loop starts past 0; its
-    // first call computes, having nothing cached).
+    // first call computes unless restore() gave it the state the loop had there).
     void begin_step(int step);
+
+    // ---- Checkpoints: the state on the host (the residuals copied from the backend's memory: one activation
+    // per row), and back into a new loop's cache, which then continues as the saved one would have.
+    // The state shares the cache's memory where the backend's memory is the host's: keep it no longer than
+    // until the loop's next step (or clone it).
+    StepCacheState state(Backend& be) const;
+    // InputError when the state cannot be this cache's (negative counts, skipped steps out of order, a residual
+    // that is not [B, tokens, D] f32). A residual of other activations' shape fails at its first use, naming it.
+    void restore(Backend& be, const StepCacheState& state);
 
     // ---- The transformer's side, in this order per call: observe each row, decide, then for a computed
     // step keep_input / keep_output per row, for a skipped one apply per row.
@@ -88,7 +111,8 @@ public:
     // after - before is kept, in the backend's memory).
     void keep_input(Backend& be, size_t row, const Tensor& x);
     void keep_output(Backend& be, size_t row, const Tensor& x);
-    // A skipped step: x += the row's cached residual.
+    // A skipped step: x += the row's cached residual. InputError when the residual (a restored one) is not of
+    // x's shape.
     void apply(Backend& be, size_t row, Tensor& x) const;
 
     // ---- Counts.

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <system_error>
 
 #include "core/error.h"
@@ -47,6 +48,49 @@ void hash_file(Fnv64& h, const fs::path& file, const std::string& name) {
     }
 }
 
+// The step cache's state: its counts as JSON in the metadata ("step_cache"), each row's tensors as
+// "step_cache.row<r>.prev" and "step_cache.row<r>.residual" (absent where the row has none yet).
+constexpr const char* kCacheKey = "step_cache";
+
+std::string cache_tensor(size_t row, const char* part) {
+    return fmt::format("{}.row{}.{}", kCacheKey, row, part);
+}
+
+std::string cache_counts(const StepCacheState& c) {
+    // nlohmann writes doubles in their shortest round-trip form: the sums come back bit for bit.
+    return Json{{"rows", c.rows.size()}, {"accumulated", c.accumulated}, {"total_estimate", c.total_estimate},
+                {"passes", c.passes},    {"skipped", c.skipped},         {"skipped_steps", c.skipped_steps}}
+        .dump();
+}
+
+// The counts and tensors of a checkpoint's step cache (StepCache::restore checks that they make sense).
+std::shared_ptr<const StepCacheState> read_cache_state(const WeightStore& s) {
+    const std::optional<std::string> counts = s.metadata(kCacheKey);
+    if (!counts) return nullptr;
+    const std::string source = std::string(kCacheKey) + " metadata";
+    const Json j = parse_json(*counts, source);
+    SR_THROW_IF(!j.is_object(), "{}: expected an object", source);
+    auto state = std::make_shared<StepCacheState>();
+    const int64_t rows = json_int(j, "rows", source), passes = json_int(j, "passes", source),
+                  skipped = json_int(j, "skipped", source);
+    SR_THROW_IF(rows < 0 || rows > 2 || passes < 0 || passes > 1000000 || skipped < 0 || skipped > passes,
+                "{}: {} rows, {} skipped of {} passes", source, rows, skipped, passes);
+    state->passes = int(passes), state->skipped = int(skipped);
+    state->accumulated = json_number(j, "accumulated", source);
+    state->total_estimate = json_number(j, "total_estimate", source);
+    for (const int64_t step : json_int_array(j, "skipped_steps", source)) {
+        SR_THROW_IF(step < 0 || step > 1000000, "{}: skipped step {}", source, step);
+        state->skipped_steps.push_back(int(step));
+    }
+    state->rows.resize(size_t(rows));
+    for (size_t r = 0; r < state->rows.size(); ++r) {
+        if (const auto t = s.get_optional(cache_tensor(r, "prev"))) state->rows[r].prev = t->to(DType::F32).clone();
+        if (const auto t = s.get_optional(cache_tensor(r, "residual")))
+            state->rows[r].residual = t->to(DType::F32).clone();
+    }
+    return state;
+}
+
 }  // namespace
 
 std::string checkpoint_params(const GenerationRequest& req, const Json& extra) {
@@ -64,8 +108,8 @@ std::string checkpoint_params(const GenerationRequest& req, const Json& extra) {
     j["cfg_rows"] = !p.do_cfg() ? "none" : p.sequence_batch ? "one at a time" : "batched";
     j["prompt"] = req.prompt;
     j["negative_prompt"] = req.negative_prompt;
-    // Step caching changes the latents (absent when off, so checkpoints of uncached runs stay valid). A resumed
-    // cached run starts with an empty cache: its first step computes.
+    // Step caching changes the latents (absent when off, so checkpoints of uncached runs stay valid). The
+    // cache's state is in the checkpoint's tensors, not in its parameters.
     if (p.cache.enabled()) j["cache"] = p.cache.str();
     return j.dump();
 }
@@ -96,11 +140,19 @@ void write_checkpoint(const std::string& path, const DenoiseCheckpoint& c) {
         tensors.emplace_back("prompt_attention_mask", c.text.prompt_attention_mask.contiguous());
         tensors.emplace_back("pooled_prompt_embeds", c.text.pooled_prompt_embeds.to(DType::F32).contiguous());
     }
+    std::map<std::string, std::string> metadata = {
+        {"format", kFormat}, {"steps_done", std::to_string(c.steps_done)}, {"params", c.params}, {"model", c.model}};
+    if (c.cache) {
+        metadata[kCacheKey] = cache_counts(*c.cache);
+        for (size_t r = 0; r < c.cache->rows.size(); ++r) {
+            const StepCacheState::Row& row = c.cache->rows[r];
+            if (row.prev.defined()) tensors.emplace_back(cache_tensor(r, "prev"), row.prev.contiguous());
+            if (row.residual.defined()) tensors.emplace_back(cache_tensor(r, "residual"), row.residual.contiguous());
+        }
+    }
     // write_safetensors writes a temporary of its own and renames it into place when complete: a kill mid-write
     // leaves the previous checkpoint whole.
-    write_safetensors(
-        path, tensors,
-        {{"format", kFormat}, {"steps_done", std::to_string(c.steps_done)}, {"params", c.params}, {"model", c.model}});
+    write_safetensors(path, tensors, metadata);
 }
 
 DenoiseCheckpoint read_checkpoint(const std::string& path) {
@@ -124,6 +176,7 @@ DenoiseCheckpoint read_checkpoint(const std::string& path) {
             c.text.prompt_attention_mask = s.get("prompt_attention_mask").clone();
             c.text.pooled_prompt_embeds = s.get("pooled_prompt_embeds").to(DType::F32).clone();
         }
+        c.cache = read_cache_state(s);
     });
     return c;
 }

@@ -3,13 +3,18 @@
 // (so the text encoders need not run again), and what the continuing run must match: its parameters (size,
 // steps, guidance, seed, prompts, CFG rows, precision) and a fingerprint of the model files. One small
 // safetensors file (a few MB: latents and prompt embeddings, f32), written to a temporary name and renamed
-// over the previous one, so a kill at any moment leaves the last complete checkpoint.
+// over the previous one, so a kill at any moment leaves the last complete checkpoint. With a step cache
+// (--cache) on a single rank it also holds the cache's state (models/step_cache.h): per guidance row the
+// previous metric input and the cached residual, two activations of the video tokens (at 544x960x97, 51000
+// tokens x 3072 x f32 = 627 MB each: 2.5 GB with CFG), so that the resumed run skips what the uninterrupted
+// one would and ends with its video bit for bit.
 //
 //   sr::write_checkpoint("clip.mp4.ckpt", {.steps_done = 12, .latents = latents, .text = text, ...});
 //   sr::DenoiseCheckpoint c = sr::read_checkpoint("clip.mp4.ckpt");
 //   c.check_matches(params_json, fingerprint, "clip.mp4.ckpt");  // InputError naming what differs
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +28,9 @@ struct DenoiseCheckpoint {
     TextConditioning text;  // as the run encoded it
     std::string params;     // the run's parameters as JSON (checkpoint_params)
     std::string model;      // model_fingerprint of the files the run loaded
+    // The step cache's state after steps_done steps; null when the run had no cache, or several ranks (or the
+    // checkpoint is from before step-cache states were kept: its resumed run starts with an empty cache).
+    std::shared_ptr<const StepCacheState> cache;
 
     // InputError naming the checkpoint and what differs (the model files, or each parameter by name and both
     // values) when it is not from a run with these parameters and models.
@@ -34,7 +42,7 @@ struct DenoiseCheckpoint {
 // `extra` (the session's: precision, quantization).
 std::string checkpoint_params(const GenerationRequest& req, const Json& extra);
 
-// Atomic: written to "<path>.tmp" and renamed over `path`. InputError naming the path when it cannot be.
+// Atomic: written to "<path>.XXXXXX.partial" and renamed over `path`. InputError naming the path when it cannot be.
 void write_checkpoint(const std::string& path, const DenoiseCheckpoint& checkpoint);
 // InputError naming the file when it is not a checkpoint (or a damaged one).
 DenoiseCheckpoint read_checkpoint(const std::string& path);

@@ -364,9 +364,13 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     ModelScope use(placement, PipelineModel::Transformer);
     // Step caching: one decision per step over both guidance rows and every rank (models/step_cache.h).
     std::optional<StepCache> cache;
+    // One rank's cache is the whole state only when the run has one rank; checkpoints of a parallel run leave
+    // it out, and its resumed loop starts with an empty cache.
+    const bool one_rank = !parallel.world || parallel.world->size() < 2;
     if (p.cache.enabled()) {
         cache.emplace(p.cache, p.num_inference_steps);
         cache->set_groups({parallel.sequence, cfg_pair});
+        if (req.cache_state && one_rank) cache->restore(be, *req.cache_state);
     }
     // The job's adapters in the backend's memory for the whole loop (small: rank x (in + out) per layer); they
     // go when it ends, also when a step throws (a cancel), so none outlives the job.
@@ -452,7 +456,11 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         }
         if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
-        if (req.after_step && !host_values_skipped()) req.after_step(i + 1, latents);
+        if (req.after_step && !host_values_skipped()) {
+            StepDone done{.steps_done = i + 1, .latents = latents, .cache_state = {}};
+            if (cache && one_rank) done.cache_state = [&] { return cache->state(be); };
+            req.after_step(done);
+        }
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);
     }
     if (cache && !host_values_skipped()) {

@@ -95,6 +95,15 @@ struct TextTokens {
     Tensor clip_ids;               // [B, 77]
 };
 
+// What after_step sees after each denoising step.
+struct StepDone {
+    int steps_done = 0;
+    const Tensor& latents;  // [1, 16, T, h, w] host f32
+    // With params.cache on a single rank: the cache's state after this step, copied to the host on request
+    // (one activation per guidance row: take it only when it is kept, as a checkpoint does). Empty otherwise.
+    std::function<StepCacheState()> cache_state;
+};
+
 struct GenerationRequest {
     GenerationParams params;
     std::string prompt;
@@ -113,10 +122,14 @@ struct GenerationRequest {
     std::shared_ptr<const LoraSet> adapters;
 
     // Resuming a run (pipeline/checkpoint.h): initial_latents are the latents after this many steps, which are
-    // not run again; the scheduler continues at this step.
+    // not run again; the scheduler continues at this step. With params.cache, `cache_state` is the step cache's
+    // state after that step (StepCache::state), so that the resumed loop skips what the uninterrupted one
+    // would; null: the resumed loop starts with an empty cache (its first step computes). A run of several
+    // ranks always does (each rank's cache holds its own shard).
     int start_step = 0;
-    // Called after each denoising step with the steps done and the latents (host; valid during the call).
-    std::function<void(int steps_done, const Tensor& latents)> after_step;
+    std::shared_ptr<const StepCacheState> cache_state;
+    // Called after each denoising step (host values; valid during the call).
+    std::function<void(const StepDone& step)> after_step;
     // With params.cache: called once the loop is done, with its counts (StepCache::summary(), skipped_steps()).
     std::function<void(const StepCache& cache)> after_cached_loop;
     // Called after the denoising steps `denoised_due` picks (every step when it is empty) with the steps done

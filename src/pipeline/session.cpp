@@ -89,6 +89,30 @@ void check_settings(const Request& r) {
     }
 }
 
+// `job` continued from the checkpoint at `path` (pipeline/checkpoint.h): its latents, step, text conditioning
+// and step cache state. InputError naming the checkpoint when it is not one of this run (`run_params`) on
+// these model files, or does not fit the job; `job` itself is left as it was.
+GenerationRequest resumed(GenerationRequest job, const std::string& path, const std::string& run_params,
+                          const std::string& fingerprint, const SkyReelsPipeline& pipe) {
+    const DenoiseCheckpoint c = read_checkpoint(path);
+    c.check_matches(run_params, fingerprint, path);
+    SR_THROW_IF(c.steps_done > job.params.num_inference_steps, "--resume {}: {} steps done of {}", path, c.steps_done,
+                job.params.num_inference_steps);
+    if (c.text.prompt_embeds.defined()) job.text = c.text;
+    job.initial_latents = c.latents;
+    job.start_step = c.steps_done;
+    job.cache_state = c.cache;
+    if (job.params.cache.enabled() && !c.cache)
+        SR_LOG_WARN(
+            "--resume {}: the checkpoint holds no step cache state (a run of several ranks, or an older "
+            "checkpoint): the resumed run starts with an empty cache, so its first step computes and its video is "
+            "not bit-identical to an uninterrupted run's",
+            path);
+    pipe.check_request(job);
+    SR_LOG_INFO("resuming {} after step {} of {}", path, c.steps_done, job.params.num_inference_steps);
+    return job;
+}
+
 // The checkpoint files a successful SkyReelsPipeline::load(o) opened: every *.safetensors of the transformer,
 // VAE and text encoder folders it read from (the folders resolved as the load resolves them).
 std::vector<std::string> checkpoint_files(const PipelineLoadOptions& o) {
@@ -379,16 +403,12 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
     }
     const std::string run_params = checkpoint_params(job, run_settings);
     if (!request.resume_path.empty()) {
-        const DenoiseCheckpoint c = read_checkpoint(request.resume_path);
-        c.check_matches(run_params, model_fingerprint(), request.resume_path);
-        SR_THROW_IF(c.steps_done > job.params.num_inference_steps, "--resume {}: {} steps done of {}",
-                    request.resume_path, c.steps_done, job.params.num_inference_steps);
-        if (c.text.prompt_embeds.defined()) job.text = c.text;
-        job.initial_latents = c.latents;
-        job.start_step = c.steps_done;
-        pipe_->check_request(job);
-        SR_LOG_INFO("resuming {} after step {} of {}", request.resume_path, c.steps_done,
-                    job.params.num_inference_steps);
+        try {
+            job = resumed(job, request.resume_path, run_params, model_fingerprint(), *pipe_);
+        } catch (const InputError& e) {
+            if (!request.restart_if_refused) throw;
+            SR_LOG_WARN("{}; the job starts from its first step", e.what());
+        }
     }
     // The text conditioning as the run makes it (its hook), for the checkpoints.
     TextConditioning ckpt_text;
@@ -402,11 +422,16 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
             if (name == "pooled_prompt_embeds") ckpt_text.pooled_prompt_embeds = t.clone();
             if (inner) inner(name, t);
         };
-        job.after_step = [&ckpt_text, every, total, path, model, run_params](int done, const Tensor& latents) {
-            if (done % every != 0 || done >= total) return;
-            write_checkpoint(
-                path,
-                {.steps_done = done, .latents = latents, .text = ckpt_text, .params = run_params, .model = model});
+        job.after_step = [&ckpt_text, every, total, path, model, run_params](const StepDone& step) {
+            if (step.steps_done % every != 0 || step.steps_done >= total) return;
+            std::shared_ptr<const StepCacheState> cache;
+            if (step.cache_state) cache = std::make_shared<const StepCacheState>(step.cache_state());
+            write_checkpoint(path, {.steps_done = step.steps_done,
+                                    .latents = step.latents,
+                                    .text = ckpt_text,
+                                    .params = run_params,
+                                    .model = model,
+                                    .cache = cache});
         };
     }
 

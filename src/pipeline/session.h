@@ -93,10 +93,13 @@ struct Request {
     // Denoising checkpoints (pipeline/checkpoint.h): every `checkpoint_every` steps the latents and what a
     // resumed run needs go to `checkpoint_path` (replaced atomically; removed when the video is complete).
     // `resume_path`: continue from such a checkpoint (refused, with the reason, when it is from other model
-    // files or parameters); the video is bit-identical to an uninterrupted run's.
+    // files or parameters); the video is bit-identical to an uninterrupted run's. With `restart_if_refused`, a
+    // checkpoint that is refused (or missing) is a warning naming the reason and the job starts from its first
+    // step (a server's interrupted job: a restart with other weights must not fail it).
     int checkpoint_every = 0;
     std::string checkpoint_path;
     std::string resume_path;
+    bool restart_if_refused = false;
     // A look at the video while it forms (pipeline/latent_preview.h): after every `preview_every` steps and after
     // the last, the step's denoised estimate through HunyuanVideo's latent-to-RGB map (no VAE) goes to
     // `preview_path` (a folder of frame_NNNNN.png, or with a .png name one contact sheet; replaced atomically:
