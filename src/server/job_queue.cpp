@@ -42,7 +42,8 @@ JobQueue::JobQueue(JobStore& store, Runner runner, QueueOptions options)
     for (Job& j : store_.load()) {
         next_sequence_ = std::max(next_sequence_, j.sequence + 1);
         if (!j.finished()) {
-            // Queued or cut short while running (a crash, kill -9, a stop): run again from the start.
+            // Queued or cut short while running (a crash, kill -9, a stop): run again, from its last denoising
+            // checkpoint if it has one (session_runner.h).
             j.status = JobStatus::Queued;
             j.progress = 0;
             queue_.push_back(j.id);
@@ -318,6 +319,7 @@ void JobQueue::work() {
         }
         finish(id, [&](Job& j) {
             if (outcome) outcome(j);
+            store_.remove_checkpoint(j.id);  // finished: nothing will resume it
             if (j.status != JobStatus::Completed) {
                 store_.remove_preview(j.id);  // like its video: a failed or cancelled job leaves no file
                 j.preview_step = 0;

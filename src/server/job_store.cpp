@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
 #include "core/files.h"
@@ -67,6 +68,9 @@ std::string JobStore::thumbnail_path(const std::string& id) const {
 std::string JobStore::preview_path(const std::string& id) const {
     return (fs::path(dir_) / "videos" / (id + ".preview.png")).string();
 }
+std::string JobStore::checkpoint_path(const std::string& id) const {
+    return (fs::path(dir_) / "jobs" / (id + ".ckpt")).string();
+}
 std::string JobStore::input_path(const std::string& file_name) const {
     return (fs::path(dir_) / "inputs" / file_name).string();
 }
@@ -91,6 +95,12 @@ std::vector<Job> JobStore::load() {
             fs::rename(p, p.string() + ".bad", ec);
         }
     }
+    // Checkpoints are kept for the jobs that will run again (queued or cut short) only.
+    std::set<std::string> unfinished;
+    for (const Job& j : jobs)
+        if (!j.finished()) unfinished.insert(j.id);
+    for (const auto& e : fs::directory_iterator(fs::path(dir_) / "jobs", ec))
+        if (e.path().extension() == ".ckpt" && !unfinished.count(e.path().stem().string())) fs::remove(e.path(), ec);
     // Videos and frames a killed server was writing: "<id>.mp4.XXXXXX.partial" and temporary PNGs.
     for (const auto& e : fs::directory_iterator(fs::path(dir_) / "videos", ec))
         if (e.path().extension() == ".partial") fs::remove(e.path(), ec);
@@ -120,12 +130,19 @@ void JobStore::remove_preview(const std::string& id) const {
     fs::remove(preview_path(id), ec);
 }
 
+void JobStore::remove_checkpoint(const std::string& id) const {
+    SR_THROW_IF(!is_job_id(id), "job id {}: not a job id", id);
+    std::error_code ec;
+    fs::remove(checkpoint_path(id), ec);
+}
+
 void JobStore::remove(const Job& job) {
     SR_THROW_IF(!is_job_id(job.id), "job id {}: not a job id", job.id);
     std::error_code ec;
     fs::remove(video_path(job.id), ec);
     fs::remove(thumbnail_path(job.id), ec);
     fs::remove(preview_path(job.id), ec);
+    fs::remove(checkpoint_path(job.id), ec);
     if (!job.spec.image_file.empty()) fs::remove(input_path(job.spec.image_file), ec);
     fs::remove(fs::path(dir_) / "jobs" / (job.id + ".json"), ec);
 }

@@ -5,8 +5,11 @@
 //   <dir>/videos/<id>.preview.png   the latest preview while it forms (pipeline/latent_preview.h: a contact
 //                              sheet); a completed job keeps its last one, a failed or cancelled job none
 //   <dir>/inputs/<id>.png|jpg  an I2V job's uploaded image
+//   <dir>/jobs/<id>.ckpt       a running job's denoising checkpoint (pipeline/checkpoint.h): a job interrupted
+//                              by a kill resumes there; it goes when the job finishes
 // Paths are built here from ids that passed is_job_id() only. load() reads every record back (a damaged one is
-// set aside as <id>.json.bad with a warning, never fatal) and removes partial files a killed run left.
+// set aside as <id>.json.bad with a warning, never fatal) and removes partial files a killed run left, and the
+// checkpoints of jobs that have finished or are gone.
 //
 //   sr::server::JobStore store("/var/cache/skyreels");
 //   for (sr::server::Job& j : store.load()) ...;
@@ -34,12 +37,14 @@ public:
     // Replaces the job's preview (a PNG), atomically: a reader gets the last one or this one.
     void write_preview(const std::string& id, const std::string& png) const;
     void remove_preview(const std::string& id) const;  // a failed or cancelled job leaves no file
+    void remove_checkpoint(const std::string& id) const;
 
     const std::string& dir() const { return dir_; }
     std::string video_path(const std::string& id) const;
     std::string thumbnail_path(const std::string& id) const;
     std::string preview_path(const std::string& id) const;
     std::string input_path(const std::string& file_name) const;
+    std::string checkpoint_path(const std::string& id) const;
 
 private:
     std::string dir_;

@@ -33,7 +33,11 @@ VideoServer::VideoServer(ServerOptions options, std::map<Task, Session*> session
     SR_THROW_IF(models_.empty(), "no model to serve");
     if (options_.data_dir.empty()) options_.data_dir = default_data_dir();
     store_ = std::make_unique<JobStore>(options_.data_dir);
-    queue_ = std::make_unique<JobQueue>(*store_, session_runner(sessions_, *store_, options_.lora_dir), options_.queue);
+    queue_ = std::make_unique<JobQueue>(
+        *store_,
+        session_runner(sessions_, *store_,
+                       {.lora_dir = options_.lora_dir, .checkpoint_every = options_.checkpoint_every}),
+        options_.queue);
     http_ = std::make_unique<httplib::Server>();
     const int threads = options_.http_threads;
     http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };

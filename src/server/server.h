@@ -33,6 +33,7 @@ struct ServerOptions {
     std::string cors_origin;                 // "": no CORS headers at all
     std::string data_dir;                    // "": default_data_dir()
     std::string lora_dir;                    // the LoRA files jobs may name (security.h); "": none
+    int checkpoint_every = 1;                // a running job's denoising checkpoints (session_runner.h); 0: none
     size_t max_body_bytes = size_t(20) << 20;
     QueueOptions queue;
     int http_threads = 16;      // connections served at once

@@ -1,5 +1,6 @@
 #include "server/session_runner.h"
 
+#include <filesystem>
 #include <optional>
 
 #include "core/error.h"
@@ -37,9 +38,9 @@ bool write_preview(const JobStore& store, const std::string& id, const PreviewFr
 
 }  // namespace
 
-Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, std::string lora_dir) {
-    return [sessions = std::move(sessions), &store, lora_dir = std::move(lora_dir)](const Job& job,
-                                                                                    const RunCallbacks& callbacks) {
+Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, RunnerOptions options) {
+    return [sessions = std::move(sessions), &store, options = std::move(options)](const Job& job,
+                                                                                  const RunCallbacks& callbacks) {
         const auto it = sessions.find(job.spec.task);
         SR_THROW_IF(it == sessions.end(), "this server runs no {} model", job.spec.task == Task::I2V ? "i2v" : "t2v");
         Session& session = *it->second;
@@ -63,7 +64,17 @@ Runner session_runner(std::map<Task, Session*> sessions, const JobStore& store, 
         // than drawing and encoding the preview (a few milliseconds).
         r.preview_every = 1;
         // Names checked when the job was posted, and again here: the folder or a record may have changed since.
-        for (const LoraFile& f : job.spec.loras) r.loras.push_back({file_in_folder(lora_dir, f.path), f.strength});
+        for (const LoraFile& f : job.spec.loras)
+            r.loras.push_back({file_in_folder(options.lora_dir, f.path), f.strength});
+        if (options.checkpoint_every > 0) {
+            r.checkpoint_every = options.checkpoint_every;
+            r.checkpoint_path = store.checkpoint_path(job.id);
+            std::error_code ec;
+            if (std::filesystem::exists(r.checkpoint_path, ec)) {  // cut short before: go on from there
+                r.resume_path = r.checkpoint_path;
+                r.restart_if_refused = true;
+            }
+        }
         r.lora_ignore_unmatched = job.spec.lora_ignore_unmatched;
         std::optional<Image8> thumbnail;
         JobResult result;

@@ -33,16 +33,19 @@ class Server:
         self.proc = None
         self.port = None
         self.host = "127.0.0.1"
+        # The server's log (stderr) goes to a file: a pipe nobody reads would block a talkative server.
+        fd, self.log_path = tempfile.mkstemp(prefix="skyreels-serve-", suffix=".log")
+        os.close(fd)
 
     def start(self):
         cmd = [BIN, "serve", "--demo", "--port", "0", "--data-dir", self.data_dir] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, text=True)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on http://[^:]+:(\d+)/", line)
         if not m:
             self.kill(signal.SIGTERM)
-            err = self.proc.stderr.read()
-            raise RuntimeError("the server did not start: %r %s" % (line, err))
+            raise RuntimeError("the server did not start: %r %s" % (line, self.log()))
         self.port = int(m.group(1))
         return self
 
@@ -51,12 +54,17 @@ class Server:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
 
+    def log(self):
+        """What the server has written to stderr so far."""
+        with open(self.log_path) as f:
+            return f.read()
+
     def stop(self, remove_dir=True):
         self.kill(signal.SIGTERM)
-        if self.proc:
-            for f in (self.proc.stdout, self.proc.stderr):
-                if f:
-                    f.close()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        if os.path.exists(self.log_path):
+            os.remove(self.log_path)
         if remove_dir and self.owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -427,7 +427,8 @@ class Queue(unittest.TestCase):
         import subprocess
         from harness import BIN
         for args, words in ((["--keep", "7x"], "--keep"), (["--queue-size", "0"], "--queue-size"),
-                            (["--max-body", "lots"], "--max-body"), (["--port", "70000"], "--port")):
+                            (["--max-body", "lots"], "--max-body"), (["--port", "70000"], "--port"),
+                            (["--checkpoint-every", "-1"], "--checkpoint-every")):
             r = subprocess.run([BIN, "serve", "--demo", "--data-dir", "/nonexistent/x"] + args,
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 1, (args, r.stderr))

@@ -1,7 +1,7 @@
 // `skyreels serve`: the HTTP API and web page (src/server) as a command. It takes the model and device flags
 // of `generate` (session_flags.h), loads the models once, and serves until it is stopped (Ctrl-C or SIGTERM,
-// which remove the video being written; the job stays queued in the data directory and runs again at the next
-// start).
+// which remove the video being written; the job stays queued in the data directory and resumes after its last
+// denoising checkpoint at the next start).
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -74,6 +74,7 @@ int run_serve(ServeOptions& o) {
     so.max_body_bytes = parse_bytes(o.max_body, "--max-body");
     SR_THROW_IF(o.queue_size < 1 || o.queue_size > 100000, "--queue-size {}: must be in 1..100000", o.queue_size);
     so.queue.max_queued = size_t(o.queue_size);
+    SR_THROW_IF(so.checkpoint_every < 0, "--checkpoint-every {}: must be >= 0 (0: never)", so.checkpoint_every);
     parse_keep(o.keep, so.queue);
 
     const std::string given_model = o.model;
@@ -129,6 +130,10 @@ Command add_serve_command(CLI::App& app) {
     cmd->add_option("--lora-dir", o->server.lora_dir,
                     "A folder of LoRA adapter files that jobs may name in their `loras` (per job, on top of --lora; "
                     "default: jobs take none)");
+    cmd->add_option("--checkpoint-every", o->server.checkpoint_every,
+                    "Save a running job's denoising state every K steps, so that a job cut short by a crash, kill "
+                    "or restart resumes there (0: never; it then runs again from the start)")
+        ->capture_default_str();
     cmd->add_option("--max-body", o->max_body, "Largest request body (an image upload)")->capture_default_str();
     cmd->add_option("--queue-size", o->queue_size, "Jobs that may wait; more are refused with 429")
         ->capture_default_str();
