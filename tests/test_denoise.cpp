@@ -243,8 +243,9 @@ TEST(Denoise, SessionTurnsOnCfgPerBlockWhereBatchedRowsDoNotFit) {
 
 // --checkpoint-every and --resume on a Session: a job stopped after step k (cancelled, so its checkpoint
 // stays) and resumed from its checkpoint ends with the latents of an uninterrupted job, bit for bit, for
-// every k; the uninterrupted job's checkpoint is gone at its end; a checkpoint is refused, naming the reason,
-// by a job with another seed or prompt, or a session with other model files.
+// every k, its progress starting at step k (done before it, so its ETA is timed from its own steps); the
+// uninterrupted job's checkpoint is gone at its end; a checkpoint is refused, naming the reason, by a job with
+// another seed or prompt, or a session with other model files.
 TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
     SessionOptions o;
     o.demo = true;
@@ -273,8 +274,17 @@ TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
         Request resumed = r;
         resumed.checkpoint_every = 0;
         resumed.resume_path = ckpt;
-        const JobResult rest = session.generate(resumed);
+        std::vector<ProgressEvent> steps;  // the resumed loop's: from `stop`, timed from there
+        const JobResult rest = session.generate(resumed, {.progress = [&](const ProgressEvent& e) {
+                                                    if (e.stage == Stage::Denoising) steps.push_back(e);
+                                                }});
         EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
+        ASSERT_EQ(steps.size(), size_t(4 - stop + 1));
+        EXPECT_EQ(steps.front().done, stop);
+        EXPECT_EQ(steps.front().eta_seconds, -1) << "nothing timed yet";
+        for (const ProgressEvent& e : steps) EXPECT_EQ(e.done_before, stop);
+        EXPECT_GE(steps[1].eta_seconds, 0);
+        EXPECT_EQ(steps.back().done, 4);
     }
     Request other = r;
     other.checkpoint_every = 0;

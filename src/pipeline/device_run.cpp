@@ -42,7 +42,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
         r.host_nonreclaimable_peak =
             std::max(r.host_nonreclaimable_peak, anon - std::min(anon, options.host_baseline_anon));
     };
-    // Stages are told apart by the progress reports (each stage starts with done == 0).
+    // Stages are told apart by the progress reports (each stage starts with a report of its own).
     std::optional<Stage> stage;
     auto close_stage = [&] {
         if (stage) r.stage_peaks.emplace_back(*stage, mem.peak_bytes());
@@ -55,7 +55,7 @@ Tensor generate_on_device(const SkyReelsPipeline& pipe, Accelerator& device, con
             mem.reset_peak();
         }
         sample_host();
-        if (name == Stage::Denoising) r.steps = done;
+        if (name == Stage::Denoising) r.steps = done - req.start_step;  // run here (a resumed loop ran fewer)
         if (progress) progress(name, done, total);
     };
     mem.reset_peak();

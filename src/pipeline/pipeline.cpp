@@ -359,7 +359,7 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     const Tensor image_batch = image_latents.defined() ? repeat_rows(image_latents, B) : Tensor();
     const Tensor guidance = filled(B, float(p.embedded_guidance_scale) * 1000.0f);
     emit(hook, "guidance", guidance);
-    if (progress) progress(Stage::Denoising, 0, p.num_inference_steps);
+    if (progress) progress(Stage::Denoising, req.start_step, p.num_inference_steps);
     // The transformer stays placed for the whole loop: resident blocks are reused across steps.
     ModelScope use(placement, PipelineModel::Transformer);
     // Step caching: one decision per step over both guidance rows and every rank (models/step_cache.h).

@@ -140,7 +140,8 @@ struct GenerationRequest {
     std::function<bool(int steps_done)> denoised_due;
 };
 
-// Pipeline progress: `stage` starts with done == 0, then each unit of `total` reports done = 1..total. Reports
+// Pipeline progress: `stage` starts with done == 0 (a resumed denoising loop: with the steps done before), then
+// each unit of `total` reports done = 1..total (the next one). Reports
 // come from the calling thread between units of work (denoising steps, decoded chunks), never from inside a
 // kernel, so a callback may throw to stop the job: everything it holds unwinds (see pipeline/session.h).
 using ProgressCallback = std::function<void(Stage stage, int done, int total)>;

@@ -17,18 +17,22 @@ ProgressTracker::ProgressTracker(const Allocator* device_memory)
 
 ProgressEvent ProgressTracker::update(Stage stage, int done, int total) {
     const auto now = Clock::now();
-    // A stage starts with done == 0 (pipeline.h); a change of stage starts one too.
+    // A stage starts with done == 0, or with the units done before this run (pipeline.h); a change of stage
+    // starts one too.
     if (stage != stage_ || done == 0) {
         stage_ = stage;
         stage_start_ = now;
+        stage_first_ = done;
     }
     ProgressEvent e;
     e.stage = stage;
     e.done = done;
+    e.done_before = stage_first_;
     e.total = total;
     e.stage_seconds = std::chrono::duration<double>(now - stage_start_).count();
     e.job_seconds = std::chrono::duration<double>(now - start_).count();
-    if (done > 0) e.eta_seconds = e.stage_seconds / done * double(std::max(0, total - done));
+    if (done > stage_first_)
+        e.eta_seconds = e.stage_seconds / (done - stage_first_) * double(std::max(0, total - done));
     if (device_) {
         e.on_device = true;
         e.device_in_use = device_->in_use_bytes();
@@ -111,8 +115,8 @@ std::string Progress::line_for(const ProgressEvent& e, int width) const {
     std::string s;
     if (videos_ > 1) s += fmt::format("video {}/{} | ", video_, videos_);
     s += fmt::format("{} {}/{} {}", stage_name(e.stage), e.done, e.total, stage_unit(e.stage));
-    if (e.done > 0 && e.stage != Stage::Loading)
-        s += fmt::format(" | {:.2f} s/{} | ETA {}", e.stage_seconds / e.done,
+    if (e.done > e.done_before && e.stage != Stage::Loading)
+        s += fmt::format(" | {:.2f} s/{} | ETA {}", e.stage_seconds / (e.done - e.done_before),
                          e.stage == Stage::Denoising  ? "step"
                          : e.stage == Stage::Decoding ? "frame"
                                                       : "unit",
@@ -152,7 +156,7 @@ void Progress::update(const ProgressEvent& e) {
         stages_.push_back({e.stage, 0.0, 0});
         stage_start_ = Clock::now();
     }
-    stages_.back().units = e.done;
+    stages_.back().units = e.done - e.done_before;
     last_ = e;
     if (mode_ == Mode::Live) {
         draw_locked();

@@ -29,6 +29,7 @@ namespace sr {
 struct ProgressEvent {
     Stage stage = Stage::Loading;
     int done = 0, total = 0;   // units of the stage: steps while denoising, frames while decoding
+    int done_before = 0;       // of them, done before this run (a resumed loop's steps): not timed here
     double stage_seconds = 0;  // since the stage began
     double eta_seconds = -1;   // the stage's remaining time at its mean time per unit; -1 before the first unit
     double job_seconds = 0;    // since the tracker was made (the job's, or the load's, start)
@@ -50,6 +51,7 @@ private:
     const Allocator* device_;
     Clock::time_point start_, stage_start_;
     std::optional<Stage> stage_;
+    int stage_first_ = 0;  // the stage's first report's done: the units done before it began
 };
 
 // The progress display of a front end. On a terminal (Live) one line is redrawn in place, cut to the
@@ -89,7 +91,7 @@ public:
     struct StageTime {
         Stage stage;
         double seconds = 0;
-        int units = 0;
+        int units = 0;  // done in this run
     };
     const std::vector<StageTime>& stages() const { return stages_; }
 
