@@ -1,18 +1,19 @@
 // The CPU attention's kernels against each other and against the invariant parallel runs rely on. The op
-// harness (test_ops.cpp) checks whichever kernel a precision selects against the reference; on an AMX
-// processor that is the AMX kernel for unmasked bf16 attention, so here the oneDNN-tile kernel it replaced
-// is checked against it on the same shapes, and every kernel is checked to give each (batch, head) bits that
+// harness (test_ops.cpp) checks whichever kernel a precision selects against the reference; on an AMX or
+// AVX-512 BF16 processor that is our flash kernel for unmasked bf16 attention, so here the oneDNN-tile kernel it
+// replaced is checked against it on the same shapes, and every kernel is checked to give each (batch, head) bits that
 // do not depend on how many heads the call has: sequence-parallel ranks attend for a slice of the heads, and
 // their video must equal one process's.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "backends/cpu/attention_amx.h"
+#include "backends/cpu/attention_flash_bf16.h"
 #include "backends/cpu/cpu_backend.h"
 
 namespace {
@@ -22,12 +23,12 @@ using namespace sr;
 struct Kernel {
     std::string name;
     GemmPrecision precision;
-    bool amx;
+    bool flash;
 };
 
 std::vector<Kernel> kernels() {
     std::vector<Kernel> out{{"f32 tiles", GemmPrecision::F32, false}, {"bf16 tiles", GemmPrecision::BF16, false}};
-    if (amx_attention_available()) out.push_back({"amx", GemmPrecision::BF16, true});
+    if (flash_attention_available()) out.push_back({flash_attention_engine(), GemmPrecision::BF16, true});
     return out;
 }
 
@@ -43,13 +44,13 @@ Tensor randn(int64_t B, int64_t L, int64_t H, int64_t D, double scale, std::mt19
 Tensor attend(const Kernel& kernel, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask) {
     CpuBackend& be = cpu_backend();
     be.set_gemm_precision(kernel.precision);
-    be.set_amx_attention(kernel.amx);
+    be.set_flash_attention(kernel.flash);
     Tensor out = Tensor::empty(q.shape(), DType::F32);
     Tensor out_heads = out.permute({0, 2, 1, 3});
     be.attention(q.permute({0, 2, 1, 3}), k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), out_heads, mask,
                  float(1.0 / std::sqrt(double(q.dim(3)))));
     be.set_gemm_precision(GemmPrecision::F32);
-    be.set_amx_attention(true);
+    be.set_flash_attention(true);
     return out;
 }
 
@@ -88,16 +89,17 @@ TEST(CpuAttentionKernels, HeadsAndRowsDoNotDependOnTheCall) {
             const Tensor head = attend(kernel, q.slice(2, h0, c.H).contiguous(), k.slice(2, h0, c.H).contiguous(),
                                        v.slice(2, h0, c.H).contiguous(), mask);
             EXPECT_TRUE(same_bits(head, full.slice(2, h0, c.H)));
-            // Query rows alone: only the AMX kernel promises that (each row's sums run over the same fixed
+            // Query rows alone: only the flash kernel promises that (each row's sums run over the same fixed
             // key blocks); the tile kernels' oneDNN GEMMs may block a tile of fewer rows differently.
-            if (!kernel.amx) continue;
+            if (!kernel.flash) continue;
             const Tensor rows = attend(kernel, q.slice(1, r0, c.Lq).contiguous(), k, v, mask);
             EXPECT_TRUE(same_bits(rows, full.slice(1, r0, c.Lq)));
         }
 }
 
-TEST(CpuAttentionKernels, AmxAgreesWithTheTileGemms) {
-    if (!amx_attention_available()) GTEST_SKIP() << "no AMX on this processor or build";
+TEST(CpuAttentionKernels, FlashAgreesWithTheTileGemms) {
+    if (!flash_attention_available()) GTEST_SKIP() << "no AMX or AVX-512 BF16 on this processor or build";
+    std::printf("  flash attention engine: %s\n", flash_attention_engine());
     // Both take q, k and v rounded to bf16 and round the softmax weights to bf16 (each weight off by 2^-9 of
     // itself at most, and the weights of a row sum to 1), so each differs from the exact result on those
     // operands by 2^-9 max|v| plus f32 noise (1e-6 max|v| at these sizes, the op harness's bound), and from
@@ -109,15 +111,15 @@ TEST(CpuAttentionKernels, AmxAgreesWithTheTileGemms) {
                      v = randn(c.B, c.Lk, c.H, c.D, 1.0, rng);
         AttentionMask mask;
         mask.kv_len = c.kv_len;
-        const Tensor amx = attend({"amx", GemmPrecision::BF16, true}, q, k, v, mask);
+        const Tensor flash = attend({flash_attention_engine(), GemmPrecision::BF16, true}, q, k, v, mask);
         const Tensor tiles = attend({"bf16 tiles", GemmPrecision::BF16, false}, q, k, v, mask);
         double max_v = 0, worst = 0;
         for (int64_t i = 0; i < v.numel(); ++i) max_v = std::max(max_v, std::fabs(double(v.data<float>()[i])));
-        for (int64_t i = 0; i < amx.numel(); ++i)
-            worst = std::max(worst, std::fabs(double(amx.data<float>()[i]) - double(tiles.data<float>()[i])));
+        for (int64_t i = 0; i < flash.numel(); ++i)
+            worst = std::max(worst, std::fabs(double(flash.data<float>()[i]) - double(tiles.data<float>()[i])));
         const double tol = 2 * (0x1p-9 + 1e-6) * max_v;
         EXPECT_LE(worst, tol);
-        EXPECT_GT(worst, 0.0) << "the two kernels gave the same bits: is the AMX kernel running?";
+        EXPECT_GT(worst, 0.0) << "the two kernels gave the same bits: is the flash kernel running?";
     }
 }
 

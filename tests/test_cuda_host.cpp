@@ -591,8 +591,8 @@ TEST(CudaQkNormRope, Bf16RoundingIsNearestEven) {
 TEST(CudaQkNormRope, CpuAttentionAppliesItAsTheSeparateOps) {
     // The attention op's QkNormRope on the CPU backend (the reference the CUDA tests compare to) is bit for bit
     // rms_norm per segment, rope on the first n_rope tokens, then the attention: the transformer's results do not
-    // move by handing the prologue to the attention. Under BF16 precision too, where on an AMX processor the
-    // prologue runs fused into the AMX attention's operand packing (attention_amx.cpp).
+    // move by handing the prologue to the attention. Under BF16 precision too, where on an AMX or AVX-512 BF16
+    // processor the prologue runs fused into the flash attention's operand packing (attention_flash_bf16.cpp).
     const int64_t B = 2, L = 70, H = 3, D = 128, n_rope = 50;
     std::mt19937_64 rng(12);
     std::normal_distribution<double> normal(0, 1);

@@ -5,7 +5,8 @@
 // single-threaded. Under GemmPrecision::BF16 the GEMMs take bf16 operands (q, k and v rounded once, the
 // softmax weights P per tile) with f32 accumulation, as the CUDA bf16 attention and PyTorch's bf16 SDPA
 // round; the scores, the online softmax and the accumulator stay f32. On processors with AMX or
-// AVX512-BF16 oneDNN runs these GEMMs on those units.
+// AVX512-BF16 oneDNN runs these GEMMs on those units, and unmasked bf16 attention runs on our own kernel
+// instead (attention_flash_bf16.h), with the same rounding.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -13,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "backends/cpu/attention_amx.h"
+#include "backends/cpu/attention_flash_bf16.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/head_rows.h"
 #include "backends/cpu/vec_math.h"
@@ -78,18 +79,18 @@ Tensor contiguous_copy(CpuBackend& be, const Tensor& x, DType dtype) {
 
 }  // namespace
 
-bool CpuBackend::amx_attention(const AttentionOp& op) {
+bool CpuBackend::flash_attention(const AttentionOp& op) {
     // Dense and causal masks take the general path.
-    if (gemm_precision_ != GemmPrecision::BF16 || !amx_attention_ || op.mask.dense.defined() || op.mask.causal)
+    if (gemm_precision_ != GemmPrecision::BF16 || !flash_attention_ || op.mask.dense.defined() || op.mask.causal)
         return false;
     const AttentionShape shape = check_attention(op.q, op.k, op.v, op.out, op.mask);
     if (op.qk) check_qk_norm_rope(*op.qk, shape);
-    return attention_bf16_amx(op.q, op.k, op.v, op.out, op.mask.kv_len, op.scale, op.qk);
+    return attention_bf16_flash(op.q, op.k, op.v, op.out, op.mask.kv_len, op.scale, op.qk);
 }
 
 void CpuBackend::exec(const AttentionOp& op) {
     const auto& [q, k, v, out, mask, scale, qk] = op;
-    if (amx_attention(op)) return;
+    if (flash_attention(op)) return;
     const AttentionShape shape = check_attention(q, k, v, out, mask);
     if (qk) {
         check_qk_norm_rope(*qk, shape);

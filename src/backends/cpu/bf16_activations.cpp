@@ -65,8 +65,8 @@ bool CpuBackend::run_bf16(const OpCall& call) {
             } else if constexpr (std::is_same_v<Op, AttentionOp>) {
                 const bool any_bf16 = op.q.dtype() != DType::F32 || op.k.dtype() != DType::F32 ||
                                       op.v.dtype() != DType::F32 || op.out.dtype() != DType::F32;
-                // The AMX kernel reads bf16 operands and rounds a bf16 out itself: no widened copies.
-                if (any_bf16 && amx_attention(op)) return true;
+                // The flash kernel reads bf16 operands and rounds a bf16 out itself: no widened copies.
+                if (any_bf16 && flash_attention(op)) return true;
                 AsF32 q(op.q, true), k(op.k, true), v(op.v, true), out(op.out, false);
                 if (!any_widened({&q, &k, &v, &out})) return false;
                 exec(AttentionOp{q.get(), k.get(), v.get(), out.get(), op.mask, op.scale, op.qk});

@@ -30,9 +30,10 @@ public:
 
     void set_gemm_precision(GemmPrecision p) { gemm_precision_ = p; }
     GemmPrecision gemm_precision() const { return gemm_precision_; }
-    // Under BF16 precision the attention runs on AMX tiles where the processor has them (attention_amx.h);
-    // off: on oneDNN tile GEMMs everywhere, so benchmarks and tests can set the two side by side.
-    void set_amx_attention(bool on) { amx_attention_ = on; }
+    // Under BF16 precision the attention runs on our flash kernel (attention_flash_bf16.h: AMX tiles or AVX-512
+    // BF16 dot products) where the processor has one; off: on oneDNN tile GEMMs everywhere, so benchmarks and
+    // tests can set the two side by side.
+    void set_flash_attention(bool on) { flash_attention_ = on; }
 
     // The kernels, one per op (ops.h); run() dispatches to them.
     void run(const OpCall& op) override {
@@ -44,13 +45,13 @@ private:
     // An op with bf16 activations (ops.h, kTakesBf16Activations) run on f32 copies of them, its outputs
     // rounded back (bf16_activations.cpp); false when the op has none.
     bool run_bf16(const OpCall& op);
-    // The attention on AMX tiles (attention_amx.h) when it applies: BF16 precision, no dense or causal mask,
-    // amx_attention_ on, and the processor and build have AMX. False: nothing ran.
-    bool amx_attention(const AttentionOp& op);
+    // The bf16 flash attention (attention_flash_bf16.h) when it applies: BF16 precision, no dense or causal
+    // mask, flash_attention_ on, and the processor and build have an engine for it. False: nothing ran.
+    bool flash_attention(const AttentionOp& op);
 
     Allocator* activations_ = nullptr;
     GemmPrecision gemm_precision_ = GemmPrecision::F32;
-    bool amx_attention_ = true;
+    bool flash_attention_ = true;
 };
 
 // The process-wide CPU backend.

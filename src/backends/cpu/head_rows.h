@@ -1,5 +1,5 @@
 // Row access into a [B, H, L, D] attention operand view (f32 or bf16, any strides but a unit innermost one),
-// shared by the attention kernels (attention.cpp, attention_amx.cpp).
+// shared by the attention kernels (attention.cpp, attention_flash_bf16.cpp).
 //
 //   const sr::HeadRows q = sr::HeadRows::of(q_view);   const void* row = q.row(b, h, l);
 #pragma once

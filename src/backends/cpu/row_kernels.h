@@ -1,6 +1,6 @@
-// One row of the CPU backend's rms_norm and of its interleaved RoPE, shared by those ops and by the AMX
-// attention's fused q/k prologue (attention_amx.cpp), so that normalizing and rotating inside the attention
-// gives the same bits as running the ops first.
+// One row of the CPU backend's rms_norm and of its interleaved RoPE, shared by those ops and by the bf16 flash
+// attention's fused q/k prologue (attention_flash_bf16.cpp), so that normalizing and rotating inside the
+// attention gives the same bits as running the ops first.
 #pragma once
 
 #include <cmath>

@@ -1,33 +1,35 @@
-// AMX flash attention (see attention_amx.h). Why a kernel of our own: the oneDNN-per-tile path spends about
-// as long in primitive calls and in reordering each K and V tile into the tile layout (again for every query
-// tile) as in the products themselves. Here q, k and v are rounded and laid out for TDPBF16PS once per call
-// (the QK prologue fused in), and a work item (one batch row, head and 64 query rows) walks the keys in
-// 256-key blocks: scores, a two-pass online softmax, then P V into its f32 accumulator.
+// bf16 flash attention (see attention_flash_bf16.h). Why a kernel of our own: the oneDNN-per-tile path spends
+// about as long in primitive calls and in reordering each K and V tile into the tile layout (again for every
+// query tile) as in the products themselves. Here q, k and v are rounded and laid out once per call (the QK
+// prologue fused in), and a work item (one batch row, head and 64 query rows) walks the keys in 256-key blocks:
+// scores, a two-pass online softmax, then P V into its f32 accumulator. The products run on an engine (AMX
+// tiles or AVX-512 BF16 dot products); packing, softmax and accumulation are shared.
 //
 // Layouts (bf16 bits; a "pair" is two bf16 in one dword, the even index in the low half: the VNNI order
-// TDPBF16PS reads its B operand in). Every B tile (16 pair rows x 16 dwords) is stored contiguously, 1 KiB:
+// TDPBF16PS reads its B operand in, and the order VDPBF16PS multiplies pairs in). Every B tile (16 pair rows x
+// 16 dwords) is stored contiguously, 1 KiB:
 //   q   [BH][Lq_pad][D]                                 rows as they are: the A operand of S = Q K^T
 //   kt  [BH][key group of 16][D/32][16 pair rows][16]   K transposed, pairs along D: the B operand of S
 //   vp  [BH][key chunk of 32][D/16][16 pair rows][16]   V with pairs along the keys: the B operand of P V
 // Lq_pad and Lk_pad round up to 32; padded rows and keys past kv_len[b] are zeros (never read as data).
 //
-// Tile registers: 0-3 accumulate a 32 x 32 f32 block as 2 x 2 tiles of 16 x 16; 4-5 hold the two 16-row A
-// tiles (16 x 32 bf16), 6-7 the two 16-column B tiles.
+// AMX tile registers: 0-3 accumulate a 32 x 32 f32 block as 2 x 2 tiles of 16 x 16; 4-5 hold the two 16-row
+// A tiles (16 x 32 bf16), 6-7 the two 16-column B tiles. AVX-512 BF16: a pair of q (or of P) is broadcast to
+// every lane and multiplied with one B-tile row (16 keys', or 16 columns', pairs), 16 zmm accumulators a pass.
 //
 // Each row's result depends only on its own q row, the keys and the fixed key blocking, never on how many
 // rows or heads a call has: sequence- and head-parallel runs stay bit-identical to one process.
 //
 // Measured (build/bench/bench_attention --kernel all, docs/BENCHMARKS.md): medium, 1 x 4 heads x 4352 x 128,
-// 0.088 s against 0.117 s on the oneDNN bf16 tiles; S and P V run at ~70% of the tile unit's rate with its
-// operands in L1 and the softmax costs about as much as each product.
-// GCC 12's AVX-512 intrinsics (_mm512_undefined_ps inside _mm512_max_ps and friends) raise false
-// -Wmaybe-uninitialized warnings where they are inlined (GCC bug 105593); nothing of ours is uninitialized.
+// AMX 0.088 s against 0.117 s on the oneDNN bf16 tiles (S and P V at ~70% of the tile unit's rate, the softmax
+// about as much as each product); AVX-512 BF16 on a Zen 4 0.112-0.121 s against 0.132-0.142 s.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#include "backends/cpu/attention_amx.h"
+#include "backends/cpu/attention_flash_bf16.h"
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <limits>
 
 #include "backends/cpu/f32_rows.h"
@@ -37,19 +39,25 @@
 #include "core/dtype.h"
 #include "core/parallel.h"
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__linux__)
+#define SR_BF16_FLASH 1
+#include <immintrin.h>
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #define SR_AMX_ATTENTION 1
 #include <cpuid.h>
-#include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #else
 #define SR_AMX_ATTENTION 0
 #endif
+#else
+#define SR_BF16_FLASH 0
+#define SR_AMX_ATTENTION 0
+#endif
 
 namespace sr {
 
-#if SR_AMX_ATTENTION
+#if SR_BF16_FLASH
 
 namespace {
 
@@ -64,6 +72,7 @@ int64_t round_up(int64_t n, int64_t m) {
     return (n + m - 1) / m * m;
 }
 
+#if SR_AMX_ATTENTION
 // Linux hands a process the AMX tile state only when asked (arch_prctl ARCH_REQ_XCOMP_PERM); the CPU must
 // also report AMX-BF16 (CPUID.7.0:EDX[22]) and AMX-TILE (EDX[24]).
 bool request_amx() {
@@ -91,6 +100,8 @@ public:
     Tiles(const Tiles&) = delete;
     Tiles& operator=(const Tiles&) = delete;
 };
+
+#endif  // SR_AMX_ATTENTION
 
 uint32_t pair(uint16_t even, uint16_t odd) {
     return uint32_t(even) | uint32_t(odd) << 16;
@@ -189,6 +200,7 @@ Packed pack(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector
     return p;
 }
 
+#if SR_AMX_ATTENTION
 // The 32 x 32 f32 block in tiles 0-3 (row blocks 0 and 1 by column blocks 0 and 1), from or to row-major
 // memory with `ld` floats per row.
 void load_block(const float* c, int64_t ld) {
@@ -244,6 +256,81 @@ void pv_tiles(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, in
                 dot_block(P + r0 * kKeyBlock + c * kChunk, kKeyBlock, vb, vb + kTileDwords);
             store_block(acc + r0 * D + d, D);
         }
+}
+
+#endif  // SR_AMX_ATTENTION
+
+// The same two products on AVX-512 BF16 dot products (VDPBF16PS: 16 f32 lanes, each += a pair . a pair),
+// for processors without AMX, on the same packed layouts. A pair of q (or P) is broadcast to every lane and
+// multiplied with 16 keys' (or 16 columns') pairs of one B-tile row.
+
+// 4 query rows x NG key groups of 16 keys: scores[i][g * 16 + lane] over D / 2 pairs.
+template <int NG>
+void scores_dp_block(const uint32_t* qr, int64_t D, const uint32_t* kg, int64_t group, float* dst) {
+    __m512 acc[4][NG];
+    for (auto& row : acc)
+        for (auto& a : row) a = _mm512_setzero_ps();
+    for (int64_t p = 0; p < D / 2; ++p) {
+        __m512bh b[NG];
+        for (int g = 0; g < NG; ++g) b[g] = (__m512bh)_mm512_loadu_si512(kg + g * group + p * 16);
+        for (int i = 0; i < 4; ++i) {
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(int(qr[i * (D / 2) + p]));
+            for (int g = 0; g < NG; ++g) acc[i][g] = _mm512_dpbf16_ps(acc[i][g], a, b[g]);
+        }
+    }
+    for (int i = 0; i < 4; ++i)
+        for (int g = 0; g < NG; ++g) _mm512_storeu_ps(dst + i * kKeyBlock + g * 16, acc[i][g]);
+}
+
+// scores as scores_tiles: 4 query rows x 64 keys (four key groups) in 16 accumulators per pass.
+void scores_dp(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, int64_t chunks, float* scores) {
+    const int64_t group = (D / 32) * kTileDwords;  // a key group's pair r is its 16 dwords at r * 16
+    const auto* q32 = reinterpret_cast<const uint32_t*>(q);
+    const int64_t groups = 2 * chunks;
+    for (int64_t g0 = 0; g0 < groups; g0 += 4) {
+        const int64_t ng = std::min<int64_t>(4, groups - g0);
+        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+            const uint32_t* qr = q32 + r0 * (D / 2);
+            const uint32_t* kg = kt + g0 * group;
+            float* dst = scores + r0 * kKeyBlock + g0 * 16;
+            if (ng == 4)
+                scores_dp_block<4>(qr, D, kg, group, dst);
+            else
+                scores_dp_block<2>(qr, D, kg, group, dst);
+        }
+    }
+}
+
+// acc as pv_tiles, for 4 rows x NB column blocks of 16 (NB x 4 accumulators) per pass.
+template <int NB>
+void pv_dp_columns(const uint32_t* P32, int64_t r0, const uint32_t* vp, int64_t D, int64_t d0, int64_t chunks,
+                   float* acc) {
+    const int64_t chunk = (D / 16) * kTileDwords;  // one key chunk (32 keys) of vp
+    __m512 c[4][NB];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < NB; ++j) c[i][j] = _mm512_loadu_ps(acc + (r0 + i) * D + d0 + 16 * j);
+    const uint32_t* vb = vp + (d0 / 16) * kTileDwords;
+    for (int64_t ch = 0; ch < chunks; ++ch, vb += chunk)
+        for (int64_t pr = 0; pr < 16; ++pr) {
+            __m512bh b[NB];
+            for (int j = 0; j < NB; ++j) b[j] = (__m512bh)_mm512_loadu_si512(vb + j * kTileDwords + pr * 16);
+            for (int i = 0; i < 4; ++i) {
+                const __m512bh a = (__m512bh)_mm512_set1_epi32(int(P32[(r0 + i) * (kKeyBlock / 2) + ch * 16 + pr]));
+                for (int j = 0; j < NB; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], a, b[j]);
+            }
+        }
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < NB; ++j) _mm512_storeu_ps(acc + (r0 + i) * D + d0 + 16 * j, c[i][j]);
+}
+
+void pv_dp(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64_t chunks, float* acc) {
+    const auto* P32 = reinterpret_cast<const uint32_t*>(P);
+    for (int64_t d0 = 0; d0 < D; d0 += 64)
+        for (int64_t r0 = 0; r0 < rows; r0 += 4)
+            if (D - d0 >= 64)
+                pv_dp_columns<4>(P32, r0, vp, D, d0, chunks, acc);
+            else  // D is a multiple of 32
+                pv_dp_columns<2>(P32, r0, vp, D, d0, chunks, acc);
 }
 
 // 2^t for finite t (below -150 gives 0): t = n + f with n an integer and |f| <= 1/2, 2^f by its degree-6
@@ -317,24 +404,37 @@ void softmax_rows(const float* scores, uint16_t* P, int64_t rows, int64_t n, int
     }
 }
 
-}  // namespace
+// The two engines: each a per-thread object (AMX: the thread's tiles configured while it lives) with the two
+// products over the packed operands.
+#if SR_AMX_ATTENTION
+struct AmxEngine {
+    Tiles tiles;
+    static void scores(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, int64_t chunks, float* s) {
+        scores_tiles(q, rows, D, kt, chunks, s);
+    }
+    static void pv(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64_t chunks, float* acc) {
+        pv_tiles(P, rows, vp, D, chunks, acc);
+    }
+};
+#endif
+struct DotProductEngine {
+    static void scores(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, int64_t chunks, float* s) {
+        scores_dp(q, rows, D, kt, chunks, s);
+    }
+    static void pv(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64_t chunks, float* acc) {
+        pv_dp(P, rows, vp, D, chunks, acc);
+    }
+};
 
-bool amx_attention_available() {
-    static const bool available = request_amx();
-    return available;
-}
-
-bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
-                        const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk) {
-    const int64_t D = q.dim(3);
-    if (D % 32 != 0 || !amx_attention_available()) return false;
-    Packed p = pack(q, k, v, kv_len, qk);
-    const int64_t B = p.B, H = p.H, Lq = q.dim(2), Lk = k.dim(2);
+// The flash loop over the packed operands on `Engine`'s products.
+template <class Engine>
+void run_flash(Packed& p, int64_t Lq, int64_t Lk, Tensor& out, const std::vector<int64_t>& kv_len, float scale) {
+    const int64_t B = p.B, H = p.H, D = p.D;
     const int64_t n_qblocks = (p.Lq_pad + kQueryBlock - 1) / kQueryBlock;
     char* od = static_cast<char*>(out.raw_data());
     const size_t out_esize = dtype_size(out.dtype());
     parallel_for(B * H * n_qblocks, [&](int64_t w0, int64_t w1) {
-        Tiles tiles;
+        Engine engine;
         RowState st(D);
         std::vector<float> scores(size_t(kQueryBlock * kKeyBlock));
         std::vector<uint16_t> P(size_t(kQueryBlock * kKeyBlock));
@@ -348,9 +448,9 @@ bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
             st.reset();
             for (int64_t j0 = 0; j0 < valid; j0 += kKeyBlock) {
                 const int64_t n = std::min(kKeyBlock, valid - j0), chunks = (n + kChunk - 1) / kChunk;
-                scores_tiles(qd, rows, D, kt + (j0 / 16) * (D / 32) * kTileDwords, chunks, scores.data());
+                engine.scores(qd, rows, D, kt + (j0 / 16) * (D / 32) * kTileDwords, chunks, scores.data());
                 softmax_rows(scores.data(), P.data(), rows, n, chunks * kChunk, scale, st, D);
-                pv_tiles(P.data(), rows, vp + (j0 / 32) * (D / 16) * kTileDwords, D, chunks, st.acc.data());
+                engine.pv(P.data(), rows, vp + (j0 / 32) * (D / 16) * kTileDwords, D, chunks, st.acc.data());
             }
             for (int64_t r = 0; r < rows && i0 + r < Lq; ++r) {
                 float* a = st.acc.data() + r * D;
@@ -360,17 +460,43 @@ bool attention_bf16_amx(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
             }
         }
     });
+}
+
+}  // namespace
+
+const char* flash_attention_engine() {
+    static const char* const engine = [] {
+#if SR_AMX_ATTENTION
+        if (request_amx()) return "amx";
+#endif
+        return __builtin_cpu_supports("avx512bf16") ? "avx512_bf16" : static_cast<const char*>(nullptr);
+    }();
+    return engine;
+}
+
+bool attention_bf16_flash(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                          const std::vector<int64_t>& kv_len, float scale, const QkNormRope* qk) {
+    const char* engine = flash_attention_engine();
+    if (q.dim(3) % 32 != 0 || !engine) return false;
+    Packed p = pack(q, k, v, kv_len, qk);
+#if SR_AMX_ATTENTION
+    if (std::strcmp(engine, "amx") == 0) {
+        run_flash<AmxEngine>(p, q.dim(2), k.dim(2), out, kv_len, scale);
+        return true;
+    }
+#endif
+    run_flash<DotProductEngine>(p, q.dim(2), k.dim(2), out, kv_len, scale);
     return true;
 }
 
-#else  // not built for AMX
+#else  // not built for AVX-512 BF16
 
-bool amx_attention_available() {
-    return false;
+const char* flash_attention_engine() {
+    return nullptr;
 }
 
-bool attention_bf16_amx(const Tensor&, const Tensor&, const Tensor&, Tensor&, const std::vector<int64_t>&, float,
-                        const QkNormRope*) {
+bool attention_bf16_flash(const Tensor&, const Tensor&, const Tensor&, Tensor&, const std::vector<int64_t>&, float,
+                          const QkNormRope*) {
     return false;
 }
 
