@@ -241,6 +241,37 @@ TEST(Denoise, SessionTurnsOnCfgPerBlockWhereBatchedRowsDoNotFit) {
     EXPECT_TRUE(bit_identical(a.latents, b.latents));
 }
 
+namespace {
+
+// A small demo text-to-video job that saves a checkpoint to `ckpt` after every step.
+Request checkpointed_job(const std::string& ckpt, int steps) {
+    Request r;
+    r.generation.params = demo_params(Task::T2V);
+    r.generation.params.height = r.generation.params.width = 32;
+    r.generation.params.num_frames = 5;
+    r.generation.params.num_inference_steps = steps;
+    r.generation.prompt = "FPS-24, a lighthouse at dusk";
+    r.checkpoint_every = 1;
+    r.checkpoint_path = ckpt;
+    return r;
+}
+
+// Runs `r` until `stop` steps are done and cancels it there (so its checkpoint stays); returns the request
+// that resumes it from that checkpoint.
+Request stopped_after(Session& session, const Request& r, int stop) {
+    JobCallbacks cb;
+    bool stopping = false;
+    cb.progress = [&](const ProgressEvent& e) { stopping = e.stage == Stage::Denoising && e.done == stop; };
+    cb.cancel = [&] { return stopping; };
+    EXPECT_EQ(session.generate(r, cb).status, JobStatus::Cancelled);
+    Request resumed = r;
+    resumed.checkpoint_every = 0;
+    resumed.resume_path = r.checkpoint_path;
+    return resumed;
+}
+
+}  // namespace
+
 // --checkpoint-every and --resume on a Session: a job stopped after step k (cancelled, so its checkpoint
 // stays) and resumed from its checkpoint ends with the latents of an uninterrupted job, bit for bit, for
 // every k, its progress starting at step k (done before it, so its ETA is timed from its own steps); the
@@ -252,28 +283,14 @@ TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
     Session session(o);
     const fs::path dir = test::scratch_dir("denoise_resume");
     const std::string ckpt = (dir / "job.ckpt").string();
-    Request r;
-    r.generation.params = demo_params(Task::T2V);
-    r.generation.params.height = r.generation.params.width = 32;
-    r.generation.params.num_frames = 5;
-    r.generation.params.num_inference_steps = 4;
-    r.generation.prompt = "FPS-24, a lighthouse at dusk";
-    r.checkpoint_every = 1;
-    r.checkpoint_path = ckpt;
+    Request r = checkpointed_job(ckpt, 4);
     const JobResult full = session.generate(r);
     ASSERT_EQ(full.status, JobStatus::Ok);
     EXPECT_FALSE(fs::exists(ckpt)) << "a complete job's checkpoint is removed";
     for (int stop = 1; stop < 4; ++stop) {
-        JobCallbacks cb;
-        bool stopping = false;
-        cb.progress = [&](const ProgressEvent& e) { stopping = e.stage == Stage::Denoising && e.done == stop; };
-        cb.cancel = [&] { return stopping; };
-        ASSERT_EQ(session.generate(r, cb).status, JobStatus::Cancelled);
+        const Request resumed = stopped_after(session, r, stop);
         const DenoiseCheckpoint c = read_checkpoint(ckpt);
         EXPECT_EQ(c.steps_done, stop);
-        Request resumed = r;
-        resumed.checkpoint_every = 0;
-        resumed.resume_path = ckpt;
         std::vector<ProgressEvent> steps;  // the resumed loop's: from `stop`, timed from there
         const JobResult rest = session.generate(resumed, {.progress = [&](const ProgressEvent& e) {
                                                     if (e.stage == Stage::Denoising) steps.push_back(e);
@@ -320,14 +337,7 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
     const fs::path dir = test::scratch_dir("denoise_resume_cached");
     const std::string ckpt = (dir / "job.ckpt").string();
     const int steps = 8;
-    Request r;
-    r.generation.params = demo_params(Task::T2V);
-    r.generation.params.height = r.generation.params.width = 32;
-    r.generation.params.num_frames = 5;
-    r.generation.params.num_inference_steps = steps;
-    r.generation.prompt = "FPS-24, a lighthouse at dusk";
-    r.checkpoint_every = 1;
-    r.checkpoint_path = ckpt;
+    Request r = checkpointed_job(ckpt, steps);
     for (const char* cache : {"teacache:0.3", "fbcache:0.03"})
         for (const bool rows : {false, true}) {
             SCOPED_TRACE(fmt::format("{}{}", cache, rows ? ", rows one at a time" : ", rows batched"));
@@ -339,17 +349,10 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
             ASSERT_GT(full.passes_skipped, 0) << full.step_cache << ": the threshold must skip something";
             ASSERT_LT(full.passes_skipped, steps - 2) << full.step_cache << ": and compute more than it must";
             for (int stop = 1; stop < steps; ++stop) {
-                JobCallbacks cb;
-                bool stopping = false;
-                cb.progress = [&](const ProgressEvent& e) { stopping = e.stage == Stage::Denoising && e.done == stop; };
-                cb.cancel = [&] { return stopping; };
-                ASSERT_EQ(session.generate(r, cb).status, JobStatus::Cancelled);
+                const Request resumed = stopped_after(session, r, stop);
                 const DenoiseCheckpoint c = read_checkpoint(ckpt);
                 ASSERT_TRUE(c.cache) << "the checkpoint of a cached run holds the cache's state";
                 EXPECT_EQ(c.cache->rows.size(), rows ? 2u : 1u);
-                Request resumed = r;
-                resumed.checkpoint_every = 0;
-                resumed.resume_path = ckpt;
                 const JobResult rest = session.generate(resumed);
                 EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
                 EXPECT_EQ(rest.step_cache, full.step_cache) << "resumed after step " << stop;
