@@ -329,7 +329,8 @@ TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
 // With a step cache the checkpoint holds the cache's state: a cached job stopped after step k and resumed ends
 // with the uninterrupted job's latents bit for bit and the same skip counts and accumulated estimate, for every
 // k, for both caches and both CFG row layouts (the thresholds skip some steps and compute others on the demo
-// model). A checkpoint whose cache state cannot be this run's is refused, naming it.
+// model). A checkpoint whose cache counts contradict each other is refused, naming them; one whose state does
+// not fit the run resumes with an empty cache and a warning.
 TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
     SessionOptions o;
     o.demo = true;
@@ -363,7 +364,8 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
     Request resumed = r;
     resumed.checkpoint_every = 0;
     resumed.resume_path = ckpt;
-    StepCacheState counts = *c.cache;
+    const StepCacheState good = *c.cache;
+    StepCacheState counts = good;
     counts.skipped = counts.passes + 1;
     c.cache = std::make_shared<const StepCacheState>(counts);
     write_checkpoint(ckpt, c);
@@ -373,6 +375,20 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
     } catch (const InputError& e) {
         EXPECT_NE(std::string(e.what()).find("step_cache metadata"), std::string::npos) << e.what();
     }
+    // A state that does not fit this run (residuals of another shape) costs the cache's head start, not the run:
+    // a warning, and the job goes on from the checkpoint's latents with an empty cache.
+    StepCacheState shape = good;
+    for (StepCacheState::Row& row : shape.rows)
+        if (row.residual.defined()) row.residual = Tensor::zeros({1, 3, row.residual.dim(2)}, DType::F32);
+    c.cache = std::make_shared<const StepCacheState>(shape);
+    write_checkpoint(ckpt, c);
+    std::string log;
+    {
+        const LogSinkScope capture([&](LogLevel, std::string_view line) { log += line; });
+        EXPECT_EQ(session.generate(resumed).status, JobStatus::Ok);
+    }
+    EXPECT_NE(log.find("is not f32["), std::string::npos) << log;
+    EXPECT_NE(log.find("starts with an empty step cache"), std::string::npos) << log;
 }
 
 // The fingerprint of model files changes with a file's header, its size or its name, and not with nothing.

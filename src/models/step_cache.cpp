@@ -80,7 +80,7 @@ StepCacheState StepCache::state(Backend& be) const {
     return s;
 }
 
-void StepCache::restore(Backend& be, const StepCacheState& s) {
+void StepCache::restore(Backend& be, const StepCacheState& s, const std::vector<Shape>& residuals) {
     SR_THROW_IF(s.passes < 0 || s.skipped < 0 || s.skipped > s.passes || size_t(s.skipped) != s.skipped_steps.size(),
                 "step cache state: {} skipped of {} passes, {} skipped steps listed", s.skipped, s.passes,
                 s.skipped_steps.size());
@@ -92,19 +92,25 @@ void StepCache::restore(Backend& be, const StepCacheState& s) {
                         (i > 0 && s.skipped_steps[i] <= s.skipped_steps[i - 1]),
                     "step cache state: skipped step {} is out of order or outside 1..{}", s.skipped_steps[i],
                     steps_ - 1);
+    SR_THROW_IF(s.rows.size() != residuals.size(), "step cache state: {} rows, this run has {}", s.rows.size(),
+                residuals.size());
+    for (size_t r = 0; r < s.rows.size(); ++r) {
+        const StepCacheState::Row& saved = s.rows[r];
+        SR_THROW_IF(saved.prev.defined() && (saved.prev.dtype() != DType::F32 || saved.prev.rank() != 1 ||
+                                             !saved.prev.is_contiguous() || saved.prev.numel() != residuals[r].numel()),
+                    "step cache state row {}: the previous input {} is not a flat f32 vector of {} values", r,
+                    saved.prev.describe(), residuals[r].numel());
+        SR_THROW_IF(
+            saved.residual.defined() && (saved.residual.dtype() != DType::F32 ||
+                                         !(saved.residual.shape() == residuals[r]) || !saved.residual.is_contiguous()),
+            "step cache state row {}: the residual {} is not f32{}", r, saved.residual.describe(), residuals[r].str());
+    }
+    // Checked: now the cache takes it.
     rows_.assign(s.rows.size(), Row{});
     for (size_t r = 0; r < s.rows.size(); ++r) {
         const StepCacheState::Row& saved = s.rows[r];
-        if (saved.prev.defined()) {
-            SR_THROW_IF(saved.prev.dtype() != DType::F32 || saved.prev.rank() != 1 || !saved.prev.is_contiguous(),
-                        "step cache state row {}: the previous input {} is not a flat f32 vector", r,
-                        saved.prev.describe());
-            rows_[r].prev = saved.prev;  // host memory, replaced (never written) by later steps
-        }
+        rows_[r].prev = saved.prev;  // host memory, replaced (never written) by later steps
         if (saved.residual.defined()) {
-            SR_THROW_IF(
-                saved.residual.dtype() != DType::F32 || saved.residual.rank() != 3 || !saved.residual.is_contiguous(),
-                "step cache state row {}: the residual {} is not [B, tokens, D] f32", r, saved.residual.describe());
             // A copy in the backend's memory: later computed steps write the residual in place.
             rows_[r].residual = new_activation(be, saved.residual.shape(), "step cache residual");
             be.copy(saved.residual, rows_[r].residual);

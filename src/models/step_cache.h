@@ -94,9 +94,10 @@ public:
     // The state shares the cache's memory where the backend's memory is the host's: keep it no longer than
     // until the loop's next step (or clone it).
     StepCacheState state(Backend& be) const;
-    // InputError when the state cannot be this cache's (negative counts, skipped steps out of order, a residual
-    // that is not [B, tokens, D] f32). A residual of other activations' shape fails at its first use, naming it.
-    void restore(Backend& be, const StepCacheState& state);
+    // `residuals`: the shape of each row's residual in this loop ([B, video tokens, D]). InputError, with the
+    // cache left as it was, when the state cannot be this loop's (negative or contradicting counts, skipped
+    // steps out of order, other rows, tensors of other shapes).
+    void restore(Backend& be, const StepCacheState& state, const std::vector<Shape>& residuals);
 
     // ---- The transformer's side, in this order per call: observe each row, decide, then for a computed
     // step keep_input / keep_output per row, for a skipped one apply per row.

@@ -7,6 +7,7 @@
 #include <map>
 #include <system_error>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "io/json.h"
 #include "io/safetensors.h"
@@ -63,6 +64,13 @@ std::string cache_counts(const StepCacheState& c) {
         .dump();
 }
 
+// A float tensor of the checkpoint as an owned f32 copy; InputError naming it when it is not floating point
+// (a damaged or made-up file: converting integers would be a bug, not an error).
+Tensor f32_copy(const Tensor& t, const std::string& name) {
+    SR_THROW_IF(!dtype_is_float(t.dtype()), "{} {}: expected a float tensor", name, t.describe());
+    return t.to(DType::F32).clone();
+}
+
 // The counts and tensors of a checkpoint's step cache (StepCache::restore checks that they make sense).
 std::shared_ptr<const StepCacheState> read_cache_state(const WeightStore& s) {
     const std::optional<std::string> counts = s.metadata(kCacheKey);
@@ -84,9 +92,10 @@ std::shared_ptr<const StepCacheState> read_cache_state(const WeightStore& s) {
     }
     state->rows.resize(size_t(rows));
     for (size_t r = 0; r < state->rows.size(); ++r) {
-        if (const auto t = s.get_optional(cache_tensor(r, "prev"))) state->rows[r].prev = t->to(DType::F32).clone();
+        StepCacheState::Row& row = state->rows[r];
+        if (const auto t = s.get_optional(cache_tensor(r, "prev"))) row.prev = f32_copy(*t, cache_tensor(r, "prev"));
         if (const auto t = s.get_optional(cache_tensor(r, "residual")))
-            state->rows[r].residual = t->to(DType::F32).clone();
+            row.residual = f32_copy(*t, cache_tensor(r, "residual"));
     }
     return state;
 }
@@ -168,13 +177,13 @@ DenoiseCheckpoint read_checkpoint(const std::string& path) {
         c.steps_done = std::stoi(steps);
         c.params = s.metadata("params").value_or("{}");
         c.model = s.metadata("model").value_or("");
-        c.latents = s.get("latents").to(DType::F32).clone();
+        c.latents = f32_copy(s.get("latents"), "latents");
         SR_THROW_IF(c.latents.rank() != 5 || c.latents.dim(0) != 1, "latents {}: expected [1, C, T, h, w]",
                     c.latents.describe());
         if (const auto pe = s.get_optional("prompt_embeds")) {
-            c.text.prompt_embeds = pe->to(DType::F32).clone();
-            c.text.prompt_attention_mask = s.get("prompt_attention_mask").clone();
-            c.text.pooled_prompt_embeds = s.get("pooled_prompt_embeds").to(DType::F32).clone();
+            c.text.prompt_embeds = f32_copy(*pe, "prompt_embeds");
+            c.text.prompt_attention_mask = s.get("prompt_attention_mask").clone();  // i64: checked with the text
+            c.text.pooled_prompt_embeds = f32_copy(s.get("pooled_prompt_embeds"), "pooled_prompt_embeds");
         }
         c.cache = read_cache_state(s);
     });

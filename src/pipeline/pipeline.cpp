@@ -289,12 +289,19 @@ TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequ
         out.pooled_prompt_embeds = to_host(be, c_.clip->forward(be, tok.clip_ids, {}, use.weights()).pooler_output);
     }
     const int64_t B = cfg ? 2 : 1;
+    // Given conditioning (a resumed run's, from its checkpoint) is checked as strictly as the encoders' own.
+    const HunyuanVideoConfig& tc = c_.transformer->config();
     SR_THROW_IF(out.prompt_embeds.rank() != 3 || out.prompt_embeds.dim(0) != B ||
-                    out.pooled_prompt_embeds.rank() != 2 || out.pooled_prompt_embeds.dim(0) != B ||
-                    out.prompt_attention_mask.rank() != 2 || out.prompt_attention_mask.dim(0) != B,
-                "text conditioning {} / {} / {}: expected {} row(s) ({})", out.prompt_embeds.describe(),
-                out.prompt_attention_mask.describe(), out.pooled_prompt_embeds.describe(), B,
-                cfg ? "[negative, positive]" : "[positive]");
+                    out.prompt_embeds.dim(2) != tc.text_embed_dim || out.pooled_prompt_embeds.rank() != 2 ||
+                    out.pooled_prompt_embeds.dim(0) != B ||
+                    out.pooled_prompt_embeds.dim(1) != tc.pooled_projection_dim ||
+                    out.prompt_attention_mask.rank() != 2 || out.prompt_attention_mask.dim(0) != B ||
+                    out.prompt_attention_mask.dim(1) != out.prompt_embeds.dim(1) ||
+                    out.prompt_attention_mask.dtype() != DType::I64 || !dtype_is_float(out.prompt_embeds.dtype()) ||
+                    !dtype_is_float(out.pooled_prompt_embeds.dtype()),
+                "text conditioning {} / {} / {}: expected {} row(s) ({}) of [L, {}] float / [L] i64 / [{}] float",
+                out.prompt_embeds.describe(), out.prompt_attention_mask.describe(), out.pooled_prompt_embeds.describe(),
+                B, cfg ? "[negative, positive]" : "[positive]", tc.text_embed_dim, tc.pooled_projection_dim);
     check_finite(out.prompt_embeds, "the Llama text embeddings", "NaN/Inf weights in the text encoder?");
     check_finite(out.pooled_prompt_embeds, "the CLIP text embeddings", "NaN/Inf weights in the CLIP text encoder?");
     emit(hook, "prompt_embeds", out.prompt_embeds);
@@ -370,7 +377,26 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     if (p.cache.enabled()) {
         cache.emplace(p.cache, p.num_inference_steps);
         cache->set_groups({parallel.sequence, cfg_pair});
-        if (req.cache_state && one_rank) cache->restore(be, *req.cache_state);
+        if (req.cache_state && !one_rank)
+            SR_LOG_WARN(
+                "a run of several ranks resumes with an empty step cache (each rank would need its shard of "
+                "the saved state): its first step computes");
+        if (req.cache_state && one_rank) {
+            // Each row's residual: the video tokens of its guidance rows (both when they run batched).
+            const HunyuanVideoConfig& tc = c_.transformer->config();
+            const int64_t tokens =
+                p.latent_frames() / tc.patch_size_t * (p.height / r / tc.patch_size) * (p.width / r / tc.patch_size);
+            const bool per_row = cfg && p.sequence_batch && !cfg_pair;
+            const std::vector<Shape> residuals(per_row ? 2 : 1, Shape{per_row ? 1 : B, tokens, tc.inner_dim()});
+            try {
+                cache->restore(be, *req.cache_state, residuals);
+            } catch (const OutOfMemoryError&) {
+                throw;
+            } catch (const InputError& e) {
+                // The latents are still good: lose the cache's head start, not the run.
+                SR_LOG_WARN("{}: the resumed run starts with an empty step cache (its first step computes)", e.what());
+            }
+        }
     }
     // The job's adapters in the backend's memory for the whole loop (small: rank x (in + out) per layer); they
     // go when it ends, also when a step throws (a cancel), so none outlives the job.

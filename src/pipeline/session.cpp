@@ -424,14 +424,21 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         };
         job.after_step = [&ckpt_text, every, total, path, model, run_params](const StepDone& step) {
             if (step.steps_done % every != 0 || step.steps_done >= total) return;
-            std::shared_ptr<const StepCacheState> cache;
-            if (step.cache_state) cache = std::make_shared<const StepCacheState>(step.cache_state());
-            write_checkpoint(path, {.steps_done = step.steps_done,
-                                    .latents = step.latents,
-                                    .text = ckpt_text,
-                                    .params = run_params,
-                                    .model = model,
-                                    .cache = cache});
+            // A checkpoint that cannot be written (a full disk) is a warning: it never costs the video. The last
+            // complete one stays in place.
+            try {
+                std::shared_ptr<const StepCacheState> cache;
+                if (step.cache_state) cache = std::make_shared<const StepCacheState>(step.cache_state());
+                write_checkpoint(path, {.steps_done = step.steps_done,
+                                        .latents = step.latents,
+                                        .text = ckpt_text,
+                                        .params = run_params,
+                                        .model = model,
+                                        .cache = cache});
+            } catch (const InputError& e) {
+                SR_LOG_WARN("the checkpoint after step {} was not saved: {}; the run goes on", step.steps_done,
+                            e.what());
+            }
         };
     }
 

@@ -142,6 +142,7 @@ Job JobQueue::cancel(const std::string& id) {
         j.completed_at = unix_now();
         if (options_.keep_seconds >= 0) j.expires_at = *j.completed_at + options_.keep_seconds;
         store_.save(j);
+        store_.remove_checkpoint(id);  // an interrupted job waiting to resume: it will not now
     } else {
         j.cancel_requested = true;  // the worker stops at the next step and fails the job as cancelled
     }
@@ -276,7 +277,8 @@ void JobQueue::work() {
         bool stopped_by_shutdown = false;
         callbacks.cancelled = [&] {
             std::lock_guard<std::mutex> lock(mutex_);
-            stopped_by_shutdown = stopping_;
+            // A job cancelled (or deleted) before the stop stays cancelled: only the stop alone requeues it.
+            stopped_by_shutdown = stopping_ && !jobs_.at(id).cancel_requested;
             return stopping_ || jobs_.at(id).cancel_requested;
         };
         std::function<void(Job&)> outcome;

@@ -23,6 +23,8 @@
 // Measured (build/bench/bench_attention --kernel all, docs/BENCHMARKS.md): medium, 1 x 4 heads x 4352 x 128,
 // AMX 0.088 s against 0.117 s on the oneDNN bf16 tiles (S and P V at ~70% of the tile unit's rate, the softmax
 // about as much as each product); AVX-512 BF16 on a Zen 4 0.112-0.121 s against 0.132-0.142 s.
+// GCC 12's AVX-512 intrinsics (_mm512_undefined_ps inside _mm512_max_ps and friends) raise false
+// -Wmaybe-uninitialized warnings where they are inlined (GCC bug 105593); nothing of ours is uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "backends/cpu/attention_flash_bf16.h"
@@ -263,9 +265,13 @@ void pv_tiles(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, in
 // for processors without AMX, on the same packed layouts. A pair of q (or P) is broadcast to every lane and
 // multiplied with 16 keys' (or 16 columns') pairs of one B-tile row.
 
+// Two bf16 (a pair) of q or P read as one dword for the broadcast: a 32-bit type that may alias the uint16_t
+// storage they were written as.
+using PairWord = uint32_t __attribute__((may_alias));
+
 // 4 query rows x NG key groups of 16 keys: scores[i][g * 16 + lane] over D / 2 pairs.
 template <int NG>
-void scores_dp_block(const uint32_t* qr, int64_t D, const uint32_t* kg, int64_t group, float* dst) {
+void scores_dp_block(const PairWord* qr, int64_t D, const uint32_t* kg, int64_t group, float* dst) {
     __m512 acc[4][NG];
     for (auto& row : acc)
         for (auto& a : row) a = _mm512_setzero_ps();
@@ -284,12 +290,12 @@ void scores_dp_block(const uint32_t* qr, int64_t D, const uint32_t* kg, int64_t 
 // scores as scores_tiles: 4 query rows x 64 keys (four key groups) in 16 accumulators per pass.
 void scores_dp(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, int64_t chunks, float* scores) {
     const int64_t group = (D / 32) * kTileDwords;  // a key group's pair r is its 16 dwords at r * 16
-    const auto* q32 = reinterpret_cast<const uint32_t*>(q);
+    const auto* q32 = reinterpret_cast<const PairWord*>(q);
     const int64_t groups = 2 * chunks;
     for (int64_t g0 = 0; g0 < groups; g0 += 4) {
         const int64_t ng = std::min<int64_t>(4, groups - g0);
         for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-            const uint32_t* qr = q32 + r0 * (D / 2);
+            const PairWord* qr = q32 + r0 * (D / 2);
             const uint32_t* kg = kt + g0 * group;
             float* dst = scores + r0 * kKeyBlock + g0 * 16;
             if (ng == 4)
@@ -302,7 +308,7 @@ void scores_dp(const uint16_t* q, int64_t rows, int64_t D, const uint32_t* kt, i
 
 // acc as pv_tiles, for 4 rows x NB column blocks of 16 (NB x 4 accumulators) per pass.
 template <int NB>
-void pv_dp_columns(const uint32_t* P32, int64_t r0, const uint32_t* vp, int64_t D, int64_t d0, int64_t chunks,
+void pv_dp_columns(const PairWord* P32, int64_t r0, const uint32_t* vp, int64_t D, int64_t d0, int64_t chunks,
                    float* acc) {
     const int64_t chunk = (D / 16) * kTileDwords;  // one key chunk (32 keys) of vp
     __m512 c[4][NB];
@@ -323,7 +329,7 @@ void pv_dp_columns(const uint32_t* P32, int64_t r0, const uint32_t* vp, int64_t 
 }
 
 void pv_dp(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64_t chunks, float* acc) {
-    const auto* P32 = reinterpret_cast<const uint32_t*>(P);
+    const auto* P32 = reinterpret_cast<const PairWord*>(P);
     for (int64_t d0 = 0; d0 < D; d0 += 64)
         for (int64_t r0 = 0; r0 < rows; r0 += 4)
             if (D - d0 >= 64)
