@@ -91,7 +91,7 @@ ForwardCost estimate_forward_cost(const HunyuanVideoConfig& c, const ForwardShap
     ForwardCost cost;
     const double B = double(s.batch), D = double(c.inner_dim()), M = double(c.mlp_dim()), L = double(s.text_tokens);
     const double hd = double(c.attention_head_dim), heads = double(c.num_attention_heads);
-    const double N = double((s.frames / c.patch_size_t) * (s.height / c.patch_size) * (s.width / c.patch_size));
+    const double N = double(c.video_tokens(s.frames, s.height, s.width));
     const double S = N + L;
     cost.video_tokens = int64_t(N);
     auto lin = [&](double rows, double in, double out) { cost.linear_flops += 2.0 * B * rows * in * out; };

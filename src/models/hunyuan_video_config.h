@@ -40,6 +40,10 @@ struct HunyuanVideoConfig {
     // The token refiner always uses an MLP ratio of 4 (HunyuanVideoTokenRefiner's default).
     int64_t refiner_mlp_dim() const { return int64_t(double(inner_dim()) * 4.0); }
     int64_t patch_volume() const { return patch_size_t * patch_size * patch_size; }
+    // The video tokens of a latent video of frames x height x width (latent units): one per patch.
+    int64_t video_tokens(int64_t frames, int64_t height, int64_t width) const {
+        return (frames / patch_size_t) * (height / patch_size) * (width / patch_size);
+    }
 
     // Reads config.json fields (unknown fields are ignored; missing ones keep the defaults above) and
     // validates them. Throws InputError naming `source` and the field.

@@ -112,8 +112,7 @@ public:
     // after - before is kept, in the backend's memory).
     void keep_input(Backend& be, size_t row, const Tensor& x);
     void keep_output(Backend& be, size_t row, const Tensor& x);
-    // A skipped step: x += the row's cached residual. InputError when the residual (a restored one) is not of
-    // x's shape.
+    // A skipped step: x += the row's cached residual.
     void apply(Backend& be, size_t row, Tensor& x) const;
 
     // ---- Counts.

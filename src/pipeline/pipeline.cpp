@@ -384,9 +384,8 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         if (req.cache_state && one_rank) {
             // Each row's residual: the video tokens of its guidance rows (both when they run batched).
             const HunyuanVideoConfig& tc = c_.transformer->config();
-            const int64_t tokens =
-                p.latent_frames() / tc.patch_size_t * (p.height / r / tc.patch_size) * (p.width / r / tc.patch_size);
-            const bool per_row = cfg && p.sequence_batch && !cfg_pair;
+            const int64_t tokens = tc.video_tokens(p.latent_frames(), p.height / r, p.width / r);
+            const bool per_row = cfg && p.sequence_batch;  // one rank: no CFG pair
             const std::vector<Shape> residuals(per_row ? 2 : 1, Shape{per_row ? 1 : B, tokens, tc.inner_dim()});
             try {
                 cache->restore(be, *req.cache_state, residuals);
