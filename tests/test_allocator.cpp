@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/allocator.h"
+#include "core/block_cache.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/tensor.h"
@@ -119,6 +120,96 @@ TEST(Allocator, ConcurrentAllocationsBalance) {
     EXPECT_GE(arena.peak_bytes(), 64u);
 }
 
+// Blocks of 1 MiB and more are kept when freed and handed to the next request of their size: what keeps a
+// forward's repeated shapes off the page-fault path (allocator.h).
+TEST(HostBlocks, AFreedBlockServesTheNextRequestOfItsSize) {
+    constexpr size_t kMiB = size_t(1) << 20;
+    sr::HostAllocator arena("reuse", 0);
+    const size_t n = 3 * kMiB + 100;  // a 4 MiB block
+    auto* p = static_cast<char*>(arena.allocate(n, "activation"));
+    p[0] = 1;
+    p[n - 1] = 2;  // every requested byte is writable
+    arena.deallocate(p, n);
+    EXPECT_EQ(arena.in_use_bytes(), 0u);  // the budget counts live tensors, not kept blocks
+    EXPECT_EQ(arena.cached_bytes(), 4 * kMiB);
+    void* q = arena.allocate(3 * kMiB + 50, "same shape again");  // within the block's slack
+    EXPECT_EQ(q, p);
+    EXPECT_EQ(arena.reused_blocks(), 1u);
+    EXPECT_EQ(arena.cached_bytes(), 0u);
+    EXPECT_EQ(arena.mapped_bytes(), 4 * kMiB);
+    arena.deallocate(q, 3 * kMiB + 50);
+    // A much smaller request does not take the big block (it would hold 4 MiB for 1.5): a new 2 MiB block,
+    // and the 4 MiB one is given back (kept and live would pass the 4 MiB high-water mark).
+    void* r = arena.allocate(kMiB + kMiB / 2, "smaller");
+    EXPECT_EQ(arena.reused_blocks(), 1u);
+    EXPECT_EQ(arena.mapped_bytes(), 2 * kMiB);
+    arena.deallocate(r, kMiB + kMiB / 2);
+    // Under 1 MiB: malloc's, never kept.
+    void* small = arena.allocate(1000, "small");
+    arena.deallocate(small, 1000);
+    EXPECT_EQ(arena.cached_bytes(), 2 * kMiB);
+    arena.release_cached();
+    EXPECT_EQ(arena.cached_bytes(), 0u);
+    EXPECT_EQ(arena.mapped_bytes(), 0u);
+}
+
+// Kept and live blocks together never pass the most block bytes live at once (the resident set's high-water
+// mark): a miss first gives back what would pass it; release_cached() resets the mark to what is live.
+TEST(HostBlocks, KeptBlocksStayWithinTheHighWaterMark) {
+    constexpr size_t kMiB = size_t(1) << 20;
+    sr::HostAllocator arena("bound", 0);
+    void* a = arena.allocate(8 * kMiB, "a");
+    void* b = arena.allocate(8 * kMiB, "b");
+    arena.deallocate(a, 8 * kMiB);
+    arena.deallocate(b, 8 * kMiB);
+    EXPECT_EQ(arena.mapped_bytes(), 16 * kMiB);  // the mark: both were live at once
+    // 12 MiB can reuse neither (past the 1/8 slack). The mark stays 16 (0 live + 12 is less), so the 16 MiB
+    // kept must drop to 4: both blocks go.
+    void* c = arena.allocate(12 * kMiB, "c");
+    EXPECT_EQ(arena.mapped_bytes(), 12 * kMiB);
+    EXPECT_EQ(arena.cached_bytes(), 0u);
+    void* d = arena.allocate(2 * kMiB, "d");  // a new mark: 14 MiB live
+    arena.deallocate(c, 12 * kMiB);
+    EXPECT_EQ(arena.mapped_bytes(), 14 * kMiB);
+    // 4 MiB: the mark is 16 (the first pair), 2 live + 12 kept + 4 new = 18: the 12 MiB block goes.
+    void* e = arena.allocate(4 * kMiB, "e");
+    EXPECT_LE(arena.mapped_bytes(), 16 * kMiB);
+    EXPECT_EQ(arena.cached_bytes(), 0u);
+    arena.deallocate(d, 2 * kMiB);
+    arena.deallocate(e, 4 * kMiB);
+    arena.release_cached();
+    EXPECT_EQ(arena.mapped_bytes(), 0u);
+    // After a release the mark is what is live (nothing): a freed block is kept again, up to the new mark.
+    void* f = arena.allocate(2 * kMiB, "f");
+    arena.deallocate(f, 2 * kMiB);
+    EXPECT_EQ(arena.cached_bytes(), 2 * kMiB);
+    void* g = arena.allocate(6 * kMiB, "g");  // mark 6: kept 2 + 6 > 6, the 2 MiB block goes
+    EXPECT_EQ(arena.mapped_bytes(), 6 * kMiB);
+    arena.deallocate(g, 6 * kMiB);
+}
+
+TEST(HostBlocks, ThreadsShareTheKeptBlocks) {
+    constexpr size_t kMiB = size_t(1) << 20;
+    sr::HostAllocator arena("threads", 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 200; ++i) {
+                const size_t n = kMiB * size_t(1 + (i + t) % 3);
+                auto* p = static_cast<char*>(arena.allocate(n, "worker"));
+                p[0] = p[n - 1] = char(i);
+                arena.deallocate(p, n);
+            }
+        });
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(arena.in_use_bytes(), 0u);
+    EXPECT_EQ(arena.mapped_bytes(), arena.cached_bytes());
+    EXPECT_LE(arena.mapped_bytes(), 4 * 4 * kMiB);  // never more than the four threads held at once
+    EXPECT_GT(arena.reused_blocks(), 0u);
+    arena.release_cached();
+    EXPECT_EQ(arena.mapped_bytes(), 0u);
+}
+
 TEST(Allocator, TensorsFromABudgetedAllocator) {
     sr::HostAllocator arena("tensors", 1000);
     {
@@ -134,6 +225,87 @@ TEST(Allocator, TensorsFromABudgetedAllocator) {
     }
     EXPECT_EQ(arena.in_use_bytes(), 0u);  // the tensor returned its memory
     EXPECT_EQ(arena.peak_bytes(), 800u);
+}
+
+using sr::BlockCache;
+constexpr size_t kMiB = size_t(1) << 20;
+
+void* fake(uintptr_t address) {
+    return reinterpret_cast<void*>(address);
+}
+
+TEST(BlockCache, SizesAndSlack) {
+    EXPECT_EQ(BlockCache::round_size(0), 512u);
+    EXPECT_EQ(BlockCache::round_size(513), 1024u);
+    EXPECT_EQ(BlockCache::round_size(kMiB), kMiB);
+    EXPECT_EQ(BlockCache::round_size(kMiB + 1), 2 * kMiB);
+    EXPECT_EQ(BlockCache::round_size(5 * kMiB + 7), 6 * kMiB);
+    EXPECT_EQ(BlockCache::max_slack(8 * kMiB), kMiB);
+    EXPECT_EQ(BlockCache::max_slack(1024 * kMiB), 8 * kMiB);  // capped: 1/8 would be 128 MiB
+}
+
+TEST(BlockCache, ReuseIsBestFitWithinTheSlack) {
+    BlockCache c;
+    c.add_live({fake(0x100000), 16 * kMiB, 16 * kMiB, nullptr});
+    c.add_live({fake(0x2000000), 18 * kMiB, 18 * kMiB, nullptr});
+    c.add_live({fake(0x4000000), 40 * kMiB, 40 * kMiB, nullptr});
+    EXPECT_EQ(c.live_bytes(), 74 * kMiB);
+    c.put_cached(c.remove_live(fake(0x100000)));
+    c.put_cached(c.remove_live(fake(0x2000000)));
+    c.put_cached(c.remove_live(fake(0x4000000)));
+    EXPECT_EQ(c.live_bytes(), 0u);
+    EXPECT_EQ(c.cached_bytes(), 74 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
+    // 17 MiB asked (18 MiB rounded): the 18 MiB block, not the 40 MiB one.
+    auto b = c.take_cached(BlockCache::round_size(17 * kMiB), 17 * kMiB);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(b->size, 18 * kMiB);
+    EXPECT_EQ(b->requested, 17 * kMiB);
+    EXPECT_EQ(c.live_bytes(), 18 * kMiB);  // block bytes, not the 17 asked for
+    // 30 MiB: 40 MiB is 10 MiB more, beyond the slack (30/8 = 3.75 MiB): a miss.
+    EXPECT_FALSE(c.take_cached(30 * kMiB, 30 * kMiB).has_value());
+    // 36 MiB: 40 is within 4.5 MiB: reused.
+    EXPECT_TRUE(c.take_cached(36 * kMiB, 36 * kMiB).has_value());
+    EXPECT_EQ(c.cached_bytes(), 16 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
+    // An interior pointer finds its block; one past the end does not.
+    ASSERT_NE(c.live_containing(fake(0x2000000 + 5 * kMiB)), nullptr);
+    EXPECT_EQ(c.live_containing(fake(0x2000000 + 5 * kMiB))->size, 18 * kMiB);
+    EXPECT_EQ(c.live_containing(fake(0x2000000 + 18 * kMiB)), nullptr);
+    EXPECT_EQ(c.live_containing(fake(0x100000)), nullptr);  // cached, not live
+}
+
+TEST(BlockCache, AMissFreesOnlyWhatIsNeeded) {
+    BlockCache c;
+    const size_t sizes[] = {2, 4, 8, 32};  // MiB, all cached
+    uintptr_t addr = 0x10000000;
+    for (size_t s : sizes) {
+        c.add_live({fake(addr), s * kMiB, s * kMiB, nullptr});
+        c.put_cached(c.remove_live(fake(addr)));
+        addr += 0x4000000;
+    }
+    c.add_live({fake(addr), 10 * kMiB, 10 * kMiB, nullptr});  // one live block
+    EXPECT_EQ(c.reserved_bytes(), 56 * kMiB);
+    // No budget: nothing is freed.
+    EXPECT_TRUE(c.make_room(100 * kMiB, 0).empty());
+    // Fits already: nothing.
+    EXPECT_TRUE(c.make_room(6 * kMiB, 64 * kMiB).empty());
+    // 64 MiB budget, 12 MiB new: short by 4 MiB: the 4 MiB block alone (the smallest that covers it).
+    auto freed = c.make_room(12 * kMiB, 64 * kMiB);
+    ASSERT_EQ(freed.size(), 1u);
+    EXPECT_EQ(freed[0].size, 4 * kMiB);
+    EXPECT_EQ(c.reserved_bytes(), 52 * kMiB);
+    EXPECT_LE(c.reserved_bytes() + 12 * kMiB, 64 * kMiB);
+    // 50 MiB new: short by 38 MiB, no single block covers it: largest first (32, then 8).
+    freed = c.make_room(50 * kMiB, 64 * kMiB);
+    ASSERT_EQ(freed.size(), 2u);
+    EXPECT_EQ(freed[0].size, 32 * kMiB);
+    EXPECT_EQ(freed[1].size, 8 * kMiB);
+    EXPECT_EQ(c.cached_bytes(), 2 * kMiB);  // the 2 MiB block stays cached
+    EXPECT_LE(c.reserved_bytes() + 50 * kMiB, 64 * kMiB);
+    EXPECT_EQ(c.take_all_cached().size(), 1u);
+    EXPECT_EQ(c.reserved_bytes(), 10 * kMiB);
+    EXPECT_EQ(c.live_bytes(), 10 * kMiB);
 }
 
 TEST(FormatBytes, UnitsAndRounding) {

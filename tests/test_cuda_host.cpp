@@ -1,6 +1,6 @@
 // The CUDA backend's host-side rules, tested on the CPU (no GPU, no CUDA header): what a cuBLASLt plan is keyed
-// on, how GEMM scratch is cut into row blocks, the device allocator's block cache (real block bytes against the
-// budget, capped reuse slack, freeing only what a miss needs), the staging ring's slot cycling, the kernels'
+// on, how GEMM scratch is cut into row blocks, the device allocator's charging of block bytes (its block cache,
+// shared with the host allocator, is tested in test_allocator.cpp), the staging ring's slot cycling, the kernels'
 // 32-bit index math and fused QK-norm/RoPE element logic, and the cuDNN descriptors' shapes and strides. The
 // GPU code calls exactly these functions, so a failure here is a failure there.
 #include <gtest/gtest.h>
@@ -13,13 +13,13 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/attention_tiling.h"
-#include "backends/cuda/block_cache.h"
 #include "backends/cuda/cudnn_plan.h"
 #include "backends/cuda/gemm_plan.h"
 #include "backends/cuda/index_math.h"
 #include "backends/cuda/qk_norm_rope.h"
 #include "backends/cuda/staging_ring.h"
 #include "core/allocator.h"
+#include "core/block_cache.h"
 #include "core/error.h"
 #include "core/virtual_allocator.h"
 
@@ -91,84 +91,6 @@ TEST(CudaGemmPlan, ScratchChunksStayInsideTheBound) {
 }
 
 constexpr size_t kMiB = size_t(1) << 20;
-
-void* fake(uintptr_t address) {
-    return reinterpret_cast<void*>(address);
-}
-
-TEST(CudaBlockCache, SizesAndSlack) {
-    EXPECT_EQ(BlockCache::round_size(0), 512u);
-    EXPECT_EQ(BlockCache::round_size(513), 1024u);
-    EXPECT_EQ(BlockCache::round_size(kMiB), kMiB);
-    EXPECT_EQ(BlockCache::round_size(kMiB + 1), 2 * kMiB);
-    EXPECT_EQ(BlockCache::round_size(5 * kMiB + 7), 6 * kMiB);
-    EXPECT_EQ(BlockCache::max_slack(8 * kMiB), kMiB);
-    EXPECT_EQ(BlockCache::max_slack(1024 * kMiB), 8 * kMiB);  // capped: 1/8 would be 128 MiB
-}
-
-TEST(CudaBlockCache, ReuseIsBestFitWithinTheSlack) {
-    BlockCache c;
-    c.add_live({fake(0x100000), 16 * kMiB, 16 * kMiB, nullptr});
-    c.add_live({fake(0x2000000), 18 * kMiB, 18 * kMiB, nullptr});
-    c.add_live({fake(0x4000000), 40 * kMiB, 40 * kMiB, nullptr});
-    EXPECT_EQ(c.live_bytes(), 74 * kMiB);
-    c.put_cached(c.remove_live(fake(0x100000)));
-    c.put_cached(c.remove_live(fake(0x2000000)));
-    c.put_cached(c.remove_live(fake(0x4000000)));
-    EXPECT_EQ(c.live_bytes(), 0u);
-    EXPECT_EQ(c.cached_bytes(), 74 * kMiB);
-    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
-    // 17 MiB asked (18 MiB rounded): the 18 MiB block, not the 40 MiB one.
-    auto b = c.take_cached(BlockCache::round_size(17 * kMiB), 17 * kMiB);
-    ASSERT_TRUE(b.has_value());
-    EXPECT_EQ(b->size, 18 * kMiB);
-    EXPECT_EQ(b->requested, 17 * kMiB);
-    EXPECT_EQ(c.live_bytes(), 18 * kMiB);  // block bytes, not the 17 asked for
-    // 30 MiB: 40 MiB is 10 MiB more, beyond the slack (30/8 = 3.75 MiB): a miss.
-    EXPECT_FALSE(c.take_cached(30 * kMiB, 30 * kMiB).has_value());
-    // 36 MiB: 40 is within 4.5 MiB: reused.
-    EXPECT_TRUE(c.take_cached(36 * kMiB, 36 * kMiB).has_value());
-    EXPECT_EQ(c.cached_bytes(), 16 * kMiB);
-    EXPECT_EQ(c.reserved_bytes(), 74 * kMiB);
-    // An interior pointer finds its block; one past the end does not.
-    ASSERT_NE(c.live_containing(fake(0x2000000 + 5 * kMiB)), nullptr);
-    EXPECT_EQ(c.live_containing(fake(0x2000000 + 5 * kMiB))->size, 18 * kMiB);
-    EXPECT_EQ(c.live_containing(fake(0x2000000 + 18 * kMiB)), nullptr);
-    EXPECT_EQ(c.live_containing(fake(0x100000)), nullptr);  // cached, not live
-}
-
-TEST(CudaBlockCache, AMissFreesOnlyWhatIsNeeded) {
-    BlockCache c;
-    const size_t sizes[] = {2, 4, 8, 32};  // MiB, all cached
-    uintptr_t addr = 0x10000000;
-    for (size_t s : sizes) {
-        c.add_live({fake(addr), s * kMiB, s * kMiB, nullptr});
-        c.put_cached(c.remove_live(fake(addr)));
-        addr += 0x4000000;
-    }
-    c.add_live({fake(addr), 10 * kMiB, 10 * kMiB, nullptr});  // one live block
-    EXPECT_EQ(c.reserved_bytes(), 56 * kMiB);
-    // No budget: nothing is freed.
-    EXPECT_TRUE(c.make_room(100 * kMiB, 0).empty());
-    // Fits already: nothing.
-    EXPECT_TRUE(c.make_room(6 * kMiB, 64 * kMiB).empty());
-    // 64 MiB budget, 12 MiB new: short by 4 MiB: the 4 MiB block alone (the smallest that covers it).
-    auto freed = c.make_room(12 * kMiB, 64 * kMiB);
-    ASSERT_EQ(freed.size(), 1u);
-    EXPECT_EQ(freed[0].size, 4 * kMiB);
-    EXPECT_EQ(c.reserved_bytes(), 52 * kMiB);
-    EXPECT_LE(c.reserved_bytes() + 12 * kMiB, 64 * kMiB);
-    // 50 MiB new: short by 38 MiB, no single block covers it: largest first (32, then 8).
-    freed = c.make_room(50 * kMiB, 64 * kMiB);
-    ASSERT_EQ(freed.size(), 2u);
-    EXPECT_EQ(freed[0].size, 32 * kMiB);
-    EXPECT_EQ(freed[1].size, 8 * kMiB);
-    EXPECT_EQ(c.cached_bytes(), 2 * kMiB);  // the 2 MiB block stays cached
-    EXPECT_LE(c.reserved_bytes() + 50 * kMiB, 64 * kMiB);
-    EXPECT_EQ(c.take_all_cached().size(), 1u);
-    EXPECT_EQ(c.reserved_bytes(), 10 * kMiB);
-    EXPECT_EQ(c.live_bytes(), 10 * kMiB);
-}
 
 // An allocator that serves requests with 1 KiB blocks, as the CUDA allocator serves them with its rounded
 // blocks: the base class must count the blocks' bytes, against the budget, and give them back.

@@ -2,11 +2,13 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <new>
 
+#include "core/block_cache.h"
 #include "core/error.h"
 
 namespace sr {
@@ -85,10 +87,10 @@ void Allocator::deallocate(void* ptr, size_t bytes) {
 }
 
 namespace {
-// Tensors of a megabyte or more come straight from the kernel and go straight back when freed. Through
-// malloc they would not: glibc raises its mmap threshold after each large free (up to 32 MiB), keeping
-// freed activations in the heap, so the resident set (and the memory report) would show memory no tensor
-// holds any more.
+// Tensors of a megabyte or more come straight from the kernel, and go back to it when release_cached() runs
+// or a miss needs the room (allocator.h). Through malloc they would not: glibc raises its mmap threshold
+// after each large free (up to 32 MiB), keeping freed activations in the heap with no bound, so the resident
+// set (and the memory report) would show memory no tensor holds any more.
 constexpr size_t kDirectMapBytes = size_t(1) << 20;
 constexpr size_t kHugePageBytes = size_t(2) << 20;
 }  // namespace
@@ -111,17 +113,62 @@ void unmap_pages(void* ptr, size_t bytes) {
     munmap(ptr, bytes ? bytes : 1);
 }
 
+HostAllocator::HostAllocator(std::string name, size_t budget_bytes, Device device)
+    : Allocator(std::move(name), budget_bytes), device_(device), blocks_(std::make_unique<BlockCache>()) {}
+
+HostAllocator::~HostAllocator() {
+    release_cached();  // a block still live here belongs to a tensor that outlived its allocator: left mapped
+}
+
 void* HostAllocator::raw_allocate(size_t bytes) {
     const size_t rounded = (bytes + 63) / 64 * 64;
-    return rounded >= kDirectMapBytes ? map_pages(rounded, PageMapping::Lazy) : std::aligned_alloc(64, rounded);
+    if (rounded < kDirectMapBytes) return std::aligned_alloc(64, rounded);
+    const size_t size = BlockCache::round_size(rounded);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto b = blocks_->take_cached(size, bytes)) {
+        ++reused_;
+        high_water_ = std::max(high_water_, blocks_->live_bytes());
+        return b->ptr;
+    }
+    // A new block: first unmap what kept blocks would take past the high-water mark it sets.
+    high_water_ = std::max(high_water_, blocks_->live_bytes() + size);
+    for (const BlockCache::Block& b : blocks_->make_room(size, high_water_)) unmap_pages(b.ptr, b.size);
+    void* p = map_pages(size, PageMapping::Lazy);
+    if (!p) {  // the kernel refused: kept blocks are the first thing to give back
+        for (const BlockCache::Block& b : blocks_->take_all_cached()) unmap_pages(b.ptr, b.size);
+        p = map_pages(size, PageMapping::Lazy);
+        if (!p) return nullptr;
+    }
+    blocks_->add_live({p, size, bytes, nullptr});
+    return p;
 }
 
 void HostAllocator::raw_deallocate(void* ptr, size_t bytes) {
     const size_t rounded = (bytes + 63) / 64 * 64;
-    if (rounded >= kDirectMapBytes)
-        unmap_pages(ptr, rounded);
-    else
-        std::free(ptr);
+    if (rounded < kDirectMapBytes) return std::free(ptr);
+    std::lock_guard<std::mutex> lock(mutex_);
+    blocks_->put_cached(blocks_->remove_live(ptr));
+}
+
+void HostAllocator::release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const BlockCache::Block& b : blocks_->take_all_cached()) unmap_pages(b.ptr, b.size);
+    high_water_ = blocks_->live_bytes();
+}
+
+size_t HostAllocator::cached_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return blocks_->cached_bytes();
+}
+
+size_t HostAllocator::mapped_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return blocks_->reserved_bytes();
+}
+
+uint64_t HostAllocator::reused_blocks() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reused_;
 }
 
 namespace {

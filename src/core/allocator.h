@@ -11,10 +11,15 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 namespace sr {
+
+class BlockCache;
 
 // Simulated: host memory that stands for an accelerator's (runtime/simulated_device.h). Host code may not
 // touch it outside a backend's kernels (core/tensor.h, DeviceCodeScope), so CI catches host reads and writes
@@ -53,6 +58,8 @@ public:
     // Raises the peak to `bytes` (if below): where a plan counts a run it knows the peak of instead of
     // repeating it.
     void note_peak(size_t bytes);
+    // Gives the free blocks an allocator keeps for reuse back to the system (nothing where it keeps none).
+    virtual void release_cached() {}
 
 protected:
     virtual void* raw_allocate(size_t bytes) = 0;  // nullptr on failure
@@ -70,13 +77,25 @@ private:
     std::atomic<size_t> peak_{0};
 };
 
-// Host memory, 64-byte aligned (AVX-512 lines).
+// Host memory, 64-byte aligned (AVX-512 lines). Requests under 1 MiB come from malloc. Larger ones are
+// blocks mapped from the kernel (map_pages), and a freed block is kept for the next request of its size
+// (core/block_cache.h: 2 MiB quanta, as transparent huge pages come; a reused block at most 1/8 larger): a forward
+// allocates the same shapes block after block and step after step, and a fresh mapping faults in and zeroes every page
+// on its first write (the medium forward: 8-15% of its time; docs/BENCHMARKS.md). Kept blocks never raise the resident
+// set past its high-water mark: live and kept block bytes together stay within the most block bytes live at once since
+// the last release_cached(), so a miss first unmaps kept blocks that would pass it. release_cached() unmaps them all
+// (the pipeline calls it after the denoising loop and after a job).
 class HostAllocator final : public Allocator {
 public:
     // `device`: the device its tensors are tagged with (the simulated device's arena is host memory too).
-    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0, Device device = Device::cpu())
-        : Allocator(std::move(name), budget_bytes), device_(device) {}
+    explicit HostAllocator(std::string name = "host", size_t budget_bytes = 0, Device device = Device::cpu());
+    ~HostAllocator() override;
     Device device() const override { return device_; }
+
+    void release_cached() override;
+    size_t cached_bytes() const;     // kept free blocks
+    size_t mapped_bytes() const;     // live and kept blocks
+    uint64_t reused_blocks() const;  // requests served by a kept block
 
 protected:
     void* raw_allocate(size_t bytes) override;
@@ -84,6 +103,10 @@ protected:
 
 private:
     Device device_;
+    mutable std::mutex mutex_;
+    std::unique_ptr<BlockCache> blocks_;  // the mapped blocks, live and kept
+    size_t high_water_ = 0;               // most block bytes live at once since the last release_cached()
+    uint64_t reused_ = 0;
 };
 
 // Anonymous memory straight from the kernel (page-aligned), for allocators whose frees must give memory

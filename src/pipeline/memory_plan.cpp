@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "backends/cuda/block_cache.h"
 #include "backends/null_backend.h"
+#include "core/block_cache.h"
 #include "core/virtual_allocator.h"
 #ifdef SKYREELS_HAVE_CUDA
 #include "runtime/cuda_accelerator.h"

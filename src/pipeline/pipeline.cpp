@@ -523,6 +523,12 @@ Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, con
                                   const FrameSink& sink, const PipelineHook& hook, WeightPlacement* placement,
                                   const ParallelGroups& parallel) const {
     check_request(req);
+    // The host allocator keeps freed blocks for the next request of their size (core/allocator.h): inside a
+    // stage that is what keeps its steps off the page-fault path; between stages and after the job they are
+    // memory no tensor holds, given back here (also when the job throws).
+    struct ReleaseKeptHostBlocks {
+        ~ReleaseKeptHostBlocks() { host_allocator().release_cached(); }
+    } release_at_end;
     if (progress) progress(Stage::TextEncoding, 0, 1);
     const TextConditioning text = encode_text(be, req, hook, placement);
     if (progress) progress(Stage::TextEncoding, 1, 1);
@@ -533,6 +539,7 @@ Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, con
         if (progress) progress(Stage::ImageEncoding, 1, 1);
     }
     const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement, parallel);
+    host_allocator().release_cached();  // the loop's activations, before the decoder's
     // Every rank of a parallel run decodes its share of the tiles; only rank 0 gets frames.
     const bool shares_tiles = parallel.world && parallel.world->size() > 1;
     if (sink || shares_tiles)

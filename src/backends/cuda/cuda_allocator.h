@@ -26,8 +26,8 @@
 #include <mutex>
 #include <vector>
 
-#include "backends/cuda/block_cache.h"
 #include "core/allocator.h"
+#include "core/block_cache.h"
 
 namespace sr {
 
@@ -47,7 +47,7 @@ public:
     uint64_t device_allocations() const;
     uint64_t cache_hits() const;
     // Returns every cached block to the driver (cudaFree, which synchronizes the device).
-    void release_cached();
+    void release_cached() override;
     // Makes `stream` wait for the compute work queued before the last free of the block holding `ptr`
     // (nothing when the block is fresh from cudaMalloc or that work is done). Call before using freshly
     // allocated memory on a stream other than the compute stream.

@@ -1,4 +1,4 @@
-#include "backends/cuda/block_cache.h"
+#include "core/block_cache.h"
 
 #include <algorithm>
 

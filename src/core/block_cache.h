@@ -1,11 +1,12 @@
-// The CUDA caching allocator's bookkeeping without CUDA (so CI tests it on the CPU): the size a request is
-// served with, which cached block a request reuses, which cached blocks to give back so that a new block fits
-// the budget, and the byte counters. CudaCachingAllocator (cuda_allocator.h) holds one under its mutex and does
-// the cudaMalloc / cudaFree / event calls that this decides on.
+// A caching allocator's bookkeeping, with no memory calls of its own: the size a request is served with, which
+// cached block a request reuses, which cached blocks to give back so that a new block fits a limit, and the
+// byte counters. Two allocators hold one under their mutex and make the calls it decides on: the CUDA caching
+// allocator (cuda_allocator.h: cudaMalloc / cudaFree / events) and the host allocator's recycling of its
+// mapped blocks (allocator.h: mmap / munmap). Having no CUDA in it, CI tests it on the CPU.
 //
 // Accounting is in real block bytes: a request of r bytes is served by a block of round_size(r) bytes, or by a
-// cached block at most max_slack(round_size(r)) larger, and the allocator's budget is charged the whole block
-// (the bytes the driver really holds for it), not r.
+// cached block at most max_slack(round_size(r)) larger, and a budget is charged the whole block (the bytes the
+// driver or the kernel really holds for it), not r.
 //
 //   sr::BlockCache cache;
 //   if (auto b = cache.take_cached(size)) { ... reuse *b ... }
