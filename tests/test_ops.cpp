@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/op_checks.h"
 #include "backends/profiling_backend.h"
 #include "core/dequantize.h"
 #include "support/op_harness.h"
@@ -81,6 +82,61 @@ SR_OP_PARITY(OpParity, Linear, LinearOp) {
                             "GFLOP/s", [&] { be().linear(xd, wd, &bd, y); });
             }
         }
+}
+
+// Which views the linear op writes in place: rows at one stride, the last dim contiguous.
+TEST(OpChecks, UniformRowStride) {
+    const Tensor t = Tensor::empty({2, 3, 10}, DType::F32);
+    EXPECT_EQ(uniform_row_stride(t), 10);                                          // contiguous
+    EXPECT_EQ(uniform_row_stride(t.slice(2, 2, 6)), 10);                           // a column slice
+    EXPECT_EQ(uniform_row_stride(t.slice(1, 1, 3).select(0, 0)), 10);              // some rows of one batch row
+    EXPECT_EQ(uniform_row_stride(t.slice(1, 1, 3)), 0);                            // a gap between the batch rows
+    EXPECT_EQ(uniform_row_stride(t.slice(0, 1, 2).slice(1, 1, 3)), 10);            // one batch row left: no gap
+    EXPECT_EQ(uniform_row_stride(t.select(1, 0)), 30);                             // every third row
+    EXPECT_EQ(uniform_row_stride(t.permute({0, 2, 1})), 0);                        // the last dim strided
+    EXPECT_EQ(uniform_row_stride(t.select(0, 1).select(0, 2).slice(0, 3, 9)), 6);  // one row
+    EXPECT_EQ(uniform_row_stride(t.unflatten(2, 5, 2).permute({0, 2, 1, 3})), 0);  // rows that interleave
+}
+
+// The same op with its GELU epilogue, writing into a column slice of a wider buffer (the single-stream block's
+// MLP writes its hidden layer into the fused projection's input so): the columns around it stay as they were.
+SR_OP_PARITY(OpParity, LinearGeluIntoColumns, LinearOp) {
+    std::mt19937_64 rng(11);
+    for (DType wt : {DType::F32, DType::BF16}) {
+        const int64_t M = 67, K = 96, N = 40, left = 24, width = left + N + 8;
+        const Tensor x = randn({M, K}, rng);
+        const Tensor w = randn({N, K}, rng, 0.0, 1.0 / std::sqrt(double(K))).to(wt);
+        const Tensor b = randn({N}, rng).to(wt);
+        SCOPED_TRACE(::testing::Message() << "w " << dtype_name(wt));
+        const Tensor xd = up(x), wd = up(w), bd = up(b);
+        Tensor wide = out({M, width});  // NaN: the columns the op must not touch
+        Tensor y = wide.slice(1, left, left + N);
+        be().linear(xd, wd, &bd, y, Activation::GeluTanh);
+        const ref::Array sum = ref::linear(x, w, &b);
+        const ref::Array want = ref::gelu_tanh(from_array(sum));
+        const ref::Array all = got(wide);
+        const std::vector<double> xn = row_norms(ref::to_array(x), K), wn = row_norms(ref::to_array(w), K);
+        const ref::Array bias = ref::to_array(b);
+        const double rtol = gemm_rtol(wt);
+        int64_t untouched = 0, wrong = 0;
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < width; ++j) {
+                const double v = all[i * width + j];
+                if (j < left || j >= left + N) {
+                    untouched += std::isnan(v);
+                    continue;
+                }
+                const int64_t n = j - left;
+                // The linear op's bound on the sum (see Linear above), through GELU's slope (|gelu'| < 1.13),
+                // plus the GELU's own rounding (the GeluTanh bound: 16u of |x| + |y|).
+                const double s = sum[i * N + n], g = want[i * N + n];
+                const double sum_tol =
+                    rtol * (xn[size_t(i)] * wn[size_t(n)] / std::sqrt(double(K)) + std::fabs(bias[n]) + std::fabs(s));
+                wrong += !(std::fabs(v - g) <= 1.13 * sum_tol + 16 * kU * (std::fabs(s) + std::fabs(g)));
+            }
+        EXPECT_EQ(untouched, M * (width - N)) << "the op wrote outside its columns";
+        EXPECT_EQ(wrong, 0) << "of " << M * N;
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------

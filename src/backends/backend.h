@@ -47,8 +47,9 @@ public:
 
     // Typed calls, one per op, for the models: each builds its op's arguments and calls run(). The
     // contracts are in ops.h, next to each op's arguments.
-    void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y) {
-        run(LinearOp{x, weight, bias, y});
+    void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& y,
+                Activation activation = Activation::None) {
+        run(LinearOp{x, weight, bias, y, activation});
     }
     void quant_linear(const Tensor& x, const Tensor& weight, std::optional<QuantType> block, int64_t K,
                       const Tensor* scale, const Tensor* bias, Tensor& y) {

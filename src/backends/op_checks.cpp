@@ -11,16 +11,38 @@ bool activation_dtype(const Tensor& t) {
 }
 }  // namespace
 
+int64_t uniform_row_stride(const Tensor& t) {
+    if (t.rank() == 0) return 0;
+    const int64_t last = t.rank() - 1, n = t.dim(last);
+    if (n > 1 && t.stride(last) != 1) return 0;
+    // From the innermost leading dim out (size-1 dims have no stride that matters): the first one's stride is
+    // the row stride, and each further one must step over all the rows inside it.
+    int64_t row = 0, next = 0;
+    for (int64_t d = last - 1; d >= 0; --d) {
+        if (t.dim(d) == 1) continue;
+        if (row == 0) {
+            row = t.stride(d);
+            if (row < n) return 0;  // rows would overlap
+        } else if (t.stride(d) != next) {
+            return 0;
+        }
+        next = t.stride(d) * t.dim(d);
+    }
+    return row ? row : n;  // a single row: it is its own stride
+}
+
 LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y) {
     SR_ASSERT(weight.rank() == 2 && weight.is_contiguous(), "linear weight {}", weight.describe());
     SR_ASSERT(dtype_is_float(weight.dtype()) && weight.dtype() != DType::F8_E4M3, "linear weight dtype {}",
               dtype_name(weight.dtype()));
     const int64_t N = weight.dim(0), K = weight.dim(1);
-    SR_ASSERT(activation_dtype(x) && activation_dtype(y) && x.is_contiguous() && y.is_contiguous() && x.dim(-1) == K &&
-                  y.dim(-1) == N && x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
+    const int64_t ldy = uniform_row_stride(y);
+    SR_ASSERT(activation_dtype(x) && activation_dtype(y) && x.is_contiguous() && (N == 0 || ldy >= N) &&
+                  x.dim(-1) == K && y.dim(-1) == N &&
+                  x.numel() / std::max<int64_t>(K, 1) == y.numel() / std::max<int64_t>(N, 1),
               "linear {} x {}^T -> {}", x.describe(), weight.describe(), y.describe());
     SR_ASSERT(!bias || bias->numel() == N, "linear bias {} for N={}", bias ? bias->describe() : "", N);
-    return {K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1), N, K};
+    return {K ? x.numel() / K : y.numel() / std::max<int64_t>(N, 1), N, K, std::max<int64_t>(ldy, N)};
 }
 
 LinearShape check_quant_linear(const QuantLinearOp& op) {
@@ -43,7 +65,7 @@ LinearShape check_quant_linear(const QuantLinearOp& op) {
               "quant_linear {} x W[{},{}]^T -> {}", x.describe(), N, K, y.describe());
     SR_ASSERT(!op.bias || op.bias->numel() == N, "quant_linear bias {} for N={}", op.bias ? op.bias->describe() : "",
               N);
-    return {x.numel() / K, N, K};
+    return {x.numel() / K, N, K, N};
 }
 
 void check_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, std::array<int64_t, 3> stride,

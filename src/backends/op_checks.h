@@ -12,9 +12,13 @@ namespace sr {
 
 struct LinearShape {
     int64_t M, N, K;
+    int64_t ldy;  // elements from one row of y to the next (N when y is contiguous)
 };
-// x [..., K] and y [..., N] contiguous f32 or bf16 with as many rows, weight contiguous [N, K] f32/bf16/f16 (no fp8),
-// bias N values.
+// The elements from one row of t [..., n] to the next when its rows lie at one stride (its last dim
+// contiguous), else 0.
+int64_t uniform_row_stride(const Tensor& t);
+// x [..., K] contiguous and y [..., N] with rows at one stride (uniform_row_stride), f32 or bf16 with as many
+// rows, weight contiguous [N, K] f32/bf16/f16 (no fp8), bias N values.
 LinearShape check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& y);
 // The same for a quantized weight: contiguous FP8 codes [N, K] with an optional float scale of 1 or N values,
 // or contiguous block rows [N, quant_row_bytes(block, K)] (Bool) without a scale.

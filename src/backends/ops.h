@@ -84,14 +84,20 @@ struct RopeOp {
 
 // ---- transformer ops ----
 
-// y[..., N] = x[..., K] @ weight[N, K]^T (+ bias[N]). x, y f32 or bf16 (kTakesBf16Activations) contiguous;
-// weight f32/bf16/f16.
+// An element-wise function a linear layer applies to its output as it stores it (its GEMM's epilogue).
+enum class Activation : uint8_t { None, GeluTanh };
+
+// y[..., N] = act(x[..., K] @ weight[N, K]^T (+ bias[N])). x, y f32 or bf16 (kTakesBf16Activations); x
+// contiguous, y rows at one stride (a column slice of a wider buffer: the single-stream block writes its MLP
+// hidden layer straight into the fused projection's input); weight f32/bf16/f16. The activation is applied to
+// the f32 sum plus bias, before a bf16 y is rounded.
 struct LinearOp {
     static constexpr std::string_view kName = "linear";
     const Tensor& x;
     const Tensor& weight;
     const Tensor* bias;
     Tensor& y;
+    Activation activation = Activation::None;
     auto tensors() const {
         return std::array<OpTensorArg, 4>{{{"x", &x}, {"weight", &weight}, {"bias", bias}, {"y", &y}}};
     }

@@ -295,9 +295,10 @@ Tensor HunyuanVideoTransformer::run_mlp(Backend& be, const TimestepMlp& mlp, con
 
 void HunyuanVideoTransformer::project_into(Backend& be, const Linear& lin, const Tensor& in, Tensor& out,
                                            int64_t offset) const {
-    const Tensor y = lin.apply(be, in);  // [B, L, D]: the same GEMM as one projection of the whole batch
+    // [B, L, D] rows of out: the same GEMM as one projection of the whole batch, written in place when one
+    // batch row makes them contiguous, else through a copy (Linear::apply_into).
     Tensor dst = out.slice(1, offset, offset + in.dim(1));
-    be.copy(y, dst);
+    lin.apply_into(be, in, dst);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -445,9 +446,7 @@ void HunyuanVideoTransformer::dual_block(Backend& be, const DualBlock& blk, Tens
     attn = Tensor();
 
     auto mlp = [&](const Tensor& in, const Linear& l1, const Linear& l2) {
-        Tensor hidden = l1.apply(be, in);
-        be.gelu_tanh(hidden, hidden);
-        return l2.apply(be, hidden);
+        return l2.apply(be, l1.apply(be, in, Activation::GeluTanh));
     };
     be.gated_residual(x, mlp(norm_modulate(x, m[3], m[4]), blk.ff_in, blk.ff_out), m[5]);
     be.gated_residual(ctx, mlp(norm_modulate(ctx, cm[3], cm[4]), blk.ff_context_in, blk.ff_context_out), cm[5]);
@@ -468,8 +467,10 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
     be.modulate(n, m[0], m[1], n);
 
     // The order keeps the block's activation peak at xs + n + the attention output + the fused input (8 x
-    // [S, D] f32), where computing the MLP first held its whole [S, 4D] hidden layer next to them (11 x):
-    // attention first, then the MLP a block of rows at a time, straight into the fused projection's input.
+    // [S, D]), where computing the MLP first held its whole [S, 4D] hidden layer next to them (11 x), and
+    // attending straight into the fused input would hold it next to q, k and v (10 x): attention first, then
+    // the MLP a block of rows at a time, written straight into the fused projection's input (its GELU in the
+    // GEMM's epilogue).
     Tensor attn = new_activation(be, {B, S, D}, "single attention", act);
     {
         const Tensor q = blk.to_q.apply(be, n), k = blk.to_k.apply(be, n), v = blk.to_v.apply(be, n);
@@ -490,10 +491,8 @@ void HunyuanVideoTransformer::single_block(Backend& be, const SingleBlock& blk, 
             // A plan (host_values_skipped()) runs the first chunk and the last, shorter one: every full chunk
             // costs the same memory, and the largest videos have millions of them.
             if (host_values_skipped() && r0 > 0 && r1 < S) continue;
-            Tensor hidden = blk.proj_mlp.apply(be, n.select(0, b).slice(0, r0, r1));  // [r1 - r0, M]
-            be.gelu_tanh(hidden, hidden);
-            Tensor dst = fused.select(0, b).slice(0, r0, r1).slice(1, D, D + M);
-            be.copy(hidden, dst);
+            Tensor hidden = fused.select(0, b).slice(0, r0, r1).slice(1, D, D + M);  // [r1 - r0, M] of fused
+            blk.proj_mlp.apply_into(be, n.select(0, b).slice(0, r0, r1), hidden, Activation::GeluTanh);
         }
     n = Tensor();
     const Tensor proj = blk.proj_out.apply(be, fused);

@@ -1,5 +1,7 @@
 #include "nn/linear.h"
 
+#include "backends/op_checks.h"
+
 namespace sr {
 
 const char* weight_format_name(WeightFormat format) {
@@ -47,25 +49,37 @@ size_t Linear::bytes() const {
     return n;
 }
 
-Tensor Linear::apply(Backend& be, const Tensor& x) const {
+Tensor Linear::apply(Backend& be, const Tensor& x, Activation act) const {
     Shape s = x.shape();
     s[s.rank() - 1] = out_features();
     Tensor y = new_activation(be, s, "linear output", x.dtype());
-    apply_into(be, x, y);
+    apply_into(be, x, y, act);
     return y;
 }
 
-void Linear::apply_into(Backend& be, const Tensor& x, Tensor& y) const {
-    matmul(be, x, weight, bias.defined() ? &bias : nullptr, y);
+void Linear::apply_into(Backend& be, const Tensor& x, Tensor& y, Activation act) const {
+    const Tensor* b = bias.defined() ? &bias : nullptr;
+    if (weight.format == WeightFormat::Dense && adapters.empty() && uniform_row_stride(y) >= out_features()) {
+        be.linear(x, weight.data, b, y, act);  // one pass: the activation in the GEMM's epilogue
+        return;
+    }
+    // The quantized formats' op, the adapters' deltas and the element-wise ops take contiguous tensors (and the
+    // linear op rows at one stride): the sum goes to contiguous rows first when y's are not, and the activation
+    // follows it.
+    const bool strided = !y.is_contiguous();
+    Tensor out = strided ? new_activation(be, y.shape(), "linear output (contiguous)", y.dtype()) : y;
+    matmul(be, x, weight, b, out);
     for (const LowRankAdapter& a : adapters) {
         Shape s = x.shape();
         s[s.rank() - 1] = a.rank();
         Tensor h = new_activation(be, s, "low-rank adapter hidden", x.dtype());  // [..., rank]: small
         be.linear(x, a.down, nullptr, h);
-        Tensor delta = new_activation(be, y.shape(), "low-rank adapter output", y.dtype());
+        Tensor delta = new_activation(be, out.shape(), "low-rank adapter output", out.dtype());
         be.linear(h, a.up, nullptr, delta);
-        be.add(y, delta);
+        be.add(out, delta);
     }
+    if (act == Activation::GeluTanh) be.gelu_tanh(out, out);
+    if (strided) be.copy(out, y);
 }
 
 }  // namespace sr

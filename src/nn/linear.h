@@ -80,11 +80,14 @@ struct Linear {
     int64_t in_features() const { return weight.in; }
     int64_t out_features() const { return weight.out; }
     size_t bytes() const;
-    // y[..., out] = x[..., in] weight^T + bias (+ each adapter), in a new activation on the backend of x's
-    // dtype (f32, or bf16 where a model carries bf16 activations: backend.h).
-    Tensor apply(Backend& be, const Tensor& x) const;
-    // The same into `y` (preallocated [..., out] f32 or bf16 contiguous, not aliasing x).
-    void apply_into(Backend& be, const Tensor& x, Tensor& y) const;
+    // y[..., out] = act(x[..., in] weight^T + bias (+ each adapter)), in a new activation on the backend of
+    // x's dtype (f32, or bf16 where a model carries bf16 activations: backend.h). A dense weight without
+    // adapters applies the activation in its GEMM's epilogue (ops.h, LinearOp); the others after the sum.
+    Tensor apply(Backend& be, const Tensor& x, Activation act = Activation::None) const;
+    // The same into `y` (preallocated [..., out] f32 or bf16, any view with a contiguous last dim: rows at one
+    // stride, such as a column slice of a wider buffer, are written in place, others through a copy; not
+    // aliasing x).
+    void apply_into(Backend& be, const Tensor& x, Tensor& y, Activation act = Activation::None) const;
 
     // f(suffix, tensor, kind) for every tensor the layer holds: the weight's, the bias (when the layer has
     // one), each adapter's down and up. Listing, rebinding and streaming go through this.

@@ -55,7 +55,7 @@ bool CpuBackend::run_bf16(const OpCall& call) {
                 if (op.weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) return false;
                 AsF32 x(op.x, true), y(op.y, false);
                 if (!any_widened({&x, &y})) return false;
-                exec(LinearOp{x.get(), op.weight, op.bias, y.get()});
+                exec(LinearOp{x.get(), op.weight, op.bias, y.get(), op.activation});
                 y.store();
             } else if constexpr (std::is_same_v<Op, QuantLinearOp>) {
                 AsF32 x(op.x, true), y(op.y, false);

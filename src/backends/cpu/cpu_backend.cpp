@@ -76,8 +76,8 @@ const uint16_t* to_bf16(const float* src, int64_t rows, int64_t width, int slot)
 // and multiplies in bf16 (f32 accumulation). Each block's GEMM adds its slice of the bias as it stores its
 // columns of y.
 template <class RowsToF32>
-void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, const float* bias, float* yd,
-                        GemmPrecision precision, RowsToF32&& rows_to_f32) {
+void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, const float* bias, float* yd, int64_t ldy,
+                        GemmPrecision precision, Activation activation, RowsToF32&& rows_to_f32) {
     const int64_t block = std::min(std::max<int64_t>(kWidenScratchFloats / std::max<int64_t>(K, 1), 16), N);
     std::vector<float> scratch(size_t(std::min(block, N) * K));
     const uint16_t* xb = precision == GemmPrecision::BF16 ? to_bf16(xd, M, K, 0) : nullptr;
@@ -87,9 +87,10 @@ void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, const 
         const float* bias_block = bias ? bias + n0 : nullptr;
         if (precision == GemmPrecision::BF16) {
             const uint16_t* wb = to_bf16(scratch.data(), nb, K, 1);
-            gemm_linear(M, nb, K, xb, K, wb, K, DType::BF16, bias_block, yd + n0, N, DType::F32);
+            gemm_linear(M, nb, K, xb, K, wb, K, DType::BF16, bias_block, yd + n0, ldy, DType::F32, activation);
         } else {
-            gemm_linear(M, nb, K, xd, K, scratch.data(), K, DType::F32, bias_block, yd + n0, N, DType::F32);
+            gemm_linear(M, nb, K, xd, K, scratch.data(), K, DType::F32, bias_block, yd + n0, ldy, DType::F32,
+                        activation);
         }
     }
 }
@@ -97,15 +98,16 @@ void gemm_by_row_blocks(int64_t M, int64_t N, int64_t K, const float* xd, const 
 }  // namespace
 
 void CpuBackend::exec(const LinearOp& op) {
-    const auto& [x, weight, bias, y] = op;
+    const auto& [x, weight, bias, y, activation] = op;
     const LinearShape s = check_linear(x, weight, bias, y);
-    const int64_t M = s.M, N = s.N, K = s.K;
+    const int64_t M = s.M, N = s.N, K = s.K, ldy = s.ldy;
     const F32Vector b(bias, N, "linear bias");  // f32, as oneDNN takes it
 
     if (weight.dtype() == DType::BF16 && gemm_precision_ == GemmPrecision::BF16) {
         // bf16 x and y (bf16 activations, bf16_activations.cpp) go to oneDNN as they are; f32 x is rounded.
         const void* xb = x.dtype() == DType::BF16 ? x.raw_data() : to_bf16(x.data<float>(), M, K, 0);
-        gemm_linear(M, N, K, xb, K, weight.raw_data(), K, DType::BF16, b.get(), y.raw_data(), N, y.dtype());
+        gemm_linear(M, N, K, xb, K, weight.raw_data(), K, DType::BF16, b.get(), y.raw_data(), ldy, y.dtype(),
+                    activation);
         return;
     }
     SR_ASSERT(x.dtype() == DType::F32 && y.dtype() == DType::F32, "linear on {} -> {} with {} weights", x.describe(),
@@ -113,11 +115,11 @@ void CpuBackend::exec(const LinearOp& op) {
     const float* xd = x.data<float>();
     float* yd = y.data<float>();
     if (weight.dtype() == DType::F32) {
-        gemm_linear(M, N, K, xd, K, weight.raw_data(), K, DType::F32, b.get(), yd, N, DType::F32);
+        gemm_linear(M, N, K, xd, K, weight.raw_data(), K, DType::F32, b.get(), yd, ldy, DType::F32, activation);
     } else {
         SR_ASSERT(dtype_is_float(weight.dtype()), "linear weight dtype {}", dtype_name(weight.dtype()));
         // Widen a block of weight rows (output columns) at a time and multiply it.
-        gemm_by_row_blocks(M, N, K, xd, b.get(), yd, GemmPrecision::F32,
+        gemm_by_row_blocks(M, N, K, xd, b.get(), yd, ldy, GemmPrecision::F32, activation,
                            [&](int64_t n0, int64_t nb, float* dst) { widen_rows(weight, n0, nb, K, dst); });
     }
 }
@@ -134,7 +136,7 @@ void CpuBackend::exec(const QuantLinearOp& op) {
                           scale ? scale->numel() : 0};
     const F32Vector bias(op.bias, s.N, "linear bias");
     gemm_by_row_blocks(
-        s.M, s.N, s.K, op.x.data<float>(), bias.get(), op.y.data<float>(), gemm_precision_,
+        s.M, s.N, s.K, op.x.data<float>(), bias.get(), op.y.data<float>(), s.N, gemm_precision_, Activation::None,
         [&](int64_t n0, int64_t nb, float* dst) {
             parallel_for(nb, [&](int64_t r0, int64_t r1) { dequantize_rows(w, n0 + r0, r1 - r0, dst + r0 * s.K); });
         });

@@ -63,11 +63,12 @@ CpuBackend& cpu_backend();
 void gemm(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, bool b_transposed,
           DType ab_dtype, float* C, int64_t ldc, bool accumulate);
 
-// A linear layer's GEMM in one pass over C: C[M,N] = A[M,K] * B[N,K]^T + bias[N], the bias (f32, or nullptr
-// for none) added to the f32 sum, which is stored as c_dtype (F32, or BF16 rounded to nearest even once).
-// A and B as in gemm(). A row of C does not depend on M, bit for bit (sequence-parallel ranks run a linear
-// on a shard of the tokens; tests/test_cpu_linear.cpp checks it).
+// A linear layer's GEMM in one pass over C: C[M,N] = act(A[M,K] * B[N,K]^T + bias[N]), the bias (f32, or
+// nullptr for none) added to the f32 sum and the activation applied to it, then stored as c_dtype (F32, or
+// BF16 rounded to nearest even once). A and B as in gemm(). A row of C does not depend on M, bit for bit
+// (sequence-parallel ranks run a linear on a shard of the tokens; tests/test_cpu_linear.cpp checks it).
 void gemm_linear(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb,
-                 DType ab_dtype, const float* bias, void* C, int64_t ldc, DType c_dtype);
+                 DType ab_dtype, const float* bias, void* C, int64_t ldc, DType c_dtype,
+                 Activation activation = Activation::None);
 
 }  // namespace sr

@@ -20,14 +20,15 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/vec_math.h"
 #include "core/parallel.h"
 
 namespace sr {
 
 namespace {
 
-// M, N, K, lda, ldb, ldc, b_transposed, A/B dtype, C dtype, accumulate, bias, nested.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, int, bool, bool, bool>;
+// M, N, K, lda, ldb, ldc, b_transposed, A/B dtype, C dtype, accumulate, bias, nested, activation.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, int, bool, bool, bool, int>;
 
 dnnl::memory::data_type dnnl_type(DType t) {
     return t == DType::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
@@ -51,7 +52,7 @@ std::shared_ptr<CachedMatmul> get_primitive(const Key& key) {
         auto it = cache.find(key);
         if (it != cache.end()) return it->second;
     }
-    const auto [M, N, K, lda, ldb, ldc, b_transposed, dtype, c_dtype, accumulate, bias, nested] = key;
+    const auto [M, N, K, lda, ldb, ldc, b_transposed, dtype, c_dtype, accumulate, bias, nested, activation] = key;
     const auto ab = dnnl_type(DType(dtype));
     dnnl::memory::desc a_md({M, K}, ab, {lda, 1});
     dnnl::memory::desc b_md({K, N}, ab, b_transposed ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
@@ -59,11 +60,12 @@ std::shared_ptr<CachedMatmul> get_primitive(const Key& key) {
     dnnl::memory::desc bias_md({1, N}, dnnl::memory::data_type::f32, {N, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
-    }
+    dnnl::post_ops ops;
+    if (accumulate) ops.append_sum(1.0f);
+    // The epilogue's GELU: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's approximate="tanh".
+    if (Activation(activation) == Activation::GeluTanh)
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
+    attr.set_post_ops(ops);
     std::shared_ptr<CachedMatmul> prim;
     try {
         auto pd = dnnl::matmul::primitive_desc(
@@ -82,7 +84,7 @@ std::shared_ptr<CachedMatmul> get_primitive(const Key& key) {
 
 // The cached primitive for `key` run on A, B, the f32 bias (when the key has one) and C.
 void run_matmul(const Key& key, const void* A, const void* B, const float* bias, void* C) {
-    const auto [M, N, K, lda, ldb, ldc, b_transposed, dtype, c_dtype, accumulate, has_bias, nested] = key;
+    const auto [M, N, K, lda, ldb, ldc, b_transposed, dtype, c_dtype, accumulate, has_bias, nested, activation] = key;
     auto prim = get_primitive(key);
     const auto ab = dnnl_type(DType(dtype));
     auto& eng = cpu_engine();
@@ -118,18 +120,20 @@ void gemm(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const voi
             for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
         return;
     }
-    run_matmul(
-        {M, N, K, lda, ldb, ldc, b_transposed, int(ab_dtype), int(DType::F32), accumulate, false, in_parallel_region()},
-        A, B, nullptr, C);
+    run_matmul({M, N, K, lda, ldb, ldc, b_transposed, int(ab_dtype), int(DType::F32), accumulate, false,
+                in_parallel_region(), int(Activation::None)},
+               A, B, nullptr, C);
 }
 
 void gemm_linear(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb,
-                 DType ab_dtype, const float* bias, void* C, int64_t ldc, DType c_dtype) {
+                 DType ab_dtype, const float* bias, void* C, int64_t ldc, DType c_dtype, Activation activation) {
     SR_ASSERT(ab_dtype == DType::F32 || ab_dtype == DType::BF16, "gemm on {}", dtype_name(ab_dtype));
     SR_ASSERT(c_dtype == DType::F32 || c_dtype == DType::BF16, "gemm into {}", dtype_name(c_dtype));
     if (M == 0 || N == 0) return;
     if (K == 0) {  // an empty sum: the bias, or zeros
-        const std::vector<float> row = bias ? std::vector<float>(bias, bias + N) : std::vector<float>(size_t(N), 0.0f);
+        std::vector<float> row = bias ? std::vector<float>(bias, bias + N) : std::vector<float>(size_t(N), 0.0f);
+        if (activation == Activation::GeluTanh)
+            vec::map(row.data(), row.data(), N, [](auto v) { return vec::gelu_tanh(v); });
         for (int64_t i = 0; i < M; ++i)
             convert_elements(row.data(), DType::F32, static_cast<char*>(C) + size_t(i * ldc) * dtype_size(c_dtype),
                              c_dtype, size_t(N));
@@ -144,15 +148,15 @@ void gemm_linear(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, co
         std::memcpy(a2.data(), A, size_t(K) * 2);
         std::memcpy(a2.data() + K, A, size_t(K) * 2);
         std::vector<char> c2(size_t(2 * N) * cs);
-        run_matmul(
-            {2, N, K, K, ldb, N, true, int(ab_dtype), int(c_dtype), false, bias != nullptr, in_parallel_region()},
-            a2.data(), B, bias, c2.data());
+        run_matmul({2, N, K, K, ldb, N, true, int(ab_dtype), int(c_dtype), false, bias != nullptr, in_parallel_region(),
+                    int(activation)},
+                   a2.data(), B, bias, c2.data());
         std::memcpy(C, c2.data(), size_t(N) * cs);
         return;
     }
-    run_matmul(
-        {M, N, K, lda, ldb, ldc, true, int(ab_dtype), int(c_dtype), false, bias != nullptr, in_parallel_region()}, A, B,
-        bias, C);
+    run_matmul({M, N, K, lda, ldb, ldc, true, int(ab_dtype), int(c_dtype), false, bias != nullptr, in_parallel_region(),
+                int(activation)},
+               A, B, bias, C);
 }
 
 }  // namespace sr

@@ -201,13 +201,25 @@ bool CudaBackend::try_matmul(int64_t M, int64_t N, int64_t K, const void* x, con
 }
 
 void CudaBackend::exec(const LinearOp& op) {
-    const auto& [x, weight, bias, y] = op;
+    const auto& [x, weight, bias, y, activation] = op;
     check_here(x, "linear input");
     check_here(weight, "linear weight");
     check_here(y, "linear output");
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
     if (M == 0 || N == 0) return;
+    if (activation != Activation::None || !y.is_contiguous()) {
+        // No cuBLASLt epilogue or strided store yet: the plain product into contiguous rows, the activation
+        // kernel on them, then the rows copied to y's stride (ops.h's contract, in three launches).
+        // The temporary is y's size: the model's strided outputs are MLP row blocks (kMlpChunkBytes, 64 MiB),
+        // within the workspace bound (kWorkspaceBytes).
+        const bool strided = !y.is_contiguous();
+        Tensor out = strided ? Tensor::empty(y.shape(), y.dtype(), memory_, "linear output (rows)") : y;
+        exec(LinearOp{x, weight, bias, out});
+        if (activation == Activation::GeluTanh) exec(GeluTanhOp{out, out});
+        if (strided) copy(out, y);
+        return;
+    }
     if (x.dtype() != DType::F32 || y.dtype() != DType::F32) {
         // bf16 activations: bf16 x rows are the bf16 GEMM's operand as they are; otherwise the f32 op on
         // widened rows (by_f32_rows).
