@@ -78,13 +78,15 @@ private:
 };
 
 // Host memory, 64-byte aligned (AVX-512 lines). Requests under 1 MiB come from malloc. Larger ones are
-// blocks mapped from the kernel (map_pages), and a freed block is kept for the next request of its size
-// (core/block_cache.h: 2 MiB quanta, as transparent huge pages come; a reused block at most 1/8 larger): a forward
-// allocates the same shapes block after block and step after step, and a fresh mapping faults in and zeroes every page
-// on its first write (the medium forward: 8-15% of its time; docs/BENCHMARKS.md). Kept blocks never raise the resident
-// set past its high-water mark: live and kept block bytes together stay within the most block bytes live at once since
-// the last release_cached(), so a miss first unmaps kept blocks that would pass it. release_cached() unmaps them all
-// (the pipeline calls it after the denoising loop and after a job).
+// blocks of whole pages mapped from the kernel (map_pages), and a freed block is kept for the next request
+// of its size (core/block_cache.h's bookkeeping: a reused block at most 1/8 larger). A forward allocates
+// the same shapes block after block and step after step, and a fresh mapping faults in and zeroes every page
+// on its first write: on the medium bf16 forward, 24k page faults a forward without reuse, about 50 with it
+// (docs/BENCHMARKS.md). What is kept is bounded by the resident set's high-water mark: live and kept block
+// bytes together stay within the most block bytes live at once since the last release_cached(), plus half
+// of that and at most 64 MiB of headroom (without any, the requests made near the peak kept finding the
+// other sizes' blocks given back: 11k faults a forward); a miss first unmaps the kept blocks that would pass
+// it. release_cached() unmaps them all and resets the mark (the pipeline calls it after each stage).
 class HostAllocator final : public Allocator {
 public:
     // `device`: the device its tensors are tagged with (the simulated device's arena is host memory too).

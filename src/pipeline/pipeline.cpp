@@ -524,22 +524,25 @@ Tensor SkyReelsPipeline::generate(Backend& be, const GenerationRequest& req, con
                                   const ParallelGroups& parallel) const {
     check_request(req);
     // The host allocator keeps freed blocks for the next request of their size (core/allocator.h): inside a
-    // stage that is what keeps its steps off the page-fault path; between stages and after the job they are
-    // memory no tensor holds, given back here (also when the job throws).
+    // stage that is what keeps its steps off the page-fault path; after it they are memory no tensor holds,
+    // and the next stage's kept blocks are bounded by its own peak. Given back after each stage, and when the
+    // job ends or throws.
     struct ReleaseKeptHostBlocks {
         ~ReleaseKeptHostBlocks() { host_allocator().release_cached(); }
     } release_at_end;
     if (progress) progress(Stage::TextEncoding, 0, 1);
     const TextConditioning text = encode_text(be, req, hook, placement);
+    host_allocator().release_cached();
     if (progress) progress(Stage::TextEncoding, 1, 1);
     Tensor image_latents;
     if (req.params.task == Task::I2V) {
         if (progress) progress(Stage::ImageEncoding, 0, 1);
         image_latents = encode_image(be, req, hook, placement);
+        host_allocator().release_cached();
         if (progress) progress(Stage::ImageEncoding, 1, 1);
     }
     const Tensor latents = denoise(be, req, text, image_latents, progress, hook, placement, parallel);
-    host_allocator().release_cached();  // the loop's activations, before the decoder's
+    host_allocator().release_cached();
     // Every rank of a parallel run decodes its share of the tiles; only rank 0 gets frames.
     const bool shares_tiles = parallel.world && parallel.world->size() > 1;
     if (sink || shares_tiles)
