@@ -127,6 +127,15 @@ typedef struct skyreels_request {
     const char* const* loras;
     int n_loras;
     bool lora_ignore_unmatched; /* skip this job's adapter keys that match no layer (a warning) */
+    /* Appended fields (older callers that set them to zero get none). Denoising checkpoints: after every
+     * `checkpoint_every` steps (0: none) the latents and what a resumed job needs go to checkpoint_path (NULL:
+     * "<output_path>.ckpt"), replaced atomically and removed once the video is complete, so a killed or
+     * cancelled job loses at most that many steps. resume_path: continue from such a checkpoint; the video is
+     * bit-identical to an uninterrupted job's, and a checkpoint from other model files or parameters is refused
+     * (SKYREELS_ERROR_INPUT, naming what differs). */
+    int checkpoint_every;
+    const char* checkpoint_path;
+    const char* resume_path;
 } skyreels_request;
 
 typedef struct skyreels_progress {

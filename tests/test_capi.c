@@ -1,7 +1,8 @@
 /* The C API (include/skyreels.h) driven from C, end to end on the demo model: a text-to-video job to a file
  * with every progress report checked, a bad request refused with the input code and a message naming the
- * value, a job cancelled from its progress that leaves no file, the models reused between jobs, and a job's
- * own LoRA adapter (run, and refused when its file is missing). Compiled
+ * value, a job cancelled from its progress that leaves no file, the models reused between jobs, a job's
+ * own LoRA adapter (run, and refused when its file is missing), and a cancelled job resumed from its
+ * checkpoint to the uninterrupted job's bytes. Compiled
  * as C11; run by ctest (label capi), also under ASan with leak checks. Exit status 0 when every check holds.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
@@ -32,11 +33,27 @@ static long file_size(const char* path) {
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
+/* 1 when the two files hold the same bytes. */
+static int same_bytes(const char* a, const char* b) {
+    FILE* fa = fopen(a, "rb");
+    FILE* fb = fopen(b, "rb");
+    int same = fa != NULL && fb != NULL;
+    while (same) {
+        const int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
 /* What the callbacks saw. */
 typedef struct {
     int events;
     int last_stage;
     int denoise_done, denoise_total; /* the last denoising report */
+    int denoise_first;               /* the first denoising report's steps done, + 1 (0: none yet) */
     int saw_decoding;
     int stages_in_order;
     int eta_after_first_step; /* an ETA was given once a step was done */
@@ -66,6 +83,7 @@ static void on_progress(const skyreels_progress* p, void* user) {
     if (p->stage < w->last_stage) w->stages_in_order = 0;
     w->last_stage = p->stage;
     if (p->stage == SKYREELS_STAGE_DENOISING) {
+        if (!w->denoise_first) w->denoise_first = p->done + 1;
         w->denoise_done = p->done;
         w->denoise_total = p->total;
         if (p->done > 0 && p->eta_seconds >= 0) w->eta_after_first_step = 1;
@@ -225,6 +243,50 @@ int main(void) {
     rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
     CHECK(rc == SKYREELS_OK, "rc %d after a cancel: %s", rc, skyreels_last_error(ctx));
     CHECK(file_size(cancelled) > 0, "no video after a cancel");
+
+    /* Checkpoints: a job checkpointing every step, cancelled after step 2, leaves its checkpoint next to the
+     * output; resumed from it, the video has the very bytes of the uninterrupted job's (`cancelled` now holds
+     * that one), and the checkpoint is gone once the video is complete. A checkpoint is refused for other
+     * parameters, naming them; bad checkpoint fields are refused naming the field. */
+    {
+        char resumed[256], ckpt[256];
+        snprintf(resumed, sizeof resumed, "%s/resumed.mp4", dir);
+        snprintf(ckpt, sizeof ckpt, "%s/resumed.mp4.ckpt", dir);
+        req.output_path = resumed;
+        req.checkpoint_every = 1;
+        w = watch();
+        w.cancel_at_step = 2;
+        rc = skyreels_generate(ctx, &req, on_progress, should_cancel, &w);
+        CHECK(rc == SKYREELS_CANCELLED, "rc %d: %s", rc, skyreels_last_error(ctx));
+        CHECK(file_size(ckpt) > 0, "no checkpoint at %s after a cancelled job", ckpt);
+        CHECK(file_size(resumed) < 0, "a cancelled job left %s", resumed);
+        req.resume_path = ckpt;
+        req.seed = 7;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_ERROR_INPUT && strstr(skyreels_last_error(ctx), "seed") != NULL,
+              "rc %d resuming with another seed: %s", rc, skyreels_last_error(ctx));
+        req.seed = 42;
+        w = watch();
+        rc = skyreels_generate(ctx, &req, on_progress, NULL, &w);
+        CHECK(rc == SKYREELS_OK, "rc %d resuming: %s", rc, skyreels_last_error(ctx));
+        CHECK(w.denoise_first - 1 == 2 && w.denoise_done == 3, "the resumed job went from step %d to %d",
+              w.denoise_first - 1, w.denoise_done);
+        CHECK(same_bytes(resumed, cancelled), "the resumed video differs from the uninterrupted one");
+        CHECK(file_size(ckpt) < 0, "the checkpoint outlived the finished video");
+        req.resume_path = NULL;
+        req.checkpoint_every = -1;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_ERROR_INPUT && strstr(skyreels_last_error(ctx), "checkpoint_every") != NULL, "rc %d: %s",
+              rc, skyreels_last_error(ctx));
+        req.checkpoint_every = 1;
+        req.output_path = NULL;
+        rc = skyreels_generate(ctx, &req, NULL, NULL, NULL);
+        CHECK(rc == SKYREELS_ERROR_INPUT && strstr(skyreels_last_error(ctx), "checkpoint_path") != NULL, "rc %d: %s",
+              rc, skyreels_last_error(ctx));
+        req.checkpoint_every = 0;
+        req.output_path = cancelled;
+        remove(resumed);
+    }
 
     /* A bad step cache is refused before any work, naming the field; a good one runs. */
     req.cache = "teacache";

@@ -116,6 +116,15 @@ sr::Request request(const sr::Session& session, const skyreels_request& q) {
         r.loras.push_back(sr::parse_lora_argument(q.loras[i]));
     }
     r.lora_ignore_unmatched = q.lora_ignore_unmatched;
+    SR_THROW_IF(q.checkpoint_every < 0, "checkpoint_every {}: must be >= 0", q.checkpoint_every);
+    r.checkpoint_every = q.checkpoint_every;
+    if (given(q.checkpoint_path))
+        r.checkpoint_path = q.checkpoint_path;
+    else if (q.checkpoint_every > 0 && given(q.output_path))
+        r.checkpoint_path = std::string(q.output_path) + ".ckpt";  // as the CLI names it
+    SR_THROW_IF(q.checkpoint_every > 0 && r.checkpoint_path.empty(),
+                "checkpoint_every {} needs checkpoint_path (or an output_path to put it next to)", q.checkpoint_every);
+    if (given(q.resume_path)) r.resume_path = q.resume_path;
     return r;
 }
 
