@@ -477,6 +477,10 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         if (callbacks.progress) callbacks.progress(tracker.update(stage, done, total));
         if (callbacks.cancel && callbacks.cancel()) throw JobCancelled{};
     };
+    const ParallelGroups parallel = groups_for(job);
+    // Every rank has checked its job by here: a bad input on one rank ends them all (MPI_Abort), and a rank
+    // killed so cannot remove a file it made. Only after this does rank 0 create the video's partial file.
+    if (parallel.world && parallel.world->size() > 1) parallel.world->barrier();
 #ifdef SKYREELS_HAVE_MEDIA
     // Opened before the run so an unwritable path fails early; its partial file goes unless finish() completes.
     std::unique_ptr<VideoWriter> writer;
@@ -495,7 +499,6 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
         if (callbacks.frames) callbacks.frames(frames, first);
     };
 #endif
-    const ParallelGroups parallel = groups_for(job);
     try {
         if (device_) {
             DeviceRunReport report;
