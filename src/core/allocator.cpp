@@ -183,8 +183,10 @@ thread_local Allocator* t_planning_space = nullptr;
 }  // namespace
 
 Allocator& host_allocator() {
-    static HostAllocator allocator("host", 0);
-    return t_planning_space ? *t_planning_space : allocator;
+    // Never destroyed: a tensor in some other static freed during exit still finds it (its block bookkeeping
+    // would be gone with a static's destructor); the kernel takes its mappings back with the process.
+    static HostAllocator* const allocator = new HostAllocator("host", 0);
+    return t_planning_space ? *t_planning_space : *allocator;
 }
 
 HostPlanningScope::HostPlanningScope(Allocator& space) : outer_(t_planning_space) {
