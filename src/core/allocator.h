@@ -81,7 +81,7 @@ private:
 // blocks of whole pages mapped from the kernel (map_pages), and a freed block is kept for the next request
 // of its size (core/block_cache.h's bookkeeping: a reused block at most 1/8 larger). A forward allocates
 // the same shapes block after block and step after step, and a fresh mapping faults in and zeroes every page
-// on its first write: on the medium bf16 forward, 24k page faults a forward without reuse, about 50 with it
+// on its first write: on the medium bf16 forward, 24k page faults a forward without reuse, about 1k with it
 // (docs/BENCHMARKS.md). What is kept is bounded by the resident set's high-water mark: live and kept block
 // bytes together stay within the most block bytes live at once since the last release_cached(), plus half
 // of that and at most 64 MiB of headroom (without any, the requests made near the peak kept finding the
