@@ -160,11 +160,11 @@ TEST(HostBlocks, KeptBlocksStayWithinTheHighWaterMark) {
     constexpr size_t kMiB = size_t(1) << 20;
     sr::HostAllocator arena("bound", 0);
     auto alloc = [&](size_t mib) { return arena.allocate(mib * kMiB, "block"); };
-    auto free = [&](void* p, size_t mib) { arena.deallocate(p, mib * kMiB); };
+    auto give_back = [&](void* p, size_t mib) { arena.deallocate(p, mib * kMiB); };
     void* a = alloc(8);
     void* b = alloc(8);
-    free(a, 8);
-    free(b, 8);
+    give_back(a, 8);
+    give_back(b, 8);
     EXPECT_EQ(arena.mapped_bytes(), 16 * kMiB);  // the mark: 16 MiB were live at once
     // 12 MiB reuses neither (past the 1/8 slack). Mark 16, limit 24: 16 kept + 12 would be 28, so one 8 MiB
     // block goes (the smallest that covers the 4 MiB over).
@@ -173,34 +173,34 @@ TEST(HostBlocks, KeptBlocksStayWithinTheHighWaterMark) {
     EXPECT_EQ(arena.cached_bytes(), 8 * kMiB);
     void* d = alloc(2);  // 22 of 24: nothing goes
     EXPECT_EQ(arena.mapped_bytes(), 22 * kMiB);
-    free(c, 12);
+    give_back(c, 12);
     // 40 MiB: a new mark of 42 (2 live + 40), limit 63: the 20 kept stay.
     void* e = alloc(40);
     EXPECT_EQ(arena.mapped_bytes(), 62 * kMiB);
-    free(d, 2);
-    free(e, 40);
+    give_back(d, 2);
+    give_back(e, 40);
     // 100 MiB: mark 100, limit 150: 62 kept + 100 is 12 over, so the 12 MiB block goes.
     void* f = alloc(100);
     EXPECT_EQ(arena.mapped_bytes(), 150 * kMiB);
-    free(f, 100);
+    give_back(f, 100);
     arena.release_cached();
     EXPECT_EQ(arena.mapped_bytes(), 0u);
     // The headroom is at most 64 MiB: after a 400 MiB block, a 100 MiB one may keep it only within 464.
     void* g = alloc(400);
-    free(g, 400);
+    give_back(g, 400);
     void* h = alloc(100);
     EXPECT_EQ(arena.mapped_bytes(), 100 * kMiB);
-    free(h, 100);
+    give_back(h, 100);
     arena.release_cached();
     // After a release the mark is what is live (nothing): kept again, within the new mark's limit.
     void* i = alloc(2);
-    free(i, 2);
+    give_back(i, 2);
     void* j = alloc(6);  // mark 6, limit 9: 2 kept + 6 stay
     EXPECT_EQ(arena.mapped_bytes(), 8 * kMiB);
     void* k = alloc(4);  // mark 10, limit 15: 2 + 6 + 4 = 12 stay
     EXPECT_EQ(arena.mapped_bytes(), 12 * kMiB);
-    free(j, 6);
-    free(k, 4);
+    give_back(j, 6);
+    give_back(k, 4);
     EXPECT_EQ(arena.in_use_bytes(), 0u);
 }
 

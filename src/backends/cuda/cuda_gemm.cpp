@@ -208,12 +208,12 @@ void CudaBackend::exec(const LinearOp& op) {
     const LinearShape s = check_linear(x, weight, bias, y);
     const int64_t M = s.M, N = s.N, K = s.K;
     if (M == 0 || N == 0) return;
-    if (activation != Activation::None || !y.is_contiguous()) {
+    const bool strided = !y.is_contiguous();
+    if (activation != Activation::None || strided) {
         // No cuBLASLt epilogue or strided store yet: the plain product into contiguous rows, the activation
         // kernel on them, then the rows copied to y's stride (ops.h's contract, in three launches).
         // The temporary is y's size: the model's strided outputs are MLP row blocks (kMlpChunkBytes, 64 MiB),
         // within the workspace bound (kWorkspaceBytes).
-        const bool strided = !y.is_contiguous();
         Tensor out = strided ? Tensor::empty(y.shape(), y.dtype(), memory_, "linear output (rows)") : y;
         exec(LinearOp{x, weight, bias, out});
         if (activation == Activation::GeluTanh) exec(GeluTanhOp{out, out});
