@@ -353,12 +353,11 @@ void pv_dp(const uint16_t* P, int64_t rows, const uint32_t* vp, int64_t D, int64
                 pv_dp_columns<2>(P32, r0, vp, D, d0, chunks, acc);
 }
 
-// 2^t for finite t (below -150 gives 0): t = n + f with n an integer and |f| <= 1/2, 2^f by a degree-4
-// polynomial fitted for relative error on [-1/2, 1/2] (below 3e-6 in f32: 1/700 of the rounding to bf16 that
-// P gets next, and two multiply-adds fewer than a Taylor polynomial as exact as vec::exp), scaled by 2^n
-// exactly (VSCALEFPS).
+// 2^t for finite t: t = n + f with n an integer and |f| <= 1/2, 2^f by a degree-4 polynomial fitted for
+// relative error on [-1/2, 1/2] (below 3e-6 in f32: 1/700 of the rounding to bf16 that P gets next, and two
+// multiply-adds fewer than a Taylor polynomial as exact as vec::exp), scaled by 2^n exactly (VSCALEFPS, which
+// gives 0 for n far below the f32 range: no clamp needed; what lands among the denormals rounds to a bf16 0).
 __m512 exp2(__m512 t) {
-    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
     __m512 p = _mm512_set1_ps(9.5701013e-3f);
@@ -367,6 +366,11 @@ __m512 exp2(__m512 t) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9312179e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9999928e-1f));
     return _mm512_scalef_ps(p, n);
+}
+
+// A mask of the first min(count, 16) lanes (none for count <= 0).
+__mmask16 lanes(int64_t count) {
+    return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 
 // Per-thread state of the online softmax for one work item's rows.
@@ -397,7 +401,7 @@ void softmax_rows(const float* scores, uint16_t* P, int64_t rows, int64_t n, int
         // The largest raw score (the smallest when scale < 0), scaled once after the pass.
         __m512 m = _mm512_set1_ps(s[0]);
         for (int64_t j = 0; j < n; j += 16) {
-            const __mmask16 k = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+            const __mmask16 k = lanes(n - j);
             const __m512 x = _mm512_maskz_loadu_ps(k, s + j);
             m = positive_scale ? _mm512_mask_max_ps(m, k, m, x) : _mm512_mask_min_ps(m, k, m, x);
         }
@@ -407,16 +411,21 @@ void softmax_rows(const float* scores, uint16_t* P, int64_t rows, int64_t n, int
             std::fill(p, p + width, uint16_t(0));
             continue;
         }
+        // 32 scores a pass, rounded to bf16 together; width is n rounded up to 32, so a pass's 32 P values
+        // are all stored, zeros past n.
         const __m512 offset = _mm512_set1_ps(-mx * kLog2e);
         __m512 acc = _mm512_setzero_ps();
-        for (int64_t j = 0; j < n; j += 16) {
-            const __mmask16 k = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
-            const __m512 e = exp2(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, s + j), vscale2, offset));
-            acc = _mm512_mask_add_ps(acc, k, acc, e);
-            _mm256_mask_storeu_epi16(p + j, k, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
+        for (int64_t j = 0; j < n; j += 32) {
+            __m512 e0 = exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), vscale2, offset));
+            __m512 e1 = exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + j + 16), vscale2, offset));
+            if (n - j < 32) {
+                e0 = _mm512_maskz_mov_ps(lanes(n - j), e0);
+                e1 = _mm512_maskz_mov_ps(lanes(n - j - 16), e1);
+            }
+            acc = _mm512_add_ps(_mm512_add_ps(acc, e0), e1);
+            _mm512_storeu_si512(p + j, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
         }
         const float sum = _mm512_reduce_add_ps(acc);
-        std::fill(p + n, p + width, uint16_t(0));
         if (row_max != kNegInf) {
             const float correction = vec::exp(row_max - mx);
             vec::scale(st.acc.data() + i * D, D, correction);
