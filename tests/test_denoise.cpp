@@ -326,11 +326,13 @@ TEST(Denoise, ResumedJobIsBitIdenticalToAnUninterruptedOne) {
     }
 }
 
-// With a step cache the checkpoint holds the cache's state: a cached job stopped after step k and resumed ends
-// with the uninterrupted job's latents bit for bit and the same skip counts and accumulated estimate, for every
-// k, for both caches and both CFG row layouts (the thresholds skip some steps and compute others on the demo
-// model). A checkpoint whose cache counts contradict each other is refused, naming them; one whose state does
-// not fit the run resumes with an empty cache and a warning.
+// With a step cache the checkpoint holds what rebuilds the cache's state (its counts, and the latents of the
+// calls the resumed run replays), never the state's activations, so it stays the size of a few latents: a
+// cached job stopped after step k and resumed ends with the uninterrupted job's latents bit for bit and the
+// same skip counts and accumulated estimate, for every k, for both caches and both CFG row layouts (the
+// thresholds skip some steps and compute others on the demo model). A checkpoint whose cache counts contradict
+// each other, whose replayed calls are not the ones its counts imply, or whose replay latents have another
+// shape is refused, naming what is wrong.
 TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
     SessionOptions o;
     o.demo = true;
@@ -352,43 +354,46 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
             for (int stop = 1; stop < steps; ++stop) {
                 const Request resumed = stopped_after(session, r, stop);
                 const DenoiseCheckpoint c = read_checkpoint(ckpt);
-                ASSERT_TRUE(c.cache) << "the checkpoint of a cached run holds the cache's state";
-                EXPECT_EQ(c.cache->rows.size(), rows ? 2u : 1u);
+                ASSERT_TRUE(c.cache) << "the checkpoint of a cached run holds what rebuilds the cache";
+                ASSERT_FALSE(c.cache->calls.empty());
+                // The latents, the text conditioning and the replays' latents, f32, plus the header.
+                size_t tensors = (1 + c.cache->calls.size()) * size_t(c.latents.numel()) * sizeof(float);
+                for (const Tensor* t :
+                     {&c.text.prompt_embeds, &c.text.prompt_attention_mask, &c.text.pooled_prompt_embeds})
+                    tensors += t->nbytes();
+                EXPECT_LE(fs::file_size(ckpt), tensors + 16384) << "after step " << stop;
                 const JobResult rest = session.generate(resumed);
                 EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
                 EXPECT_EQ(rest.step_cache, full.step_cache) << "resumed after step " << stop;
             }
         }
-    // A damaged state (counts that contradict each other) is refused when the checkpoint is read.
-    DenoiseCheckpoint c = read_checkpoint(ckpt);
+    // Damaged checkpoints are refused, naming what is wrong.
+    const DenoiseCheckpoint good = read_checkpoint(ckpt);
     Request resumed = r;
     resumed.checkpoint_every = 0;
     resumed.resume_path = ckpt;
-    const StepCacheState good = *c.cache;
-    StepCacheState counts = good;
-    counts.skipped = counts.passes + 1;
-    c.cache = std::make_shared<const StepCacheState>(counts);
-    write_checkpoint(ckpt, c);
-    try {
-        session.generate(resumed);
-        ADD_FAILURE() << "a damaged cache state was accepted";
-    } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("step_cache metadata"), std::string::npos) << e.what();
-    }
-    // A state that does not fit this run (residuals of another shape) costs the cache's head start, not the run:
-    // a warning, and the job goes on from the checkpoint's latents with an empty cache.
-    StepCacheState shape = good;
-    for (StepCacheState::Row& row : shape.rows)
-        if (row.residual.defined()) row.residual = Tensor::zeros({1, 3, row.residual.dim(2)}, DType::F32);
-    c.cache = std::make_shared<const StepCacheState>(shape);
-    write_checkpoint(ckpt, c);
-    std::string log;
-    {
-        const LogSinkScope capture([&](LogLevel, std::string_view line) { log += line; });
-        EXPECT_EQ(session.generate(resumed).status, JobStatus::Ok);
-    }
-    EXPECT_NE(log.find("is not f32["), std::string::npos) << log;
-    EXPECT_NE(log.find("starts with an empty step cache"), std::string::npos) << log;
+    auto refused = [&](const std::function<void(StepCacheReplay&)>& damage, const std::string& expected) {
+        StepCacheReplay bad = *good.cache;
+        damage(bad);
+        DenoiseCheckpoint c = good;
+        c.cache = std::make_shared<const StepCacheReplay>(bad);
+        write_checkpoint(ckpt, c);
+        try {
+            session.generate(resumed);
+            ADD_FAILURE() << "a damaged checkpoint was accepted; expected: " << expected;
+        } catch (const InputError& e) {
+            EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+        }
+    };
+    refused([](StepCacheReplay& s) { s.counts.skipped = s.counts.passes + 1; }, "step_cache_replay metadata");
+    refused([](StepCacheReplay& s) { s.calls.front().step = s.calls.front().step == 0 ? 1 : 0; },
+            "do not match its counts");
+    refused([](StepCacheReplay& s) { s.calls.front().compute = !s.calls.front().compute; }, "do not match its counts");
+    refused(
+        [](StepCacheReplay& s) {
+            s.calls.front().latents = Tensor::zeros({1, 3}, DType::F32);
+        },
+        "step_cache.call0.latents f32[1,3]");
 }
 
 // The fingerprint of model files changes with a file's header, its size or its name, and not with nothing.
@@ -490,6 +495,7 @@ void kill_and_resume(const std::string& name, const std::string& flags) {
 // uninterrupted run's; a resume with other parameters is refused, naming them.
 TEST(Denoise, KilledRunResumesToTheSameFrames) {
     kill_and_resume("denoise_kill", "");
-    // With a step cache the checkpoint holds its state: the resumed run skips what the killed one would have.
+    // With a step cache the checkpoint holds what rebuilds its state: the resumed run replays the calls it came
+    // from, then skips what the killed one would have.
     kill_and_resume("denoise_kill_cached", "--cache teacache:0.3");
 }

@@ -283,6 +283,67 @@ TEST(Mpi, StepCacheDecidesAsOneRankInEveryMesh) {
     if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
 }
 
+// A cached run resumed in every mesh (pipeline.h StepCacheReplay): each rank replays the saved calls for its
+// own part of the cache's state (its guidance row, its tokens) without a collective, so the resumed run skips
+// what the uninterrupted one did and ends with its latents bit for bit; resumed after every step, so both kinds
+// of replay run (after a computed step; after a skipped one, which TeaCache replays too). The thresholds skip
+// some steps (1e9: every step the rules do not force) whatever the fixture.
+TEST(Mpi, CachedRunResumesInEveryMesh) {
+    const auto world = MpiRuntime::world();
+    const int P = world->size();
+    int checked = 0;
+    for (const fs::path& dir : test::pipeline_fixtures()) {
+        const test::Fixture f = test::Fixture::open(dir);
+        const SkyReelsPipeline pipe = test::load_pipeline(f);
+        const int64_t heads = pipe.components().transformer->config().num_attention_heads;
+        cpu_backend().set_gemm_precision(GemmPrecision::F32);
+        for (const char* kind : {"teacache:0.15", "teacache:1e9", "fbcache:1e9"}) {
+            GenerationRequest req = test::make_request(f, false);
+            req.params.num_inference_steps = 6;
+            req.params.cache = parse_step_cache(kind, "--cache");
+            std::vector<int> skipped;
+            req.after_cached_loop = [&](const StepCache& c) { skipped = c.skipped_steps(); };
+            for (const MeshShape& shape : pipeline_meshes(P, req.params.do_cfg(), heads)) {
+                const ParallelMesh mesh(*world, shape);
+                std::vector<Tensor> after;  // the latents after each step, and what rebuilds the cache there
+                std::vector<std::shared_ptr<const StepCacheReplay>> replays;
+                GenerationRequest full_req = req;
+                full_req.after_step = [&](const StepDone& d) {
+                    after.push_back(d.latents.clone());
+                    ASSERT_TRUE(d.cache) << "every rank of a cached run is given what rebuilds its cache";
+                    auto kept = std::make_shared<StepCacheReplay>(*d.cache);
+                    for (StepCacheReplay::Call& c : kept->calls) c.latents = c.latents.clone();
+                    replays.push_back(kept);
+                };
+                const Tensor full = pipe.generate(cpu_backend(), full_req, {}, {}, {}, nullptr, mesh.groups());
+                const std::vector<int> full_skipped = skipped;
+                ASSERT_EQ(after.size(), size_t(req.params.num_inference_steps));
+                bool replayed_a_skip = false;
+                for (int stop = 1; stop < req.params.num_inference_steps; ++stop) {
+                    GenerationRequest resumed = req;
+                    resumed.start_step = stop;
+                    resumed.initial_latents = after[size_t(stop - 1)];
+                    resumed.cache_replay = replays[size_t(stop - 1)];
+                    for (const StepCacheReplay::Call& c : resumed.cache_replay->calls) replayed_a_skip |= !c.compute;
+                    skipped.clear();
+                    const Tensor rest = pipe.generate(cpu_backend(), resumed, {}, {}, {}, nullptr, mesh.groups());
+                    EXPECT_TRUE(bit_identical(rest, full))
+                        << dir << " " << shape.str() << " " << kind << " after " << stop;
+                    EXPECT_EQ(skipped, full_skipped) << dir << " " << shape.str() << " " << kind << " after " << stop;
+                }
+                if (std::string(kind) == "teacache:1e9") {
+                    EXPECT_TRUE(replayed_a_skip);
+                }
+                say(*world, "  %s %s %s: resumed after each of %d steps, skipping %zu as uninterrupted\n",
+                    dir.filename().c_str(), shape.str().c_str(), kind, req.params.num_inference_steps - 1,
+                    full_skipped.size());
+                ++checked;
+            }
+        }
+    }
+    if (checked == 0) GTEST_SKIP() << "no mesh of " << P << " ranks splits the pipeline fixtures";
+}
+
 // The VAE's tiles dealt to the ranks and blended on rank 0: the same frames as one rank's tiled decode, to
 // the bit, through the temporal + spatial path and the spatial-only path.
 TEST(Mpi, TiledVaeDecodeIsBitIdenticalToOneRank) {

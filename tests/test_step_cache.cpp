@@ -126,54 +126,89 @@ TEST(StepCache, FirstBlockCacheComparesWithTheLastComputedStep) {
     EXPECT_EQ(cache.skipped(), 3);
 }
 
-// A cache restored from another's state after step 1 of the TeaCache sequence above (via the host, as a
-// checkpoint keeps it) makes the remaining decisions, counts and skipped steps of the uninterrupted cache and
-// applies the same residual; a state with a residual of another shape, other rows or counts that contradict each
-// other is refused, naming what is wrong, and leaves the cache as it was.
-TEST(StepCache, RestoredStateContinuesAsTheSavedCache) {
+// A cache rebuilt after each step k of the TeaCache and first-block sequences above, as a resumed loop rebuilds
+// it (the saved counts restored, then the calls replays(k) lists replayed with their steps' inputs), makes the
+// remaining decisions, counts and skipped steps of the uninterrupted cache and applies the same residual (each
+// step's residual differs, so a replay of the wrong step shows). The replays are the last computed step, and
+// for TeaCache the last step when it skipped. Contradicting counts are refused, naming them, and leave the
+// cache as it was.
+TEST(StepCache, ReplayedCallsRebuildTheSavedState) {
     Backend& be = cpu_backend();
-    const StepCacheOptions tea = parse_step_cache("teacache:0.3", "--cache");
-    StepCache whole(tea, 5), first(tea, 5);
-    auto step = [&](StepCache& c, int i) {
-        c.begin_step(i);
-        c.observe(be, 0, filled(std::pow(1.1f, float(i))), 2);
-        const bool skip = c.decide(be);
-        if (!skip) c.keep_input(be, 0, filled(2.0f)), c.keep_output(be, 0, filled(5.5f));
-        return skip;
-    };
-    for (int i = 0; i < 5; ++i) step(whole, i);
-    for (int i = 0; i < 2; ++i) step(first, i);
-    StepCacheState saved = first.state(be);
-    for (auto& row : saved.rows) row.prev = row.prev.clone(), row.residual = row.residual.clone();
-    const std::vector<Shape> residual{Shape{1, 2, 2}};  // one row of filled()'s shape
-    StepCache rest(tea, 5);
-    rest.restore(be, saved, residual);
-    std::vector<bool> skips;
-    for (int i = 2; i < 5; ++i) skips.push_back(step(rest, i));
-    EXPECT_EQ(skips, (std::vector<bool>{true, false, false}));
-    EXPECT_EQ(rest.skipped_steps(), whole.skipped_steps());
-    EXPECT_EQ(rest.summary(), whole.summary());
-    Tensor x = filled(1.0f);
-    rest.apply(be, 0, x);
-    EXPECT_EQ(x.data<float>()[3], 4.5f);
-
-    auto refused = [&](const StepCacheState& bad, const std::vector<Shape>& shapes, const std::string& expected) {
-        StepCache fresh(tea, 5);
+    const std::map<std::string, std::vector<float>> metrics = {
+        {"teacache:0.3", {1.0f, 1.1f, 1.21f, 1.331f, 1.4641f}},  // the TeaCache test's inputs: F, T, T, F, F
+        {"fbcache:0.05", {1.0f, 1.01f, 1.04f, 1.06f, 1.07f}}};   // the first-block test's: F, T, T, F, T
+    for (const auto& [kind, metric] : metrics) {
+        SCOPED_TRACE(kind);
+        const StepCacheOptions options = parse_step_cache(kind, "--cache");
+        const int steps = int(metric.size());
+        // Step i's call: its metric, and when it computes the residual -3.5 - i (before 2 + i, after 5.5 + 2i).
+        auto call = [&](StepCache& c, int i) {
+            c.observe(be, 0, filled(metric[size_t(i)]), 2);
+            const bool skip = c.decide(be);
+            if (!skip)
+                c.keep_input(be, 0, filled(2.0f + float(i))), c.keep_output(be, 0, filled(5.5f + 2.0f * float(i)));
+            return skip;
+        };
+        auto step = [&](StepCache& c, int i) {
+            c.begin_step(i);
+            return call(c, i);
+        };
+        StepCache whole(options, steps);
+        std::vector<bool> all;
+        for (int i = 0; i < steps; ++i) all.push_back(step(whole, i));
+        ASSERT_GT(whole.skipped(), 0);
+        for (int stop = 1; stop < steps; ++stop) {
+            SCOPED_TRACE(fmt::format("rebuilt after step {}", stop));
+            StepCache first(options, steps);
+            for (int i = 0; i < stop; ++i) step(first, i);
+            StepCache rest(options, steps);
+            rest.restore(first.counts(), stop);
+            const auto replays = first.replays(stop);
+            EXPECT_EQ(rest.replays(stop), replays);
+            ASSERT_FALSE(replays.empty());
+            EXPECT_TRUE(replays.front().second) << "the last computed step comes first";
+            for (const auto& [at, compute] : replays) {
+                rest.begin_replay(at, compute);
+                EXPECT_EQ(call(rest, at), !compute) << "a replayed call decides as told";
+            }
+            EXPECT_EQ(rest.passes(), first.passes()) << "replays count nothing";
+            std::vector<bool> skips;
+            for (int i = stop; i < steps; ++i) skips.push_back(step(rest, i));
+            EXPECT_EQ(skips, std::vector<bool>(all.begin() + stop, all.end()));
+            EXPECT_EQ(rest.skipped_steps(), whole.skipped_steps());
+            EXPECT_EQ(rest.summary(), whole.summary());
+            Tensor x = filled(1.0f), y = filled(1.0f);
+            rest.apply(be, 0, x);
+            whole.apply(be, 0, y);
+            EXPECT_EQ(x.data<float>()[3], y.data<float>()[3]);
+        }
+    }
+    StepCache saved(parse_step_cache("teacache:0.3", "--cache"), 5);
+    for (int i = 0; i < 3; ++i) {
+        saved.begin_step(i);
+        saved.observe(be, 0, filled(std::pow(1.1f, float(i))), 2);
+        if (!saved.decide(be)) saved.keep_input(be, 0, filled(2.0f)), saved.keep_output(be, 0, filled(5.5f));
+    }
+    auto refused = [&](const StepCacheCounts& bad, int steps_done, const std::string& expected) {
+        StepCache fresh(parse_step_cache("teacache:0.3", "--cache"), 5);
         try {
-            fresh.restore(be, bad, shapes);
+            fresh.restore(bad, steps_done);
             ADD_FAILURE() << "restored; expected: " << expected;
         } catch (const InputError& e) {
             EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
         }
         EXPECT_EQ(fresh.passes(), 0) << "a refused state leaves the cache as it was";
     };
-    StepCacheState other_shape = saved;
-    other_shape.rows[0].residual = Tensor::zeros({1, 3, 2}, DType::F32);
-    refused(other_shape, residual, "the residual f32[1,3,2] is not f32[1,2,2]");
-    refused(saved, {Shape{1, 2, 2}, Shape{1, 2, 2}}, "1 rows, this run has 2");
-    StepCacheState counts = saved;
+    StepCacheCounts counts = saved.counts();
     counts.skipped_steps.push_back(3);
-    refused(counts, residual, "skipped steps listed");
+    refused(counts, 3, "skipped steps listed");
+    refused(saved.counts(), 2, "3 passes after 2 steps");
+    counts = saved.counts();
+    counts.skipped_steps = {2, 1};
+    refused(counts, 3, "skipped step 1 is out of order");
+    counts = saved.counts();
+    counts.total_estimate = -1.0;
+    refused(counts, 3, "not finite sums >= 0");
 }
 
 // On every pipeline fixture, over kSteps steps: threshold 0 gives the uncached latents and video bit for

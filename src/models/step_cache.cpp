@@ -69,58 +69,49 @@ void StepCache::begin_step(int step) {
     step_ = step;
 }
 
-StepCacheState StepCache::state(Backend& be) const {
-    StepCacheState s;
-    s.accumulated = accumulated_;
-    s.total_estimate = total_estimate_;
-    s.passes = passes_, s.skipped = skipped_;
-    s.skipped_steps = skipped_steps_;
-    for (const Row& rw : rows_)
-        s.rows.push_back({rw.prev, rw.residual.defined() ? to_host(be, rw.residual) : Tensor()});
-    return s;
+void StepCacheCounts::check(int steps_done, const std::string& source) const {
+    SR_THROW_IF(
+        passes < 0 || skipped < 0 || skipped > passes || size_t(skipped) != skipped_steps.size() || passes > steps_done,
+        "{}: {} skipped of {} passes after {} steps, {} skipped steps listed", source, skipped, passes, steps_done,
+        skipped_steps.size());
+    SR_THROW_IF(
+        !std::isfinite(accumulated) || !std::isfinite(total_estimate) || accumulated < 0.0 || total_estimate < 0.0,
+        "{}: estimates {} and {} are not finite sums >= 0", source, accumulated, total_estimate);
+    for (size_t i = 0; i < skipped_steps.size(); ++i)
+        SR_THROW_IF(skipped_steps[i] < 1 || skipped_steps[i] >= steps_done ||
+                        (i > 0 && skipped_steps[i] <= skipped_steps[i - 1]),
+                    "{}: skipped step {} is out of order or outside 1..{}", source, skipped_steps[i], steps_done - 1);
 }
 
-void StepCache::restore(Backend& be, const StepCacheState& s, const std::vector<Shape>& residuals) {
-    SR_THROW_IF(s.passes < 0 || s.skipped < 0 || s.skipped > s.passes || size_t(s.skipped) != s.skipped_steps.size(),
-                "step cache state: {} skipped of {} passes, {} skipped steps listed", s.skipped, s.passes,
-                s.skipped_steps.size());
-    SR_THROW_IF(!std::isfinite(s.accumulated) || !std::isfinite(s.total_estimate) || s.accumulated < 0.0 ||
-                    s.total_estimate < 0.0,
-                "step cache state: estimates {} and {} are not finite sums >= 0", s.accumulated, s.total_estimate);
-    for (size_t i = 0; i < s.skipped_steps.size(); ++i)
-        SR_THROW_IF(s.skipped_steps[i] < 1 || s.skipped_steps[i] >= steps_ ||
-                        (i > 0 && s.skipped_steps[i] <= s.skipped_steps[i - 1]),
-                    "step cache state: skipped step {} is out of order or outside 1..{}", s.skipped_steps[i],
-                    steps_ - 1);
-    SR_THROW_IF(s.rows.size() != residuals.size(), "step cache state: {} rows, this run has {}", s.rows.size(),
-                residuals.size());
-    for (size_t r = 0; r < s.rows.size(); ++r) {
-        const StepCacheState::Row& saved = s.rows[r];
-        SR_THROW_IF(saved.prev.defined() && (saved.prev.dtype() != DType::F32 || saved.prev.rank() != 1 ||
-                                             !saved.prev.is_contiguous() || saved.prev.numel() != residuals[r].numel()),
-                    "step cache state row {}: the previous input {} is not a flat f32 vector of {} values", r,
-                    saved.prev.describe(), residuals[r].numel());
-        SR_THROW_IF(
-            saved.residual.defined() && (saved.residual.dtype() != DType::F32 ||
-                                         !(saved.residual.shape() == residuals[r]) || !saved.residual.is_contiguous()),
-            "step cache state row {}: the residual {} is not f32{}", r, saved.residual.describe(), residuals[r].str());
-    }
-    // Checked: now the cache takes it.
-    rows_.assign(s.rows.size(), Row{});
-    for (size_t r = 0; r < s.rows.size(); ++r) {
-        const StepCacheState::Row& saved = s.rows[r];
-        rows_[r].prev = saved.prev;  // host memory, replaced (never written) by later steps
-        if (saved.residual.defined()) {
-            // A copy in the backend's memory: later computed steps write the residual in place.
-            rows_[r].residual = new_activation(be, saved.residual.shape(), "step cache residual");
-            be.copy(saved.residual, rows_[r].residual);
-            minus_one(be, r, rows_[r].residual);
-        }
-    }
-    accumulated_ = s.accumulated;
-    total_estimate_ = s.total_estimate;
-    passes_ = s.passes, skipped_ = s.skipped;
-    skipped_steps_ = s.skipped_steps;
+void StepCache::begin_replay(int step, bool compute) {
+    step_ = step;
+    replay_compute_ = compute;
+}
+
+StepCacheCounts StepCache::counts() const {
+    return {.accumulated = accumulated_,
+            .total_estimate = total_estimate_,
+            .passes = passes_,
+            .skipped = skipped_,
+            .skipped_steps = skipped_steps_};
+}
+
+void StepCache::restore(const StepCacheCounts& c, int steps_done) {
+    c.check(steps_done, "step cache counts");
+    accumulated_ = c.accumulated;
+    total_estimate_ = c.total_estimate;
+    passes_ = c.passes, skipped_ = c.skipped;
+    skipped_steps_ = c.skipped_steps;
+    last_skipped_ = !skipped_steps_.empty() && skipped_steps_.back() == steps_done - 1;
+}
+
+std::vector<std::pair<int, bool>> StepCache::replays(int steps_done) const {
+    std::vector<std::pair<int, bool>> out;
+    int computed = steps_done - 1;  // the last step not listed as skipped (the loop's first step computes)
+    for (auto it = skipped_steps_.rbegin(); it != skipped_steps_.rend() && *it == computed; ++it) --computed;
+    if (computed >= 0) out.emplace_back(computed, true);
+    if (options_.kind == StepCacheKind::TeaCache && computed < steps_done - 1) out.emplace_back(steps_done - 1, false);
+    return out;
 }
 
 StepCache::Row& StepCache::row(size_t r) {
@@ -164,6 +155,15 @@ void StepCache::observe(Backend& be, size_t r, const Tensor& value, int64_t vali
 }
 
 bool StepCache::decide(Backend& be) {
+    if (replay_compute_) {  // a replayed call (begin_replay): as told, with the kind's rule for the metric
+        const bool skip = !*replay_compute_;
+        replay_compute_.reset();
+        for (Row& rw : rows_) {
+            if (options_.kind == StepCacheKind::TeaCache || !skip) rw.prev = rw.pending;
+            rw.observed = false, rw.pending = Tensor();
+        }
+        return skip;
+    }
     const bool plan = host_values_skipped();
     // This rank's rows in row order, then each group's ranks in rank order: the same sum on every rank.
     bool comparable = !rows_.empty();
@@ -220,6 +220,7 @@ bool StepCache::decide(Backend& be) {
     for (Row& rw : rows_) rw.observed = false, rw.pending = Tensor();
     ++passes_;
     if (skip) ++skipped_, skipped_steps_.push_back(step_);
+    last_skipped_ = skip;
     return skip;
 }
 

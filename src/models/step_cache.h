@@ -59,18 +59,19 @@ StepCacheOptions parse_step_cache(std::string_view text, std::string_view what);
 // first 7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02.
 double teacache_rescale(double rel_l1);
 
-// A StepCache's state after a step, on the host: what a denoising checkpoint keeps so that a resumed loop
-// decides and skips exactly as the uninterrupted one would (pipeline/checkpoint.h).
-struct StepCacheState {
-    struct Row {
-        Tensor prev;      // the previous metric input, f32 [B * valid tokens * D] (undefined: none yet)
-        Tensor residual;  // the cached residual (negated), f32 [B, tokens, D] (undefined: none yet)
-    };
-    std::vector<Row> rows;
+// A StepCache's counts after a step: with the replayed steps (StepCache::begin_replay), what a denoising
+// checkpoint keeps so that a resumed loop decides and skips exactly as the uninterrupted one would
+// (pipeline/checkpoint.h). The state's activations are not kept: replaying the transformer calls they came
+// from rebuilds them bit for bit, for one transformer pass, where keeping them would cost two activations of the
+// video tokens per row in every checkpoint (2.5 GB at 544x960x97 with CFG).
+struct StepCacheCounts {
     double accumulated = 0.0;  // TeaCache: the estimates summed since the last computed step
     double total_estimate = 0.0;
     int passes = 0, skipped = 0;
-    std::vector<int> skipped_steps;
+    std::vector<int> skipped_steps;  // ascending
+    // InputError naming `source` and what contradicts: negative or inconsistent counts, sums that are not
+    // finite and >= 0, skipped steps out of order or outside 1..steps_done - 1, more passes than steps_done.
+    void check(int steps_done, const std::string& source) const;
 };
 
 // The state of one denoising loop: the previous metric input and the cached residual of every row (a row of
@@ -89,15 +90,20 @@ public:
     // first call computes unless restore() gave it the state the loop had there).
     void begin_step(int step);
 
-    // ---- Checkpoints: the state on the host (the residuals copied from the backend's memory: one activation
-    // per row), and back into a new loop's cache, which then continues as the saved one would have.
-    // The state shares the cache's memory where the backend's memory is the host's: keep it no longer than
-    // until the loop's next step (or clone it).
-    StepCacheState state(Backend& be) const;
-    // `residuals`: the shape of each row's residual in this loop ([B, video tokens, D]). InputError, with the
-    // cache left as it was, when the state cannot be this loop's (negative or contradicting counts, skipped
-    // steps out of order, other rows, tensors of other shapes).
-    void restore(Backend& be, const StepCacheState& state, const std::vector<Shape>& residuals);
+    // ---- Checkpoints. A resumed loop rebuilds the saved cache's state by replaying the calls it came from,
+    // with the inputs they had: begin_replay(c, true) before the transformer call of the last step that
+    // computed (c: its residual, and the first-block cache's previous metric), then, for TeaCache when the last
+    // step done (s) skipped, begin_replay(s, false) before that step's call (its metric is the previous one);
+    // then restore(counts). A replayed call decides as told, gathers nothing and counts nothing.
+    void begin_replay(int step, bool compute);
+    StepCacheCounts counts() const;
+    // InputError (StepCacheCounts::check against `steps_done`), with the cache left as it was.
+    void restore(const StepCacheCounts& counts, int steps_done);
+    // Whether the last decision was to skip (false before any).
+    bool last_skipped() const { return last_skipped_; }
+    // The replays a loop stopped after `steps_done` steps needs, in order (step, compute), from its counts: the
+    // last computed step, then (TeaCache) the last step when it skipped.
+    std::vector<std::pair<int, bool>> replays(int steps_done) const;
 
     // ---- The transformer's side, in this order per call: observe each row, decide, then for a computed
     // step keep_input / keep_output per row, for a skipped one apply per row.
@@ -147,6 +153,8 @@ private:
     double total_estimate_ = 0.0;
     int passes_ = 0, skipped_ = 0;
     std::vector<int> skipped_steps_;
+    bool last_skipped_ = false;
+    std::optional<bool> replay_compute_;  // set by begin_replay: the next decision, made as told
 };
 
 }  // namespace sr

@@ -49,18 +49,22 @@ void hash_file(Fnv64& h, const fs::path& file, const std::string& name) {
     }
 }
 
-// The step cache's state: its counts as JSON in the metadata ("step_cache"), each row's tensors as
-// "step_cache.row<r>.prev" and "step_cache.row<r>.residual" (absent where the row has none yet).
-constexpr const char* kCacheKey = "step_cache";
+// What rebuilds the step cache's state (pipeline.h StepCacheReplay): its counts and its replayed calls as JSON
+// in the metadata ("step_cache_replay"; older checkpoints kept the state itself under "step_cache", which is
+// not read: their resumed runs start with an empty cache), each call's latents as "step_cache.call<k>.latents".
+constexpr const char* kCacheKey = "step_cache_replay";
 
-std::string cache_tensor(size_t row, const char* part) {
-    return fmt::format("{}.row{}.{}", kCacheKey, row, part);
+std::string call_tensor(size_t k) {
+    return fmt::format("step_cache.call{}.latents", k);
 }
 
-std::string cache_counts(const StepCacheState& c) {
+std::string cache_json(const StepCacheReplay& c) {
     // nlohmann writes doubles in their shortest round-trip form: the sums come back bit for bit.
-    return Json{{"rows", c.rows.size()}, {"accumulated", c.accumulated}, {"total_estimate", c.total_estimate},
-                {"passes", c.passes},    {"skipped", c.skipped},         {"skipped_steps", c.skipped_steps}}
+    Json calls = Json::array();
+    for (const StepCacheReplay::Call& call : c.calls) calls.push_back({{"step", call.step}, {"compute", call.compute}});
+    const StepCacheCounts& n = c.counts;
+    return Json{{"accumulated", n.accumulated}, {"total_estimate", n.total_estimate}, {"passes", n.passes},
+                {"skipped", n.skipped},         {"skipped_steps", n.skipped_steps},   {"calls", calls}}
         .dump();
 }
 
@@ -71,33 +75,45 @@ Tensor f32_copy(const Tensor& t, const std::string& name) {
     return t.to(DType::F32).clone();
 }
 
-// The counts and tensors of a checkpoint's step cache (StepCache::restore checks that they make sense).
-std::shared_ptr<const StepCacheState> read_cache_state(const WeightStore& s) {
-    const std::optional<std::string> counts = s.metadata(kCacheKey);
-    if (!counts) return nullptr;
+// The step cache's replay of a checkpoint after `steps_done` steps whose latents are `latents`; InputError
+// naming what does not make sense (the pipeline checks that the calls are the ones the counts imply).
+std::shared_ptr<const StepCacheReplay> read_cache_replay(const WeightStore& s, int steps_done, const Tensor& latents) {
+    const std::optional<std::string> text = s.metadata(kCacheKey);
+    if (!text) return nullptr;
     const std::string source = std::string(kCacheKey) + " metadata";
-    const Json j = parse_json(*counts, source);
+    const Json j = parse_json(*text, source);
     SR_THROW_IF(!j.is_object(), "{}: expected an object", source);
-    auto state = std::make_shared<StepCacheState>();
-    const int64_t rows = json_int(j, "rows", source), passes = json_int(j, "passes", source),
-                  skipped = json_int(j, "skipped", source);
-    SR_THROW_IF(rows < 0 || rows > 2 || passes < 0 || passes > 1000000 || skipped < 0 || skipped > passes,
-                "{}: {} rows, {} skipped of {} passes", source, rows, skipped, passes);
-    state->passes = int(passes), state->skipped = int(skipped);
-    state->accumulated = json_number(j, "accumulated", source);
-    state->total_estimate = json_number(j, "total_estimate", source);
+    auto replay = std::make_shared<StepCacheReplay>();
+    StepCacheCounts& n = replay->counts;
+    const int64_t passes = json_int(j, "passes", source), skipped = json_int(j, "skipped", source);
+    SR_THROW_IF(passes < 0 || passes > steps_done || skipped < 0 || skipped > passes, "{}: {} skipped of {} passes",
+                source, skipped, passes);
+    n.passes = int(passes), n.skipped = int(skipped);
+    n.accumulated = json_number(j, "accumulated", source);
+    n.total_estimate = json_number(j, "total_estimate", source);
     for (const int64_t step : json_int_array(j, "skipped_steps", source)) {
-        SR_THROW_IF(step < 0 || step > 1000000, "{}: skipped step {}", source, step);
-        state->skipped_steps.push_back(int(step));
+        SR_THROW_IF(step < 0 || step >= steps_done, "{}: skipped step {} of {} done", source, step, steps_done);
+        n.skipped_steps.push_back(int(step));
     }
-    state->rows.resize(size_t(rows));
-    for (size_t r = 0; r < state->rows.size(); ++r) {
-        StepCacheState::Row& row = state->rows[r];
-        if (const auto t = s.get_optional(cache_tensor(r, "prev"))) row.prev = f32_copy(*t, cache_tensor(r, "prev"));
-        if (const auto t = s.get_optional(cache_tensor(r, "residual")))
-            row.residual = f32_copy(*t, cache_tensor(r, "residual"));
+    n.check(steps_done, source);
+    const auto calls = j.find("calls");
+    SR_THROW_IF(calls == j.end() || !calls->is_array() || calls->size() > 2,
+                "{}: \"calls\" is not a list of two "
+                "calls at most",
+                source);
+    for (size_t k = 0; k < calls->size(); ++k) {
+        const Json& call = (*calls)[k];
+        const std::string what = fmt::format("{} call {}", source, k);
+        SR_THROW_IF(!call.is_object() || !call.contains("compute") || !call["compute"].is_boolean(),
+                    "{}: expected {{\"step\": N, \"compute\": true|false}}", what);
+        const int64_t step = json_int(call, "step", what);
+        SR_THROW_IF(step < 0 || step >= steps_done, "{}: step {} of {} done", what, step, steps_done);
+        Tensor t = f32_copy(s.get(call_tensor(k)), call_tensor(k));
+        SR_THROW_IF(!(t.shape() == latents.shape()), "{} {}: expected the latents' shape {}", call_tensor(k),
+                    t.describe(), latents.shape().str());
+        replay->calls.push_back({int(step), call["compute"].get<bool>(), std::move(t)});
     }
-    return state;
+    return replay;
 }
 
 }  // namespace
@@ -117,8 +133,8 @@ std::string checkpoint_params(const GenerationRequest& req, const Json& extra) {
     j["cfg_rows"] = !p.do_cfg() ? "none" : p.sequence_batch ? "one at a time" : "batched";
     j["prompt"] = req.prompt;
     j["negative_prompt"] = req.negative_prompt;
-    // Step caching changes the latents (absent when off, so checkpoints of uncached runs stay valid). The
-    // cache's state is in the checkpoint's tensors, not in its parameters.
+    // Step caching changes the latents (absent when off, so checkpoints of uncached runs stay valid). What
+    // rebuilds the cache's state is in the checkpoint's tensors, not in its parameters.
     if (p.cache.enabled()) j["cache"] = p.cache.str();
     return j.dump();
 }
@@ -152,12 +168,9 @@ void write_checkpoint(const std::string& path, const DenoiseCheckpoint& c) {
     std::map<std::string, std::string> metadata = {
         {"format", kFormat}, {"steps_done", std::to_string(c.steps_done)}, {"params", c.params}, {"model", c.model}};
     if (c.cache) {
-        metadata[kCacheKey] = cache_counts(*c.cache);
-        for (size_t r = 0; r < c.cache->rows.size(); ++r) {
-            const StepCacheState::Row& row = c.cache->rows[r];
-            if (row.prev.defined()) tensors.emplace_back(cache_tensor(r, "prev"), row.prev.contiguous());
-            if (row.residual.defined()) tensors.emplace_back(cache_tensor(r, "residual"), row.residual.contiguous());
-        }
+        metadata[kCacheKey] = cache_json(*c.cache);
+        for (size_t k = 0; k < c.cache->calls.size(); ++k)
+            tensors.emplace_back(call_tensor(k), c.cache->calls[k].latents.to(DType::F32).contiguous());
     }
     // write_safetensors writes a temporary of its own and renames it into place when complete: a kill mid-write
     // leaves the previous checkpoint whole.
@@ -185,7 +198,7 @@ DenoiseCheckpoint read_checkpoint(const std::string& path) {
             c.text.prompt_attention_mask = s.get("prompt_attention_mask").clone();  // i64: checked with the text
             c.text.pooled_prompt_embeds = f32_copy(s.get("pooled_prompt_embeds"), "pooled_prompt_embeds");
         }
-        c.cache = read_cache_state(s);
+        c.cache = read_cache_replay(s, c.steps_done, c.latents);
     });
     return c;
 }

@@ -4,10 +4,11 @@
 // steps, guidance, seed, prompts, CFG rows, precision) and a fingerprint of the model files. One small
 // safetensors file (a few MB: latents and prompt embeddings, f32), written to a temporary name and renamed
 // over the previous one, so a kill at any moment leaves the last complete checkpoint. With a step cache
-// (--cache) on a single rank it also holds the cache's state (models/step_cache.h): per guidance row the
-// previous metric input and the cached residual, two activations of the video tokens (at 544x960x97, 51000
-// tokens x 3072 x f32 = 627 MB each: 2.5 GB with CFG), so that the resumed run skips what the uninterrupted
-// one would and ends with its video bit for bit.
+// (--cache) it also holds what rebuilds the cache's state (pipeline.h StepCacheReplay): the counts, and the
+// latents of the one or two steps whose transformer calls the resumed run replays first (about one pass of
+// work, once), so that it skips what the uninterrupted one would and ends with its video bit for bit, on one
+// rank or several. The state itself (two activations of the video tokens per guidance row, 2.5 GB at
+// 544x960x97 with CFG) is never written.
 //
 //   sr::write_checkpoint("clip.mp4.ckpt", {.steps_done = 12, .latents = latents, .text = text, ...});
 //   sr::DenoiseCheckpoint c = sr::read_checkpoint("clip.mp4.ckpt");
@@ -28,9 +29,10 @@ struct DenoiseCheckpoint {
     TextConditioning text;  // as the run encoded it
     std::string params;     // the run's parameters as JSON (checkpoint_params)
     std::string model;      // model_fingerprint of the files the run loaded
-    // The step cache's state after steps_done steps; null when the run had no cache, or several ranks (or the
-    // checkpoint is from before step-cache states were kept: its resumed run starts with an empty cache).
-    std::shared_ptr<const StepCacheState> cache;
+    // What rebuilds the step cache's state after steps_done steps (its counts, and the latents of the one or
+    // two steps whose transformer calls the resumed run replays); null when the run had no cache (or the
+    // checkpoint is from an older version: its resumed run starts with an empty cache).
+    std::shared_ptr<const StepCacheReplay> cache;
 
     // InputError naming the checkpoint and what differs (the model files, or each parameter by name and both
     // values) when it is not from a run with these parameters and models.

@@ -226,6 +226,20 @@ void SkyReelsPipeline::check_request(const GenerationRequest& req) const {
         SR_THROW_IF(!(req.initial_latents.shape() == want), "initial latents {}: expected {}",
                     req.initial_latents.describe(), want.str());
     }
+    if (req.cache_replay && p.cache.enabled() && req.start_step > 0) {
+        // The calls must be the ones the counts imply, each with latents of this run's shape.
+        StepCache probe(p.cache, p.num_inference_steps);
+        probe.restore(req.cache_replay->counts, req.start_step);
+        std::vector<std::pair<int, bool>> listed;
+        for (const StepCacheReplay::Call& call : req.cache_replay->calls) {
+            SR_THROW_IF(!call.latents.defined() || !(call.latents.shape() == req.initial_latents.shape()),
+                        "the step cache's replay of step {}: latents {}, expected {}", call.step + 1,
+                        call.latents.defined() ? call.latents.describe() : "none", req.initial_latents.shape().str());
+            listed.emplace_back(call.step, call.compute);
+        }
+        SR_THROW_IF(listed != probe.replays(req.start_step),
+                    "the step cache's replayed calls do not match its counts (a damaged checkpoint?)");
+    }
 }
 
 TextConditioning SkyReelsPipeline::encode_text(Backend& be, const GenerationRequest& req, const PipelineHook& hook,
@@ -371,31 +385,9 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     ModelScope use(placement, PipelineModel::Transformer);
     // Step caching: one decision per step over both guidance rows and every rank (models/step_cache.h).
     std::optional<StepCache> cache;
-    // One rank's cache is the whole state only when the run has one rank; checkpoints of a parallel run leave
-    // it out, and its resumed loop starts with an empty cache.
-    const bool one_rank = !parallel.world || parallel.world->size() < 2;
     if (p.cache.enabled()) {
         cache.emplace(p.cache, p.num_inference_steps);
         cache->set_groups({parallel.sequence, cfg_pair});
-        if (req.cache_state && !one_rank)
-            SR_LOG_WARN(
-                "a run of several ranks resumes with an empty step cache (each rank would need its shard of "
-                "the saved state): its first step computes");
-        if (req.cache_state && one_rank) {
-            // Each row's residual: the video tokens of its guidance rows (both when they run batched).
-            const HunyuanVideoConfig& tc = c_.transformer->config();
-            const int64_t tokens = tc.video_tokens(p.latent_frames(), p.height / r, p.width / r);
-            const bool per_row = cfg && p.sequence_batch;  // one rank: no CFG pair
-            const std::vector<Shape> residuals(per_row ? 2 : 1, Shape{per_row ? 1 : B, tokens, tc.inner_dim()});
-            try {
-                cache->restore(be, *req.cache_state, residuals);
-            } catch (const OutOfMemoryError&) {
-                throw;
-            } catch (const InputError& e) {
-                // The latents are still good: lose the cache's head start, not the run.
-                SR_LOG_WARN("{}: the resumed run starts with an empty step cache (its first step computes)", e.what());
-            }
-        }
     }
     // The job's adapters in the backend's memory for the whole loop (small: rank x (in + out) per layer); they
     // go when it ends, also when a step throws (a cancel), so none outlives the job.
@@ -404,14 +396,15 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     TransformerPass pass;
     pass.cache = cache ? &*cache : nullptr;
     pass.adapters = job_adapters ? &*job_adapters : nullptr;
-    for (int i = req.start_step; i < p.num_inference_steps; ++i) {
-        if (cache) cache->begin_step(i);
+    // Step i's transformer output [B, C, T, h, w] (host f32) for the latents `at` (host f32 [1, C, T, h, w]);
+    // `step_hook` sees its input and timestep.
+    auto transformer_output = [&](const Tensor& at, int i, const PipelineHook& step_hook) {
         const std::string step = "step" + std::to_string(i) + ".";
-        Tensor input = repeat_rows(latents, B);                               // [B, 16, T, h, w]
+        Tensor input = repeat_rows(at, B);                                    // [B, 16, T, h, w]
         if (image_batch.defined()) input = cat_channels(input, image_batch);  // [B, 32, T, h, w]
         const Tensor timestep = filled(B, scheduler.timesteps()[size_t(i)]);
-        emit(hook, step + "transformer_input", input);
-        emit(hook, step + "timestep", timestep);
+        emit(step_hook, step + "transformer_input", input);
+        emit(step_hook, step + "timestep", timestep);
         Tensor output;
         auto row_inputs = [&](int64_t row) {
             auto one = [&](const Tensor& t) { return t.slice(0, row, row + 1).contiguous(); };
@@ -459,6 +452,37 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
                 guidance, parallel.sequence, p.activations};
             output = to_host(be, c_.transformer->forward(be, in, {}, use.weights(), pass));
         }
+        return output;
+    };
+    // A resumed cached loop first rebuilds its cache's state: the counts, then the replayed calls (outputs
+    // unused). Every rank replays its own part, so parallel runs resume their caches too.
+    if (cache && req.cache_replay && req.start_step > 0) {
+        const StepCacheReplay& saved = *req.cache_replay;  // checked by check_request
+        cache->restore(saved.counts, req.start_step);
+        for (const StepCacheReplay::Call& call : saved.calls) {
+            SR_LOG_INFO("step cache: replaying the transformer call of step {} ({}) to rebuild its state",
+                        call.step + 1, call.compute ? "computed" : "skipped");
+            cache->begin_replay(call.step, call.compute);
+            (void)transformer_output(call.latents.to(DType::F32), call.step, nullptr);
+        }
+    }
+    // The inputs of the steps a checkpoint's replay needs: the last computed step's, and the current step's.
+    Tensor computed_latents;
+    int computed_step = -1;
+    if (cache && req.cache_replay)
+        for (const StepCacheReplay::Call& call : req.cache_replay->calls)
+            if (call.compute) computed_step = call.step, computed_latents = call.latents.to(DType::F32);
+    for (int i = req.start_step; i < p.num_inference_steps; ++i) {
+        if (cache) cache->begin_step(i);
+        const std::string step = "step" + std::to_string(i) + ".";
+        // (Allocated in a plan too, so that it counts them: a plan's host tensors are address space only.)
+        Tensor step_latents;
+        if (cache) {
+            step_latents = Tensor::empty(latents.shape(), DType::F32, host_allocator(), "step cache replay latents");
+            if (!host_values_skipped()) step_latents.copy_from(latents);
+        }
+        const Tensor output = transformer_output(latents, i, hook);
+        if (cache && !cache->last_skipped()) computed_step = i, computed_latents = step_latents;
         check_finite(output, fmt::format("the transformer's output at step {}", i),
                      "NaN/Inf weights in the transformer, or config values out of range?");
         emit(hook, step + "transformer_output", output);
@@ -482,8 +506,16 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         if (!host_values_skipped()) scheduler.step(velocity, i, latents);
         emit(hook, step + "latents_after", latents);
         if (req.after_step && !host_values_skipped()) {
-            StepDone done{.steps_done = i + 1, .latents = latents, .cache_state = {}};
-            if (cache && one_rank) done.cache_state = [&] { return cache->state(be); };
+            StepDone done{.steps_done = i + 1, .latents = latents, .cache = nullptr};
+            if (cache) {
+                auto replay = std::make_shared<StepCacheReplay>();
+                replay->counts = cache->counts();
+                for (const auto& [at, compute] : cache->replays(i + 1)) {
+                    SR_ASSERT(at == (compute ? computed_step : i), "step cache replay of step {}: no latents kept", at);
+                    replay->calls.push_back({at, compute, compute ? computed_latents : step_latents});
+                }
+                done.cache = std::move(replay);
+            }
             req.after_step(done);
         }
         if (progress) progress(Stage::Denoising, i + 1, p.num_inference_steps);

@@ -95,13 +95,26 @@ struct TextTokens {
     Tensor clip_ids;               // [B, 77]
 };
 
+// What rebuilds a step cache's state in a resumed loop: its counts, and the transformer calls to replay
+// (StepCache::replays: the last computed step, and for TeaCache the last step when it skipped), each with the
+// latents that step's call read. A few MB, whatever the model: the state itself is two activations per row.
+struct StepCacheReplay {
+    StepCacheCounts counts;
+    struct Call {
+        int step = 0;
+        bool compute = true;
+        Tensor latents;  // [1, 16, T, h, w] host f32: the step's input
+    };
+    std::vector<Call> calls;
+};
+
 // What after_step sees after each denoising step.
 struct StepDone {
     int steps_done = 0;
     const Tensor& latents;  // [1, 16, T, h, w] host f32
-    // With params.cache on a single rank: the cache's state after this step, copied to the host on request
-    // (one activation per guidance row: take it only when it is kept, as a checkpoint does). Empty otherwise.
-    std::function<StepCacheState()> cache_state;
+    // With params.cache: what rebuilds the cache's state after this step (its tensors are the loop's; clone to
+    // keep them past the call). Null otherwise.
+    std::shared_ptr<const StepCacheReplay> cache;
 };
 
 struct GenerationRequest {
@@ -122,12 +135,12 @@ struct GenerationRequest {
     std::shared_ptr<const LoraSet> adapters;
 
     // Resuming a run (pipeline/checkpoint.h): initial_latents are the latents after this many steps, which are
-    // not run again; the scheduler continues at this step. With params.cache, `cache_state` is the step cache's
-    // state after that step (StepCache::state), so that the resumed loop skips what the uninterrupted one
-    // would; null: the resumed loop starts with an empty cache (its first step computes). A run of several
-    // ranks always does (each rank's cache holds its own shard).
+    // not run again; the scheduler continues at this step. With params.cache, `cache_replay` rebuilds the step
+    // cache's state after that step (the loop replays its calls first: about one transformer pass), so that
+    // the resumed loop skips what the uninterrupted one would, on one rank or several; null: the resumed loop
+    // starts with an empty cache (its first step computes).
     int start_step = 0;
-    std::shared_ptr<const StepCacheState> cache_state;
+    std::shared_ptr<const StepCacheReplay> cache_replay;
     // Called after each denoising step (host values; valid during the call).
     std::function<void(const StepDone& step)> after_step;
     // With params.cache: called once the loop is done, with its counts (StepCache::summary(), skipped_steps()).

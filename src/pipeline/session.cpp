@@ -101,12 +101,12 @@ GenerationRequest resumed(GenerationRequest job, const std::string& path, const 
     if (c.text.prompt_embeds.defined()) job.text = c.text;
     job.initial_latents = c.latents;
     job.start_step = c.steps_done;
-    job.cache_state = c.cache;
+    job.cache_replay = c.cache;
     if (job.params.cache.enabled() && !c.cache)
         SR_LOG_WARN(
-            "--resume {}: the checkpoint holds no step cache state (a run of several ranks, or an older "
-            "checkpoint): the resumed run starts with an empty cache, so its first step computes and its video is "
-            "not bit-identical to an uninterrupted run's",
+            "--resume {}: the checkpoint holds no step cache state (one from an older version): the resumed run "
+            "starts with an empty cache, so its first step computes and its video is not bit-identical to an "
+            "uninterrupted run's",
             path);
     pipe.check_request(job);
     SR_LOG_INFO("resuming {} after step {} of {}", path, c.steps_done, job.params.num_inference_steps);
@@ -427,14 +427,12 @@ JobResult Session::generate(const Request& request, const JobCallbacks& callback
             // A checkpoint that cannot be written (a full disk) is a warning: it never costs the video. The last
             // complete one stays in place.
             try {
-                std::shared_ptr<const StepCacheState> cache;
-                if (step.cache_state) cache = std::make_shared<const StepCacheState>(step.cache_state());
                 write_checkpoint(path, {.steps_done = step.steps_done,
                                         .latents = step.latents,
                                         .text = ckpt_text,
                                         .params = run_params,
                                         .model = model,
-                                        .cache = cache});
+                                        .cache = step.cache});
             } catch (const InputError& e) {
                 SR_LOG_WARN("the checkpoint after step {} was not saved: {}; the run goes on", step.steps_done,
                             e.what());
