@@ -108,6 +108,33 @@ TEST(StepCache, TeaCacheAccumulatesRescaledDistancesAndResetsOnCompute) {
     }
 }
 
+// Metric inputs in bf16 (the activations of a bf16 run) are kept in bf16 and summed from their exact values:
+// the same decisions, counts and accumulated estimate as the same values in f32, over a metric large enough
+// to be summed in several blocks.
+TEST(StepCache, Bf16MetricInputsDecideAsTheirF32Values) {
+    Backend& be = cpu_backend();
+    const StepCacheOptions tea = parse_step_cache("teacache:0.3", "--cache");
+    StepCache f32(tea, 5), bf16(tea, 5);
+    const int64_t tokens = 3000, width = 16;  // 48000 values: three blocks of the sums
+    for (int step = 0; step < 5; ++step) {
+        Tensor m = Tensor::empty({1, tokens, width}, DType::F32);
+        for (int64_t i = 0; i < m.numel(); ++i)  // values bf16 holds exactly, ~1.1^step apart
+            m.data<float>()[i] = bf16_to_f32(f32_to_bf16(std::pow(1.1f, float(step)) * (1.0f + float(i % 7) / 8.0f)));
+        bool skips[2];
+        int k = 0;
+        for (StepCache* c : {&f32, &bf16}) {
+            c->begin_step(step);
+            c->observe(be, 0, c == &f32 ? m : m.to(DType::BF16), tokens);
+            skips[k++] = c->decide(be);
+            if (!skips[k - 1]) c->keep_input(be, 0, m), c->keep_output(be, 0, m);
+        }
+        EXPECT_EQ(skips[0], skips[1]) << "step " << step;
+    }
+    EXPECT_GT(f32.skipped(), 0);
+    EXPECT_EQ(bf16.summary(), f32.summary());
+    EXPECT_EQ(bf16.accumulated_estimate(), f32.accumulated_estimate());
+}
+
 // First-block cache at 0.05, first-block residuals 1.0, 1.01, 1.04, 1.06, 1.07: step 0 computes (nothing to
 // compare with); steps 1 and 2 are within 1% and 4% of the last computed step (1.0) and skip; step 3 is 6%
 // from it and computes; step 4 is 0.9% from 1.06 and skips (the last step is not forced, as in ParaAttention).

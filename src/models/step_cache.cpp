@@ -5,8 +5,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/parallel.h"
 
 namespace sr {
 
@@ -14,6 +16,37 @@ namespace {
 
 // The metric input comes to the host in blocks of tokens of at most this many bytes (64 MiB).
 constexpr int64_t kHostChunkBytes = int64_t(64) << 20;
+// The distances are summed in blocks of this many values, added in block order: the same bits whatever the
+// thread count.
+constexpr int64_t kSumBlock = 16384;
+
+// (sum |cur - prev|, sum |prev|) over n values of `dtype` (f32 or bf16), in double.
+std::pair<double, double> abs_sums(const void* cur, const void* prev, DType dtype, int64_t n) {
+    const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+    std::vector<double> diff(static_cast<size_t>(blocks)), base(static_cast<size_t>(blocks));
+    auto sum_block = [&](const auto* c, const auto* p, int64_t k, auto value) {
+        const int64_t i0 = k * kSumBlock, i1 = std::min(n, i0 + kSumBlock);
+        double d = 0.0, b = 0.0;
+        for (int64_t i = i0; i < i1; ++i) {
+            const double x = value(c[i]), y = value(p[i]);
+            d += std::fabs(x - y);
+            b += std::fabs(y);
+        }
+        diff[size_t(k)] = d, base[size_t(k)] = b;
+    };
+    parallel_for(blocks, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k)
+            if (dtype == DType::BF16)
+                sum_block(static_cast<const uint16_t*>(cur), static_cast<const uint16_t*>(prev), k,
+                          [](uint16_t v) { return double(bf16_to_f32(v)); });
+            else
+                sum_block(static_cast<const float*>(cur), static_cast<const float*>(prev), k,
+                          [](float v) { return double(v); });
+    });
+    double d = 0.0, b = 0.0;
+    for (int64_t k = 0; k < blocks; ++k) d += diff[size_t(k)], b += base[size_t(k)];
+    return {d, b};
+}
 
 }  // namespace
 
@@ -124,34 +157,39 @@ void StepCache::observe(Backend& be, size_t r, const Tensor& value, int64_t vali
     rw.observed = true;
     rw.diff = rw.base = 0.0;
     const int64_t B = value.dim(0), D = value.dim(2);
-    // Host memory, so that the plan counts it (a plan allocates, and reads nothing).
-    rw.pending = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache metric input");
+    // Host memory, so that the plan counts it (a plan allocates, and reads nothing). Kept in the activations'
+    // dtype when it is bf16 (what the reference's bf16 run compares; half the memory of f32, and exact).
+    const DType kept = value.dtype() == DType::BF16 ? DType::BF16 : DType::F32;
+    const size_t esize = dtype_size(kept);
+    rw.pending = Tensor::empty({B * valid * D}, kept, host_allocator(), "step cache metric input");
     // The value comes to the host a block of tokens at a time (a bounded copy, not a second whole input).
-    const int64_t chunk = std::max<int64_t>(1, kHostChunkBytes / (D * int64_t(sizeof(float))));
+    const int64_t chunk = std::max<int64_t>(1, kHostChunkBytes / (D * int64_t(esize)));
     if (host_values_skipped()) {
-        (void)to_host_f32(be, value.select(0, 0).slice(0, 0, std::min(chunk, valid)));  // the copy's size, counted
+        (void)to_host(be, value.select(0, 0).slice(0, 0, std::min(chunk, valid)));  // the copy's size, counted
         // A plan (shapes only; every step computes) runs one step: the previous step's input, which every later
         // step holds next to this one, is counted too.
         if (!rw.prev.defined())
-            rw.prev = Tensor::empty({B * valid * D}, DType::F32, host_allocator(), "step cache previous input");
+            rw.prev = Tensor::empty({B * valid * D}, kept, host_allocator(), "step cache previous input");
         return;
     }
-    float* keep = rw.pending.data<float>();
+    auto* keep = static_cast<char*>(rw.pending.raw_data());
     for (int64_t b = 0; b < B; ++b)
         for (int64_t t0 = 0; t0 < valid; t0 += chunk) {
             const int64_t t1 = std::min(valid, t0 + chunk);
-            const Tensor part = to_host_f32(be, value.select(0, b).slice(0, t0, t1));
-            std::memcpy(keep + (b * valid + t0) * D, part.data<float>(), size_t((t1 - t0) * D) * sizeof(float));
+            const Tensor part = to_host(be, value.select(0, b).slice(0, t0, t1)).contiguous();
+            convert_elements(part.raw_data(), part.dtype(), keep + size_t((b * valid + t0) * D) * esize, kept,
+                             size_t((t1 - t0) * D));
         }
-    if (!rw.prev.defined() || rw.prev.numel() != rw.pending.numel()) return;  // nothing to compare with
-    // Summed per batch row in token order: the same sums however the rows were batched.
-    const float* p = rw.prev.data<float>();
-    double diff = 0.0, base = 0.0;
-    for (int64_t i = 0; i < rw.pending.numel(); ++i) {
-        diff += std::fabs(double(keep[i]) - double(p[i]));
-        base += std::fabs(double(p[i]));
+    if (!rw.prev.defined() || rw.prev.numel() != rw.pending.numel() || rw.prev.dtype() != kept)
+        return;  // nothing to compare with
+    // Each batch row's sums start from 0 and are added in row order: the same sums whether the rows run batched
+    // (one Row of B) or one at a time (B Rows, added in decide()).
+    const auto* p = static_cast<const char*>(rw.prev.raw_data());
+    const size_t row_bytes = size_t(valid * D) * esize;
+    for (int64_t b = 0; b < B; ++b) {
+        const auto [diff, base] = abs_sums(keep + size_t(b) * row_bytes, p + size_t(b) * row_bytes, kept, valid * D);
+        rw.diff += diff, rw.base += base;
     }
-    rw.diff = diff, rw.base = base;
 }
 
 bool StepCache::decide(Backend& be) {

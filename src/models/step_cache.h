@@ -133,7 +133,7 @@ public:
 
 private:
     struct Row {
-        Tensor prev;                // the previous metric input: host f32, [B * valid tokens * D]
+        Tensor prev;                // the previous metric input: host, the value's f32 or bf16, [B * valid * D]
         Tensor pending;             // this call's, kept by decide() per the kind's rule
         double diff = 0, base = 0;  // this call's sums against prev
         bool observed = false;
