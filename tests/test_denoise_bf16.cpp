@@ -126,6 +126,49 @@ TEST(DenoiseBf16, PipelineFixturesStayWithinBf16Rounding) {
     EXPECT_GT(checked, 0) << "no pipeline fixture";
 }
 
+// A step cache in a bf16 run (its metric computed and kept in bf16, as the reference's bf16 run does; its
+// residual in f32, models/step_cache.h says why), on every pipeline fixture: a threshold of 0 never skips
+// and is the uncached bf16 run bit for bit (the bf16 metric path runs on every step); a huge one skips every
+// step the rules leave (as the f32 run does), and its latents stay within the bf16 bound of the f32 cached
+// run's (a skipped step adds one rounding, far fewer than a computed step's) without equalling them.
+TEST(DenoiseBf16, CachedRunsStayWithinBf16Rounding) {
+    int checked = 0;
+    for (const fs::path& dir : test::pipeline_fixtures()) {
+        SCOPED_TRACE(dir.string());
+        const test::Fixture f = test::Fixture::open(dir);
+        const SkyReelsPipeline pipe = test::load_pipeline(f);
+        GenerationRequest req = test::make_request(f, false);
+        std::vector<int> skipped;
+        req.after_cached_loop = [&](const StepCache& c) { skipped = c.skipped_steps(); };
+        req.params.activations = DType::BF16;
+        Tensor video;
+        const Tensor plain = generate_cpu(pipe, req, &video);
+        for (const char* zero : {"teacache:0", "fbcache:0"}) {
+            GenerationRequest r = req;
+            r.params.cache = parse_step_cache(zero, "--cache");
+            EXPECT_TRUE(bit_identical(generate_cpu(pipe, r, &video), plain)) << zero;
+            EXPECT_TRUE(skipped.empty()) << zero;
+        }
+        GenerationRequest r = req;
+        r.params.cache = parse_step_cache("teacache:1e9", "--cache");
+        const Tensor cached16 = generate_cpu(pipe, r, &video);
+        const std::vector<int> skipped16 = skipped;
+        r.params.activations = DType::F32;
+        const Tensor cached32 = generate_cpu(pipe, r, &video);
+        EXPECT_EQ(skipped16, skipped);
+        EXPECT_EQ(skipped16.size(), size_t(std::max(0, req.params.num_inference_steps - 2)));
+        EXPECT_FALSE(bit_identical(cached16, cached32));
+        const HunyuanVideoTransformer& dit = *pipe.components().transformer;
+        const double rel = bf16_relative_bound(int(dit.weight_block_count()) - 2, req.params.num_inference_steps);
+        const test::Diff d = test::compare(cached16, cached32);
+        EXPECT_LE(d.max_abs, rel * d.max_expected) << d.str();
+        std::printf("  %s: bf16 cached latents against f32 cached %s (bound %.2f%% of max)\n", dir.filename().c_str(),
+                    d.str().c_str(), 100 * rel);
+        ++checked;
+    }
+    EXPECT_GT(checked, 0) << "no pipeline fixture";
+}
+
 // The simulated device with bf16 activations: bit-identical to the CPU's bf16 run with no offload, model
 // offload and block streaming at the tightest budget; every stage's measured peak equals the plan's to the
 // byte; and the denoising stage's planned activations are below the f32 run's (the streams are half size).

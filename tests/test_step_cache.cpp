@@ -108,9 +108,9 @@ TEST(StepCache, TeaCacheAccumulatesRescaledDistancesAndResetsOnCompute) {
     }
 }
 
-// Metric inputs in bf16 (the activations of a bf16 run) are kept in bf16 and summed from their exact values:
-// the same decisions, counts and accumulated estimate as the same values in f32, over a metric large enough
-// to be summed in several blocks.
+// Metric inputs in bf16 (the activations of a bf16 run) are kept in bf16 (half the host memory of f32) and
+// summed from their exact values: the same decisions, counts and accumulated estimate as the same values in
+// f32, over a metric large enough to be summed in several blocks.
 TEST(StepCache, Bf16MetricInputsDecideAsTheirF32Values) {
     Backend& be = cpu_backend();
     const StepCacheOptions tea = parse_step_cache("teacache:0.3", "--cache");
@@ -121,14 +121,21 @@ TEST(StepCache, Bf16MetricInputsDecideAsTheirF32Values) {
         for (int64_t i = 0; i < m.numel(); ++i)  // values bf16 holds exactly, ~1.1^step apart
             m.data<float>()[i] = bf16_to_f32(f32_to_bf16(std::pow(1.1f, float(step)) * (1.0f + float(i % 7) / 8.0f)));
         bool skips[2];
+        size_t held[2];  // host bytes the step left held (at step 0: the metric input and the f32 residual)
         int k = 0;
         for (StepCache* c : {&f32, &bf16}) {
+            const Tensor value = c == &f32 ? m : m.to(DType::BF16);
+            const size_t before = host_allocator().in_use_bytes();
             c->begin_step(step);
-            c->observe(be, 0, c == &f32 ? m : m.to(DType::BF16), tokens);
-            skips[k++] = c->decide(be);
-            if (!skips[k - 1]) c->keep_input(be, 0, m), c->keep_output(be, 0, m);
+            c->observe(be, 0, value, tokens);
+            skips[k] = c->decide(be);
+            if (!skips[k]) c->keep_input(be, 0, m), c->keep_output(be, 0, m);
+            held[k++] = host_allocator().in_use_bytes() - before;
         }
         EXPECT_EQ(skips[0], skips[1]) << "step " << step;
+        if (step == 0) {
+            EXPECT_EQ(held[0] - held[1], size_t(m.numel()) * 2) << "bf16 keeps 2 bytes a value, f32 4";
+        }
     }
     EXPECT_GT(f32.skipped(), 0);
     EXPECT_EQ(bf16.summary(), f32.summary());

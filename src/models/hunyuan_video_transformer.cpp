@@ -704,11 +704,12 @@ std::vector<Tensor> HunyuanVideoTransformer::forward_rows(Backend& be, const std
             const DualBlock blk = for_pass(dual_blocks_[0], 1, lease, pass);
             if (cache->options().kind == StepCacheKind::TeaCache) {
                 // The metric: the video tokens as block 1's attention projections see them (its norm1's
-                // shift_msa and scale_msa on the layer norm), computed here as dual_block computes them.
+                // shift_msa and scale_msa on the layer norm), computed here as dual_block computes them (in
+                // the residual stream's dtype: a bf16 run's metric is bf16, as the reference's bf16 run's is).
                 for (size_t r = 0; r < st.size(); ++r) {
                     Row& row = st[r];
                     const auto m = chunk_rows(blk.norm1.apply(be, row.temb_silu), 6);
-                    Tensor nx = new_activation(be, row.x.shape(), "step cache metric");
+                    Tensor nx = new_activation(be, row.x.shape(), "step cache metric", row.x.dtype());
                     be.layer_norm(row.x, nullptr, nullptr, 1e-6f, nx);
                     be.modulate(nx, m[0], m[1], nx);
                     cache->observe(be, r, nx, row.joint.shard.valid_rows());
