@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <thread>
@@ -394,6 +395,26 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
             s.calls.front().latents = Tensor::zeros({1, 3}, DType::F32);
         },
         "step_cache.call0.latents f32[1,3]");
+    // NaN in a checkpoint's tensors is damage, refused naming the tensor (a run never saves non-finite values;
+    // resumed, they would be blamed on the model).
+    for (const bool in_replay : {false, true}) {
+        DenoiseCheckpoint c = good;
+        auto replay = std::make_shared<StepCacheReplay>(*good.cache);
+        Tensor& target = in_replay ? replay->calls.front().latents : c.latents;
+        target = target.clone();
+        target.data<float>()[1] = std::numeric_limits<float>::quiet_NaN();
+        c.cache = replay;
+        write_checkpoint(ckpt, c);
+        const std::string name = in_replay ? "step_cache.call0.latents" : "latents";
+        try {
+            (void)read_checkpoint(ckpt);
+            ADD_FAILURE() << "a NaN in " << name << " was accepted";
+        } catch (const InputError& e) {
+            EXPECT_NE(std::string(e.what()).find("--resume " + ckpt + ": " + name + " f32["), std::string::npos)
+                << e.what();
+            EXPECT_NE(std::string(e.what()).find("1 non-finite values"), std::string::npos) << e.what();
+        }
+    }
 }
 
 // The fingerprint of model files changes with a file's header, its size or its name, and not with nothing.

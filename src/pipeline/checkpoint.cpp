@@ -1,6 +1,7 @@
 #include "pipeline/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -69,10 +70,15 @@ std::string cache_json(const StepCacheReplay& c) {
 }
 
 // A float tensor of the checkpoint as an owned f32 copy; InputError naming it when it is not floating point
-// (a damaged or made-up file: converting integers would be a bug, not an error).
+// (a damaged or made-up file: converting integers would be a bug, not an error) or holds NaN or Inf (a run
+// never saves those: it stops at the first non-finite step, so they would be blamed on the model).
 Tensor f32_copy(const Tensor& t, const std::string& name) {
     SR_THROW_IF(!dtype_is_float(t.dtype()), "{} {}: expected a float tensor", name, t.describe());
-    return t.to(DType::F32).clone();
+    Tensor c = t.to(DType::F32).contiguous().clone();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c.numel(); ++i) bad += !std::isfinite(c.data<float>()[i]);
+    SR_THROW_IF(bad > 0, "{} {}: {} non-finite values (NaN or Inf): a damaged checkpoint", name, t.describe(), bad);
+    return c;
 }
 
 // The step cache's replay of a checkpoint after `steps_done` steps whose latents are `latents`; InputError
