@@ -367,6 +367,13 @@ TEST(Denoise, ResumedCachedJobSkipsAsTheUninterruptedOne) {
                 EXPECT_TRUE(bit_identical(rest.latents, full.latents)) << "resumed after step " << stop;
                 EXPECT_EQ(rest.step_cache, full.step_cache) << "resumed after step " << stop;
             }
+            // A resumed run's own checkpoints (its last computed step may be a replayed one) resume too: stopped
+            // after step 2, resumed and stopped again after step 5, resumed once more.
+            Request middle = stopped_after(session, r, 2);
+            middle.checkpoint_every = 1;
+            const JobResult last = session.generate(stopped_after(session, middle, 5));
+            EXPECT_TRUE(bit_identical(last.latents, full.latents)) << "resumed twice";
+            EXPECT_EQ(last.step_cache, full.step_cache) << "resumed twice";
         }
     // Damaged checkpoints are refused, naming what is wrong.
     const DenoiseCheckpoint good = read_checkpoint(ckpt);

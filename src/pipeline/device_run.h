@@ -36,9 +36,9 @@ struct DeviceRunReport {
     MemoryPlan plan;
     std::vector<std::pair<Stage, size_t>> stage_peaks;  // measured device peak per stage
     size_t device_peak = 0;
-    size_t pinned_peak = 0;  // page-locked bytes: residency managers (max at once) + the staging ring
-    size_t bytes_moved = 0;  // host -> device over the whole run
-    double streamed_bytes_per_step = 0;
+    size_t pinned_peak = 0;              // page-locked bytes: residency managers (max at once) + the staging ring
+    size_t bytes_moved = 0;              // host -> device over the whole run
+    double streamed_bytes_per_step = 0;  // a resumed cached run's replayed calls included (pipeline.h)
     int steps = 0;
     double copy_seconds = 0, exposed_seconds = 0;
     size_t host_peak_rss = 0;                       // the kernel's high-water mark (VmHWM), whole process life

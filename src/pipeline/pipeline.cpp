@@ -455,8 +455,10 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
         return output;
     };
     // A resumed cached loop first rebuilds its cache's state: the counts, then the replayed calls (outputs
-    // unused). Every rank replays its own part, so parallel runs resume their caches too.
-    if (cache && req.cache_replay && req.start_step > 0) {
+    // unused). Every rank replays its own part, so parallel runs resume their caches too. The stage's progress
+    // has begun (the device's stage peaks are measured from there): the first resumed step's ETA includes the
+    // replay, about one more pass.
+    if (cache && req.cache_replay && req.start_step > 0 && req.start_step < p.num_inference_steps) {
         const StepCacheReplay& saved = *req.cache_replay;  // checked by check_request
         cache->restore(saved.counts, req.start_step);
         for (const StepCacheReplay::Call& call : saved.calls) {
@@ -482,7 +484,13 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
             if (!host_values_skipped()) step_latents.copy_from(latents);
         }
         const Tensor output = transformer_output(latents, i, hook);
-        if (cache && !cache->last_skipped()) computed_step = i, computed_latents = step_latents;
+        if (cache && !cache->last_skipped()) {
+            computed_step = i;
+            // A plan runs one step, whose input is the computed one; a loop holds both from its second step on.
+            computed_latents = host_values_skipped() ? Tensor::empty(latents.shape(), DType::F32, host_allocator(),
+                                                                     "step cache replay latents")
+                                                     : step_latents;
+        }
         check_finite(output, fmt::format("the transformer's output at step {}", i),
                      "NaN/Inf weights in the transformer, or config values out of range?");
         emit(hook, step + "transformer_output", output);

@@ -39,6 +39,7 @@
 #include "backends/cpu/row_kernels.h"
 #include "backends/cpu/vec_math.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/parallel.h"
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__linux__)
@@ -391,6 +392,7 @@ struct RowState {
 void softmax_rows(const float* scores, uint16_t* P, int64_t rows, int64_t n, int64_t width, float scale, RowState& st,
                   int64_t D) {
     constexpr float kLog2e = 1.44269504088896341f;
+    SR_ASSERT(width == round_up(n, 32), "flash softmax: {} keys padded to {}", n, width);  // the exp pass stores 32
     const __m512 vscale2 = _mm512_set1_ps(scale * kLog2e);
     const bool positive_scale = scale >= 0.0f;
     for (int64_t i = 0; i < rows; ++i) {
