@@ -5,11 +5,9 @@
 // can resume from: a step count in range, one row of f32 latents with finite values, text conditioning whole or
 // absent, and step cache counts and replayed calls that agree with the step count and the latents' shape, so a
 // checkpoint accepted here and then failing deep inside a run is a finding too.
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -27,17 +25,8 @@ namespace {
     throw std::logic_error("broken reader invariant: " + what);
 }
 
-// One scratch file per process, rewritten for every input (the reader opens files by path), removed at exit.
 const std::string& scratch_path() {
-    struct Scratch {
-        std::string path;
-        ~Scratch() { std::remove(path.c_str()); }
-    };
-    static const Scratch scratch{[] {
-        const char* dir = std::getenv("TMPDIR");
-        return std::string(dir && *dir ? dir : "/tmp") + "/fuzz_checkpoint-" + std::to_string(getpid()) + ".ckpt";
-    }()};
-    return scratch.path;
+    return sr::fuzz::scratch_path("fuzz_checkpoint", ".ckpt");
 }
 
 bool all_finite(const sr::Tensor& t) {
@@ -83,12 +72,7 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
         return true;
     }();
     (void)quiet;
-    {
-        std::FILE* f = std::fopen(scratch_path().c_str(), "wb");
-        if (!f) throw std::runtime_error("cannot write " + scratch_path());
-        if (size && std::fwrite(data, 1, size, f) != size) throw std::runtime_error("short write");
-        std::fclose(f);
-    }
+    sr::fuzz::write_scratch(scratch_path(), data, size);
     sr::DenoiseCheckpoint c;
     try {
         c = sr::read_checkpoint(scratch_path());

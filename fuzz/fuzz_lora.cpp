@@ -4,11 +4,9 @@
 // is a safetensors image written to a scratch file and read onto a small transformer (the LoRA fixtures'
 // config). A rejected input must be an sr::InputError; an accepted one must map only onto the model's layers
 // with the layers' shapes, matching ranks and finite values, so a silently wrong adapter is a finding too.
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -50,17 +48,8 @@ const std::map<std::string, std::pair<int64_t, int64_t>>& linears() {
     return shapes;
 }
 
-// One scratch file per process, rewritten for every input (the reader opens files by path), removed at exit.
 const std::string& scratch_path() {
-    struct Scratch {
-        std::string path;
-        ~Scratch() { std::remove(path.c_str()); }
-    };
-    static const Scratch scratch{[] {
-        const char* dir = std::getenv("TMPDIR");
-        return std::string(dir && *dir ? dir : "/tmp") + "/fuzz_lora-" + std::to_string(getpid()) + ".safetensors";
-    }()};
-    return scratch.path;
+    return sr::fuzz::scratch_path("fuzz_lora", ".safetensors");
 }
 
 void check_invariants(const sr::LoraSet& set) {
@@ -93,12 +82,7 @@ std::optional<uint64_t> run_one(const uint8_t* data, size_t size) {
     }();
     (void)quiet;
     (void)linears();  // the model is made before the first input, not inside its timing
-    {
-        std::FILE* f = std::fopen(scratch_path().c_str(), "wb");
-        if (!f) throw std::runtime_error("cannot write " + scratch_path());
-        if (size && std::fwrite(data, 1, size, f) != size) throw std::runtime_error("short write");
-        std::fclose(f);
-    }
+    sr::fuzz::write_scratch(scratch_path(), data, size);
     sr::LoraSet set;
     const bool ignore = size > 0 && (data[size - 1] & 1);  // both policies for unmatched keys
     try {

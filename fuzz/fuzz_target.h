@@ -5,9 +5,14 @@
 // SR_FUZZ_TARGET("fuzz_json", false), which defines LLVMFuzzerTestOneInput and sr::fuzz::target() from them.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -113,6 +118,27 @@ inline std::vector<std::string> safetensors_tokens() {
             "{",
             "}",
             " "};
+}
+
+// For targets whose reader opens files by path: this process's scratch file (under $TMPDIR, else /tmp, named
+// for the target and the process; removed at exit), and one input written into it.
+inline const std::string& scratch_path(const char* target, const char* suffix) {
+    struct Scratch {
+        std::string path;
+        ~Scratch() { std::remove(path.c_str()); }
+    };
+    static const Scratch scratch{[&] {
+        const char* dir = std::getenv("TMPDIR");
+        return std::string(dir && *dir ? dir : "/tmp") + "/" + target + "-" + std::to_string(getpid()) + suffix;
+    }()};
+    return scratch.path;
+}
+inline void write_scratch(const std::string& path, const uint8_t* data, size_t size) {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) throw std::runtime_error("cannot write " + path);
+    const bool whole = size == 0 || std::fwrite(data, 1, size, f) == size;
+    std::fclose(f);
+    if (!whole) throw std::runtime_error("short write to " + path);
 }
 
 // FNV-1a, for building signatures.
