@@ -135,7 +135,6 @@ void StepCache::restore(const StepCacheCounts& c, int steps_done) {
     total_estimate_ = c.total_estimate;
     passes_ = c.passes, skipped_ = c.skipped;
     skipped_steps_ = c.skipped_steps;
-    last_skipped_ = !skipped_steps_.empty() && skipped_steps_.back() == steps_done - 1;
 }
 
 std::vector<std::pair<int, bool>> StepCache::replays(int steps_done) const {
@@ -258,7 +257,6 @@ bool StepCache::decide(Backend& be) {
     for (Row& rw : rows_) rw.observed = false, rw.pending = Tensor();
     ++passes_;
     if (skip) ++skipped_, skipped_steps_.push_back(step_);
-    last_skipped_ = skip;
     return skip;
 }
 

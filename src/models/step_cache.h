@@ -89,20 +89,21 @@ public:
     // per decision).
     void set_groups(std::vector<Communicator*> groups) { groups_ = std::move(groups); }
     // Before each step's transformer call: which step of `steps` it is (a resumed loop starts past 0; its
-    // first call computes unless restore() gave it the state the loop had there).
+    // first call computes unless restore() and the replays rebuilt the state the loop had there).
     void begin_step(int step);
 
-    // ---- Checkpoints. A resumed loop rebuilds the saved cache's state by replaying the calls it came from,
-    // with the inputs they had: begin_replay(c, true) before the transformer call of the last step that
-    // computed (c: its residual, and the first-block cache's previous metric), then, for TeaCache when the last
-    // step done (s) skipped, begin_replay(s, false) before that step's call (its metric is the previous one);
-    // then restore(counts). A replayed call decides as told, gathers nothing and counts nothing.
+    // ---- Checkpoints. A resumed loop restores the saved counts, then rebuilds the saved cache's state by
+    // replaying the calls it came from, with the inputs they had (replays() lists them): begin_replay(c, true)
+    // before the transformer call of the last step that computed (c: its residual, and the first-block cache's
+    // previous metric), then, for TeaCache when the last step done (s) skipped, begin_replay(s, false) before
+    // that step's call (its metric is the previous one). A replayed call decides as told, gathers nothing and
+    // counts nothing.
     void begin_replay(int step, bool compute);
     StepCacheCounts counts() const;
     // InputError (StepCacheCounts::check against `steps_done`), with the cache left as it was.
     void restore(const StepCacheCounts& counts, int steps_done);
-    // Whether the last decision was to skip (false before any).
-    bool last_skipped() const { return last_skipped_; }
+    // Whether the decision of the current step (begin_step) was to skip.
+    bool last_skipped() const { return !skipped_steps_.empty() && skipped_steps_.back() == step_; }
     // The replays a loop stopped after `steps_done` steps needs, in order (step, compute), from its counts: the
     // last computed step, then (TeaCache) the last step when it skipped.
     std::vector<std::pair<int, bool>> replays(int steps_done) const;
@@ -155,7 +156,6 @@ private:
     double total_estimate_ = 0.0;
     int passes_ = 0, skipped_ = 0;
     std::vector<int> skipped_steps_;
-    bool last_skipped_ = false;
     std::optional<bool> replay_compute_;  // set by begin_replay: the next decision, made as told
 };
 

@@ -74,7 +74,7 @@ std::string cache_json(const StepCacheReplay& c) {
 // never saves those: it stops at the first non-finite step, so they would be blamed on the model).
 Tensor f32_copy(const Tensor& t, const std::string& name) {
     SR_THROW_IF(!dtype_is_float(t.dtype()), "{} {}: expected a float tensor", name, t.describe());
-    Tensor c = t.to(DType::F32).contiguous().clone();
+    Tensor c = t.to(DType::F32);  // an owned, contiguous copy (Tensor::to always copies)
     int64_t bad = 0;
     for (int64_t i = 0; i < c.numel(); ++i) bad += !std::isfinite(c.data<float>()[i]);
     SR_THROW_IF(bad > 0, "{} {}: {} non-finite values (NaN or Inf): a damaged checkpoint", name, t.describe(), bad);
@@ -104,9 +104,7 @@ std::shared_ptr<const StepCacheReplay> read_cache_replay(const WeightStore& s, i
     n.check(steps_done, source);
     const auto calls = j.find("calls");
     SR_THROW_IF(calls == j.end() || !calls->is_array() || calls->size() > 2,
-                "{}: \"calls\" is not a list of two "
-                "calls at most",
-                source);
+                "{}: \"calls\" is not a list of two calls at most", source);
     for (size_t k = 0; k < calls->size(); ++k) {
         const Json& call = (*calls)[k];
         const std::string what = fmt::format("{} call {}", source, k);

@@ -458,22 +458,22 @@ Tensor SkyReelsPipeline::denoise(Backend& be, const GenerationRequest& req, cons
     // unused). Every rank replays its own part, so parallel runs resume their caches too. The stage's progress
     // has begun (the device's stage peaks are measured from there): the first resumed step's ETA includes the
     // replay, about one more pass.
+    // The inputs of the steps a checkpoint's replay needs: the last computed step's (from the replay when the
+    // loop resumed), and the current step's.
+    Tensor computed_latents;
+    int computed_step = -1;
     if (cache && req.cache_replay && req.start_step > 0 && req.start_step < p.num_inference_steps) {
         const StepCacheReplay& saved = *req.cache_replay;  // checked by check_request
         cache->restore(saved.counts, req.start_step);
         for (const StepCacheReplay::Call& call : saved.calls) {
             SR_LOG_INFO("step cache: replaying the transformer call of step {} ({}) to rebuild its state",
                         call.step + 1, call.compute ? "computed" : "skipped");
+            const Tensor at = call.latents.to(DType::F32);
             cache->begin_replay(call.step, call.compute);
-            (void)transformer_output(call.latents.to(DType::F32), call.step, nullptr);
+            (void)transformer_output(at, call.step, nullptr);
+            if (call.compute) computed_step = call.step, computed_latents = at;
         }
     }
-    // The inputs of the steps a checkpoint's replay needs: the last computed step's, and the current step's.
-    Tensor computed_latents;
-    int computed_step = -1;
-    if (cache && req.cache_replay)
-        for (const StepCacheReplay::Call& call : req.cache_replay->calls)
-            if (call.compute) computed_step = call.step, computed_latents = call.latents.to(DType::F32);
     for (int i = req.start_step; i < p.num_inference_steps; ++i) {
         if (cache) cache->begin_step(i);
         const std::string step = "step" + std::to_string(i) + ".";
